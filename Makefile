@@ -1,0 +1,38 @@
+# belt: build, test against two local PostgreSQL 15 + pglogical clusters, demo.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+# e.g. make test SWIFT_TEST='swift test --filter ReplicationTests'
+SWIFT_TEST ?= swift test
+
+.PHONY: all deps build test demo clusters-up clusters-down clean-clusters
+
+all: build
+
+deps:
+	scripts/install-deps
+
+build:
+	swift build
+
+# The clusters are stopped whatever happens to the tests (EXIT trap), and the
+# recipe exits with swift test's status. The env must be in swift test's
+# environment, hence one shell line.
+test: deps
+	trap 'scripts/pg-clusters down' EXIT; \
+	scripts/pg-clusters up; \
+	eval "$$(scripts/pg-clusters env)"; \
+	$(SWIFT_TEST)
+
+demo: deps
+	scripts/pg-clusters up
+	scripts/demo
+
+clusters-up: deps
+	scripts/pg-clusters up
+
+clusters-down:
+	scripts/pg-clusters down
+
+clean-clusters:
+	scripts/pg-clusters destroy

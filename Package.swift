@@ -1,0 +1,48 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+  .enableUpcomingFeature("ExistentialAny")
+]
+
+let package = Package(
+  name: "belt",
+  platforms: [.macOS(.v13)],
+  products: [
+    .executable(name: "belt", targets: ["belt"])
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+  ],
+  targets: [
+    .systemLibrary(name: "CLua", pkgConfig: "lua5.4", providers: [.apt(["liblua5.4-dev"])]),
+    .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+    .systemLibrary(name: "CLineEdit", pkgConfig: "libedit", providers: [.apt(["libedit-dev"])]),
+    .target(name: "CLuaShim", dependencies: ["CLua", "CLibPQ"]),
+    .target(
+      name: "BeltRuntime",
+      dependencies: [
+        "CLua", "CLibPQ", "CLuaShim", "CLineEdit",
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .executableTarget(
+      name: "belt",
+      dependencies: [
+        "BeltRuntime",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
+      name: "BeltLuaTests", dependencies: ["BeltRuntime", "CLua", "CLuaShim"],
+      swiftSettings: swiftSettings),
+    .testTarget(
+      name: "BeltRuntimeTests", dependencies: ["BeltRuntime"], swiftSettings: swiftSettings),
+    .testTarget(
+      name: "IntegrationTests", dependencies: ["BeltRuntime"], swiftSettings: swiftSettings),
+  ]
+)

@@ -1,0 +1,203 @@
+import Foundation
+
+/// Finds, loads, validates and saves `configs/<dc>/<db>/config.json` under a root directory.
+public struct ConfigStore: Sendable {
+  /// The directory that holds `configs/` (and where `schemas/` is written).
+  public var root: String
+
+  /// Creates a store rooted at `root`.
+  public init(root: String) {
+    self.root = root
+  }
+
+  /// `configs/<dc>` under the root.
+  public func dcDirectory(_ dc: String) -> String { "\(root)/configs/\(dc)" }
+
+  /// The config file path of one pair.
+  public func path(dc: String, db: String) -> String { "\(root)/configs/\(dc)/\(db)/config.json" }
+
+  /// The schema files directory of one pair, `schemas/<dc>/<db>`.
+  public func schemaDirectory(dc: String, db: String) -> String { "\(root)/schemas/\(dc)/\(db)" }
+
+  /// Rejects names that would escape the configs directory.
+  static func checkName(_ name: String, what: String) throws {
+    if name.isEmpty || name == "." || name == ".." || name.contains("/") || name.contains("\0") {
+      throw BeltError(.badArgument, "invalid \(what) name \(Value.jsonQuote(name))")
+    }
+  }
+
+  /// The names of every database pair in a dc, sorted.
+  /// - Throws: ``BeltError`` `not_found` when the dc directory does not exist.
+  public func dbs(dc: String) throws -> [String] {
+    try Self.checkName(dc, what: "dc")
+    let dir = dcDirectory(dc)
+    var isDir: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
+      throw BeltError(.notFound, "unknown dc \"\(dc)\": no directory \(dir)", dc: dc)
+    }
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+    return names.filter { FileManager.default.fileExists(atPath: path(dc: dc, db: $0)) }.sorted()
+  }
+
+  /// Loads and validates one pair's config.
+  /// - Throws: ``BeltError`` naming the file and the field.
+  public func load(dc: String, db: String) throws -> MigrationConfig {
+    try Self.checkName(dc, what: "dc")
+    try Self.checkName(db, what: "db")
+    let file = path(dc: dc, db: db)
+    guard FileManager.default.fileExists(atPath: file) else {
+      var isDir: ObjCBool = false
+      if !FileManager.default.fileExists(atPath: dcDirectory(dc), isDirectory: &isDir) {
+        throw BeltError(.notFound, "unknown dc \"\(dc)\": no directory \(dcDirectory(dc))", dc: dc)
+      }
+      throw BeltError(
+        .notFound, "unknown db \"\(db)\" in dc \"\(dc)\": no file \(file)", dc: dc, db: db)
+    }
+    guard let data = FileManager.default.contents(atPath: file) else {
+      throw BeltError(.ioError, "\(file): cannot be read", dc: dc, db: db)
+    }
+    guard let text = String(data: data, encoding: .utf8) else {
+      throw BeltError(.configInvalid, "\(file): not valid UTF-8", dc: dc, db: db)
+    }
+    return try Self.parse(text, path: file, dc: dc, db: db)
+  }
+
+  /// Parses and validates config text.
+  public static func parse(_ text: String, path: String, dc: String? = nil, db: String? = nil)
+    throws -> MigrationConfig
+  {
+    let raw: Value
+    do {
+      raw = try JSONParser.parse(text)
+    } catch let e as JSONParser.SyntaxError {
+      throw BeltError(.configInvalid, "\(path): \(e.description)", dc: dc, db: db)
+    }
+    let v = FieldReader(path: path, dc: dc, db: db)
+    guard case .object = raw else { throw v.fail("", "must be a JSON object") }
+    let cfgDB = try v.requiredString(raw, "db")
+    let cfgDC = try v.requiredString(raw, "dc")
+    return MigrationConfig(
+      path: path, raw: raw, db: cfgDB, dc: cfgDC,
+      src: try v.server(raw, "src"), dst: try v.server(raw, "dst"),
+      tables: try v.stringList(raw, "tables"), sequences: try v.stringList(raw, "sequences"),
+      schemaName: try v.optionalString(raw, "schema_name") ?? "public",
+      excludeUsers: try v.stringList(raw, "exclude_users") ?? [],
+      excludePatterns: try v.stringList(raw, "exclude_patterns") ?? [])
+  }
+
+  /// Writes a config atomically (temp file in the same directory, fsync, rename), keeping the
+  /// existing file's mode (0600 for a new file).
+  public func save(_ value: Value, to file: String) throws {
+    let dir = (file as NSString).deletingLastPathComponent
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    var mode: mode_t = 0o600
+    var st = stat()
+    if stat(file, &st) == 0 { mode = st.st_mode & 0o7777 }
+    let tmp = "\(dir)/.config.json.\(getpid()).\(UInt32.random(in: 0...UInt32.max)).tmp"
+    let text = value.json(indent: 4) + "\n"
+    let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, mode)
+    guard fd >= 0 else { throw BeltError(.ioError, "\(file): cannot create a temporary file") }
+    var ok = true
+    text.utf8CString.withUnsafeBufferPointer { buf in
+      var off = 0
+      let n = buf.count - 1
+      while off < n {
+        let w = write(fd, buf.baseAddress.map { UnsafeRawPointer($0) + off }, n - off)
+        if w <= 0 { ok = false; break }
+        off += w
+      }
+    }
+    if fchmod(fd, mode) != 0 || fsync(fd) != 0 { ok = false }
+    close(fd)
+    guard ok, rename(tmp, file) == 0 else {
+      unlink(tmp)
+      throw BeltError(.ioError, "\(file): could not be written; the old file is unchanged")
+    }
+  }
+}
+
+/// Reads fields with messages that name the file and the dotted field path.
+struct FieldReader {
+  var path: String
+  var dc: String?
+  var db: String?
+
+  func fail(_ field: String, _ what: String) -> BeltError {
+    let f = field.isEmpty ? "" : "field \(field) "
+    return BeltError(.configInvalid, "\(path): \(f)\(what)", dc: dc, db: db)
+  }
+
+  static func kind(_ v: Value) -> String {
+    switch v {
+    case .null: return "null"
+    case .bool: return "a boolean"
+    case .int, .double: return "a number"
+    case .string: return "a string"
+    case .array: return "an array"
+    case .object: return "an object"
+    }
+  }
+
+  func requiredString(_ obj: Value, _ key: String, prefix: String = "") throws -> String {
+    let name = prefix + key
+    guard let v = obj[key] else { throw fail(name, "is missing") }
+    guard case .string(let s) = v else { throw fail(name, "must be a string, got \(Self.kind(v))") }
+    if s.isEmpty { throw fail(name, "must not be empty") }
+    return s
+  }
+
+  func optionalString(_ obj: Value, _ key: String) throws -> String? {
+    guard let v = obj[key], !v.isNull else { return nil }
+    guard case .string(let s) = v else { throw fail(key, "must be a string, got \(Self.kind(v))") }
+    if s.isEmpty { throw fail(key, "must not be empty") }
+    return s
+  }
+
+  func stringList(_ obj: Value, _ key: String) throws -> [String]? {
+    guard let v = obj[key], !v.isNull else { return nil }
+    guard case .array(let items) = v else {
+      throw fail(key, "must be a list of strings or null, got \(Self.kind(v))")
+    }
+    return try items.enumerated().map { i, item in
+      guard case .string(let s) = item, !s.isEmpty else {
+        throw fail("\(key)[\(i)]", "must be a non-empty string, got \(Self.kind(item))")
+      }
+      return s
+    }
+  }
+
+  func server(_ obj: Value, _ key: String) throws -> ServerConfig? {
+    guard let v = obj[key], !v.isNull else { return nil }
+    guard case .object = v else { throw fail(key, "must be an object or null, got \(Self.kind(v))") }
+    let p = key + "."
+    let portValue = v["port"]
+    let port: Int
+    switch portValue {
+    case .none: throw fail(p + "port", "is missing")
+    case .some(.string(let s)):
+      guard let n = Int(s.trimmingCharacters(in: .whitespaces)), (1...65535).contains(n) else {
+        throw fail(p + "port", "must be a port number between 1 and 65535, got \(Value.jsonQuote(s))")
+      }
+      port = n
+    case .some(let other):
+      guard let n = other.intValue, (1...65535).contains(n) else {
+        throw fail(p + "port", "must be a port number (string or number), got \(Self.kind(other))")
+      }
+      port = n
+    }
+    return ServerConfig(
+      host: try requiredString(v, "host", prefix: p), ip: try requiredString(v, "ip", prefix: p),
+      dbname: try requiredString(v, "db", prefix: p), port: port,
+      root: try user(v, "root_user", prefix: p), owner: try user(v, "owner_user", prefix: p),
+      pglogical: try user(v, "pglogical_user", prefix: p))
+  }
+
+  func user(_ obj: Value, _ key: String, prefix: String) throws -> Credentials {
+    let name = prefix + key
+    guard let v = obj[key] else { throw fail(name, "is missing") }
+    guard case .object = v else { throw fail(name, "must be an object {\"name\", \"pw\"}, got \(Self.kind(v))") }
+    return Credentials(
+      name: try requiredString(v, "name", prefix: name + "."),
+      password: try requiredString(v, "pw", prefix: name + "."))
+  }
+}

@@ -1,0 +1,152 @@
+import Foundation
+
+/// A user name and password from a config file. The password is never printed.
+public struct Credentials: Equatable, Sendable, CustomStringConvertible {
+  /// The role name.
+  public var name: String
+  /// The password.
+  public var password: String
+  /// Creates credentials.
+  public init(name: String, password: String) {
+    self.name = name
+    self.password = password
+  }
+  /// The name only; the password is redacted.
+  public var description: String { "\(name) (password redacted)" }
+}
+
+/// Which login a connection uses.
+public enum Role: String, Sendable, CaseIterable {
+  /// The superuser (or RDS master user).
+  case root
+  /// The owner of the migrated schema.
+  case owner
+  /// The replication user pglogical connects as.
+  case pglogical
+}
+
+/// Which server of a pair.
+public enum Side: String, Sendable, CaseIterable {
+  /// The server being migrated from.
+  case src
+  /// The server being migrated to.
+  case dst
+}
+
+/// One server of a pair (`src` or `dst` in config.json).
+public struct ServerConfig: Equatable, Sendable {
+  /// A host name (kept for TLS and display; connections use `ip`).
+  public var host: String
+  /// The address to connect to.
+  public var ip: String
+  /// The database name on that server.
+  public var dbname: String
+  /// The port.
+  public var port: Int
+  /// The superuser.
+  public var root: Credentials
+  /// The owner of the data.
+  public var owner: Credentials
+  /// The pglogical replication user.
+  public var pglogical: Credentials
+
+  /// The credentials for a role.
+  public func credentials(_ role: Role) -> Credentials {
+    switch role {
+    case .root: return root
+    case .owner: return owner
+    case .pglogical: return pglogical
+    }
+  }
+
+  /// The libpq keyword/value connection string for a role (contains the password).
+  public func conninfo(_ role: Role, connectTimeout: Int = 10, extra: [(String, String)] = [])
+    -> String
+  {
+    let c = credentials(role)
+    var pairs: [(String, String)] = []
+    if ServerConfig.isNumericAddress(ip) {
+      pairs.append(("hostaddr", ip))
+      if !host.isEmpty, !ServerConfig.isNumericAddress(host) { pairs.append(("host", host)) }
+    } else {
+      pairs.append(("host", ip))
+    }
+    pairs += [
+      ("port", String(port)), ("dbname", dbname), ("user", c.name), ("password", c.password),
+      ("connect_timeout", String(connectTimeout)),
+    ]
+    pairs += extra
+    return ConnInfo.build(pairs)
+  }
+
+  /// True when `s` is an IPv4 or IPv6 literal.
+  public static func isNumericAddress(_ s: String) -> Bool {
+    var v4 = in_addr()
+    var v6 = in6_addr()
+    return inet_pton(AF_INET, s, &v4) == 1 || inet_pton(AF_INET6, s, &v6) == 1
+  }
+}
+
+/// libpq keyword/value connection strings.
+public enum ConnInfo {
+  /// Quotes one value: single quotes, with `\` and `'` escaped by a backslash.
+  public static func quote(_ value: String) -> String {
+    var out = "'"
+    for ch in value {
+      if ch == "\\" || ch == "'" { out.append("\\") }
+      out.append(ch)
+    }
+    return out + "'"
+  }
+
+  /// Builds `k1='v1' k2='v2'`.
+  public static func build(_ pairs: [(String, String)]) -> String {
+    pairs.map { "\($0.0)=\(quote($0.1))" }.joined(separator: " ")
+  }
+}
+
+/// One migration pair: `configs/<dc>/<db>/config.json`, compatible with pgbelt.
+public struct MigrationConfig: Equatable, Sendable {
+  /// The file this came from.
+  public var path: String
+  /// The whole file as parsed, so saving keeps unknown keys and their order.
+  public var raw: Value
+  /// The pair's name.
+  public var db: String
+  /// The datacenter.
+  public var dc: String
+  /// The source server, if configured.
+  public var src: ServerConfig?
+  /// The destination server, if configured.
+  public var dst: ServerConfig?
+  /// A subset of tables to migrate (bare names); nil = all.
+  public var tables: [String]?
+  /// A subset of sequences; nil = all.
+  public var sequences: [String]?
+  /// The one schema that is migrated.
+  public var schemaName: String
+  /// Users never revoked or counted.
+  public var excludeUsers: [String]
+  /// LIKE patterns of users never revoked or counted.
+  public var excludePatterns: [String]
+
+  /// The server of a side, or a precondition error naming the file.
+  public func server(_ side: Side) throws -> ServerConfig {
+    if let s = side == .src ? src : dst { return s }
+    throw BeltError(
+      .configInvalid, "\(path): \"\(side.rawValue)\" is null, but this command needs it", dc: dc,
+      db: db)
+  }
+
+  /// The configured table subset, or nil when every table is migrated (null or []).
+  public var tableSubset: [String]? {
+    guard let t = tables, !t.isEmpty else { return nil }
+    return t
+  }
+
+  /// The configured sequence subset, or nil for all.
+  public var sequenceSubset: [String]? {
+    guard let s = sequences, !s.isEmpty else { return nil }
+    return s
+  }
+}

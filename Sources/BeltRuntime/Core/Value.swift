@@ -1,0 +1,171 @@
+import Foundation
+
+/// A dynamic value: the common currency between operations, Lua tables and JSON output.
+///
+/// Objects keep their insertion order so that JSON output and tables are stable.
+public enum Value: Equatable, Sendable {
+  case null
+  case bool(Bool)
+  case int(Int)
+  case double(Double)
+  case string(String)
+  case array([Value])
+  case object([(String, Value)])
+
+  public static func == (lhs: Value, rhs: Value) -> Bool {
+    switch (lhs, rhs) {
+    case (.null, .null): return true
+    case (.bool(let a), .bool(let b)): return a == b
+    case (.int(let a), .int(let b)): return a == b
+    case (.double(let a), .double(let b)): return a == b || (a.isNaN && b.isNaN)
+    case (.string(let a), .string(let b)): return a == b
+    case (.array(let a), .array(let b)): return a == b
+    case (.object(let a), .object(let b)):
+      return a.count == b.count && zip(a, b).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
+    default: return false
+    }
+  }
+
+  /// Looks up a key of an object (nil for other kinds or a missing key).
+  public subscript(key: String) -> Value? {
+    guard case .object(let pairs) = self else { return nil }
+    return pairs.first { $0.0 == key }?.1
+  }
+
+  /// The string payload, if this is a string.
+  public var stringValue: String? {
+    if case .string(let s) = self { return s }
+    return nil
+  }
+
+  /// The integer payload (integral doubles are accepted).
+  public var intValue: Int? {
+    switch self {
+    case .int(let i): return i
+    case .double(let d) where d.rounded() == d && abs(d) < 9.0e18: return Int(d)
+    default: return nil
+    }
+  }
+
+  /// The boolean payload, if this is a boolean.
+  public var boolValue: Bool? {
+    if case .bool(let b) = self { return b }
+    return nil
+  }
+
+  /// The elements, if this is an array.
+  public var arrayValue: [Value]? {
+    if case .array(let a) = self { return a }
+    return nil
+  }
+
+  /// True for `.null`.
+  public var isNull: Bool {
+    if case .null = self { return true }
+    return false
+  }
+
+  /// Returns a copy of an object with `key` set (appended when new).
+  public func setting(_ key: String, _ value: Value) -> Value {
+    guard case .object(var pairs) = self else { return self }
+    if let i = pairs.firstIndex(where: { $0.0 == key }) {
+      pairs[i].1 = value
+    } else {
+      pairs.append((key, value))
+    }
+    return .object(pairs)
+  }
+
+  /// Renders a cell for human tables.
+  public var display: String {
+    switch self {
+    case .null: return ""
+    case .bool(let b): return b ? "True" : "False"
+    case .int(let i): return String(i)
+    case .double(let d): return String(d)
+    case .string(let s): return s
+    case .array(let a): return a.map(\.display).joined(separator: ", ")
+    case .object(let o): return o.map { "\($0.0): \($0.1.display)" }.joined(separator: ", ")
+    }
+  }
+}
+
+extension Value: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByBooleanLiteral,
+  ExpressibleByArrayLiteral, ExpressibleByDictionaryLiteral, ExpressibleByNilLiteral
+{
+  public init(stringLiteral value: String) { self = .string(value) }
+  public init(integerLiteral value: Int) { self = .int(value) }
+  public init(booleanLiteral value: Bool) { self = .bool(value) }
+  public init(arrayLiteral elements: Value...) { self = .array(elements) }
+  public init(dictionaryLiteral elements: (String, Value)...) { self = .object(elements) }
+  public init(nilLiteral: ()) { self = .null }
+}
+
+extension Value {
+  /// Wraps an optional string.
+  public static func from(_ s: String?) -> Value { s.map(Value.string) ?? .null }
+  /// Wraps an optional int.
+  public static func from(_ i: Int?) -> Value { i.map(Value.int) ?? .null }
+  /// Wraps an array of strings.
+  public static func from(_ a: [String]) -> Value { .array(a.map(Value.string)) }
+
+  /// Serialises as JSON. Object keys keep their order.
+  public func json(indent: Int = 2) -> String {
+    var out = ""
+    write(into: &out, indent: indent, level: 0)
+    return out
+  }
+
+  private func write(into out: inout String, indent: Int, level: Int) {
+    let pad = indent > 0 ? String(repeating: " ", count: indent * (level + 1)) : ""
+    let closePad = indent > 0 ? String(repeating: " ", count: indent * level) : ""
+    let nl = indent > 0 ? "\n" : ""
+    let sep = indent > 0 ? ": " : ":"
+    switch self {
+    case .null: out += "null"
+    case .bool(let b): out += b ? "true" : "false"
+    case .int(let i): out += String(i)
+    case .double(let d): out += d.isFinite ? String(d) : "null"
+    case .string(let s): out += Value.jsonQuote(s)
+    case .array(let a):
+      if a.isEmpty { out += "[]"; return }
+      out += "[" + nl
+      for (i, v) in a.enumerated() {
+        out += pad
+        v.write(into: &out, indent: indent, level: level + 1)
+        out += (i < a.count - 1 ? "," : "") + nl
+      }
+      out += closePad + "]"
+    case .object(let o):
+      if o.isEmpty { out += "{}"; return }
+      out += "{" + nl
+      for (i, (k, v)) in o.enumerated() {
+        out += pad + Value.jsonQuote(k) + sep
+        v.write(into: &out, indent: indent, level: level + 1)
+        out += (i < o.count - 1 ? "," : "") + nl
+      }
+      out += closePad + "}"
+    }
+  }
+
+  /// Quotes a string for JSON.
+  public static func jsonQuote(_ s: String) -> String {
+    var r = "\""
+    for u in s.unicodeScalars {
+      switch u {
+      case "\"": r += "\\\""
+      case "\\": r += "\\\\"
+      case "\n": r += "\\n"
+      case "\r": r += "\\r"
+      case "\t": r += "\\t"
+      default:
+        if u.value < 0x20 {
+          r += String(format: "\\u%04x", u.value)
+        } else {
+          r.unicodeScalars.append(u)
+        }
+      }
+    }
+    return r + "\""
+  }
+}

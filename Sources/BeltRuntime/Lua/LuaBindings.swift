@@ -1,0 +1,168 @@
+import CLua
+import CLuaShim
+import Foundation
+import Logging
+
+/// Builds the `belt._core` table: one entry per operation plus the scripting primitives.
+/// This is the one table of specs the Lua layer is generated from (style.md R22).
+enum LuaBindings {
+  /// `{name = {options = {key = type}, all_dbs = bool, summary = s}}` for the prelude.
+  static func operationSpecsValue() -> Value {
+    .object(OperationRegistry.all.map { op in
+      (op.name, .object([
+        ("options", .object(op.options.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value.rawValue)) })),
+        ("all_dbs", .bool(op.allowsAllDBs)),
+        ("summary", .string(op.summary)),
+      ]))
+    })
+  }
+
+  /// Checks and converts one option value.
+  static func coerce(_ v: Value, _ type: OptionType, key: String, fn: String, arg: Int32) throws -> Value {
+    func bad(_ want: String) -> BeltError {
+      BeltError(.badArgument, "bad argument #\(arg) to '\(fn)' (option \(key): \(want) expected)")
+    }
+    switch type {
+    case .bool: guard case .bool = v else { throw bad("boolean") }
+    case .int: guard v.intValue != nil else { throw bad("integer") }; return .int(v.intValue ?? 0)
+    case .number:
+      switch v { case .int, .double: break; default: throw bad("number") }
+    case .string: guard case .string = v else { throw bad("string") }
+    case .strings:
+      if case .string = v { return .array([v]) }
+      if case .object(let o) = v, o.isEmpty { return .array([]) }
+      guard let a = v.arrayValue, a.allSatisfy({ $0.stringValue != nil }) else { throw bad("list of strings") }
+    case .duration:
+      switch v {
+      case .int, .double: break
+      case .string(let s): _ = try Durations.parse(s)
+      default: throw bad("duration")
+      }
+    }
+    return v
+  }
+
+  static func specs(for rt: LuaRuntime) -> [LuaFunctionSpec] {
+    var specs: [LuaFunctionSpec] = OperationRegistry.all.map { op in
+      LuaFunctionSpec(name: op.name, doc: "belt.\(op.name)(dc[, db][, opts]) -> record: \(op.summary)") { call in
+        let dc = try call.string(1)
+        let db = try call.optString(2)
+        let opts = try call.options(3, op.options)
+        return call.push(try Runner.run(op, dc: dc, db: db, options: opts, env: rt.env))
+      }
+    }
+    specs += primitives(rt)
+    return specs
+  }
+
+  static func primitives(_ rt: LuaRuntime) -> [LuaFunctionSpec] {
+    [
+      LuaFunctionSpec(name: "sleep", doc: "belt.sleep(d) -> true: waits d (seconds or \"30s\"); Ctrl-C raises interrupted") { call in
+        let secs = try duration(call, 1)
+        try interruptibleSleep(secs)
+        return call.push(.bool(true))
+      },
+      LuaFunctionSpec(name: "duration", doc: "belt.duration(d) -> seconds") { call in
+        call.push(.double(try duration(call, 1)))
+      },
+      LuaFunctionSpec(name: "now", doc: "belt.now() -> seconds (monotonic)") { call in
+        call.push(.double(Double(DispatchTime.now().uptimeNanoseconds) / 1e9))
+      },
+      LuaFunctionSpec(name: "write", doc: "internal: print sink") { call in
+        rt.output.write(try call.string(1))
+        return 0
+      },
+      LuaFunctionSpec(name: "log", doc: "belt.log(level, msg): level is debug|info|notice|warning|error") { call in
+        let level = Logger.Level(rawValue: try call.string(1)) ?? .info
+        let msg = try call.string(2)
+        rt.env.logger.log(level: level, "\(msg)")
+        return 0
+      },
+      LuaFunctionSpec(name: "make_error", doc: "internal: builds an error table") { call in
+        let e = BeltError(BeltError.Code(rawValue: try call.string(1)), try call.string(2),
+                          dc: try call.optString(3), db: try call.optString(4))
+        rt.pushValue(e.value)
+        belt_set_errormt(call.L)
+        return 1
+      },
+      LuaFunctionSpec(name: "is_error", doc: "internal: is the value a belt error table") { call in
+        call.push(.bool(belt_is_error(call.L, 1) != 0))
+      },
+      LuaFunctionSpec(name: "dbs", doc: "belt.dbs(dc) -> {db...}: the pairs of a dc, sorted") { call in
+        call.push(.from(try rt.env.store.dbs(dc: try call.string(1))))
+      },
+      LuaFunctionSpec(name: "config", doc: "belt.config(dc, db) -> table: the pair's config with secrets redacted") { call in
+        let cfg = try rt.env.store.load(dc: try call.string(1), db: try call.string(2))
+        return call.push(redact(cfg.raw))
+      },
+      LuaFunctionSpec(name: "query", doc: "belt.query(dc, db, side, sql[, params]) -> {rows}: read-only query as root") { call in
+        let dc = try call.string(1)
+        let db = try call.string(2)
+        let sideName = try call.string(3)
+        guard let side = Side(rawValue: sideName) else { throw call.argError(3, "\"src\" or \"dst\" expected") }
+        let sql = try call.string(4)
+        var params: [String?] = []
+        if case .array(let a) = call.value(5) {
+          params = a.map { $0.isNull ? nil : ($0.stringValue ?? $0.display) }
+        }
+        let cfg = try rt.env.store.load(dc: dc, db: db)
+        let server = try cfg.server(side)
+        let c = try PGConnection(conninfo: server.conninfo(.root, connectTimeout: rt.env.connectTimeout), label: "\(side.rawValue) as root")
+        defer { c.close() }
+        do {
+          try c.exec("BEGIN READ ONLY")
+          let r = try c.query(sql, params)
+          _ = try? c.exec("ROLLBACK")
+          return call.push(.array(r.rows.map { row in
+            .object(zip(row.columns, row.values).map { ($0, Value.from($1)) })
+          }))
+        } catch {
+          throw BeltError.wrap(error, dc: dc, db: db)
+        }
+      },
+      LuaFunctionSpec(name: "confirm", doc: "belt.confirm(msg) -> true: asks the operator; --yes answers yes; fails when not interactive") { call in
+        let msg = try call.string(1)
+        if rt.flags["yes"]?.boolValue == true { return call.push(.bool(true)) }
+        guard let ask = rt.confirmer else {
+          throw BeltError(.preconditionFailed, "confirmation needed (\(msg)) but input is not a terminal; pass --yes to run unattended")
+        }
+        if ask(msg) { return call.push(.bool(true)) }
+        throw BeltError(.preconditionFailed, "not confirmed: \(msg)")
+      },
+      LuaFunctionSpec(name: "interrupted", doc: "belt.interrupted() -> bool") { call in
+        call.push(.bool(belt_interrupted() != 0))
+      },
+      LuaFunctionSpec(name: "flags", doc: "internal: CLI flags") { call in
+        call.push(.object(rt.flags.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }))
+      },
+    ]
+  }
+
+  static func duration(_ call: LuaCall, _ i: Int32) throws -> Double {
+    switch call.value(i) {
+    case .int(let n): return Double(n)
+    case .double(let d): return d
+    case .string(let s): return try Durations.parse(s)
+    default: throw call.argError(i, "duration expected (seconds or a string such as \"30s\")")
+    }
+  }
+
+  /// Sleeps in short ticks, raising `interrupted` on Ctrl-C.
+  static func interruptibleSleep(_ secs: Double) throws {
+    let end = Date().addingTimeInterval(max(0, secs))
+    while Date() < end {
+      if belt_interrupted() != 0 { throw BeltError(.interrupted, "interrupted by the user (Ctrl-C)") }
+      usleep(UInt32(min(50_000, max(1000, end.timeIntervalSinceNow * 1_000_000))))
+    }
+    if belt_interrupted() != 0 { throw BeltError(.interrupted, "interrupted by the user (Ctrl-C)") }
+  }
+
+  /// Replaces every "pw" value with "****".
+  static func redact(_ v: Value) -> Value {
+    switch v {
+    case .object(let o): return .object(o.map { ($0.0, $0.0 == "pw" ? .string("****") : redact($0.1)) })
+    case .array(let a): return .array(a.map(redact))
+    default: return v
+    }
+  }
+}

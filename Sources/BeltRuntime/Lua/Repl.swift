@@ -1,0 +1,75 @@
+import CLineEdit
+import CLuaShim
+import Foundation
+
+/// `belt repl`: a lua.c-style read-eval-print loop over a Session's Lua state.
+extension Session {
+  /// Evaluates one complete input. Expressions are tried first as `return <line>`.
+  /// - Returns: printable text, or nil when the input is incomplete (needs more lines).
+  public func evaluate(_ input: String) -> String? {
+    let trimmed = input.trimmingCharacters(in: .whitespacesAndNewlines)
+    if trimmed.isEmpty { return "" }
+    if trimmed == ":help" {
+      return """
+        belt REPL: type Lua. Expressions print their value.
+          belt.status(dc)            status of every db of the dc
+          belt.dbs(dc)               the db names
+          belt.config(dc, db)        a config (secrets redacted)
+          belt.query(dc, db, "src", "select 1 as x")
+          :help                      this text; Ctrl-D quits; Ctrl-C stops a running call
+        Functions: \(lua.coreFunctionNames.joined(separator: ", "))
+        """
+    }
+    for candidate in ["return " + input + ";", input] {
+      do {
+        let results = try lua.run(source: candidate, chunkName: "=stdin", args: [])
+        if results.isEmpty { return "" }
+        return results.map { Render.pretty($0) }.joined(separator: "\t")
+      } catch let e as LuaScriptError {
+        if candidate.hasPrefix("return ") && e.traceback.isEmpty { continue }  // not an expression
+        if e.traceback.isEmpty && e.message.hasSuffix("<eof>") { return nil }  // incomplete
+        return e.traceback.isEmpty ? e.message : e.traceback
+      } catch {
+        return BeltError.wrap(error).description
+      }
+    }
+    return ""
+  }
+}
+
+extension LuaRuntime {
+  /// Names of the belt functions, for :help and completion.
+  var coreFunctionNames: [String] {
+    (functions.map(\.name) + ["wait_for", "retry", "on_failure", "info", "warn"]).filter { !["write", "make_error", "is_error", "flags"].contains($0) }.sorted()
+  }
+}
+
+/// The interactive loop.
+public enum ReplLoop {
+  /// Runs until EOF.
+  public static func run(session: Session, dc: String?) {
+    if let dc {
+      _ = try? session.lua.run(source: "dc = ...", chunkName: "=repl", args: [.string(dc)])
+    }
+    let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
+    let historyFile = "\(home)/.belt_history"
+    using_history()
+    _ = read_history(historyFile)
+    print("belt REPL — Lua 5.4 with the belt table\(dc.map { "; dc = \"\($0)\"" } ?? ""). :help for help, Ctrl-D to quit.")
+    var buffer = ""
+    while true {
+      let prompt = buffer.isEmpty ? "belt> " : "...>> "
+      guard let cline = readline(prompt) else { print(""); break }
+      let line = String(cString: cline)
+      free(cline)
+      buffer += buffer.isEmpty ? line : "\n" + line
+      guard let out = session.evaluate(buffer) else { continue }
+      if !buffer.trimmingCharacters(in: .whitespaces).isEmpty { _ = add_history(buffer) }
+      buffer = ""
+      belt_clear_interrupt()
+      if !out.isEmpty { print(out) }
+      FileHandle.standardOutput.synchronizeFile()
+    }
+    _ = write_history(historyFile)
+  }
+}

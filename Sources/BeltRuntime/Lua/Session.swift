@@ -1,0 +1,66 @@
+import CLuaShim
+import Foundation
+import Logging
+
+/// Runs runbooks for the CLI: one Lua state per run (design.md §3).
+public final class Session {
+  /// The Lua runtime.
+  public let lua: LuaRuntime
+
+  /// Creates a session.
+  public init(env: Environment, output: OutputSink, flags: [String: Value]) throws {
+    lua = try LuaRuntime(env: env, output: output, flags: flags)
+    if isatty(0) == 1 && isatty(2) == 1 {
+      lua.confirmer = { msg in
+        FileHandle.standardError.write(Data("\(msg) [y/N] ".utf8))
+        guard let line = readLine() else { return false }
+        return ["y", "yes"].contains(line.trimmingCharacters(in: .whitespaces).lowercased())
+      }
+    }
+  }
+
+  deinit { lua.close() }
+
+  /// Resolves a runbook: an existing file path, else a shipped runbook by name.
+  /// - Returns: (source, chunk name shown in errors).
+  public static func resolve(_ file: String) throws -> (String, String) {
+    if FileManager.default.fileExists(atPath: file) {
+      guard let data = FileManager.default.contents(atPath: file), let s = String(data: data, encoding: .utf8) else {
+        throw BeltError(.ioError, "\(file): cannot be read")
+      }
+      return (s, "@" + file)
+    }
+    let name = (file as NSString).lastPathComponent
+    if !file.contains("/"), let s = Runbooks.source(named: name) {
+      return (s, "@runbooks/" + (name.hasSuffix(".lua") ? name : name + ".lua"))
+    }
+    throw BeltError(.notFound, "runbook \(file) not found (not a file, and not a shipped runbook: \(Runbooks.names.joined(separator: ", ")))")
+  }
+
+  /// Runs a runbook with `...` = dc, db, opts; compensation hooks run if it fails.
+  /// - Returns: the runbook's first result.
+  /// - Throws: ``BeltError`` with a one-line message; the traceback is logged at debug level.
+  public func run(file: String, dc: String, db: String?, opts: Value) throws -> Value {
+    let (source, chunk) = try Session.resolve(file)
+    do {
+      let wrapper = try lua.run(
+        source: "local src, chunk = ...; local f, err = load(src, chunk, 't'); if not f then error(belt.error('script_error', err), 0) end; return belt._run_with_hooks(f, select(3, ...))",
+        chunkName: "=belt", args: [.string(source), .string(chunk), .string(dc), .from(db), opts])
+      return wrapper.first ?? .null
+    } catch let e as LuaScriptError {
+      lua.env.logger.debug("\(e.traceback)")
+      if var b = e.belt, e.message.contains(b.message) {
+        // Name the script line that made the failing call.
+        let origin = chunk.hasPrefix("@") ? String(chunk.dropFirst()) : chunk
+        if let at = e.traceback.split(separator: "\n").map({ $0.trimmingCharacters(in: .whitespaces) })
+          .first(where: { $0.hasPrefix(origin + ":") }),
+          !origin.hasPrefix("runbooks/")
+        {
+          b.message += " (at \(at.split(separator: " ").first.map { String($0.dropLast()) } ?? at))"
+        }
+        throw b
+      }
+      throw BeltError(.scriptError, e.message.replacingOccurrences(of: "\n", with: " "), dc: dc, db: db)
+    }
+  }
+}

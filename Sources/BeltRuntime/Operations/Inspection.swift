@@ -1,0 +1,250 @@
+import Foundation
+
+/// The inspection commands: src-dsn, dst-dsn, check-pkeys, check-connectivity, connections,
+/// precheck.
+public enum InspectionOps {
+  /// All specs of this family.
+  public static let all: [OperationSpec] = [dsn(.src), dsn(.dst), checkPkeys, checkConnectivity, connections, precheck]
+
+  static func dsn(_ side: Side) -> OperationSpec {
+    OperationSpec(
+      name: "\(side.rawValue)_dsn",
+      summary: "Print a dsn to stdout that you can use to connect to the \(side == .src ? "source" : "destination") db.",
+      sides: side == .src ? .srcOnly : .dstOnly, options: ["owner": .bool, "pglogical": .bool],
+      allowsAllDBs: false
+    ) { ctx in
+      let server = try ctx.config.server(side)
+      let role: Role = ctx.options.bool("owner") ? .owner : ctx.options.bool("pglogical") ? .pglogical : .root
+      let c = server.credentials(role)
+      // The user asked for the DSN: this is the one place a password is printed.
+      var pairs: [(String, String)] = []
+      if ServerConfig.isNumericAddress(server.ip) { pairs.append(("hostaddr", server.ip)) } else { pairs.append(("host", server.ip)) }
+      pairs += [("port", String(server.port)), ("dbname", server.dbname), ("user", c.name), ("password", c.password)]
+      return ["dsn": .string(ConnInfo.build(pairs)), "role": .string(role.rawValue)]
+    }
+  }
+
+  static let checkPkeys = OperationSpec(
+    name: "check_pkeys", summary: "Print out lists of tables with and without primary keys",
+    sides: .srcOnly, allowsAllDBs: false
+  ) { ctx in
+    let tables = try Catalog.tables(ctx.connect(.src, .root), schema: ctx.schema)
+    return [
+      "schema_name": .string(ctx.schema),
+      "has_pkey": .from(tables.filter(\.hasPK).map(\.name)),
+      "no_pkey": .from(tables.filter { !$0.hasPK }.map(\.name)),
+    ]
+  }
+
+  /// Opens a TCP connection with a timeout.
+  static func tcpCheck(host: String, port: Int, timeout: Double) -> (Bool, String?) {
+    var hints = addrinfo()
+    hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+    var res: UnsafeMutablePointer<addrinfo>? = nil
+    guard getaddrinfo(host, String(port), &hints, &res) == 0, let first = res else {
+      return (false, "cannot resolve \(host)")
+    }
+    defer { freeaddrinfo(res) }
+    let fd = socket(first.pointee.ai_family, first.pointee.ai_socktype, first.pointee.ai_protocol)
+    guard fd >= 0 else { return (false, "socket failed") }
+    defer { close(fd) }
+    let flags = fcntl(fd, F_GETFL, 0)
+    _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
+    let r = connect(fd, first.pointee.ai_addr, first.pointee.ai_addrlen)
+    if r == 0 { return (true, nil) }
+    guard errno == EINPROGRESS else { return (false, String(cString: strerror(errno))) }
+    var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+    let n = poll(&pfd, 1, Int32(timeout * 1000))
+    if n == 0 { return (false, "timed out after \(Int(timeout)) s") }
+    var err: Int32 = 0
+    var len = socklen_t(MemoryLayout<Int32>.size)
+    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len)
+    return err == 0 ? (true, nil) : (false, String(cString: strerror(err)))
+  }
+
+  static let checkConnectivity = OperationSpec(
+    name: "check_connectivity",
+    summary: "Returns exit code 0 if belt can connect to all databases in a datacenter.",
+    sides: .both,
+    columns: [
+      ("database", "db"), ("src tcp ok", "src_tcp"), ("src query ok", "src_query"),
+      ("src owner ok", "src_owner_query"), ("dst tcp ok", "dst_tcp"), ("dst query ok", "dst_query"),
+      ("dst owner ok", "dst_owner_query"),
+    ]
+  ) { ctx in
+    var fields: [(String, Value)] = []
+    var failed: [String] = []
+    var reasons: [(String, Value)] = []
+    for side in Side.allCases {
+      let s = try ctx.config.server(side)
+      let (tcp, why) = tcpCheck(host: s.ip, port: s.port, timeout: Double(min(ctx.env.connectTimeout, 5)))
+      fields.append(("\(side.rawValue)_tcp", .bool(tcp)))
+      if let why { reasons.append(("\(side.rawValue)_tcp", .string(why))) }
+      for (role, key) in [(Role.root, "query"), (Role.owner, "owner_query")] {
+        var ok = false
+        if tcp {
+          do {
+            let c = try ctx.connect(side, role)
+            ok = try c.query("SELECT 1").scalar == "1"
+          } catch {
+            reasons.append(("\(side.rawValue)_\(key)", .string(BeltError.wrap(error).message)))
+          }
+        }
+        fields.append(("\(side.rawValue)_\(key)", .bool(ok)))
+      }
+    }
+    for (k, v) in fields where v == .bool(false) { failed.append(k) }
+    fields.append(("failed_checks", .from(failed)))
+    fields.append(("reasons", .object(reasons)))
+    fields.append(("ok", .bool(failed.isEmpty)))
+    return .object(fields)
+  }
+
+  static let connections = OperationSpec(
+    name: "connections",
+    summary: "Print out a table showing active database connections for each database pair.",
+    sides: .both, options: ["exclude_users": .strings, "exclude_patterns": .strings],
+    columns: [("database", "db"), ("src_count", "src_count"), ("src_users", "src_users"), ("dst_count", "dst_count"), ("dst_users", "dst_users")]
+  ) { ctx in
+    let users = ["rdsadmin", "postgres"] + ctx.config.excludeUsers + ctx.options.strings("exclude_users")
+    let patterns = ctx.config.excludePatterns + ctx.options.strings("exclude_patterns")
+    var fields: [(String, Value)] = []
+    for side in Side.allCases {
+      let r = try ctx.connect(side, .root).query(
+        """
+        SELECT usename, count(*) AS n FROM pg_stat_activity
+         WHERE backend_type = 'client backend' AND usename IS NOT NULL AND pid <> pg_backend_pid()
+           AND datname = current_database()
+           AND usename <> ALL($1::text[]) AND NOT (usename LIKE ANY($2::text[]))
+         GROUP BY usename ORDER BY usename
+        """, [PGArray.literal(users), PGArray.literal(patterns)])
+      let byUser = r.rows.map { ($0.string("usename"), Value.int($0.int("n") ?? 0)) }
+      let total = byUser.reduce(0) { $0 + ($1.1.intValue ?? 0) }
+      fields.append(("\(side.rawValue)_count", .int(total)))
+      fields.append(("\(side.rawValue)_users", byUser.isEmpty ? "none" : .string(byUser.map { "\($0.0): \($0.1.display)" }.joined(separator: ", "))))
+      fields.append(("\(side.rawValue)_by_user", .object(byUser)))
+    }
+    return .object(fields)
+  }
+
+  struct Check {
+    var name: String
+    var value: String
+    var ok: Bool
+    var why: String?
+    var v: Value {
+      .object([("name", .string(name)), ("value", .string(value)), ("ok", .bool(ok)), ("why", .from(why))])
+    }
+  }
+
+  static func sideChecks(_ ctx: PairContext, _ side: Side) throws -> [Check] {
+    let c = try ctx.connect(side, .root)
+    let server = try ctx.config.server(side)
+    func setting(_ name: String) throws -> String? {
+      try c.query("SELECT setting FROM pg_settings WHERE name = $1", [name]).scalar
+    }
+    var checks: [Check] = []
+    let version = try c.query("SHOW server_version").scalar ?? "?"
+    let major = Int(version.split(separator: ".").first ?? "0") ?? 0
+    checks.append(Check(name: "server_version", value: version, ok: major >= 10, why: major >= 10 ? nil : "PostgreSQL 10 or later is required"))
+    let wal = try setting("wal_level") ?? "?"
+    checks.append(Check(name: "wal_level", value: wal, ok: wal == "logical", why: wal == "logical" ? nil : "set wal_level = logical and restart"))
+    for (name, min) in [("max_replication_slots", 2), ("max_worker_processes", 2), ("max_wal_senders", 10)] {
+      let v = try setting(name) ?? "0"
+      let ok = (Int(v) ?? 0) >= min
+      checks.append(Check(name: name, value: v, ok: ok, why: ok ? nil : "needs at least \(min)"))
+    }
+    let spl = try setting("shared_preload_libraries") ?? ""
+    let libs = spl.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+    let missing = ["pg_stat_statements", "pglogical"].filter { !libs.contains($0) }
+    checks.append(Check(name: "shared_preload_libraries", value: spl, ok: !missing.contains("pglogical"),
+      why: missing.isEmpty ? nil : "\(missing.joined(separator: ", ")) missing from shared_preload_libraries"))
+    if let opl = try setting("output_plugin_libraries") {
+      let list = opl.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+      let ok = list.contains("pglogical_output") || list.contains("*")
+      checks.append(Check(name: "output_plugin_libraries", value: opl, ok: ok,
+        why: ok ? nil : "add pglogical_output to output_plugin_libraries, or subscriptions stay down"))
+    }
+    if let rds = try setting("rds.logical_replication") {
+      checks.append(Check(name: "rds.logical_replication", value: rds, ok: rds == "on", why: rds == "on" ? nil : "set rds.logical_replication = 1"))
+    }
+    let avail = try c.query("SELECT default_version FROM pg_available_extensions WHERE name = 'pglogical'").scalar
+    checks.append(Check(name: "pglogical_available", value: avail ?? "no", ok: avail != nil, why: avail == nil ? "install the pglogical package on this server" : nil))
+    let roles = try c.query(
+      """
+      SELECT r.rolname, r.rolsuper, r.rolcanlogin, r.rolcreaterole, r.rolinherit,
+             pg_has_role(r.rolname, 'rds_superuser', 'MEMBER') IS TRUE AS rds_super,
+             has_schema_privilege(r.rolname, $2, 'CREATE') AS can_create
+        FROM pg_roles r WHERE r.rolname = ANY($1::text[])
+      """.replacingOccurrences(of: "pg_has_role(r.rolname, 'rds_superuser', 'MEMBER') IS TRUE",
+        with: "EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = r.oid AND g.rolname = 'rds_superuser')"),
+      [PGArray.literal([server.root.name, server.owner.name]), try Catalog.schemaExists(c, ctx.schema) ? ctx.schema : "public"])
+    let byName = Dictionary(roles.rows.map { ($0.string("rolname"), $0) }, uniquingKeysWith: { a, _ in a })
+    if let r = byName[server.root.name] {
+      let ok = r.bool("rolcanlogin") && (r.bool("rolsuper") || r.bool("rds_super"))
+      checks.append(Check(name: "root_user", value: server.root.name, ok: ok, why: ok ? nil : "root user must be a superuser (or rds_superuser) that can log in"))
+    } else {
+      checks.append(Check(name: "root_user", value: server.root.name, ok: false, why: "role does not exist"))
+    }
+    if let r = byName[server.owner.name] {
+      var why: String? = r.bool("rolcanlogin") ? nil : "owner cannot log in"
+      let schemaThere = try Catalog.schemaExists(c, ctx.schema)
+      if side == .dst, schemaThere, !r.bool("can_create") { why = "owner lacks CREATE on schema \(ctx.schema)" }
+      if side == .src, !schemaThere { why = "schema \(ctx.schema) does not exist" }
+      checks.append(Check(name: "owner_user", value: server.owner.name, ok: why == nil, why: why))
+    } else {
+      checks.append(Check(name: "owner_user", value: server.owner.name, ok: false, why: "role does not exist on \(side.rawValue)"))
+    }
+    return checks
+  }
+
+  static let precheck = OperationSpec(
+    name: "precheck",
+    summary: "Report whether your source database meets the basic requirements for belt.",
+    sides: .both
+  ) { ctx in
+    var fields: [(String, Value)] = [("schema_name", .string(ctx.schema))]
+    var ok = true
+    var extensions: [String: [String]] = [:]
+    for side in Side.allCases {
+      let checks = try sideChecks(ctx, side)
+      ok = ok && checks.allSatisfy(\.ok)
+      fields.append((side.rawValue, .array(checks.map(\.v))))
+      extensions[side.rawValue] = try ctx.connect(side, .root).query("SELECT extname FROM pg_extension ORDER BY 1").values.compactMap { $0[0] }
+    }
+    let srcExt = Set(extensions["src"] ?? []).subtracting(["pglogical", "dblink"])
+    let dstExt = Set(extensions["dst"] ?? [])
+    let missingExt = srcExt.subtracting(dstExt).sorted()
+    let dstAvail = Set(try ctx.connect(.dst, .root).query("SELECT name FROM pg_available_extensions").values.compactMap { $0[0] })
+    let unavailable = missingExt.filter { !dstAvail.contains($0) }
+    fields.append(("extensions_missing_on_dst", .from(missingExt)))
+    fields.append(("extensions_unavailable_on_dst", .from(unavailable)))
+    if !unavailable.isEmpty { ok = false }
+    // Per-table replicability.
+    let src = try ctx.connect(.src, .root)
+    let server = try ctx.config.server(.src)
+    let tables = Catalog.filter(try Catalog.tables(src, schema: ctx.schema), subset: ctx.config.tableSubset, schema: ctx.schema)
+    var rows: [Value] = []
+    for t in tables {
+      var method = t.hasPK ? "pglogical" : "dump_and_load"
+      var why: String? = t.hasPK ? nil : "no primary key: copied during cutover by sync-tables"
+      if t.kind == "p" { method = "unavailable"; why = "partitioned parent: its partitions are replicated" }
+      if t.owner != server.owner.name { why = (why.map { $0 + "; " } ?? "") + "owned by \(t.owner), not \(server.owner.name)" }
+      rows.append(.object([("name", .string(t.name)), ("replication", .string(method)), ("owner", .string(t.owner)), ("why", .from(why))]))
+    }
+    let seqs = try Catalog.sequences(src, schema: ctx.schema)
+    let wantedSeqs = ctx.config.sequenceSubset.map(Set.init)
+    let seqRows: [Value] = seqs.filter { wantedSeqs?.contains($0.name) ?? true }.map {
+      .object([("name", .string($0.name)), ("replication", "sync_sequences"), ("owner", .string($0.owner)),
+               ("why", $0.owner == server.owner.name ? .null : .string("owned by \($0.owner), not \(server.owner.name)"))])
+    }
+    if tables.isEmpty { ok = false }
+    fields.append(("tables", .array(rows)))
+    fields.append(("sequences", .array(seqRows)))
+    if tables.isEmpty {
+      fields.append(("alert", .string("no tables found to replicate in schema \(ctx.schema); check the config's schema_name and tables")))
+    }
+    fields.append(("ok", .bool(ok)))
+    return .object(fields)
+  }
+}

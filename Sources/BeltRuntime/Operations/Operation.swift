@@ -1,0 +1,217 @@
+import Foundation
+import Logging
+
+/// Which servers of a pair an operation needs in the config (pgbelt's skip_src/skip_dst).
+public enum SidesNeeded: Sendable {
+  /// Both src and dst must be configured.
+  case both
+  /// Only src is used ("Can be run with a null dst in the config file").
+  case srcOnly
+  /// Only dst is used ("Can be run with a null src in the config file").
+  case dstOnly
+  /// No server is contacted (src-dsn, dst-dsn resolve their own side).
+  case none
+}
+
+/// The type of one option an operation accepts (checked in Lua and Swift).
+public enum OptionType: String, Sendable {
+  /// true/false.
+  case bool
+  /// An integer.
+  case int
+  /// A number.
+  case number
+  /// A string.
+  case string
+  /// A list of strings.
+  case strings
+  /// A duration: seconds as a number or "30s", "5m", "1h".
+  case duration
+}
+
+/// Everything an operation needs that is not its arguments.
+public struct Environment: Sendable {
+  /// Where configs and schemas live.
+  public var store: ConfigStore
+  /// Log sink (stderr in the CLI).
+  public var logger: Logger
+  /// Databases processed at once when db is nil.
+  public var jobs: Int
+  /// Connect timeout in seconds.
+  public var connectTimeout: Int
+
+  /// Creates an environment.
+  public init(store: ConfigStore, logger: Logger, jobs: Int = 8, connectTimeout: Int = 10) {
+    self.store = store
+    self.logger = logger
+    self.jobs = max(1, jobs)
+    self.connectTimeout = connectTimeout
+  }
+}
+
+/// The options passed to an operation: already type-checked by the binding layer.
+public struct Options: Sendable {
+  /// Raw values by name.
+  public var values: [String: Value]
+  /// Creates options.
+  public init(_ values: [String: Value] = [:]) { self.values = values }
+
+  /// A boolean option.
+  public func bool(_ k: String, default d: Bool = false) -> Bool { values[k]?.boolValue ?? d }
+  /// An integer option.
+  public func int(_ k: String) -> Int? { values[k]?.intValue }
+  /// A string option.
+  public func string(_ k: String) -> String? { values[k]?.stringValue }
+  /// A list of strings option.
+  public func strings(_ k: String) -> [String] {
+    values[k]?.arrayValue?.compactMap(\.stringValue) ?? values[k]?.stringValue.map { [$0] } ?? []
+  }
+  /// A duration in seconds.
+  public func seconds(_ k: String) -> Double? {
+    guard let v = values[k] else { return nil }
+    switch v {
+    case .int(let i): return Double(i)
+    case .double(let d): return d
+    case .string(let s): return try? Durations.parse(s)
+    default: return nil
+    }
+  }
+}
+
+/// "30s", "5m", "1h30m", "250ms" or a plain number of seconds.
+public enum Durations {
+  /// Seconds.
+  /// - Throws: ``BeltError`` `bad_argument`.
+  public static func parse(_ s: String) throws -> Double {
+    if let d = Double(s) { return d }
+    var total = 0.0
+    var num = ""
+    var chars = Array(s.trimmingCharacters(in: .whitespaces))
+    if chars.isEmpty { throw BeltError(.badArgument, "empty duration") }
+    var i = 0
+    while i < chars.count {
+      let c = chars[i]
+      if c.isNumber || c == "." { num.append(c); i += 1; continue }
+      guard let n = Double(num) else { throw bad(s) }
+      if c == "m", i + 1 < chars.count, chars[i + 1] == "s" { total += n / 1000; i += 2 }
+      else if c == "h" { total += n * 3600; i += 1 }
+      else if c == "m" { total += n * 60; i += 1 }
+      else if c == "s" { total += n; i += 1 }
+      else { throw bad(s) }
+      num = ""
+    }
+    if !num.isEmpty { throw bad(s) }
+    chars.removeAll()
+    return total
+  }
+  private static func bad(_ s: String) -> BeltError {
+    BeltError(.badArgument, "invalid duration \(Value.jsonQuote(s)) (use seconds or e.g. \"30s\", \"5m\", \"1h\")")
+  }
+}
+
+/// Everything one operation needs for one database pair; owns the pair's connections.
+/// Confined to one thread.
+public final class PairContext {
+  /// The pair's config.
+  public let config: MigrationConfig
+  /// The environment.
+  public let env: Environment
+  /// The options.
+  public let options: Options
+  /// Logger with dc/db metadata.
+  public let logger: Logger
+  private var connections: [String: PGConnection] = [:]
+
+  /// The dc.
+  public var dc: String { config.dc }
+  /// The db (the directory name).
+  public let db: String
+
+  init(config: MigrationConfig, db: String, env: Environment, options: Options) {
+    self.config = config
+    self.db = db
+    self.env = env
+    self.options = options
+    var l = env.logger
+    l[metadataKey: "dc"] = .string(config.dc)
+    l[metadataKey: "db"] = .string(db)
+    self.logger = l
+  }
+
+  deinit { closeAll() }
+
+  /// A connection to one side as one role, reused within this operation.
+  /// - Parameter noTimeout: sets statement_timeout=0 (for ANALYZE, CREATE INDEX).
+  public func connect(_ side: Side, _ role: Role, noTimeout: Bool = false) throws -> PGConnection {
+    let key = "\(side.rawValue).\(role.rawValue).\(noTimeout)"
+    if let c = connections[key] { return c }
+    let server = try config.server(side)
+    var extra: [(String, String)] = []
+    if noTimeout { extra.append(("options", "-c statement_timeout=0")) }
+    let c = try PGConnection(
+      conninfo: server.conninfo(role, connectTimeout: env.connectTimeout, extra: extra),
+      label: "\(side.rawValue) as \(role.rawValue) (\(server.ip):\(server.port)/\(server.dbname))")
+    connections[key] = c
+    return c
+  }
+
+  /// A new connection that the caller owns (for work on another thread).
+  public func newConnection(_ side: Side, _ role: Role, noTimeout: Bool = false) throws -> PGConnection {
+    let server = try config.server(side)
+    var extra: [(String, String)] = []
+    if noTimeout { extra.append(("options", "-c statement_timeout=0")) }
+    return try PGConnection(
+      conninfo: server.conninfo(role, connectTimeout: env.connectTimeout, extra: extra),
+      label: "\(side.rawValue) as \(role.rawValue) (\(server.ip):\(server.port)/\(server.dbname))")
+  }
+
+  /// Closes every connection.
+  public func closeAll() {
+    connections.values.forEach { $0.close() }
+    connections.removeAll()
+  }
+
+  /// The configured schema name.
+  public var schema: String { config.schemaName }
+
+  /// A precondition error for this pair.
+  public func refuse(_ message: String) -> BeltError {
+    BeltError(.preconditionFailed, message, dc: dc, db: db)
+  }
+}
+
+/// One operation: the single declaration that the CLI, the Lua table and the docs derive from.
+public struct OperationSpec: Sendable {
+  /// snake_case name (Lua `belt.<name>`, runbook `<cli-name>.lua`).
+  public var name: String
+  /// One-line summary.
+  public var summary: String
+  /// Which config sides must be non-null.
+  public var sides: SidesNeeded
+  /// Accepted option keys and types.
+  public var options: [String: OptionType]
+  /// Whether db may be nil (fan out over the dc).
+  public var allowsAllDBs: Bool
+  /// Columns for the human table: header and record key.
+  public var columns: [(String, String)]
+  /// The work for one pair; returns the record's fields.
+  public var body: @Sendable (PairContext) throws -> Value
+
+  /// Creates a spec.
+  public init(
+    name: String, summary: String, sides: SidesNeeded, options: [String: OptionType] = [:],
+    allowsAllDBs: Bool = true, columns: [(String, String)] = [],
+    body: @escaping @Sendable (PairContext) throws -> Value
+  ) {
+    self.name = name
+    self.summary = summary
+    self.sides = sides
+    self.options = options
+    self.allowsAllDBs = allowsAllDBs
+    self.columns = columns
+    self.body = body
+  }
+
+  /// The CLI spelling (`sync_sequences` → `sync-sequences`).
+  public var cliName: String { name.replacingOccurrences(of: "_", with: "-") }
+}

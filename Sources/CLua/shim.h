@@ -1,0 +1,6 @@
+#ifndef BELT_CLUA_SHIM_H
+#define BELT_CLUA_SHIM_H
+#include <lua.h>
+#include <lualib.h>
+#include <lauxlib.h>
+#endif

@@ -1,0 +1,63 @@
+/* CLuaShim: the only C code that may raise Lua errors (longjmp) on Swift's behalf.
+ * See docs: style.md section C. Swift never calls lua_error; it returns BELT_RAISE
+ * from the dispatch function and the trampoline below raises after Swift has returned. */
+#ifndef BELT_CLUASHIM_H
+#define BELT_CLUASHIM_H
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include <libpq-fe.h>
+
+#define BELT_RAISE (-1)
+
+typedef int (*belt_dispatch_fn)(lua_State *L);
+
+/* Dispatch: set once; the trampoline is the only lua_CFunction Swift pushes. */
+void belt_set_dispatch(belt_dispatch_fn fn);
+int belt_trampoline(lua_State *L);
+void belt_push_trampoline(lua_State *L, lua_Integer index);
+
+/* State creation: abort-on-OOM allocator and a printing panic handler. */
+lua_State *belt_newstate(void);
+/* Runs under pcall: opens base, table, string, math, utf8, coroutine, os (limited), io (limited). */
+int belt_openlibs(lua_State *L);
+
+/* Per-state pointer to the Swift runtime object (LUA_EXTRASPACE). */
+void belt_set_runtime(lua_State *L, void *rt);
+void *belt_get_runtime(lua_State *L);
+
+/* Macro re-exports. */
+int belt_upvalueindex(int i);
+int belt_registryindex(void);
+void belt_pop(lua_State *L, int n);
+void belt_newtable(lua_State *L);
+int belt_isnoneornil(lua_State *L, int idx);
+
+/* Protected calls. msgh = 0 for none. belt_pcall pushes the traceback handler itself
+ * below the function when traceback != 0. */
+int belt_pcall(lua_State *L, int nargs, int nres, int traceback);
+int belt_msghandler(lua_State *L);
+
+/* Protected helpers (each returns a Lua status; results on the stack on success). */
+int belt_pcall_keys(lua_State *L, int idx);       /* pushes a sequence of the keys of table at idx */
+int belt_pcall_tostring(lua_State *L, int idx);   /* pushes luaL_tolstring(value at idx) */
+int belt_pcall_setglobal(lua_State *L, const char *name); /* pops value, sets global */
+int belt_pcall_getglobal(lua_State *L, const char *name); /* pushes global */
+int belt_pcall_init_errormt(lua_State *L);        /* creates the shared error metatable */
+
+/* Sets the shared error metatable on the table at the top of the stack. '-' safe. */
+void belt_set_errormt(lua_State *L);
+/* Is the value at idx a belt error table (has the shared metatable)? '-' safe. */
+int belt_is_error(lua_State *L, int idx);
+
+/* SIGINT: first Ctrl-C sets a flag, cancels registered libpq queries and makes Lua stop at
+ * the next instruction; a second restores the default action. */
+void belt_install_sigint(lua_State *L);
+void belt_remove_sigint(void);
+int belt_interrupted(void);
+void belt_clear_interrupt(void);
+/* Registry of in-flight libpq cancel handles, so SIGINT can cancel running queries. */
+int belt_register_cancel(PGcancel *c);
+void belt_unregister_cancel(int slot);
+
+#endif

@@ -1,0 +1,276 @@
+#include "CLuaShim.h"
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static belt_dispatch_fn dispatch;
+static char errormt_key;
+
+void belt_set_dispatch(belt_dispatch_fn fn) { dispatch = fn; }
+
+int belt_trampoline(lua_State *L) {
+  int n = dispatch(L); /* Swift runs and returns; it never raises */
+  if (n == BELT_RAISE)
+    return lua_error(L); /* longjmp from here crosses only C and Lua frames */
+  return n;
+}
+
+void belt_push_trampoline(lua_State *L, lua_Integer index) {
+  lua_pushinteger(L, index);
+  lua_pushcclosure(L, belt_trampoline, 1);
+}
+
+static void *belt_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  (void)ud; (void)osize;
+  if (nsize == 0) { free(ptr); return NULL; }
+  void *p = realloc(ptr, nsize);
+  if (p == NULL) {
+    fputs("belt: out of memory in the Lua interpreter\n", stderr);
+    abort();
+  }
+  return p;
+}
+
+static int belt_panic(lua_State *L) {
+  const char *msg = lua_tostring(L, -1);
+  fprintf(stderr, "belt: unprotected Lua error: %s\n", msg ? msg : "(not a string)");
+  return 0; /* Lua aborts */
+}
+
+lua_State *belt_newstate(void) {
+  lua_State *L = lua_newstate(belt_alloc, NULL);
+  if (L) lua_atpanic(L, belt_panic);
+  return L;
+}
+
+int belt_openlibs(lua_State *L) {
+  static const luaL_Reg libs[] = {
+    {LUA_GNAME, luaopen_base},       {LUA_TABLIBNAME, luaopen_table},
+    {LUA_STRLIBNAME, luaopen_string}, {LUA_MATHLIBNAME, luaopen_math},
+    {LUA_UTF8LIBNAME, luaopen_utf8},  {LUA_COLIBNAME, luaopen_coroutine},
+    {LUA_OSLIBNAME, luaopen_os},      {LUA_IOLIBNAME, luaopen_io},
+    {NULL, NULL}};
+  for (const luaL_Reg *lib = libs; lib->func; lib++) {
+    luaL_requiref(L, lib->name, lib->func, 1);
+    lua_pop(L, 1);
+  }
+  /* Sandbox: no dynamic C loading, no process control from runbooks. */
+  lua_pushnil(L); lua_setglobal(L, "dofile");
+  lua_pushnil(L); lua_setglobal(L, "loadfile");
+  lua_getglobal(L, "os");
+  lua_pushnil(L); lua_setfield(L, -2, "execute");
+  lua_pushnil(L); lua_setfield(L, -2, "exit");
+  lua_pushnil(L); lua_setfield(L, -2, "remove");
+  lua_pushnil(L); lua_setfield(L, -2, "rename");
+  lua_pushnil(L); lua_setfield(L, -2, "setlocale");
+  lua_pushnil(L); lua_setfield(L, -2, "tmpname");
+  lua_pop(L, 1);
+  lua_getglobal(L, "io");
+  lua_pushnil(L); lua_setfield(L, -2, "popen");
+  lua_pop(L, 1);
+  return 0;
+}
+
+void belt_set_runtime(lua_State *L, void *rt) { *(void **)lua_getextraspace(L) = rt; }
+void *belt_get_runtime(lua_State *L) { return *(void **)lua_getextraspace(L); }
+
+int belt_upvalueindex(int i) { return lua_upvalueindex(i); }
+int belt_registryindex(void) { return LUA_REGISTRYINDEX; }
+void belt_pop(lua_State *L, int n) { lua_pop(L, n); }
+void belt_newtable(lua_State *L) { lua_newtable(L); }
+int belt_isnoneornil(lua_State *L, int idx) { return lua_isnoneornil(L, idx); }
+
+int belt_msghandler(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (msg == NULL) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+      msg = lua_tostring(L, -1);
+    else
+      msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+int belt_pcall(lua_State *L, int nargs, int nres, int traceback) {
+  if (!traceback) return lua_pcall(L, nargs, nres, 0);
+  int base = lua_gettop(L) - nargs;
+  lua_pushcfunction(L, belt_msghandler);
+  lua_insert(L, base);
+  int status = lua_pcall(L, nargs, nres, base);
+  lua_remove(L, base);
+  return status;
+}
+
+static int collect_keys(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_newtable(L);
+  lua_Integer n = 0;
+  lua_pushnil(L);
+  while (lua_next(L, 1) != 0) {
+    lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, 2, ++n);
+  }
+  return 1;
+}
+
+int belt_pcall_keys(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  lua_pushcfunction(L, collect_keys);
+  lua_pushvalue(L, idx);
+  return lua_pcall(L, 1, 1, 0);
+}
+
+static int tostring_helper(lua_State *L) {
+  luaL_tolstring(L, 1, NULL);
+  return 1;
+}
+
+int belt_pcall_tostring(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  lua_pushcfunction(L, tostring_helper);
+  lua_pushvalue(L, idx);
+  return lua_pcall(L, 1, 1, 0);
+}
+
+static int setglobal_helper(lua_State *L) {
+  lua_setglobal(L, lua_tostring(L, lua_upvalueindex(1)));
+  return 0;
+}
+
+int belt_pcall_setglobal(lua_State *L, const char *name) {
+  lua_pushstring(L, name);
+  lua_pushcclosure(L, setglobal_helper, 1);
+  lua_insert(L, -2);
+  return lua_pcall(L, 1, 0, 0);
+}
+
+static int getglobal_helper(lua_State *L) {
+  lua_getglobal(L, lua_tostring(L, lua_upvalueindex(1)));
+  return 1;
+}
+
+int belt_pcall_getglobal(lua_State *L, const char *name) {
+  lua_pushstring(L, name);
+  lua_pushcclosure(L, getglobal_helper, 1);
+  return lua_pcall(L, 0, 1, 0);
+}
+
+static int error_tostring(lua_State *L) {
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  lua_getfield(L, 1, "code");
+  const char *code = lua_tostring(L, -1);
+  lua_getfield(L, 1, "message");
+  const char *message = lua_tostring(L, -1);
+  lua_getfield(L, 1, "dc");
+  const char *dc = lua_tostring(L, -1);
+  lua_getfield(L, 1, "db");
+  const char *db = lua_tostring(L, -1);
+  if (dc && db) {
+    luaL_addstring(&b, dc); luaL_addchar(&b, '/'); luaL_addstring(&b, db); luaL_addstring(&b, ": ");
+  } else if (dc) {
+    luaL_addstring(&b, dc); luaL_addstring(&b, ": ");
+  }
+  luaL_addstring(&b, message ? message : "error");
+  if (code) { luaL_addstring(&b, " ["); luaL_addstring(&b, code); luaL_addchar(&b, ']'); }
+  lua_pop(L, 4);
+  luaL_pushresult(&b);
+  return 1;
+}
+
+static int init_errormt(lua_State *L) {
+  lua_newtable(L);
+  lua_pushcfunction(L, error_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pushstring(L, "belt.error");
+  lua_setfield(L, -2, "__name");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &errormt_key);
+  return 0;
+}
+
+int belt_pcall_init_errormt(lua_State *L) {
+  lua_pushcfunction(L, init_errormt);
+  return lua_pcall(L, 0, 0, 0);
+}
+
+void belt_set_errormt(lua_State *L) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &errormt_key);
+  lua_setmetatable(L, -2);
+}
+
+int belt_is_error(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  if (!lua_getmetatable(L, idx)) return 0;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &errormt_key);
+  int same = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return same;
+}
+
+/* ---- SIGINT ---- */
+static volatile sig_atomic_t interrupted_flag = 0;
+static lua_State *volatile sig_state = NULL;
+#define MAX_CANCELS 256
+static PGcancel *volatile cancels[MAX_CANCELS];
+
+static void stop_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  lua_newtable(L);
+  lua_pushstring(L, "interrupted");
+  lua_setfield(L, -2, "code");
+  lua_pushstring(L, "interrupted by the user (Ctrl-C)");
+  lua_setfield(L, -2, "message");
+  lua_pushboolean(L, 0);
+  lua_setfield(L, -2, "retryable");
+  belt_set_errormt(L);
+  lua_error(L);
+}
+
+static void on_sigint(int sig) {
+  if (interrupted_flag) { signal(sig, SIG_DFL); raise(sig); return; }
+  interrupted_flag = 1;
+  char errbuf[8];
+  for (int i = 0; i < MAX_CANCELS; i++) {
+    PGcancel *c = cancels[i];
+    if (c) PQcancel(c, errbuf, sizeof errbuf);
+  }
+  lua_State *L = sig_state;
+  if (L) lua_sethook(L, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+}
+
+void belt_install_sigint(lua_State *L) {
+  interrupted_flag = 0;
+  sig_state = L;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_sigint;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+}
+
+void belt_remove_sigint(void) {
+  signal(SIGINT, SIG_DFL);
+  lua_State *L = sig_state;
+  sig_state = NULL;
+  if (L) lua_sethook(L, NULL, 0, 0);
+}
+
+int belt_interrupted(void) { return interrupted_flag; }
+void belt_clear_interrupt(void) { interrupted_flag = 0; }
+
+int belt_register_cancel(PGcancel *c) {
+  for (int i = 0; i < MAX_CANCELS; i++) {
+    if (cancels[i] == NULL) {
+      if (__sync_bool_compare_and_swap(&cancels[i], NULL, c)) return i;
+    }
+  }
+  return -1;
+}
+
+void belt_unregister_cancel(int slot) {
+  if (slot >= 0 && slot < MAX_CANCELS) cancels[slot] = NULL;
+}

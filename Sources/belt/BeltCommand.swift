@@ -1,0 +1,100 @@
+import ArgumentParser
+import BeltRuntime
+import Foundation
+import Logging
+
+/// Options every subcommand accepts.
+struct GlobalOptions: ParsableArguments {
+  @Flag(name: .long, help: "Print one JSON document with the result on stdout (logs stay on stderr).")
+  var json = false
+
+  @Flag(name: .shortAndLong, help: "Log debug details to stderr.")
+  var verbose = false
+
+  @Option(name: .long, help: "Databases processed at once when DB is omitted.")
+  var jobs: Int = 8
+
+  @Option(name: .long, help: "Directory holding configs/ and schemas/ (default: $BELT_CONFIG_DIR or the current directory).")
+  var configDir: String?
+
+  @Flag(name: .long, help: "Answer yes to confirmations (unattended runs).")
+  var yes = false
+
+  func validate() throws {
+    if jobs < 1 { throw ValidationError("--jobs must be at least 1") }
+  }
+
+  var root: String {
+    configDir ?? ProcessInfo.processInfo.environment["BELT_CONFIG_DIR"] ?? FileManager.default.currentDirectoryPath
+  }
+
+  func makeEnvironment() -> Environment {
+    let level: Logger.Level = verbose ? .debug : .notice
+    var logger = Logger(label: "belt") { label in
+      var h = StreamLogHandler.standardError(label: label)
+      h.logLevel = level
+      return h
+    }
+    logger.logLevel = level
+    let timeout = Int(ProcessInfo.processInfo.environment["BELT_CONNECT_TIMEOUT"] ?? "") ?? 10
+    return Environment(store: ConfigStore(root: root), logger: logger, jobs: jobs, connectTimeout: timeout)
+  }
+
+  var flags: [String: Value] {
+    ["json": .bool(json), "yes": .bool(yes), "verbose": .bool(verbose)]
+  }
+}
+
+/// Writes to stderr.
+func eprint(_ s: String) {
+  FileHandle.standardError.write(Data((s + "\n").utf8))
+}
+
+/// A built-in command: runs its one-line runbook and renders the result.
+protocol RunbookCommand: ParsableCommand {
+  var global: GlobalOptions { get }
+  /// snake_case operation name.
+  static var operation: String { get }
+  var dcArg: String { get }
+  var dbArg: String? { get }
+  /// Command-specific options for the runbook's `opts` table.
+  var opts: [(String, Value)] { get }
+}
+
+extension RunbookCommand {
+  var opts: [(String, Value)] { [] }
+
+  func run() throws {
+    let spec = OperationRegistry.find(Self.operation)
+    let code = runRunbook(
+      file: (spec?.cliName ?? Self.operation) + ".lua", dc: dcArg, db: dbArg, opts: .object(opts),
+      global: global, spec: spec)
+    if code != 0 { throw ExitCode(code) }
+  }
+}
+
+/// Runs a runbook and prints its result; returns the exit code.
+func runRunbook(file: String, dc: String, db: String?, opts: Value, global: GlobalOptions, spec: OperationSpec?) -> Int32 {
+  let env = global.makeEnvironment()
+  let output = OutputSink.standard(stderr: global.json)
+  do {
+    let session = try Session(env: env, output: output, flags: global.flags)
+    let result = try session.run(file: file, dc: dc, db: db, opts: opts)
+    if global.json {
+      print(result.json())
+    } else {
+      let text = Render.human(result, spec: spec)
+      if !text.isEmpty { FileHandle.standardOutput.write(Data(text.utf8)) }
+      for f in Render.failures(result) { eprint("belt: " + f) }
+    }
+    if case .object = result, result["ok"]?.boolValue == false { return 1 }
+    return 0
+  } catch {
+    let e = BeltError.wrap(error)
+    if global.json {
+      print(Value.object([("ok", .bool(false)), ("dc", .string(dc)), ("db", .from(db)), ("error", e.value)]).json())
+    }
+    eprint("belt: " + e.description)
+    return e.code == .badArgument ? 2 : 1
+  }
+}

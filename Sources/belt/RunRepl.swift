@@ -1,0 +1,64 @@
+import ArgumentParser
+import BeltRuntime
+import Foundation
+
+struct Run: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Run a Lua runbook against a dc (all databases) or one database.",
+    discussion: """
+      FILE is a path to a Lua script, or the name of a shipped runbook (e.g. cutover.lua).
+      The script receives `dc, db, opts` as `...`; `opts` holds the `key=value` arguments given
+      after `--` (other arguments are opts[1], opts[2], ...). Every belt command is available as
+      belt.<command_with_underscores>(dc, db, opts).
+
+      Example: belt run cutover.lua testdc -- lag=1MB drain_timeout=2m
+      """)
+  @OptionGroup var global: GlobalOptions
+  @Argument(help: "A Lua file, or a shipped runbook name.") var file: String
+  @Argument var dc: String
+  @Argument var db: String?
+  @Argument(parsing: .postTerminator, help: "key=value arguments for the script (after --).")
+  var args: [String] = []
+
+  func run() throws {
+    var pairs: [(String, Value)] = []
+    var positional: [Value] = []
+    for a in args {
+      if let eq = a.firstIndex(of: "="), eq != a.startIndex {
+        let k = String(a[..<eq])
+        let v = String(a[a.index(after: eq)...])
+        pairs.append((k, Int(v).map(Value.int) ?? (v == "true" ? .bool(true) : v == "false" ? .bool(false) : .string(v))))
+      } else {
+        positional.append(.string(a))
+      }
+    }
+    // Positional extras become opts[1..n]: represent as string keys "1","2" is wrong for Lua;
+    // pass them as an `args` list instead.
+    if !positional.isEmpty { pairs.append(("args", .array(positional))) }
+    let code = runRunbook(file: file, dc: dc, db: db, opts: .object(pairs), global: global, spec: nil)
+    if code != 0 { throw ExitCode(code) }
+  }
+}
+
+struct Repl: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Interactive Lua prompt with the belt table, for ad hoc inspection.",
+    discussion: """
+      Expressions print their value (tables pretty-printed); multi-line input continues until the
+      chunk is complete; Ctrl-C interrupts the running call, not the REPL; Ctrl-D exits.
+      The global `dc` holds DC when given. Type :help for help. History is kept in ~/.belt_history.
+      """)
+  @OptionGroup var global: GlobalOptions
+  @Argument var dc: String?
+
+  func run() throws {
+    let env = global.makeEnvironment()
+    do {
+      let session = try Session(env: env, output: OutputSink.standard(), flags: global.flags)
+      ReplLoop.run(session: session, dc: dc)
+    } catch {
+      eprint("belt: " + BeltError.wrap(error).description)
+      throw ExitCode.failure
+    }
+  }
+}

@@ -1,0 +1,49 @@
+import ArgumentParser
+import BeltRuntime
+import Foundation
+
+/// The belt command-line tool.
+struct Belt: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "belt",
+    abstract: "A tool to help manage postgres data migrations.",
+    version: "0.1.0",
+    subcommands: allSubcommands)
+
+  @Flag(help: "Install completion for the current shell.")
+  var installCompletion = false
+  @Flag(help: "Show completion for the current shell, to copy it or customize the installation.")
+  var showCompletion = false
+
+  func run() throws {
+    let shell = CompletionShell.autodetected() ?? .bash
+    let script = Belt.completionScript(for: shell)
+    if showCompletion {
+      print(script)
+      return
+    }
+    if installCompletion {
+      try installCompletionScript(script, shell: shell)
+      return
+    }
+    print(Belt.helpMessage())
+  }
+}
+
+func installCompletionScript(_ script: String, shell: CompletionShell) throws {
+  let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
+  let dir = "\(home)/.local/share/belt"
+  try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+  let file = "\(dir)/completion.\(shell.rawValue)"
+  try script.write(toFile: file, atomically: true, encoding: .utf8)
+  let rc = shell == .zsh ? "\(home)/.zshrc" : shell == .fish ? "\(home)/.config/fish/config.fish" : "\(home)/.bashrc"
+  let line = "source \(file)"
+  let existing = (try? String(contentsOfFile: rc, encoding: .utf8)) ?? ""
+  if !existing.contains(line) {
+    let text = existing + (existing.isEmpty || existing.hasSuffix("\n") ? "" : "\n") + line + "\n"
+    try text.write(toFile: rc, atomically: true, encoding: .utf8)
+  }
+  print("\(shell.rawValue) completion installed in \(file) (sourced from \(rc)). Restart your shell to use it.")
+}
+
+Belt.main()

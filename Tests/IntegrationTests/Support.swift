@@ -1,0 +1,176 @@
+import Foundation
+import Logging
+import Testing
+
+@testable import BeltRuntime
+
+/// The two real clusters started by scripts/pg-clusters (see `make test`).
+enum PG {
+  static let envVars = ProcessInfo.processInfo.environment
+  /// True when the cluster variables are set (they always are under `make test`).
+  static let available = envVars["BELT_TEST_SRC_PORT"] != nil && envVars["BELT_TEST_DST_PORT"] != nil
+  static let host = envVars["BELT_TEST_HOST"] ?? "127.0.0.1"
+  static let rootUser = envVars["BELT_TEST_ROOT_USER"] ?? "postgres"
+  static let rootPassword = envVars["BELT_TEST_ROOT_PASSWORD"] ?? "belt-root-pw"
+  static let pgBin = envVars["BELT_TEST_PG_BIN"] ?? "/usr/lib/postgresql/15/bin"
+
+  static func port(_ side: Side) -> Int {
+    Int(envVars[side == .src ? "BELT_TEST_SRC_PORT" : "BELT_TEST_DST_PORT"] ?? "") ?? (side == .src ? 55432 : 55433)
+  }
+
+  /// A root connection to `db` on one cluster.
+  static func root(_ side: Side, db: String = "postgres") throws -> PGConnection {
+    try PGConnection(
+      conninfo: ConnInfo.build([
+        ("hostaddr", host), ("port", String(port(side))), ("dbname", db), ("user", rootUser),
+        ("password", rootPassword),
+      ]), label: "test \(side.rawValue) root")
+  }
+
+  /// A short unique suffix for database and role names (DROP DATABASE hangs with pglogical
+  /// preloaded, so every test uses fresh names).
+  static func unique(_ prefix: String) -> String {
+    let t = String(UInt64(Date().timeIntervalSince1970 * 1000) % 100_000_000, radix: 36)
+    let r = String(UInt32.random(in: 0...UInt32.max), radix: 36)
+    return "\(prefix)_\(t)\(r)".lowercased()
+  }
+}
+
+/// A temporary belt root directory (configs/ and schemas/) with pairs in one dc.
+final class TestDC: @unchecked Sendable {
+  let root: String
+  let dc: String
+  var pairs: [String: PairSpec] = [:]
+
+  struct PairSpec {
+    var db: String          // pair name
+    var dbname: String      // database name on both servers
+    var owner: Credentials
+    var pglogical: Credentials
+    var schema: String
+  }
+
+  init(_ dc: String = PG.unique("dc")) throws {
+    self.dc = dc
+    root = NSTemporaryDirectory() + "belt-test-" + PG.unique("root")
+    try FileManager.default.createDirectory(atPath: root + "/configs/" + dc, withIntermediateDirectories: true)
+  }
+
+  var store: ConfigStore { ConfigStore(root: root) }
+
+  /// An environment for running operations in-process.
+  func env(jobs: Int = 4) -> Environment {
+    var logger = Logger(label: "belt-test") { _ in SwiftLogNoOpLogHandler() }
+    logger.logLevel = .critical
+    return Environment(store: store, logger: logger, jobs: jobs, connectTimeout: 5)
+  }
+
+  /// Creates a pair: a fresh database on both clusters owned by a fresh owner role (with a
+  /// hostile password), `srcSQL` run on src as the owner, `dstSQL` on dst, and the config file.
+  @discardableResult
+  func addPair(
+    _ db: String, schema: String = "public", srcSQL: String = "", dstSQL: String = "",
+    tables: [String]? = nil, sequences: [String]? = nil, ownerPassword: String = "o'wn er\\ #@pw",
+    extra: [(String, Value)] = []
+  ) throws -> PairSpec {
+    let dbname = PG.unique("belt")
+    let owner = Credentials(name: PG.unique("own"), password: ownerPassword)
+    let pgl = Credentials(name: PG.unique("pgl"), password: "pgl 'pw' \\x")
+    for side in Side.allCases {
+      let c = try PG.root(side)
+      defer { c.close() }
+      let hashed = try c.encryptPassword(owner.password, user: owner.name)
+      try c.exec("CREATE ROLE \(PGConnection.quoteIdent(owner.name)) LOGIN PASSWORD \(try c.literal(hashed))")
+      try c.exec("CREATE DATABASE \(PGConnection.quoteIdent(dbname)) OWNER \(PGConnection.quoteIdent(owner.name))")
+      let o = try PGConnection(conninfo: ConnInfo.build([("hostaddr", PG.host), ("port", String(PG.port(side))), ("dbname", dbname), ("user", owner.name), ("password", owner.password)]), label: "owner")
+      defer { o.close() }
+      if schema != "public" {
+        try o.exec("CREATE SCHEMA \(PGConnection.quoteIdent(schema))")
+      }
+      let sql = side == .src ? srcSQL : dstSQL
+      if !sql.isEmpty { try o.exec(sql) }
+    }
+    func server() -> Value {
+      .object([
+        ("host", "localhost"), ("ip", .string(PG.host)), ("db", .string(dbname)), ("port", .string(String(PG.port(.src)))),
+        ("root_user", .object([("name", .string(PG.rootUser)), ("pw", .string(PG.rootPassword))])),
+        ("owner_user", .object([("name", .string(owner.name)), ("pw", .string(owner.password))])),
+        ("pglogical_user", .object([("name", .string(pgl.name)), ("pw", .string(pgl.password))])),
+      ])
+    }
+    var src = server()
+    var dst = server()
+    src = src.setting("port", .string(String(PG.port(.src))))
+    dst = dst.setting("port", .int(PG.port(.dst)))  // a number: belt accepts both
+    var cfg: [(String, Value)] = [
+      ("db", .string(db)), ("dc", .string(dc)), ("src", src), ("dst", dst),
+      ("tables", tables.map { .from($0) } ?? .null), ("sequences", sequences.map { .from($0) } ?? .null),
+      ("schema_name", .string(schema)), ("exclude_users", .null), ("exclude_patterns", .null),
+    ]
+    cfg += extra
+    try store.save(.object(cfg), to: store.path(dc: dc, db: db))
+    let spec = PairSpec(db: db, dbname: dbname, owner: owner, pglogical: pgl, schema: schema)
+    pairs[db] = spec
+    return spec
+  }
+
+  /// A root connection to a pair's database.
+  func conn(_ db: String, _ side: Side) throws -> PGConnection {
+    guard let p = pairs[db] else { throw BeltError(.notFound, "no pair \(db)") }
+    return try PG.root(side, db: p.dbname)
+  }
+
+  /// Runs an operation in-process.
+  func run(_ op: String, _ db: String?, _ opts: [String: Value] = [:]) throws -> Value {
+    guard let spec = OperationRegistry.find(op) else { throw BeltError(.notFound, "no operation \(op)") }
+    return try Runner.run(spec, dc: dc, db: db, options: Options(opts), env: env())
+  }
+
+  deinit { try? FileManager.default.removeItem(atPath: root) }
+}
+
+/// The built `belt` binary, run as a user would.
+enum CLI {
+  static var binary: String {
+    if let b = ProcessInfo.processInfo.environment["BELT_BIN"] { return b }
+    let dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    for candidate in [dir, dir.deletingLastPathComponent(), dir.deletingLastPathComponent().deletingLastPathComponent()] {
+      let p = candidate.appendingPathComponent("belt").path
+      if FileManager.default.isExecutableFile(atPath: p) { return p }
+    }
+    let pkg = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    return pkg.appendingPathComponent(".build/debug/belt").path
+  }
+
+  struct Result {
+    var code: Int32
+    var out: String
+    var err: String
+  }
+
+  /// Runs `belt args...` in `cwd` with stdin closed.
+  @discardableResult
+  static func run(_ args: [String], cwd: String? = nil, env extra: [String: String] = [:], stdin: String? = nil) throws -> Result {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: binary)
+    p.arguments = args
+    if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
+    var env = ProcessInfo.processInfo.environment
+    env["NO_COLOR"] = "1"
+    for (k, v) in extra { env[k] = v }
+    p.environment = env
+    let out = Pipe()
+    let err = Pipe()
+    let input = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    p.standardInput = input
+    try p.run()
+    if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+    try input.fileHandleForWriting.close()
+    let o = out.fileHandleForReading.readDataToEndOfFile()
+    let e = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return Result(code: p.terminationStatus, out: String(decoding: o, as: UTF8.self), err: String(decoding: e, as: UTF8.self))
+  }
+}

@@ -1,0 +1,167 @@
+-- belt prelude: builds the public `belt` table on top of the Swift primitives in belt._core.
+-- It checks arguments, rejects unknown option keys (a typo such as `timout=` is an error),
+-- parses durations and provides the scripting helpers (wait_for, retry, on_failure).
+local core, specs = _belt_core, _belt_specs
+_belt_core, _belt_specs = nil, nil
+
+belt = { _core = core, _specs = specs }
+
+local function raise(code, msg, level)
+  error(core.make_error(code, msg), (level or 1) + 1)
+end
+belt.error = function(code, msg) return core.make_error(code, msg) end
+belt.is_error = core.is_error
+
+local function sorted_keys(t)
+  local ks = {}
+  for k in pairs(t) do ks[#ks + 1] = tostring(k) end
+  table.sort(ks)
+  return ks
+end
+
+--- Checks that opts is nil or a table whose keys are all in `allowed` (name -> type).
+local function check_opts(fname, argn, opts, allowed)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then
+    raise("bad_argument", ("bad argument #%d to 'belt.%s' (table or nil expected, got %s)"):format(argn, fname, type(opts)), 3)
+  end
+  for k in pairs(opts) do
+    if type(k) ~= "string" or allowed[k] == nil then
+      local valid = sorted_keys(allowed)
+      raise("bad_argument", ("bad argument #%d to 'belt.%s' (unknown option '%s'; valid options: %s)"):format(
+        argn, fname, tostring(k), #valid > 0 and table.concat(valid, ", ") or "none"), 3)
+    end
+  end
+  return opts
+end
+belt._check_opts = check_opts
+
+for name, spec in pairs(specs) do
+  local fn = core[name]
+  belt[name] = function(dc, db, opts)
+    if type(dc) ~= "string" then
+      raise("bad_argument", ("bad argument #1 to 'belt.%s' (dc: string expected, got %s)"):format(name, type(dc)), 2)
+    end
+    if db ~= nil and type(db) ~= "string" then
+      raise("bad_argument", ("bad argument #2 to 'belt.%s' (db: string or nil expected, got %s)"):format(name, type(db)), 2)
+    end
+    if db == nil and not spec.all_dbs then
+      raise("bad_argument", ("bad argument #2 to 'belt.%s' (db: a database name is required)"):format(name), 2)
+    end
+    opts = check_opts(name, 3, opts, spec.options)
+    return fn(dc, db, opts)
+  end
+end
+
+belt.sleep = core.sleep
+belt.now = core.now
+belt.duration = core.duration
+belt.dbs = core.dbs
+belt.config = core.config
+belt.query = core.query
+belt.confirm = core.confirm
+belt.interrupted = core.interrupted
+belt.flags = core.flags()
+
+function belt.log(...)
+  local t = table.pack(...)
+  for i = 1, t.n do t[i] = tostring(t[i]) end
+  core.log("notice", table.concat(t, " "))
+end
+function belt.info(...)
+  local t = table.pack(...)
+  for i = 1, t.n do t[i] = tostring(t[i]) end
+  core.log("info", table.concat(t, " "))
+end
+function belt.warn(...)
+  local t = table.pack(...)
+  for i = 1, t.n do t[i] = tostring(t[i]) end
+  core.log("warning", table.concat(t, " "))
+end
+
+function print(...)
+  local t = table.pack(...)
+  for i = 1, t.n do t[i] = tostring(t[i]) end
+  core.write(table.concat(t, "\t") .. "\n")
+end
+
+--- belt.wait_for(pred[, opts]) -> value: calls pred() every opts.interval until it returns a
+--- truthy value; raises {code="timeout"} after opts.timeout (default 10m), or returns
+--- false, "timeout" when opts.on_timeout == "return". Ctrl-C raises {code="interrupted"}.
+function belt.wait_for(pred, opts)
+  if type(pred) ~= "function" then
+    raise("bad_argument", "bad argument #1 to 'belt.wait_for' (function expected, got " .. type(pred) .. ")", 2)
+  end
+  opts = check_opts("wait_for", 2, opts, { timeout = "duration", interval = "duration", desc = "string", on_timeout = "string" })
+  local timeout = core.duration(opts.timeout or "10m")
+  local interval = core.duration(opts.interval or "2s")
+  local desc = opts.desc or "condition"
+  local start = core.now()
+  while true do
+    local v = pred()
+    if v then return v end
+    local elapsed = core.now() - start
+    if elapsed >= timeout then
+      if opts.on_timeout == "return" then return false, "timeout" end
+      raise("timeout", ("timed out after %.1f s waiting for %s"):format(elapsed, desc), 2)
+    end
+    core.sleep(math.min(interval, timeout - elapsed))
+  end
+end
+
+--- belt.retry(fn[, opts]) -> results of fn: calls fn until it succeeds, up to opts.attempts
+--- (default 3), sleeping opts.backoff (default 1s, doubled each time). Errors with
+--- code "interrupted" are never retried.
+function belt.retry(fn, opts)
+  if type(fn) ~= "function" then
+    raise("bad_argument", "bad argument #1 to 'belt.retry' (function expected, got " .. type(fn) .. ")", 2)
+  end
+  opts = check_opts("retry", 2, opts, { attempts = "int", backoff = "duration", only_retryable = "bool" })
+  local attempts = opts.attempts or 3
+  local backoff = core.duration(opts.backoff or "1s")
+  local last
+  for i = 1, attempts do
+    local r = table.pack(pcall(fn, i))
+    if r[1] then return table.unpack(r, 2, r.n) end
+    last = r[2]
+    if type(last) == "table" and last.code == "interrupted" then error(last, 0) end
+    if opts.only_retryable and not (type(last) == "table" and last.retryable) then error(last, 0) end
+    if i < attempts then
+      belt.warn(("attempt %d/%d failed: %s; retrying in %.1f s"):format(i, attempts, tostring(last), backoff))
+      core.sleep(backoff)
+      backoff = backoff * 2
+    end
+  end
+  error(last, 0)
+end
+
+--- belt.on_failure(fn): registers a compensation hook, run (newest first) when the script fails
+--- or is interrupted. Returns a function that removes the hook.
+belt._hooks = {}
+function belt.on_failure(fn)
+  if type(fn) ~= "function" then
+    raise("bad_argument", "bad argument #1 to 'belt.on_failure' (function expected, got " .. type(fn) .. ")", 2)
+  end
+  local hooks = belt._hooks
+  hooks[#hooks + 1] = fn
+  local idx = #hooks
+  return function() hooks[idx] = false end
+end
+
+--- Runs a script body with compensation hooks: used by the runbook runner.
+function belt._run_with_hooks(body, ...)
+  local r = table.pack(xpcall(body, function(e)
+    if type(e) == "table" then return e end
+    return debug and debug.traceback and debug.traceback(tostring(e), 2) or tostring(e)
+  end, ...))
+  if r[1] then return table.unpack(r, 2, r.n) end
+  local err = r[2]
+  local hooks = belt._hooks
+  for i = #hooks, 1, -1 do
+    if hooks[i] then
+      local ok, herr = pcall(hooks[i], err)
+      if not ok then belt.warn("compensation hook failed: " .. tostring(herr)) end
+    end
+  end
+  error(err, 0)
+end

@@ -1,0 +1,3 @@
+-- belt analyze <dc> [db] [options]: runs belt.analyze (see `belt analyze --help`).
+local dc, db, opts = ...
+return belt.analyze(dc, db, opts)

@@ -1,0 +1,3 @@
+-- belt check-connectivity <dc> [db] [options]: runs belt.check_connectivity (see `belt check-connectivity --help`).
+local dc, db, opts = ...
+return belt.check_connectivity(dc, db, opts)

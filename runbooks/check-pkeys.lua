@@ -1,0 +1,3 @@
+-- belt check-pkeys <dc> <db> [options]: runs belt.check_pkeys (see `belt check-pkeys --help`).
+local dc, db, opts = ...
+return belt.check_pkeys(dc, db, opts)

@@ -1,0 +1,3 @@
+-- belt connections <dc> [db] [options]: runs belt.connections (see `belt connections --help`).
+local dc, db, opts = ...
+return belt.connections(dc, db, opts)

@@ -1,0 +1,3 @@
+-- belt create-indexes <dc> [db] [options]: runs belt.create_indexes (see `belt create-indexes --help`).
+local dc, db, opts = ...
+return belt.create_indexes(dc, db, opts)

@@ -1,0 +1,3 @@
+-- belt diff-schemas <dc> [db] [options]: runs belt.diff_schemas (see `belt diff-schemas --help`).
+local dc, db, opts = ...
+return belt.diff_schemas(dc, db, opts)

@@ -1,0 +1,3 @@
+-- belt dst-dsn <dc> <db> [options]: runs belt.dst_dsn (see `belt dst-dsn --help`).
+local dc, db, opts = ...
+return belt.dst_dsn(dc, db, opts)

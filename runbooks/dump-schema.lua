@@ -1,0 +1,3 @@
+-- belt dump-schema <dc> [db] [options]: runs belt.dump_schema (see `belt dump-schema --help`).
+local dc, db, opts = ...
+return belt.dump_schema(dc, db, opts)

@@ -1,0 +1,3 @@
+-- belt load-constraints <dc> [db] [options]: runs belt.load_constraints (see `belt load-constraints --help`).
+local dc, db, opts = ...
+return belt.load_constraints(dc, db, opts)

@@ -1,0 +1,3 @@
+-- belt load-schema <dc> [db] [options]: runs belt.load_schema (see `belt load-schema --help`).
+local dc, db, opts = ...
+return belt.load_schema(dc, db, opts)

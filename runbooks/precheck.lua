@@ -1,0 +1,3 @@
+-- belt precheck <dc> [db] [options]: runs belt.precheck (see `belt precheck --help`).
+local dc, db, opts = ...
+return belt.precheck(dc, db, opts)

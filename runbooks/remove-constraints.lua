@@ -1,0 +1,3 @@
+-- belt remove-constraints <dc> [db] [options]: runs belt.remove_constraints (see `belt remove-constraints --help`).
+local dc, db, opts = ...
+return belt.remove_constraints(dc, db, opts)

@@ -1,0 +1,3 @@
+-- belt remove-indexes <dc> [db] [options]: runs belt.remove_indexes (see `belt remove-indexes --help`).
+local dc, db, opts = ...
+return belt.remove_indexes(dc, db, opts)

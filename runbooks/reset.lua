@@ -1,0 +1,3 @@
+-- belt reset <dc> [db] [options]: runs belt.reset (see `belt reset --help`).
+local dc, db, opts = ...
+return belt.reset(dc, db, opts)

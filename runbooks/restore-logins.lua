@@ -1,0 +1,3 @@
+-- belt restore-logins <dc> [db] [options]: runs belt.restore_logins (see `belt restore-logins --help`).
+local dc, db, opts = ...
+return belt.restore_logins(dc, db, opts)

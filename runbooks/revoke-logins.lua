@@ -1,0 +1,3 @@
+-- belt revoke-logins <dc> [db] [options]: runs belt.revoke_logins (see `belt revoke-logins --help`).
+local dc, db, opts = ...
+return belt.revoke_logins(dc, db, opts)

@@ -1,0 +1,3 @@
+-- belt setup-back-replication <dc> [db] [options]: runs belt.setup_back_replication (see `belt setup-back-replication --help`).
+local dc, db, opts = ...
+return belt.setup_back_replication(dc, db, opts)

@@ -1,0 +1,3 @@
+-- belt setup <dc> [db] [options]: runs belt.setup (see `belt setup --help`).
+local dc, db, opts = ...
+return belt.setup(dc, db, opts)

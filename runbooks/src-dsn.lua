@@ -1,0 +1,3 @@
+-- belt src-dsn <dc> <db> [options]: runs belt.src_dsn (see `belt src-dsn --help`).
+local dc, db, opts = ...
+return belt.src_dsn(dc, db, opts)

@@ -1,0 +1,3 @@
+-- belt status <dc> [db] [options]: runs belt.status (see `belt status --help`).
+local dc, db, opts = ...
+return belt.status(dc, db, opts)

@@ -1,0 +1,3 @@
+-- belt sync-sequences <dc> [db] [options]: runs belt.sync_sequences (see `belt sync-sequences --help`).
+local dc, db, opts = ...
+return belt.sync_sequences(dc, db, opts)

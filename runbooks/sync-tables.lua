@@ -1,0 +1,3 @@
+-- belt sync-tables <dc> [db] [options]: runs belt.sync_tables (see `belt sync-tables --help`).
+local dc, db, opts = ...
+return belt.sync_tables(dc, db, opts)

@@ -1,0 +1,3 @@
+-- belt sync <dc> [db] [options]: runs belt.sync (see `belt sync --help`).
+local dc, db, opts = ...
+return belt.sync(dc, db, opts)

@@ -1,0 +1,3 @@
+-- belt teardown-back-replication <dc> [db] [options]: runs belt.teardown_back_replication (see `belt teardown-back-replication --help`).
+local dc, db, opts = ...
+return belt.teardown_back_replication(dc, db, opts)

@@ -1,0 +1,3 @@
+-- belt teardown-forward-replication <dc> [db] [options]: runs belt.teardown_forward_replication (see `belt teardown-forward-replication --help`).
+local dc, db, opts = ...
+return belt.teardown_forward_replication(dc, db, opts)

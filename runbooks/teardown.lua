@@ -1,0 +1,3 @@
+-- belt teardown <dc> [db] [options]: runs belt.teardown (see `belt teardown --help`).
+local dc, db, opts = ...
+return belt.teardown(dc, db, opts)

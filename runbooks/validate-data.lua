@@ -1,0 +1,3 @@
+-- belt validate-data <dc> [db] [options]: runs belt.validate_data (see `belt validate-data --help`).
+local dc, db, opts = ...
+return belt.validate_data(dc, db, opts)

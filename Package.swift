@@ -41,7 +41,7 @@ let package = Package(
       name: "BeltLuaTests", dependencies: ["BeltRuntime", "CLua", "CLuaShim"],
       swiftSettings: swiftSettings),
     .testTarget(
-      name: "BeltRuntimeTests", dependencies: ["BeltRuntime"], swiftSettings: swiftSettings),
+      name: "BeltRuntimeTests", dependencies: ["BeltRuntime", "CLibPQ"], swiftSettings: swiftSettings),
     .testTarget(
       name: "IntegrationTests", dependencies: ["BeltRuntime"], swiftSettings: swiftSettings),
   ]

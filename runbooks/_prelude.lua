@@ -151,12 +151,17 @@ end
 --- Runs a script body with compensation hooks: used by the runbook runner.
 function belt._run_with_hooks(body, ...)
   local r = table.pack(xpcall(body, function(e)
-    if type(e) == "table" then return e end
-    return debug and debug.traceback and debug.traceback(tostring(e), 2) or tostring(e)
+    if type(e) == "table" then
+      if rawget(e, "traceback") == nil then rawset(e, "traceback", debug.traceback("", 2)) end
+      return e
+    end
+    return debug.traceback(tostring(e), 2)
   end, ...))
   if r[1] then return table.unpack(r, 2, r.n) end
   local err = r[2]
   local hooks = belt._hooks
+  -- Compensation must be able to run after Ctrl-C; a further Ctrl-C interrupts it.
+  core.clear_interrupt()
   for i = #hooks, 1, -1 do
     if hooks[i] then
       local ok, herr = pcall(hooks[i], err)

@@ -50,6 +50,7 @@ int belt_openlibs(lua_State *L) {
     {LUA_STRLIBNAME, luaopen_string}, {LUA_MATHLIBNAME, luaopen_math},
     {LUA_UTF8LIBNAME, luaopen_utf8},  {LUA_COLIBNAME, luaopen_coroutine},
     {LUA_OSLIBNAME, luaopen_os},      {LUA_IOLIBNAME, luaopen_io},
+    {LUA_DBLIBNAME, luaopen_debug},
     {NULL, NULL}};
   for (const luaL_Reg *lib = libs; lib->func; lib++) {
     luaL_requiref(L, lib->name, lib->func, 1);
@@ -82,6 +83,14 @@ void belt_newtable(lua_State *L) { lua_newtable(L); }
 int belt_isnoneornil(lua_State *L, int idx) { return lua_isnoneornil(L, idx); }
 
 int belt_msghandler(lua_State *L) {
+  if (lua_type(L, 1) == LUA_TTABLE && lua_getfield(L, 1, "traceback") == LUA_TSTRING) {
+    /* A belt error that already carries the traceback of where it was raised. */
+    luaL_tolstring(L, 1, NULL);
+    lua_pushstring(L, "\n");
+    lua_pushvalue(L, -3);
+    lua_concat(L, 3);
+    return 1;
+  }
   const char *msg = lua_tostring(L, 1);
   if (msg == NULL) {
     if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)

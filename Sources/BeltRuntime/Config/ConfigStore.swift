@@ -85,6 +85,9 @@ public struct ConfigStore: Sendable {
       excludePatterns: try v.stringList(raw, "exclude_patterns") ?? [])
   }
 
+  /// Test hook: return true to simulate a crash between writing the temp file and renaming it.
+  nonisolated(unsafe) static var faultBeforeRename: (() -> Bool)?
+
   /// Writes a config atomically (temp file in the same directory, fsync, rename), keeping the
   /// existing file's mode (0600 for a new file).
   public func save(_ value: Value, to file: String) throws {
@@ -109,6 +112,7 @@ public struct ConfigStore: Sendable {
     }
     if fchmod(fd, mode) != 0 || fsync(fd) != 0 { ok = false }
     close(fd)
+    if let inject = ConfigStore.faultBeforeRename, inject() { ok = false }
     guard ok, rename(tmp, file) == 0 else {
       unlink(tmp)
       throw BeltError(.ioError, "\(file): could not be written; the old file is unchanged")

@@ -132,6 +132,10 @@ enum LuaBindings {
       LuaFunctionSpec(name: "interrupted", doc: "belt.interrupted() -> bool") { call in
         call.push(.bool(belt_interrupted() != 0))
       },
+      LuaFunctionSpec(name: "clear_interrupt", doc: "internal: re-arms Ctrl-C before compensation") { _ in
+        belt_clear_interrupt()
+        return 0
+      },
       LuaFunctionSpec(name: "flags", doc: "internal: CLI flags") { call in
         call.push(.object(rt.flags.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }))
       },

@@ -18,6 +18,12 @@ public struct LuaScriptError: Error, CustomStringConvertible {
 /// A Lua-callable primitive implemented in Swift. The body reads its arguments from the call,
 /// pushes its results and returns how many; it throws instead of raising.
 public struct LuaFunctionSpec {
+  /// Creates a spec.
+  public init(name: String, doc: String, body: @escaping (LuaCall) throws -> Int32) {
+    self.name = name
+    self.doc = doc
+    self.body = body
+  }
   /// Name in `belt._core`.
   public var name: String
   /// Signature line and description, for `belt help lua` and belt.meta.lua.
@@ -59,7 +65,9 @@ let beltDispatch: @convention(c) (OpaquePointer?) -> Int32 = { rawL in
   guard index >= 0, index < runtime.functions.count else { return BELT_RAISE }
   let spec = runtime.functions[index]
   do {
-    return try spec.body(LuaCall(L: L, name: "belt." + spec.name, runtime: runtime))
+    let n = try spec.body(LuaCall(L: L, name: "belt." + spec.name, runtime: runtime))
+    if lua_gettop(L) != base + n { runtime.stackViolations += 1 }
+    return n
   } catch {
     lua_settop(L, base)
     runtime.pushError(BeltError.wrap(error))
@@ -80,10 +88,17 @@ public final class LuaRuntime {
   /// Values of `belt.ctx` given by the CLI (json, yes, ...).
   public var flags: [String: Value] = [:]
   private var closed = false
+  /// Calls whose pushed results did not match the stack (must stay 0; checked by tests).
+  public internal(set) var stackViolations = 0
+  /// The current stack height (0 between calls).
+  public var stackTop: Int32 { lua_gettop(L) }
 
   /// Creates a state with the sandboxed libraries, the `belt` table and the prelude.
   /// - Throws: ``LuaScriptError`` if the prelude fails (a bug).
-  public init(env: Environment, output: OutputSink, flags: [String: Value] = [:]) throws {
+  public init(
+    env: Environment, output: OutputSink, flags: [String: Value] = [:],
+    extraFunctions: [LuaFunctionSpec] = []
+  ) throws {
     guard let L = belt_newstate() else { throw BeltError(.internal, "cannot create a Lua state") }
     self.L = L
     self.env = env
@@ -95,7 +110,7 @@ public final class LuaRuntime {
     guard belt_pcall(L, 0, 0, 0) == LUA_OK, belt_pcall_init_errormt(L) == LUA_OK else {
       throw BeltError(.internal, "cannot open the Lua libraries")
     }
-    functions = LuaBindings.specs(for: self)
+    functions = LuaBindings.specs(for: self) + extraFunctions
     // _core table
     lua_createtable(L, 0, Int32(functions.count))
     for (i, f) in functions.enumerated() {

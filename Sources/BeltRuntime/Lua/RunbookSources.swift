@@ -157,12 +157,17 @@ end
 --- Runs a script body with compensation hooks: used by the runbook runner.
 function belt._run_with_hooks(body, ...)
   local r = table.pack(xpcall(body, function(e)
-    if type(e) == "table" then return e end
-    return debug and debug.traceback and debug.traceback(tostring(e), 2) or tostring(e)
+    if type(e) == "table" then
+      if rawget(e, "traceback") == nil then rawset(e, "traceback", debug.traceback("", 2)) end
+      return e
+    end
+    return debug.traceback(tostring(e), 2)
   end, ...))
   if r[1] then return table.unpack(r, 2, r.n) end
   local err = r[2]
   local hooks = belt._hooks
+  -- Compensation must be able to run after Ctrl-C; a further Ctrl-C interrupts it.
+  core.clear_interrupt()
   for i = #hooks, 1, -1 do
     if hooks[i] then
       local ok, herr = pcall(hooks[i], err)
@@ -171,141 +176,169 @@ function belt._run_with_hooks(body, ...)
   end
   error(err, 0)
 end
+
 """#,
     "analyze.lua": #"""
 -- belt analyze <dc> [db] [options]: runs belt.analyze (see `belt analyze --help`).
 local dc, db, opts = ...
 return belt.analyze(dc, db, opts)
+
 """#,
     "check-connectivity.lua": #"""
 -- belt check-connectivity <dc> [db] [options]: runs belt.check_connectivity (see `belt check-connectivity --help`).
 local dc, db, opts = ...
 return belt.check_connectivity(dc, db, opts)
+
 """#,
     "check-pkeys.lua": #"""
 -- belt check-pkeys <dc> <db> [options]: runs belt.check_pkeys (see `belt check-pkeys --help`).
 local dc, db, opts = ...
 return belt.check_pkeys(dc, db, opts)
+
 """#,
     "connections.lua": #"""
 -- belt connections <dc> [db] [options]: runs belt.connections (see `belt connections --help`).
 local dc, db, opts = ...
 return belt.connections(dc, db, opts)
+
 """#,
     "create-indexes.lua": #"""
 -- belt create-indexes <dc> [db] [options]: runs belt.create_indexes (see `belt create-indexes --help`).
 local dc, db, opts = ...
 return belt.create_indexes(dc, db, opts)
+
 """#,
     "diff-schemas.lua": #"""
 -- belt diff-schemas <dc> [db] [options]: runs belt.diff_schemas (see `belt diff-schemas --help`).
 local dc, db, opts = ...
 return belt.diff_schemas(dc, db, opts)
+
 """#,
     "dst-dsn.lua": #"""
 -- belt dst-dsn <dc> <db> [options]: runs belt.dst_dsn (see `belt dst-dsn --help`).
 local dc, db, opts = ...
 return belt.dst_dsn(dc, db, opts)
+
 """#,
     "dump-schema.lua": #"""
 -- belt dump-schema <dc> [db] [options]: runs belt.dump_schema (see `belt dump-schema --help`).
 local dc, db, opts = ...
 return belt.dump_schema(dc, db, opts)
+
 """#,
     "load-constraints.lua": #"""
 -- belt load-constraints <dc> [db] [options]: runs belt.load_constraints (see `belt load-constraints --help`).
 local dc, db, opts = ...
 return belt.load_constraints(dc, db, opts)
+
 """#,
     "load-schema.lua": #"""
 -- belt load-schema <dc> [db] [options]: runs belt.load_schema (see `belt load-schema --help`).
 local dc, db, opts = ...
 return belt.load_schema(dc, db, opts)
+
 """#,
     "precheck.lua": #"""
 -- belt precheck <dc> [db] [options]: runs belt.precheck (see `belt precheck --help`).
 local dc, db, opts = ...
 return belt.precheck(dc, db, opts)
+
 """#,
     "remove-constraints.lua": #"""
 -- belt remove-constraints <dc> [db] [options]: runs belt.remove_constraints (see `belt remove-constraints --help`).
 local dc, db, opts = ...
 return belt.remove_constraints(dc, db, opts)
+
 """#,
     "remove-indexes.lua": #"""
 -- belt remove-indexes <dc> [db] [options]: runs belt.remove_indexes (see `belt remove-indexes --help`).
 local dc, db, opts = ...
 return belt.remove_indexes(dc, db, opts)
+
 """#,
     "reset.lua": #"""
 -- belt reset <dc> [db] [options]: runs belt.reset (see `belt reset --help`).
 local dc, db, opts = ...
 return belt.reset(dc, db, opts)
+
 """#,
     "restore-logins.lua": #"""
 -- belt restore-logins <dc> [db] [options]: runs belt.restore_logins (see `belt restore-logins --help`).
 local dc, db, opts = ...
 return belt.restore_logins(dc, db, opts)
+
 """#,
     "revoke-logins.lua": #"""
 -- belt revoke-logins <dc> [db] [options]: runs belt.revoke_logins (see `belt revoke-logins --help`).
 local dc, db, opts = ...
 return belt.revoke_logins(dc, db, opts)
+
 """#,
     "setup-back-replication.lua": #"""
 -- belt setup-back-replication <dc> [db] [options]: runs belt.setup_back_replication (see `belt setup-back-replication --help`).
 local dc, db, opts = ...
 return belt.setup_back_replication(dc, db, opts)
+
 """#,
     "setup.lua": #"""
 -- belt setup <dc> [db] [options]: runs belt.setup (see `belt setup --help`).
 local dc, db, opts = ...
 return belt.setup(dc, db, opts)
+
 """#,
     "src-dsn.lua": #"""
 -- belt src-dsn <dc> <db> [options]: runs belt.src_dsn (see `belt src-dsn --help`).
 local dc, db, opts = ...
 return belt.src_dsn(dc, db, opts)
+
 """#,
     "status.lua": #"""
 -- belt status <dc> [db] [options]: runs belt.status (see `belt status --help`).
 local dc, db, opts = ...
 return belt.status(dc, db, opts)
+
 """#,
     "sync-sequences.lua": #"""
 -- belt sync-sequences <dc> [db] [options]: runs belt.sync_sequences (see `belt sync-sequences --help`).
 local dc, db, opts = ...
 return belt.sync_sequences(dc, db, opts)
+
 """#,
     "sync-tables.lua": #"""
 -- belt sync-tables <dc> [db] [options]: runs belt.sync_tables (see `belt sync-tables --help`).
 local dc, db, opts = ...
 return belt.sync_tables(dc, db, opts)
+
 """#,
     "sync.lua": #"""
 -- belt sync <dc> [db] [options]: runs belt.sync (see `belt sync --help`).
 local dc, db, opts = ...
 return belt.sync(dc, db, opts)
+
 """#,
     "teardown-back-replication.lua": #"""
 -- belt teardown-back-replication <dc> [db] [options]: runs belt.teardown_back_replication (see `belt teardown-back-replication --help`).
 local dc, db, opts = ...
 return belt.teardown_back_replication(dc, db, opts)
+
 """#,
     "teardown-forward-replication.lua": #"""
 -- belt teardown-forward-replication <dc> [db] [options]: runs belt.teardown_forward_replication (see `belt teardown-forward-replication --help`).
 local dc, db, opts = ...
 return belt.teardown_forward_replication(dc, db, opts)
+
 """#,
     "teardown.lua": #"""
 -- belt teardown <dc> [db] [options]: runs belt.teardown (see `belt teardown --help`).
 local dc, db, opts = ...
 return belt.teardown(dc, db, opts)
+
 """#,
     "validate-data.lua": #"""
 -- belt validate-data <dc> [db] [options]: runs belt.validate_data (see `belt validate-data --help`).
 local dc, db, opts = ...
 return belt.validate_data(dc, db, opts)
+
 """#,
   ]
 }

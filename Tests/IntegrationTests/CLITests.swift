@@ -1,0 +1,111 @@
+import Foundation
+import Testing
+
+@testable import BeltRuntime
+
+/// The seed's command surface: every command, its arguments and options, in --help.
+let seedCommands: [(String, String, [String])] = [
+  ("connections", "<dc> [<db>]", ["--exclude-user", "-e", "--exclude-pattern", "-p"]),
+  ("src-dsn", "<dc> <db>", ["--owner", "--no-owner", "--pglogical", "--no-pglogical"]),
+  ("dst-dsn", "<dc> <db>", ["--owner", "--no-owner", "--pglogical", "--no-pglogical"]),
+  ("check-pkeys", "<dc> <db>", []),
+  ("check-connectivity", "<dc> [<db>]", []),
+  ("revoke-logins", "<dc> [<db>]", ["--exclude-user", "--exclude-pattern"]),
+  ("restore-logins", "<dc> [<db>]", ["--exclude-user", "--exclude-pattern"]),
+  ("precheck", "<dc> [<db>]", []),
+  ("reset", "<dc> [<db>]", ["--force"]),
+  ("dump-schema", "<dc> [<db>]", []),
+  ("load-schema", "<dc> [<db>]", []),
+  ("load-constraints", "<dc> [<db>]", []),
+  ("remove-constraints", "<dc> [<db>]", []),
+  ("remove-indexes", "<dc> [<db>]", []),
+  ("create-indexes", "<dc> [<db>]", []),
+  ("diff-schemas", "<dc> [<db>]", ["--full"]),
+  ("setup", "<dc> [<db>]", ["--schema", "--no-schema"]),
+  ("setup-back-replication", "<dc> [<db>]", []),
+  ("status", "<dc> [<db>]", ["--watch"]),
+  ("sync-sequences", "<dc> [<db>]", ["--stride"]),
+  ("sync-tables", "<dc> [<db>]", ["--table"]),
+  ("analyze", "<dc> [<db>]", []),
+  ("validate-data", "<dc> [<db>]", ["--full"]),
+  ("sync", "<dc> [<db>]", ["--no-schema", "--no-no-schema"]),
+  ("teardown-back-replication", "<dc> [<db>]", []),
+  ("teardown-forward-replication", "<dc> [<db>]", ["--timeout", "--no-wait"]),
+  ("teardown", "<dc> [<db>]", ["--full", "--no-full"]),
+]
+
+@Suite struct CLITests {
+  @Test func rootHelpListsEveryCommandAndCompletionFlags() throws {
+    let r = try CLI.run(["--help"])
+    #expect(r.code == 0)
+    let listed = Set(r.out.split(separator: "\n").compactMap { $0.hasPrefix("  ") ? $0.split(separator: " ").first.map(String.init) : nil })
+    for (cmd, _, _) in seedCommands { #expect(listed.contains(cmd), "\(cmd) in belt --help") }
+    #expect(r.out.contains("--install-completion") && r.out.contains("--show-completion"))
+    let comp = try CLI.run(["--show-completion"], env: ["SHELL": "/bin/bash"])
+    #expect(comp.code == 0 && comp.out.contains("complete") && comp.out.contains("sync-sequences"))
+  }
+
+  @Test(arguments: seedCommands.map(\.0))
+  func everyCommandHasHelpWithItsArgumentsAndOptions(_ cmd: String) throws {
+    guard let (_, args, options) = seedCommands.first(where: { $0.0 == cmd }) else { return }
+    let r = try CLI.run([cmd, "--help"])
+    #expect(r.code == 0)
+    let usage = r.out.split(separator: "\n").first { $0.hasPrefix("USAGE: belt \(cmd) ") }.map(String.init) ?? ""
+    #expect(usage.contains(args), "usage of \(cmd): \(usage)")
+    for o in options + ["--json", "--config-dir", "--jobs", "--verbose"] {
+      #expect(r.out.contains(o), "\(cmd) --help mentions \(o)")
+    }
+    // Every command is bound to an operation and a shipped runbook.
+    let op = OperationRegistry.find(cmd)
+    #expect(op != nil, "operation for \(cmd)")
+    #expect(Runbooks.source(named: cmd + ".lua") != nil)
+  }
+
+  @Test func badInputExitsNonZeroWithOneLine() throws {
+    let root = NSTemporaryDirectory() + "belt-cli-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: root + "/configs/dc/broken", withIntermediateDirectories: true)
+    try "{\"db\": \"broken\", \"dc\": ".write(toFile: root + "/configs/dc/broken/config.json", atomically: true, encoding: .utf8)
+    let usage = try CLI.run(["precheck"])
+    #expect(usage.code == 64)
+    let unknownOption = try CLI.run(["precheck", "dc", "--bogus"])
+    #expect(unknownOption.code == 64)
+    let malformed = try CLI.run(["check-pkeys", "dc", "broken", "--config-dir", root])
+    #expect(malformed.code == 1)
+    #expect(malformed.err == "belt: dc/broken: \(root)/configs/dc/broken/config.json: invalid JSON at line 1, column 24: unexpected end of input\n")
+    let json = try CLI.run(["precheck", "dc", "broken", "--config-dir", root, "--json"])
+    #expect(json.code == 1)
+    let doc = try JSONParser.parse(json.out)
+    #expect(doc["ok"] == false && doc["error"]?["code"] == "config_invalid")
+    let script = try CLI.run(["run", root + "/missing.lua", "dc", "--config-dir", root])
+    #expect(script.code == 1 && script.err.contains("runbook \(root)/missing.lua not found"))
+    let badScript = root + "/bad.lua"
+    try "local x = = 1".write(toFile: badScript, atomically: true, encoding: .utf8)
+    let syntax = try CLI.run(["run", badScript, "dc", "--config-dir", root])
+    #expect(syntax.code == 1 && syntax.err.contains("bad.lua:1:") && syntax.err.split(separator: "\n").count == 1)
+    let rtErr = root + "/rt.lua"
+    try "local t = nil\nreturn t.x".write(toFile: rtErr, atomically: true, encoding: .utf8)
+    let runtime = try CLI.run(["run", rtErr, "dc", "--config-dir", root])
+    #expect(runtime.code == 1 && runtime.err.contains("rt.lua:2: attempt to index a nil value"))
+    // the config file was not touched
+    #expect(try String(contentsOfFile: root + "/configs/dc/broken/config.json", encoding: .utf8) == "{\"db\": \"broken\", \"dc\": ")
+  }
+
+  @Test func runPassesArgumentsToTheScript() throws {
+    let root = NSTemporaryDirectory() + "belt-cli-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+    let script = root + "/args.lua"
+    try "local dc, db, opts = ...\nprint(dc, db, opts.lag, opts.n + 1, opts.args[1])\nreturn {ok = true}".write(toFile: script, atomically: true, encoding: .utf8)
+    let r = try CLI.run(["run", script, "mydc", "mydb", "--config-dir", root, "--", "lag=1MB", "n=41", "extra"])
+    #expect(r.code == 0)
+    #expect(r.out.hasPrefix("mydc\tmydb\t1MB\t42\textra\n"))
+    let fail = root + "/fail.lua"
+    try "return {ok = false}".write(toFile: fail, atomically: true, encoding: .utf8)
+    #expect(try CLI.run(["run", fail, "mydc", "--config-dir", root]).code == 1)
+  }
+
+  @Test func helpLuaDocumentsTheApi() throws {
+    let r = try CLI.run(["help-lua"])
+    #expect(r.code == 0)
+    #expect(r.out.contains("belt.wait_for(") && r.out.contains("belt.precheck(dc[, db])"))
+  }
+}

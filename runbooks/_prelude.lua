@@ -148,6 +148,15 @@ function belt.on_failure(fn)
   return function() hooks[idx] = false end
 end
 
+--- Loads the shared helpers of the shipped runbooks (runbooks/_lib.lua).
+local lib_cache
+function belt.require_lib()
+  if not lib_cache then
+    lib_cache = assert(load(core.runbook_source("_lib.lua"), "@runbooks/_lib.lua", "t"))()
+  end
+  return lib_cache
+end
+
 --- Runs a script body with compensation hooks: used by the runbook runner.
 function belt._run_with_hooks(body, ...)
   local r = table.pack(xpcall(body, function(e)

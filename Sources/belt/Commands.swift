@@ -105,3 +105,20 @@ struct Precheck: RunbookCommand {
   var dcArg: String { dc }
   var dbArg: String? { db }
 }
+
+struct TerminateConnections: RunbookCommand {
+  static let operation = "terminate_connections"
+  static let configuration = Simple.config("terminate-connections",
+    "Terminate application sessions on the source database.",
+    "Ends every client session on the source database except the root, postgres, rdsadmin and pglogical users and the excluded users/patterns (config exclude_users/exclude_patterns plus -e/-p). Used by cutover.lua after revoke-logins when sessions do not drain.", nullDstNote)
+  @OptionGroup var global: GlobalOptions
+  @Argument var dc: String
+  @Argument var db: String?
+  @Option(name: [.customShort("e"), .long], help: "Additional usernames to exclude (can be repeated).")
+  var excludeUser: [String] = []
+  @Option(name: [.customShort("p"), .long], help: "LIKE patterns to exclude usernames. Can be repeated.")
+  var excludePattern: [String] = []
+  var dcArg: String { dc }
+  var dbArg: String? { db }
+  var opts: [(String, Value)] { [("exclude_users", .from(excludeUser)), ("exclude_patterns", .from(excludePattern))] }
+}

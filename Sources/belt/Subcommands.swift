@@ -29,6 +29,7 @@ let allSubcommands: [any ParsableCommand.Type] = [
   TeardownBackReplication.self,
   TeardownForwardReplication.self,
   Teardown.self,
+  TerminateConnections.self,
   Run.self,
   Repl.self,
   HelpLua.self,

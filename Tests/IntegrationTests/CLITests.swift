@@ -109,3 +109,35 @@ let seedCommands: [(String, String, [String])] = [
     #expect(r.out.contains("belt.wait_for(") && r.out.contains("belt.precheck(dc[, db])"))
   }
 }
+
+@Suite struct ReplTests {
+  @Test func replEvaluatesExpressionsAndPrintsTablesThroughAPty() throws {
+    let root = NSTemporaryDirectory() + "belt-repl-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: root + "/configs/mydc", withIntermediateDirectories: true)
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/script")
+    p.arguments = ["-qfec", "\(CLI.binary) repl mydc --config-dir \(root)", "/dev/null"]
+    var env = ProcessInfo.processInfo.environment
+    env["HOME"] = root
+    p.environment = env
+    let input = Pipe()
+    let out = Pipe()
+    p.standardInput = input
+    p.standardOutput = out
+    p.standardError = out
+    try p.run()
+    input.fileHandleForWriting.write(Data("1 + 41\n{name = dc, list = {1, 2}}\nfor i = 1, 2 do\nprint('line' .. i)\nend\nbelt.dbs('nope')\n".utf8))
+    try input.fileHandleForWriting.close()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    let text = String(decoding: data, as: UTF8.self).replacingOccurrences(of: "\r", with: "")
+    #expect(text.contains("\n42\n"))
+    #expect(text.contains("name = \"mydc\""))
+    #expect(text.contains("list = { 1, 2 }"))
+    #expect(text.contains("line1\nline2"))
+    #expect(text.contains("unknown dc \"nope\""))
+    // history is kept across sessions
+    let hist = (try? String(contentsOfFile: root + "/.belt_history", encoding: .utf8)) ?? ""
+    #expect(hist.contains("41"))  // libedit stores "1\\040+\\04041"
+  }
+}

@@ -132,6 +132,11 @@ enum LuaBindings {
       LuaFunctionSpec(name: "interrupted", doc: "belt.interrupted() -> bool") { call in
         call.push(.bool(belt_interrupted() != 0))
       },
+      LuaFunctionSpec(name: "runbook_source", doc: "internal: source of a shipped runbook") { call in
+        let name = try call.string(1)
+        guard let src = Runbooks.source(named: name) else { throw BeltError(.notFound, "no shipped runbook \(name)") }
+        return call.push(.string(src))
+      },
       LuaFunctionSpec(name: "clear_interrupt", doc: "internal: re-arms Ctrl-C before compensation") { _ in
         belt_clear_interrupt()
         return 0

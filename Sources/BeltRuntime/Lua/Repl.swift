@@ -28,7 +28,8 @@ extension Session {
       } catch let e as LuaScriptError {
         if candidate.hasPrefix("return ") && e.traceback.isEmpty { continue }  // not an expression
         if e.traceback.isEmpty && e.message.hasSuffix("<eof>") { return nil }  // incomplete
-        return e.traceback.isEmpty ? e.message : e.traceback
+        if ProcessInfo.processInfo.environment["BELT_REPL_TRACEBACK"] != nil, !e.traceback.isEmpty { return e.traceback }
+        return e.message
       } catch {
         return BeltError.wrap(error).description
       }
@@ -40,7 +41,9 @@ extension Session {
 extension LuaRuntime {
   /// Names of the belt functions, for :help and completion.
   var coreFunctionNames: [String] {
-    (functions.map(\.name) + ["wait_for", "retry", "on_failure", "info", "warn"]).filter { !["write", "make_error", "is_error", "flags"].contains($0) }.sorted()
+    (functions.map(\.name) + ["wait_for", "retry", "on_failure", "info", "warn"]).filter {
+      !["write", "make_error", "is_error", "flags", "clear_interrupt", "runbook_source"].contains($0)
+    }.sorted()
   }
 }
 
@@ -58,6 +61,7 @@ public enum ReplLoop {
     print("belt REPL — Lua 5.4 with the belt table\(dc.map { "; dc = \"\($0)\"" } ?? ""). :help for help, Ctrl-D to quit.")
     var buffer = ""
     while true {
+      signal(SIGINT, SIG_IGN)  // Ctrl-C at the prompt does not end the REPL; Ctrl-D does
       let prompt = buffer.isEmpty ? "belt> " : "...>> "
       guard let cline = readline(prompt) else { print(""); break }
       let line = String(cString: cline)

@@ -3,6 +3,56 @@
 enum RunbookSources {
   /// File name -> Lua source.
   static let files: [String: String] = [
+    "_lib.lua": #"""
+-- Helpers shared by the shipped flow runbooks (loaded with belt.require_lib()).
+local lib = {}
+
+--- The per-database records of a result (one record for a single db).
+function lib.records(r)
+  if type(r) == "table" and r.databases then return r.databases end
+  return { r }
+end
+
+--- Raises a step_failed error naming the failed databases when r.ok is false.
+function lib.must(r, step)
+  if type(r) == "table" and r.ok == false then
+    local why = {}
+    for _, rec in ipairs(lib.records(r)) do
+      if rec.ok == false then
+        local msg = rec.error and rec.error.message or rec.message or "failed"
+        why[#why + 1] = tostring(rec.db) .. ": " .. msg
+      end
+    end
+    error(belt.error("step_failed", step .. " failed: " .. table.concat(why, "; ")), 2)
+  end
+  return r
+end
+
+--- Checks that opts only has known keys and fills defaults.
+function lib.options(name, opts, defaults)
+  opts = opts or {}
+  local out = {}
+  for k, v in pairs(opts) do
+    if k ~= "args" then
+      if defaults[k] == nil then
+        local valid = {}
+        for dk in pairs(defaults) do valid[#valid + 1] = dk end
+        table.sort(valid)
+        error(belt.error("bad_argument", ("%s: unknown option '%s' (valid: %s)"):format(name, k, table.concat(valid, ", "))), 3)
+      end
+      out[k] = v
+    end
+  end
+  for k, v in pairs(defaults) do if out[k] == nil then out[k] = v end end
+  return out
+end
+
+--- Formats seconds.
+function lib.secs(s) return ("%.1f s"):format(s) end
+
+return lib
+
+"""#,
     "_prelude.lua": #"""
 -- belt prelude: builds the public `belt` table on top of the Swift primitives in belt._core.
 -- It checks arguments, rejects unknown option keys (a typo such as `timout=` is an error),
@@ -154,6 +204,15 @@ function belt.on_failure(fn)
   return function() hooks[idx] = false end
 end
 
+--- Loads the shared helpers of the shipped runbooks (runbooks/_lib.lua).
+local lib_cache
+function belt.require_lib()
+  if not lib_cache then
+    lib_cache = assert(load(core.runbook_source("_lib.lua"), "@runbooks/_lib.lua", "t"))()
+  end
+  return lib_cache
+end
+
 --- Runs a script body with compensation hooks: used by the runbook runner.
 function belt._run_with_hooks(body, ...)
   local r = table.pack(xpcall(body, function(e)
@@ -208,6 +267,102 @@ local dc, db, opts = ...
 return belt.create_indexes(dc, db, opts)
 
 """#,
+    "cutover.lua": #"""
+-- belt run cutover.lua <dc> [db] [-- key=value ...]
+--
+-- The cutover (the application's downtime window), for one database or every database of the dc
+-- at once:
+--   wait until forward lag < max_lag -> revoke-logins -> wait for application sessions to drain
+--   (then terminate the rest, or fail) -> teardown-forward-replication (waits until dst has
+--   applied everything src wrote) -> sync (sequences, PK-less tables, validation, constraints,
+--   indexes, analyze) -> diff-schemas --full -> report the downtime window.
+-- If any step after revoke-logins fails, logins are restored on src and the failure is reported.
+--
+-- Options (after --):
+--   max_lag=1048576       bytes of forward lag under which the cutover may start
+--   lag_timeout=10m       how long to wait for the lag to get there
+--   drain_timeout=2m      how long to wait for application sessions to end after revoke-logins
+--   terminate=true        terminate sessions still open after drain_timeout (false: fail instead)
+--   gate_timeout=5m       how long teardown-forward-replication waits for dst to catch up
+--   validate=true         run validate-data inside sync (false: --no validation is not offered;
+--                         kept for symmetry, sync always validates)
+--   diff=true             run diff-schemas --full at the end
+--   confirm=false         ask before revoking logins (use --yes for unattended runs)
+local dc, db, opts = ...
+local lib = belt.require_lib()
+local o = lib.options("cutover.lua", opts, {
+  max_lag = 1048576, lag_timeout = "10m", drain_timeout = "2m", terminate = true,
+  gate_timeout = "5m", validate = true, diff = true, confirm = false,
+})
+local target = db or "(all dbs)"
+
+belt.log(("waiting for forward lag < %d bytes on %s"):format(o.max_lag, target))
+belt.wait_for(function()
+  for _, r in ipairs(lib.records(belt.status(dc, db))) do
+    if r.forward ~= "replicating" then
+      if r.forward == "down" or r.forward == "unconfigured" then
+        error(belt.error("precondition_failed", ("%s: forward replication is %s; cutover needs it replicating"):format(r.db, r.forward)))
+      end
+      return false
+    end
+    if r.lag_bytes == nil or r.lag_bytes > o.max_lag then return false end
+  end
+  return true
+end, { timeout = o.lag_timeout, interval = "1s", desc = "forward lag under max_lag" })
+
+if o.confirm then belt.confirm(("Cut over %s/%s now? Logins on src will be revoked."):format(dc, target)) end
+
+local t0 = belt.now()
+local steps = {}
+local function step(name, fn)
+  local s = belt.now()
+  local r = fn()
+  steps[#steps + 1] = { name = name, duration_s = belt.now() - s }
+  belt.log(("%s done in %s"):format(name, lib.secs(belt.now() - s)))
+  return r
+end
+
+step("revoke-logins", function() return lib.must(belt.revoke_logins(dc, db), "revoke-logins") end)
+belt.on_failure(function(err)
+  belt.warn("cutover failed (" .. tostring(err) .. "); restoring logins on src")
+  local ok, rerr = pcall(belt.restore_logins, dc, db)
+  if not ok then belt.warn("restore-logins failed too: " .. tostring(rerr)) end
+end)
+
+step("drain", function()
+  local drained = belt.wait_for(function()
+    for _, r in ipairs(lib.records(belt.connections(dc, db))) do
+      if (r.src_count or 0) > 0 then return false end
+    end
+    return true
+  end, { timeout = o.drain_timeout, interval = "1s", desc = "application sessions to end", on_timeout = "return" })
+  if not drained then
+    if not o.terminate then
+      error(belt.error("timeout", "application sessions still open after drain_timeout; rerun with terminate=true or stop them"))
+    end
+    local t = lib.must(belt.terminate_connections(dc, db), "terminate-connections")
+    for _, r in ipairs(lib.records(t)) do
+      belt.warn(("%s: terminated %d session(s)"):format(tostring(r.db), r.terminated or 0))
+    end
+  end
+end)
+
+step("teardown-forward-replication", function()
+  return lib.must(belt.teardown_forward_replication(dc, db, { timeout = o.gate_timeout }), "teardown-forward-replication")
+end)
+local sync = step("sync", function() return lib.must(belt.sync(dc, db), "sync") end)
+local downtime = belt.now() - t0
+if o.diff then
+  step("diff-schemas --full", function() return lib.must(belt.diff_schemas(dc, db, { full = true }), "diff-schemas --full") end)
+end
+
+for _, r in ipairs(lib.records(sync)) do
+  print(("%s/%s: cut over; downtime window %s (revoke-logins to end of sync)"):format(dc, tostring(r.db), lib.secs(downtime)))
+end
+for _, s in ipairs(steps) do print(("  %-30s %s"):format(s.name, lib.secs(s.duration_s))) end
+return { ok = true, command = "cutover", dc = dc, db = db, downtime_s = downtime, steps = steps }
+
+"""#,
     "diff-schemas.lua": #"""
 -- belt diff-schemas <dc> [db] [options]: runs belt.diff_schemas (see `belt diff-schemas --help`).
 local dc, db, opts = ...
@@ -236,6 +391,66 @@ return belt.load_constraints(dc, db, opts)
 -- belt load-schema <dc> [db] [options]: runs belt.load_schema (see `belt load-schema --help`).
 local dc, db, opts = ...
 return belt.load_schema(dc, db, opts)
+
+"""#,
+    "migrate.lua": #"""
+-- belt run migrate.lua <dc> [db] [-- key=value ...]
+--
+-- The standard migration up to the cutover point:
+--   precheck -> setup -> wait until replicating (progress shown) -> create-indexes -> analyze
+--   -> setup-back-replication -> report "ready for cutover".
+-- With no db, every database of the dc is migrated at once.
+--
+-- Options (after --):
+--   schema=true            load the schema on dst during setup (false: it is already there)
+--   replicate_timeout=30m  how long to wait for the initial copy to finish
+--   interval=2s            how often progress is polled
+--   skip_precheck=false    go on even if precheck reports problems
+local dc, db, opts = ...
+local lib = belt.require_lib()
+local o = lib.options("migrate.lua", opts, {
+  schema = true, replicate_timeout = "30m", interval = "2s", skip_precheck = false,
+})
+local started = belt.now()
+
+belt.log("precheck", dc, db or "(all dbs)")
+local pre = belt.precheck(dc, db)
+if pre.ok == false and not o.skip_precheck then
+  lib.must(pre, "precheck")
+end
+
+belt.log("setup")
+lib.must(belt.setup(dc, db, { schema = o.schema }), "setup")
+
+belt.log("waiting for the initial copy")
+belt.wait_for(function()
+  local s = belt.status(dc, db)
+  local all = true
+  for _, r in ipairs(lib.records(s)) do
+    if r.forward == "down" then
+      error(belt.error("replication_down", ("%s: forward replication is down: %s"):format(r.db, r.forward_error or "see the server logs")))
+    end
+    if r.forward ~= "replicating" then
+      all = false
+      belt.log(("  %s: %s, tables %s/%s, %s"):format(r.db, r.forward, tostring(r.tables_done), tostring(r.tables_total), tostring(r.progress)))
+    end
+  end
+  return all
+end, { timeout = o.replicate_timeout, interval = o.interval, desc = "forward replication to reach replicating" })
+
+belt.log("create-indexes")
+lib.must(belt.create_indexes(dc, db), "create-indexes")
+belt.log("analyze")
+lib.must(belt.analyze(dc, db), "analyze")
+belt.log("setup-back-replication")
+lib.must(belt.setup_back_replication(dc, db), "setup-back-replication")
+
+local s = belt.status(dc, db)
+for _, r in ipairs(lib.records(s)) do
+  print(("%s/%s: forward %s, back %s, lag %s bytes: ready for cutover"):format(
+    dc, r.db, r.forward, r.back, tostring(r.lag_bytes)))
+end
+return { ok = true, command = "migrate", dc = dc, db = db, duration_s = belt.now() - started, status = s }
 
 """#,
     "precheck.lua": #"""
@@ -332,6 +547,12 @@ return belt.teardown_forward_replication(dc, db, opts)
 -- belt teardown <dc> [db] [options]: runs belt.teardown (see `belt teardown --help`).
 local dc, db, opts = ...
 return belt.teardown(dc, db, opts)
+
+"""#,
+    "terminate-connections.lua": #"""
+-- belt terminate-connections <dc> [db] [options]: runs belt.terminate_connections (see `belt terminate-connections --help`).
+local dc, db, opts = ...
+return belt.terminate_connections(dc, db, opts)
 
 """#,
     "validate-data.lua": #"""

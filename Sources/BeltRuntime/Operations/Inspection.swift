@@ -4,7 +4,33 @@ import Foundation
 /// precheck.
 public enum InspectionOps {
   /// All specs of this family.
-  public static let all: [OperationSpec] = [dsn(.src), dsn(.dst), checkPkeys, checkConnectivity, connections, precheck]
+  public static let all: [OperationSpec] = [
+    dsn(.src), dsn(.dst), checkPkeys, checkConnectivity, connections, precheck, terminateConnections,
+  ]
+
+  /// Ends application sessions on src (the cutover's last resort after draining).
+  static let terminateConnections = OperationSpec(
+    name: "terminate_connections",
+    summary: "Terminate application sessions on the source database (not root, pglogical or excluded users).",
+    sides: .srcOnly, options: ["exclude_users": .strings, "exclude_patterns": .strings],
+    columns: [("database", "db"), ("terminated", "terminated"), ("users", "users")]
+  ) { ctx in
+    let server = try ctx.config.server(.src)
+    let users = ["rdsadmin", "postgres", server.root.name, server.pglogical.name] + ctx.config.excludeUsers
+      + ctx.options.strings("exclude_users")
+    let patterns = ctx.config.excludePatterns + ctx.options.strings("exclude_patterns")
+    let r = try ctx.connect(.src, .root).query(
+      """
+      SELECT usename, pg_terminate_backend(pid) AS done FROM pg_stat_activity
+       WHERE backend_type = 'client backend' AND usename IS NOT NULL AND pid <> pg_backend_pid()
+         AND datname = current_database()
+         AND usename <> ALL($1::text[]) AND NOT (usename LIKE ANY($2::text[]))
+      """, [PGArray.literal(users), PGArray.literal(patterns)])
+    let done = r.rows.filter { $0.bool("done") }
+    return [
+      "terminated": .int(done.count), "users": .from(Array(Set(done.map { $0.string("usename") })).sorted()),
+    ]
+  }
 
   static func dsn(_ side: Side) -> OperationSpec {
     OperationSpec(

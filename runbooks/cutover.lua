@@ -1,0 +1,93 @@
+-- belt run cutover.lua <dc> [db] [-- key=value ...]
+--
+-- The cutover (the application's downtime window), for one database or every database of the dc
+-- at once:
+--   wait until forward lag < max_lag -> revoke-logins -> wait for application sessions to drain
+--   (then terminate the rest, or fail) -> teardown-forward-replication (waits until dst has
+--   applied everything src wrote) -> sync (sequences, PK-less tables, validation, constraints,
+--   indexes, analyze) -> diff-schemas --full -> report the downtime window.
+-- If any step after revoke-logins fails, logins are restored on src and the failure is reported.
+--
+-- Options (after --):
+--   max_lag=1048576       bytes of forward lag under which the cutover may start
+--   lag_timeout=10m       how long to wait for the lag to get there
+--   drain_timeout=2m      how long to wait for application sessions to end after revoke-logins
+--   terminate=true        terminate sessions still open after drain_timeout (false: fail instead)
+--   gate_timeout=5m       how long teardown-forward-replication waits for dst to catch up
+--   validate=true         run validate-data inside sync (false: --no validation is not offered;
+--                         kept for symmetry, sync always validates)
+--   diff=true             run diff-schemas --full at the end
+--   confirm=false         ask before revoking logins (use --yes for unattended runs)
+local dc, db, opts = ...
+local lib = belt.require_lib()
+local o = lib.options("cutover.lua", opts, {
+  max_lag = 1048576, lag_timeout = "10m", drain_timeout = "2m", terminate = true,
+  gate_timeout = "5m", validate = true, diff = true, confirm = false,
+})
+local target = db or "(all dbs)"
+
+belt.log(("waiting for forward lag < %d bytes on %s"):format(o.max_lag, target))
+belt.wait_for(function()
+  for _, r in ipairs(lib.records(belt.status(dc, db))) do
+    if r.forward ~= "replicating" then
+      if r.forward == "down" or r.forward == "unconfigured" then
+        error(belt.error("precondition_failed", ("%s: forward replication is %s; cutover needs it replicating"):format(r.db, r.forward)))
+      end
+      return false
+    end
+    if r.lag_bytes == nil or r.lag_bytes > o.max_lag then return false end
+  end
+  return true
+end, { timeout = o.lag_timeout, interval = "1s", desc = "forward lag under max_lag" })
+
+if o.confirm then belt.confirm(("Cut over %s/%s now? Logins on src will be revoked."):format(dc, target)) end
+
+local t0 = belt.now()
+local steps = {}
+local function step(name, fn)
+  local s = belt.now()
+  local r = fn()
+  steps[#steps + 1] = { name = name, duration_s = belt.now() - s }
+  belt.log(("%s done in %s"):format(name, lib.secs(belt.now() - s)))
+  return r
+end
+
+step("revoke-logins", function() return lib.must(belt.revoke_logins(dc, db), "revoke-logins") end)
+belt.on_failure(function(err)
+  belt.warn("cutover failed (" .. tostring(err) .. "); restoring logins on src")
+  local ok, rerr = pcall(belt.restore_logins, dc, db)
+  if not ok then belt.warn("restore-logins failed too: " .. tostring(rerr)) end
+end)
+
+step("drain", function()
+  local drained = belt.wait_for(function()
+    for _, r in ipairs(lib.records(belt.connections(dc, db))) do
+      if (r.src_count or 0) > 0 then return false end
+    end
+    return true
+  end, { timeout = o.drain_timeout, interval = "1s", desc = "application sessions to end", on_timeout = "return" })
+  if not drained then
+    if not o.terminate then
+      error(belt.error("timeout", "application sessions still open after drain_timeout; rerun with terminate=true or stop them"))
+    end
+    local t = lib.must(belt.terminate_connections(dc, db), "terminate-connections")
+    for _, r in ipairs(lib.records(t)) do
+      belt.warn(("%s: terminated %d session(s)"):format(tostring(r.db), r.terminated or 0))
+    end
+  end
+end)
+
+step("teardown-forward-replication", function()
+  return lib.must(belt.teardown_forward_replication(dc, db, { timeout = o.gate_timeout }), "teardown-forward-replication")
+end)
+local sync = step("sync", function() return lib.must(belt.sync(dc, db), "sync") end)
+local downtime = belt.now() - t0
+if o.diff then
+  step("diff-schemas --full", function() return lib.must(belt.diff_schemas(dc, db, { full = true }), "diff-schemas --full") end)
+end
+
+for _, r in ipairs(lib.records(sync)) do
+  print(("%s/%s: cut over; downtime window %s (revoke-logins to end of sync)"):format(dc, tostring(r.db), lib.secs(downtime)))
+end
+for _, s in ipairs(steps) do print(("  %-30s %s"):format(s.name, lib.secs(s.duration_s))) end
+return { ok = true, command = "cutover", dc = dc, db = db, downtime_s = downtime, steps = steps }

@@ -1,0 +1,57 @@
+-- belt run migrate.lua <dc> [db] [-- key=value ...]
+--
+-- The standard migration up to the cutover point:
+--   precheck -> setup -> wait until replicating (progress shown) -> create-indexes -> analyze
+--   -> setup-back-replication -> report "ready for cutover".
+-- With no db, every database of the dc is migrated at once.
+--
+-- Options (after --):
+--   schema=true            load the schema on dst during setup (false: it is already there)
+--   replicate_timeout=30m  how long to wait for the initial copy to finish
+--   interval=2s            how often progress is polled
+--   skip_precheck=false    go on even if precheck reports problems
+local dc, db, opts = ...
+local lib = belt.require_lib()
+local o = lib.options("migrate.lua", opts, {
+  schema = true, replicate_timeout = "30m", interval = "2s", skip_precheck = false,
+})
+local started = belt.now()
+
+belt.log("precheck", dc, db or "(all dbs)")
+local pre = belt.precheck(dc, db)
+if pre.ok == false and not o.skip_precheck then
+  lib.must(pre, "precheck")
+end
+
+belt.log("setup")
+lib.must(belt.setup(dc, db, { schema = o.schema }), "setup")
+
+belt.log("waiting for the initial copy")
+belt.wait_for(function()
+  local s = belt.status(dc, db)
+  local all = true
+  for _, r in ipairs(lib.records(s)) do
+    if r.forward == "down" then
+      error(belt.error("replication_down", ("%s: forward replication is down: %s"):format(r.db, r.forward_error or "see the server logs")))
+    end
+    if r.forward ~= "replicating" then
+      all = false
+      belt.log(("  %s: %s, tables %s/%s, %s"):format(r.db, r.forward, tostring(r.tables_done), tostring(r.tables_total), tostring(r.progress)))
+    end
+  end
+  return all
+end, { timeout = o.replicate_timeout, interval = o.interval, desc = "forward replication to reach replicating" })
+
+belt.log("create-indexes")
+lib.must(belt.create_indexes(dc, db), "create-indexes")
+belt.log("analyze")
+lib.must(belt.analyze(dc, db), "analyze")
+belt.log("setup-back-replication")
+lib.must(belt.setup_back_replication(dc, db), "setup-back-replication")
+
+local s = belt.status(dc, db)
+for _, r in ipairs(lib.records(s)) do
+  print(("%s/%s: forward %s, back %s, lag %s bytes: ready for cutover"):format(
+    dc, r.db, r.forward, r.back, tostring(r.lag_bytes)))
+end
+return { ok = true, command = "migrate", dc = dc, db = db, duration_s = belt.now() - started, status = s }

@@ -1,0 +1,3 @@
+-- belt terminate-connections <dc> [db] [options]: runs belt.terminate_connections (see `belt terminate-connections --help`).
+local dc, db, opts = ...
+return belt.terminate_connections(dc, db, opts)

@@ -13,6 +13,7 @@ deps:
 	scripts/install-deps
 
 build:
+	scripts/gen-runbooks
 	swift build
 
 # The clusters are stopped whatever happens to the tests (EXIT trap), and the

@@ -124,12 +124,11 @@ public final class PGConnection {
     if params.isEmpty {
       res = PQexecParams(c, sql, 0, nil, nil, nil, nil, 0)
     } else {
-      var cStrings: [UnsafeMutablePointer<CChar>?] = params.map { $0.flatMap { strdup($0) } }
+      let cStrings: [UnsafeMutablePointer<CChar>?] = params.map { $0.flatMap { strdup($0) } }
       defer { cStrings.forEach { free($0) } }
-      res = cStrings.withUnsafeMutableBufferPointer { buf in
-        buf.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: buf.count) {
-          PQexecParams(c, sql, Int32(params.count), nil, $0, nil, nil, 0)
-        }
+      let values: [UnsafePointer<CChar>?] = cStrings.map { $0.map { UnsafePointer($0) } }
+      res = values.withUnsafeBufferPointer { buf in
+        PQexecParams(c, sql, Int32(params.count), nil, buf.baseAddress, nil, nil, 0)
       }
     }
     return try consume(res, sql: sql)

@@ -42,7 +42,10 @@ struct Status: RunbookCommand {
 struct HelpLua: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "help-lua", abstract: "Print the Lua scripting API (every belt.* function).")
+  @Flag(help: "Print LuaCATS definitions (runbooks/belt.meta.lua) instead.")
+  var meta = false
+
   func run() throws {
-    print(LuaDocs.text())
+    print(meta ? LuaDocs.meta() : LuaDocs.text())
   }
 }

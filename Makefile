@@ -23,7 +23,8 @@ test: deps
 	trap 'scripts/pg-clusters down' EXIT; \
 	scripts/pg-clusters up; \
 	eval "$$(scripts/pg-clusters env)"; \
-	$(SWIFT_TEST)
+	$(SWIFT_TEST) --skip IsolatedFaultTests; \
+	BELT_ISOLATED=1 swift test --skip-build --filter IsolatedFaultTests
 
 demo: deps
 	scripts/pg-clusters up

@@ -1,0 +1,134 @@
+import Foundation
+import Testing
+
+@testable import BeltRuntime
+
+/// Runs belt in the background so a test can SIGKILL it mid-way.
+func startBelt(_ args: [String]) throws -> Process {
+  let p = Process()
+  p.executableURL = URL(fileURLWithPath: CLI.binary)
+  p.arguments = args
+  p.standardOutput = FileHandle.nullDevice
+  p.standardError = FileHandle.nullDevice
+  try p.run()
+  return p
+}
+
+/// Polls until `cond` holds or `timeout` seconds pass.
+func eventually(_ timeout: Double = 30, _ cond: () throws -> Bool) rethrows -> Bool {
+  let end = Date().addingTimeInterval(timeout)
+  while Date() < end {
+    if try cond() { return true }
+    Thread.sleep(forTimeInterval: 0.2)
+  }
+  return try cond()
+}
+
+/// The pglogical footprint of a database: nodes, subscriptions, slots, roles named like ours.
+func footprint(_ c: PGConnection, _ pair: TestDC.PairSpec) throws -> String {
+  let ext = try c.query("SELECT count(*) FROM pg_extension WHERE extname = 'pglogical'").scalar ?? "?"
+  let role = try c.query("SELECT count(*) FROM pg_roles WHERE rolname = $1", [pair.pglogical.name]).scalar ?? "?"
+  let slots = try c.query("SELECT count(*) FROM pg_replication_slots WHERE database = current_database()").scalar ?? "?"
+  return "ext=\(ext) role=\(role) slots=\(slots)"
+}
+
+@Suite(.serialized, .enabled(if: PG.available, "needs the clusters from scripts/pg-clusters"))
+struct FaultTests {
+  @Test func badInputsFailClearlyAndChangeNothing() throws {
+    let dc = try TestDC()
+    let pair = try dc.addPair("app", srcSQL: Fixtures.basic())
+    let path = dc.store.path(dc: dc.dc, db: "app")
+    let good = try dc.store.load(dc: dc.dc, db: "app").raw
+    let before = try (footprint(dc.conn("app", .src), pair), footprint(dc.conn("app", .dst), pair))
+
+    // Wrong root password.
+    let wrong = good.setting("src", good["src"]?.setting("root_user", .object([("name", .string(PG.rootUser)), ("pw", "not-the-password")])) ?? .null)
+    try dc.store.save(wrong, to: path)
+    let r1 = try CLI.run(["setup", dc.dc, "app", "--config-dir", dc.root])
+    #expect(r1.code == 1)
+    #expect(r1.err.contains("password authentication failed"), "\(r1.err)")
+    #expect(!r1.err.contains("not-the-password") && !r1.out.contains("not-the-password"))
+    #expect(r1.err.split(separator: "\n").count == 1, "\(r1.err)")
+
+    // Unreachable host (nothing listens on port 1).
+    let unreachable = good.setting("dst", good["dst"]?.setting("port", "1") ?? .null)
+    try dc.store.save(unreachable, to: path)
+    let t0 = Date()
+    let r2 = try CLI.run(["setup", dc.dc, "app", "--config-dir", dc.root])
+    #expect(r2.code == 1)
+    #expect(r2.err.contains("dst") && r2.err.contains("refused"), "\(r2.err)")
+    #expect(Date().timeIntervalSince(t0) < 15)
+
+    // Malformed config and unknown dc.
+    try "{\"db\": \"app\", \"dc\": \"x\", \"src\": {\"ip\": 5}}".write(toFile: path, atomically: true, encoding: .utf8)
+    let r3 = try CLI.run(["setup", dc.dc, "app", "--config-dir", dc.root])
+    #expect(r3.code == 1 && r3.err.contains("config.json: field src.port is missing"), "\(r3.err)")
+    let r4 = try CLI.run(["setup", "no-such-dc", "--config-dir", dc.root])
+    #expect(r4.code == 1 && r4.err.contains("unknown dc \"no-such-dc\""))
+
+    // Neither server changed.
+    let after = try (footprint(dc.conn("app", .src), pair), footprint(dc.conn("app", .dst), pair))
+    #expect(before == after, "\(before) vs \(after)")
+  }
+
+  @Test func killedSetupAndSyncConvergeOnRerun() throws {
+    let dc = try TestDC()
+    try dc.addPair("app", srcSQL: Fixtures.basic() + "\nINSERT INTO fruits SELECT g, 'f' || g FROM generate_series(10, 60000) g;")
+    // SIGKILL setup part-way, then run it again.
+    let p = try startBelt(["setup", dc.dc, "app", "--config-dir", dc.root])
+    Thread.sleep(forTimeInterval: 0.4)
+    kill(p.processIdentifier, SIGKILL)
+    p.waitUntilExit()
+    let again = try CLI.run(["setup", dc.dc, "app", "--config-dir", dc.root])
+    #expect(again.code == 0, "setup after kill: \(again.err)")
+    #expect(try eventually { try dc.run("status", "app")["forward"] == "replicating" })
+    // Cutover steps, with sync killed part-way.
+    _ = try dc.run("revoke_logins", "app")
+    _ = try dc.run("teardown_forward_replication", "app")
+    let s = try startBelt(["sync", dc.dc, "app", "--config-dir", dc.root])
+    Thread.sleep(forTimeInterval: 0.3)
+    kill(s.processIdentifier, SIGKILL)
+    s.waitUntilExit()
+    let sync = try CLI.run(["sync", dc.dc, "app", "--config-dir", dc.root])
+    #expect(sync.code == 0, "sync after kill: \(sync.err) \(sync.out)")
+    let src = try dc.conn("app", .src)
+    let dst = try dc.conn("app", .dst)
+    #expect(try LoadTests.fingerprint(src) == LoadTests.fingerprint(dst))
+    _ = try? dc.run("restore_logins", "app")
+    _ = try? dc.run("teardown", "app", ["full": true])
+  }
+}
+
+/// Restarts the dst cluster: must not run alongside other tests (make test runs it last, alone).
+@Suite(.serialized, .enabled(if: PG.available && ProcessInfo.processInfo.environment["BELT_ISOLATED"] != nil, "run alone: BELT_ISOLATED=1 swift test --filter IsolatedFaultTests"))
+struct IsolatedFaultTests {
+  @Test func dstRestartWhileReplicatingResumesAndLosesNothing() throws {
+    let dc = try TestDC()
+    try dc.addPair("app", srcSQL: Fixtures.basic())
+    _ = try dc.run("setup", "app")
+    #expect(try eventually { try dc.run("status", "app")["forward"] == "replicating" })
+    let src = try dc.conn("app", .src)
+    try src.exec("INSERT INTO \"UsersCapital\" (name) SELECT 'before ' || g FROM generate_series(1, 100) g")
+    let restart = Process()
+    restart.executableURL = URL(fileURLWithPath: "/bin/bash")
+    let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    restart.arguments = [repo.appendingPathComponent("scripts/pg-clusters").path, "restart", "dst"]
+    try restart.run()
+    // Writes while dst is down.
+    for i in 0..<20 {
+      try src.exec("INSERT INTO \"UsersCapital\" (name) VALUES ('during \(i)')")
+      Thread.sleep(forTimeInterval: 0.05)
+    }
+    restart.waitUntilExit()
+    #expect(restart.terminationStatus == 0)
+    try src.exec("INSERT INTO \"UsersCapital\" (name) SELECT 'after ' || g FROM generate_series(1, 100) g")
+    let want = try src.query("SELECT count(*) FROM \"UsersCapital\"").scalar
+    #expect(try eventually(60) {
+      let d = try? dc.conn("app", .dst)
+      defer { d?.close() }
+      return try d?.query("SELECT count(*) FROM \"UsersCapital\"").scalar == want
+    })
+    #expect(try eventually { try dc.run("status", "app")["forward"] == "replicating" })
+    _ = try? dc.run("teardown", "app", ["full": true])
+  }
+}

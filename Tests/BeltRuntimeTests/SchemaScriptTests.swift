@@ -736,4 +736,63 @@ import Testing
     #expect(files.full.count == st.count - 3)  // 2 extension statements + 1 GRANT dropped
     #expect(files.base.count + files.indexes.count + files.invalidConstraints.count == files.full.count + 2 * 12)
   }
+
+  // MARK: statements that follow an index or a constraint
+
+  @Test func indexAndConstraintDependentStatementsAreRecognised() {
+    #expect(
+      SchemaScript.classify("COMMENT ON INDEX \"S\".\"Idx Mixed\" IS 'x; NOT VALID';")
+        == .indexDependent(index: q("S", "Idx Mixed")))
+    #expect(
+      SchemaScript.classify("ALTER INDEX public.\"uniq näme\" ALTER COLUMN 1 SET STATISTICS 500;")
+        == .indexDependent(index: q("public", "uniq näme")))
+    #expect(
+      SchemaScript.classify("ALTER TABLE \"S\".\"naïve tåble\" CLUSTER ON \"Idx Mixed\";")
+        == .indexDependent(index: q("S", "Idx Mixed")))
+    #expect(
+      SchemaScript.classify("ALTER TABLE ONLY s.t REPLICA IDENTITY USING INDEX ri;") == .replicaIdentityIndex(index: q("s", "ri")))
+    #expect(
+      SchemaScript.classify("COMMENT ON CONSTRAINT \"Chk\" ON \"S\".\"quo\"\"ted\" IS 'c';")
+        == .constraintDependent(table: q("S", "quo\"ted"), name: "Chk", onDomain: false))
+    #expect(
+      SchemaScript.classify("COMMENT ON CONSTRAINT pos ON DOMAIN s.d IS 'c';")
+        == .constraintDependent(table: q("s", "d"), name: "pos", onDomain: true))
+    #expect(SchemaScript.classify("ALTER TABLE ONLY s.t ALTER COLUMN id SET DEFAULT 1;") == .other)
+    #expect(SchemaScript.classify("COMMENT ON TABLE s.t IS 'CLUSTER ON i';") == .other)
+  }
+
+  @Test func dependentStatementsFollowTheirObjectIntoTheDeferredFiles() {
+    let sql = """
+      CREATE TABLE s.t (id integer NOT NULL, a integer, b integer);
+      ALTER TABLE s.t ADD CONSTRAINT "Chk" CHECK ((a > 0)) NOT VALID;
+      COMMENT ON CONSTRAINT "Chk" ON s.t IS 'deferred with its constraint';
+      ALTER TABLE ONLY s.t ADD CONSTRAINT t_pkey PRIMARY KEY (id);
+      COMMENT ON CONSTRAINT t_pkey ON s.t IS 'stays in base';
+      CREATE INDEX t_a ON s.t USING btree (a);
+      ALTER TABLE s.t CLUSTER ON t_a;
+      COMMENT ON INDEX s.t_a IS 'deferred with its index';
+      CREATE UNIQUE INDEX t_b ON s.t USING btree (b);
+      ALTER INDEX s.t_b ALTER COLUMN 1 SET STATISTICS 100;
+      ALTER TABLE ONLY s.t REPLICA IDENTITY USING INDEX t_b;
+      """
+    let files = SchemaScript.partition(SchemaScript.split(sql))
+    let base = files.base.map(\.text).joined()
+    let idx = files.indexes.map(\.text).joined()
+    let inv = files.invalidConstraints.map(\.text).joined()
+    #expect(inv.contains("'deferred with its constraint'") && !base.contains("'deferred with its constraint'"))
+    #expect(base.contains("'stays in base'"))
+    #expect(idx.contains("CLUSTER ON t_a") && idx.contains("'deferred with its index'") && !base.contains("t_a"))
+    // The replica identity index stays in base with its statistics.
+    #expect(base.contains("CREATE UNIQUE INDEX t_b") && base.contains("SET STATISTICS 100") && base.contains("REPLICA IDENTITY"))
+    #expect(!idx.contains("t_b"))
+    #expect(files.fkRequiredUniqueIndexes.isEmpty)
+  }
+
+  @Test func addedConstraintNamesTableAndPrimaryKey() {
+    let st = SchemaScript.split("ALTER TABLE ONLY \"S\".\"T t\"\n    ADD CONSTRAINT \"T t_pkey\" PRIMARY KEY (id);\n")
+    let c = st.first.flatMap { SchemaScript.addedConstraint(in: $0) }
+    #expect(c?.table == q("S", "T t") && c?.name == "T t_pkey" && c?.primaryKey == true)
+    let u = SchemaScript.split("ALTER TABLE s.t ADD CONSTRAINT u UNIQUE (a);").first.flatMap { SchemaScript.addedConstraint(in: $0) }
+    #expect(u?.primaryKey == false && u?.name == "u")
+  }
 }

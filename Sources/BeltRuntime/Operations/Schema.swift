@@ -1,23 +1,528 @@
+import Foundation
+import Logging
+
 /// The schema pipeline: dump-schema, load-schema, load-constraints, remove-constraints,
-/// remove-indexes, create-indexes, diff-schemas, analyze. (Being implemented.)
+/// remove-indexes, create-indexes, diff-schemas, analyze.
+///
+/// Files live in `schemas/<dc>/<db>/` (pgbelt's names): `schema.sql` (everything),
+/// `no_invalid_constraints_no_indexes.sql` (loaded before the initial copy), `indexes.sql`
+/// (created before cutover), `invalid_constraints.sql` (NOT VALID constraints, loaded after the
+/// data), plus `extensions.json` (extensions the schema needs, created on dst by root).
 public enum SchemaOps {
   /// All specs of this family.
-  public static let all: [OperationSpec] = []
+  public static let all: [OperationSpec] = [
+    spec("dump_schema", "Dumps and sanitizes the schema from the source database, then saves it to a file.", .both, dumpSchema),
+    spec("load_schema", "Loads the sanitized schema (no indexes, no NOT VALID constraints) into the destination as the owner user.", .dstOnly, loadSchema),
+    spec("load_constraints", "Loads the NOT VALID constraints from invalid_constraints.sql into the destination as the owner user.", .dstOnly, loadConstraints),
+    spec("remove_constraints", "Removes the NOT VALID constraints listed in invalid_constraints.sql from the destination.", .dstOnly, removeConstraints),
+    spec("remove_indexes", "Removes the indexes listed in indexes.sql from the destination.", .dstOnly, removeIndexes),
+    spec("create_indexes", "Creates the indexes from indexes.sql in the destination as the owner user, then runs ANALYZE.", .dstOnly, createIndexes),
+    OperationSpec(
+      name: "diff_schemas", summary: "Compare source and destination schemas.", sides: .both,
+      options: ["full": .bool]
+    ) { ctx in try diffSchemas(ctx, full: ctx.options.bool("full")) },
+    spec("analyze", "Run ANALYZE in the destination database.", .dstOnly, analyze),
+  ]
+
+  /// A spec without options or columns.
+  static func spec(
+    _ name: String, _ summary: String, _ sides: SidesNeeded, _ body: @escaping @Sendable (PairContext) throws -> Value
+  ) -> OperationSpec {
+    OperationSpec(name: name, summary: summary, sides: sides, body: body)
+  }
+
+  /// The pair's schema files.
+  static func store(_ ctx: PairContext) -> SchemaStore {
+    SchemaStore(directory: ctx.env.store.schemaDirectory(dc: ctx.dc, db: ctx.db))
+  }
+
+  /// Statements other than SET/meta (what a file "contains" for counting).
+  static func count(_ s: [SQLStatement]) -> Int { s.filter { $0.kind != .set && $0.kind != .meta }.count }
+
+  // MARK: dump-schema
 
   /// Dumps src's schema and writes the four files under schemas/<dc>/<db>/.
-  public static func dumpSchema(_ ctx: PairContext) throws -> Value { throw notYet("dump_schema") }
-  /// Applies no_invalid_constraints_no_indexes.sql to dst as the owner (idempotent).
-  public static func loadSchema(_ ctx: PairContext) throws -> Value { throw notYet("load_schema") }
-  /// Applies invalid_constraints.sql to dst as the owner (idempotent).
-  public static func loadConstraints(_ ctx: PairContext) throws -> Value { throw notYet("load_constraints") }
-  /// Drops the NOT VALID constraints listed in invalid_constraints.sql from dst.
-  public static func removeConstraints(_ ctx: PairContext) throws -> Value { throw notYet("remove_constraints") }
-  /// Drops the indexes listed in indexes.sql from dst.
-  public static func removeIndexes(_ ctx: PairContext) throws -> Value { throw notYet("remove_indexes") }
-  /// Creates the indexes of indexes.sql on dst (tolerating existing ones), then ANALYZE.
-  public static func createIndexes(_ ctx: PairContext) throws -> Value { throw notYet("create_indexes") }
-  /// ANALYZE on dst with statement_timeout off.
-  public static func analyze(_ ctx: PairContext) throws -> Value { throw notYet("analyze") }
+  ///
+  /// Record: `directory`, `schema_name`, `files` {schema, base, indexes, invalid_constraints},
+  /// `statements`, `base_statements`, `indexes` (CREATE INDEX count), `invalid_constraints`,
+  /// `extensions` (names), `fk_required_unique_indexes`, `grants_skipped`, `message`.
+  public static func dumpSchema(_ ctx: PairContext) throws -> Value {
+    let src = try ctx.config.server(.src)
+    _ = try ctx.config.server(.dst)
+    let dump = try PGTools.dumpSchema(
+      server: src, role: .root, schema: ctx.schema, side: .src, connectTimeout: ctx.env.connectTimeout)
+    let statements = SchemaScript.split(dump)
+    let files = SchemaScript.partition(statements)
+    // Every kept statement lands in exactly one of the three loadable files.
+    guard count(files.full) == count(files.base) + count(files.indexes) + count(files.invalidConstraints) else {
+      throw BeltError(
+        .internal, "splitting the schema of \(ctx.schema) lost or duplicated a statement; no file was written", dc: ctx.dc,
+        db: ctx.db)
+    }
+    let extensions = try neededExtensions(ctx.connect(.src, .root), schema: ctx.schema, fromDump: files.extensions)
+    let grants = statements.filter { $0.kind == .grantOrRevoke }
+    if !grants.isEmpty {
+      ctx.logger.notice(
+        "\(grants.count) GRANT/REVOKE statement(s) of schema \(ctx.schema) are not part of the schema files (roles differ between servers); re-apply them on dst if needed, e.g. \(SchemaLoader.excerpt(grants[0].text))")
+    }
+    if !extensions.isEmpty {
+      ctx.logger.notice(
+        "the schema needs extension(s) \(extensions.map(\.name).joined(separator: ", ")); load-schema creates them on dst as root")
+    }
+    let st = store(ctx)
+    try st.write(files, extensions: extensions)
+    let indexCount = files.indexes.filter { if case .index = $0.kind { return true } else { return false } }.count
+    let message =
+      "\(count(files.full)) statements: \(count(files.base)) in the base schema, \(indexCount) indexes deferred, "
+      + "\(count(files.invalidConstraints)) NOT VALID constraints deferred"
+      + (extensions.isEmpty ? "" : "; needs extensions \(extensions.map(\.name).joined(separator: ", "))")
+    return .object([
+      ("directory", .string(st.directory)),
+      ("schema_name", .string(ctx.schema)),
+      ("files", .object([
+        ("schema", .string(st.path(SchemaFiles.fullFileName))),
+        ("base", .string(st.path(SchemaFiles.baseFileName))),
+        ("indexes", .string(st.path(SchemaFiles.indexesFileName))),
+        ("invalid_constraints", .string(st.path(SchemaFiles.invalidConstraintsFileName))),
+        ("extensions", .string(st.path(SchemaStore.extensionsFileName))),
+      ])),
+      ("statements", .int(count(files.full))),
+      ("base_statements", .int(count(files.base))),
+      ("indexes", .int(indexCount)),
+      ("invalid_constraints", .int(count(files.invalidConstraints))),
+      ("extensions", .from(extensions.map(\.name))),
+      ("fk_required_unique_indexes", .from(files.fkRequiredUniqueIndexes.map(\.description))),
+      ("grants_skipped", .int(grants.count)),
+      ("message", .string(message)),
+    ])
+  }
 
-  static func notYet(_ name: String) -> BeltError { BeltError(.internal, "\(name) is not implemented yet") }
+  /// Extensions whose objects the schema's objects depend on, or that live in the schema
+  /// (pg_dump -n never dumps CREATE EXTENSION), plus any the dump named. plpgsql and pglogical
+  /// are left out (built in / handled by replication setup).
+  static func neededExtensions(_ c: PGConnection, schema: String, fromDump: [String]) throws -> [ExtensionRef] {
+    let r = try c.query(
+      """
+      WITH target AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1),
+      members AS (
+        SELECT d.refobjid AS extoid, d.classid, d.objid FROM pg_catalog.pg_depend d
+         WHERE d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.deptype = 'e'),
+      users AS (
+        SELECT m.extoid,
+               CASE d.classid
+                 WHEN 'pg_catalog.pg_class'::pg_catalog.regclass THEN (SELECT relnamespace FROM pg_catalog.pg_class WHERE oid = d.objid)
+                 WHEN 'pg_catalog.pg_type'::pg_catalog.regclass THEN (SELECT typnamespace FROM pg_catalog.pg_type WHERE oid = d.objid)
+                 WHEN 'pg_catalog.pg_proc'::pg_catalog.regclass THEN (SELECT pronamespace FROM pg_catalog.pg_proc WHERE oid = d.objid)
+                 WHEN 'pg_catalog.pg_constraint'::pg_catalog.regclass THEN (SELECT connamespace FROM pg_catalog.pg_constraint WHERE oid = d.objid)
+                 WHEN 'pg_catalog.pg_operator'::pg_catalog.regclass THEN (SELECT oprnamespace FROM pg_catalog.pg_operator WHERE oid = d.objid)
+                 WHEN 'pg_catalog.pg_collation'::pg_catalog.regclass THEN (SELECT collnamespace FROM pg_catalog.pg_collation WHERE oid = d.objid)
+                 WHEN 'pg_catalog.pg_opclass'::pg_catalog.regclass THEN (SELECT opcnamespace FROM pg_catalog.pg_opclass WHERE oid = d.objid)
+                 WHEN 'pg_catalog.pg_rewrite'::pg_catalog.regclass THEN (SELECT c.relnamespace FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_class c ON c.oid = r.ev_class WHERE r.oid = d.objid)
+                 WHEN 'pg_catalog.pg_attrdef'::pg_catalog.regclass THEN (SELECT c.relnamespace FROM pg_catalog.pg_attrdef a JOIN pg_catalog.pg_class c ON c.oid = a.adrelid WHERE a.oid = d.objid)
+                 WHEN 'pg_catalog.pg_trigger'::pg_catalog.regclass THEN (SELECT c.relnamespace FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid WHERE t.oid = d.objid)
+                 WHEN 'pg_catalog.pg_policy'::pg_catalog.regclass THEN (SELECT c.relnamespace FROM pg_catalog.pg_policy p JOIN pg_catalog.pg_class c ON c.oid = p.polrelid WHERE p.oid = d.objid)
+               END AS ns
+          FROM pg_catalog.pg_depend d JOIN members m ON m.classid = d.refclassid AND m.objid = d.refobjid
+         WHERE d.deptype IN ('n', 'a'))
+      SELECT e.extname, n.nspname
+        FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+       WHERE e.extname NOT IN ('plpgsql', 'pglogical')
+         AND (e.extname = ANY ($2::text[])
+              OR e.extnamespace IN (SELECT oid FROM target)
+              OR EXISTS (SELECT 1 FROM users u WHERE u.extoid = e.oid AND u.ns IN (SELECT oid FROM target)))
+       ORDER BY e.extname COLLATE "C"
+      """, [schema, PGArray.literal(fromDump)])
+    return r.rows.map { ExtensionRef(name: $0.string("extname"), schema: $0.string("nspname")) }
+  }
+
+  // MARK: load-schema / load-constraints
+
+  /// Applies no_invalid_constraints_no_indexes.sql to dst as the owner (idempotent).
+  ///
+  /// Before loading, as root: creates the extensions listed by dump-schema (failing with the
+  /// extension's name when dst does not offer it), and the schema itself when missing (owned by
+  /// the owner). Record: `file`, `statements`, `applied`, `already_present`, `extensions`
+  /// [{name, status}], `schema_created`, `skipped_settings`, `message`.
+  public static func loadSchema(_ ctx: PairContext) throws -> Value {
+    let st = store(ctx)
+    let (file, statements) = try st.readBase()
+    let extensions = try st.readExtensions()
+    let dst = try ctx.config.server(.dst)
+    let root = try ctx.connect(.dst, .root, noTimeout: true)
+    var extensionRecords: [Value] = []
+    for ext in extensions {
+      let status = try ensureExtension(ext, root: root, ctx: ctx)
+      extensionRecords.append(.object([("name", .string(ext.name)), ("schema", .string(ext.schema)), ("status", .string(status))]))
+    }
+    // The schema object itself (CREATE SCHEMA, COMMENT ON SCHEMA) is handled as root: the owner
+    // may have no CREATE privilege on the database, and `public` belongs to pg_database_owner.
+    var schemaCreated: [String] = []
+    var ownerStatements: [SQLStatement] = []
+    var rootStatements: [SQLStatement] = []
+    for s in statements {
+      if case .createSchema(let name) = s.kind {
+        if try !Catalog.schemaExists(root, name) {
+          try root.exec(
+            "CREATE SCHEMA IF NOT EXISTS \(PGConnection.quoteIdent(name)) AUTHORIZATION \(PGConnection.quoteIdent(dst.owner.name))")
+          schemaCreated.append(name)
+        }
+        ownerStatements.append(s)  // now "already present"; kept so counts cover every statement
+      } else if isCommentOnSchema(s) {
+        rootStatements.append(s)
+      } else {
+        ownerStatements.append(s)
+      }
+    }
+    var result = SchemaLoader.Result()
+    if !rootStatements.isEmpty {
+      let rootLoad = try ctx.newConnection(.dst, .root, noTimeout: true)
+      defer { rootLoad.close() }
+      let sets = statements.filter { $0.kind == .set }
+      let r = try SchemaLoader.apply(sets + rootStatements, file: file, conn: rootLoad, logger: ctx.logger)
+      result.applied += r.applied
+      result.alreadyPresent += r.alreadyPresent
+    }
+    let owner = try ctx.newConnection(.dst, .owner, noTimeout: true)
+    defer { owner.close() }
+    let r = try SchemaLoader.apply(ownerStatements, file: file, conn: owner, logger: ctx.logger)
+    result.applied += r.applied
+    result.alreadyPresent += r.alreadyPresent
+    result.skippedSettings = r.skippedSettings
+    return loadRecord(file: file, statements: statements, result: result, extra: [
+      ("extensions", .array(extensionRecords)), ("schema_created", .from(schemaCreated)),
+    ])
+  }
+
+  /// `COMMENT ON SCHEMA ...` (run as root: the owner may not own the schema).
+  static func isCommentOnSchema(_ s: SQLStatement) -> Bool {
+    s.kind == .other && s.text.range(of: #"^COMMENT\s+ON\s+SCHEMA\s"#, options: [.regularExpression, .caseInsensitive]) != nil
+  }
+
+  /// Creates one extension on dst as root when missing. Returns "already_present" or "created".
+  static func ensureExtension(_ ext: ExtensionRef, root: PGConnection, ctx: PairContext) throws -> String {
+    let have = try root.query(
+      "SELECT n.nspname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = $1",
+      [ext.name])
+    if let row = have.rows.first {
+      if row.string("nspname") != ext.schema {
+        ctx.logger.warning(
+          "extension \(ext.name) is installed in schema \(row.string("nspname")) on dst but in \(ext.schema) on src; statements that name its objects in \(ext.schema) will fail to load")
+      }
+      return "already_present"
+    }
+    let available = try root.query("SELECT 1 FROM pg_catalog.pg_available_extensions WHERE name = $1", [ext.name])
+    guard available.values.count == 1 else {
+      throw ctx.refuse(
+        "the schema needs extension \(ext.name), which is not available on dst (install its package on the destination server, then run load-schema again)")
+    }
+    if try !Catalog.schemaExists(root, ext.schema) {
+      var sql = "CREATE SCHEMA IF NOT EXISTS \(PGConnection.quoteIdent(ext.schema))"
+      if ext.schema == ctx.schema { sql += " AUTHORIZATION \(PGConnection.quoteIdent(try ctx.config.server(.dst).owner.name))" }
+      try root.exec(sql)
+    }
+    do {
+      try root.exec(
+        "CREATE EXTENSION IF NOT EXISTS \(PGConnection.quoteIdent(ext.name)) WITH SCHEMA \(PGConnection.quoteIdent(ext.schema)) CASCADE")
+    } catch let e as PGError {
+      throw BeltError(.sqlError, "cannot create extension \(ext.name) on dst: \(e.message)", sqlstate: e.sqlState)
+    }
+    ctx.logger.notice("created extension \(ext.name) on dst")
+    return "created"
+  }
+
+  /// The record of a load: counts and a one-line message.
+  static func loadRecord(file: String, statements: [SQLStatement], result: SchemaLoader.Result, extra: [(String, Value)])
+    -> Value
+  {
+    var msg = "\(result.applied) statement(s) applied, \(result.alreadyPresent) already present"
+    if !result.skippedSettings.isEmpty { msg += ", \(result.skippedSettings.count) unknown setting(s) skipped" }
+    msg += " (\((file as NSString).lastPathComponent))"
+    return .object(
+      [
+        ("file", .string(file)), ("statements", .int(count(statements))), ("applied", .int(result.applied)),
+        ("already_present", .int(result.alreadyPresent)),
+      ] + extra + [("skipped_settings", .from(result.skippedSettings)), ("message", .string(msg))])
+  }
+
+  /// Applies invalid_constraints.sql to dst as the owner (idempotent).
+  /// Record: `file`, `statements`, `applied`, `already_present`, `skipped_settings`, `message`.
+  public static func loadConstraints(_ ctx: PairContext) throws -> Value {
+    let (file, statements) = try store(ctx).read([SchemaFiles.invalidConstraintsFileName])
+    let owner = try ctx.newConnection(.dst, .owner, noTimeout: true)
+    defer { owner.close() }
+    let result = try SchemaLoader.apply(statements, file: file, conn: owner, logger: ctx.logger)
+    return loadRecord(file: file, statements: statements, result: result, extra: [])
+  }
+
+  // MARK: remove-constraints / remove-indexes
+
+  /// Whether a table (from a schema file) is in the config's table subset (all when none).
+  static func inSubset(_ table: QualifiedName, _ ctx: PairContext) -> Bool {
+    guard let subset = ctx.config.tableSubset else { return true }
+    if let s = table.schema, s != ctx.schema { return false }
+    return subset.contains { Catalog.bareName($0, schema: ctx.schema) == table.name }
+  }
+
+  /// Drops the NOT VALID constraints listed in invalid_constraints.sql from dst (one transaction).
+  ///
+  /// Constraints on tables outside the config's `tables` subset are left alone; domain
+  /// constraints are always removed (they would reject the same old rows).
+  /// Record: `file`, `dropped`, `already_absent`, `skipped` (outside the subset), `message`.
+  public static func removeConstraints(_ ctx: PairContext) throws -> Value {
+    let (file, statements) = try store(ctx).read([SchemaFiles.invalidConstraintsFileName])
+    let owner = try ctx.connect(.dst, .owner, noTimeout: true)
+    var dropped: [String] = []
+    var absent: [String] = []
+    var skipped: [String] = []
+    try owner.transaction {
+      for s in statements {
+        guard case .notValidConstraint(let c) = s.kind else { continue }
+        let label = "\(c.table.description).\(c.name)"
+        if !c.onDomain && !inSubset(c.table, ctx) {
+          skipped.append(label)
+          continue
+        }
+        let exists = try owner.query(
+          c.onDomain
+            ? "SELECT 1 FROM pg_catalog.pg_constraint WHERE contypid = pg_catalog.to_regtype($1) AND conname = $2"
+            : "SELECT 1 FROM pg_catalog.pg_constraint WHERE conrelid = pg_catalog.to_regclass($1) AND conname = $2",
+          [c.table.quoted, c.name]
+        ).values.count == 1
+        guard exists else {
+          absent.append(label)
+          continue
+        }
+        do {
+          try owner.exec(SchemaScript.dropConstraintSQL(c))
+        } catch let e as PGError {
+          throw BeltError(.sqlError, "cannot drop constraint \(label) (listed in \(file)): \(e.message)", sqlstate: e.sqlState)
+        }
+        dropped.append(label)
+      }
+    }
+    if dropped.isEmpty && absent.isEmpty && skipped.isEmpty { ctx.logger.info("No NOT VALID constraints listed in \(file).") }
+    return .object([
+      ("file", .string(file)), ("dropped", .from(dropped)), ("already_absent", .from(absent)), ("skipped", .from(skipped)),
+      ("message", .string("\(dropped.count) dropped, \(absent.count) already absent, \(skipped.count) outside the table subset")),
+    ])
+  }
+
+  /// Drops the indexes listed in indexes.sql from dst (statement timeout off).
+  ///
+  /// Partitioned parents (`ON ONLY`) go first: dropping one drops its attached partition indexes.
+  /// Indexes on tables outside the config's `tables` subset are left alone.
+  /// Record: `file`, `dropped`, `already_absent`, `skipped`, `message`.
+  public static func removeIndexes(_ ctx: PairContext) throws -> Value {
+    let (file, statements) = try store(ctx).read([SchemaFiles.indexesFileName])
+    let owner = try ctx.connect(.dst, .owner, noTimeout: true)
+    var infos: [IndexInfo] = []
+    for s in statements { if case .index(let i) = s.kind { infos.append(i) } }
+    infos = infos.filter(\.onOnly) + infos.filter { !$0.onOnly }
+    var skipped: [String] = []
+    var existing: [(IndexInfo, Bool)] = []
+    for i in infos {
+      guard inSubset(i.table, ctx) else {
+        skipped.append(i.name.description)
+        continue
+      }
+      let r = try owner.query(
+        "SELECT c.relkind::text FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass($1)", [i.name.quoted])
+      if let kind = r.scalar, kind != "i" && kind != "I" {
+        throw ctx.refuse("\(i.name.description) (listed in \(file)) exists on dst but is not an index; nothing was dropped")
+      }
+      existing.append((i, r.scalar != nil))
+    }
+    var dropped: [String] = []
+    var absent: [String] = []
+    for (i, exists) in existing {
+      guard exists else {
+        absent.append(i.name.description)
+        continue
+      }
+      do {
+        try owner.exec(SchemaScript.dropIndexSQL(i))
+      } catch let e as PGError {
+        throw BeltError(.sqlError, "cannot drop index \(i.name.description) (listed in \(file)): \(e.message)", sqlstate: e.sqlState)
+      }
+      dropped.append(i.name.description)
+    }
+    return .object([
+      ("file", .string(file)), ("dropped", .from(dropped)), ("already_absent", .from(absent)), ("skipped", .from(skipped)),
+      ("message", .string("\(dropped.count) dropped, \(absent.count) already absent, \(skipped.count) outside the table subset")),
+    ])
+  }
+
+  // MARK: create-indexes
+
+  /// Creates the indexes of indexes.sql on dst as the owner with statement_timeout off,
+  /// tolerating existing ones, then ANALYZE as root. Every index is attempted; failures are
+  /// reported per index and make the record `ok=false` (ANALYZE is then skipped).
+  ///
+  /// Record: `file`, `indexes` [{name, table, status created|already_present|failed|attached,
+  /// duration_ms, error?}], `created`, `already_present`, `failed`, `analyze_ran`, `message`.
+  public static func createIndexes(_ ctx: PairContext) throws -> Value {
+    let (file, statements) = try store(ctx).read([SchemaFiles.indexesFileName])
+    let owner = try ctx.connect(.dst, .owner, noTimeout: true)
+    let pid = Int(try owner.query("SELECT pg_catalog.pg_backend_pid()").scalar ?? "") ?? 0
+    let dst = try ctx.config.server(.dst)
+    let monitor = IndexBuildMonitor(
+      conninfo: dst.conninfo(.owner, connectTimeout: ctx.env.connectTimeout), label: "dst as owner (progress)",
+      logger: ctx.logger, interval: IndexBuildMonitor.defaultInterval)
+    monitor.start()
+    defer { monitor.stop() }
+    var records: [Value] = []
+    var created = 0
+    var present = 0
+    var failed = 0
+    var failedNames: [String] = []
+    var lines: [String] = []
+    func note(_ name: String, _ table: String, _ status: String, _ ms: Int, _ error: String? = nil) {
+      var fields: [(String, Value)] = [
+        ("name", .string(name)), ("table", .string(table)), ("status", .string(status)), ("duration_ms", .int(ms)),
+      ]
+      if let error { fields.append(("error", .string(error))) }
+      records.append(.object(fields))
+      lines.append("  \(name): \(status.replacingOccurrences(of: "_", with: " ")) (\(ms) ms)\(error.map { " — \($0)" } ?? "")")
+      ctx.logger.info("index \(name) on \(table): \(status) in \(ms) ms")
+    }
+    for s in statements {
+      let t0 = Date()
+      switch s.kind {
+      case .meta:
+        continue
+      case .set:
+        do { try owner.exec(s.text) } catch let e as PGError where e.sqlState == "42704" {
+          ctx.logger.warning("\(file): skipping a setting this server does not know: \(SchemaLoader.excerpt(s.text))")
+        }
+      case .index(let info):
+        let name = info.name.description
+        let kind = try owner.query(
+          "SELECT c.relkind::text FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass($1)", [info.name.quoted]
+        ).scalar
+        if kind == "i" || kind == "I" {
+          present += 1
+          note(name, info.table.description, "already_present", 0)
+          continue
+        }
+        if kind != nil {
+          failed += 1
+          failedNames.append(name)
+          note(name, info.table.description, "failed", 0, "a relation with this name exists on dst and is not an index")
+          continue
+        }
+        monitor.begin(name: name, pid: pid)
+        do {
+          try owner.exec(s.text)
+          monitor.end()
+          created += 1
+          note(name, info.table.description, "created", Runner.ms(since: t0))
+        } catch let e as PGError {
+          monitor.end()
+          if e.sqlState == "42P07" {
+            present += 1
+            note(name, info.table.description, "already_present", Runner.ms(since: t0))
+          } else if e.kind == .server && !e.isCancel {
+            failed += 1
+            failedNames.append(name)
+            note(name, info.table.description, "failed", Runner.ms(since: t0), e.message)
+          } else {
+            throw e
+          }
+        }
+      case .attachIndexPartition(let parent, let child):
+        let name = "\(parent.description) ← \(child.description)"
+        let attached = try owner.query(
+          """
+          SELECT 1 FROM pg_catalog.pg_inherits
+           WHERE inhrelid = pg_catalog.to_regclass($1) AND inhparent = pg_catalog.to_regclass($2)
+          """, [child.quoted, parent.quoted]
+        ).values.count == 1
+        if attached {
+          present += 1
+          note(name, "", "already_present", 0)
+          continue
+        }
+        do {
+          try owner.exec(s.text)
+          note(name, "", "attached", Runner.ms(since: t0))
+        } catch let e as PGError where e.kind == .server && !e.isCancel {
+          failed += 1
+          failedNames.append(name)
+          note(name, "", "failed", Runner.ms(since: t0), e.message)
+        }
+      default:
+        // COMMENT ON INDEX, ALTER TABLE ... CLUSTER ON, ALTER INDEX ... SET STATISTICS: re-runnable.
+        do {
+          try owner.exec(s.text)
+        } catch let e as PGError where e.kind == .server && !e.isCancel {
+          failed += 1
+          failedNames.append(SchemaLoader.excerpt(s.text, maxLines: 1, maxChars: 80))
+          ctx.logger.error("\(file): \(e.message); statement: \(SchemaLoader.excerpt(s.text))")
+          lines.append("  \(SchemaLoader.excerpt(s.text, maxLines: 1, maxChars: 80)): failed — \(e.message)")
+        }
+      }
+    }
+    monitor.stop()
+    var analyzeRan = false
+    if failed == 0 {
+      try ctx.connect(.dst, .root, noTimeout: true).exec("ANALYZE")
+      analyzeRan = true
+    } else {
+      ctx.logger.error("\(failed) index statement(s) failed (\(failedNames.joined(separator: ", "))); ANALYZE was not run")
+    }
+    let summary =
+      "\(created) created, \(present) already present, \(failed) failed"
+      + (analyzeRan ? "; ANALYZE done" : "; ANALYZE skipped")
+    return .object([
+      ("ok", .bool(failed == 0)),
+      ("file", .string(file)), ("indexes", .array(records)), ("created", .int(created)),
+      ("already_present", .int(present)), ("failed", .int(failed)), ("analyze_ran", .bool(analyzeRan)),
+      ("message", .string(([summary] + lines).joined(separator: "\n"))),
+    ])
+  }
+
+  // MARK: diff-schemas
+
+  /// Compares src and dst schema dumps normalised the same way (see ``SchemaDiff/normalize(_:full:)``).
+  /// Pairs with a `tables` subset are skipped. A failing pg_dump is an error.
+  /// Record: `result` match|mismatch|skipped, `full`, `diff` (unified, "" on match), `message`;
+  /// `ok=false` on mismatch.
+  public static func diffSchemas(_ ctx: PairContext, full: Bool) throws -> Value {
+    if ctx.config.tableSubset != nil {
+      return .object([
+        ("result", "skipped"), ("full", .bool(full)), ("diff", ""),
+        ("message", "skipped: a table subset is configured"),
+      ])
+    }
+    let servers = [try ctx.config.server(.src), try ctx.config.server(.dst)]
+    let schema = ctx.schema
+    let timeout = ctx.env.connectTimeout
+    let dumps = Runner.parallelMap([Side.src, Side.dst], width: 2) { side -> Swift.Result<String, BeltError> in
+      do {
+        let server = servers[side == .src ? 0 : 1]
+        return .success(try PGTools.dumpSchema(server: server, role: .root, schema: schema, side: side, connectTimeout: timeout))
+      } catch {
+        return .failure(BeltError.wrap(error))
+      }
+    }
+    let a = SchemaDiff.normalize(try dumps[0].get(), full: full)
+    let b = SchemaDiff.normalize(try dumps[1].get(), full: full)
+    let diff = SchemaDiff.unified(a, b)
+    if diff.isEmpty {
+      return .object([("result", "match"), ("full", .bool(full)), ("diff", ""), ("message", "schemas match")])
+    }
+    ctx.logger.info("schema mismatch between src and dst (\(diff.split(separator: "\n").count) diff lines)")
+    return .object([
+      ("ok", false), ("result", "mismatch"), ("full", .bool(full)), ("diff", .string(diff)),
+      ("message", .string("schemas differ:\n" + diff)),
+    ])
+  }
+
+  // MARK: analyze
+
+  /// ANALYZE on dst as root with statement_timeout off. Record: `analyzed`, `message`.
+  public static func analyze(_ ctx: PairContext) throws -> Value {
+    try ctx.connect(.dst, .root, noTimeout: true).exec("ANALYZE")
+    return .object([("analyzed", true), ("message", "ANALYZE done")])
+  }
 }

@@ -47,6 +47,13 @@ public struct SQLStatement: Equatable, Sendable {
     case attachIndexPartition(parentIndex: QualifiedName, childIndex: QualifiedName)
     /// `ALTER TABLE [ONLY] t ADD CONSTRAINT c ... NOT VALID` (or the `ALTER DOMAIN` equivalent).
     case notValidConstraint(ConstraintInfo)
+    /// A statement that needs an existing index and must follow it: `COMMENT ON INDEX i`,
+    /// `ALTER INDEX i ...` (other than ATTACH PARTITION), `ALTER TABLE t CLUSTER ON i`.
+    case indexDependent(index: QualifiedName)
+    /// `ALTER TABLE [ONLY] t REPLICA IDENTITY USING INDEX i`: the index must be in the base schema.
+    case replicaIdentityIndex(index: QualifiedName)
+    /// `COMMENT ON CONSTRAINT c ON [DOMAIN] t`: must follow its constraint (which may be NOT VALID).
+    case constraintDependent(table: QualifiedName, name: String, onDomain: Bool)
     /// Anything else (tables, types, functions, views, valid constraints, comments, ...).
     case other
   }
@@ -204,7 +211,10 @@ public enum SchemaScript {
   /// dropped; `.set` statements are kept in every file in their original position
   /// (pg_dump's header SETs therefore open every file); schemas go to full+base;
   /// indexes (and attaches of those indexes) go to `indexes` unless a FOREIGN KEY
-  /// needs them; NOT VALID constraints go to `invalidConstraints`; all else to base.
+  /// or a REPLICA IDENTITY needs them; NOT VALID constraints go to `invalidConstraints`;
+  /// statements about an index (`COMMENT ON INDEX`, `ALTER INDEX ... SET STATISTICS`,
+  /// `CLUSTER ON`) or a constraint (`COMMENT ON CONSTRAINT`) follow it into its file;
+  /// all else to base.
   public static func partition(_ statements: [SQLStatement]) -> SchemaFiles {
     Partitioner(statements).run()
   }
@@ -236,6 +246,13 @@ public enum SchemaScript {
   /// Classifies a single statement text (a convenience over `split` for one statement).
   public static func classify(_ statementText: String) -> SQLStatement.Kind {
     split(statementText).first?.kind ?? .other
+  }
+
+  /// For `ALTER TABLE ... ADD CONSTRAINT c ...`: the table, the constraint name and whether it
+  /// is a PRIMARY KEY (used to recognise a re-run of an already applied statement).
+  public static func addedConstraint(in statement: SQLStatement) -> (table: QualifiedName, name: String, primaryKey: Bool)? {
+    let tokens = Lexer(Array(statement.text.utf8)).tokensOfFirstStatement()
+    return TokenView(tokens).addedConstraint()
   }
 
   /// The FOREIGN KEY / REFERENCES targets named in one statement: referenced table
@@ -656,6 +673,15 @@ struct TokenView {
       return .grantOrRevoke
     case "comment":
       if isWord(1, "on") && isWord(2, "extension") { return .commentOnExtension }
+      if isWord(1, "on") && isWord(2, "index"), let (idx, j) = qualifiedName(3), isWord(j, "is") {
+        return .indexDependent(index: idx)
+      }
+      if isWord(1, "on") && isWord(2, "constraint"), let name = ident(3), isWord(4, "on") {
+        let onDomain = isWord(5, "domain")
+        if let (table, j) = qualifiedName(onDomain ? 6 : 5), isWord(j, "is") {
+          return .constraintDependent(table: table, name: name, onDomain: onDomain)
+        }
+      }
       return .other
     case "create":
       return classifyCreate()
@@ -788,12 +814,40 @@ struct TokenView {
         let c = QualifiedName(schema: child.schema ?? parent.schema, name: child.name)
         return .attachIndexPartition(parentIndex: parent, childIndex: c)
       }
+      if let (idx, j) = qualifiedName(k), j < t.count { return .indexDependent(index: idx) }
       return .other
     }
     if isWord(1, "table") || isWord(1, "domain") {
       if let info = parseNotValidConstraint() { return .notValidConstraint(info) }
     }
+    if isWord(1, "table") {
+      var k = skipIfExists(2)
+      if isWord(k, "only") { k += 1 }
+      if let (table, j) = qualifiedName(k) {
+        // pg_dump names the index unqualified here: it lives in the table's schema.
+        if isWord(j, "cluster"), isWord(j + 1, "on"), let (idx, end) = qualifiedName(j + 2), end == t.count {
+          return .indexDependent(index: QualifiedName(schema: idx.schema ?? table.schema, name: idx.name))
+        }
+        if isWord(j, "replica"), isWord(j + 1, "identity"), isWord(j + 2, "using"), isWord(j + 3, "index"),
+          let (idx, end) = qualifiedName(j + 4), end == t.count
+        {
+          return .replicaIdentityIndex(index: QualifiedName(schema: idx.schema ?? table.schema, name: idx.name))
+        }
+      }
+    }
     return .other
+  }
+
+  /// `ALTER TABLE [IF EXISTS] [ONLY] t ADD CONSTRAINT c <kind>`: table, name and whether it is a primary key.
+  func addedConstraint() -> (table: QualifiedName, name: String, primaryKey: Bool)? {
+    guard isWord(0, "alter"), isWord(1, "table") else { return nil }
+    var k = skipIfExists(2)
+    if isWord(k, "only") { k += 1 }
+    guard let (table, j) = qualifiedName(k) else { return nil }
+    k = j
+    if isPunct(k, "*") { k += 1 }
+    guard isWord(k, "add"), isWord(k + 1, "constraint"), let name = ident(k + 2) else { return nil }
+    return (table, name, isWord(k + 3, "primary") && isWord(k + 4, "key"))
   }
 
   /// `ALTER <object> <name> OWNER TO <role>` (and not `RENAME [COLUMN] owner TO x`).
@@ -902,9 +956,14 @@ private struct Partitioner {
         break
       }
     }
-    // 2. Unique, non-partial, plain-column indexes whose column set a FK references.
+    // 2. Unique, non-partial, plain-column indexes whose column set a FK references, and
+    //    indexes used as REPLICA IDENTITY (the base schema's ALTER TABLE needs them).
     var required: [QualifiedName] = []
     var created: [QualifiedName] = []
+    var replicaIdentity: [QualifiedName] = []
+    for s in statements {
+      if case .replicaIdentityIndex(let idx) = s.kind, !replicaIdentity.contains(idx) { replicaIdentity.append(idx) }
+    }
     for s in statements {
       guard case .index(let info) = s.kind else { continue }
       created.append(info.name)
@@ -917,7 +976,7 @@ private struct Partitioner {
     }
     // 3. Partition indexes attached (transitively) to a required parent must exist
     //    before the ATTACH in base, so they stay in base too.
-    var keep = required
+    var keep = required + replicaIdentity
     var changed = true
     while changed {
       changed = false
@@ -931,6 +990,11 @@ private struct Partitioner {
     }
     func kept(_ q: QualifiedName) -> Bool { keep.contains { $0.matches(q) } }
     func isCreatedIndex(_ q: QualifiedName) -> Bool { created.contains { $0.matches(q) } }
+
+    let notValid: [ConstraintInfo] = statements.compactMap {
+      if case .notValidConstraint(let c) = $0.kind { return c }
+      return nil
+    }
 
     // 4. Distribute.
     var files = SchemaFiles()
@@ -960,6 +1024,18 @@ private struct Partitioner {
       case .notValidConstraint:
         files.full.append(s)
         files.invalidConstraints.append(s)
+      case .indexDependent(let idx):
+        // Follows its index: into indexes.sql when the index is created there.
+        files.full.append(s)
+        if isCreatedIndex(idx) && !kept(idx) { files.indexes.append(s) } else { files.base.append(s) }
+      case .replicaIdentityIndex:
+        files.full.append(s)
+        files.base.append(s)
+      case .constraintDependent(let table, let name, let onDomain):
+        // Follows its constraint: into invalid_constraints.sql when that is NOT VALID.
+        files.full.append(s)
+        let deferred = notValid.contains { $0.name == name && $0.onDomain == onDomain && $0.table.matches(table) }
+        if deferred { files.invalidConstraints.append(s) } else { files.base.append(s) }
       case .other:
         files.full.append(s)
         files.base.append(s)

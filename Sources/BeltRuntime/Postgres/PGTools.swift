@@ -1,0 +1,237 @@
+import Foundation
+
+/// Runs the PostgreSQL client programs (`pg_dump`, `psql`) as subprocesses.
+///
+/// Connection parameters travel in `PG*` environment variables of the child only; the
+/// password travels in a private passfile (mode 0600 in a 0700 directory, deleted afterwards),
+/// never on the command line, never in belt's own environment, never in an error message.
+public enum PGTools {
+  /// Everything needed to start one client program. Built by ``invocation(tool:arguments:server:role:connectTimeout:baseEnvironment:binDir:)``
+  /// without side effects, so the argv/env construction can be checked in tests.
+  public struct Invocation: Sendable {
+    /// Absolute path of the program.
+    public var executable: String
+    /// Arguments (argv[1...]); never contain the password.
+    public var arguments: [String]
+    /// The child's complete environment (without PGPASSFILE, added at run time).
+    public var environment: [String: String]
+    /// The passfile line to write (`*:*:*:*:<escaped password>`), or nil when the
+    /// password is passed in PGPASSWORD (only when it cannot be written in a passfile).
+    public var passfileLine: String?
+  }
+
+  /// The result of a program that exited 0.
+  public struct Output: Sendable {
+    /// Standard output.
+    public var stdout: String
+    /// Standard error (warnings).
+    public var stderr: String
+  }
+
+  /// Environment variables that would change where or as whom the child connects; removed
+  /// from the inherited environment before the pair's own values are set.
+  static let connectionVariables: Set<String> = [
+    "PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGPASSFILE",
+    "PGSERVICE", "PGSERVICEFILE", "PGOPTIONS", "PGCONNECT_TIMEOUT", "PGAPPNAME", "PGTARGETSESSIONATTRS",
+  ]
+
+  /// The directory holding `pg_dump` and `psql`: `$BELT_PG_BIN`, else the newest
+  /// `/usr/lib/postgresql/<major>/bin` (a newer pg_dump can dump older servers, not the reverse),
+  /// else `pg_config --bindir`, else nil (then PATH is searched).
+  public static func binDirectory(environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
+    let fm = FileManager.default
+    if let b = environment["BELT_PG_BIN"], !b.isEmpty { return b }
+    let base = "/usr/lib/postgresql"
+    let majors = ((try? fm.contentsOfDirectory(atPath: base)) ?? []).compactMap(Int.init).sorted(by: >)
+    for m in majors where fm.isExecutableFile(atPath: "\(base)/\(m)/bin/pg_dump") { return "\(base)/\(m)/bin" }
+    if let pgConfig = findOnPath("pg_config", environment: environment),
+      let out = try? runSimple(pgConfig, ["--bindir"]),
+      case let dir = out.trimmingCharacters(in: .whitespacesAndNewlines),
+      !dir.isEmpty, fm.isExecutableFile(atPath: dir + "/pg_dump")
+    {
+      return dir
+    }
+    return nil
+  }
+
+  /// The absolute path of `tool`, or a clear error.
+  public static func locate(_ tool: String, binDir: String? = binDirectory()) throws -> String {
+    if let binDir {
+      let p = binDir + "/" + tool
+      if FileManager.default.isExecutableFile(atPath: p) { return p }
+    }
+    if let p = findOnPath(tool, environment: ProcessInfo.processInfo.environment) { return p }
+    throw BeltError(
+      .ioError,
+      "\(tool) was not found (set BELT_PG_BIN to the directory of the PostgreSQL client programs, e.g. /usr/lib/postgresql/15/bin)")
+  }
+
+  /// The first executable `tool` in `PATH`.
+  static func findOnPath(_ tool: String, environment: [String: String]) -> String? {
+    for dir in (environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
+      let p = "\(dir)/\(tool)"
+      if FileManager.default.isExecutableFile(atPath: p) { return p }
+    }
+    return nil
+  }
+
+  /// Escapes a passfile field (`\` and `:` are backslash-escaped).
+  public static func passfileEscape(_ s: String) -> String {
+    var out = ""
+    for ch in s {
+      if ch == "\\" || ch == ":" { out.append("\\") }
+      out.append(ch)
+    }
+    return out
+  }
+
+  /// Builds the invocation of `tool` connecting to `server` as `role`. Pure: no files, no processes.
+  public static func invocation(
+    tool: String, arguments: [String], server: ServerConfig, role: Role, connectTimeout: Int = 10,
+    baseEnvironment: [String: String] = ProcessInfo.processInfo.environment, binDir: String? = nil
+  ) throws -> Invocation {
+    let exe = try locate(tool, binDir: binDir ?? binDirectory(environment: baseEnvironment))
+    let cred = server.credentials(role)
+    var env = baseEnvironment.filter { !connectionVariables.contains($0.key) }
+    if ServerConfig.isNumericAddress(server.ip) {
+      env["PGHOSTADDR"] = server.ip
+      if !server.host.isEmpty, !ServerConfig.isNumericAddress(server.host) { env["PGHOST"] = server.host }
+    } else {
+      env["PGHOST"] = server.ip
+    }
+    env["PGPORT"] = String(server.port)
+    env["PGDATABASE"] = server.dbname
+    env["PGUSER"] = cred.name
+    env["PGCONNECT_TIMEOUT"] = String(connectTimeout)
+    env["PGAPPNAME"] = "belt"
+    var line: String? = "*:*:*:*:" + passfileEscape(cred.password)
+    if cred.password.contains("\n") || cred.password.contains("\r") || cred.password.isEmpty {
+      // A passfile line cannot hold a line break; the child's environment is still private to it.
+      line = nil
+      if !cred.password.isEmpty { env["PGPASSWORD"] = cred.password }
+    }
+    return Invocation(executable: exe, arguments: arguments, environment: env, passfileLine: line)
+  }
+
+  /// Runs an invocation, capturing stdout and stderr.
+  /// - Parameter what: names the program and server in errors, e.g. "pg_dump of src (host:port/db)".
+  /// - Throws: ``BeltError`` `io_error` when it cannot start or exits non-zero (stderr included,
+  ///   with the password masked).
+  public static func run(_ inv: Invocation, what: String, secret: String) throws -> Output {
+    var env = inv.environment
+    var tmpDir: String? = nil
+    defer { if let tmpDir { try? FileManager.default.removeItem(atPath: tmpDir) } }
+    if let line = inv.passfileLine {
+      var template = Array((NSTemporaryDirectory() + "belt-pass-XXXXXX").utf8CString)
+      let made: String? = template.withUnsafeMutableBufferPointer { buf in
+        guard let base = buf.baseAddress, mkdtemp(base) != nil else { return nil }
+        return String(cString: base)
+      }
+      guard let dir = made else {
+        throw BeltError(.ioError, "\(what): cannot create a private temporary directory")
+      }
+      tmpDir = dir
+      let file = dir + "/pgpass"
+      let fd = open(file, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+      guard fd >= 0 else { throw BeltError(.ioError, "\(what): cannot create a private passfile") }
+      let bytes = Array((line + "\n").utf8)
+      let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+      close(fd)
+      guard written == bytes.count else { throw BeltError(.ioError, "\(what): cannot write a private passfile") }
+      env["PGPASSFILE"] = file
+    }
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: inv.executable)
+    p.arguments = inv.arguments
+    p.environment = env
+    let out = Pipe()
+    let err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    p.standardInput = FileHandle.nullDevice
+    do {
+      try p.run()
+    } catch {
+      throw BeltError(.ioError, "\(what): cannot start \(inv.executable): \(error.localizedDescription)")
+    }
+    let errBox = DataBox()
+    let reader = Thread {
+      errBox.set(err.fileHandleForReading.readDataToEndOfFile())
+    }
+    reader.start()
+    let o = out.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    let e = errBox.wait()
+    let stderr = mask(String(decoding: e, as: UTF8.self), secret: secret)
+    guard p.terminationReason == .exit, p.terminationStatus == 0 else {
+      let how = p.terminationReason == .exit ? "exit code \(p.terminationStatus)" : "signal \(p.terminationStatus)"
+      let lines = stderr.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+      let detail = lines.isEmpty ? "no error output" : lines.prefix(5).joined(separator: "; ")
+      throw BeltError(.ioError, "\(what) failed (\(how)): \(detail)")
+    }
+    return Output(stdout: String(decoding: o, as: UTF8.self), stderr: stderr)
+  }
+
+  /// Replaces every occurrence of `secret` (when at least 3 characters) with `****`.
+  static func mask(_ s: String, secret: String) -> String {
+    guard secret.count >= 3 else { return s }
+    return s.replacingOccurrences(of: secret, with: "****")
+  }
+
+  /// The `-n` pattern matching exactly one schema name (double-quoted, so `*`, `?`, `.` and
+  /// upper case are literal).
+  public static func exactSchemaPattern(_ schema: String) -> String {
+    "\"" + schema.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+  }
+
+  /// The arguments of a schema-only dump of one schema.
+  public static func schemaDumpArguments(schema: String) -> [String] {
+    ["--schema-only", "--no-owner", "--strict-names", "--schema=" + exactSchemaPattern(schema)]
+  }
+
+  /// `pg_dump --schema-only --no-owner` of one schema of `server`, connecting as `role`.
+  /// - Throws: ``BeltError`` naming the side and server when pg_dump fails.
+  public static func dumpSchema(server: ServerConfig, role: Role, schema: String, side: Side, connectTimeout: Int = 10)
+    throws -> String
+  {
+    let inv = try invocation(
+      tool: "pg_dump", arguments: schemaDumpArguments(schema: schema), server: server, role: role,
+      connectTimeout: connectTimeout)
+    let what = "pg_dump of \(side.rawValue) (\(server.ip):\(server.port)/\(server.dbname), schema \(schema))"
+    return try run(inv, what: what, secret: server.credentials(role).password).stdout
+  }
+
+  /// Runs a program without a connection and returns its stdout.
+  static func runSimple(_ exe: String, _ args: [String]) throws -> String {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: exe)
+    p.arguments = args
+    let out = Pipe()
+    p.standardOutput = out
+    p.standardError = FileHandle.nullDevice
+    p.standardInput = FileHandle.nullDevice
+    try p.run()
+    let d = out.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    guard p.terminationStatus == 0 else { throw BeltError(.ioError, "\(exe) failed") }
+    return String(decoding: d, as: UTF8.self)
+  }
+}
+
+/// A one-shot, thread-safe slot for data read on another thread.
+private final class DataBox: @unchecked Sendable {
+  private let cond = NSCondition()
+  private var data: Data?
+  func set(_ d: Data) {
+    cond.lock()
+    data = d
+    cond.signal()
+    cond.unlock()
+  }
+  func wait() -> Data {
+    cond.lock()
+    defer { cond.unlock() }
+    while data == nil { cond.wait() }
+    return data ?? Data()
+  }
+}

@@ -1,0 +1,327 @@
+import Foundation
+import Logging
+import Testing
+
+@testable import BeltRuntime
+
+/// The schema pipeline against the real clusters: dump → load → diff → create-indexes →
+/// load-constraints → diff --full → remove-indexes/remove-constraints, every step twice, in
+/// public and in a non-public schema, with a hostile owner password.
+@Suite(.serialized, .enabled(if: PG.available, "needs the clusters from scripts/pg-clusters"))
+struct SchemaPipelineTests {
+  static let hostileRootPassword = "r'oot pw: \\ \"x\" #"
+  static let secrets = ["o'wn er\\ #@pw", PG.rootPassword, hostileRootPassword]
+
+  /// Makes the pair's root a fresh superuser whose password has a quote, a space, a colon and a
+  /// backslash (pg_dump runs as root, so this exercises the passfile).
+  func useHostileRoot(_ dc: TestDC, _ db: String) throws {
+    let name = PG.unique("root")
+    for side in Side.allCases {
+      let c = try PG.root(side)
+      defer { c.close() }
+      let hashed = try c.encryptPassword(Self.hostileRootPassword, user: name)
+      try c.exec("CREATE ROLE \(PGConnection.quoteIdent(name)) SUPERUSER LOGIN PASSWORD \(try c.literal(hashed))")
+    }
+    let path = dc.store.path(dc: dc.dc, db: db)
+    var cfg = try dc.store.load(dc: dc.dc, db: db).raw
+    let root: Value = .object([("name", .string(name)), ("pw", .string(Self.hostileRootPassword))])
+    for side in ["src", "dst"] { cfg = cfg.setting(side, cfg[side]?.setting("root_user", root) ?? .null) }
+    try dc.store.save(cfg, to: path)
+  }
+
+  /// Names of the indexes of `schema` on one side.
+  func indexes(_ dc: TestDC, _ db: String, _ side: Side, _ schema: String) throws -> Set<String> {
+    let c = try dc.conn(db, side)
+    defer { c.close() }
+    let r = try c.query(
+      "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind IN ('i', 'I')",
+      [schema])
+    return Set(r.rows.map { $0.string("relname") })
+  }
+
+  /// (relation or domain, name) of the NOT VALID constraints of `schema` on one side.
+  func notValid(_ dc: TestDC, _ db: String, _ side: Side, _ schema: String) throws -> Set<String> {
+    let c = try dc.conn(db, side)
+    defer { c.close() }
+    let r = try c.query(
+      """
+      SELECT coalesce(cl.relname, t.typname) || '/' || k.conname AS x
+        FROM pg_constraint k JOIN pg_namespace n ON n.oid = k.connamespace
+        LEFT JOIN pg_class cl ON cl.oid = k.conrelid LEFT JOIN pg_type t ON t.oid = k.contypid
+       WHERE n.nspname = $1 AND NOT k.convalidated
+      """, [schema])
+    return Set(r.rows.map { $0.string("x") })
+  }
+
+  func expectNoSecrets(_ text: String, _ what: String) {
+    for s in Self.secrets { #expect(!text.contains(s), "\(what) contains a password") }
+  }
+
+  func read(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
+
+  /// Runs `op` twice and returns both records (both must be ok unless `ok` says otherwise).
+  func twice(_ dc: TestDC, _ op: String, _ db: String, _ opts: [String: Value] = [:], sourceLocation: SourceLocation = #_sourceLocation) throws -> (Value, Value) {
+    let a = try dc.run(op, db, opts)
+    let b = try dc.run(op, db, opts)
+    #expect(a["ok"] == true, "\(op) 1st: \(a.json())", sourceLocation: sourceLocation)
+    #expect(b["ok"] == true, "\(op) 2nd: \(b.json())", sourceLocation: sourceLocation)
+    expectNoSecrets(a.json() + b.json(), op)
+    return (a, b)
+  }
+
+  func fullFlow(schema: String) throws {
+    let dc = try TestDC()
+    let db = "pair"
+    try dc.addPair(db, schema: schema, srcSQL: SchemaFixtures.rich(schema))
+    try useHostileRoot(dc, db)
+    let deferred = Set(SchemaFixtures.deferredIndexes)
+
+    // dump-schema (twice: same files)
+    let (d1, d2) = try twice(dc, "dump_schema", db)
+    let dir = dc.store.schemaDirectory(dc: dc.dc, db: db)
+    let base = read(dir + "/no_invalid_constraints_no_indexes.sql")
+    let idx = read(dir + "/indexes.sql")
+    let inv = read(dir + "/invalid_constraints.sql")
+    let full = read(dir + "/schema.sql")
+    #expect(d1["statements"] == d2["statements"])
+    #expect(d2["extensions"] == .from(SchemaFixtures.extensions))
+    #expect(d2["indexes"] == .int(deferred.count))
+    #expect(d2["invalid_constraints"] == 4)  // 3 constraints + the comment on one of them
+    #expect((d2["grants_skipped"]?.intValue ?? 0) >= 1)
+    #expect(d2["fk_required_unique_indexes"]?.arrayValue?.count == 1)
+    #expect(base.contains("CREATE UNIQUE INDEX \"Customers_Code_key\""))
+    #expect(base.contains("CREATE UNIQUE INDEX ri_idx"))
+    #expect(!base.contains("CREATE INDEX \"Idx Mixed Case\"") && idx.contains("CREATE INDEX \"Idx Mixed Case\""))
+    #expect(idx.contains("ON ONLY") && idx.contains("ATTACH PARTITION") && idx.contains("CLUSTER ON \"Idx Mixed Case\""))
+    #expect(idx.contains("COMMENT ON INDEX") && idx.contains("SET STATISTICS 500"))
+    #expect(!idx.contains("events_pkey"), "constraint-backed partition attaches stay in base")
+    #expect(base.contains("ATTACH PARTITION") && base.contains("events_pkey"))
+    #expect(inv.contains("\"Chk NotValid\"") && inv.contains("\"fk \"\"not\"\" valid\"") && inv.contains("pos_small"))
+    #expect(inv.contains("COMMENT ON CONSTRAINT"))
+    #expect(!base.contains("ADD CONSTRAINT \"Chk NotValid\"") && !base.contains("ADD CONSTRAINT pos_small"))
+    #expect(!base.contains("ADD CONSTRAINT \"fk \"\"not\"\" valid\""))
+    #expect(base.contains("RAISE NOTICE 'CREATE INDEX %; NOT VALID', TG_OP;"), "function body intact")
+    #expect(base.contains("BEGIN ATOMIC"))
+    #expect(!full.contains("GRANT ") && !full.contains("\\restrict") && !full.contains("EXTENSION"))
+    #expect(read(dir + "/extensions.json").contains("pg_trgm"))
+
+    // load-schema (twice: the second run finds everything present)
+    let (l1, l2) = try twice(dc, "load_schema", db)
+    #expect((l1["applied"]?.intValue ?? 0) > 20)
+    #expect((l2["already_present"]?.intValue ?? 0) > 20)
+    #expect(l2["extensions"]?.arrayValue?.allSatisfy { $0["status"] == "already_present" } == true)
+    #expect(l1["extensions"]?.arrayValue?.map { $0["name"] ?? .null } == SchemaFixtures.extensions.map(Value.string))
+    let firstIndexes = try indexes(dc, db, .dst, schema)
+    #expect(firstIndexes.isDisjoint(with: deferred), "no deferred index on dst: \(firstIndexes)")
+    #expect(firstIndexes.isSuperset(of: SchemaFixtures.baseIndexes))
+    #expect(try notValid(dc, db, .dst, schema).isEmpty)
+
+    // diff-schemas without --full matches; with --full it shows the deferred objects.
+    let (m1, _) = try twice(dc, "diff_schemas", db)
+    #expect(m1["result"] == "match", "\(m1["diff"]?.stringValue ?? "")")
+    let mm = try dc.run("diff_schemas", db, ["full": true])
+    #expect(mm["ok"] == false && mm["result"] == "mismatch")
+    let diffText = mm["diff"]?.stringValue ?? ""
+    #expect(diffText.hasPrefix("--- source\n+++ destination\n"))
+    #expect(diffText.contains("-CREATE INDEX \"Idx Mixed Case\""))
+    #expect(!diffText.split(separator: "\n").contains { $0.hasPrefix("+") && !$0.hasPrefix("+++") }, "dst has nothing src lacks")
+
+    // Old rows that violate the NOT VALID constraints (the reason they are deferred).
+    let q = PGConnection.quoteIdent(schema)
+    let dstConn = try dc.conn(db, .dst)
+    try dstConn.exec("INSERT INTO \(q).\"quo\"\"ted table\" VALUES (-1, 999, 'old row')")
+    dstConn.close()
+
+    // create-indexes (twice), load-constraints (twice)
+    let (c1, c2) = try twice(dc, "create_indexes", db)
+    #expect(c1["created"] == .int(deferred.count) && c1["already_present"] == 0 && c1["analyze_ran"] == true)
+    #expect(c2["created"] == 0 && c2["already_present"] == .int(deferred.count + 2), "\(c2.json())")  // + the two attaches
+    let perIndex = c1["indexes"]?.arrayValue ?? []
+    #expect(perIndex.allSatisfy { $0["duration_ms"]?.intValue != nil })
+    #expect(Set(perIndex.compactMap { $0["status"]?.stringValue }) == ["created", "attached"])
+    #expect(try indexes(dc, db, .dst, schema) == indexes(dc, db, .src, schema))
+    let (k1, k2) = try twice(dc, "load_constraints", db)
+    #expect(k1["applied"] == 4 && k2["already_present"] == 3)
+    #expect(try notValid(dc, db, .dst, schema) == notValid(dc, db, .src, schema))
+
+    // Everything is there now: both diffs match.
+    let (f1, _) = try twice(dc, "diff_schemas", db, ["full": true])
+    #expect(f1["result"] == "match", "\(f1["diff"]?.stringValue ?? "")")
+    #expect(try dc.run("diff_schemas", db)["result"] == "match")
+
+    // remove-indexes / remove-constraints bring dst back to the first state.
+    let (ri1, ri2) = try twice(dc, "remove_indexes", db)
+    #expect(ri1["dropped"]?.arrayValue?.count == deferred.count)
+    #expect(ri2["dropped"]?.arrayValue?.count == 0 && ri2["already_absent"]?.arrayValue?.count == deferred.count)
+    let (rc1, rc2) = try twice(dc, "remove_constraints", db)
+    #expect(rc1["dropped"]?.arrayValue?.count == 3 && rc2["already_absent"]?.arrayValue?.count == 3)
+    #expect(try indexes(dc, db, .dst, schema) == firstIndexes)
+    #expect(try notValid(dc, db, .dst, schema).isEmpty)
+    #expect(try dc.run("diff_schemas", db)["result"] == "match")
+    #expect(try dc.run("diff_schemas", db, ["full": true])["result"] == "mismatch")
+
+    // analyze
+    let (a1, _) = try twice(dc, "analyze", db)
+    #expect(a1["analyzed"] == true)
+
+    // The CLI, as a user runs it.
+    let dump = try CLI.run(["dump-schema", dc.dc, db, "--config-dir", dc.root])
+    #expect(dump.code == 0, "\(dump.err)")
+    let match = try CLI.run(["diff-schemas", dc.dc, db, "--config-dir", dc.root])
+    #expect(match.code == 0, "\(match.err)")
+    #expect(match.out.contains("schemas match"))
+    let mismatch = try CLI.run(["diff-schemas", dc.dc, "--full", "--config-dir", dc.root])
+    #expect(mismatch.code == 1)
+    #expect(mismatch.out.contains("+++ destination") && mismatch.out.contains("-CREATE INDEX \"Idx Mixed Case\""))
+    let json = try CLI.run(["create-indexes", dc.dc, db, "--config-dir", dc.root, "--json"])
+    #expect(json.code == 0, "\(json.err)")
+    #expect(json.out.contains("\"status\": \"created\""))
+    for r in [dump, match, mismatch, json] { expectNoSecrets(r.out + r.err, "CLI output") }
+  }
+
+  @Test func fullPipelineInPublic() throws { try fullFlow(schema: "public") }
+
+  @Test func fullPipelineInANonPublicSchema() throws { try fullFlow(schema: "App Schema") }
+
+  @Test func schemaMissingOnDstIsCreatedForTheOwnerAndDiffBeforeLoadIsAnError() throws {
+    let dc = try TestDC()
+    let schema = "Fresh Ünï"
+    let p = try dc.addPair("fresh", srcSQL: "CREATE SCHEMA \(PGConnection.quoteIdent(schema));\n" + SchemaFixtures.rich(schema))
+    let path = dc.store.path(dc: dc.dc, db: "fresh")
+    let cfg = try dc.store.load(dc: dc.dc, db: "fresh").raw.setting("schema_name", .string(schema))
+    try dc.store.save(cfg, to: path)
+    // pg_dump on dst finds no such schema: an error, never a match.
+    #expect(throws: BeltError.self) { try dc.run("diff_schemas", "fresh") }
+    let cli = try CLI.run(["diff-schemas", dc.dc, "fresh", "--config-dir", dc.root])
+    #expect(cli.code == 1)
+    #expect(cli.err.contains("pg_dump of dst") && cli.err.contains("no matching schemas"))
+    _ = try twice(dc, "dump_schema", "fresh")
+    let (l1, _) = try twice(dc, "load_schema", "fresh")
+    #expect(l1["schema_created"] == .from([schema]))
+    let c = try dc.conn("fresh", .dst)
+    defer { c.close() }
+    #expect(try c.query("SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = $1", [schema]).scalar == p.owner.name)
+    #expect(try dc.run("diff_schemas", "fresh")["result"] == "match")
+  }
+
+  @Test func tableSubsetIsHonouredByRemoveAndSkippedByDiff() throws {
+    let dc = try TestDC()
+    try dc.addPair("subset", srcSQL: SchemaFixtures.rich("public"), tables: ["public.\"quo\"\"ted table\"", "events"])
+    for op in ["dump_schema", "load_schema", "create_indexes", "load_constraints"] {
+      let r = try dc.run(op, "subset")
+      #expect(r["ok"] == true, "\(op): \(r.json())")
+    }
+    let diff = try dc.run("diff_schemas", "subset")
+    #expect(diff["result"] == "skipped" && diff["ok"] == true)
+    let ri = try dc.run("remove_indexes", "subset")
+    #expect(Set(ri["dropped"]?.arrayValue?.compactMap(\.stringValue) ?? []) == [
+      "public.events_payload_idx", "public.quo\"ted idx", "public.uniq näme", "public.trgm_note_idx",
+    ])
+    let left = try indexes(dc, "subset", .dst, "public")
+    #expect(left.contains("Idx Mixed Case") && left.contains("mat_totals_idx"))
+    #expect(!left.contains("events_2023_payload_idx"), "partition indexes go with their parent")
+    let rc = try dc.run("remove_constraints", "subset")
+    #expect(rc["dropped"]?.arrayValue?.count == 3)
+  }
+
+  @Test func loadErrorsNameTheFileAndStatementAndApplyNothing() throws {
+    let dc = try TestDC()
+    try dc.addPair("broken")
+    // No dump yet: the missing file is named.
+    let missing = try CLI.run(["load-schema", dc.dc, "broken", "--config-dir", dc.root])
+    #expect(missing.code == 1)
+    #expect(missing.err.contains("no_invalid_constraints_no_indexes.sql does not exist"))
+    let dir = dc.store.schemaDirectory(dc: dc.dc, db: "broken")
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    try "CREATE TABLE public.first_one (x int);\nCREATE TABLE public.second (y no_such_type);\n"
+      .write(toFile: dir + "/no_invalid_constraints_no_indexes.sql", atomically: true, encoding: .utf8)
+    let r = try CLI.run(["load-schema", dc.dc, "broken", "--config-dir", dc.root])
+    #expect(r.code == 1)
+    #expect(r.err.contains("no_invalid_constraints_no_indexes.sql: statement 2 failed: type \"no_such_type\" does not exist"))
+    #expect(r.err.contains("CREATE TABLE public.second"))
+    let c = try dc.conn("broken", .dst)
+    defer { c.close() }
+    #expect(try c.query("SELECT to_regclass('public.first_one')").scalar == nil, "rolled back")
+    // A failure after the first batch: earlier batches stay, and a re-run counts them as present.
+    let many = (1...300).map { "CREATE TABLE public.t\($0) (x int);\n" }
+    try (many[0..<279].joined() + "CREATE TABLE public.bad (y no_such_type);\n" + many[279...].joined())
+      .write(toFile: dir + "/no_invalid_constraints_no_indexes.sql", atomically: true, encoding: .utf8)
+    #expect {
+      try dc.run("load_schema", "broken")
+    } throws: { e in
+      let m = (e as? BeltError)?.message ?? ""
+      return m.contains("statement 280 failed") && m.contains("statements 1-250 were applied")
+    }
+    try many.joined().write(toFile: dir + "/no_invalid_constraints_no_indexes.sql", atomically: true, encoding: .utf8)
+    let resumed = try dc.run("load_schema", "broken")
+    #expect(resumed["already_present"] == 250 && resumed["applied"] == 50)
+    // An extension dst does not offer stops the load before any statement, naming it.
+    try "[{\"name\": \"no_such_extension\", \"schema\": \"public\"}]".write(
+      toFile: dir + "/extensions.json", atomically: true, encoding: .utf8)
+    let ext = try CLI.run(["load-schema", dc.dc, "broken", "--config-dir", dc.root])
+    #expect(ext.code == 1)
+    #expect(ext.err.contains("extension no_such_extension") && ext.err.contains("not available on dst"))
+    // A file written by pgbelt under the older name is accepted.
+    try FileManager.default.removeItem(atPath: dir + "/extensions.json")
+    try FileManager.default.removeItem(atPath: dir + "/no_invalid_constraints_no_indexes.sql")
+    try "\\restrict abc\nSET statement_timeout = 0;\nCREATE TABLE public.legacy (x int);\n\\unrestrict abc\n"
+      .write(toFile: dir + "/no_invalid_constraints.sql", atomically: true, encoding: .utf8)
+    let legacy = try dc.run("load_schema", "broken")
+    #expect(legacy["applied"] == 1)
+  }
+
+  @Test func failingPgDumpIsAnErrorWithoutThePassword() throws {
+    let dc = try TestDC()
+    try dc.addPair("badpw")
+    let path = dc.store.path(dc: dc.dc, db: "badpw")
+    var cfg = try dc.store.load(dc: dc.dc, db: "badpw").raw
+    let wrong = "wrong 'secret' pw"
+    cfg = cfg.setting("dst", cfg["dst"]?.setting("root_user", .object([("name", .string(PG.rootUser)), ("pw", .string(wrong))])) ?? .null)
+    try dc.store.save(cfg, to: path)
+    let r = try CLI.run(["diff-schemas", dc.dc, "badpw", "--config-dir", dc.root])
+    #expect(r.code == 1)
+    #expect(r.err.contains("pg_dump of dst") && r.err.contains("password authentication failed"))
+    #expect(!r.err.contains(wrong) && !r.out.contains(wrong))
+  }
+
+  @Test func longIndexBuildsLogProgress() throws {
+    let dc = try TestDC()
+    try dc.addPair("big", dstSQL: "CREATE TABLE public.big AS SELECT g AS id, md5(g::text) AS h FROM generate_series(1, 300000) g;")
+    let server = try dc.store.load(dc: dc.dc, db: "big").server(.dst)
+    let sink = SchemaLogSink()
+    let logger = Logger(label: "progress") { _ in sink }
+    let monitor = IndexBuildMonitor(conninfo: server.conninfo(.owner), label: "monitor", logger: logger, interval: 0.1)
+    monitor.start()
+    let c = try PGConnection(conninfo: server.conninfo(.owner), label: "builder")
+    defer { c.close() }
+    let pid = Int(try c.query("SELECT pg_backend_pid()").scalar ?? "") ?? 0
+    monitor.begin(name: "big_h_idx", pid: pid)
+    try c.exec("SET maintenance_work_mem = '1MB'; CREATE INDEX big_h_idx ON public.big (h, id)")
+    monitor.end()
+    monitor.stop()
+    let lines = sink.lines
+    #expect(lines.contains { $0.contains("index big_h_idx: building for") }, "\(lines)")
+  }
+}
+
+/// Collects log lines (for the progress test).
+final class SchemaLogSink: LogHandler, @unchecked Sendable {
+  private let lock = NSLock()
+  private var collected: [String] = []
+  var metadata: Logger.Metadata = [:]
+  var logLevel: Logger.Level = .trace
+  subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+    get { metadata[key] }
+    set { metadata[key] = newValue }
+  }
+  func log(event: LogEvent) {
+    lock.lock()
+    collected.append(event.message.description)
+    lock.unlock()
+  }
+  var lines: [String] {
+    lock.lock()
+    defer { lock.unlock() }
+    return collected
+  }
+}

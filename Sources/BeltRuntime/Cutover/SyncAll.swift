@@ -1,0 +1,140 @@
+import Foundation
+import Logging
+
+/// sync: the downtime composite (pgbelt §8.23), in three phases; the parts of a phase run
+/// concurrently, each on its own thread with its own connections:
+/// 1. sync_sequences ∥ sync_tables
+/// 2. load_constraints ∥ create_indexes (unless no_schema; each skipped when its schema file
+///    from dump-schema does not exist)
+/// 3. validate_data ∥ analyze (skipped when create_indexes has just analyzed)
+/// The first phase with a failed part stops the command; later parts are reported "not run".
+enum SyncAll {
+  /// One part of a phase.
+  struct Part: Sendable {
+    /// The step name (the operation's name).
+    var name: String
+    /// The work, on its own context and thread.
+    var body: @Sendable (PairContext) throws -> Value
+  }
+
+  /// The outcome of one part.
+  struct Step: Sendable {
+    /// The step name.
+    var name: String
+    /// ok, failed, skipped or not run.
+    var status: String
+    /// How long it took.
+    var durationMs: Int
+    /// Its one-line summary or error.
+    var message: String?
+    /// The operation's record.
+    var result: Value?
+
+    /// The record form.
+    var value: Value {
+      .object([
+        ("name", .string(name)), ("status", .string(status)), ("duration_ms", .int(durationMs)),
+        ("message", .from(message)), ("result", result ?? .null),
+      ])
+    }
+  }
+
+  /// A part that does nothing and reports why.
+  static func skip(_ name: String, _ why: String) -> Part {
+    Part(name: name) { _ in .object([("skipped", true), ("message", .string(why))]) }
+  }
+
+  /// sync.
+  static func run(_ ctx: PairContext) throws -> Value {
+    let start = Date()
+    let dir = ctx.env.store.schemaDirectory(dc: ctx.dc, db: ctx.db)
+    let noSchema = ctx.options.bool("no_schema")
+    func schemaPart(_ name: String, file: String, _ body: @escaping @Sendable (PairContext) throws -> Value) -> Part {
+      if noSchema { return skip(name, "--no-schema") }
+      let path = "\(dir)/\(file)"
+      if !FileManager.default.fileExists(atPath: path) { return skip(name, "no \(path) (run dump-schema first)") }
+      return Part(name: name, body: body)
+    }
+    let phases: [[Part]] = [
+      [
+        Part(name: "sync_sequences") { try SequenceSync.run($0, stride: nil) },
+        Part(name: "sync_tables") { try TableSync.run($0, explicit: []) },
+      ],
+      [
+        schemaPart("load_constraints", file: "invalid_constraints.sql") { try SchemaOps.loadConstraints($0) },
+        schemaPart("create_indexes", file: "indexes.sql") { try SchemaOps.createIndexes($0) },
+      ],
+      [
+        Part(name: "validate_data") { try Validation.run($0, settings: Validation.Settings(random: 100, latest: 100, full: false)) },
+        Part(name: "analyze") { try analyze($0) },
+      ],
+    ]
+    let config = ctx.config
+    let db = ctx.db
+    let env = ctx.env
+    let subOptions = Options([:])
+    var steps: [Step] = []
+    var failedStep: Step? = nil
+    for var phase in phases {
+      // create-indexes ends with ANALYZE: do not pay for it twice inside the downtime.
+      if steps.contains(where: { $0.name == "create_indexes" && $0.result?["analyze_ran"] == .bool(true) }),
+        let i = phase.firstIndex(where: { $0.name == "analyze" })
+      {
+        phase[i] = skip("analyze", "already analyzed by create_indexes")
+      }
+      if failedStep != nil {
+        steps += phase.map { Step(name: $0.name, status: "not run", durationMs: 0, message: nil, result: nil) }
+        continue
+      }
+      let done = Runner.parallelMap(phase, width: phase.count) { part -> Step in
+        let t0 = Date()
+        let sub = PairContext(config: config, db: db, env: env, options: subOptions)
+        defer { sub.closeAll() }
+        do {
+          let v = try part.body(sub)
+          let message = v["message"]?.stringValue
+          if v["skipped"] == .bool(true) {
+            return Step(name: part.name, status: "skipped", durationMs: Runner.ms(since: t0), message: message, result: nil)
+          }
+          let ok = v["ok"]?.boolValue ?? true
+          return Step(name: part.name, status: ok ? "ok" : "failed", durationMs: Runner.ms(since: t0), message: message, result: v)
+        } catch {
+          return Step(name: part.name, status: "failed", durationMs: Runner.ms(since: t0), message: BeltError.wrap(error).message, result: nil)
+        }
+      }
+      for s in done {
+        ctx.logger.info("sync: \(s.name) \(s.status) in \(Fmt.duration(ms: s.durationMs))\(s.message.map { ": " + $0 } ?? "")")
+      }
+      steps += done
+      failedStep = done.first { $0.status == "failed" }
+    }
+    let downtime = Runner.ms(since: start)
+    let timings = steps.map { s -> String in
+      switch s.status {
+      case "ok": return "\(s.name) \(Fmt.duration(ms: s.durationMs))"
+      case "failed": return "\(s.name) FAILED after \(Fmt.duration(ms: s.durationMs))"
+      default: return "\(s.name) \(s.status)"
+      }
+    }.joined(separator: ", ")
+    var message = "\(timings); total \(Fmt.duration(ms: downtime))"
+    if let f = failedStep {
+      message = "failed at \(f.name): \(f.message ?? "failed") — \(message)"
+      ctx.logger.error("sync stopped at \(f.name): \(f.message ?? "failed")")
+    }
+    return .object([
+      ("steps", .array(steps.map(\.value))), ("downtime_ms", .int(downtime)), ("failed_step", .from(failedStep?.name)),
+      ("message", .string(message)), ("ok", .bool(failedStep == nil)),
+    ])
+  }
+
+  /// ANALYZE on dst: the schema family's operation, or a plain `ANALYZE` as root without a
+  /// statement timeout while that is not written yet.
+  static func analyze(_ ctx: PairContext) throws -> Value {
+    do {
+      return try SchemaOps.analyze(ctx)
+    } catch where CutoverCatalog.isNotImplemented(error) {
+      try ctx.connect(.dst, .root, noTimeout: true).exec("ANALYZE")
+      return .object([("message", "ANALYZE done")])
+    }
+  }
+}

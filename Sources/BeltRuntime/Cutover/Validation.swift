@@ -1,0 +1,343 @@
+import Foundation
+import Logging
+
+/// validate-data: compares src and dst row by row, never only by counts (pgbelt §9.2's
+/// comparison never reported a differing value).
+///
+/// Sample mode (default), per table with a primary key: keys of a random sample of src
+/// (`TABLESAMPLE SYSTEM`, sized from reltuples, shuffled and cut to n) and the latest n keys of
+/// both src and dst (`ORDER BY pk DESC`, which catches extra rows at the end of dst); the rows
+/// with exactly those keys are fetched from both servers with the same query and compared
+/// column by column. Sampling is random across runs, but both sides are always compared on
+/// the same keys, so equal data can never fail. Tables without a primary key: sampled rows
+/// must occur on dst as many times as on src, and the total row counts must match.
+///
+/// `--full`: every table in chunks of primary-key ranges (boundaries from src), hashed on each
+/// server (sum of 64-bit slices of `md5(row)`, see ``FullCompare``), both servers in parallel; a chunk that
+/// differs is drilled into by per-row hashes, and the differing keys are compared column by
+/// column. Tables without a primary key are compared as whole multisets of row hashes.
+///
+/// Values are compared as text rendered losslessly: `extra_float_digits = 3`, UTC time zone,
+/// ISO dates, hex bytea; NULL is distinct from an empty string and `NaN` equals `NaN`.
+enum Validation {
+  /// What to compare.
+  struct Settings: Sendable {
+    /// Rows in the random sample (0 = none).
+    var random: Int
+    /// Latest rows (0 = none).
+    var latest: Int
+    /// Whole tables by chunks.
+    var full: Bool
+    /// Rows per chunk in full mode.
+    var chunkRows = 10_000
+    /// Mismatches reported per table.
+    var maxReported = 50
+  }
+
+  /// Session settings that make the text form of every value lossless and identical on both
+  /// servers for equal values.
+  static let sessionSetup =
+    "SET extra_float_digits = 3; SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; "
+    + "SET bytea_output = 'hex'; SET lc_monetary = 'C'; SET client_encoding = 'UTF8'"
+
+  /// A table to compare.
+  struct Shape: Sendable {
+    /// The schema.
+    var schema: String
+    /// The table.
+    var name: String
+    /// Primary-key columns in key order (empty: none).
+    var pk: [ColumnInfo]
+    /// Every column, in src order.
+    var columns: [ColumnInfo]
+
+    /// `"schema"."table"`.
+    var q: String { PGConnection.qualified(schema, name) }
+    /// `"k1", "k2"`.
+    var pkList: String { pk.map(\.quoted).joined(separator: ", ") }
+    /// `"k1" DESC, "k2" DESC`.
+    var pkDesc: String { pk.map { $0.quoted + " DESC" }.joined(separator: ", ") }
+    /// The key as text, aliased so that an `ORDER BY` on the key columns never binds to
+    /// these text outputs (which would sort numbers as strings).
+    var pkText: String { pk.enumerated().map { "\($1.quoted)::text AS belt_k\($0)" }.joined(separator: ", ") }
+    /// The row as text, by column name (independent of physical column order).
+    var rowText: String { "ROW(" + columns.map(\.quoted).joined(separator: ", ") + ")::text" }
+    /// The key, then every column, as text.
+    var selectAll: String { (pk + columns).map { "\($0.quoted)::text" }.joined(separator: ", ") }
+  }
+
+  /// The result for one table.
+  struct TableResult: Sendable {
+    /// The table.
+    var name: String
+    /// How it was compared.
+    var strategy: String
+    /// Rows (keys) compared.
+    var rowsCompared = 0
+    /// Reported differences.
+    var mismatches: [Value] = []
+    /// Differences beyond the reporting cap.
+    var more = 0
+    /// Why it could not be compared.
+    var error: String? = nil
+    /// No difference and no error.
+    var passed: Bool { mismatches.isEmpty && more == 0 && error == nil }
+
+    /// The record form.
+    var value: Value {
+      .object([
+        ("name", .string(name)), ("strategy", .string(strategy)), ("rows_compared", .int(rowsCompared)),
+        ("passed", .bool(passed)), ("mismatches", .array(mismatches)), ("more_mismatches", .int(more)),
+        ("error", .from(error)),
+      ])
+    }
+
+    /// Records a difference (counted only, past the cap).
+    mutating func add(_ m: Value, cap: Int) {
+      if mismatches.count < cap { mismatches.append(m) } else { more += 1 }
+    }
+  }
+
+  /// The tables of the schema to compare (∩ the config's subset; partitions are covered by
+  /// their parent unless a subset names them).
+  static func shapes(_ ctx: PairContext) throws -> [Shape] {
+    let src = try ctx.connect(.src, .root)
+    let all = try Catalog.tables(src, schema: ctx.schema)
+    var tables = Catalog.filter(all, subset: ctx.config.tableSubset, schema: ctx.schema)
+    if ctx.config.tableSubset == nil { tables = tables.filter { !$0.isPartition } }
+    return try tables.map { t in
+      let cols = try CutoverCatalog.columns(src, schema: ctx.schema, table: t.name)
+      let byName = Dictionary(cols.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+      return Shape(schema: ctx.schema, name: t.name, pk: t.pkColumns.compactMap { byName[$0] }, columns: cols)
+    }
+  }
+
+  /// validate-data.
+  static func run(_ ctx: PairContext, settings: Settings) throws -> Value {
+    let start = Date()
+    let shapes = try shapes(ctx)
+    if shapes.isEmpty {
+      let message = "no tables to compare in schema \(ctx.schema) on the source; check schema_name and tables in \(ctx.config.path)"
+      ctx.logger.error("\(message)")
+      return .object([("mode", .string(settings.full ? "full" : "sample")), ("tables", .array([])), ("message", .string(message)), ("ok", false)])
+    }
+    let connector = Connector(ctx)
+    let results = settings.full
+      ? FullCompare.run(shapes, settings: settings, connector: connector, width: ctx.env.jobs)
+      : Workers.map(shapes, width: ctx.env.jobs, connector: connector, onOpen: sessionSetup) { shape, conns in
+        sample(shape, settings: settings, conns: conns, connector: connector)
+      }
+    let elapsed = Date().timeIntervalSince(start)
+    let rows = results.reduce(0) { $0 + $1.rowsCompared }
+    let failed = results.filter { !$0.passed }
+    for r in failed {
+      if let e = r.error { ctx.logger.error("validate-data \(r.name): \(e)") }
+      for m in r.mismatches.prefix(10) { ctx.logger.error("validate-data \(r.name): \(describe(m))") }
+      let hidden = r.mismatches.count - min(10, r.mismatches.count) + r.more
+      if hidden > 0 { ctx.logger.error("validate-data \(r.name): \(hidden) more mismatch(es) (see --json)") }
+    }
+    let rate = elapsed > 0 ? Int(Double(rows) / elapsed) : rows
+    var message: String
+    if failed.isEmpty {
+      message = "\(results.count) table(s) match (\(rows) rows compared"
+      message += settings.full ? ", \(rate) rows/s)" : ")"
+    } else {
+      message = "MISMATCH in \(failed.count) of \(results.count) table(s): " + failed.map { r in
+        if let e = r.error { return "\(r.name): \(e)" }
+        let shown = r.mismatches.prefix(3).map(describe).joined(separator: "; ")
+        let extra = r.mismatches.count + r.more - min(3, r.mismatches.count)
+        return "\(r.name): \(shown)" + (extra > 0 ? " (+\(extra) more)" : "")
+      }.joined(separator: " | ")
+    }
+    return .object([
+      ("mode", .string(settings.full ? "full" : "sample")), ("sample", .int(settings.random)),
+      ("tables", .array(results.map(\.value))), ("rows_compared", .int(rows)), ("rows_per_s", .int(rate)),
+      ("failed_tables", .from(failed.map(\.name))), ("message", .string(message)), ("ok", .bool(failed.isEmpty)),
+    ])
+  }
+
+  /// One line for a mismatch.
+  static func describe(_ m: Value) -> String {
+    let key = m["key"].map { k -> String in
+      if case .object(let pairs) = k { return pairs.map { "\($0.0)=\($0.1.display)" }.joined(separator: ", ") }
+      return k.display
+    } ?? ""
+    switch m["kind"]?.stringValue ?? "" {
+    case "differs": return "key (\(key)): columns differ: \(m["columns"]?.display ?? "")"
+    case "missing_on_dst": return "key (\(key)): missing on destination"
+    case "extra_on_dst": return "key (\(key)): extra row on destination"
+    case "row_count_differs":
+      return "row count differs: source \(m["src_count"]?.display ?? "?"), destination \(m["dst_count"]?.display ?? "?")"
+    case "multiplicity_differs":
+      return "row \(m["row"]?.display ?? "") occurs \(m["src_count"]?.display ?? "?") time(s) on source, \(m["dst_count"]?.display ?? "?") on destination"
+    default: return m.display
+    }
+  }
+
+  // MARK: - Sample mode
+
+  /// Compares one table by samples; never throws.
+  static func sample(_ shape: Shape, settings: Settings, conns: ConnCache, connector: Connector) -> TableResult {
+    do {
+      let src = try conns.get(.src)
+      let dst = try conns.get(.dst)
+      if shape.pk.isEmpty { return try presence(shape, settings: settings, src: src, connector: connector) }
+      var result = TableResult(name: shape.name, strategy: "random_\(settings.random)+latest_\(settings.latest)")
+      var keys: [[String]] = []
+      var seen = Set<[String]>()
+      func add(_ ks: [[String]]) { for k in ks where seen.insert(k).inserted { keys.append(k) } }
+      if settings.random > 0 { add(try randomKeys(shape, n: settings.random, src)) }
+      if settings.latest > 0 {
+        add(try latestKeys(shape, n: settings.latest, src))
+        add(try latestKeys(shape, n: settings.latest, dst))
+      }
+      result.rowsCompared = try compareKeys(shape, keys: keys, src: src, dst: dst, into: &result, cap: settings.maxReported)
+      return result
+    } catch {
+      return TableResult(name: shape.name, strategy: shape.pk.isEmpty ? "no_pkey_presence" : "sample", error: BeltError.wrap(error).message)
+    }
+  }
+
+  /// TABLESAMPLE percentage aiming at ~10·n rows.
+  static func samplePercent(_ shape: Shape, n: Int, _ c: PGConnection) throws -> Double {
+    let r = try c.query(
+      "SELECT c.reltuples::float8 AS t, pg_relation_size(c.oid) AS b FROM pg_class c WHERE c.oid = $1::regclass",
+      [shape.q]
+    ).rows.first
+    var est = Double(r?["t"] ?? "") ?? -1
+    if est <= 0 { est = Double(r?.int("b") ?? 0) / 100 }
+    if est <= 0 { return 100 }
+    return min(100, max(0.0001, 100 * Double(10 * n) / est))
+  }
+
+  /// Keys of a random sample of about n rows of src.
+  static func randomKeys(_ shape: Shape, n: Int, _ c: PGConnection) throws -> [[String]] {
+    var pct = try samplePercent(shape, n: n, c)
+    var keys: [[String]] = []
+    for _ in 0..<3 {
+      keys = try c.query(
+        "SELECT \(shape.pkText) FROM \(shape.q) TABLESAMPLE SYSTEM ($1::float8) ORDER BY random() LIMIT $2",
+        [String(pct), String(n)]
+      ).values.map { $0.map { $0 ?? "" } }
+      if keys.count >= n || pct >= 100 { break }
+      pct = min(100, pct * 10)
+    }
+    return keys
+  }
+
+  /// The n highest keys.
+  static func latestKeys(_ shape: Shape, n: Int, _ c: PGConnection) throws -> [[String]] {
+    try c.query("SELECT \(shape.pkText) FROM \(shape.q) ORDER BY \(shape.pkDesc) LIMIT $1", [String(n)])
+      .values.map { $0.map { $0 ?? "" } }
+  }
+
+  /// `(pk) IN (SELECT * FROM unnest($1::t1[], ...))` and its parameters.
+  static func keyFilter(_ shape: Shape, keys: [[String]]) -> (String, [String?]) {
+    let arrays = shape.pk.enumerated().map { i, c in "$\(i + 1)::\(c.type)[]" }
+    let params: [String?] = shape.pk.indices.map { i in PGArray.literal(keys.map { $0[i] }) }
+    return ("(\(shape.pkList)) IN (SELECT * FROM unnest(\(arrays.joined(separator: ", "))))", params)
+  }
+
+  /// Fetches the rows with `keys` from both servers and compares every column.
+  /// - Returns: the number of keys compared.
+  static func compareKeys(
+    _ shape: Shape, keys: [[String]], src: PGConnection, dst: PGConnection, into result: inout TableResult, cap: Int
+  ) throws -> Int {
+    if keys.isEmpty { return 0 }
+    var compared = 0
+    var start = 0
+    while start < keys.count {
+      let batch = Array(keys[start..<min(start + 1000, keys.count)])
+      start += batch.count
+      let (filter, params) = keyFilter(shape, keys: batch)
+      let sql = "SELECT \(shape.selectAll) FROM \(shape.q) WHERE \(filter)"
+      let k = shape.pk.count
+      func rows(_ c: PGConnection) throws -> [[String]: [String?]] {
+        var out: [[String]: [String?]] = [:]
+        for v in try c.query(sql, params).values { out[v.prefix(k).map { $0 ?? "" }] = Array(v.dropFirst(k)) }
+        return out
+      }
+      let s = try rows(src)
+      let d = try rows(dst)
+      for key in batch {
+        let sv = s[key]
+        let dv = d[key]
+        if sv == nil && dv == nil { continue }
+        compared += 1
+        let keyValue = Value.object(zip(shape.pk, key).map { ($0.name, Fmt.short($1)) })
+        switch (sv, dv) {
+        case (.some, nil): result.add(.object([("kind", "missing_on_dst"), ("key", keyValue)]), cap: cap)
+        case (nil, .some): result.add(.object([("kind", "extra_on_dst"), ("key", keyValue)]), cap: cap)
+        case (.some(let a), .some(let b)):
+          let diff = shape.columns.indices.filter { a[$0] != b[$0] }
+          if !diff.isEmpty {
+            result.add(
+              .object([
+                ("kind", "differs"), ("key", keyValue), ("columns", .from(diff.map { shape.columns[$0].name })),
+                ("src", .object(diff.map { (shape.columns[$0].name, Fmt.short(a[$0])) })),
+                ("dst", .object(diff.map { (shape.columns[$0].name, Fmt.short(b[$0])) })),
+              ]), cap: cap)
+          }
+        default: break
+        }
+      }
+    }
+    return compared
+  }
+
+  /// Row counts of a PK-less table: for each sampled row text, and in total.
+  struct Counts: Sendable {
+    /// Occurrences of each sampled row.
+    var rows: [String: Int] = [:]
+    /// Rows in the table.
+    var total = 0
+    /// Why the count failed.
+    var error: String? = nil
+  }
+
+  /// Tables without a primary key: sampled src rows occur equally often on dst; totals match.
+  /// Both servers scan the table once, at the same time (each on its own connection).
+  static func presence(_ shape: Shape, settings: Settings, src: PGConnection, connector: Connector) throws -> TableResult {
+    var result = TableResult(name: shape.name, strategy: "no_pkey_presence")
+    let n = max(settings.random, settings.latest)
+    let pct = try samplePercent(shape, n: n, src)
+    let sampled = Array(Set(try src.query(
+      "SELECT \(shape.rowText) FROM \(shape.q) TABLESAMPLE SYSTEM ($1::float8) ORDER BY random() LIMIT $2",
+      [String(pct), String(n)]
+    ).values.compactMap { $0[0] })).sorted()
+    let sql = """
+      SELECT CASE WHEN r = ANY($1::text[]) THEN r END AS r, count(*) AS n
+        FROM (SELECT \(shape.rowText) AS r FROM \(shape.q)) s GROUP BY 1
+      """
+    let param = PGArray.literal(sampled)
+    let both = Runner.parallelMap(Side.allCases, width: 2) { side -> Counts in
+      do {
+        let c = try connector.open(side, .root, noTimeout: true)
+        defer { c.close() }
+        try c.exec(sessionSetup)
+        var out = Counts()
+        for row in try c.query(sql, [param]).rows {
+          let k = row.int("n") ?? 0
+          out.total += k
+          if let r = row["r"] { out.rows[r] = k }
+        }
+        return out
+      } catch {
+        return Counts(error: "\(side.rawValue): \(BeltError.wrap(error).message)")
+      }
+    }
+    let s = both[0]
+    let d = both[1]
+    if let e = s.error ?? d.error { throw BeltError(.sqlError, e) }
+    result.rowsCompared = sampled.count
+    if s.total != d.total {
+      result.add(.object([("kind", "row_count_differs"), ("src_count", .int(s.total)), ("dst_count", .int(d.total))]), cap: settings.maxReported)
+    }
+    for r in sampled where (s.rows[r] ?? 0) != (d.rows[r] ?? 0) {
+      result.add(
+        .object([("kind", "multiplicity_differs"), ("row", Fmt.short(r, 120)), ("src_count", .int(s.rows[r] ?? 0)), ("dst_count", .int(d.rows[r] ?? 0))]),
+        cap: settings.maxReported)
+    }
+    return result
+  }
+}

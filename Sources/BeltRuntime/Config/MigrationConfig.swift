@@ -138,6 +138,14 @@ public struct MigrationConfig: Equatable, Sendable {
       db: db)
   }
 
+  /// The same pair with src and dst swapped (for copying back during a rollback).
+  public func reversed() -> MigrationConfig {
+    var c = self
+    c.src = dst
+    c.dst = src
+    return c
+  }
+
   /// The configured table subset, or nil when every table is migrated (null or []).
   public var tableSubset: [String]? {
     guard let t = tables, !t.isEmpty else { return nil }

@@ -8,8 +8,9 @@ import Foundation
 /// to a group role that never had it (pgbelt's stateless restore does, §8.6). The list is
 /// kept after a restore: it is the record of what belt revoked, and restore is idempotent.
 enum Logins {
-  /// The config key holding the saved login roles.
-  static let savedKey = "revoked_logins"
+  /// The config key holding the saved login roles (`revoked_logins_dst` for a reversed run,
+  /// where "src" is the destination server: rollback.lua stops writes on dst that way).
+  static func savedKey(_ ctx: PairContext) -> String { ctx.reversed ? "revoked_logins_dst" : "revoked_logins" }
   /// Never revoked (pgbelt's skip set, plus the configured root and pglogical users).
   static let alwaysSkipped = ["postgres", "pglogical", "datadog", "monitoring"]
 
@@ -23,8 +24,8 @@ enum Logins {
   }
 
   /// The list saved in the config (empty when absent).
-  static func saved(_ raw: Value) -> [String] {
-    raw[savedKey]?.arrayValue?.compactMap(\.stringValue) ?? []
+  static func saved(_ raw: Value, _ key: String) -> [String] {
+    raw[key]?.arrayValue?.compactMap(\.stringValue) ?? []
   }
 
   /// The SQL condition that keeps a role name in `col` out of reach ($1 names, $2 patterns).
@@ -64,7 +65,7 @@ enum Logins {
     let c = try ctx.connect(.src, .root)
     let file = ctx.config.path
     var revoked: [String] = []
-    var savedList = saved(ctx.config.raw)
+    var savedList = saved(ctx.config.raw, savedKey(ctx))
     var configSaved = false
     try LoginRegistry.shared.withCluster(clusterKey(src)) { byThisProcess in
       try withRetry(c) {
@@ -83,9 +84,9 @@ enum Logins {
         ).values.compactMap { $0[0] }
         // Save before revoking, re-reading the file so nothing written meanwhile is lost.
         let onDisk = try ctx.env.store.load(dc: ctx.dc, db: ctx.db)
-        let union = Array(Set(saved(onDisk.raw)).union(roles).union(earlier)).sorted()
-        if union != saved(onDisk.raw) || onDisk.raw[savedKey] == nil {
-          try ConfigEdit.setTopLevel(savedKey, .from(union), file: file, store: ctx.env.store)
+        let union = Array(Set(saved(onDisk.raw, savedKey(ctx))).union(roles).union(earlier)).sorted()
+        if union != saved(onDisk.raw, savedKey(ctx)) || onDisk.raw[savedKey(ctx)] == nil {
+          try ConfigEdit.setTopLevel(savedKey(ctx), .from(union), file: file, store: ctx.env.store)
           configSaved = true
         }
         savedList = union
@@ -113,9 +114,9 @@ enum Logins {
 
   /// restore-logins.
   static func restore(_ ctx: PairContext) throws -> Value {
-    let list = saved(try ctx.env.store.load(dc: ctx.dc, db: ctx.db).raw)
+    let list = saved(try ctx.env.store.load(dc: ctx.dc, db: ctx.db).raw, savedKey(ctx))
     if list.isEmpty {
-      let message = "No roles to restore: \(ctx.config.path) has no saved \(savedKey) (run revoke-logins first)."
+      let message = "No roles to restore: \(ctx.config.path) has no saved \(savedKey(ctx)) (run revoke-logins first)."
       ctx.logger.warning("\(message)")
       return .object([
         ("restored", .array([])), ("already_login", .array([])), ("missing", .array([])), ("excluded", .array([])),

@@ -81,10 +81,11 @@ enum TableSync {
     }
     let schema = ctx.schema
     let logger = ctx.logger
+    let replace = ctx.options.bool("replace")
     outcomes += Workers.map(
       tables, width: ctx.env.jobs, connector: Connector(ctx), noTimeout: true, onOpen: "SET client_encoding = 'UTF8'"
     ) { table, conns in
-      copy(schema: schema, table: table.name, partitioned: table.kind == "p", conns: conns, logger: logger)
+      copy(schema: schema, table: table.name, partitioned: table.kind == "p", conns: conns, logger: logger, replace: replace)
     }
     let loaded = outcomes.filter(\.loaded)
     let skipped = outcomes.filter { $0.skippedReason != nil }
@@ -106,18 +107,20 @@ enum TableSync {
   }
 
   /// Copies one table; never throws (the outcome carries the error).
-  static func copy(schema: String, table: String, partitioned: Bool, conns: ConnCache, logger: Logger) -> Outcome {
+  static func copy(
+    schema: String, table: String, partitioned: Bool, conns: ConnCache, logger: Logger, replace: Bool = false
+  ) -> Outcome {
     let start = Date()
     let q = PGConnection.qualified(schema, table)
     var out = Outcome(name: table)
     do {
       let (cols, binaryOK) = try plan(schema: schema, table: table, conns: conns)
       do {
-        out = try attempt(q, name: table, cols: cols, binary: binaryOK, partitioned: partitioned, conns: conns, logger: logger)
+        out = try attempt(q, name: table, cols: cols, binary: binaryOK, partitioned: partitioned, conns: conns, logger: logger, replace: replace)
       } catch where binaryOK {
         // Binary COPY is only a speed-up: if dst rejects it, the same load in text format decides.
         logger.warning("binary COPY of \(q) failed (\(BeltError.wrap(error).message)); retrying in text format")
-        out = try attempt(q, name: table, cols: cols, binary: false, partitioned: partitioned, conns: conns, logger: logger)
+        out = try attempt(q, name: table, cols: cols, binary: false, partitioned: partitioned, conns: conns, logger: logger, replace: replace)
       }
     } catch {
       let e = BeltError.wrap(error)
@@ -155,7 +158,8 @@ enum TableSync {
 
   /// One load of one table in one transaction on dst; rolls back and throws on failure.
   static func attempt(
-    _ q: String, name: String, cols: String, binary: Bool, partitioned: Bool, conns: ConnCache, logger: Logger
+    _ q: String, name: String, cols: String, binary: Bool, partitioned: Bool, conns: ConnCache, logger: Logger,
+    replace: Bool = false
   ) throws -> Outcome {
     var out = Outcome(name: name)
     out.format = binary ? "binary" : "text"
@@ -166,7 +170,10 @@ enum TableSync {
     do {
       try d.exec("SET LOCAL session_replication_role = replica; SET LOCAL lock_timeout = '60s'")
       try d.exec("LOCK TABLE \(q) IN EXCLUSIVE MODE")
-      if try d.query("SELECT EXISTS (SELECT 1 FROM \(q))").scalar == "t" {
+      if replace {
+        // rollback.lua: the copy on the other side is the truth; replace in one transaction.
+        try d.exec("TRUNCATE \(q)")
+      } else if try d.query("SELECT EXISTS (SELECT 1 FROM \(q))").scalar == "t" {
         try d.exec("ROLLBACK")
         out.skippedReason = "destination table not empty"
         logger.warning("Not loading \(q), table not empty. If this is unexpected please investigate.")

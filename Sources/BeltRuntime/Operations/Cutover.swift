@@ -9,21 +9,21 @@ public enum CutoverOps {
   static let revokeLogins = OperationSpec(
     name: "revoke_logins",
     summary: "Discovers all users in the db who can log in, saves them in the config file, then revokes their permission to log in.",
-    sides: .srcOnly, options: ["exclude_users": .strings, "exclude_patterns": .strings]
+    sides: .srcOnly, options: ["exclude_users": .strings, "exclude_patterns": .strings, "reverse": .bool]
   ) { ctx in try Logins.revoke(ctx) }
 
   /// restore-logins: record `restored`, `already_login`, `missing`, `excluded`, `message`.
   static let restoreLogins = OperationSpec(
     name: "restore_logins",
     summary: "Grant permission to log in for any user present in the config file.",
-    sides: .srcOnly, options: ["exclude_users": .strings, "exclude_patterns": .strings]
+    sides: .srcOnly, options: ["exclude_users": .strings, "exclude_patterns": .strings, "reverse": .bool]
   ) { ctx in try Logins.restore(ctx) }
 
   /// sync-sequences: record `sequences` [{name, source_value, old_value, new_value, method,
   /// synced, skipped_reason, pk_max?}], `synced`, `skipped`, `failed`, `message`.
   static let syncSequences = OperationSpec(
     name: "sync_sequences", summary: "Sync all sequences to the destination database.",
-    sides: .both, options: ["stride": .int]
+    sides: .both, options: ["stride": .int, "reverse": .bool]
   ) { ctx in
     let stride = ctx.options.int("stride")
     if let stride, stride < 0 { throw BeltError(.badArgument, "--stride must not be negative (got \(stride))") }
@@ -35,14 +35,14 @@ public enum CutoverOps {
   static let syncTables = OperationSpec(
     name: "sync_tables",
     summary: "Dump tables without primary keys from the source and pipe them directly into the destination database.",
-    sides: .both, options: ["tables": .strings]
+    sides: .both, options: ["tables": .strings, "reverse": .bool, "replace": .bool]
   ) { ctx in try TableSync.run(ctx, explicit: ctx.options.strings("tables")) }
 
   /// validate-data: record `mode`, `sample`, `tables` [{name, strategy, rows_compared, passed,
   /// mismatches, more_mismatches, error}], `rows_compared`, `rows_per_s`, `failed_tables`, `message`.
   static let validateData = OperationSpec(
     name: "validate_data", summary: "Compares data in the source and target databases.",
-    sides: .both, options: ["full": .bool, "sample": .int]
+    sides: .both, options: ["full": .bool, "sample": .int, "reverse": .bool]
   ) { ctx in
     let n = ctx.options.int("sample") ?? 100
     if n < 1 { throw BeltError(.badArgument, "--sample must be at least 1 (got \(n))") }

@@ -12,7 +12,7 @@ public enum InspectionOps {
   static let terminateConnections = OperationSpec(
     name: "terminate_connections",
     summary: "Terminate application sessions on the source database (not root, pglogical or excluded users).",
-    sides: .srcOnly, options: ["exclude_users": .strings, "exclude_patterns": .strings],
+    sides: .srcOnly, options: ["exclude_users": .strings, "exclude_patterns": .strings, "reverse": .bool],
     columns: [("database", "db"), ("terminated", "terminated"), ("users", "users")]
   ) { ctx in
     let server = try ctx.config.server(.src)

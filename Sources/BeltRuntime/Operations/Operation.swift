@@ -127,7 +127,12 @@ public final class PairContext {
   /// The db (the directory name).
   public let db: String
 
-  init(config: MigrationConfig, db: String, env: Environment, options: Options) {
+  /// True when src and dst were swapped (`reverse = true`): the operation copies from the
+  /// destination back to the source (rollback.lua).
+  public let reversed: Bool
+
+  init(config: MigrationConfig, db: String, env: Environment, options: Options, reversed: Bool = false) {
+    self.reversed = reversed
     self.config = config
     self.db = db
     self.env = env

@@ -50,7 +50,10 @@ public enum Runner {
   {
     let start = Date()
     do {
-      let config = try env.store.load(dc: dc, db: db)
+      // reverse = true swaps src and dst (rollback.lua copies from dst back to src).
+      let reversed = options.bool("reverse")
+      let loaded = try env.store.load(dc: dc, db: db)
+      let config = reversed ? loaded.reversed() : loaded
       switch spec.sides {
       case .both:
         _ = try config.server(.src)
@@ -59,7 +62,7 @@ public enum Runner {
       case .dstOnly: _ = try config.server(.dst)
       case .none: break
       }
-      let ctx = PairContext(config: config, db: db, env: env, options: options)
+      let ctx = PairContext(config: config, db: db, env: env, options: options, reversed: reversed)
       defer { ctx.closeAll() }
       let fields = try spec.body(ctx)
       var pairs: [(String, Value)] = [

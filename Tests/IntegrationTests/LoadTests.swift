@@ -32,10 +32,10 @@ struct LoadTests {
     """
 
   /// An ordered content hash and row count of every table of the schema.
-  static func fingerprint(_ c: PGConnection) throws -> [String: String] {
+  static func fingerprint(_ c: PGConnection, schema: String = "public") throws -> [String: String] {
     var out: [String: String] = [:]
-    for t in try Catalog.tables(c, schema: "public") {
-      let q = PGConnection.qualified("public", t.name)
+    for t in try Catalog.tables(c, schema: schema) {
+      let q = PGConnection.qualified(schema, t.name)
       let r = try c.query("SELECT count(*) AS n, md5(coalesce(string_agg(x.t, '|' ORDER BY x.t), '')) AS h FROM (SELECT r::text AS t FROM \(q) r) x")
       out[t.name] = "\(r.rows[0].string("n")) rows, \(r.rows[0].string("h"))"
     }

@@ -1,0 +1,139 @@
+import Foundation
+import Testing
+
+@testable import BeltRuntime
+
+/// Issue 6: the shipped flows end to end, custom scripts, compensation, timeouts, typos.
+@Suite(.serialized, .enabled(if: PG.available, "needs the clusters from scripts/pg-clusters"))
+struct RunbookTests {
+  /// Creates an application role with LOGIN on both clusters; returns (name, password).
+  static func appRole(_ dc: TestDC, grantIn dbs: [String]) throws -> (String, String) {
+    let name = PG.unique("app")
+    let pw = "app 'pw'"
+    for side in Side.allCases {
+      let c = try PG.root(side)
+      try c.exec("CREATE ROLE \(PGConnection.quoteIdent(name)) LOGIN PASSWORD \(try c.literal(try c.encryptPassword(pw, user: name)))")
+      c.close()
+    }
+    for db in dbs {
+      guard let p = dc.pairs[db] else { continue }
+      let c = try dc.conn(db, .src)
+      try c.exec("GRANT CONNECT ON DATABASE \(PGConnection.quoteIdent(p.dbname)) TO \(PGConnection.quoteIdent(name))")
+      c.close()
+    }
+    return (name, pw)
+  }
+
+  static func canLogin(_ side: Side, db: String, user: String, pw: String) -> Bool {
+    let c = try? PGConnection(
+      conninfo: ConnInfo.build([("hostaddr", PG.host), ("port", String(PG.port(side))), ("dbname", db), ("user", user), ("password", pw)]),
+      label: "login probe")
+    c?.close()
+    return c != nil
+  }
+
+  @Test func migrateCutoverRollbackOnTwoPairs() throws {
+    let dc = try TestDC()
+    try dc.addPair("alpha", srcSQL: Fixtures.basic())
+    try dc.addPair("beta", schema: "Beta Schema", srcSQL: Fixtures.basic("Beta Schema"))
+    let (app, pw) = try Self.appRole(dc, grantIn: ["alpha", "beta"])
+
+    let migrate = try CLI.run(["run", "migrate.lua", dc.dc, "--config-dir", dc.root])
+    #expect(migrate.code == 0, "\(migrate.err)")
+    #expect(migrate.out.contains("alpha: forward replicating, back replicating") && migrate.out.contains("ready for cutover"))
+
+    let cutover = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--", "drain_timeout=2s"])
+    #expect(cutover.code == 0, "\(cutover.err)")
+    #expect(cutover.out.contains("downtime window"))
+    for db in ["alpha", "beta"] {
+      guard let p = dc.pairs[db] else { continue }
+      #expect(!Self.canLogin(.src, db: p.dbname, user: app, pw: pw), "\(app) revoked on src")
+      #expect(try LoadTests.fingerprint(dc.conn(db, .src), schema: p.schema) == LoadTests.fingerprint(dc.conn(db, .dst), schema: p.schema))
+    }
+
+    // The application writes on dst, then we roll back.
+    for db in ["alpha", "beta"] {
+      guard let p = dc.pairs[db] else { continue }
+      let d = try dc.conn(db, .dst)
+      try d.exec("SET search_path = \(PGConnection.quoteIdent(p.schema)); INSERT INTO \"UsersCapital\" (name) VALUES ('after cutover'); INSERT INTO fruits VALUES (99, 'dst only'); SELECT setval('standalone_seq', 500)")
+      d.close()
+    }
+    let rollback = try CLI.run(["run", "rollback.lua", dc.dc, "--config-dir", dc.root])
+    #expect(rollback.code == 0, "\(rollback.err)")
+    for db in ["alpha", "beta"] {
+      guard let p = dc.pairs[db] else { continue }
+      let s = try dc.conn(db, .src)
+      try s.exec("SET search_path = \(PGConnection.quoteIdent(p.schema))")
+      #expect(try s.query("SELECT count(*) FROM \"UsersCapital\" WHERE name = 'after cutover'").scalar == "1")
+      #expect(try s.query("SELECT count(*) FROM fruits WHERE name = 'dst only'").scalar == "1")
+      #expect(try s.query("SELECT last_value FROM standalone_seq").scalar == "500")
+      #expect(Self.canLogin(.src, db: p.dbname, user: app, pw: pw), "\(app) can log in on src again")
+      #expect(!Self.canLogin(.dst, db: p.dbname, user: app, pw: pw), "\(app) cannot log in on dst")
+      s.close()
+    }
+    _ = try? dc.run("teardown", nil, ["full": true])
+  }
+
+  @Test func customScriptWaitsRetriesAndBranchesOnStatus() throws {
+    let dc = try TestDC()
+    try dc.addPair("app", srcSQL: Fixtures.basic())
+    let script = dc.root + "/custom.lua"
+    try """
+      local dc, db, opts = ...
+      local s = belt.status(dc, db)
+      assert(s.forward == "unconfigured", "fresh pair: " .. tostring(s.forward))
+      if s.forward ~= "replicating" then belt.setup(dc, db) end
+      local tries = 0
+      belt.retry(function()
+        tries = tries + 1
+        if tries < 2 then error(belt.error("timeout", "simulated flake")) end
+      end, {attempts = 3, backoff = "10ms"})
+      local st = belt.wait_for(function()
+        local r = belt.status(dc, db)
+        return r.forward == "replicating" and r
+      end, {timeout = "60s", interval = "200ms", desc = "replicating"})
+      local ok, err = pcall(belt.wait_for, function() return false end, {timeout = "300ms", interval = "100ms"})
+      assert(not ok and err.code == "timeout")
+      print(("lag=%s tries=%d"):format(tostring(st.lag_bytes), tries))
+      return {ok = true, forward = st.forward}
+      """.write(toFile: script, atomically: true, encoding: .utf8)
+    let r = try CLI.run(["run", script, dc.dc, "app", "--config-dir", dc.root, "--json"])
+    #expect(r.code == 0, "\(r.err)")
+    #expect(r.err.contains("tries=2"))  // print goes to stderr in --json mode
+    #expect(try JSONParser.parse(r.out)["forward"] == "replicating")
+    _ = try? dc.run("teardown", "app", ["full": true])
+  }
+
+  @Test func failedValidationDuringCutoverRestoresLogins() throws {
+    let dc = try TestDC()
+    let p = try dc.addPair("app", srcSQL: Fixtures.basic())
+    let (app, pw) = try Self.appRole(dc, grantIn: ["app"])
+    #expect(try CLI.run(["run", "migrate.lua", dc.dc, "app", "--config-dir", dc.root]).code == 0)
+    // A PK-less table diverges on dst: sync-tables skips it (not empty) and validation fails.
+    let d = try dc.conn("app", .dst)
+    try d.exec("INSERT INTO fruits VALUES (1000, 'stray row on dst')")
+    d.close()
+    let r = try CLI.run(["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "drain_timeout=1s", "diff=false"])
+    #expect(r.code == 1)
+    #expect(r.err.contains("sync failed"), "\(r.err)")
+    #expect(Self.canLogin(.src, db: p.dbname, user: app, pw: pw), "compensation restored logins")
+    _ = try? dc.run("teardown", "app", ["full": true])
+  }
+
+  @Test func timeoutsFireAndTyposAreRejected() throws {
+    let dc = try TestDC()
+    let p = try dc.addPair("app", srcSQL: Fixtures.basic())
+    let (app, pw) = try Self.appRole(dc, grantIn: ["app"])
+    let typo = try CLI.run(["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "max_lagg=5"])
+    #expect(typo.code == 1 && typo.err.contains("unknown option 'max_lagg'"), "\(typo.err)")
+    // Forward replication never set up: the lag wait times out / refuses before touching logins.
+    let t0 = Date()
+    let timeout = try CLI.run(["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "lag_timeout=1s"])
+    #expect(timeout.code == 1)
+    #expect(timeout.err.contains("unconfigured") || timeout.err.contains("timed out"), "\(timeout.err)")
+    #expect(Date().timeIntervalSince(t0) < 20)
+    #expect(Self.canLogin(.src, db: p.dbname, user: app, pw: pw))
+    let lua = try CLI.run(["run", dc.root + "/x.lua", dc.dc, "--config-dir", dc.root])
+    #expect(lua.code == 1)
+  }
+}

@@ -168,25 +168,22 @@ int belt_pcall_getglobal(lua_State *L, const char *name) {
 }
 
 static int error_tostring(lua_State *L) {
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  lua_getfield(L, 1, "code");
-  const char *code = lua_tostring(L, -1);
-  lua_getfield(L, 1, "message");
-  const char *message = lua_tostring(L, -1);
+  /* No luaL_Buffer here: its stack slots must not be mixed with other pushes. */
+  int top = lua_gettop(L);
   lua_getfield(L, 1, "dc");
-  const char *dc = lua_tostring(L, -1);
   lua_getfield(L, 1, "db");
-  const char *db = lua_tostring(L, -1);
-  if (dc && db) {
-    luaL_addstring(&b, dc); luaL_addchar(&b, '/'); luaL_addstring(&b, db); luaL_addstring(&b, ": ");
-  } else if (dc) {
-    luaL_addstring(&b, dc); luaL_addstring(&b, ": ");
-  }
-  luaL_addstring(&b, message ? message : "error");
-  if (code) { luaL_addstring(&b, " ["); luaL_addstring(&b, code); luaL_addchar(&b, ']'); }
-  lua_pop(L, 4);
-  luaL_pushresult(&b);
+  lua_getfield(L, 1, "message");
+  lua_getfield(L, 1, "code");
+  const char *dc = lua_tostring(L, top + 1);
+  const char *db = lua_tostring(L, top + 2);
+  const char *msg = lua_tostring(L, top + 3);
+  const char *code = lua_tostring(L, top + 4);
+  int n = 0;
+  if (dc && db) { lua_pushfstring(L, "%s/%s: ", dc, db); n++; }
+  else if (dc) { lua_pushfstring(L, "%s: ", dc); n++; }
+  lua_pushstring(L, msg ? msg : "error"); n++;
+  if (code) { lua_pushfstring(L, " [%s]", code); n++; }
+  lua_concat(L, n);
   return 1;
 }
 

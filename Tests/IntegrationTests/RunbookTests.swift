@@ -40,10 +40,10 @@ struct RunbookTests {
 
     let migrate = try CLI.run(["run", "migrate.lua", dc.dc, "--config-dir", dc.root])
     #expect(migrate.code == 0, "\(migrate.err)")
-    #expect(migrate.out.contains("alpha: forward replicating, back replicating") && migrate.out.contains("ready for cutover"))
+    #expect(migrate.out.contains("alpha: forward replicating, back replicating") && migrate.out.contains("ready for cutover"), "\(migrate.out)")
 
     let cutover = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--", "drain_timeout=2s"])
-    #expect(cutover.code == 0, "\(cutover.err)")
+    #expect(cutover.code == 0, "\(cutover.err) \(cutover.out)")
     #expect(cutover.out.contains("downtime window"))
     for db in ["alpha", "beta"] {
       guard let p = dc.pairs[db] else { continue }

@@ -13,6 +13,15 @@ public enum SchemaDiff {
     return kept.map { normalizeText($0.text) }.joined(separator: "\n")
   }
 
+  /// The text with type casts (`::text`, `::character varying`, `::text[]`, ...) and
+  /// parentheses removed: two dumps equal in this form differ only in how the server printed
+  /// expressions after a reload.
+  public static func castInsensitive(_ s: String) -> String {
+    let cast = #"::(?:[A-Za-z_][A-Za-z0-9_]*\.)?(?:"[^"]+"|[A-Za-z_][A-Za-z0-9_]*)(?: (?:varying|precision|with time zone|without time zone))*(?:\([0-9, ]+\))?(?:\[\])*"#
+    return s.replacingOccurrences(of: cast, with: "", options: .regularExpression)
+      .replacingOccurrences(of: "(", with: "").replacingOccurrences(of: ")", with: "")
+  }
+
   /// Trailing whitespace removed from every line, CRLF as LF.
   static func normalizeText(_ s: String) -> String {
     s.replacingOccurrences(of: "\r\n", with: "\n").split(separator: "\n", omittingEmptySubsequences: false)

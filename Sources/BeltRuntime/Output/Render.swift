@@ -53,7 +53,11 @@ public enum Render {
   /// Human output for a command's result.
   public static func human(_ result: Value, spec: OperationSpec?) -> String {
     let recs = records(result).filter { $0["error"] == nil }
-    guard let spec else { return pretty(result) + "\n" }
+    guard let spec else {
+      // `belt run`: flow runbooks print their own report and return a record; show other values.
+      if result.isNull || (result["ok"] != nil && result["command"] != nil) { return "" }
+      return pretty(result) + "\n"
+    }
     switch spec.name {
     case "src_dsn", "dst_dsn":
       return recs.compactMap { $0["dsn"]?.stringValue }.map { $0 + "\n" }.joined()

@@ -18,12 +18,19 @@ struct Connections: RunbookCommand {
   @OptionGroup var global: GlobalOptions
   @Argument var dc: String
   @Argument var db: String?
+  @OptionGroup var exclude: ExcludeOptions
+  var dcArg: String { dc }
+  var dbArg: String? { db }
+  var opts: [(String, Value)] { exclude.opts }
+}
+
+/// `-e/--exclude-user` and `-p/--exclude-pattern`, shared by the login and session commands.
+struct ExcludeOptions: ParsableArguments {
   @Option(name: [.customShort("e"), .long], help: "Additional usernames to exclude (can be repeated). Always excludes rdsadmin and postgres.")
   var excludeUser: [String] = []
   @Option(name: [.customShort("p"), .long], help: "LIKE patterns to exclude usernames (e.g. '%%repuser%%'). Can be repeated.")
   var excludePattern: [String] = []
-  var dcArg: String { dc }
-  var dbArg: String? { db }
+
   var opts: [(String, Value)] { [("exclude_users", .from(excludeUser)), ("exclude_patterns", .from(excludePattern))] }
 }
 
@@ -114,11 +121,8 @@ struct TerminateConnections: RunbookCommand {
   @OptionGroup var global: GlobalOptions
   @Argument var dc: String
   @Argument var db: String?
-  @Option(name: [.customShort("e"), .long], help: "Additional usernames to exclude (can be repeated).")
-  var excludeUser: [String] = []
-  @Option(name: [.customShort("p"), .long], help: "LIKE patterns to exclude usernames. Can be repeated.")
-  var excludePattern: [String] = []
+  @OptionGroup var exclude: ExcludeOptions
   var dcArg: String { dc }
   var dbArg: String? { db }
-  var opts: [(String, Value)] { [("exclude_users", .from(excludeUser)), ("exclude_patterns", .from(excludePattern))] }
+  var opts: [(String, Value)] { exclude.opts }
 }

@@ -7,11 +7,10 @@ struct RevokeLogins: RunbookCommand {
   @OptionGroup var global: GlobalOptions
   @Argument var dc: String
   @Argument var db: String?
-  @Option(name: [.customShort("e"), .long], help: "Additional usernames to exclude (can be repeated).") var excludeUser: [String] = []
-  @Option(name: [.customShort("p"), .long], help: "LIKE patterns to exclude usernames. Can be repeated.") var excludePattern: [String] = []
+  @OptionGroup var exclude: ExcludeOptions
   var dcArg: String { dc }
   var dbArg: String? { db }
-  var opts: [(String, Value)] { [("exclude_users", .from(excludeUser)), ("exclude_patterns", .from(excludePattern))] }
+  var opts: [(String, Value)] { exclude.opts }
 }
 
 struct RestoreLogins: RunbookCommand {
@@ -20,11 +19,10 @@ struct RestoreLogins: RunbookCommand {
   @OptionGroup var global: GlobalOptions
   @Argument var dc: String
   @Argument var db: String?
-  @Option(name: [.customShort("e"), .long], help: "Additional usernames to exclude (can be repeated).") var excludeUser: [String] = []
-  @Option(name: [.customShort("p"), .long], help: "LIKE patterns to exclude usernames. Can be repeated.") var excludePattern: [String] = []
+  @OptionGroup var exclude: ExcludeOptions
   var dcArg: String { dc }
   var dbArg: String? { db }
-  var opts: [(String, Value)] { [("exclude_users", .from(excludeUser)), ("exclude_patterns", .from(excludePattern))] }
+  var opts: [(String, Value)] { exclude.opts }
 }
 
 struct Reset: RunbookCommand {

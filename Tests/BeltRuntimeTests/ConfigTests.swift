@@ -84,13 +84,13 @@ func parseError(_ text: String) -> String {
     try store.save(original, to: path)
     chmod(path, 0o640)
     let before = try String(contentsOfFile: path, encoding: .utf8)
-    ConfigStore.faultBeforeRename = { true }
-    defer { ConfigStore.faultBeforeRename = nil }
+    AtomicFile.faultBeforeRename = { true }
+    defer { AtomicFile.faultBeforeRename = nil }
     #expect(throws: BeltError.self) { try store.save(original.setting("db", "changed"), to: path) }
     #expect(try String(contentsOfFile: path, encoding: .utf8) == before)
     let leftovers = try FileManager.default.contentsOfDirectory(atPath: (path as NSString).deletingLastPathComponent)
     #expect(leftovers == ["config.json"])
-    ConfigStore.faultBeforeRename = nil
+    AtomicFile.faultBeforeRename = nil
     try store.save(original.setting("db", "changed"), to: path)
     let reloaded = try store.load(dc: "dc1", db: "app")
     #expect(reloaded.db == "changed")

@@ -85,38 +85,10 @@ public struct ConfigStore: Sendable {
       excludePatterns: try v.stringList(raw, "exclude_patterns") ?? [])
   }
 
-  /// Test hook: return true to simulate a crash between writing the temp file and renaming it.
-  nonisolated(unsafe) static var faultBeforeRename: (() -> Bool)?
-
-  /// Writes a config atomically (temp file in the same directory, fsync, rename), keeping the
-  /// existing file's mode (0600 for a new file).
+  /// Writes a config atomically (see ``AtomicFile``), keeping the existing file's mode (0600 for
+  /// a new file: it holds passwords).
   public func save(_ value: Value, to file: String) throws {
-    let dir = (file as NSString).deletingLastPathComponent
-    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    var mode: mode_t = 0o600
-    var st = stat()
-    if stat(file, &st) == 0 { mode = st.st_mode & 0o7777 }
-    let tmp = "\(dir)/.config.json.\(getpid()).\(UInt32.random(in: 0...UInt32.max)).tmp"
-    let text = value.json(indent: 4) + "\n"
-    let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, mode)
-    guard fd >= 0 else { throw BeltError(.ioError, "\(file): cannot create a temporary file") }
-    var ok = true
-    text.utf8CString.withUnsafeBufferPointer { buf in
-      var off = 0
-      let n = buf.count - 1
-      while off < n {
-        let w = write(fd, buf.baseAddress.map { UnsafeRawPointer($0) + off }, n - off)
-        if w <= 0 { ok = false; break }
-        off += w
-      }
-    }
-    if fchmod(fd, mode) != 0 || fsync(fd) != 0 { ok = false }
-    close(fd)
-    if let inject = ConfigStore.faultBeforeRename, inject() { ok = false }
-    guard ok, rename(tmp, file) == 0 else {
-      unlink(tmp)
-      throw BeltError(.ioError, "\(file): could not be written; the old file is unchanged")
-    }
+    try AtomicFile.write(value.json(indent: 4) + "\n", to: file)
   }
 }
 

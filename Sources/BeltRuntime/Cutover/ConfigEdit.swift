@@ -121,35 +121,8 @@ enum ConfigEdit {
     return String(decoding: out, as: UTF8.self)
   }
 
-  /// Writes text atomically: temp file in the same directory, fsync, rename; keeps the mode.
+  /// Writes text atomically, keeping the mode (see ``AtomicFile``).
   static func writeAtomically(_ text: String, to file: String) throws {
-    let dir = (file as NSString).deletingLastPathComponent
-    var mode: mode_t = 0o600
-    var st = stat()
-    if stat(file, &st) == 0 { mode = st.st_mode & 0o7777 }
-    let tmp = "\(dir)/.config.json.\(getpid()).\(UInt32.random(in: 0...UInt32.max)).tmp"
-    let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, mode)
-    guard fd >= 0 else { throw BeltError(.ioError, "\(file): cannot create a temporary file") }
-    var ok = true
-    let bytes = Array(text.utf8)
-    bytes.withUnsafeBytes { buf in
-      var off = 0
-      while off < buf.count {
-        let w = write(fd, buf.baseAddress.map { $0 + off }, buf.count - off)
-        if w <= 0 { ok = false; break }
-        off += w
-      }
-    }
-    if fchmod(fd, mode) != 0 || fsync(fd) != 0 { ok = false }
-    close(fd)
-    guard ok, rename(tmp, file) == 0 else {
-      unlink(tmp)
-      throw BeltError(.ioError, "\(file): could not be written; the old file is unchanged")
-    }
-    let dfd = open(dir, O_RDONLY)
-    if dfd >= 0 {
-      _ = fsync(dfd)
-      close(dfd)
-    }
+    try AtomicFile.write(text, to: file)
   }
 }

@@ -92,30 +92,8 @@ public struct SchemaStore: Sendable {
     }
   }
 
-  /// Writes `contents` to `file` via a temporary file in the same directory, fsync and rename.
+  /// Writes `contents` to `file` atomically (see ``AtomicFile``).
   public static func atomicWrite(_ file: String, _ contents: String, mode: mode_t = 0o644) throws {
-    let dir = (file as NSString).deletingLastPathComponent
-    let tmp = "\(dir)/.\((file as NSString).lastPathComponent).\(getpid()).\(UInt32.random(in: 0...UInt32.max)).tmp"
-    let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, mode)
-    guard fd >= 0 else { throw BeltError(.ioError, "\(file): cannot create a temporary file") }
-    let bytes = Array(contents.utf8)
-    var off = 0
-    var ok = true
-    bytes.withUnsafeBytes { buf in
-      while off < buf.count {
-        let w = Foundation.write(fd, buf.baseAddress.map { $0 + off }, buf.count - off)
-        if w <= 0 {
-          ok = false
-          break
-        }
-        off += w
-      }
-    }
-    if fchmod(fd, mode) != 0 || fsync(fd) != 0 { ok = false }
-    close(fd)
-    guard ok, rename(tmp, file) == 0 else {
-      unlink(tmp)
-      throw BeltError(.ioError, "\(file): could not be written; the old file is unchanged")
-    }
+    try AtomicFile.write(contents, to: file, mode: mode)
   }
 }

@@ -3,7 +3,9 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 
 # e.g. make test SWIFT_TEST='swift test --filter ReplicationTests'
-SWIFT_TEST ?= swift test
+# Tests run one at a time: roles are cluster-wide, so one test's revoke-logins or Ctrl-C
+# would disturb another's.
+SWIFT_TEST ?= swift test --no-parallel
 
 .PHONY: all deps build test demo clusters-up clusters-down clean-clusters
 
@@ -24,7 +26,7 @@ test: deps
 	scripts/pg-clusters up; \
 	eval "$$(scripts/pg-clusters env)"; \
 	$(SWIFT_TEST) --skip IsolatedFaultTests; \
-	BELT_ISOLATED=1 swift test --skip-build --filter IsolatedFaultTests
+	BELT_ISOLATED=1 swift test --no-parallel --skip-build --filter IsolatedFaultTests
 
 demo: deps
 	scripts/pg-clusters up

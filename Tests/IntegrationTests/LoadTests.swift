@@ -110,6 +110,7 @@ struct LoadTests {
     #expect(arrived, "a write on dst reached src through back replication")
     src.close()
     dst.close()
+    _ = try? dc.run("restore_logins", "shop")
     _ = try? dc.run("teardown", "shop", ["full": true])
   }
 }

@@ -29,10 +29,13 @@ enum Logins {
   }
 
   /// The SQL condition that keeps a role name in `col` out of reach ($1 names, $2 patterns).
+  /// Superusers and replication roles are never revoked: they are administrators or the
+  /// replication users of this and other migrations on the same server.
   /// LIKE is matched by the server, so it is exactly PostgreSQL's (case-sensitive) LIKE.
   static func excludedSQL(_ col: String) -> String {
     """
-    (\(col) = ANY($1::text[]) OR \(col) LIKE ANY($2::text[]) OR \(col) LIKE 'pg\\_%' OR \(col) LIKE 'rds%' OR \(col) = current_user)
+    (\(col) = ANY($1::text[]) OR \(col) LIKE ANY($2::text[]) OR \(col) LIKE 'pg\\_%' OR \(col) LIKE 'rds%' OR \(col) = current_user
+     OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles x WHERE x.rolname = \(col) AND (x.rolsuper OR x.rolreplication)))
     """
   }
 

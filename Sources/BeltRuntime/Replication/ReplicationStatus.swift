@@ -1,0 +1,251 @@
+import Foundation
+
+/// The state of one subscription, as belt reports it.
+struct SubscriptionState: Sendable {
+  /// `unconfigured`, `initializing`, `replicating` or `down`.
+  var state: String
+  /// Why it is down, when known.
+  var reason: String?
+  /// Tables whose initial copy is done (nil when unconfigured).
+  var tablesDone: Int?
+  /// Tables whose initial copy has not finished.
+  var tablesPending: Int
+  /// The subscription's slot name on the provider.
+  var slotName: String?
+}
+
+/// What status reads on one side.
+struct SideSnapshot: Sendable {
+  /// The subscription that lives on this side (dst: forward, src: back).
+  var subscription: SubscriptionState
+  /// src only: tables in the forward set.
+  var setTables: Int?
+  /// src only: forward lag in bytes (sent, write, flush, replay) from the walsender.
+  var lags: [Int?] = [nil, nil, nil, nil]
+  /// src only: bytes between src's WAL position and what the forward slot has confirmed.
+  var slotLag: Int?
+  /// Total size of the replicated tables.
+  var datasetBytes: Int
+  /// The same, pretty.
+  var datasetPretty: String
+}
+
+/// `belt status`: the state of both subscriptions, forward lag and initial-copy progress.
+enum ReplicationStatus {
+  /// The state of subscription `name` in the connected database.
+  static func state(_ c: PGConnection, _ name: String, side: Side, server: ServerConfig) throws
+    -> SubscriptionState
+  {
+    guard let sub = try PGL.subscription(c, name) else {
+      return SubscriptionState(
+        state: "unconfigured", reason: nil, tablesDone: nil, tablesPending: 0, slotName: nil)
+    }
+    let raw = try PGL.rawStatus(c, name) ?? "unknown"
+    let sync = try PGL.syncProgress(c, name)
+    var st = SubscriptionState(
+      state: "initializing", reason: nil, tablesDone: sync.done, tablesPending: sync.pending,
+      slotName: sub.slotName)
+    if !sub.enabled || raw == "disabled" {
+      st.state = "down"
+      st.reason = "subscription \(name) is disabled"
+    } else if raw == "down" {
+      // pglogical says "down" whenever the apply worker is not running, including before the
+      // pglogical supervisor has started this database's manager (which starts the worker):
+      // on a server with many databases that takes seconds. Not started yet is not down.
+      let manager = try managerRunning(c)
+      if !manager {
+        // pglogical's supervisor can miss the wake-up for a new subscription (it resets its
+        // latch while starting other databases' managers) and then sleeps up to 3 minutes.
+        // Touching the subscription (enabled -> enabled) wakes it again; no worker runs here
+        // that this could disturb.
+        _ = try? c.query("SELECT pglogical.alter_subscription_enable($1, true)", [name])
+      }
+      if !manager, !sync.fullDone {
+        st.state = "initializing"
+      } else {
+        st.state = "down"
+        st.reason =
+          manager
+          ? diagnose(sub, side: side, server: server)
+          : "pglogical's manager for this database is not running (yet); the pglogical supervisor starts it"
+      }
+    } else if raw == "replicating" {
+      st.state = sync.pending > 0 ? "initializing" : "replicating"
+    }
+    return st
+  }
+
+  /// Whether pglogical's manager worker for the connected database runs.
+  static func managerRunning(_ c: PGConnection) throws -> Bool {
+    try c.query(
+      """
+      SELECT 1 FROM pg_stat_activity
+       WHERE backend_type = 'pglogical manager ' || (SELECT oid FROM pg_database WHERE datname = current_database())::text
+      """
+    ).values.count > 0
+  }
+
+  /// Why a subscription's apply worker is not running.
+  ///
+  /// Tries the provider DSN stored in pglogical's catalog (as pglogical does, over a
+  /// replication connection) and checks the provider's output-plugin allow-list and slot. The
+  /// password never appears in the text.
+  static func diagnose(_ sub: PGL.Subscription, side: Side, server: ServerConfig) -> String {
+    let logHint =
+      "pglogical writes the cause to the \(side.rawValue) server log (\(server.ip):\(server.port))"
+    let dsn =
+      sub.providerDSN + " "
+      + ConnInfo.build([("connect_timeout", "3"), ("replication", "database")])
+    let provider: PGConnection
+    do {
+      provider = try PGConnection(conninfo: dsn, label: "provider of \(sub.name)")
+    } catch let e as PGError {
+      return "\(sub.name) cannot connect to its provider: \(e.message)"
+    } catch {
+      return "\(sub.name) cannot connect to its provider; \(logHint)"
+    }
+    defer { provider.close() }
+    // A replication connection only takes the simple query protocol: exec with a literal.
+    if let libs = try? provider.exec("SELECT current_setting('output_plugin_libraries', true)")
+      .scalar,
+      !libs.isEmpty, !libs.contains("pglogical_output")
+    {
+      return "the provider's output_plugin_libraries (\(libs)) does not allow pglogical_output; "
+        + "add it, reload, then disable and enable \(sub.name)"
+    }
+    if let lit = try? provider.literal(sub.slotName),
+      let r = try? provider.exec(
+        "SELECT active, active_pid FROM pg_replication_slots WHERE slot_name = \(lit)")
+    {
+      if r.rows.isEmpty {
+        return
+          "slot \(sub.slotName) is missing on the provider (the subscription must be recreated); \(logHint)"
+      }
+      if let row = r.rows.first, row.bool("active") {
+        return
+          "the apply worker of \(sub.name) is restarting (slot \(sub.slotName) held by pid \(row.string("active_pid"))); \(logHint)"
+      }
+    }
+    return "the apply worker of \(sub.name) is not running; \(logHint)"
+  }
+
+  /// Size of the tables with a primary key in the schema (or the subset).
+  static func datasetSize(_ c: PGConnection, schema: String, subset: [String]?) throws -> (
+    Int, String
+  ) {
+    let names: String? = subset.map {
+      PGArray.literal($0.map { Catalog.bareName($0, schema: schema) })
+    }
+    let r = try c.query(
+      """
+      SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint AS bytes,
+             pg_size_pretty(coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint) AS pretty
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+       WHERE n.nspname = $1 AND c.relkind = 'r'
+         AND EXISTS (SELECT 1 FROM pg_constraint p WHERE p.conrelid = c.oid AND p.contype = 'p')
+         AND ($2::text[] IS NULL OR c.relname = ANY($2::text[]))
+      """, [schema, names])
+    return (r.rows.first?.int("bytes") ?? 0, r.rows.first?.string("pretty") ?? "0 bytes")
+  }
+
+  /// Reads one side.
+  static func snapshot(
+    _ side: Side, server: ServerConfig, schema: String, subset: [String]?, connectTimeout: Int
+  ) throws
+    -> SideSnapshot
+  {
+    let c = try PGConnection(
+      conninfo: server.conninfo(.root, connectTimeout: connectTimeout),
+      label: "\(side.rawValue) as root (\(server.ip):\(server.port)/\(server.dbname))")
+    defer { c.close() }
+    let sub = try state(c, side == .dst ? PGL.forwardSub : PGL.backSub, side: side, server: server)
+    let (bytes, pretty) = try datasetSize(c, schema: schema, subset: subset)
+    var snap = SideSnapshot(subscription: sub, datasetBytes: bytes, datasetPretty: pretty)
+    if side == .src, try PGL.installed(c) {
+      snap.setTables = try PGL.setTables(c, schema: schema)?.count
+      let slot =
+        try c.query(
+          "SELECT pglogical.pglogical_gen_slot_name(current_database(), $1, $2)",
+          [PGL.srcNode, PGL.forwardSub]
+        ).scalar ?? ""
+      let r = try c.query(
+        """
+        SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint AS slot_lag,
+               pg_wal_lsn_diff(pg_current_wal_lsn(), r.sent_lsn)::bigint AS sent,
+               pg_wal_lsn_diff(pg_current_wal_lsn(), r.write_lsn)::bigint AS write,
+               pg_wal_lsn_diff(pg_current_wal_lsn(), r.flush_lsn)::bigint AS flush,
+               pg_wal_lsn_diff(pg_current_wal_lsn(), r.replay_lsn)::bigint AS replay
+          FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid
+         WHERE s.database = current_database() AND s.slot_name = $1
+        """, [slot])
+      if let row = r.rows.first {
+        snap.slotLag = row.int("slot_lag")
+        snap.lags = ["sent", "write", "flush", "replay"].map { row.int($0).map { max(0, $0) } }
+      }
+    }
+    return snap
+  }
+
+  /// The status record of one pair.
+  static func run(_ ctx: PairContext) throws -> Value {
+    let src = try ctx.config.server(.src)
+    let dst = try ctx.config.server(.dst)
+    let schema = ctx.schema
+    let subset = ctx.config.tableSubset
+    let timeout = ctx.env.connectTimeout
+    let snaps = Runner.parallelMap([Side.src, Side.dst], width: 2) {
+      side -> Result<SideSnapshot, BeltError> in
+      do {
+        return .success(
+          try snapshot(
+            side, server: side == .src ? src : dst, schema: schema, subset: subset,
+            connectTimeout: timeout))
+      } catch {
+        return .failure(BeltError.wrap(error))
+      }
+    }
+    let s = try snaps[0].get()
+    let d = try snaps[1].get()
+    let forward = d.subscription
+    let back = s.subscription
+    var fields: [(String, Value)] = [
+      ("forward", .string(forward.state)), ("back", .string(back.state)),
+      ("pg1_pg2", .string(forward.state)), ("pg2_pg1", .string(back.state)),
+    ]
+    let configured = forward.state != "unconfigured"
+    let lags = configured ? s.lags : [nil, nil, nil, nil]
+    let lagBytes = configured ? (lags[3] ?? s.slotLag.map { max(0, $0) }) : nil
+    fields += [
+      ("lag_bytes", .from(lagBytes)), ("sent_lag", .from(lags[0])), ("write_lag", .from(lags[1])),
+      ("flush_lag", .from(lags[2])), ("replay_lag", .from(lags[3])),
+    ]
+    let total = s.setTables
+    var done: Int? = nil
+    if configured, let total {
+      done = forward.state == "replicating" ? total : min(total, forward.tablesDone ?? 0)
+    }
+    fields += [("tables_done", .from(done)), ("tables_total", .from(configured ? total : nil))]
+    let hidden =
+      forward.state == "replicating"
+      || (forward.state == "unconfigured" && back.state == "replicating")
+    var pct: Double = 0
+    if s.datasetBytes > 0 {
+      pct = (Double(d.datasetBytes) / Double(s.datasetBytes) * 1000).rounded() / 10
+    } else if d.datasetBytes > 0 {
+      pct = 100
+    }
+    var progress = hidden ? "n/a" : (pct == 0 ? "0 %" : String(format: "%.1f %%", pct))
+    if !hidden, forward.state == "initializing", let done, let total {
+      progress += " (\(done)/\(total) tables)"
+    }
+    fields += [
+      ("src_dataset_size", .string(hidden ? "n/a" : s.datasetPretty)),
+      ("dst_dataset_size", .string(hidden ? "n/a" : d.datasetPretty)),
+      ("src_dataset_bytes", .int(s.datasetBytes)), ("dst_dataset_bytes", .int(d.datasetBytes)),
+      ("progress", .string(progress)), ("progress_pct", hidden ? .null : .double(pct)),
+    ]
+    if forward.state == "down" { fields.append(("forward_error", .from(forward.reason))) }
+    if back.state == "down" { fields.append(("back_error", .from(back.reason))) }
+    return .object(fields)
+  }
+}

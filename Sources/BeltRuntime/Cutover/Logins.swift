@@ -35,7 +35,7 @@ enum Logins {
   static func excludedSQL(_ col: String) -> String {
     """
     (\(col) = ANY($1::text[]) OR \(col) LIKE ANY($2::text[]) OR \(col) LIKE 'pg\\_%' OR \(col) LIKE 'rds%' OR \(col) = current_user
-     OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles x WHERE x.rolname = \(col) AND (x.rolsuper OR x.rolreplication)))
+     OR \(col) IN (SELECT x.rolname FROM pg_catalog.pg_roles x WHERE x.rolsuper OR x.rolreplication))
     """
   }
 

@@ -444,6 +444,15 @@ belt.log("analyze")
 lib.must(belt.analyze(dc, db), "analyze")
 belt.log("setup-back-replication")
 lib.must(belt.setup_back_replication(dc, db), "setup-back-replication")
+belt.wait_for(function()
+  for _, r in ipairs(lib.records(belt.status(dc, db))) do
+    if r.back == "down" then
+      error(belt.error("replication_down", ("%s: back replication is down: %s"):format(r.db, r.back_error or "see the server logs")))
+    end
+    if r.back ~= "replicating" then return false end
+  end
+  return true
+end, { timeout = "5m", interval = "500ms", desc = "back replication to reach replicating" })
 
 local s = belt.status(dc, db)
 for _, r in ipairs(lib.records(s)) do

@@ -217,6 +217,12 @@ struct LuaBoundaryTests {
     #expect(cap.text.contains("compensating for not_found"))
   }
 
+  @Test func editorDefinitionsAreCurrent() throws {
+    let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    let meta = try String(contentsOf: dir.appendingPathComponent("runbooks/belt.meta.lua"), encoding: .utf8)
+    #expect(meta == LuaDocs.meta() + "\n", "regenerate: belt help-lua --meta > runbooks/belt.meta.lua")
+  }
+
   @Test func shippedRunbooksResolveByName() throws {
     #expect(try Session.resolve("status.lua").1 == "@runbooks/status.lua")
     #expect(try Session.resolve("status").0.contains("belt.status(dc, db, opts)"))
@@ -232,7 +238,7 @@ struct LuaBoundaryTests {
 
   @Test func embeddedRunbooksMatchTheFilesOnDisk() throws {
     let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("runbooks")
-    let files = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".lua") }
+    let files = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".lua") && !$0.hasSuffix(".meta.lua") }
     #expect(files.count == RunbookSources.files.count, "run scripts/gen-runbooks")
     for f in files {
       let disk = try String(contentsOf: dir.appendingPathComponent(f), encoding: .utf8)

@@ -25,8 +25,9 @@ test: deps
 	trap 'scripts/pg-clusters down' EXIT; \
 	scripts/pg-clusters up; \
 	eval "$$(scripts/pg-clusters env)"; \
-	$(SWIFT_TEST) --skip IsolatedFaultTests; \
-	BELT_ISOLATED=1 swift test --no-parallel --skip-build --filter IsolatedFaultTests
+	$(SWIFT_TEST) --skip IsolatedFaultTests
+# The dst-restart fault test (run alone; not yet verified in CI):
+#   BELT_ISOLATED=1 swift test --no-parallel --filter IsolatedFaultTests
 
 demo: deps
 	scripts/pg-clusters up

@@ -204,8 +204,24 @@ enum ReplicationStatus {
         return .failure(BeltError.wrap(error))
       }
     }
-    let s = try snaps[0].get()
-    let d = try snaps[1].get()
+    // One side unreachable is a state to show (the other side still says something useful:
+    // src's slot lag keeps growing while dst is down), not a reason to hide the pair.
+    // Both unreachable: the pair fails with src's error.
+    var unreachable: [(Side, BeltError)] = []
+    func side(_ i: Int, _ which: Side) throws -> SideSnapshot {
+      switch snaps[i] {
+      case .success(let snap): return snap
+      case .failure(let e):
+        if case .failure = snaps[1 - i] { throw e }
+        unreachable.append((which, e))
+        let st = SubscriptionState(
+          state: "down", reason: "\(which.rawValue) is unreachable: \(e.message)", tablesDone: nil,
+          tablesPending: 0, slotName: nil)
+        return SideSnapshot(subscription: st, datasetBytes: 0, datasetPretty: "n/a")
+      }
+    }
+    let s = try side(0, .src)
+    let d = try side(1, .dst)
     let forward = d.subscription
     let back = s.subscription
     var fields: [(String, Value)] = [
@@ -226,7 +242,7 @@ enum ReplicationStatus {
     }
     fields += [("tables_done", .from(done)), ("tables_total", .from(configured ? total : nil))]
     let hidden =
-      forward.state == "replicating"
+      !unreachable.isEmpty || forward.state == "replicating"
       || (forward.state == "unconfigured" && back.state == "replicating")
     var pct: Double = 0
     if s.datasetBytes > 0 {
@@ -246,6 +262,10 @@ enum ReplicationStatus {
     ]
     if forward.state == "down" { fields.append(("forward_error", .from(forward.reason))) }
     if back.state == "down" { fields.append(("back_error", .from(back.reason))) }
+    if let (which, _) = unreachable.first {
+      fields.append(("unreachable", .string(which.rawValue)))
+      fields.append(("ok", false))
+    }
     return .object(fields)
   }
 }

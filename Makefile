@@ -9,6 +9,8 @@ SWIFT_TEST ?= swift test --no-parallel
 # Then, on their own, the tests that stop and start a cluster (IsolatedFaultTests).
 # ISOLATED=0 leaves them out (e.g. with a SWIFT_TEST that filters).
 ISOLATED ?= 1
+# A hung test fails the run after this many seconds per phase (timeout kills the whole group).
+TEST_TIMEOUT ?= 900
 
 .PHONY: all deps build test demo clusters-up clusters-down clean-clusters
 
@@ -28,8 +30,11 @@ test: deps
 	trap 'scripts/pg-clusters down' EXIT; \
 	scripts/pg-clusters up; \
 	eval "$$(scripts/pg-clusters env)"; \
-	$(SWIFT_TEST) --skip IsolatedFaultTests; \
-	if [[ "$(ISOLATED)" == 1 ]]; then BELT_ISOLATED=1 $(SWIFT_TEST) --skip-build --filter IsolatedFaultTests; fi
+	swift build --build-tests; \
+	timeout -k 10 $(TEST_TIMEOUT) $(SWIFT_TEST) --skip-build --skip IsolatedFaultTests; \
+	if [[ "$(ISOLATED)" == 1 ]]; then \
+	  BELT_ISOLATED=1 timeout -k 10 $(TEST_TIMEOUT) $(SWIFT_TEST) --skip-build --filter IsolatedFaultTests; \
+	fi
 
 demo: deps
 	scripts/pg-clusters up

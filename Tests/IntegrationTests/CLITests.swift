@@ -126,7 +126,7 @@ let seedCommands: [(String, String, [String])] = [
     p.standardOutput = out
     p.standardError = out
     try p.run()
-    input.fileHandleForWriting.write(Data("1 + 41\n{name = dc, list = {1, 2}}\nfor i = 1, 2 do\nprint('line' .. i)\nend\nbelt.dbs('nope')\n".utf8))
+    input.fileHandleForWriting.write(Data("1 + 41\n{name = dc, list = {1, 2}}\nfor i = 1, 2 do\nprint('line' .. i)\nend\nbelt.db\t('nope')\ntostr\t(42) .. 'x'\n".utf8))
     try input.fileHandleForWriting.close()
     let data = out.fileHandleForReading.readDataToEndOfFile()
     p.waitUntilExit()
@@ -135,7 +135,9 @@ let seedCommands: [(String, String, [String])] = [
     #expect(text.contains("name = \"mydc\""))
     #expect(text.contains("list = { 1, 2 }"))
     #expect(text.contains("line1\nline2"))
-    #expect(text.contains("unknown dc \"nope\""))
+    // Tab completes `belt.db` to `belt.dbs` and `tostr` to `tostring`.
+    #expect(text.contains("unknown dc \"nope\""), "\(text)")
+    #expect(text.contains("\n\"42x\"\n"), "\(text)")
     // history is kept across sessions
     let hist = (try? String(contentsOfFile: root + "/.belt_history", encoding: .utf8)) ?? ""
     #expect(hist.contains("41"))  // libedit stores "1\\040+\\04041"

@@ -288,6 +288,8 @@ struct ReplicationTests {
     // such as setup's emptiness check, still pass).
     let holder = try dc.conn("init", .dst)
     defer { holder.close() }
+    // If belt ever waited behind this lock, the test would fail after a minute, not hang.
+    try holder.exec("SET idle_in_transaction_session_timeout = '60s'")
     try holder.exec("BEGIN; LOCK TABLE \"UsersCapital\" IN SHARE MODE")
     #expect(try dc.run("setup", "init", ["schema": false])["ok"] == true)
     let st = try Repl.waitStatus(dc, "init", "initializing") { $0["forward"] == "initializing" }
@@ -321,6 +323,7 @@ struct ReplicationTests {
     // teardown --full names it instead of hanging.
     let idle = try dc.conn("init", .dst)
     defer { idle.close() }
+    try idle.exec("SET idle_in_transaction_session_timeout = '60s'")
     try idle.exec("BEGIN; SELECT count(*) FROM pglogical.node")
     let pid = try idle.query("SELECT pg_backend_pid()").scalar ?? "?"
     do {

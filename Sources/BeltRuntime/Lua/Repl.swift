@@ -47,6 +47,41 @@ extension LuaRuntime {
   }
 }
 
+/// Tab completion for the REPL: `belt.` functions, the REPL's globals and Lua's base names.
+/// libedit calls the entry function with state 0 for a new word, then 1, 2, ... until it
+/// returns NULL; each match is a malloc'd string that libedit frees.
+enum ReplCompletion {
+  nonisolated(unsafe) static var words: [String] = []
+  nonisolated(unsafe) static var matches: [String] = []
+  nonisolated(unsafe) static var next = 0
+
+  static let luaNames = [
+    "dc", "print", "pairs", "ipairs", "tostring", "tonumber", "type", "pcall", "error", "assert",
+    "select", "string.format", "table.concat", "table.insert", "table.sort", "os.time", "os.date",
+  ]
+
+  /// The candidates for `prefix`, sorted.
+  static func candidates(_ prefix: String) -> [String] {
+    words.filter { $0.hasPrefix(prefix) }
+  }
+
+  static let entry: @convention(c) (UnsafePointer<CChar>?, Int32) -> UnsafeMutablePointer<CChar>? = {
+    text, state in
+    if state == 0 {
+      matches = candidates(text.map { String(cString: $0) } ?? "")
+      next = 0
+    }
+    guard next < matches.count else { return nil }
+    next += 1
+    return strdup(matches[next - 1])
+  }
+
+  static func install(_ lua: LuaRuntime) {
+    words = Array(Set(lua.coreFunctionNames.map { "belt." + $0 } + luaNames)).sorted()
+    belt_rl_set_completion(entry)
+  }
+}
+
 /// The interactive loop.
 public enum ReplLoop {
   /// Runs until EOF.
@@ -57,6 +92,7 @@ public enum ReplLoop {
     let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
     let historyFile = "\(home)/.belt_history"
     using_history()
+    ReplCompletion.install(session.lua)
     _ = read_history(historyFile)
     print("belt REPL — Lua 5.4 with the belt table\(dc.map { "; dc = \"\($0)\"" } ?? ""). :help for help, Ctrl-D to quit.")
     var buffer = ""

@@ -271,9 +271,13 @@ enum PGL {
     return "node \(name) created"
   }
 
-  /// Creates the set `pgbelt` if needed and adds the tables that are not in it yet.
+  /// Creates the set `pgbelt` if needed and adds the tables that are not in it yet. Adding a
+  /// table locks it; a lock not granted within `lockTimeout` is an error naming the sessions in
+  /// the way, rather than a wait that would also queue the application's writes behind it.
   /// - Returns: the tables added.
-  static func ensureSet(_ c: PGConnection, schema: String, tables: [String]) throws -> [String] {
+  static func ensureSet(_ c: PGConnection, side: Side, schema: String, tables: [String]) throws
+    -> [String]
+  {
     var present = try setTables(c, schema: schema)
     if present == nil {
       do {
@@ -283,13 +287,17 @@ enum PGL {
     }
     let have = Set(present ?? [])
     var added: [String] = []
-    for t in tables where !have.contains(t) {
-      do {
-        try c.query(
-          "SELECT pglogical.replication_set_add_table($1, $2::regclass)",
-          [setName, PGConnection.qualified(schema, t)])
-        added.append(t)
-      } catch let e as PGError where e.sqlState == "23505" {}
+    var current = ""
+    try withLockTimeout(c, side: side, what: "adding table \(Value.jsonQuote(current)) to set \(setName)") {
+      for t in tables where !have.contains(t) {
+        current = t
+        do {
+          try c.query(
+            "SELECT pglogical.replication_set_add_table($1, $2::regclass)",
+            [setName, PGConnection.qualified(schema, t)])
+          added.append(t)
+        } catch let e as PGError where e.sqlState == "23505" {}
+      }
     }
     return added
   }
@@ -478,7 +486,7 @@ enum PGL {
   /// Runs `body` with `lock_timeout` set; a lock timeout becomes an error naming the sessions
   /// that hold locks on pglogical's objects (or are idle in a transaction).
   static func withLockTimeout(
-    _ c: PGConnection, side: Side, what: String, _ body: () throws -> Void
+    _ c: PGConnection, side: Side, what: @autoclosure () -> String, _ body: () throws -> Void
   ) throws {
     try c.exec("SET lock_timeout = '\(lockTimeout)'")
     defer { _ = try? c.exec("RESET lock_timeout") }
@@ -490,7 +498,7 @@ enum PGL {
         holders.isEmpty ? "no session could be identified" : holders.joined(separator: "; ")
       throw BeltError(
         .preconditionFailed,
-        "\(what) on \(side.rawValue) gave up after waiting \(lockTimeout) for a lock held by: \(list); "
+        "\(what()) on \(side.rawValue) gave up after waiting \(lockTimeout) for a lock held by: \(list); "
           + "end those sessions (commit, roll back or pg_terminate_backend) and run the command again",
         sqlstate: "55P03", retryable: true)
     }

@@ -12,6 +12,8 @@ struct SubscriptionState: Sendable {
   var tablesPending: Int
   /// The subscription's slot name on the provider.
   var slotName: String?
+  /// Whether pglogical finished the initial copy (every table, and the initial full sync).
+  var copyDone: Bool = true
 }
 
 /// What status reads on one side.
@@ -44,7 +46,7 @@ enum ReplicationStatus {
     let sync = try PGL.syncProgress(c, name)
     var st = SubscriptionState(
       state: "initializing", reason: nil, tablesDone: sync.done, tablesPending: sync.pending,
-      slotName: sub.slotName)
+      slotName: sub.slotName, copyDone: sync.pending == 0 && (sync.fullDone || raw == "replicating"))
     if !sub.enabled || raw == "disabled" {
       st.state = "down"
       st.reason = "subscription \(name) is disabled"

@@ -117,7 +117,7 @@ enum ReplicationSteps {
       schema: schema, tables: chosen.map(\.name)
     ).map { "src: " + $0 }
     let srcNode = try PGL.ensureNode(sroot, name: PGL.srcNode, dsn: src.pglogicalDSN, side: .src)
-    let added = try PGL.ensureSet(sroot, schema: schema, tables: replicated)
+    let added = try PGL.ensureSet(sroot, side: .src, schema: schema, tables: replicated)
 
     // dst: schema (only before the first subscription), checks, role, node pg2, subscription.
     let existing = try PGL.subscription(droot, PGL.forwardSub)
@@ -203,7 +203,9 @@ enum ReplicationSteps {
       )
     }
     let forward = try ReplicationStatus.state(droot, PGL.forwardSub, side: .dst, server: dst)
-    if forward.state == "initializing" {
+    // An unfinished copy counts even when pglogical reports the subscription down for a moment
+    // (a sync worker restarting): adding dst's tables to a set would queue behind the copy.
+    if forward.state == "initializing" || !forward.copyDone {
       let progress =
         forward.tablesDone.map { " (\($0) table(s) copied, \(forward.tablesPending) pending)" }
         ?? ""
@@ -219,7 +221,7 @@ enum ReplicationSteps {
         "table(s) \(quotedList(missing)) are missing on dst; back replication needs the same tables on both sides"
       )
     }
-    let added = try PGL.ensureSet(droot, schema: schema, tables: replicated)
+    let added = try PGL.ensureSet(droot, side: .dst, schema: schema, tables: replicated)
     let sub = try PGL.ensureSubscription(
       sroot, name: PGL.backSub, providerDSN: dst.pglogicalDSN, syncData: false)
     var message =
@@ -291,7 +293,7 @@ enum ReplicationSteps {
       gate = "did not wait (--no-wait)"
     } else if let sroot {
       let st = try ReplicationStatus.state(droot, PGL.forwardSub, side: .dst, server: dst)
-      if st.state == "initializing" {
+      if st.state == "initializing" || !st.copyDone {
         throw ctx.refuse(
           "\(PGL.forwardSub) is still initializing: dst does not have all of src's data yet, dropping it now would lose data "
             + "(use --no-wait to drop it anyway)")

@@ -64,12 +64,17 @@ enum ReplicationStatus {
       }
       if !manager, !sync.fullDone {
         st.state = "initializing"
-      } else {
+      } else if !manager {
         st.state = "down"
         st.reason =
-          manager
-          ? diagnose(sub, side: side, server: server)
-          : "pglogical's manager for this database is not running (yet); the pglogical supervisor starts it"
+          "pglogical's manager for this database is not running (yet); the pglogical supervisor starts it"
+      } else {
+        let (why, starting) = diagnose(sub, side: side, server: server)
+        // Before its first sync finishes, a new subscription's worker is still starting (it
+        // creates the slot on the provider): only a definite cause (cannot connect, plugin
+        // not allowed) makes it down then.
+        st.state = starting && !sync.fullDone ? "initializing" : "down"
+        st.reason = why
       }
     } else if raw == "replicating" {
       st.state = sync.pending > 0 ? "initializing" : "replicating"
@@ -92,7 +97,10 @@ enum ReplicationStatus {
   /// Tries the provider DSN stored in pglogical's catalog (as pglogical does, over a
   /// replication connection) and checks the provider's output-plugin allow-list and slot. The
   /// password never appears in the text.
-  static func diagnose(_ sub: PGL.Subscription, side: Side, server: ServerConfig) -> String {
+  /// - Returns: the reason, and whether it may only mean the worker has not (re)started yet.
+  static func diagnose(_ sub: PGL.Subscription, side: Side, server: ServerConfig) -> (
+    String, transient: Bool
+  ) {
     let logHint =
       "pglogical writes the cause to the \(side.rawValue) server log (\(server.ip):\(server.port))"
     let dsn =
@@ -102,9 +110,9 @@ enum ReplicationStatus {
     do {
       provider = try PGConnection(conninfo: dsn, label: "provider of \(sub.name)")
     } catch let e as PGError {
-      return "\(sub.name) cannot connect to its provider: \(e.message)"
+      return ("\(sub.name) cannot connect to its provider: \(e.message)", false)
     } catch {
-      return "\(sub.name) cannot connect to its provider; \(logHint)"
+      return ("\(sub.name) cannot connect to its provider; \(logHint)", false)
     }
     defer { provider.close() }
     // A replication connection only takes the simple query protocol: exec with a literal.
@@ -112,23 +120,29 @@ enum ReplicationStatus {
       .scalar,
       !libs.isEmpty, !libs.contains("pglogical_output")
     {
-      return "the provider's output_plugin_libraries (\(libs)) does not allow pglogical_output; "
-        + "add it, reload, then disable and enable \(sub.name)"
+      return (
+        "the provider's output_plugin_libraries (\(libs)) does not allow pglogical_output; "
+          + "add it, reload, then disable and enable \(sub.name)", false
+      )
     }
     if let lit = try? provider.literal(sub.slotName),
       let r = try? provider.exec(
         "SELECT active, active_pid FROM pg_replication_slots WHERE slot_name = \(lit)")
     {
       if r.rows.isEmpty {
-        return
-          "slot \(sub.slotName) is missing on the provider (the subscription must be recreated); \(logHint)"
+        return (
+          "slot \(sub.slotName) is missing on the provider (the subscription must be recreated); \(logHint)",
+          true
+        )
       }
       if let row = r.rows.first, row.bool("active") {
-        return
-          "the apply worker of \(sub.name) is restarting (slot \(sub.slotName) held by pid \(row.string("active_pid"))); \(logHint)"
+        return (
+          "the apply worker of \(sub.name) is restarting (slot \(sub.slotName) held by pid \(row.string("active_pid"))); \(logHint)",
+          true
+        )
       }
     }
-    return "the apply worker of \(sub.name) is not running; \(logHint)"
+    return ("the apply worker of \(sub.name) is not running; \(logHint)", true)
   }
 
   /// Size of the tables with a primary key in the schema (or the subset).

@@ -40,7 +40,9 @@ if not drained then lib.must(belt.terminate_connections(dc, db, { reverse = true
 
 belt.log("waiting for back replication to catch up")
 for _, name in ipairs(dbs) do
-  local target = belt.query(dc, name, "dst", "SELECT pg_current_wal_lsn()::text AS lsn")[1].lsn
+  -- The insert position, not pg_current_wal_lsn(): with synchronous_commit = off, commits
+  -- already acknowledged can lie beyond what has been written out.
+  local target = belt.query(dc, name, "dst", "SELECT pg_current_wal_insert_lsn()::text AS lsn")[1].lsn
   belt.wait_for(function()
     local rows = belt.query(dc, name, "dst",
       "SELECT coalesce(bool_and(confirmed_flush_lsn >= $1::pg_lsn), false)::text AS done FROM pg_replication_slots WHERE slot_name LIKE '%pg2_pg1%'",

@@ -343,6 +343,40 @@ struct ReplicationTests {
 
   /// Also the schema path: setup without --no-schema runs SchemaOps.dumpSchema + loadSchema,
   /// and reset runs SchemaOps.removeIndexes/removeConstraints once the schema files exist.
+  /// A commit made with `synchronous_commit = off` is acknowledged before its WAL is written
+  /// out. The gate of teardown-forward-replication must still wait for it: pg_current_wal_lsn()
+  /// (the write position) would not include it and the row would never reach dst.
+  @Test func asyncCommitJustBeforeTheGateReachesDst() throws {
+    let dc = try TestDC()
+    defer { Repl.cleanup(dc) }
+    try dc.addPair("async", srcSQL: Fixtures.basic(), dstSQL: Repl.schemaOnly(Fixtures.basic()))
+    #expect(try dc.run("setup", "async", ["schema": false])["ok"] == true)
+    try Repl.waitStatus(dc, "async", "replicating") { $0["forward"] == "replicating" }
+    let s = try dc.conn("async", .src)
+    defer { s.close() }
+    // A slow WAL writer keeps the async commit below in WAL buffers for seconds.
+    try s.exec("ALTER SYSTEM SET wal_writer_delay = '10s'")
+    try s.exec("SELECT pg_reload_conf()")
+    defer {
+      _ = try? s.exec("ALTER SYSTEM RESET wal_writer_delay")
+      _ = try? s.exec("SELECT pg_reload_conf()")
+    }
+    Thread.sleep(forTimeInterval: 0.5)
+    try s.exec("SET synchronous_commit = off")
+    // The first async commit wakes a hibernating WAL writer, which then sleeps 10 s.
+    try s.exec("INSERT INTO \"UsersCapital\" (name) VALUES ('wakes the wal writer')")
+    Thread.sleep(forTimeInterval: 0.3)
+    try s.exec("INSERT INTO \"UsersCapital\" (name) VALUES ('async commit before the gate')")
+    let r = try dc.run("teardown_forward_replication", "async")
+    #expect(r["dropped"] == true, "\(r.json())")
+    print("[measure] gate: \(r["message"]?.stringValue ?? "")")
+    let d = try dc.conn("async", .dst)
+    defer { d.close() }
+    let n = try d.query("SELECT count(*) FROM \"UsersCapital\" WHERE name = 'async commit before the gate'").scalar
+    #expect(n == "1", "the async commit did not reach dst before the subscription was dropped: \(r.json())")
+    #expect(try Repl.sameRows(dc, "async", Self.pkTables))
+  }
+
   @Test func resetThenSetupReplicatesTheSameDataAgain() throws {
     let dc = try TestDC()
     defer { Repl.cleanup(dc) }

@@ -298,7 +298,7 @@ enum ReplicationSteps {
           "\(PGL.forwardSub) is still initializing: dst does not have all of src's data yet, dropping it now would lose data "
             + "(use --no-wait to drop it anyway)")
       }
-      let target = try sroot.query("SELECT pg_current_wal_lsn()::text").scalar ?? "0/0"
+      let target = try gateTarget(sroot)
       let t0 = Date()
       var interval = 0.01
       var confirmed = "?"
@@ -347,6 +347,19 @@ enum ReplicationSteps {
       ("notes", .from(notes)),
     ]
     return .object(fields)
+  }
+
+  /// The LSN dst must have applied before the forward subscription may be dropped: the end of
+  /// everything inserted into src's WAL so far. (`pg_current_wal_lsn()` is only what has been
+  /// written out; with `synchronous_commit = off`, commits already acknowledged to
+  /// applications can lie beyond it for up to three times `wal_writer_delay`.) A transaction
+  /// that writes WAL and commits with `synchronous_commit = on` first flushes all of it, so
+  /// the walsender can send it at once instead of after the WAL writer's next round. (A
+  /// commit that wrote no other WAL, such as one that only took an xid, does not flush.)
+  static func gateTarget(_ sroot: PGConnection) throws -> String {
+    _ = try? sroot.exec(
+      "BEGIN; SET LOCAL synchronous_commit = on; CREATE TEMP TABLE belt_wal_flush () ON COMMIT DROP; COMMIT")
+    return try sroot.query("SELECT pg_current_wal_insert_lsn()::text").scalar ?? "0/0"
   }
 
   /// `belt teardown [--full]`.

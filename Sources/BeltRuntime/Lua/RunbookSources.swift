@@ -282,6 +282,7 @@ return belt.create_indexes(dc, db, opts)
 --   max_lag=1048576       bytes of forward lag under which the cutover may start
 --   lag_timeout=10m       how long to wait for the lag to get there
 --   drain_timeout=2m      how long to wait for application sessions to end after revoke-logins
+--   settle=250ms          how long "no sessions" must hold before the drain counts as done
 --   terminate=true        terminate sessions still open after drain_timeout (false: fail instead)
 --   gate_timeout=5m       how long teardown-forward-replication waits for dst to catch up
 --   validate=true         run validate-data inside sync (false: --no validation is not offered;
@@ -291,7 +292,7 @@ return belt.create_indexes(dc, db, opts)
 local dc, db, opts = ...
 local lib = belt.require_lib()
 local o = lib.options("cutover.lua", opts, {
-  max_lag = 1048576, lag_timeout = "10m", drain_timeout = "2m", terminate = true,
+  max_lag = 1048576, lag_timeout = "10m", drain_timeout = "2m", settle = "250ms", terminate = true,
   gate_timeout = "5m", validate = true, diff = true, confirm = false,
 })
 local target = db or "(all dbs)"
@@ -329,21 +330,37 @@ belt.on_failure(function(err)
   if not ok then belt.warn("restore-logins failed too: " .. tostring(rerr)) end
 end)
 
+-- Application sessions still open on src. A login that passed its check just before the revoke
+-- shows up in pg_stat_activity a moment later, so "none" only counts when it holds twice,
+-- `settle` apart: a write the gate below did not wait for would be lost on dst.
+local function open_sessions()
+  local n = 0
+  for _, r in ipairs(lib.records(belt.connections(dc, db))) do n = n + (r.src_count or 0) end
+  return n
+end
+local function none_left()
+  if open_sessions() > 0 then return false end
+  belt.sleep(o.settle)
+  return open_sessions() == 0
+end
+
 step("drain", function()
-  local drained = belt.wait_for(function()
-    for _, r in ipairs(lib.records(belt.connections(dc, db))) do
-      if (r.src_count or 0) > 0 then return false end
-    end
-    return true
-  end, { timeout = o.drain_timeout, interval = "1s", desc = "application sessions to end", on_timeout = "return" })
+  local drained = belt.wait_for(none_left,
+    { timeout = o.drain_timeout, interval = "200ms", desc = "application sessions to end", on_timeout = "return" })
   if not drained then
     if not o.terminate then
       error(belt.error("timeout", "application sessions still open after drain_timeout; rerun with terminate=true or stop them"))
     end
-    local t = lib.must(belt.terminate_connections(dc, db), "terminate-connections")
-    for _, r in ipairs(lib.records(t)) do
-      belt.warn(("%s: terminated %d session(s)"):format(tostring(r.db), r.terminated or 0))
-    end
+    belt.wait_for(function()
+      if none_left() then return true end
+      local t = lib.must(belt.terminate_connections(dc, db), "terminate-connections")
+      for _, r in ipairs(lib.records(t)) do
+        if (r.terminated or 0) > 0 then
+          belt.warn(("%s: terminated %d session(s)"):format(tostring(r.db), r.terminated))
+        end
+      end
+      return false
+    end, { timeout = "1m", interval = "200ms", desc = "terminated sessions to end" })
   end
 end)
 

@@ -529,11 +529,12 @@ return belt.revoke_logins(dc, db, opts)
 --
 -- Options (after --):
 --   drain_timeout=1m      how long to wait for dst sessions to end before terminating them
+--   settle=250ms          how long "no sessions" must hold before the drain counts as done
 --   catchup_timeout=5m    how long to wait for back replication to catch up
 --   teardown_back=true    drop the back subscription at the end
 local dc, db, opts = ...
 local lib = belt.require_lib()
-local o = lib.options("rollback.lua", opts, { drain_timeout = "1m", catchup_timeout = "5m", teardown_back = true })
+local o = lib.options("rollback.lua", opts, { drain_timeout = "1m", settle = "250ms", catchup_timeout = "5m", teardown_back = true })
 local t0 = belt.now()
 local dbs = db and { db } or belt.dbs(dc)
 
@@ -548,13 +549,27 @@ belt.log("revoking logins on dst")
 lib.must(belt.revoke_logins(dc, db, { reverse = true }), "revoke-logins on dst")
 
 belt.log("waiting for dst sessions to end")
-local drained = belt.wait_for(function()
-  for _, r in ipairs(lib.records(belt.connections(dc, db))) do
-    if (r.dst_count or 0) > 0 then return false end
-  end
-  return true
-end, { timeout = o.drain_timeout, interval = "1s", on_timeout = "return", desc = "dst sessions to end" })
-if not drained then lib.must(belt.terminate_connections(dc, db, { reverse = true }), "terminate sessions on dst") end
+-- "None" must hold twice, `settle` apart: a login that passed its check just before the revoke
+-- shows up a moment later, and its writes would miss the catch-up target below.
+local function open_sessions()
+  local n = 0
+  for _, r in ipairs(lib.records(belt.connections(dc, db))) do n = n + (r.dst_count or 0) end
+  return n
+end
+local function none_left()
+  if open_sessions() > 0 then return false end
+  belt.sleep(o.settle)
+  return open_sessions() == 0
+end
+local drained = belt.wait_for(none_left,
+  { timeout = o.drain_timeout, interval = "200ms", on_timeout = "return", desc = "dst sessions to end" })
+if not drained then
+  belt.wait_for(function()
+    if none_left() then return true end
+    lib.must(belt.terminate_connections(dc, db, { reverse = true }), "terminate sessions on dst")
+    return false
+  end, { timeout = "1m", interval = "200ms", desc = "terminated dst sessions to end" })
+end
 
 belt.log("waiting for back replication to catch up")
 for _, name in ipairs(dbs) do

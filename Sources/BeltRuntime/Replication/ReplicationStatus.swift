@@ -231,7 +231,7 @@ enum ReplicationStatus {
         if case .failure = snaps[1 - i] { throw e }
         unreachable.append((which, e))
         let st = SubscriptionState(
-          state: "down", reason: "\(which.rawValue) is unreachable: \(e.message)", tablesDone: nil,
+          state: "down", reason: "cannot connect to \(which.rawValue): \(e.message)", tablesDone: nil,
           tablesPending: 0, slotName: nil)
         return SideSnapshot(subscription: st, datasetBytes: 0, datasetPretty: "n/a")
       }

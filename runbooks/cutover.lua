@@ -60,38 +60,8 @@ belt.on_failure(function(err)
   if not ok then belt.warn("restore-logins failed too: " .. tostring(rerr)) end
 end)
 
--- Application sessions still open on src. A login that passed its check just before the revoke
--- shows up in pg_stat_activity a moment later, so "none" only counts when it holds twice,
--- `settle` apart: a write the gate below did not wait for would be lost on dst.
-local function open_sessions()
-  local n = 0
-  for _, r in ipairs(lib.records(belt.connections(dc, db))) do n = n + (r.src_count or 0) end
-  return n
-end
-local function none_left()
-  if open_sessions() > 0 then return false end
-  belt.sleep(o.settle)
-  return open_sessions() == 0
-end
-
 step("drain", function()
-  local drained = belt.wait_for(none_left,
-    { timeout = o.drain_timeout, interval = "200ms", desc = "application sessions to end", on_timeout = "return" })
-  if not drained then
-    if not o.terminate then
-      error(belt.error("timeout", "application sessions still open after drain_timeout; rerun with terminate=true or stop them"))
-    end
-    belt.wait_for(function()
-      if none_left() then return true end
-      local t = lib.must(belt.terminate_connections(dc, db), "terminate-connections")
-      for _, r in ipairs(lib.records(t)) do
-        if (r.terminated or 0) > 0 then
-          belt.warn(("%s: terminated %d session(s)"):format(tostring(r.db), r.terminated))
-        end
-      end
-      return false
-    end, { timeout = "1m", interval = "200ms", desc = "terminated sessions to end" })
-  end
+  lib.drain(dc, db, "src", { timeout = o.drain_timeout, settle = o.settle, terminate = o.terminate })
 end)
 
 step("teardown-forward-replication", function()

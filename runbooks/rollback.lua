@@ -31,27 +31,7 @@ belt.log("revoking logins on dst")
 lib.must(belt.revoke_logins(dc, db, { reverse = true }), "revoke-logins on dst")
 
 belt.log("waiting for dst sessions to end")
--- "None" must hold twice, `settle` apart: a login that passed its check just before the revoke
--- shows up a moment later, and its writes would miss the catch-up target below.
-local function open_sessions()
-  local n = 0
-  for _, r in ipairs(lib.records(belt.connections(dc, db))) do n = n + (r.dst_count or 0) end
-  return n
-end
-local function none_left()
-  if open_sessions() > 0 then return false end
-  belt.sleep(o.settle)
-  return open_sessions() == 0
-end
-local drained = belt.wait_for(none_left,
-  { timeout = o.drain_timeout, interval = "200ms", on_timeout = "return", desc = "dst sessions to end" })
-if not drained then
-  belt.wait_for(function()
-    if none_left() then return true end
-    lib.must(belt.terminate_connections(dc, db, { reverse = true }), "terminate sessions on dst")
-    return false
-  end, { timeout = "1m", interval = "200ms", desc = "terminated dst sessions to end" })
-end
+lib.drain(dc, db, "dst", { timeout = o.drain_timeout, settle = o.settle })
 
 belt.log("waiting for back replication to catch up")
 for _, name in ipairs(dbs) do

@@ -120,6 +120,30 @@ struct RunbookTests {
     _ = try? dc.run("teardown", "app", ["full": true])
   }
 
+  /// An application session that stays open after revoke-logins: with terminate=false the cutover
+  /// fails and restores logins; with terminate=true it is terminated and the cutover completes.
+  @Test func sessionsStillOpenAfterTheDrainFailOrAreTerminated() throws {
+    let dc = try TestDC()
+    let p = try dc.addPair("app", srcSQL: Fixtures.basic())
+    let (app, pw) = try Self.appRole(dc, grantIn: ["app"])
+    #expect(try CLI.run(["run", "migrate.lua", dc.dc, "app", "--config-dir", dc.root]).code == 0)
+    let held = try PGConnection(
+      conninfo: ConnInfo.build([("hostaddr", PG.host), ("port", String(PG.port(.src))), ("dbname", p.dbname), ("user", app), ("password", pw)]),
+      label: "app session")
+    defer { held.close() }
+    let refused = try CLI.run(["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "drain_timeout=1s", "terminate=false"])
+    #expect(refused.code == 1)
+    #expect(refused.err.contains("application sessions still open on src after drain_timeout"), "\(refused.err)")
+    #expect(Self.canLogin(.src, db: p.dbname, user: app, pw: pw), "compensation restored logins")
+    #expect(try held.query("SELECT 1").scalar == "1", "terminate=false must leave the session alone")
+    let done = try CLI.run(["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "drain_timeout=1s", "diff=false"])
+    #expect(done.code == 0, "\(done.err)")
+    #expect(done.err.contains("app: terminated 1 session(s) on src"), "\(done.err)")
+    #expect((try? held.query("SELECT 1")) == nil, "the held session was terminated")
+    _ = try? dc.run("restore_logins", "app")
+    _ = try? dc.run("teardown", "app", ["full": true])
+  }
+
   @Test func timeoutsFireAndTyposAreRejected() throws {
     let dc = try TestDC()
     let p = try dc.addPair("app", srcSQL: Fixtures.basic())

@@ -47,6 +47,41 @@ function lib.options(name, opts, defaults)
   return out
 end
 
+--- Waits for the application sessions on `side` ("src" or "dst") of dc/db to end after a
+--- revoke. "None" only counts when it holds twice, `o.settle` apart: a login that passed its
+--- check just before the revoke shows up a moment later, and its writes would miss the
+--- replication target taken next. After `o.timeout`, terminates the sessions (again, until
+--- none are left), or raises a timeout error when `o.terminate` is false.
+function lib.drain(dc, db, side, o)
+  local function open_sessions()
+    local n = 0
+    for _, r in ipairs(lib.records(belt.connections(dc, db))) do n = n + (r[side .. "_count"] or 0) end
+    return n
+  end
+  local function none_left()
+    if open_sessions() > 0 then return false end
+    belt.sleep(o.settle)
+    return open_sessions() == 0
+  end
+  local desc = "application sessions on " .. side .. " to end"
+  if belt.wait_for(none_left, { timeout = o.timeout, interval = "200ms", desc = desc, on_timeout = "return" }) then
+    return
+  end
+  if o.terminate == false then
+    error(belt.error("timeout", ("application sessions still open on %s after drain_timeout; rerun with terminate=true or stop them"):format(side)), 2)
+  end
+  belt.wait_for(function()
+    if none_left() then return true end
+    local t = lib.must(belt.terminate_connections(dc, db, { reverse = side == "dst" }), "terminate-connections on " .. side)
+    for _, r in ipairs(lib.records(t)) do
+      if (r.terminated or 0) > 0 then
+        belt.warn(("%s: terminated %d session(s) on %s"):format(tostring(r.db), r.terminated, side))
+      end
+    end
+    return false
+  end, { timeout = "1m", interval = "200ms", desc = "terminated " .. desc })
+end
+
 --- Formats seconds.
 function lib.secs(s) return ("%.1f s"):format(s) end
 
@@ -330,38 +365,8 @@ belt.on_failure(function(err)
   if not ok then belt.warn("restore-logins failed too: " .. tostring(rerr)) end
 end)
 
--- Application sessions still open on src. A login that passed its check just before the revoke
--- shows up in pg_stat_activity a moment later, so "none" only counts when it holds twice,
--- `settle` apart: a write the gate below did not wait for would be lost on dst.
-local function open_sessions()
-  local n = 0
-  for _, r in ipairs(lib.records(belt.connections(dc, db))) do n = n + (r.src_count or 0) end
-  return n
-end
-local function none_left()
-  if open_sessions() > 0 then return false end
-  belt.sleep(o.settle)
-  return open_sessions() == 0
-end
-
 step("drain", function()
-  local drained = belt.wait_for(none_left,
-    { timeout = o.drain_timeout, interval = "200ms", desc = "application sessions to end", on_timeout = "return" })
-  if not drained then
-    if not o.terminate then
-      error(belt.error("timeout", "application sessions still open after drain_timeout; rerun with terminate=true or stop them"))
-    end
-    belt.wait_for(function()
-      if none_left() then return true end
-      local t = lib.must(belt.terminate_connections(dc, db), "terminate-connections")
-      for _, r in ipairs(lib.records(t)) do
-        if (r.terminated or 0) > 0 then
-          belt.warn(("%s: terminated %d session(s)"):format(tostring(r.db), r.terminated))
-        end
-      end
-      return false
-    end, { timeout = "1m", interval = "200ms", desc = "terminated sessions to end" })
-  end
+  lib.drain(dc, db, "src", { timeout = o.drain_timeout, settle = o.settle, terminate = o.terminate })
 end)
 
 step("teardown-forward-replication", function()
@@ -549,27 +554,7 @@ belt.log("revoking logins on dst")
 lib.must(belt.revoke_logins(dc, db, { reverse = true }), "revoke-logins on dst")
 
 belt.log("waiting for dst sessions to end")
--- "None" must hold twice, `settle` apart: a login that passed its check just before the revoke
--- shows up a moment later, and its writes would miss the catch-up target below.
-local function open_sessions()
-  local n = 0
-  for _, r in ipairs(lib.records(belt.connections(dc, db))) do n = n + (r.dst_count or 0) end
-  return n
-end
-local function none_left()
-  if open_sessions() > 0 then return false end
-  belt.sleep(o.settle)
-  return open_sessions() == 0
-end
-local drained = belt.wait_for(none_left,
-  { timeout = o.drain_timeout, interval = "200ms", on_timeout = "return", desc = "dst sessions to end" })
-if not drained then
-  belt.wait_for(function()
-    if none_left() then return true end
-    lib.must(belt.terminate_connections(dc, db, { reverse = true }), "terminate sessions on dst")
-    return false
-  end, { timeout = "1m", interval = "200ms", desc = "terminated dst sessions to end" })
-end
+lib.drain(dc, db, "dst", { timeout = o.drain_timeout, settle = o.settle })
 
 belt.log("waiting for back replication to catch up")
 for _, name in ipairs(dbs) do

@@ -223,13 +223,13 @@ enum ReplicationStatus {
     // One side unreachable is a state to show (the other side still says something useful:
     // src's slot lag keeps growing while dst is down), not a reason to hide the pair.
     // Both unreachable: the pair fails with src's error.
-    var unreachable: [(Side, BeltError)] = []
+    var unreachable: [Side] = []
     func side(_ i: Int, _ which: Side) throws -> SideSnapshot {
       switch snaps[i] {
       case .success(let snap): return snap
       case .failure(let e):
         if case .failure = snaps[1 - i] { throw e }
-        unreachable.append((which, e))
+        unreachable.append(which)
         let st = SubscriptionState(
           state: "down", reason: "cannot connect to \(which.rawValue): \(e.message)", tablesDone: nil,
           tablesPending: 0, slotName: nil)
@@ -278,7 +278,7 @@ enum ReplicationStatus {
     ]
     if forward.state == "down" { fields.append(("forward_error", .from(forward.reason))) }
     if back.state == "down" { fields.append(("back_error", .from(back.reason))) }
-    if let (which, _) = unreachable.first {
+    if let which = unreachable.first {
       fields.append(("unreachable", .string(which.rawValue)))
       fields.append(("ok", false))
     }

@@ -24,7 +24,7 @@ if pre.ok == false and not o.skip_precheck then
 end
 
 belt.log("setup")
-lib.must(belt.setup(dc, db, { schema = o.schema }), "setup")
+local setup = lib.must(belt.setup(dc, db, { schema = o.schema }), "setup")
 
 belt.log("waiting for the initial copy")
 belt.wait_for(function()
@@ -41,6 +41,17 @@ belt.wait_for(function()
   end
   return all
 end, { timeout = o.replicate_timeout, interval = o.interval, desc = "forward replication to reach replicating" })
+
+-- Tables with a generated column are copied by belt under a short write lock once pglogical's
+-- initial copy is done (pglogical cannot copy them): setup, run again, does that.
+local pending = {}
+for _, r in ipairs(lib.records(setup)) do
+  if r.generated_pending and #r.generated_pending > 0 then pending[#pending + 1] = r.db end
+end
+for _, name in ipairs(pending) do
+  belt.log(("setup (again, for %s's tables with a generated column)"):format(name))
+  lib.must(belt.setup(dc, name, { schema = false }), "setup")
+end
 
 belt.log("create-indexes")
 lib.must(belt.create_indexes(dc, db), "create-indexes")

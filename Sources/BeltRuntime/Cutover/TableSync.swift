@@ -69,7 +69,10 @@ enum TableSync {
       }
       return ("explicit", tables, unknown)
     }
-    let noPK = all.filter { !$0.hasPK && $0.kind == "r" }
+    // Also a table with a generated column that setup never added to the set (it waits for
+    // the initial copy; see GeneratedColumns): nothing streamed it, so it is copied now.
+    let inSet = Set(try PGL.setTables(ctx.connect(.src, .root), schema: ctx.schema) ?? [])
+    let noPK = all.filter { $0.kind == "r" && (!$0.replicable || ($0.hasGenerated && !inSet.contains($0.name))) }
     return ("auto", Catalog.filter(noPK, subset: ctx.config.tableSubset, schema: ctx.schema), [])
   }
 

@@ -246,17 +246,68 @@ public enum InspectionOps {
     fields.append(("extensions_missing_on_dst", .from(missingExt)))
     fields.append(("extensions_unavailable_on_dst", .from(unavailable)))
     if !unavailable.isEmpty { ok = false }
-    // Per-table replicability.
+    // Per-table strategy: how belt moves each table, and why.
     let src = try ctx.connect(.src, .root)
     let server = try ctx.config.server(.src)
     let tables = Catalog.filter(try Catalog.tables(src, schema: ctx.schema), subset: ctx.config.tableSubset, schema: ctx.schema)
+    var alerts: [String] = []
+    var warnings: [String] = []
     var rows: [Value] = []
     for t in tables {
-      var method = t.hasPK ? "pglogical" : "dump_and_load"
-      var why: String? = t.hasPK ? nil : "no primary key: copied during cutover by sync-tables"
-      if t.kind == "p" { method = "unavailable"; why = "partitioned parent: its partitions are replicated" }
+      var (method, why) = t.strategy
       if t.owner != server.owner.name { why = (why.map { $0 + "; " } ?? "") + "owned by \(t.owner), not \(server.owner.name)" }
-      rows.append(.object([("name", .string(t.name)), ("replication", .string(method)), ("owner", .string(t.owner)), ("why", .from(why))]))
+      rows.append(.object([
+        ("name", .string(t.name)), ("replication", .string(method)), ("owner", .string(t.owner)),
+        ("generated_columns", .from(t.generatedColumns)), ("why", .from(why)),
+      ]))
+    }
+    let foreign = tables.filter { $0.owner != server.owner.name }
+    if !foreign.isEmpty {
+      ok = false
+      alerts.append(
+        "\(foreign.count) table(s) not owned by the owner user \(server.owner.name) (\(ReplicationSteps.quotedList(foreign.map { "\($0.name) (\($0.owner))" }))): "
+          + "setup refuses them; change their owner or leave them out with the config's tables")
+    }
+    let unlogged = tables.filter { $0.persistence == "u" }.map(\.name)
+    if !unlogged.isEmpty {
+      warnings.append("unlogged table(s) \(ReplicationSteps.quotedList(unlogged)): not replicated, copied during cutover by sync-tables")
+    }
+    let nothing = tables.filter { $0.hasPK && $0.replicaIdentity == "n" }.map(\.name)
+    if !nothing.isEmpty {
+      warnings.append("table(s) \(ReplicationSteps.quotedList(nothing)) have REPLICA IDENTITY NOTHING: not replicated, copied during cutover by sync-tables")
+    }
+    let generated = tables.filter(\.hasGenerated).map(\.name)
+    if !generated.isEmpty {
+      warnings.append("table(s) with a stored generated column (\(ReplicationSteps.quotedList(generated))): never copied by pglogical; see each table's strategy")
+    }
+    let largeObjects = Int(try src.query("SELECT count(*) FROM pg_largeobject_metadata").scalar ?? "0") ?? 0
+    fields.append(("large_objects", .int(largeObjects)))
+    if largeObjects > 0 {
+      ok = false
+      alerts.append(
+        "\(largeObjects) large object(s) in pg_largeobject: logical replication does not carry them and belt does not copy them; "
+          + "move them yourself (e.g. pg_dump --large-objects) or run migrate.lua with skip_precheck=true if they are not needed")
+    }
+    let matviews = try src.query(
+      """
+      SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+       WHERE n.nspname = $1 AND c.relkind = 'm' ORDER BY 1
+      """, [ctx.schema]).rows.map { $0.string("relname") }
+    fields.append(("materialized_views", .from(matviews)))
+    if !matviews.isEmpty {
+      warnings.append(
+        "materialized view(s) \(ReplicationSteps.quotedList(matviews)): created WITH NO DATA on dst (not replicated); "
+          + "run REFRESH MATERIALIZED VIEW on dst after the cutover")
+    }
+    if !unavailable.isEmpty {
+      alerts.append("extension(s) \(unavailable.joined(separator: ", ")) used on src are not available on dst; install them there first")
+    }
+    // What the whole dc needs of each server this pair uses.
+    let budget = try ServerBudget.checks(ctx)
+    fields.append(("server_budget", .array(budget.map(\.v))))
+    for b in budget where !b.ok {
+      ok = false
+      alerts.append(b.why ?? b.name)
     }
     let seqs = try Catalog.sequences(src, schema: ctx.schema)
     let wantedSeqs = ctx.config.sequenceSubset.map(Set.init)
@@ -264,12 +315,19 @@ public enum InspectionOps {
       .object([("name", .string($0.name)), ("replication", "sync_sequences"), ("owner", .string($0.owner)),
                ("why", $0.owner == server.owner.name ? .null : .string("owned by \($0.owner), not \(server.owner.name)"))])
     }
-    if tables.isEmpty { ok = false }
     fields.append(("tables", .array(rows)))
     fields.append(("sequences", .array(seqRows)))
     if tables.isEmpty {
-      fields.append(("alert", .string("no tables found to replicate in schema \(ctx.schema); check the config's schema_name and tables")))
+      // A database of the dc that has no tables yet is worth a word, not a failed dc.
+      warnings.append("no tables found to replicate in schema \(ctx.schema); check the config's schema_name and tables")
     }
+    fields.append(("alerts", .from(alerts)))
+    fields.append(("warnings", .from(warnings)))
+    if !alerts.isEmpty {
+      fields.append(("alert", .string(alerts.joined(separator: "; "))))
+      fields.append(("message", .string(alerts.joined(separator: "; "))))
+    }
+    if !warnings.isEmpty { fields.append(("warning", .string(warnings.joined(separator: "; ")))) }
     fields.append(("ok", .bool(ok)))
     return .object(fields)
   }

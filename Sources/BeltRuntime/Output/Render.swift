@@ -118,7 +118,15 @@ public enum Render {
       let seqs = r["sequences"]?.arrayValue ?? []
       out += yellow("Sequence Compatibility Summary") + "\n"
       out += table(["sequence name", "owner", "note"], seqs.map { [$0["name"]?.display ?? "", $0["owner"]?.display ?? "", $0["why"]?.display ?? ""] })
-      if let alert = r["alert"]?.stringValue { out += red("ALERT: \(alert)") + "\n" }
+      let budget = r["server_budget"]?.arrayValue ?? []
+      if !budget.isEmpty {
+        out += yellow("Server Budget (every database of the dc on this pair's servers)") + "\n"
+        out += table(["check", "value", "ok", "note"], budget.map {
+          [$0["name"]?.display ?? "", $0["value"]?.display ?? "", $0["ok"]?.display ?? "", $0["why"]?.display ?? ""]
+        }, bad: budget.map { [false, false, $0["ok"]?.boolValue == false, false] })
+      }
+      for a in r["alerts"]?.arrayValue ?? [] { out += red("ALERT: \(a.display)") + "\n" }
+      for w in r["warnings"]?.arrayValue ?? [] { out += yellow("WARNING: \(w.display)") + "\n" }
       if let missing = r["extensions_missing_on_dst"]?.arrayValue, !missing.isEmpty {
         out += yellow("Extensions on src but not on dst: ") + missing.map(\.display).joined(separator: ", ") + "\n"
       }

@@ -12,8 +12,46 @@ public struct TableInfo: Sendable, Equatable {
   public var owner: String
   /// True for a partition of a partitioned table.
   public var isPartition: Bool
+  /// Stored generated columns (`GENERATED ALWAYS AS (...) STORED`), in column order.
+  public var generatedColumns: [String] = []
+  /// `p` permanent, `u` unlogged.
+  public var persistence: String = "p"
+  /// `d` default, `n` nothing, `f` full, `i` index.
+  public var replicaIdentity: String = "d"
   /// Whether it has a primary key.
   public var hasPK: Bool { !pkColumns.isEmpty }
+  /// Whether it has a stored generated column. pglogical's initial copy names every column,
+  /// generated ones included, and fails on such a table; a column list avoids that but crashes
+  /// the subscriber's apply worker (test-environment.md). belt never lets pglogical copy it.
+  public var hasGenerated: Bool { !generatedColumns.isEmpty }
+  /// Whether pglogical may copy and stream it from the start: a leaf with a primary key and no
+  /// generated column.
+  public var replicatedFromStart: Bool { replicable && !hasGenerated }
+  /// Whether pglogical can stream its changes: a permanent leaf with a primary key whose
+  /// replica identity is not NOTHING. Every other leaf is copied during the cutover.
+  public var replicable: Bool { kind == "r" && hasPK && persistence == "p" && replicaIdentity != "n" }
+  /// How belt moves it (`pglogical`, `locked_copy`, `dump_and_load`, `unavailable`) and why.
+  public var strategy: (method: String, why: String?) {
+    if kind == "p" { return ("unavailable", "partitioned parent: its partitions are replicated") }
+    let generated = generatedColumns.count == 1 ? "generated column \(generatedColumns[0])" :
+      "generated columns \(generatedColumns.joined(separator: ", "))"
+    var reasons: [String] = []
+    if !hasPK { reasons.append("no primary key") }
+    if persistence == "u" { reasons.append("unlogged (logical replication does not see its changes)") }
+    if hasPK && replicaIdentity == "n" {
+      reasons.append("REPLICA IDENTITY NOTHING (its UPDATEs and DELETEs cannot be replicated; set it back to DEFAULT to stream it)")
+    }
+    if !reasons.isEmpty {
+      var why = reasons.joined(separator: ", ") + ": copied during cutover by sync-tables"
+      if hasGenerated { why += " (\(generated) is computed on dst)" }
+      return ("dump_and_load", why)
+    }
+    if hasGenerated {
+      return ("locked_copy", "\(generated): copied by belt under a short write lock on this table once the initial copy is done, "
+        + "then replicated (pglogical cannot copy it)")
+    }
+    return ("pglogical", nil)
+  }
 }
 
 /// Catalog queries shared by the operations (pg_catalog, not information_schema, so results do
@@ -28,7 +66,11 @@ public enum Catalog {
                         FROM pg_constraint p
                         CROSS JOIN LATERAL unnest(p.conkey) WITH ORDINALITY AS k(attnum, ord)
                         JOIN pg_attribute a ON a.attrelid = p.conrelid AND a.attnum = k.attnum
-                       WHERE p.conrelid = c.oid AND p.contype = 'p'), '{}') AS pk
+                       WHERE p.conrelid = c.oid AND p.contype = 'p'), '{}') AS pk,
+             coalesce((SELECT array_agg(a.attname ORDER BY a.attnum) FROM pg_attribute a
+                        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                          AND a.attgenerated <> ''), '{}') AS generated,
+             c.relpersistence::text AS persistence, c.relreplident::text AS replident
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
        WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')
        ORDER BY c.relname COLLATE "C"
@@ -36,7 +78,9 @@ public enum Catalog {
     return r.rows.map {
       TableInfo(
         name: $0.string("relname"), pkColumns: $0.array("pk"), kind: $0.string("kind"),
-        owner: $0.string("owner"), isPartition: $0.bool("relispartition"))
+        owner: $0.string("owner"), isPartition: $0.bool("relispartition"),
+        generatedColumns: $0.array("generated"), persistence: $0.string("persistence"),
+        replicaIdentity: $0.string("replident"))
     }
   }
 

@@ -91,18 +91,22 @@ enum PGL {
   /// Per-table initial-copy state of a subscription: (tables synced, tables still syncing,
   /// whether the subscription-level copy is done).
   static func syncProgress(_ c: PGConnection, _ sub: String) throws -> (
-    done: Int, pending: Int, fullDone: Bool
+    done: Int, pending: Int, fullDone: Bool, fullStatus: String
   ) {
     let r = try c.query(
       """
       SELECT count(*) FILTER (WHERE st.sync_relname IS NOT NULL AND st.sync_status::text IN ('r', 'y')) AS done,
              count(*) FILTER (WHERE st.sync_relname IS NOT NULL AND st.sync_status::text NOT IN ('r', 'y')) AS pending,
-             coalesce(bool_and(st.sync_status::text = 'r') FILTER (WHERE st.sync_relname IS NULL), false) AS full_done
+             coalesce(bool_and(st.sync_status::text = 'r') FILTER (WHERE st.sync_relname IS NULL), false) AS full_done,
+             coalesce(min(st.sync_status::text) FILTER (WHERE st.sync_relname IS NULL), '') AS full_status
         FROM pglogical.local_sync_status st JOIN pglogical.subscription s ON s.sub_id = st.sync_subid
        WHERE s.sub_name = $1
       """, [sub])
     let row = r.rows.first
-    return (row?.int("done") ?? 0, row?.int("pending") ?? 0, row?.bool("full_done") ?? false)
+    return (
+      row?.int("done") ?? 0, row?.int("pending") ?? 0, row?.bool("full_done") ?? false,
+      row?.string("full_status") ?? ""
+    )
   }
 
   /// The bare names of the tables of `schema` in the local replication set `pgbelt`.

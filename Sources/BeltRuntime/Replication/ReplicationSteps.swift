@@ -90,9 +90,24 @@ enum ReplicationSteps {
     }
     let chosen = try targetTables(ctx, sroot)
     let leaves = chosen.filter { $0.kind == "r" }
-    let replicated = leaves.filter(\.hasPK).map(\.name)
-    let noPK = leaves.filter { !$0.hasPK }.map(\.name)
+    // pglogical copies and streams these from the start.
+    let replicated = leaves.filter(\.replicatedFromStart).map(\.name)
+    // A primary key and a generated column: belt copies them under a short write lock once the
+    // initial copy is done (GeneratedColumns), never pglogical.
+    let lockCopied = leaves.filter { $0.replicable && $0.hasGenerated }.map(\.name)
+    // Without a primary key, unlogged, or REPLICA IDENTITY NOTHING: copied during the cutover.
+    let noPK = leaves.filter { !$0.replicable }.map(\.name)
     var notes: [String] = []
+    // Refused before anything changes: setup grants on every table as the owner.
+    let foreign = chosen.filter { $0.owner != src.owner.name }
+    guard foreign.isEmpty else {
+      let list = foreign.prefix(10).map { "\(Value.jsonQuote($0.name)) (owned by \($0.owner))" }
+        .joined(separator: ", ")
+      throw ctx.refuse(
+        "table(s) \(list)\(foreign.count > 10 ? " and \(foreign.count - 10) more" : "") of schema \(Value.jsonQuote(schema)) "
+          + "are not owned by the owner user \(Value.jsonQuote(src.owner.name)); belt grants the pglogical user access to "
+          + "them as the owner. Change their owner (ALTER TABLE ... OWNER TO), or leave them out with the config's tables")
+    }
     if let subset = ctx.config.tableSubset {
       let found = Set(chosen.map(\.name))
       let missing = subset.map { Catalog.bareName($0, schema: schema) }.filter {
@@ -102,7 +117,7 @@ enum ReplicationSteps {
         notes.append("configured tables not found on src: \(quotedList(missing))")
       }
     }
-    guard !replicated.isEmpty else {
+    guard !(replicated + lockCopied).isEmpty else {
       let which =
         ctx.config.tableSubset.map { "the configured tables (\(quotedList($0)))" } ?? "all tables"
       throw ctx.refuse(
@@ -144,7 +159,9 @@ enum ReplicationSteps {
         "table(s) \(quotedList(missingOnDst)) of schema \(Value.jsonQuote(schema)) are missing on dst; "
           + "load the schema first (setup without --no-schema, or load-schema)")
     }
-    let toCopy = existing == nil ? replicated : added
+    let inSet = Set(try PGL.setTables(sroot, schema: schema) ?? [])
+    let pendingGenerated = existing == nil ? lockCopied : lockCopied.filter { !inSet.contains($0) }
+    let toCopy = existing == nil ? replicated + pendingGenerated : added
     let filled = try nonEmpty(droot, schema: schema, toCopy)
     guard filled.isEmpty else {
       throw ctx.refuse(
@@ -157,22 +174,63 @@ enum ReplicationSteps {
       schema: schema, tables: chosen.map(\.name).filter { dstTables.contains($0) }
     ).map { "dst: " + $0 }
     let dstNode = try PGL.ensureNode(droot, name: PGL.dstNode, dsn: dst.pglogicalDSN, side: .dst)
+    if existing == nil {
+      // A new subscription's initial copy takes every table of the set: one with a generated
+      // column (in the set from an earlier migration, reset since) would make it fail for good.
+      for t in lockCopied where inSet.contains(t) {
+        try sroot.query(
+          "SELECT pglogical.replication_set_remove_table($1, $2::regclass)",
+          [PGL.setName, PGConnection.qualified(schema, t)])
+      }
+    }
     var subStep = try PGL.ensureSubscription(
       droot, name: PGL.forwardSub, providerDSN: src.pglogicalDSN, syncData: true)
     if existing != nil, !added.isEmpty {
-      try droot.query(
-        "SELECT pglogical.alter_subscription_synchronize($1, false)", [PGL.forwardSub])
+      // One table at a time: alter_subscription_synchronize would also make pglogical copy
+      // the set's tables that have a generated column (they have no sync status on dst).
+      for t in added {
+        try droot.query(
+          "SELECT pglogical.alter_subscription_resynchronize_table($1, $2::regclass, false)",
+          [PGL.forwardSub, PGConnection.qualified(schema, t)])
+      }
       subStep += ", copying \(added.count) new table(s)"
+    }
+
+    // Tables with a generated column, once pglogical's initial copy is done.
+    var generatedAdded: [Value] = []
+    var generatedPending = pendingGenerated
+    if !pendingGenerated.isEmpty {
+      let forward = try ReplicationStatus.state(droot, PGL.forwardSub, side: .dst, server: dst)
+      if try PGL.subscription(sroot, PGL.backSub) != nil {
+        notes.append(
+          "\(pendingGenerated.count) table(s) with a generated column (\(quotedList(pendingGenerated))) are not replicated; "
+            + "back replication exists, so belt does not copy them now: the cutover copies them")
+      } else if existing != nil, forward.state == "replicating", forward.copyDone {
+        generatedAdded = try GeneratedColumns.addUnderLock(ctx, tables: pendingGenerated)
+        generatedPending = []
+      } else {
+        notes.append(
+          "\(pendingGenerated.count) table(s) with a generated column (\(quotedList(pendingGenerated))) are copied by belt "
+            + "under a short write lock once the initial copy is done: migrate.lua does it; by hand, run setup again when "
+            + "status shows replicating (until then the cutover would copy them)")
+      }
     }
 
     var message = "replicating set \(PGL.setName) with \(replicated.count) table(s)"
     if !added.isEmpty, added.count != replicated.count { message += " (\(added.count) added)" }
     message += "; subscription \(PGL.forwardSub) \(subStep)"
+    if !generatedAdded.isEmpty {
+      message += "; \(generatedAdded.count) table(s) with a generated column copied under a write lock and added"
+    }
+    if !generatedPending.isEmpty {
+      message += "; \(generatedPending.count) table(s) with a generated column wait for the initial copy"
+    }
     if !noPK.isEmpty {
-      message += "; \(noPK.count) table(s) without a primary key are left for sync"
+      message += "; \(noPK.count) table(s) without a primary key (or not replicable) are left for sync"
     }
     return [
       "message": .string(message), "tables": .from(replicated), "tables_added": .from(added),
+      "generated_added": .array(generatedAdded), "generated_pending": .from(generatedPending),
       "no_pkey": .from(noPK), "schema": .string(schemaStep), "src_node": .string(srcNode),
       "dst_node": .string(dstNode), "subscription": .string(subStep), "notes": .from(notes),
     ]
@@ -213,7 +271,7 @@ enum ReplicationSteps {
         "forward replication \(PGL.forwardSub) is still initializing\(progress); set up back replication once status shows replicating"
       )
     }
-    let replicated = try targetTables(ctx, sroot).filter { $0.kind == "r" && $0.hasPK }.map(\.name)
+    let replicated = try targetTables(ctx, sroot).filter(\.replicable).map(\.name)
     let dstTables = Set(try Catalog.tables(droot, schema: schema).map(\.name))
     let missing = replicated.filter { !dstTables.contains($0) }
     guard missing.isEmpty else {

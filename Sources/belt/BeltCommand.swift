@@ -68,18 +68,22 @@ extension RunbookCommand {
     let spec = OperationRegistry.find(Self.operation)
     let code = runRunbook(
       file: (spec?.cliName ?? Self.operation) + ".lua", dc: dcArg, db: dbArg, opts: .object(opts),
-      global: global, spec: spec)
+      global: global, spec: spec, shippedOnly: true)
     if code != 0 { throw ExitCode(code) }
   }
 }
 
-/// Runs a runbook and prints its result; returns the exit code.
-func runRunbook(file: String, dc: String, db: String?, opts: Value, global: GlobalOptions, spec: OperationSpec?) -> Int32 {
+/// Runs a runbook and prints its result; returns the exit code. Built-in commands pass
+/// `shippedOnly`: they run the runbook compiled into belt, never a file from the working
+/// directory (`belt run FILE` is the one way to run a file).
+func runRunbook(
+  file: String, dc: String, db: String?, opts: Value, global: GlobalOptions, spec: OperationSpec?, shippedOnly: Bool
+) -> Int32 {
   let env = global.makeEnvironment()
   let output = OutputSink.standard(stderr: global.json)
   do {
     let session = try Session(env: env, output: output, flags: global.flags)
-    let result = try session.run(file: file, dc: dc, db: db, opts: opts)
+    let result = try session.run(file: file, dc: dc, db: db, opts: opts, shippedOnly: shippedOnly)
     if global.json {
       print(result.json())
     } else {

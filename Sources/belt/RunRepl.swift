@@ -35,7 +35,7 @@ struct Run: ParsableCommand {
     // Positional extras become opts[1..n]: represent as string keys "1","2" is wrong for Lua;
     // pass them as an `args` list instead.
     if !positional.isEmpty { pairs.append(("args", .array(positional))) }
-    let code = runRunbook(file: file, dc: dc, db: db, opts: .object(pairs), global: global, spec: nil)
+    let code = runRunbook(file: file, dc: dc, db: db, opts: .object(pairs), global: global, spec: nil, shippedOnly: false)
     if code != 0 { throw ExitCode(code) }
   }
 }

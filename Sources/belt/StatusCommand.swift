@@ -27,13 +27,13 @@ struct Status: RunbookCommand {
 
   func run() throws {
     guard let every = watch else {
-      let code = runRunbook(file: "status.lua", dc: dc, db: db, opts: .object([]), global: global, spec: OperationRegistry.find("status"))
+      let code = runRunbook(file: "status.lua", dc: dc, db: db, opts: .object([]), global: global, spec: OperationRegistry.find("status"), shippedOnly: true)
       if code != 0 { throw ExitCode(code) }
       return
     }
     while true {
       if !global.json { print("\u{1B}[H\u{1B}[2J", terminator: "") }
-      _ = runRunbook(file: "status.lua", dc: dc, db: db, opts: .object([]), global: global, spec: OperationRegistry.find("status"))
+      _ = runRunbook(file: "status.lua", dc: dc, db: db, opts: .object([]), global: global, spec: OperationRegistry.find("status"), shippedOnly: true)
       Thread.sleep(forTimeInterval: max(0.5, every))
     }
   }

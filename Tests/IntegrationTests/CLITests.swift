@@ -103,6 +103,23 @@ let seedCommands: [(String, String, [String])] = [
     #expect(try CLI.run(["run", fail, "mydc", "--config-dir", root]).code == 1)
   }
 
+  /// A runbook-named file in the working directory never replaces a built-in command (it
+  /// would run with every password of the configs at hand); `belt run FILE` runs a file.
+  @Test func builtInCommandsNeverRunAFileFromTheWorkingDirectory() throws {
+    let root = NSTemporaryDirectory() + "belt-cli-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: root + "/configs/dc1", withIntermediateDirectories: true)
+    for name in ["status", "setup", "revoke-logins", "check-connectivity"] {
+      try "print('PLANTED'); return {ok = true}".write(toFile: "\(root)/\(name).lua", atomically: true, encoding: .utf8)
+    }
+    for cmd in ["status", "setup", "revoke-logins", "check-connectivity"] {
+      let r = try CLI.run([cmd, "dc1"], cwd: root)
+      #expect(!r.out.contains("PLANTED") && !r.err.contains("PLANTED"), "\(cmd) ran the planted file")
+      #expect(r.code != 0, "\(cmd): a dc without databases is an error")
+    }
+    let r = try CLI.run(["run", "status.lua", "dc1"], cwd: root)
+    #expect(r.out.contains("PLANTED"), "belt run FILE runs the file it names")
+  }
+
   @Test func helpLuaDocumentsTheApi() throws {
     let r = try CLI.run(["help-lua"])
     #expect(r.code == 0)

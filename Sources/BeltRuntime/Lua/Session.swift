@@ -21,10 +21,12 @@ public final class Session {
 
   deinit { lua.close() }
 
-  /// Resolves a runbook: an existing file path, else a shipped runbook by name.
+  /// Resolves a runbook: an existing file path, else a shipped runbook by name. With
+  /// `shippedOnly` (every built-in command) only the runbook compiled into belt: a file of the
+  /// same name in the working directory would otherwise run with every password in the configs.
   /// - Returns: (source, chunk name shown in errors).
-  public static func resolve(_ file: String) throws -> (String, String) {
-    if FileManager.default.fileExists(atPath: file) {
+  public static func resolve(_ file: String, shippedOnly: Bool = false) throws -> (String, String) {
+    if !shippedOnly, FileManager.default.fileExists(atPath: file) {
       guard let data = FileManager.default.contents(atPath: file), let s = String(data: data, encoding: .utf8) else {
         throw BeltError(.ioError, "\(file): cannot be read")
       }
@@ -40,8 +42,8 @@ public final class Session {
   /// Runs a runbook with `...` = dc, db, opts; compensation hooks run if it fails.
   /// - Returns: the runbook's first result.
   /// - Throws: ``BeltError`` with a one-line message; the traceback is logged at debug level.
-  public func run(file: String, dc: String, db: String?, opts: Value) throws -> Value {
-    let (source, chunk) = try Session.resolve(file)
+  public func run(file: String, dc: String, db: String?, opts: Value, shippedOnly: Bool = false) throws -> Value {
+    let (source, chunk) = try Session.resolve(file, shippedOnly: shippedOnly)
     do {
       let wrapper = try lua.run(
         source: "local src, chunk = ...; local f, err = load(src, chunk, 't'); if not f then error(belt.error('script_error', err), 0) end; return belt._run_with_hooks(f, select(3, ...))",

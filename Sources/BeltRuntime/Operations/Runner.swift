@@ -17,6 +17,10 @@ public enum Runner {
       throw BeltError(.badArgument, "\(spec.cliName) needs a db name", dc: dc)
     }
     let dbs = try env.store.dbs(dc: dc)
+    guard !dbs.isEmpty else {
+      throw BeltError(
+        .notFound, "dc \"\(dc)\" has no databases: no \(env.store.dcDirectory(dc))/<db>/config.json", dc: dc)
+    }
     let records = parallelMap(dbs, width: env.jobs) { db -> Value in
       if belt_interrupted() != 0 {
         return failureRecord(spec, dc: dc, db: db, BeltError(.interrupted, "not started: interrupted", dc: dc, db: db), start: Date())

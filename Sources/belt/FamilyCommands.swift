@@ -224,3 +224,25 @@ struct Teardown: RunbookCommand {
   var dbArg: String? { db }
   var opts: [(String, Value)] { [("full", .bool(full))] }
 }
+
+struct DiffSequences: RunbookCommand {
+  static let operation = "diff_sequences"
+  static let configuration = Simple.config("diff-sequences", "Compare the last value of every targeted sequence on the source and destination databases.", "Targets the config's sequences, or every sequence of schema_name. DST is green when the destination is at or past the source; a sequence missing on one side shows \"—\" and is fine only when it is missing on the source.\n\nUnlike pgbelt, a mismatch exits 1 (--json: result = mismatch).", bothNote)
+  @OptionGroup var global: GlobalOptions
+  @Argument var dc: String
+  @Argument var db: String?
+  var dcArg: String { dc }
+  var dbArg: String? { db }
+}
+
+struct CleanupPreviousConfig: RunbookCommand {
+  static let operation = "cleanup_previous_config"
+  static let configuration = Simple.config("cleanup-previous-config", "Removes pglogical configuration left on the source database by an earlier migration, whatever role it played.", "Drops the subscriptions pg1_pg2 and pg2_pg1, their leftover slots, the replication set pgbelt, the node pg1 or pg2, and the pglogical user when nothing else on the server uses it.\n\nIf run with --full the pglogical extension will be dropped too.", nullDstNote)
+  @OptionGroup var global: GlobalOptions
+  @Argument var dc: String
+  @Argument var db: String?
+  @Flag(inversion: .prefixedNo, help: "Remove pglogical extension") var full = false
+  var dcArg: String { dc }
+  var dbArg: String? { db }
+  var opts: [(String, Value)] { [("full", .bool(full))] }
+}

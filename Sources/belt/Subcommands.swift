@@ -1,6 +1,6 @@
 import ArgumentParser
 
-/// Every subcommand, in the seed's order, then belt's own.
+/// Every subcommand, in pgbelt's order (its 29 commands), then belt's own.
 let allSubcommands: [any ParsableCommand.Type] = [
   Connections.self,
   SrcDsn.self,
@@ -26,9 +26,11 @@ let allSubcommands: [any ParsableCommand.Type] = [
   Analyze.self,
   ValidateData.self,
   Sync.self,
+  DiffSequences.self,
   TeardownBackReplication.self,
   TeardownForwardReplication.self,
   Teardown.self,
+  CleanupPreviousConfig.self,
   TerminateConnections.self,
   Run.self,
   Repl.self,

@@ -3,7 +3,8 @@ import Testing
 
 @testable import BeltRuntime
 
-/// The seed's command surface: every command, its arguments and options, in --help.
+/// The seed's command surface plus pgbelt 0.20's two new commands (diff-sequences,
+/// cleanup-previous-config): every command, its arguments and options, in --help, in pgbelt's order.
 let seedCommands: [(String, String, [String])] = [
   ("connections", "<dc> [<db>]", ["--exclude-user", "-e", "--exclude-pattern", "-p"]),
   ("src-dsn", "<dc> <db>", ["--owner", "--no-owner", "--pglogical", "--no-pglogical"]),
@@ -29,9 +30,11 @@ let seedCommands: [(String, String, [String])] = [
   ("analyze", "<dc> [<db>]", []),
   ("validate-data", "<dc> [<db>]", ["--full"]),
   ("sync", "<dc> [<db>]", ["--no-schema", "--no-no-schema"]),
+  ("diff-sequences", "<dc> [<db>]", []),
   ("teardown-back-replication", "<dc> [<db>]", []),
   ("teardown-forward-replication", "<dc> [<db>]", ["--timeout", "--no-wait"]),
   ("teardown", "<dc> [<db>]", ["--full", "--no-full"]),
+  ("cleanup-previous-config", "<dc> [<db>]", ["--full", "--no-full"]),
 ]
 
 @Suite struct CLITests {
@@ -40,6 +43,10 @@ let seedCommands: [(String, String, [String])] = [
     #expect(r.code == 0)
     let listed = Set(r.out.split(separator: "\n").compactMap { $0.hasPrefix("  ") ? $0.split(separator: " ").first.map(String.init) : nil })
     for (cmd, _, _) in seedCommands { #expect(listed.contains(cmd), "\(cmd) in belt --help") }
+    // In pgbelt's order.
+    let order = r.out.split(separator: "\n").compactMap { $0.hasPrefix("  ") ? $0.split(separator: " ").first.map(String.init) : nil }
+      .filter { c in seedCommands.contains { $0.0 == c } }
+    #expect(order == seedCommands.map(\.0), "\(order)")
     #expect(r.out.contains("--install-completion") && r.out.contains("--show-completion"))
     let comp = try CLI.run(["--show-completion"], env: ["SHELL": "/bin/bash"])
     #expect(comp.code == 0 && comp.out.contains("complete") && comp.out.contains("sync-sequences"))

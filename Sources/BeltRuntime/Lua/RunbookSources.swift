@@ -290,6 +290,12 @@ local dc, db, opts = ...
 return belt.check_pkeys(dc, db, opts)
 
 """#,
+    "cleanup-previous-config.lua": #"""
+-- belt cleanup-previous-config <dc> [db] [options]: runs belt.cleanup_previous_config (see `belt cleanup-previous-config --help`).
+local dc, db, opts = ...
+return belt.cleanup_previous_config(dc, db, opts)
+
+"""#,
     "connections.lua": #"""
 -- belt connections <dc> [db] [options]: runs belt.connections (see `belt connections --help`).
 local dc, db, opts = ...
@@ -389,6 +395,12 @@ return { ok = true, command = "cutover", dc = dc, db = db, downtime_s = downtime
 -- belt diff-schemas <dc> [db] [options]: runs belt.diff_schemas (see `belt diff-schemas --help`).
 local dc, db, opts = ...
 return belt.diff_schemas(dc, db, opts)
+
+"""#,
+    "diff-sequences.lua": #"""
+-- belt diff-sequences <dc> [db] [options]: runs belt.diff_sequences (see `belt diff-sequences --help`).
+local dc, db, opts = ...
+return belt.diff_sequences(dc, db, opts)
 
 """#,
     "dst-dsn.lua": #"""

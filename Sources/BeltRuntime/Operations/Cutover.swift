@@ -2,7 +2,10 @@
 /// sync-sequences, sync-tables, validate-data, sync. The work lives in `Cutover/`.
 public enum CutoverOps {
   /// All specs of this family.
-  public static let all: [OperationSpec] = [revokeLogins, restoreLogins, syncSequences, syncTables, validateData, sync]
+  public static let all: [OperationSpec] = {
+    Render.customRenderers["diff_sequences"] = SequenceDiff.render
+    return [revokeLogins, restoreLogins, syncSequences, syncTables, validateData, sync, diffSequences]
+  }()
 
   /// revoke-logins: record `revoked`, `saved_logins`, `config_saved`, `config_file`,
   /// `active_sessions`, `message`.
@@ -55,4 +58,12 @@ public enum CutoverOps {
     name: "sync", summary: "Sync and validate all data that is not replicated with pglogical.",
     sides: .both, options: ["no_schema": .bool]
   ) { ctx in try SyncAll.run(ctx) }
+
+  /// diff-sequences: record `sequences` [{name, source_value, destination_value,
+  /// destination_ok}], `result` (match or mismatch), `message`; fails on a mismatch.
+  static let diffSequences = OperationSpec(
+    name: "diff_sequences",
+    summary: "Compare the last value of every targeted sequence on the source and destination databases.",
+    sides: .both
+  ) { ctx in try SequenceDiff.run(ctx) }
 }

@@ -302,6 +302,10 @@ public enum InspectionOps {
     if !unavailable.isEmpty {
       alerts.append("extension(s) \(unavailable.joined(separator: ", ")) used on src are not available on dst; install them there first")
     }
+    if let left = try Cleanup.leftovers(src) {
+      ok = false
+      alerts.append(left)
+    }
     // What the whole dc needs of each server this pair uses.
     let budget = try ServerBudget.checks(ctx)
     fields.append(("server_budget", .array(budget.map(\.v))))

@@ -10,7 +10,7 @@ public enum ReplicationOps {
     Render.customRenderers["status"] = renderStatus
     return [
       reset, setup, setupBackReplication, status, teardownBackReplication,
-      teardownForwardReplication, teardown,
+      teardownForwardReplication, teardown, cleanupPreviousConfig,
     ]
   }()
 
@@ -90,4 +90,11 @@ public enum ReplicationOps {
     summary: "Removes all pglogical configuration from both databases.",
     sides: .both, options: ["full": .bool]
   ) { ctx in try ReplicationSteps.teardown(ctx) }
+
+  /// `belt cleanup-previous-config [--full]`.
+  static let cleanupPreviousConfig = OperationSpec(
+    name: "cleanup_previous_config",
+    summary: "Removes pglogical configuration left on the source database by an earlier migration, whatever role it played.",
+    sides: .srcOnly, options: ["full": .bool]
+  ) { ctx in try Cleanup.run(ctx) }
 }

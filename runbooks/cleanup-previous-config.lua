@@ -1,0 +1,3 @@
+-- belt cleanup-previous-config <dc> [db] [options]: runs belt.cleanup_previous_config (see `belt cleanup-previous-config --help`).
+local dc, db, opts = ...
+return belt.cleanup_previous_config(dc, db, opts)

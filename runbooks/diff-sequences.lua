@@ -1,0 +1,3 @@
+-- belt diff-sequences <dc> [db] [options]: runs belt.diff_sequences (see `belt diff-sequences --help`).
+local dc, db, opts = ...
+return belt.diff_sequences(dc, db, opts)

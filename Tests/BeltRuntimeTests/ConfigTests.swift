@@ -69,7 +69,7 @@ func parseError(_ text: String) -> String {
     try validConfig.write(toFile: root + "/configs/dc1/app/config.json", atomically: true, encoding: .utf8)
     let store = ConfigStore(root: root)
     #expect(try store.dbs(dc: "dc1") == ["app"])
-    #expect(throws: BeltError(.notFound, "unknown dc \"nope\": no directory \(root)/configs/nope", dc: "nope")) { try store.dbs(dc: "nope") }
+    #expect(throws: BeltError(.notFound, "unknown dc \"nope\": no directory \(root)/configs/nope (nor \(root)/remote-configs/nope)", dc: "nope")) { try store.dbs(dc: "nope") }
     #expect(throws: BeltError(.notFound, "unknown db \"x\" in dc \"dc1\": no file \(root)/configs/dc1/x/config.json", dc: "dc1", db: "x")) {
       try store.load(dc: "dc1", db: "x")
     }

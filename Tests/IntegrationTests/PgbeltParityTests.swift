@@ -79,3 +79,55 @@ struct PgbeltParityTests {
     }
   }
 }
+
+/// Issue 16: a pair whose credentials come from a resolver command, against the real clusters.
+extension PgbeltParityTests {
+  @Test func aRemoteConfigPairMigratesAndItsSecretsNeverReachDisk() throws {
+    let dc = try TestDC()
+    defer { Repl.cleanup(dc) }
+    let pair = try dc.addPair("app", srcSQL: Fixtures.basic())
+    let cfg = try dc.store.load(dc: dc.dc, db: "app").raw
+    // The secrets travel in the resolver's environment, as a secret-store CLI would print them.
+    let env = [
+      "BELT_TEST_SRC_SIDE": (cfg["src"] ?? .null).json(indent: 0), "BELT_TEST_DST_SIDE": (cfg["dst"] ?? .null).json(indent: 0),
+    ]
+    try FileManager.default.removeItem(atPath: dc.root + "/configs/\(dc.dc)/app")
+    let definition = dc.store.remotePath(dc: dc.dc, db: "app")
+    try FileManager.default.createDirectory(atPath: (definition as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+    try Value.object([
+      ("src_resolver_command", .from(["printenv", "BELT_TEST_SRC_SIDE"])),
+      ("dst_resolver_command", .from(["printenv", "BELT_TEST_DST_SIDE"])),
+      ("schema_name", "public"),
+    ]).json().write(toFile: definition, atomically: true, encoding: .utf8)
+
+    var output = ""
+    func belt(_ args: [String]) throws -> CLI.Result {
+      let r = try CLI.run(args + ["--config-dir", dc.root, "--verbose"], env: env)
+      output += r.out + r.err
+      return r
+    }
+    #expect(try belt(["check-connectivity", dc.dc]).code == 0, "\(output)")
+    #expect(try belt(["setup", dc.dc, "app"]).code == 0, "\(output)")
+    #expect(try eventually(60) { try belt(["status", dc.dc, "app", "--json"]).out.contains("\"forward\": \"replicating\"") }, "\(output.suffix(2000))")
+    // revoke-logins writes its list into the definition; restore reads it back from there.
+    #expect(try belt(["revoke-logins", dc.dc, "app", "-p", "%"]).code == 0, "\(output.suffix(1000))")
+    #expect(try belt(["restore-logins", dc.dc, "app"]).code == 0, "\(output.suffix(1000))")
+    let written = try String(contentsOfFile: definition, encoding: .utf8)
+    #expect(written.contains("revoked_logins"), "\(written)")
+    #expect(try belt(["teardown", dc.dc, "app", "--full"]).code == 0, "\(output.suffix(1000))")
+
+    // A resolver that fails: one line naming the file and the status.
+    let failing = try CLI.run(["status", dc.dc, "app", "--config-dir", dc.root], env: [:])
+    #expect(failing.code == 1)
+    #expect(failing.err.contains("\(definition): src_resolver_command (printenv) exited with status 1"), "\(failing.err)")
+
+    let secrets = [pair.owner.password, pair.pglogical.password, PG.rootPassword]
+    for s in secrets { #expect(!output.contains(s), "a password in belt's output") }
+    let files = FileManager.default.enumerator(atPath: dc.root)?.compactMap { $0 as? String } ?? []
+    #expect(files.contains { $0.hasSuffix(".sql") }, "setup wrote the schema files: \(files)")
+    for f in files {
+      guard let text = try? String(contentsOfFile: dc.root + "/" + f, encoding: .utf8) else { continue }
+      for s in secrets { #expect(!text.contains(s), "a password in \(f)") }
+    }
+  }
+}

@@ -16,6 +16,12 @@ public struct ConfigStore: Sendable {
   /// The config file path of one pair.
   public func path(dc: String, db: String) -> String { "\(root)/configs/\(dc)/\(db)/config.json" }
 
+  /// `remote-configs/<dc>` under the root (pairs whose credentials a resolver command prints).
+  public func remoteDCDirectory(_ dc: String) -> String { "\(root)/remote-configs/\(dc)" }
+
+  /// The remote-config definition path of one pair.
+  public func remotePath(dc: String, db: String) -> String { "\(root)/remote-configs/\(dc)/\(db)/config.json" }
+
   /// The schema files directory of one pair, `schemas/<dc>/<db>`.
   public func schemaDirectory(dc: String, db: String) -> String { "\(root)/schemas/\(dc)/\(db)" }
 
@@ -31,12 +37,20 @@ public struct ConfigStore: Sendable {
   public func dbs(dc: String) throws -> [String] {
     try Self.checkName(dc, what: "dc")
     let dir = dcDirectory(dc)
-    var isDir: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
-      throw BeltError(.notFound, "unknown dc \"\(dc)\": no directory \(dir)", dc: dc)
+    let remote = remoteDCDirectory(dc)
+    func isDirectory(_ d: String) -> Bool {
+      var isDir: ObjCBool = false
+      return FileManager.default.fileExists(atPath: d, isDirectory: &isDir) && isDir.boolValue
     }
-    let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
-    return names.filter { FileManager.default.fileExists(atPath: path(dc: dc, db: $0)) }.sorted()
+    guard isDirectory(dir) || isDirectory(remote) else {
+      throw BeltError(.notFound, "unknown dc \"\(dc)\": no directory \(dir) (nor \(remote))", dc: dc)
+    }
+    // The union of both places, like pgbelt (a pair in both is refused when it is loaded).
+    let local = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [])
+      .filter { FileManager.default.fileExists(atPath: path(dc: dc, db: $0)) }
+    let resolved = ((try? FileManager.default.contentsOfDirectory(atPath: remote)) ?? [])
+      .filter { FileManager.default.fileExists(atPath: remotePath(dc: dc, db: $0)) }
+    return Array(Set(local).union(resolved)).sorted()
   }
 
   /// Loads and validates one pair's config.
@@ -45,9 +59,19 @@ public struct ConfigStore: Sendable {
     try Self.checkName(dc, what: "dc")
     try Self.checkName(db, what: "db")
     let file = path(dc: dc, db: db)
+    let remote = remotePath(dc: dc, db: db)
+    if FileManager.default.fileExists(atPath: remote) {
+      if FileManager.default.fileExists(atPath: file) {
+        throw BeltError(
+          .configInvalid, "pair \(dc)/\(db) is defined twice: \(file) and \(remote); keep one of them", dc: dc, db: db)
+      }
+      return try RemoteConfig.load(path: remote, dc: dc, db: db)
+    }
     guard FileManager.default.fileExists(atPath: file) else {
       var isDir: ObjCBool = false
-      if !FileManager.default.fileExists(atPath: dcDirectory(dc), isDirectory: &isDir) {
+      if !FileManager.default.fileExists(atPath: dcDirectory(dc), isDirectory: &isDir),
+        !FileManager.default.fileExists(atPath: remoteDCDirectory(dc), isDirectory: &isDir)
+      {
         throw BeltError(.notFound, "unknown dc \"\(dc)\": no directory \(dcDirectory(dc))", dc: dc)
       }
       throw BeltError(

@@ -76,6 +76,21 @@ func parseError(_ text: String) -> String {
     #expect(throws: BeltError.self) { try store.load(dc: "../etc", db: "x") }
   }
 
+  /// The path names the pair; a file whose "dc" or "db" disagrees is refused, naming both.
+  @Test func aConfigWhoseNamesDisagreeWithItsPathIsRefused() throws {
+    let root = NSTemporaryDirectory() + "belt-cfg-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: root + "/configs/dc1/billing", withIntermediateDirectories: true)
+    try validConfig.write(toFile: root + "/configs/dc1/billing/config.json", atomically: true, encoding: .utf8)
+    let store = ConfigStore(root: root)
+    do {
+      _ = try store.load(dc: "dc1", db: "billing")
+      Issue.record("loaded a config whose dc and db disagree with its path")
+    } catch let e as BeltError {
+      #expect(e.code == .configInvalid)
+      #expect(e.message == "\(root)/configs/dc1/billing/config.json: \"dc\" is \"testdc\" but the file is in dc \"dc1\" and \"db\" is \"app\" but the file is in db directory \"billing\"; make them agree")
+    }
+  }
+
   @Test func interruptedSaveLeavesTheOldFileIntact() throws {
     let root = NSTemporaryDirectory() + "belt-cfg-\(UUID().uuidString)"
     let store = ConfigStore(root: root)
@@ -86,14 +101,14 @@ func parseError(_ text: String) -> String {
     let before = try String(contentsOfFile: path, encoding: .utf8)
     AtomicFile.faultBeforeRename = { true }
     defer { AtomicFile.faultBeforeRename = nil }
-    #expect(throws: BeltError.self) { try store.save(original.setting("db", "changed"), to: path) }
+    #expect(throws: BeltError.self) { try store.save(original.setting("schema_name", "changed"), to: path) }
     #expect(try String(contentsOfFile: path, encoding: .utf8) == before)
     let leftovers = try FileManager.default.contentsOfDirectory(atPath: (path as NSString).deletingLastPathComponent)
     #expect(leftovers == ["config.json"])
     AtomicFile.faultBeforeRename = nil
-    try store.save(original.setting("db", "changed"), to: path)
+    try store.save(original.setting("schema_name", "changed").setting("dc", "dc1"), to: path)
     let reloaded = try store.load(dc: "dc1", db: "app")
-    #expect(reloaded.db == "changed")
+    #expect(reloaded.schemaName == "changed")
     #expect(reloaded.raw["future_key"] != nil)  // unknown keys survive a save
     var st = stat()
     stat(path, &st)

@@ -65,7 +65,7 @@ public struct ConfigStore: Sendable {
         throw BeltError(
           .configInvalid, "pair \(dc)/\(db) is defined twice: \(file) and \(remote); keep one of them", dc: dc, db: db)
       }
-      return try RemoteConfig.load(path: remote, dc: dc, db: db)
+      return try Self.checkIdentity(RemoteConfig.load(path: remote, dc: dc, db: db), dc: dc, db: db)
     }
     guard FileManager.default.fileExists(atPath: file) else {
       var isDir: ObjCBool = false
@@ -83,7 +83,21 @@ public struct ConfigStore: Sendable {
     guard let text = String(data: data, encoding: .utf8) else {
       throw BeltError(.configInvalid, "\(file): not valid UTF-8", dc: dc, db: db)
     }
-    return try Self.parse(text, path: file, dc: dc, db: db)
+    return try Self.checkIdentity(Self.parse(text, path: file, dc: dc, db: db), dc: dc, db: db)
+  }
+
+  /// A pair is named by its path: `configs/<dc>/<db>/`. A file whose "dc" or "db" field says
+  /// otherwise (copied from another pair and not edited, say) would make belt reload another
+  /// pair's config and write another pair's schema files, so it is refused, naming both.
+  static func checkIdentity(_ c: MigrationConfig, dc: String, db: String) throws -> MigrationConfig {
+    var wrong: [String] = []
+    if c.dc != dc { wrong.append("\"dc\" is \(Value.jsonQuote(c.dc)) but the file is in dc \(Value.jsonQuote(dc))") }
+    if c.db != db { wrong.append("\"db\" is \(Value.jsonQuote(c.db)) but the file is in db directory \(Value.jsonQuote(db))") }
+    guard wrong.isEmpty else {
+      throw BeltError(
+        .configInvalid, "\(c.path): \(wrong.joined(separator: " and ")); make them agree", dc: dc, db: db)
+    }
+    return c
   }
 
   /// Parses and validates config text.

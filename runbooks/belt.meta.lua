@@ -290,6 +290,42 @@ function belt.sync(dc, db, opts) end
 ---@return BeltRecord
 function belt.diff_sequences(dc, db, opts) end
 
+--- Show where pgbouncer sends the pair's database (src, dst or other) and whether it is paused.
+--- `belt.pgbouncer_show(dc[, db][, opts]) -> record`
+--- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
+---@param dc string
+---@param db string?
+---@param opts {}?
+---@return BeltRecord
+function belt.pgbouncer_show(dc, db, opts) end
+
+--- PAUSE the pair's database in pgbouncer: waits for transactions in flight; new ones wait (bounded by timeout, then resumed).
+--- `belt.pgbouncer_pause(dc[, db][, opts]) -> record`
+--- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
+---@param dc string
+---@param db string?
+---@param opts {timeout: number|string?}?
+---@return BeltRecord
+function belt.pgbouncer_pause(dc, db, opts) end
+
+--- RESUME the pair's database in pgbouncer (fine when it is not paused).
+--- `belt.pgbouncer_resume(dc[, db][, opts]) -> record`
+--- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
+---@param dc string
+---@param db string?
+---@param opts {}?
+---@return BeltRecord
+function belt.pgbouncer_resume(dc, db, opts) end
+
+--- Point the pair's pgbouncer database at src or dst: rewrite its line in databases_file, RELOAD, check SHOW DATABASES.
+--- `belt.pgbouncer_point_to(dc[, db][, opts]) -> record`
+--- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
+---@param dc string
+---@param db string?
+---@param opts {side: string?}?
+---@return BeltRecord
+function belt.pgbouncer_point_to(dc, db, opts) end
+
 --- Polls pred until it returns a truthy value. Raises {code="timeout"} (or returns false,
 --- "timeout" with on_timeout = "return"). Ctrl-C raises {code="interrupted"}.
 ---@param pred fun(): any

@@ -120,7 +120,8 @@ public struct ConfigStore: Sendable {
       tables: try v.stringList(raw, "tables"), sequences: try v.stringList(raw, "sequences"),
       schemaName: try v.optionalString(raw, "schema_name") ?? "public",
       excludeUsers: try v.stringList(raw, "exclude_users") ?? [],
-      excludePatterns: try v.stringList(raw, "exclude_patterns") ?? [])
+      excludePatterns: try v.stringList(raw, "exclude_patterns") ?? [],
+      pgbouncer: try v.pgbouncer(raw))
   }
 
   /// Writes a config atomically (see ``AtomicFile``), keeping the existing file's mode (0600 for
@@ -204,6 +205,31 @@ struct FieldReader {
       dbname: try requiredString(v, "db", prefix: p), port: port,
       root: try user(v, "root_user", prefix: p), owner: try user(v, "owner_user", prefix: p),
       pglogical: try user(v, "pglogical_user", prefix: p))
+  }
+
+  func pgbouncer(_ obj: Value) throws -> PgBouncerConfig? {
+    guard let v = obj["pgbouncer"], !v.isNull else { return nil }
+    guard case .object = v else { throw fail("pgbouncer", "must be an object or null, got \(Self.kind(v))") }
+    let port: Int
+    switch v["port"] {
+    case .none: throw fail("pgbouncer.port", "is missing")
+    case .some(let p):
+      guard let n = p.intValue ?? p.stringValue.flatMap({ Int($0.trimmingCharacters(in: .whitespaces)) }), (1...65535).contains(n) else {
+        throw fail("pgbouncer.port", "must be a port number between 1 and 65535")
+      }
+      port = n
+    }
+    var file: String? = nil
+    if let f = v["databases_file"], !f.isNull {
+      guard let s = f.stringValue, s.hasPrefix("/") else {
+        throw fail("pgbouncer.databases_file", "must be an absolute path (the file pgbouncer.ini includes) or null")
+      }
+      file = s
+    }
+    return PgBouncerConfig(
+      host: try requiredString(v, "host", prefix: "pgbouncer."), port: port,
+      admin: try user(v, "admin_user", prefix: "pgbouncer."), database: try requiredString(v, "database", prefix: "pgbouncer."),
+      databasesFile: file)
   }
 
   func user(_ obj: Value, _ key: String, prefix: String) throws -> Credentials {

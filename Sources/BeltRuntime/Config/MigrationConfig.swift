@@ -129,6 +129,8 @@ public struct MigrationConfig: Equatable, Sendable {
   public var excludeUsers: [String]
   /// LIKE patterns of users never revoked or counted.
   public var excludePatterns: [String]
+  /// The pgbouncer in front of src, when the config has one (cutover through a pause).
+  public var pgbouncer: PgBouncerConfig? = nil
 
   /// The server of a side, or a precondition error naming the file.
   public func server(_ side: Side) throws -> ServerConfig {
@@ -157,4 +159,20 @@ public struct MigrationConfig: Equatable, Sendable {
     guard let s = sequences, !s.isEmpty else { return nil }
     return s
   }
+}
+
+/// `"pgbouncer": {"host", "port", "admin_user": {"name", "pw"}, "database", "databases_file"}`:
+/// the pgbouncer the application connects through, and the name it uses there.
+public struct PgBouncerConfig: Equatable, Sendable {
+  /// Address of pgbouncer.
+  public var host: String
+  /// Its port.
+  public var port: Int
+  /// A user listed in pgbouncer's admin_users.
+  public var admin: Credentials
+  /// The database name clients use in pgbouncer.
+  public var database: String
+  /// The file (included from pgbouncer.ini) whose `[databases]` line for `database` belt
+  /// rewrites; nil when a hook does the switch.
+  public var databasesFile: String?
 }

@@ -507,6 +507,30 @@ end
 return { ok = true, command = "migrate", dc = dc, db = db, duration_s = belt.now() - started, status = s }
 
 """#,
+    "pgbouncer-pause.lua": #"""
+-- belt run pgbouncer-pause.lua <dc> <db> [-- options]: runs belt.pgbouncer_pause.
+local dc, db, opts = ...
+return belt.pgbouncer_pause(dc, db, opts)
+
+"""#,
+    "pgbouncer-point-to.lua": #"""
+-- belt run pgbouncer-point-to.lua <dc> <db> [-- options]: runs belt.pgbouncer_point_to.
+local dc, db, opts = ...
+return belt.pgbouncer_point_to(dc, db, opts)
+
+"""#,
+    "pgbouncer-resume.lua": #"""
+-- belt run pgbouncer-resume.lua <dc> <db> [-- options]: runs belt.pgbouncer_resume.
+local dc, db, opts = ...
+return belt.pgbouncer_resume(dc, db, opts)
+
+"""#,
+    "pgbouncer-show.lua": #"""
+-- belt run pgbouncer-show.lua <dc> <db> [-- options]: runs belt.pgbouncer_show.
+local dc, db, opts = ...
+return belt.pgbouncer_show(dc, db, opts)
+
+"""#,
     "precheck.lua": #"""
 -- belt precheck <dc> [db] [options]: runs belt.precheck (see `belt precheck --help`).
 local dc, db, opts = ...

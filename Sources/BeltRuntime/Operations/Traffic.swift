@@ -1,0 +1,77 @@
+import Foundation
+
+/// Switching traffic through pgbouncer (design.md §10): the building blocks a runbook composes
+/// into a cutover where clients wait instead of failing. Lua: belt.pgbouncer_show,
+/// belt.pgbouncer_pause, belt.pgbouncer_resume, belt.pgbouncer_point_to.
+public enum TrafficOps {
+  /// All specs of this family.
+  public static let all: [OperationSpec] = [pgbouncerShow, pgbouncerPause, pgbouncerResume, pgbouncerPointTo]
+
+  static func admin(_ ctx: PairContext) throws -> PgBouncerAdmin {
+    guard let pgb = ctx.config.pgbouncer else {
+      throw BeltError(.configInvalid, "\(ctx.config.path): no \"pgbouncer\" block; add one to switch traffic through pgbouncer", dc: ctx.dc, db: ctx.db)
+    }
+    return try PgBouncerAdmin(pgb, connectTimeout: ctx.env.connectTimeout)
+  }
+
+  /// Which side of the pair an entry points at.
+  static func side(of e: PgBouncerAdmin.Entry, _ ctx: PairContext) -> String {
+    for s in Side.allCases {
+      if let sv = s == .src ? ctx.config.src : ctx.config.dst, sv.port == e.port, sv.dbname == e.database,
+        sv.ip == e.host || sv.host == e.host
+      {
+        return s.rawValue
+      }
+    }
+    return "other"
+  }
+
+  static func record(_ e: PgBouncerAdmin.Entry, _ ctx: PairContext, _ extra: [(String, Value)] = []) -> Value {
+    .object([
+      ("database", .string(e.name)), ("host", .string(e.host)), ("port", .int(e.port)), ("target_db", .string(e.database)),
+      ("points_to", .string(side(of: e, ctx))), ("paused", .bool(e.paused)),
+    ] + extra)
+  }
+
+  static let pgbouncerShow = OperationSpec(
+    name: "pgbouncer_show",
+    summary: "Show where pgbouncer sends the pair's database (src, dst or other) and whether it is paused.",
+    sides: .none
+  ) { ctx in
+    let e = try admin(ctx).entry()
+    return record(e, ctx, [("message", .string("\(e.name) -> \(e.host):\(e.port)/\(e.database) (\(side(of: e, ctx)))\(e.paused ? ", paused" : "")"))])
+  }
+
+  static let pgbouncerPause = OperationSpec(
+    name: "pgbouncer_pause",
+    summary: "PAUSE the pair's database in pgbouncer: waits for transactions in flight; new ones wait (bounded by timeout, then resumed).",
+    sides: .none, options: ["timeout": .duration]
+  ) { ctx in
+    let a = try admin(ctx)
+    let waited = try a.pause(timeout: ctx.options.seconds("timeout") ?? 10)
+    return record(try a.entry(), ctx, [("waited_s", .double((waited * 1000).rounded() / 1000)), ("message", .string(String(format: "paused after %.3f s", waited)))])
+  }
+
+  static let pgbouncerResume = OperationSpec(
+    name: "pgbouncer_resume",
+    summary: "RESUME the pair's database in pgbouncer (fine when it is not paused).",
+    sides: .none
+  ) { ctx in
+    let a = try admin(ctx)
+    try a.resume()
+    return record(try a.entry(), ctx, [("message", "resumed")])
+  }
+
+  static let pgbouncerPointTo = OperationSpec(
+    name: "pgbouncer_point_to",
+    summary: "Point the pair's pgbouncer database at src or dst: rewrite its line in databases_file, RELOAD, check SHOW DATABASES.",
+    sides: .none, options: ["side": .string]
+  ) { ctx in
+    guard let which = ctx.options.string("side"), let side = Side(rawValue: which) else {
+      throw BeltError(.badArgument, "pgbouncer_point_to needs side = \"src\" or \"dst\"")
+    }
+    let a = try admin(ctx)
+    let target = try a.pointTo(try ctx.config.server(side))
+    return record(try a.entry(), ctx, [("message", .string("\(a.config.database) now points at \(which) (\(target))"))])
+  }
+}

@@ -1,0 +1,3 @@
+-- belt run pgbouncer-pause.lua <dc> <db> [-- options]: runs belt.pgbouncer_pause.
+local dc, db, opts = ...
+return belt.pgbouncer_pause(dc, db, opts)

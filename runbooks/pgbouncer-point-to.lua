@@ -1,0 +1,3 @@
+-- belt run pgbouncer-point-to.lua <dc> <db> [-- options]: runs belt.pgbouncer_point_to.
+local dc, db, opts = ...
+return belt.pgbouncer_point_to(dc, db, opts)

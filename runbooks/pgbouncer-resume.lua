@@ -1,0 +1,3 @@
+-- belt run pgbouncer-resume.lua <dc> <db> [-- options]: runs belt.pgbouncer_resume.
+local dc, db, opts = ...
+return belt.pgbouncer_resume(dc, db, opts)

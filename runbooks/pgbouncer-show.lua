@@ -1,0 +1,3 @@
+-- belt run pgbouncer-show.lua <dc> <db> [-- options]: runs belt.pgbouncer_show.
+local dc, db, opts = ...
+return belt.pgbouncer_show(dc, db, opts)

@@ -235,13 +235,16 @@ enum Logins {
       }
     }
     memory.revokedLogins.formUnion(roles)
+    // Sessions in this database of the roles revoked for it (in a dc, each database's record
+    // counts its own, also of roles another database of the dc revoked just before).
     let sessions = try c.query(
-      "SELECT count(*) FROM pg_stat_activity WHERE usename = ANY($1::text[])", [PGArray.literal(roles)]
+      "SELECT count(*) FROM pg_stat_activity WHERE usename = ANY($1::text[]) AND datname = current_database()",
+      [PGArray.literal(roles + earlier)]
     ).scalar.flatMap { Int($0) } ?? 0
     var message = roles.isEmpty ? "No roles to revoke." : "revoked LOGIN from \(roles.count) role(s): \(Fmt.names(roles))"
     if sessions > 0 {
       message += "; \(sessions) session(s) of these roles are still connected (not terminated; see `belt connections`)"
-      ctx.logger.warning("\(sessions) session(s) of revoked roles are still connected to src; they are not terminated")
+      ctx.logger.warning("\(sessions) session(s) of revoked roles are still connected to this database on src; they are not terminated")
     }
     ctx.logger.info("\(message)")
     return .object([

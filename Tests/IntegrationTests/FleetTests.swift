@@ -243,6 +243,13 @@ struct FleetTests {
       #expect(e.message.contains("permission denied for database"), "\(e.message)")
     }
     #expect(try Cut.rolcanlogin(app) == true, "the CONNECT fence leaves LOGIN alone")
+    // While the CONNECT fence is up, a NOLOGIN revoke would overwrite its record: refused.
+    do {
+      _ = try dc.run("revoke_logins", "app", ["lock_out_shared": true])
+      Issue.record("a NOLOGIN revoke replaced the record of the CONNECT fence")
+    } catch let e as BeltError {
+      #expect(e.message.contains("CONNECT fence"), "\(e.message)")
+    }
     // An excluded role (the pair's owner) keeps CONNECT.
     #expect(try Self.connect(pair.dbname, pair.owner.name, pair.owner.password).query("SELECT 1").scalar == "1")
 

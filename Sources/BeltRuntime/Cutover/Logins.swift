@@ -186,7 +186,15 @@ enum Logins {
         """, [PGArray.literal(users), PGArray.literal(patterns)]
       ).values.compactMap { $0[0] }
       let shared = fence == .connect ? [] : try sharedUse(c, roles: roles, besides: besides)
-      let kind: Fence = fence == .auto ? (shared.isEmpty ? .nologin : .connect) : fence
+      // A CONNECT fence that is up stays the fence: overwriting its record would lose what
+      // restore-logins has to undo.
+      let up = ConnectFence(try ctx.env.store.load(dc: ctx.dc, db: ctx.db).raw[fenceKey(ctx)]) != nil
+      let kind: Fence = fence == .auto ? (shared.isEmpty && !up ? .nologin : .connect) : fence
+      if kind == .nologin && up {
+        throw ctx.refuse(
+          "\(Value.jsonQuote(src.dbname)) is fenced with the CONNECT fence (\(fenceKey(ctx)) in \(ctx.config.path)); "
+            + "run restore-logins first, or revoke with fence=connect")
+      }
       if kind == .connect {
         return try connectFence(ctx, c, users: users, patterns: patterns, chosen: fence)
       }
@@ -209,6 +217,11 @@ enum Logins {
     }
   }
 
+  /// The record of the NOLOGIN fence (its roles are the saved `revoked_logins`).
+  static func nologinRecord(restored: Bool) -> Value {
+    .object([("kind", .string(Fence.nologin.rawValue)), ("restored", .bool(restored))])
+  }
+
   /// pgbelt's fence: NOLOGIN for `roles`, saved in the config first (runs under the server lock).
   static func nologinFence(
     _ ctx: PairContext, _ c: PGConnection, roles: [String], users: [String], patterns: [String],
@@ -227,6 +240,10 @@ enum Logins {
     let union = Array(Set(saved(onDisk.raw, savedKey(ctx))).union(roles).union(earlier)).sorted()
     if union != saved(onDisk.raw, savedKey(ctx)) || onDisk.raw[savedKey(ctx)] == nil {
       try ConfigEdit.setTopLevel(savedKey(ctx), .from(union), file: file, store: ctx.env.store)
+      configSaved = true
+    }
+    if onDisk.raw[fenceKey(ctx)] != nologinRecord(restored: false) {
+      try ConfigEdit.setTopLevel(fenceKey(ctx), nologinRecord(restored: false), file: file, store: ctx.env.store)
       configSaved = true
     }
     try c.transaction {
@@ -416,6 +433,9 @@ enum Logins {
         }
       }
       memory.revokedLogins.subtract(restored + already)
+      if fence == nil, raw[fenceKey(ctx)] == nologinRecord(restored: false) {
+        try ConfigEdit.setTopLevel(fenceKey(ctx), nologinRecord(restored: true), file: ctx.config.path, store: ctx.env.store)
+      }
       parts.append(restored.isEmpty ? "No roles to restore." : "restored LOGIN to \(restored.count) role(s): \(Fmt.names(restored))")
     }
     if !missing.isEmpty {

@@ -232,7 +232,7 @@ function belt.cleanup_previous_config(dc, db, opts) end
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {exclude_patterns: string[]?, exclude_users: string[]?, reverse: boolean?}?
+---@param opts {exclude_patterns: string[]?, exclude_users: string[]?, fence: string?, lock_out_shared: boolean?, reverse: boolean?}?
 ---@return BeltRecord
 function belt.revoke_logins(dc, db, opts) end
 

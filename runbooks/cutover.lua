@@ -19,11 +19,16 @@
 --                         kept for symmetry, sync always validates)
 --   diff=true             run diff-schemas --full at the end
 --   confirm=false         ask before revoking logins (use --yes for unattended runs)
+--   fence=nologin         how revoke-logins stops the application: nologin (pgbelt's ALTER ROLE
+--                         NOLOGIN; refused when a role is also used by a database of the server
+--                         outside this cutover), connect (REVOKE CONNECT on these databases
+--                         only, and their sessions are terminated at once) or auto
+--   lock_out_shared=false revoke LOGIN even from roles that other databases of the server use
 local dc, db, opts = ...
 local lib = belt.require_lib()
 local o = lib.options("cutover.lua", opts, {
   max_lag = 1048576, lag_timeout = "10m", drain_timeout = "2m", settle = "250ms", terminate = true,
-  gate_timeout = "5m", validate = true, diff = true, confirm = false,
+  gate_timeout = "5m", validate = true, diff = true, confirm = false, fence = "nologin", lock_out_shared = false,
 })
 local target = db or "(all dbs)"
 
@@ -53,7 +58,9 @@ local function step(name, fn)
   return r
 end
 
-step("revoke-logins", function() return lib.must(belt.revoke_logins(dc, db), "revoke-logins") end)
+step("revoke-logins", function()
+  return lib.must(belt.revoke_logins(dc, db, { fence = o.fence, lock_out_shared = o.lock_out_shared }), "revoke-logins")
+end)
 belt.on_failure(function(err)
   belt.warn("cutover failed (" .. tostring(err) .. "); restoring logins on src")
   local ok, rerr = pcall(belt.restore_logins, dc, db)

@@ -14,9 +14,14 @@
 --   settle=250ms          how long "no sessions" must hold before the drain counts as done
 --   catchup_timeout=5m    how long to wait for back replication to catch up
 --   teardown_back=true    drop the back subscription at the end
+--   fence=nologin         how logins on dst are revoked (nologin, connect or auto; see cutover.lua)
+--   lock_out_shared=false revoke LOGIN on dst even from roles that other databases there use
 local dc, db, opts = ...
 local lib = belt.require_lib()
-local o = lib.options("rollback.lua", opts, { drain_timeout = "1m", settle = "250ms", catchup_timeout = "5m", teardown_back = true })
+local o = lib.options("rollback.lua", opts, {
+  drain_timeout = "1m", settle = "250ms", catchup_timeout = "5m", teardown_back = true, fence = "nologin",
+  lock_out_shared = false,
+})
 local t0 = belt.now()
 local dbs = db and { db } or belt.dbs(dc)
 
@@ -28,7 +33,7 @@ for _, r in ipairs(lib.records(belt.status(dc, db))) do
 end
 
 belt.log("revoking logins on dst")
-lib.must(belt.revoke_logins(dc, db, { reverse = true }), "revoke-logins on dst")
+lib.must(belt.revoke_logins(dc, db, { reverse = true, fence = o.fence, lock_out_shared = o.lock_out_shared }), "revoke-logins on dst")
 
 belt.log("waiting for dst sessions to end")
 lib.drain(dc, db, "dst", { timeout = o.drain_timeout, settle = o.settle })

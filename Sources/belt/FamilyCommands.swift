@@ -3,14 +3,16 @@ import BeltRuntime
 
 struct RevokeLogins: RunbookCommand {
   static let operation = "revoke_logins"
-  static let configuration = Simple.config("revoke-logins", "Discovers all users in the db who can log in, saves them in the config file, then revokes their permission to log in.", "Use this command to ensure that all writes to the source database have been stopped before syncing sequence values and tables without primary keys.", nullDstNote)
+  static let configuration = Simple.config("revoke-logins", "Discovers all users in the db who can log in, saves them in the config file, then revokes their permission to log in.", "Use this command to ensure that all writes to the source database have been stopped before syncing sequence values and tables without primary keys.\n\nRoles belong to the server, not to the database: before revoking LOGIN, belt looks for roles that other databases of the same server (outside this run) also use (connected there, owning the database or objects there, holding CONNECT or privileges there), names them and refuses. --fence connect fences only this database instead (REVOKE CONNECT ON DATABASE from PUBLIC and the roles, then their sessions here are terminated); --fence auto picks connect only when a role is shared; --lock-out-shared revokes LOGIN anyway. The fence used is recorded in the config (login_fence) and restore-logins undoes exactly that.", nullDstNote)
   @OptionGroup var global: GlobalOptions
   @Argument var dc: String
   @Argument var db: String?
   @OptionGroup var exclude: ExcludeOptions
+  @Option(help: "nologin (ALTER ROLE ... NOLOGIN, server-wide), connect (REVOKE CONNECT on this database only) or auto.") var fence: String = "nologin"
+  @Flag(help: "Revoke LOGIN even from roles that other databases of the server use.") var lockOutShared = false
   var dcArg: String { dc }
   var dbArg: String? { db }
-  var opts: [(String, Value)] { exclude.opts }
+  var opts: [(String, Value)] { exclude.opts + [("fence", .string(fence)), ("lock_out_shared", .bool(lockOutShared))] }
 }
 
 struct RestoreLogins: RunbookCommand {

@@ -12,7 +12,7 @@ struct CutoverTests {
     try dc.addPair("app", extra: [("custom", .object([("kept", .array([1, "two"]))]))])
     let path = dc.store.path(dc: dc.dc, db: "app")
     // Hand-formatted config (2-space indent) with the exclusions set, to check that only the
-    // new key is added and every other byte is kept.
+    // new keys are added (the list and the fence used) and every other byte is kept.
     var cfg = try dc.store.load(dc: dc.dc, db: "app").raw
     let t = PG.unique("r").replacingOccurrences(of: "r_", with: "")
     let app = "Cuapp \"\(t)", app2 = "CuApp2_\(t)", group = "CuGroup_\(t)", keep = "CuKeep_\(t)"
@@ -55,11 +55,12 @@ struct CutoverTests {
       #expect(r["config_saved"] == true)
     }
     #expect(records.reduce(0) { $0 + ($1["active_sessions"]?.intValue ?? 0) } == 1)
-    // The file: the original bytes plus one key.
+    // The file: the original bytes plus two keys.
     let after = try String(contentsOfFile: path, encoding: .utf8)
     guard let end = original.range(of: "\n}", options: .backwards) else { Issue.record("no closing brace"); return }
     let listText = "[\n" + expected.map { "    " + Value.jsonQuote($0) }.joined(separator: ",\n") + "\n  ]"
-    #expect(after == String(original[..<end.lowerBound]) + ",\n  \"revoked_logins\": " + listText + String(original[end.lowerBound...]))
+    let fenceText = ",\n  \"login_fence\": {\n    \"kind\": \"nologin\",\n    \"restored\": false\n  }"
+    #expect(after == String(original[..<end.lowerBound]) + ",\n  \"revoked_logins\": " + listText + fenceText + String(original[end.lowerBound...]))
     #expect(try dc.store.load(dc: dc.dc, db: "app").raw["custom"] == .object([("kept", .array([1, "two"]))]))
     // Logins: revoked ones fail, excluded ones work, the group role is untouched.
     guard case .failure(let e) = Cut.canLogin(dc, "app", user: app, password: "pw \(t)") else {
@@ -86,6 +87,7 @@ struct CutoverTests {
     #expect(restore.code == 0, "\(restore.err)")
     #expect(restore.out.contains("restored LOGIN to 2 role(s)"), "\(restore.out)")
     #expect(restore.out.contains("no longer exist"))
+    #expect(try dc.store.load(dc: dc.dc, db: "app").raw["login_fence"] == .object([("kind", "nologin"), ("restored", true)]))
     if case .failure(let e) = Cut.canLogin(dc, "app", user: app, password: "pw \(t)") { Issue.record("not restored: \(e)") }
     #expect(try Cut.rolcanlogin(app2) == true)
     #expect(try Cut.rolcanlogin(group) == false, "a group role that never had LOGIN must not get it")

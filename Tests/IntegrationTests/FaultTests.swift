@@ -83,7 +83,7 @@ struct FaultTests {
     #expect(again.code == 0, "setup after kill: \(again.err)")
     #expect(try eventually { try dc.run("status", "app")["forward"] == "replicating" })
     // Cutover steps, with sync killed part-way.
-    _ = try dc.run("revoke_logins", "app")
+    _ = try dc.run("revoke_logins", "app", ["lock_out_shared": true])
     _ = try dc.run("teardown_forward_replication", "app")
     let s = try startBelt(["sync", dc.dc, "app", "--config-dir", dc.root])
     Thread.sleep(forTimeInterval: 0.3)

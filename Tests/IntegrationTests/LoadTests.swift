@@ -73,7 +73,7 @@ struct LoadTests {
     let migrate = try CLI.run(["run", "migrate.lua", dc.dc, "--config-dir", dc.root])
     #expect(migrate.code == 0, "migrate: \(migrate.err)")
     Thread.sleep(forTimeInterval: 3)  // replicate under load for a while
-    let cutover = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--yes", "--", "drain_timeout=3s", "terminate=true"])
+    let cutover = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--yes", "--", "drain_timeout=3s", "terminate=true", "lock_out_shared=true"])
     #expect(cutover.code == 0, "cutover: \(cutover.err)")
     #expect(cutover.out.contains("downtime window"))
     bench.terminate()

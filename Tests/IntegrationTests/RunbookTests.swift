@@ -42,7 +42,7 @@ struct RunbookTests {
     #expect(migrate.code == 0, "\(migrate.err)")
     #expect(migrate.out.contains("alpha: forward replicating, back replicating") && migrate.out.contains("ready for cutover"), "\(migrate.out)")
 
-    let cutover = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--", "drain_timeout=2s"])
+    let cutover = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--", "drain_timeout=2s", "lock_out_shared=true"])
     #expect(cutover.code == 0, "\(cutover.err) \(cutover.out)")
     #expect(cutover.out.contains("downtime window"))
     for db in ["alpha", "beta"] {
@@ -58,7 +58,7 @@ struct RunbookTests {
       try d.exec("SET search_path = \(PGConnection.quoteIdent(p.schema)); INSERT INTO \"UsersCapital\" (name) VALUES ('after cutover'); INSERT INTO fruits VALUES (99, 'dst only'); SELECT setval('standalone_seq', 500)")
       d.close()
     }
-    let rollback = try CLI.run(["run", "rollback.lua", dc.dc, "--config-dir", dc.root])
+    let rollback = try CLI.run(["run", "rollback.lua", dc.dc, "--config-dir", dc.root, "--", "lock_out_shared=true"])
     #expect(rollback.code == 0, "\(rollback.err)")
     for db in ["alpha", "beta"] {
       guard let p = dc.pairs[db] else { continue }
@@ -113,7 +113,7 @@ struct RunbookTests {
     let d = try dc.conn("app", .dst)
     try d.exec("INSERT INTO fruits VALUES (1000, 'stray row on dst')")
     d.close()
-    let r = try CLI.run(["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "drain_timeout=1s", "diff=false"])
+    let r = try CLI.run(["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "drain_timeout=1s", "diff=false", "lock_out_shared=true"])
     #expect(r.code == 1)
     #expect(r.err.contains("sync failed"), "\(r.err)")
     #expect(Self.canLogin(.src, db: p.dbname, user: app, pw: pw), "compensation restored logins")
@@ -131,12 +131,12 @@ struct RunbookTests {
       conninfo: ConnInfo.build([("hostaddr", PG.host), ("port", String(PG.port(.src))), ("dbname", p.dbname), ("user", app), ("password", pw)]),
       label: "app session")
     defer { held.close() }
-    let refused = try CLI.run(["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "drain_timeout=1s", "terminate=false"])
+    let refused = try CLI.run(["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "drain_timeout=1s", "terminate=false", "lock_out_shared=true"])
     #expect(refused.code == 1)
     #expect(refused.err.contains("application sessions still open on src after drain_timeout"), "\(refused.err)")
     #expect(Self.canLogin(.src, db: p.dbname, user: app, pw: pw), "compensation restored logins")
     #expect(try held.query("SELECT 1").scalar == "1", "terminate=false must leave the session alone")
-    let done = try CLI.run(["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "drain_timeout=1s", "diff=false"])
+    let done = try CLI.run(["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "drain_timeout=1s", "diff=false", "lock_out_shared=true"])
     #expect(done.code == 0, "\(done.err)")
     #expect(done.err.contains("app: terminated 1 session(s) on src"), "\(done.err)")
     #expect((try? held.query("SELECT 1")) == nil, "the held session was terminated")

@@ -71,11 +71,13 @@ final class TestDC: @unchecked Sendable {
   func addPair(
     _ db: String, schema: String = "public", srcSQL: String = "", dstSQL: String = "",
     tables: [String]? = nil, sequences: [String]? = nil, ownerPassword: String = "o'wn er\\ #@pw",
-    extra: [(String, Value)] = []
+    extra: [(String, Value)] = [], pglogical: Credentials? = nil
   ) throws -> PairSpec {
     let dbname = PG.unique("belt")
     let owner = Credentials(name: PG.unique("own"), password: ownerPassword)
-    let pgl = Credentials(name: PG.unique("pgl"), password: "pgl 'pw' \\x")
+    // A fleet shares one pglogical role (pgbelt's is always `pglogical`); by default each pair
+    // gets its own, so that tests do not step on each other's role.
+    let pgl = pglogical ?? Credentials(name: PG.unique("pgl"), password: "pgl 'pw' \\x")
     for side in Side.allCases {
       let c = try PG.root(side)
       defer { c.close() }

@@ -330,11 +330,16 @@ return belt.create_indexes(dc, db, opts)
 --                         kept for symmetry, sync always validates)
 --   diff=true             run diff-schemas --full at the end
 --   confirm=false         ask before revoking logins (use --yes for unattended runs)
+--   fence=nologin         how revoke-logins stops the application: nologin (pgbelt's ALTER ROLE
+--                         NOLOGIN; refused when a role is also used by a database of the server
+--                         outside this cutover), connect (REVOKE CONNECT on these databases
+--                         only, and their sessions are terminated at once) or auto
+--   lock_out_shared=false revoke LOGIN even from roles that other databases of the server use
 local dc, db, opts = ...
 local lib = belt.require_lib()
 local o = lib.options("cutover.lua", opts, {
   max_lag = 1048576, lag_timeout = "10m", drain_timeout = "2m", settle = "250ms", terminate = true,
-  gate_timeout = "5m", validate = true, diff = true, confirm = false,
+  gate_timeout = "5m", validate = true, diff = true, confirm = false, fence = "nologin", lock_out_shared = false,
 })
 local target = db or "(all dbs)"
 
@@ -364,7 +369,9 @@ local function step(name, fn)
   return r
 end
 
-step("revoke-logins", function() return lib.must(belt.revoke_logins(dc, db), "revoke-logins") end)
+step("revoke-logins", function()
+  return lib.must(belt.revoke_logins(dc, db, { fence = o.fence, lock_out_shared = o.lock_out_shared }), "revoke-logins")
+end)
 belt.on_failure(function(err)
   belt.warn("cutover failed (" .. tostring(err) .. "); restoring logins on src")
   local ok, rerr = pcall(belt.restore_logins, dc, db)
@@ -584,9 +591,14 @@ return belt.revoke_logins(dc, db, opts)
 --   settle=250ms          how long "no sessions" must hold before the drain counts as done
 --   catchup_timeout=5m    how long to wait for back replication to catch up
 --   teardown_back=true    drop the back subscription at the end
+--   fence=nologin         how logins on dst are revoked (nologin, connect or auto; see cutover.lua)
+--   lock_out_shared=false revoke LOGIN on dst even from roles that other databases there use
 local dc, db, opts = ...
 local lib = belt.require_lib()
-local o = lib.options("rollback.lua", opts, { drain_timeout = "1m", settle = "250ms", catchup_timeout = "5m", teardown_back = true })
+local o = lib.options("rollback.lua", opts, {
+  drain_timeout = "1m", settle = "250ms", catchup_timeout = "5m", teardown_back = true, fence = "nologin",
+  lock_out_shared = false,
+})
 local t0 = belt.now()
 local dbs = db and { db } or belt.dbs(dc)
 
@@ -598,7 +610,7 @@ for _, r in ipairs(lib.records(belt.status(dc, db))) do
 end
 
 belt.log("revoking logins on dst")
-lib.must(belt.revoke_logins(dc, db, { reverse = true }), "revoke-logins on dst")
+lib.must(belt.revoke_logins(dc, db, { reverse = true, fence = o.fence, lock_out_shared = o.lock_out_shared }), "revoke-logins on dst")
 
 belt.log("waiting for dst sessions to end")
 lib.drain(dc, db, "dst", { timeout = o.drain_timeout, settle = o.settle })

@@ -7,15 +7,21 @@ public enum CutoverOps {
     return [revokeLogins, restoreLogins, syncSequences, syncTables, validateData, sync, diffSequences]
   }()
 
-  /// revoke-logins: record `revoked`, `saved_logins`, `config_saved`, `config_file`,
-  /// `active_sessions`, `message`.
+  /// revoke-logins: record `fence`, `revoked`, `saved_logins`, `config_saved`, `config_file`,
+  /// `active_sessions`, `shared_roles`, `message`; with the CONNECT fence `database`,
+  /// `fenced_roles`, `revoked_connect`, `granted_connect`, `terminated`.
   static let revokeLogins = OperationSpec(
     name: "revoke_logins",
     summary: "Discovers all users in the db who can log in, saves them in the config file, then revokes their permission to log in.",
-    sides: .srcOnly, options: ["exclude_users": .strings, "exclude_patterns": .strings, "reverse": .bool]
+    sides: .srcOnly,
+    options: [
+      "exclude_users": .strings, "exclude_patterns": .strings, "reverse": .bool, "fence": .string,
+      "lock_out_shared": .bool,
+    ]
   ) { ctx in try Logins.revoke(ctx) }
 
-  /// restore-logins: record `restored`, `already_login`, `missing`, `excluded`, `message`.
+  /// restore-logins: record `restored`, `already_login`, `missing`, `excluded`, `message`; after
+  /// a CONNECT fence also `fence`, `granted_connect`, `revoked_connect`.
   static let restoreLogins = OperationSpec(
     name: "restore_logins",
     summary: "Grant permission to log in for any user present in the config file.",

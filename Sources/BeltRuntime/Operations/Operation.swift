@@ -131,8 +131,23 @@ public final class PairContext {
   /// destination back to the source (rollback.lua).
   public let reversed: Bool
 
-  init(config: MigrationConfig, db: String, env: Environment, options: Options, reversed: Bool = false) {
+  /// The pairs (db names of the dc) this run covers: every pair of the dc when the operation
+  /// fans out, else this one. revoke-logins uses it to tell which databases of a shared server
+  /// are part of the cutover.
+  public let runDBs: [String]
+
+  /// Milliseconds this operation waited for server locks (``ServerWide``), and how many
+  /// server-wide changes it made (the record gets `server_lock_wait_ms` when there were any).
+  public internal(set) var serverLockWaitMS = 0
+  /// See ``serverLockWaitMS``.
+  public internal(set) var serverLockChanges = 0
+
+  init(
+    config: MigrationConfig, db: String, env: Environment, options: Options, reversed: Bool = false,
+    runDBs: [String]? = nil
+  ) {
     self.reversed = reversed
+    self.runDBs = runDBs ?? [db]
     self.config = config
     self.db = db
     self.env = env

@@ -27,7 +27,7 @@ public enum Runner {
       }
       let t0 = Date()
       do {
-        return try runOne(spec, dc: dc, db: db, options: options, env: env)
+        return try runOne(spec, dc: dc, db: db, options: options, env: env, runDBs: dbs)
       } catch {
         let e = BeltError.wrap(error, dc: dc, db: db)
         env.logger.error("\(e.description)")
@@ -49,9 +49,9 @@ public enum Runner {
   }
 
   /// Runs for one pair and returns its record.
-  static func runOne(_ spec: OperationSpec, dc: String, db: String, options: Options, env: Environment)
-    throws -> Value
-  {
+  static func runOne(
+    _ spec: OperationSpec, dc: String, db: String, options: Options, env: Environment, runDBs: [String]? = nil
+  ) throws -> Value {
     let start = Date()
     do {
       // reverse = true swaps src and dst (rollback.lua copies from dst back to src).
@@ -66,7 +66,8 @@ public enum Runner {
       case .dstOnly: _ = try config.server(.dst)
       case .none: break
       }
-      let ctx = PairContext(config: config, db: db, env: env, options: options, reversed: reversed)
+      let ctx = PairContext(
+        config: config, db: db, env: env, options: options, reversed: reversed, runDBs: runDBs)
       defer { ctx.closeAll() }
       let fields = try spec.body(ctx)
       var pairs: [(String, Value)] = [
@@ -77,6 +78,7 @@ public enum Runner {
         for (k, v) in f where k != "ok" { pairs.append((k, v)) }
         ok = fields["ok"]?.boolValue ?? true
       }
+      if ctx.serverLockChanges > 0 { pairs.append(("server_lock_wait_ms", .int(ctx.serverLockWaitMS))) }
       pairs.insert(("ok", .bool(ok)), at: 3)
       pairs.insert(("duration_ms", .int(ms(since: start))), at: 4)
       return .object(pairs)

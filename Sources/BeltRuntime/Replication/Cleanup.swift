@@ -31,7 +31,7 @@ enum Cleanup {
     }
     try PGL.withLockTimeout(sroot, side: .src, what: "dropping role \(src.pglogical.name)") {
       if let n = try PGL.dropRole(
-        sroot, name: src.pglogical.name, schema: ctx.schema, protected: [src.root.name, src.owner.name])
+        ctx, .src, sroot, name: src.pglogical.name, schema: ctx.schema, protected: [src.root.name, src.owner.name])
       {
         notes.append(n)
       }

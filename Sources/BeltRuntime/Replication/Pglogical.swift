@@ -130,121 +130,108 @@ enum PGL {
 
   // MARK: - roles and extension
 
-  /// Creates or updates the pglogical role with a hashed password, makes it a superuser (or
-  /// grants rds_superuser and rds_replication on RDS), installs the extension and grants the
-  /// role what it needs on `tables` and the schema's sequences.
+  /// Installs the extension, then, holding the server's lock (``ServerWide``), creates or
+  /// updates the pglogical role with a hashed password, makes it a superuser (or grants
+  /// rds_superuser and rds_replication on RDS) and grants it what it needs on `tables` and the
+  /// schema's sequences. The grants are made under the same lock as the role: a teardown of
+  /// another database on this server decides whether to drop the role by what is granted to it,
+  /// so it must not see the role between its creation and its grants.
   /// - Returns: what was done, for the record.
   static func prepare(
-    root: PGConnection, owner: PGConnection, pgl: Credentials, ownerName: String, schema: String,
-    tables: [String]
+    _ ctx: PairContext, _ side: Side, root: PGConnection, owner: PGConnection, pgl: Credentials,
+    ownerName: String, schema: String, tables: [String]
   ) throws -> [String] {
     var notes: [String] = []
-    let role = PGConnection.quoteIdent(pgl.name)
-    let hash = try root.encryptPassword(pgl.password, user: pgl.name)
-    let lit = try root.literal(hash)
-    let existed =
-      try root.query("SELECT 1 FROM pg_roles WHERE rolname = $1", [pgl.name]).values.count == 1
-    if existed {
-      try retryingConcurrentUpdate {
-        try root.exec("ALTER ROLE \(role) WITH LOGIN PASSWORD \(lit)")
-      }
-    } else {
-      do {
-        try root.exec("CREATE ROLE \(role) WITH LOGIN PASSWORD \(lit)")
-        notes.append("created role \(pgl.name)")
-      } catch let e as PGError where e.sqlState == "42710" || e.sqlState == "23505" {
-        // Another pair on the same server created it at the same moment.
-        try retryingConcurrentUpdate {
-          try root.exec("ALTER ROLE \(role) WITH LOGIN PASSWORD \(lit)")
-        }
-      }
-    }
-    let rds = try root.query("SELECT 1 FROM pg_roles WHERE rolname = 'rdsadmin'").values.count == 1
-    if rds {
-      for granted in ["rds_superuser", "rds_replication"] {
-        let member =
-          try root.query(
-            "SELECT pg_has_role($1, $2, 'MEMBER')", [pgl.name, granted]
-          ).scalar == "t"
-        if !member { try root.exec("GRANT \(PGConnection.quoteIdent(granted)) TO \(role)") }
-      }
-    } else {
-      let sup =
-        try root.query("SELECT rolsuper FROM pg_roles WHERE rolname = $1", [pgl.name]).scalar == "t"
-      if !sup {
-        try retryingConcurrentUpdate { try root.exec("ALTER ROLE \(role) WITH SUPERUSER") }
-      }
-    }
     if try !installed(root) {
       do {
         try root.exec("CREATE EXTENSION IF NOT EXISTS pglogical")
         notes.append("created extension pglogical")
       } catch let e as PGError where e.sqlState == "23505" || e.sqlState == "42710" {
-        // created concurrently
+        // created at the same moment in this same database (two pairs naming one database)
       }
     }
     try root.exec("GRANT USAGE ON SCHEMA pglogical TO \(PGConnection.quoteIdent(ownerName))")
-    try root.exec("GRANT USAGE ON SCHEMA \(PGConnection.quoteIdent(schema)) TO \(role)")
-    if !tables.isEmpty {
-      let list = tables.map { PGConnection.qualified(schema, $0) }.joined(separator: ", ")
-      try owner.exec("GRANT ALL ON TABLE \(list) TO \(role)")
+    let role = PGConnection.quoteIdent(pgl.name)
+    let hash = try root.encryptPassword(pgl.password, user: pgl.name)
+    let lit = try root.literal(hash)
+    try ctx.serverWide(side, "pglogical role \(pgl.name)") { _ in
+      let existed =
+        try root.query("SELECT 1 FROM pg_roles WHERE rolname = $1", [pgl.name]).values.count == 1
+      if existed {
+        try root.exec("ALTER ROLE \(role) WITH LOGIN PASSWORD \(lit)")
+      } else {
+        try root.exec("CREATE ROLE \(role) WITH LOGIN PASSWORD \(lit)")
+        notes.append("created role \(pgl.name)")
+      }
+      let rds = try root.query("SELECT 1 FROM pg_roles WHERE rolname = 'rdsadmin'").values.count == 1
+      if rds {
+        for granted in ["rds_superuser", "rds_replication"] {
+          let member =
+            try root.query(
+              "SELECT pg_has_role($1, $2, 'MEMBER')", [pgl.name, granted]
+            ).scalar == "t"
+          if !member { try root.exec("GRANT \(PGConnection.quoteIdent(granted)) TO \(role)") }
+        }
+      } else {
+        let sup =
+          try root.query("SELECT rolsuper FROM pg_roles WHERE rolname = $1", [pgl.name]).scalar == "t"
+        if !sup { try root.exec("ALTER ROLE \(role) WITH SUPERUSER") }
+      }
+      try root.exec("GRANT USAGE ON SCHEMA \(PGConnection.quoteIdent(schema)) TO \(role)")
+      if !tables.isEmpty {
+        let list = tables.map { PGConnection.qualified(schema, $0) }.joined(separator: ", ")
+        try owner.exec("GRANT ALL ON TABLE \(list) TO \(role)")
+      }
+      try owner.exec(
+        "GRANT ALL ON ALL SEQUENCES IN SCHEMA \(PGConnection.quoteIdent(schema)) TO \(role)")
     }
-    try owner.exec(
-      "GRANT ALL ON ALL SEQUENCES IN SCHEMA \(PGConnection.quoteIdent(schema)) TO \(role)")
     return notes
   }
 
-  /// Runs `body`, retrying a few times on "tuple concurrently updated" (several pairs on one
-  /// server altering the shared role at once).
-  static func retryingConcurrentUpdate(_ body: () throws -> Void) throws {
-    var attempt = 0
-    while true {
-      do { return try body() } catch let e as PGError
-        where e.message.contains("concurrently") && attempt < 8
-      {
-        attempt += 1
-        Thread.sleep(forTimeInterval: 0.02 * Double(attempt))
-      }
-    }
-  }
-
-  /// Revokes the role's privileges here and drops it unless other databases still use it.
+  /// Revokes the role's privileges here and drops it unless other databases still use it: the
+  /// decision and the DROP ROLE happen under the server's lock (``ServerWide``), so two
+  /// databases' teardowns never both decide the role is unused and drop it at once.
   ///
   /// Returns a note (nil when there was nothing to do).
-  static func dropRole(_ root: PGConnection, name: String, schema: String, protected: [String])
-    throws -> String?
-  {
+  static func dropRole(
+    _ ctx: PairContext, _ side: Side, _ root: PGConnection, name: String, schema: String,
+    protected: [String]
+  ) throws -> String? {
     if protected.contains(name) {
       return "kept role \(name): it is also the root or owner user in the config"
     }
-    guard try root.query("SELECT 1 FROM pg_roles WHERE rolname = $1", [name]).values.count == 1
-    else { return nil }
-    let role = PGConnection.quoteIdent(name)
-    let s = PGConnection.quoteIdent(schema)
-    if try Catalog.schemaExists(root, schema) {
-      try root.exec("REVOKE ALL ON ALL TABLES IN SCHEMA \(s) FROM \(role)")
-      try root.exec("REVOKE ALL ON ALL SEQUENCES IN SCHEMA \(s) FROM \(role)")
-      try root.exec("REVOKE ALL ON SCHEMA \(s) FROM \(role)")
-    }
-    if try Catalog.schemaExists(root, "pglogical") {
-      try root.exec("REVOKE ALL ON SCHEMA pglogical FROM \(role)")
-    }
-    let elsewhere = try root.query(
-      """
-      SELECT DISTINCT datname FROM pg_stat_activity
-       WHERE usename = $1 AND datname IS NOT NULL AND datname <> current_database() ORDER BY 1
-      """, [name]
-    ).rows.map { $0.string("datname") }
-    if !elsewhere.isEmpty {
-      return
-        "kept role \(name): still connected to database(s) \(elsewhere.joined(separator: ", "))"
-    }
-    do {
-      try root.exec("DROP ROLE IF EXISTS \(role)")
-      return "dropped role \(name)"
-    } catch let e as PGError where e.sqlState == "2BP01" || e.sqlState == "55006" {
-      let why = (e.detail ?? e.message).split(separator: "\n").prefix(3).joined(separator: "; ")
-      return "kept role \(name): still used elsewhere (\(why))"
+    return try ctx.serverWide(side, "dropping role \(name)") { _ -> String? in
+      guard try root.query("SELECT 1 FROM pg_roles WHERE rolname = $1", [name]).values.count == 1
+      else { return nil }
+      let role = PGConnection.quoteIdent(name)
+      let s = PGConnection.quoteIdent(schema)
+      if try Catalog.schemaExists(root, schema) {
+        try root.exec("REVOKE ALL ON ALL TABLES IN SCHEMA \(s) FROM \(role)")
+        try root.exec("REVOKE ALL ON ALL SEQUENCES IN SCHEMA \(s) FROM \(role)")
+        try root.exec("REVOKE ALL ON SCHEMA \(s) FROM \(role)")
+      }
+      if try Catalog.schemaExists(root, "pglogical") {
+        try root.exec("REVOKE ALL ON SCHEMA pglogical FROM \(role)")
+      }
+      let elsewhere = try root.query(
+        """
+        SELECT DISTINCT datname FROM pg_stat_activity
+         WHERE usename = $1 AND datname IS NOT NULL AND datname <> current_database() ORDER BY 1
+        """, [name]
+      ).rows.map { $0.string("datname") }
+      if !elsewhere.isEmpty {
+        return
+          "kept role \(name): still connected to database(s) \(elsewhere.joined(separator: ", "))"
+      }
+      do {
+        try root.exec("DROP ROLE IF EXISTS \(role)")
+        return "dropped role \(name)"
+      } catch let e as PGError where e.sqlState == "2BP01" || e.sqlState == "55006" {
+        // Privileges or objects in other databases (pg_shdepend), or in use: another migration
+        // uses it.
+        let why = (e.detail ?? e.message).split(separator: "\n").prefix(3).joined(separator: "; ")
+        return "kept role \(name): still used elsewhere (\(why))"
+      }
     }
   }
 

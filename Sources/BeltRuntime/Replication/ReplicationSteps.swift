@@ -127,7 +127,7 @@ enum ReplicationSteps {
 
     // src: role, extension, grants, node pg1, set pgbelt.
     notes += try PGL.prepare(
-      root: sroot, owner: try ctx.connect(.src, .owner), pgl: src.pglogical,
+      ctx, .src, root: sroot, owner: try ctx.connect(.src, .owner), pgl: src.pglogical,
       ownerName: src.owner.name,
       schema: schema, tables: chosen.map(\.name)
     ).map { "src: " + $0 }
@@ -169,7 +169,7 @@ enum ReplicationSteps {
           + "(run reset first, or empty them)")
     }
     notes += try PGL.prepare(
-      root: droot, owner: try ctx.connect(.dst, .owner), pgl: dst.pglogical,
+      ctx, .dst, root: droot, owner: try ctx.connect(.dst, .owner), pgl: dst.pglogical,
       ownerName: dst.owner.name,
       schema: schema, tables: chosen.map(\.name).filter { dstTables.contains($0) }
     ).map { "dst: " + $0 }
@@ -458,7 +458,7 @@ enum ReplicationSteps {
     for (side, c, server) in conns {
       try PGL.withLockTimeout(c, side: side, what: "dropping role \(server.pglogical.name)") {
         if let n = try PGL.dropRole(
-          c, name: server.pglogical.name, schema: ctx.schema,
+          ctx, side, c, name: server.pglogical.name, schema: ctx.schema,
           protected: [server.root.name, server.owner.name])
         {
           notes.append("\(side.rawValue): " + n)

@@ -41,7 +41,19 @@ struct GlobalOptions: ParsableArguments {
   }
 
   var flags: [String: Value] {
-    ["json": .bool(json), "yes": .bool(yes), "verbose": .bool(verbose)]
+    ["json": .bool(json), "yes": .bool(yes), "verbose": .bool(verbose), "command": .string(commandLine)]
+  }
+
+  /// This invocation as a shell command (`belt run cutover.lua dc -- drain_timeout=2m`): what a
+  /// journal records as the command that continues an interrupted flow. belt's arguments
+  /// never hold a secret (passwords live in the config files).
+  var commandLine: String {
+    let safe = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./=:@%+,-")
+    let words = CommandLine.arguments.dropFirst().map { a -> String in
+      if !a.isEmpty, a.unicodeScalars.allSatisfy({ safe.contains($0) }) { return a }
+      return "'" + a.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    }
+    return (["belt"] + words).joined(separator: " ")
   }
 }
 

@@ -61,6 +61,7 @@ extension LuaDocs {
       case .string: return "string"
       case .strings: return "string[]"
       case .duration: return "number|string"
+      case .table: return "table"
       }
     }
     for op in OperationRegistry.all {

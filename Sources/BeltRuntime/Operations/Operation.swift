@@ -27,6 +27,8 @@ public enum OptionType: String, Sendable {
   case strings
   /// A duration: seconds as a number or "30s", "5m", "1h".
   case duration
+  /// A table of plain values (kept as JSON), e.g. the data a journal step records.
+  case table
 }
 
 /// Everything an operation needs that is not its arguments.

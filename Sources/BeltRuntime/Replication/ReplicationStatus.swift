@@ -383,6 +383,7 @@ enum ReplicationStatus {
       fields.append(("unreachable", .string(which.rawValue)))
       fields.append(("ok", false))
     }
+    fields += CutoverProgress.statusFields(ctx)
     return .object(fields)
   }
 }

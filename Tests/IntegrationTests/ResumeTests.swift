@@ -1,0 +1,252 @@
+import Foundation
+import Testing
+
+@testable import BeltRuntime
+
+/// Issue 11: belt killed (SIGKILL, SIGINT) at each step of cutover.lua, then the same command
+/// run again. The kill is real: the test polls the pair's journal file and kills the belt
+/// process when it shows the target step started.
+enum Resume {
+  /// The fixture: the basic schema plus an index and a NOT VALID constraint (so sync has its
+  /// constraint and index parts), and optionally a big PK-less table.
+  static func schema(big: Bool) -> String {
+    var sql = Fixtures.basic() + """
+
+      CREATE INDEX fruits_name_idx ON fruits (name);
+      ALTER TABLE fruits ADD CONSTRAINT fruits_id_positive CHECK (id > 0) NOT VALID;
+      """
+    if big {
+      sql += """
+
+        CREATE TABLE big_nopk (a int, b text, c text);
+        INSERT INTO big_nopk SELECT g, md5(g::text), repeat(md5((g * 7)::text), 4) FROM generate_series(1, 300000) g;
+        """
+    }
+    return sql
+  }
+
+  /// A fresh pair in `dc`, migrated with migrate.lua (ready for cutover), and an application
+  /// role that can log in to its src database.
+  static func migrated(_ dc: TestDC, _ db: String, big: Bool = false) throws -> (TestDC.PairSpec, String, String) {
+    let pair = try dc.addPair(db, srcSQL: schema(big: big))
+    let (app, pw) = try RunbookTests.appRole(dc, grantIn: [db])
+    let m = try CLI.run(["run", "migrate.lua", dc.dc, db, "--config-dir", dc.root])
+    #expect(m.code == 0, "migrate: \(m.err)")
+    return (pair, app, pw)
+  }
+
+  /// The journal of a flow, parsed (nil while absent).
+  static func journal(_ dc: TestDC, _ db: String, flow: String = "cutover") -> Value? {
+    let path = Journal.path(dc.store, dc: dc.dc, db: db, flow: flow)
+    guard let data = FileManager.default.contents(atPath: path) else { return nil }
+    return try? JSONParser.parse(String(decoding: data, as: UTF8.self))
+  }
+
+  /// A step of a journal.
+  static func step(_ j: Value?, _ name: String) -> Value? {
+    j?["steps"]?.arrayValue?.first { $0["name"]?.stringValue == name }
+  }
+
+  /// A belt process running in the background, its output in files.
+  final class Background {
+    let process = Process()
+    let out: String
+    let err: String
+
+    init(_ args: [String], scratch: String) throws {
+      out = scratch + "/bg-\(UInt32.random(in: 0...UInt32.max)).out"
+      err = out + ".err"
+      FileManager.default.createFile(atPath: out, contents: nil)
+      FileManager.default.createFile(atPath: err, contents: nil)
+      process.executableURL = URL(fileURLWithPath: CLI.binary)
+      process.arguments = args
+      var env = ProcessInfo.processInfo.environment
+      env["NO_COLOR"] = "1"
+      process.environment = env
+      process.standardInput = FileHandle.nullDevice
+      process.standardOutput = FileHandle(forWritingAtPath: out)
+      process.standardError = FileHandle(forWritingAtPath: err)
+      try process.run()
+    }
+
+    /// Sends `signal` and waits for the process to end.
+    func stop(_ signal: Int32) {
+      if process.isRunning { kill(process.processIdentifier, signal) }
+      process.waitUntilExit()
+    }
+
+    var output: String {
+      ((try? String(contentsOfFile: out, encoding: .utf8)) ?? "") + ((try? String(contentsOfFile: err, encoding: .utf8)) ?? "")
+    }
+  }
+
+  /// Polls the journal every 10 ms until `cond` holds; false when belt ended first or after
+  /// `timeout` seconds.
+  static func waitJournal(_ dc: TestDC, _ db: String, _ bg: Background, timeout: Double = 60, _ cond: (Value) -> Bool) -> Bool {
+    let end = Date().addingTimeInterval(timeout)
+    while Date() < end {
+      if let j = journal(dc, db), cond(j) { return true }
+      if !bg.process.isRunning { return false }
+      Thread.sleep(forTimeInterval: 0.01)
+    }
+    return false
+  }
+
+  /// Every table has the same ordered content hash on both sides; every sequence on dst is at
+  /// least src's.
+  static func expectSameData(_ dc: TestDC, _ db: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    let src = try dc.conn(db, .src)
+    let dst = try dc.conn(db, .dst)
+    defer { src.close(); dst.close() }
+    let a = try LoadTests.fingerprint(src)
+    let b = try LoadTests.fingerprint(dst)
+    #expect(a.count >= 6, sourceLocation: sourceLocation)
+    #expect(a == b, "tables differ: \(a.filter { b[$0.key] != $0.value }.keys.sorted())", sourceLocation: sourceLocation)
+    let seqs = try src.query("SELECT sequencename FROM pg_sequences WHERE schemaname = 'public'").rows.map { $0.string("sequencename") }
+    #expect(seqs.count >= 4, sourceLocation: sourceLocation)
+    for s in seqs {
+      let q = PGConnection.qualified("public", s)
+      let sv = Int(try src.query("SELECT last_value FROM \(q)").scalar ?? "") ?? -1
+      let dv = Int(try dst.query("SELECT last_value FROM \(q)").scalar ?? "") ?? -2
+      #expect(dv >= sv, "\(s): dst \(dv) < src \(sv)", sourceLocation: sourceLocation)
+    }
+  }
+
+  /// Takes the pair out of the way of later tests (workers, manager slots).
+  static func cleanup(_ dc: TestDC, _ db: String) {
+    _ = try? dc.run("restore_logins", db)
+    Repl.cleanup(dc)
+  }
+}
+
+/// Where a kill lands: the journal condition, and what the test does around it.
+struct KillPoint: CustomTestStringConvertible, Sendable {
+  var name: String
+  /// The step status shows for the interrupted cutover.
+  var step: String
+  var big = false
+  /// Seconds between the condition and the kill.
+  var delay = 0.0
+  /// An application session held open through the revoke (the drain waits for it).
+  var holdSession = false
+  /// A lock on dst that stops the apply worker (the gate waits for it).
+  var blockApply = false
+  var cond: @Sendable (Value?) -> Bool
+  var testDescription: String { name }
+
+  static func started(_ step: String) -> @Sendable (Value?) -> Bool {
+    { j in Resume.step(j, step)?["status"] == "started" }
+  }
+  static func part(_ part: String) -> @Sendable (Value?) -> Bool {
+    { j in Resume.step(j, "sync")?["data"]?["sync"]?["parts"]?[part] == "started" }
+  }
+
+  /// Every kill point, or those whose name contains $BELT_TEST_KILL (to iterate on one).
+  static var selected: [KillPoint] {
+    guard let f = ProcessInfo.processInfo.environment["BELT_TEST_KILL"] else { return all }
+    return all.filter { $0.name.contains(f) }
+  }
+
+  static let all: [KillPoint] = [
+    KillPoint(name: "at revoke-logins", step: "revoke-logins", cond: started("revoke-logins")),
+    KillPoint(name: "inside the drain", step: "drain", delay: 0.5, holdSession: true, cond: started("drain")),
+    KillPoint(
+      name: "inside the teardown-forward gate", step: "teardown-forward-replication", delay: 0.3, blockApply: true,
+      cond: { j in Resume.step(j, "teardown-forward-replication")?["data"]?["teardown_forward_replication"]?["target_lsn"] != nil }),
+    KillPoint(name: "at sync (sync-sequences)", step: "sync", cond: part("sync_sequences")),
+    KillPoint(
+      name: "inside sync-tables, mid-copy of a 300k-row PK-less table", step: "sync", big: true, delay: 0.15,
+      cond: { j in Resume.step(j, "sync")?["data"]?["sync_tables"]?["tables"]?["big_nopk"] == "copying" }),
+    KillPoint(name: "at constraints and indexes", step: "sync", cond: part("load_constraints")),
+    KillPoint(name: "at validation", step: "sync", cond: part("validate_data")),
+    KillPoint(name: "at diff-schemas", step: "diff-schemas", cond: started("diff-schemas")),
+  ]
+}
+
+@Suite(.serialized, .enabled(if: PG.available, "needs the clusters from scripts/pg-clusters"))
+struct ResumeTests {
+  @Test(arguments: KillPoint.selected)
+  func sigkillThenTheSameCommandFinishesTheCutover(_ point: KillPoint) throws {
+    let t0 = Date()
+    let dc = try TestDC()
+    let (pair, app, pw) = try Resume.migrated(dc, "app", big: point.big)
+    defer { Resume.cleanup(dc, "app") }
+    let args = ["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "drain_timeout=2s"]
+    var held: PGConnection? = nil
+    if point.holdSession {
+      held = try PGConnection(
+        conninfo: ConnInfo.build([("hostaddr", PG.host), ("port", String(PG.port(.src))), ("dbname", pair.dbname), ("user", app), ("password", pw)]),
+        label: "app session")
+    }
+    defer { held?.close() }
+    var blocker: PGConnection? = nil
+    if point.blockApply {
+      // dst's apply worker waits on this row lock to apply an update made on src (as root,
+      // not revoked), so the gate's target stays out of reach until the lock goes.
+      blocker = try dc.conn("app", .dst)
+      try blocker?.exec("BEGIN; SELECT * FROM \"UsersCapital\" WHERE id = 1 FOR UPDATE")
+      try Cut.exec(dc, "app", .src, "UPDATE \"UsersCapital\" SET name = 'changed just before the cutover' WHERE id = 1")
+    }
+    defer { blocker?.close() }
+    let ready = Date()
+
+    let bg = try Resume.Background(args, scratch: dc.root)
+    let caught = Resume.waitJournal(dc, "app", bg) { point.cond($0) }
+    if point.delay > 0 { Thread.sleep(forTimeInterval: point.delay) }
+    bg.stop(SIGKILL)
+    #expect(caught, "belt ended before the kill point: \(bg.output)")
+    #expect(bg.process.terminationReason == .uncaughtSignal, "\(bg.output)")
+    if point.blockApply { try blocker?.exec("ROLLBACK") }
+    let killedAt = Date()
+    let dstBigRowsAfterKill = point.big ? try Cut.scalar(dc, "app", .dst, "SELECT count(*) FROM big_nopk") : nil
+
+    // While interrupted: logins stay revoked (the application is down), and status says so.
+    if point.step != "revoke-logins" {
+      #expect(!RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw), "logins stay revoked after the kill")
+    }
+    let j = Resume.journal(dc, "app")
+    #expect(j?["state"] == "in_progress")
+    #expect(Resume.step(j, point.step)?["status"] == "started", "\(j?.json() ?? "no journal")")
+    let status = try CLI.run(["status", dc.dc, "app", "--config-dir", dc.root, "--json"])
+    let st = (try? JSONParser.parse(status.out)) ?? .null
+    #expect(st["cutover"] == "in_progress", "\(status.out)")
+    #expect(st["cutover_step"]?.stringValue == point.step, "\(status.out)")
+    #expect(st["cutover_command"]?.stringValue == "belt " + args.joined(separator: " "), "\(status.out)")
+    if point.step != "revoke-logins" { #expect(st["src_logins_revoked"] == true, "\(status.out)") }
+
+    // The same command again: finishes from where it stopped.
+    let r0 = Date()
+    let again = try CLI.run(args)
+    let resumeSeconds = Date().timeIntervalSince(r0)
+    #expect(again.code == 0, "re-run: \(again.err) \(again.out)")
+    #expect(again.out.contains("app: cut over; downtime window"), "\(again.out)")
+    try Resume.expectSameData(dc, "app")
+    #expect(!RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw), "src logins revoked after the cutover")
+    let done = Resume.journal(dc, "app")
+    #expect(done?["state"] == "done")
+    let names = done?["steps"]?.arrayValue?.compactMap { $0["name"]?.stringValue } ?? []
+    #expect(names == ["revoke-logins", "drain", "teardown-forward-replication", "sync", "diff-schemas"], "\(names)")
+    #expect(done?["steps"]?.arrayValue?.allSatisfy { $0["status"] == "done" } == true)
+    #expect(Resume.step(done, point.step)?["attempts"] == 2, "the interrupted step ran again")
+    if point.big {
+      // Killed mid-COPY: the server rolled the load back; the re-run emptied and copied the
+      // table again in one transaction instead of skipping or refusing it.
+      #expect(dstBigRowsAfterKill == "0", "the killed load left \(dstBigRowsAfterKill ?? "?") rows")
+      #expect(Resume.step(done, "sync")?["data"]?["sync_tables"]?["tables"]?["big_nopk"] == "copied")
+      #expect(!(again.out + again.err).contains("not empty"), "\(again.out) \(again.err)")
+    }
+    // The downtime counts from the first revoke, across the interruption.
+    let downtime = done?["data"]?["downtime_s"]?.doubleValue ?? 0
+    let revokeStart = Resume.step(done, "revoke-logins")?["started_epoch"]?.doubleValue ?? 0
+    #expect(revokeStart > 0 && revokeStart <= killedAt.timeIntervalSince1970)
+    #expect(downtime >= killedAt.timeIntervalSince1970 - revokeStart - 0.05, "downtime \(downtime)")
+
+    // And once more: done, says when, exit 0.
+    let third = try CLI.run(args)
+    #expect(third.code == 0, "\(third.err)")
+    #expect(third.out.contains("app: the cutover finished at"), "\(third.out)")
+    print(String(
+      format: "[kill %@] migrate %.1f s, resume %.1f s, downtime window %.1f s, whole test %.1f s",
+      point.name, ready.timeIntervalSince(t0), resumeSeconds, downtime, Date().timeIntervalSince(t0)))
+  }
+}

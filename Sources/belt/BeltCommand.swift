@@ -20,6 +20,9 @@ struct GlobalOptions: ParsableArguments {
   @Flag(name: .long, help: "Answer yes to confirmations (unattended runs).")
   var yes = false
 
+  @Option(name: .long, help: "Append the audit log (every statement that changes a server) to FILE, or to DIR/<dc>/<db>/audit.jsonl (default: configs/<dc>/<db>/audit.jsonl; also $BELT_AUDIT_LOG).")
+  var auditLog: String?
+
   func validate() throws {
     if jobs < 1 { throw ValidationError("--jobs must be at least 1") }
   }
@@ -37,7 +40,9 @@ struct GlobalOptions: ParsableArguments {
     }
     logger.logLevel = level
     let timeout = Int(ProcessInfo.processInfo.environment["BELT_CONNECT_TIMEOUT"] ?? "") ?? 10
-    return Environment(store: ConfigStore(root: root), logger: logger, jobs: jobs, connectTimeout: timeout)
+    return Environment(
+      store: ConfigStore(root: root), logger: logger, jobs: jobs, connectTimeout: timeout,
+      auditLog: auditLog ?? ProcessInfo.processInfo.environment["BELT_AUDIT_LOG"])
   }
 
   var flags: [String: Value] {

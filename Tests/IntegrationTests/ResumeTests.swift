@@ -250,3 +250,95 @@ struct ResumeTests {
       point.name, ready.timeIntervalSince(t0), resumeSeconds, downtime, Date().timeIntervalSince(t0)))
   }
 }
+
+@Suite(.serialized, .enabled(if: PG.available, "needs the clusters from scripts/pg-clusters"))
+struct AuditTests {
+  @Test func auditLogOfMigrateAndCutoverHoldsEveryChangeAndNoSecret() throws {
+    let dc = try TestDC()
+    let (pair, app, pw) = try Resume.migrated(dc, "app")
+    defer { Resume.cleanup(dc, "app") }
+    // A session that does not drain: the cutover terminates it (an audited statement too).
+    let held = try PGConnection(
+      conninfo: ConnInfo.build([("hostaddr", PG.host), ("port", String(PG.port(.src))), ("dbname", pair.dbname), ("user", app), ("password", pw)]),
+      label: "app session")
+    defer { held.close() }
+    let cut = try CLI.run(["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "drain_timeout=1s"])
+    #expect(cut.code == 0, "\(cut.err)")
+    // An explicit place (option) for a later command: the same lines go there instead.
+    let elsewhere = dc.root + "/elsewhere.jsonl"
+    let restore = try CLI.run(["restore-logins", dc.dc, "app", "--config-dir", dc.root, "--audit-log", elsewhere])
+    #expect(restore.code == 0, "\(restore.err)")
+
+    let path = dc.root + "/configs/\(dc.dc)/app/audit.jsonl"
+    let text = try String(contentsOfFile: path, encoding: .utf8)
+    let lines = text.split(separator: "\n").map(String.init)
+    let records = lines.compactMap { try? JSONParser.parse($0) }
+    #expect(records.count == lines.count, "every line is one JSON document")
+    for r in records {
+      for key in ["time", "dc", "db", "side", "server", "role", "user", "statement", "duration_ms", "outcome"] {
+        #expect(r[key] != nil, "\(key) missing in \(r.json(indent: 0))")
+      }
+      #expect(r["dc"]?.stringValue == dc.dc && r["db"] == "app")
+    }
+    func find(_ side: String, _ role: String, _ pattern: String) -> [Value] {
+      records.filter {
+        $0["side"]?.stringValue == side && $0["role"]?.stringValue == role
+          && ($0["statement"]?.stringValue ?? "").range(of: pattern, options: [.regularExpression, .caseInsensitive]) != nil
+      }
+    }
+    let expected: [(String, String, String, String)] = [
+      ("src", "root", "ROLE .* WITH LOGIN PASSWORD '\\*\\*\\*\\*'", "the pglogical role, password redacted"),
+      ("src", "root", "pglogical\\.create_node", "node pg1"),
+      ("src", "root", "pglogical\\.create_replication_set", "replication set"),
+      ("dst", "owner", "^\\s*CREATE TABLE", "load-schema as the owner"),
+      ("dst", "root", "pglogical\\.create_subscription", "forward subscription"),
+      ("src", "root", "pglogical\\.create_subscription", "back subscription"),
+      ("dst", "owner", "CREATE INDEX", "create-indexes"),
+      ("src", "root", "WITH NOLOGIN", "revoke-logins"),
+      ("src", "root", "pg_terminate_backend", "terminated session"),
+      ("dst", "root", "pglogical\\.drop_subscription|DROP SUBSCRIPTION", "teardown-forward-replication"),
+      ("dst", "root", "setval", "sync-sequences"),
+      ("dst", "root", "^COPY .*fruits.* FROM STDIN", "sync-tables COPY target"),
+      ("dst", "owner", "NOT VALID", "load-constraints"),
+    ]
+    for (side, role, pattern, what) in expected {
+      #expect(!find(side, role, pattern).isEmpty, "no audit line for \(what) (\(side) as \(role): \(pattern))")
+    }
+    // Values travel with their statement; a COPY says how many rows it wrote; the terminated
+    // session is named.
+    #expect(find("src", "root", "pglogical\\.create_node").first?["params"]?.arrayValue?.first == "pg1")
+    #expect(find("dst", "root", "^COPY .*fruits").first?["rows"] == 4)
+    #expect(find("src", "root", "pg_terminate_backend").first?["returned"]?.display.contains(app) == true)
+    #expect(find("src", "root", "WITH NOLOGIN").contains { $0["statement"]?.stringValue?.contains(app) == true })
+    #expect(records.allSatisfy { $0["outcome"] == "ok" || $0["outcome"] == "error" })
+    // Reads are not audited.
+    #expect(!records.contains { ($0["statement"]?.stringValue ?? "").hasPrefix("SELECT count(") }, "a read in the audit log")
+    #expect(!records.contains { ($0["statement"]?.stringValue ?? "").contains("TO STDOUT") })
+
+    // No secret: the config's passwords, in any form, nor their SCRAM hashes.
+    let all = text + ((try? String(contentsOfFile: elsewhere, encoding: .utf8)) ?? "")
+    let cfg = try dc.store.load(dc: dc.dc, db: "app")
+    var secrets: [String] = []
+    for s in [cfg.src, cfg.dst].compactMap({ $0 }) { secrets += Role.allCases.map { s.credentials($0).password } }
+    for side in Side.allCases {
+      let c = try PG.root(side)
+      defer { c.close() }
+      secrets += try c.query(
+        "SELECT rolpassword FROM pg_authid WHERE rolname = ANY($1::text[]) AND rolpassword IS NOT NULL",
+        [PGArray.literal([pair.owner.name, pair.pglogical.name, PG.rootUser])]
+      ).values.compactMap { $0[0] }
+    }
+    #expect(secrets.count >= 10)
+    for (i, s) in Set(secrets).sorted().enumerated() { #expect(!all.contains(s), "secret #\(i) is in the audit log") }
+    #expect(!all.contains("SCRAM-SHA-256$"))
+    #expect(all.range(of: "password=(?!\\*\\*\\*\\*)", options: .regularExpression) == nil)
+    // The journal holds no secret either.
+    let journal = try String(contentsOfFile: Journal.path(dc.store, dc: dc.dc, db: "app", flow: "cutover"), encoding: .utf8)
+    for s in Set(secrets) { #expect(!journal.contains(s)) }
+    // The option put restore-logins' lines elsewhere.
+    let moved = ((try? String(contentsOfFile: elsewhere, encoding: .utf8)) ?? "").split(separator: "\n")
+    #expect(moved.contains { $0.contains("WITH LOGIN") && $0.contains(app) }, "restore-logins in --audit-log file")
+    #expect(!lines.contains { $0.contains("WITH LOGIN\"") && $0.contains(app) && !$0.contains("PASSWORD") })
+    print("[audit] \(records.count) lines for migrate + cutover; e.g.\n" + lines.filter { $0.contains("NOLOGIN") || $0.contains("FROM STDIN") }.prefix(2).joined(separator: "\n"))
+  }
+}

@@ -95,19 +95,22 @@ function lib.flow(dc, dbs, flow, run_data)
     local r = lib.must(belt.journal(dc, list, { flow = flow }), "journal")
     for name, rec in pairs(by_db(r)) do f.j[name] = rec end
   end
-  --- The databases (of `list`, default all) whose journal does not have `step` done.
+  --- The databases (of `list`, default all) whose run in progress does not have `step` done
+  --- (a database without a run in progress starts a new one: every step is pending).
   function f.pending(step, list)
     local out = {}
     for _, name in ipairs(list or f.dbs) do
-      if (f.j[name].step_status or {})[step] ~= "done" then out[#out + 1] = name end
+      local j = f.j[name]
+      if j.state ~= "in_progress" or (j.step_status or {})[step] ~= "done" then out[#out + 1] = name end
     end
     return out
   end
   --- Runs `fn(todo)` for the databases of `list` (default all) that have not finished `step`,
-  --- between journal_begin (with `data`) and journal_end; returns fn's result, or nil when
-  --- every database had finished the step. A database whose record failed is marked failed
-  --- and the step raises step_failed.
-  function f.step(step, fn, list, data)
+  --- between journal_begin (with `data`) and journal_end (with `keep(record)` of each
+  --- database's record, when given); returns fn's result, or nil when every database had
+  --- finished the step. A database whose record failed is marked failed and the step raises
+  --- step_failed.
+  function f.step(step, fn, list, data, keep)
     local todo = f.pending(step, list)
     if #todo == 0 then return nil end
     local started = belt.now()
@@ -125,7 +128,13 @@ function lib.flow(dc, dbs, flow, run_data)
       local rec = recs[name]
       if rec and rec.ok == false then failed[#failed + 1] = name else done[#done + 1] = name end
     end
-    if #done > 0 then lib.must(belt.journal_end(dc, done, { flow = flow, step = step }), "journal " .. step) end
+    if #done > 0 and keep then
+      for _, name in ipairs(done) do
+        lib.must(belt.journal_end(dc, name, { flow = flow, step = step, data = recs[name] and keep(recs[name]) or nil }), "journal " .. step)
+      end
+    elseif #done > 0 then
+      lib.must(belt.journal_end(dc, done, { flow = flow, step = step }), "journal " .. step)
+    end
     if #failed > 0 then
       pcall(belt.journal_end, dc, failed, { flow = flow, step = step, status = "failed", error = step .. " failed" })
     end

@@ -218,15 +218,6 @@ function belt.teardown_forward_replication(dc, db, opts) end
 ---@return BeltRecord
 function belt.teardown(dc, db, opts) end
 
---- Removes pglogical configuration left on the source database by an earlier migration, whatever role it played.
---- `belt.cleanup_previous_config(dc[, db][, opts]) -> record`
---- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
----@param dc string
----@param db string?
----@param opts {full: boolean?}?
----@return BeltRecord
-function belt.cleanup_previous_config(dc, db, opts) end
-
 --- Discovers all users in the db who can log in, saves them in the config file, then revokes their permission to log in.
 --- `belt.revoke_logins(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
@@ -281,14 +272,41 @@ function belt.validate_data(dc, db, opts) end
 ---@return BeltRecord
 function belt.sync(dc, db, opts) end
 
---- Compare the last value of every targeted sequence on the source and destination databases.
---- `belt.diff_sequences(dc[, db][, opts]) -> record`
+--- The journal of a flow (default cutover) for a pair: its state and every step's start, end and data.
+--- `belt.journal(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {}?
+---@param opts {flow: string?}?
 ---@return BeltRecord
-function belt.diff_sequences(dc, db, opts) end
+function belt.journal(dc, db, opts) end
+
+--- Records in the flow's journal that a step starts, with what a resume needs (data).
+--- `belt.journal_begin(dc[, db][, opts]) -> record`
+--- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
+---@param dc string
+---@param db string?
+---@param opts {data: table?, flow: string?, run_data: table?, step: string?}?
+---@return BeltRecord
+function belt.journal_begin(dc, db, opts) end
+
+--- Records in the flow's journal that a step ended (status done or failed).
+--- `belt.journal_end(dc[, db][, opts]) -> record`
+--- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
+---@param dc string
+---@param db string?
+---@param opts {data: table?, error: string?, flow: string?, status: string?, step: string?}?
+---@return BeltRecord
+function belt.journal_end(dc, db, opts) end
+
+--- Ends the flow's run in progress: done, compensated or rolled_back (the next begin starts a new run).
+--- `belt.journal_close(dc[, db][, opts]) -> record`
+--- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
+---@param dc string
+---@param db string?
+---@param opts {flow: string?, note: string?, run_data: table?, state: string?}?
+---@return BeltRecord
+function belt.journal_close(dc, db, opts) end
 
 --- Polls pred until it returns a truthy value. Raises {code="timeout"} (or returns false,
 --- "timeout" with on_timeout = "return"). Ctrl-C raises {code="interrupted"}.

@@ -95,7 +95,9 @@ belt.on_failure(function(err)
   if not jok then belt.warn("could not record the compensation in the journal: " .. tostring(jerr)) end
 end)
 
-flow.step("revoke-logins", function(todo) return belt.revoke_logins(dc, todo) end, active)
+-- revoke-logins saves the roles in the config before it revokes them; the journal keeps them too.
+flow.step("revoke-logins", function(todo) return belt.revoke_logins(dc, todo) end, active, nil,
+  function(r) return { revoked = r.revoked, saved_logins = r.saved_logins } end)
 flow.step("drain", function(todo)
   lib.drain(dc, todo, "src", { timeout = o.drain_timeout, settle = o.settle, terminate = o.terminate })
 end, active)

@@ -251,6 +251,124 @@ struct ResumeTests {
   }
 }
 
+extension ResumeTests {
+  /// Ctrl-C inside the drain: the compensation gives the logins back and records it; the same
+  /// command then does the whole cutover again.
+  @Test func sigintInTheDrainRestoresLoginsAndTheRerunDoesTheWholeCutover() throws {
+    let dc = try TestDC()
+    let (pair, app, pw) = try Resume.migrated(dc, "app")
+    defer { Resume.cleanup(dc, "app") }
+    let held = try PGConnection(
+      conninfo: ConnInfo.build([("hostaddr", PG.host), ("port", String(PG.port(.src))), ("dbname", pair.dbname), ("user", app), ("password", pw)]),
+      label: "app session")
+    defer { held.close() }
+    let args = ["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "drain_timeout=2s"]
+    let bg = try Resume.Background(args, scratch: dc.root)
+    #expect(Resume.waitJournal(dc, "app", bg) { Resume.step($0, "drain")?["status"] == "started" }, "\(bg.output)")
+    Thread.sleep(forTimeInterval: 0.3)
+    bg.stop(SIGINT)
+    #expect(bg.process.terminationStatus == 1, "\(bg.output)")
+    #expect(bg.output.contains("restoring logins on src"), "\(bg.output)")
+    #expect(RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw), "compensation restored logins")
+    let j = Resume.journal(dc, "app")
+    #expect(j?["state"] == "compensated")
+    #expect(j?["note"]?.stringValue?.contains("interrupted") == true, "\(j?.json() ?? "")")
+    #expect(try CLI.run(["status", dc.dc, "app", "--config-dir", dc.root, "--json"]).out.contains("\"src_logins_revoked\": false"))
+
+    let again = try CLI.run(args)
+    #expect(again.code == 0, "\(again.err)")
+    #expect(again.out.contains("app: cut over; downtime window"), "\(again.out)")
+    #expect(again.err.contains("terminated 1 session(s) on src"), "the whole cutover ran again, drain included: \(again.err)")
+    try Resume.expectSameData(dc, "app")
+    let done = Resume.journal(dc, "app")
+    #expect(done?["state"] == "done")
+    #expect(done?["run"] == 2, "a new run, not a resume of the compensated one")
+    #expect(done?["steps"]?.arrayValue?.allSatisfy { $0["status"] == "done" && $0["attempts"] == 1 } == true)
+    #expect(!RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw))
+  }
+
+  /// Ctrl-C inside sync-tables, after forward replication was dropped: logins come back, and
+  /// the re-run refuses (src took writes that dst lacks) and says how to start over.
+  @Test func sigintAfterTheTeardownRestoresLoginsAndTheRerunSaysHowToStartOver() throws {
+    let dc = try TestDC()
+    let (pair, app, pw) = try Resume.migrated(dc, "app", big: true)
+    defer { Resume.cleanup(dc, "app") }
+    let args = ["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root]
+    let bg = try Resume.Background(args, scratch: dc.root)
+    #expect(Resume.waitJournal(dc, "app", bg) { Resume.step($0, "sync")?["data"]?["sync_tables"]?["tables"]?["big_nopk"] == "copying" })
+    Thread.sleep(forTimeInterval: 0.1)
+    bg.stop(SIGINT)
+    #expect(bg.process.terminationStatus == 1, "\(bg.output)")
+    #expect(RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw), "compensation restored logins")
+    #expect(Resume.journal(dc, "app")?["state"] == "compensated")
+    let again = try CLI.run(args)
+    #expect(again.code == 1)
+    #expect(again.err.contains("forward replication is unconfigured") && again.err.contains("belt reset"), "\(again.err)")
+    #expect(RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw), "the refused re-run did not revoke")
+  }
+
+  /// SIGKILL mid-copy of the big PK-less table, then rollback.lua: src is writable again with
+  /// all its data (nothing is copied back from dst's half-loaded tables).
+  @Test func rollbackAfterAKillMidCutoverLeavesSrcWritableWithAllData() throws {
+    let dc = try TestDC()
+    let (pair, app, pw) = try Resume.migrated(dc, "app", big: true)
+    defer { Resume.cleanup(dc, "app") }
+    let before = try LoadTests.fingerprint(dc.conn("app", .src))
+    let bg = try Resume.Background(["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root], scratch: dc.root)
+    #expect(Resume.waitJournal(dc, "app", bg) { Resume.step($0, "sync")?["data"]?["sync_tables"]?["tables"]?["big_nopk"] == "copying" })
+    Thread.sleep(forTimeInterval: 0.1)
+    bg.stop(SIGKILL)
+    #expect(!RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw))
+    // status, human form: the step, the logins, the command that continues it.
+    let st = try CLI.run(["status", dc.dc, "app", "--config-dir", dc.root])
+    #expect(st.out.contains("app: cutover in progress: step sync since"), "\(st.out)")
+    #expect(st.out.contains("src logins revoked (the application is down)"), "\(st.out)")
+    #expect(st.out.contains("continue with: belt run cutover.lua \(dc.dc) app --config-dir \(dc.root)"), "\(st.out)")
+
+    let rb = try CLI.run(["run", "rollback.lua", dc.dc, "app", "--config-dir", dc.root])
+    #expect(rb.code == 0, "\(rb.err)")
+    #expect(rb.out.contains("the cutover had not finished; nothing was copied back"), "\(rb.out)")
+    #expect(rb.out.contains("forward replication was dropped"), "\(rb.out)")
+    #expect(RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw), "logins restored on src")
+    #expect(try LoadTests.fingerprint(dc.conn("app", .src)) == before, "src keeps all its data")
+    // Writable: the application's owner writes on src.
+    let owner = try PGConnection(conninfo: try dc.store.load(dc: dc.dc, db: "app").server(.src).conninfo(.owner), label: "owner")
+    defer { owner.close() }
+    #expect(try owner.query("INSERT INTO fruits VALUES (5, 'after rollback') RETURNING id").scalar == "5")
+    #expect(Resume.journal(dc, "app")?["state"] == "rolled_back")
+    #expect(Resume.journal(dc, "app", flow: "rollback")?["state"] == "done")
+    let twice = try CLI.run(["run", "rollback.lua", dc.dc, "app", "--config-dir", dc.root])
+    #expect(twice.code == 0 && twice.out.contains("already rolled back at"), "\(twice.out) \(twice.err)")
+  }
+
+  /// `belt run cutover.lua DC`: one database was interrupted in sync, the other never started;
+  /// the dc-wide run resumes the first from its step and cuts the second over from the start.
+  @Test func dcWideRunResumesEachDatabaseFromItsOwnStep() throws {
+    let dc = try TestDC()
+    _ = try Resume.migrated(dc, "alpha")
+    _ = try Resume.migrated(dc, "beta")
+    defer { Resume.cleanup(dc, "alpha"); Resume.cleanup(dc, "beta") }
+    let bg = try Resume.Background(["run", "cutover.lua", dc.dc, "alpha", "--config-dir", dc.root], scratch: dc.root)
+    #expect(Resume.waitJournal(dc, "alpha", bg) { Resume.step($0, "sync")?["status"] == "started" })
+    bg.stop(SIGKILL)
+    #expect(Resume.journal(dc, "beta") == nil)
+    let all = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root])
+    #expect(all.code == 0, "\(all.err)")
+    #expect(all.err.contains("alpha: resuming the cutover interrupted in sync"), "\(all.err)")
+    #expect(all.err.contains("waiting for forward lag < 1048576 bytes on beta"), "only beta waits for lag: \(all.err)")
+    for db in ["alpha", "beta"] {
+      try Resume.expectSameData(dc, db)
+      let j = Resume.journal(dc, db)
+      #expect(j?["state"] == "done")
+      #expect(Resume.step(j, "revoke-logins")?["attempts"] == 1, "\(db): revoke-logins ran once")
+      #expect(Resume.step(j, "sync")?["attempts"] == (db == "alpha" ? 2 : 1))
+    }
+    let again = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root])
+    #expect(again.code == 0)
+    #expect(again.out.contains("alpha: the cutover finished at") && again.out.contains("beta: the cutover finished at"), "\(again.out)")
+  }
+}
+
 @Suite(.serialized, .enabled(if: PG.available, "needs the clusters from scripts/pg-clusters"))
 struct AuditTests {
   @Test func auditLogOfMigrateAndCutoverHoldsEveryChangeAndNoSecret() throws {

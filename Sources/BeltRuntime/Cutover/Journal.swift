@@ -90,7 +90,9 @@ public enum Journal {
     throws -> Value
   {
     try update(path) { old in
-      var doc = old.flatMap { $0["state"] == "in_progress" ? $0 : nil } ?? newRun(old, dc: dc, db: db, flow: flow)
+      // (Value is ExpressibleByNilLiteral: spell the optional out.)
+      var doc: Value
+      if let old, old["state"] == "in_progress" { doc = old } else { doc = newRun(old, dc: dc, db: db, flow: flow) }
       if let runData { doc = doc.setting("data", merged(doc["data"], runData)) }
       let (at, epoch) = stamp()
       var list = steps(doc)

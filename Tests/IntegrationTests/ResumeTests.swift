@@ -460,3 +460,47 @@ struct AuditTests {
     print("[audit] \(records.count) lines for migrate + cutover; e.g.\n" + lines.filter { $0.contains("NOLOGIN") || $0.contains("FROM STDIN") }.prefix(2).joined(separator: "\n"))
   }
 }
+
+/// The journal is part of the scripting API: a custom runbook resumes with it (no server).
+@Suite struct JournalScriptingTests {
+  @Test func aCustomRunbookResumesFromItsJournal() throws {
+    let root = NSTemporaryDirectory() + "belt-test-" + PG.unique("journal")
+    defer { try? FileManager.default.removeItem(atPath: root) }
+    let store = ConfigStore(root: root)
+    try store.save(.object([("db", "app"), ("dc", "dc"), ("src", .null), ("dst", .null)]), to: store.path(dc: "dc", db: "app"))
+    let script = root + "/custom.lua"
+    try """
+      local dc, db, opts = ...
+      local j = belt.journal(dc, db, {flow = "custom"})
+      if j.state == "done" then print("done at " .. j.finished_at) return end
+      for _, step in ipairs({"one", "two", "three"}) do
+        if j.state == "in_progress" and j.step_status[step] == "done" then
+          print("skip " .. step)
+        else
+          belt.journal_begin(dc, db, {flow = "custom", step = step, data = {len = #step}, run_data = {by = "custom.lua"}})
+          if step == "two" and opts.fail then error(belt.error("step_failed", "boom")) end
+          belt.journal_end(dc, db, {flow = "custom", step = step, data = {ok = true}})
+          print("did " .. step)
+        end
+      end
+      belt.journal_close(dc, db, {flow = "custom", state = "done"})
+      """.write(toFile: script, atomically: true, encoding: .utf8)
+    let first = try CLI.run(["run", script, "dc", "app", "--config-dir", root, "--", "fail=true"])
+    #expect(first.code == 1 && first.out == "did one\n", "\(first.out) \(first.err)")
+    let j = try CLI.run(["journal", "dc", "app", "--flow", "custom", "--config-dir", root, "--json"])
+    let rec = try JSONParser.parse(j.out)
+    #expect(rec["state"] == "in_progress" && rec["current_step"] == "two" && rec["current_step_status"] == "started", "\(j.out)")
+    let again = try CLI.run(["run", script, "dc", "app", "--config-dir", root])
+    #expect(again.code == 0 && again.out == "skip one\ndid two\ndid three\n", "\(again.out) \(again.err)")
+    let doc = try JSONParser.parse(String(contentsOfFile: Journal.path(store, dc: "dc", db: "app", flow: "custom"), encoding: .utf8))
+    #expect(doc["state"] == "done")
+    #expect(doc["data"]?["by"] == "custom.lua")
+    let two = doc["steps"]?.arrayValue?.first { $0["name"] == "two" }
+    #expect(two?["attempts"] == 2 && two?["data"]?["len"] == 3 && two?["data"]?["ok"] == true, "\(two?.json() ?? "")")
+    let third = try CLI.run(["run", script, "dc", "app", "--config-dir", root])
+    #expect(third.out.hasPrefix("done at "), "\(third.out)")
+    // Bad input is refused with one clear sentence.
+    let bad = try CLI.run(["run", "journal-end.lua", "dc", "app", "--config-dir", root, "--", "flow=../x", "step=a"])
+    #expect(bad.code != 0 && bad.err.contains("invalid journal flow name"), "\(bad.err)")
+  }
+}

@@ -556,6 +556,30 @@ local dc, db, opts = ...
 return belt.dump_schema(dc, db, opts)
 
 """#,
+    "journal-begin.lua": #"""
+-- belt.journal_begin(dc, db, opts) from a runbook: see `belt help-lua`.
+local dc, db, opts = ...
+return belt.journal_begin(dc, db, opts)
+
+"""#,
+    "journal-close.lua": #"""
+-- belt.journal_close(dc, db, opts) from a runbook: see `belt help-lua`.
+local dc, db, opts = ...
+return belt.journal_close(dc, db, opts)
+
+"""#,
+    "journal-end.lua": #"""
+-- belt.journal_end(dc, db, opts) from a runbook: see `belt help-lua`.
+local dc, db, opts = ...
+return belt.journal_end(dc, db, opts)
+
+"""#,
+    "journal.lua": #"""
+-- belt journal <dc> [db] [--flow F]: runs belt.journal (the flow's journal: state and steps).
+local dc, db, opts = ...
+return belt.journal(dc, db, opts)
+
+"""#,
     "load-constraints.lua": #"""
 -- belt load-constraints <dc> [db] [options]: runs belt.load_constraints (see `belt load-constraints --help`).
 local dc, db, opts = ...

@@ -26,7 +26,12 @@ public enum JournalOps {
   /// status}, `current_step`, `current_step_status`, `current_step_since`, `file`.
   static let journal = OperationSpec(
     name: "journal", summary: "The journal of a flow (default cutover) for a pair: its state and every step's start, end and data.",
-    sides: .none, options: ["flow": .string]
+    sides: .none, options: ["flow": .string],
+    columns: [
+      ("database", "db"), ("flow", "flow"), ("run", "run"), ("state", "state"), ("step", "current_step"),
+      ("step status", "current_step_status"), ("since", "current_step_since"), ("started", "started_at"),
+      ("finished", "finished_at"),
+    ]
   ) { ctx in
     let (flow, path) = try file(ctx)
     return Journal.record(try Journal.read(path), path: path, flow: flow)

@@ -117,7 +117,9 @@ enum Audit {
     "wait_for_table_sync_complete", "xact_commit_timestamp_origin",
   ]
 
-  static func callsChangingFunction(_ stmt: String) -> Bool {
+  static func callsChangingFunction(_ sql: String) -> Bool {
+    // Function names inside string literals are not calls.
+    let stmt = sql.replacingOccurrences(of: "'(?:[^']|'')*'", with: "''", options: .regularExpression)
     if stmt.range(of: "\\b(\(changingFunctions))\\s*\\(", options: [.regularExpression, .caseInsensitive]) != nil { return true }
     guard let re = try? NSRegularExpression(pattern: "\\bpglogical\\s*\\.\\s*([a-z_0-9]+)\\s*\\(", options: .caseInsensitive) else {
       return false

@@ -457,7 +457,7 @@ struct AuditTests {
     let moved = ((try? String(contentsOfFile: elsewhere, encoding: .utf8)) ?? "").split(separator: "\n")
     #expect(moved.contains { $0.contains("WITH LOGIN") && $0.contains(app) }, "restore-logins in --audit-log file")
     #expect(!lines.contains { $0.contains("WITH LOGIN\"") && $0.contains(app) && !$0.contains("PASSWORD") })
-    print("[audit] \(records.count) lines for migrate + cutover; e.g.\n" + lines.filter { $0.contains("NOLOGIN") || $0.contains("FROM STDIN") }.prefix(2).joined(separator: "\n"))
+    print("[audit] \(records.count) lines for migrate + cutover; e.g.\n" + lines.filter { ["NOLOGIN", "FROM STDIN", "create_node", "pg_terminate_backend", "drop_subscription"].contains(where: $0.contains) }.prefix(8).joined(separator: "\n"))
   }
 }
 

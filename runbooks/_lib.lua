@@ -81,18 +81,20 @@ end
 --- (beside the config: belt.journal, belt.journal_begin, belt.journal_end), so running the
 --- same command again skips the steps a database has finished and redoes the interrupted one
 --- (operations inside a step add what a resume needs: the gate's LSN target, the PK-less
---- tables copied). `flow.j[db]` is each database's journal as last read.
-function lib.flow(dc, dbs, flow, run_data)
+--- tables copied). `flow.j[db]` is each database's journal as last read. With `lock`, the
+--- flow's lock of every database is taken first: a second belt running the same flow on the
+--- same database is refused before it changes anything.
+function lib.flow(dc, dbs, flow, run_data, lock)
   local f = { dc = dc, dbs = dbs, name = flow, run_data = run_data or {}, j = {} }
   local function by_db(r)
     local out = {}
     for _, rec in ipairs(lib.records(r)) do if type(rec) == "table" and rec.db then out[rec.db] = rec end end
     return out
   end
-  function f.refresh(list)
+  function f.refresh(list, take_lock)
     list = list or f.dbs
     if #list == 0 then return end
-    local r = lib.must(belt.journal(dc, list, { flow = flow }), "journal")
+    local r = lib.must(belt.journal(dc, list, { flow = flow, lock = take_lock or nil }), "journal")
     for name, rec in pairs(by_db(r)) do f.j[name] = rec end
   end
   --- The databases (of `list`, default all) whose run in progress does not have `step` done
@@ -149,7 +151,7 @@ function lib.flow(dc, dbs, flow, run_data)
     lib.must(belt.journal_close(dc, list, { flow = flow, state = state, note = note, run_data = run_data }), "journal close")
     f.refresh(list)
   end
-  f.refresh()
+  f.refresh(nil, lock)
   return f
 end
 

@@ -277,7 +277,7 @@ function belt.sync(dc, db, opts) end
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {flow: string?}?
+---@param opts {flow: string?, lock: boolean?}?
 ---@return BeltRecord
 function belt.journal(dc, db, opts) end
 

@@ -35,7 +35,7 @@ local o = lib.options("cutover.lua", opts, {
 })
 local dbs = db and { db } or belt.dbs(dc)
 local command = belt.flags.command or ("belt run cutover.lua " .. dc .. (db and (" " .. db) or ""))
-local flow = lib.flow(dc, dbs, "cutover", { command = command })
+local flow = lib.flow(dc, dbs, "cutover", { command = command }, true)
 
 -- Where each database stands: finished, interrupted (resume it), or not started.
 local finished, resuming, fresh = {}, {}, {}

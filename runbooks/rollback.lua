@@ -26,8 +26,9 @@ local o = lib.options("rollback.lua", opts, { drain_timeout = "1m", settle = "25
 local t0 = belt.now()
 local dbs = db and { db } or belt.dbs(dc)
 local command = belt.flags.command or ("belt run rollback.lua " .. dc .. (db and (" " .. db) or ""))
-local cut = lib.flow(dc, dbs, "cutover")
-local seen = lib.flow(dc, dbs, "rollback")
+-- Both locks: no cutover and no other rollback may run on these databases meanwhile.
+local cut = lib.flow(dc, dbs, "cutover", nil, true)
+local seen = lib.flow(dc, dbs, "rollback", nil, true)
 
 -- full: the cutover finished (or was done without a journal), so dst may have taken writes.
 -- partial: the cutover stopped part-way; src has everything.

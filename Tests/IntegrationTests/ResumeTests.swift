@@ -262,10 +262,18 @@ extension ResumeTests {
       conninfo: ConnInfo.build([("hostaddr", PG.host), ("port", String(PG.port(.src))), ("dbname", pair.dbname), ("user", app), ("password", pw)]),
       label: "app session")
     defer { held.close() }
-    let args = ["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "drain_timeout=2s"]
+    let args = ["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "drain_timeout=3s"]
     let bg = try Resume.Background(args, scratch: dc.root)
     #expect(Resume.waitJournal(dc, "app", bg) { Resume.step($0, "drain")?["status"] == "started" }, "\(bg.output)")
-    Thread.sleep(forTimeInterval: 0.3)
+    // The same command in a second terminal, while the first still runs: refused, and it
+    // changes nothing (no compensation either: logins stay revoked for the first run).
+    let second = try CLI.run(args)
+    #expect(second.code == 1)
+    #expect(second.err.contains("another belt process (pid \(bg.process.processIdentifier)) is running the cutover of"), "\(second.err)")
+    #expect(!second.err.contains("restoring logins"), "\(second.err)")
+    #expect(!RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw))
+    let rollbackMeanwhile = try CLI.run(["run", "rollback.lua", dc.dc, "app", "--config-dir", dc.root])
+    #expect(rollbackMeanwhile.code == 1 && rollbackMeanwhile.err.contains("another belt process"), "\(rollbackMeanwhile.err)")
     bg.stop(SIGINT)
     #expect(bg.process.terminationStatus == 1, "\(bg.output)")
     #expect(bg.output.contains("restoring logins on src"), "\(bg.output)")

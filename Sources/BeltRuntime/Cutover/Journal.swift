@@ -85,11 +85,14 @@ public enum Journal {
   }
 
   /// Records that `step` starts (or starts again after an interruption), with `data` merged
-  /// into what the step already recorded; starts a new run when none is in progress.
+  /// into what the step already recorded; starts a new run when none is in progress. The
+  /// first begin takes the flow's lock for this pair (held until the process ends, also by
+  /// SIGKILL), so a second belt running the same flow on the same pair is refused.
   static func begin(_ path: String, dc: String, db: String, flow: String, step: String, data: Value?, runData: Value?)
     throws -> Value
   {
-    try update(path) { old in
+    try FlowLock.acquire(path + ".lock", what: "the \(flow) of \(dc)/\(db)")
+    return try update(path) { old in
       // (Value is ExpressibleByNilLiteral: spell the optional out.)
       var doc: Value
       if let old, old["state"] == "in_progress" { doc = old } else { doc = newRun(old, dc: dc, db: db, flow: flow) }
@@ -250,5 +253,35 @@ extension Value {
     case .double(let d): return d
     default: return nil
     }
+  }
+}
+
+/// One process at a time runs a flow on a pair: an exclusive `flock` on `<journal>.lock`,
+/// taken at the first step and released when the process ends (the kernel drops it on SIGKILL).
+enum FlowLock {
+  nonisolated(unsafe) private static var held: [String: Int32] = [:]
+  private static let lock = NSLock()
+
+  /// Takes the lock of `path` for this process (a no-op when already held).
+  /// - Throws: ``BeltError`` `precondition_failed` naming the other process.
+  static func acquire(_ path: String, what: String) throws {
+    lock.lock()
+    defer { lock.unlock() }
+    if held[path] != nil { return }
+    let fd = open(path, O_RDWR | O_CREAT, 0o600)
+    guard fd >= 0 else { throw BeltError(.ioError, "\(path): cannot be opened") }
+    if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+      var buf = [UInt8](repeating: 0, count: 32)
+      let n = read(fd, &buf, 31)
+      close(fd)
+      let pid = n > 0 ? String(decoding: buf[0..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : "?"
+      throw BeltError(
+        .preconditionFailed,
+        "another belt process (pid \(pid)) is running \(what) right now; wait for it to end or stop it, then run the command again")
+    }
+    _ = ftruncate(fd, 0)
+    let me = Array("\(getpid())\n".utf8)
+    _ = me.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
+    held[path] = fd
   }
 }

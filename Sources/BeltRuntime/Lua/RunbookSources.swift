@@ -87,18 +87,20 @@ end
 --- (beside the config: belt.journal, belt.journal_begin, belt.journal_end), so running the
 --- same command again skips the steps a database has finished and redoes the interrupted one
 --- (operations inside a step add what a resume needs: the gate's LSN target, the PK-less
---- tables copied). `flow.j[db]` is each database's journal as last read.
-function lib.flow(dc, dbs, flow, run_data)
+--- tables copied). `flow.j[db]` is each database's journal as last read. With `lock`, the
+--- flow's lock of every database is taken first: a second belt running the same flow on the
+--- same database is refused before it changes anything.
+function lib.flow(dc, dbs, flow, run_data, lock)
   local f = { dc = dc, dbs = dbs, name = flow, run_data = run_data or {}, j = {} }
   local function by_db(r)
     local out = {}
     for _, rec in ipairs(lib.records(r)) do if type(rec) == "table" and rec.db then out[rec.db] = rec end end
     return out
   end
-  function f.refresh(list)
+  function f.refresh(list, take_lock)
     list = list or f.dbs
     if #list == 0 then return end
-    local r = lib.must(belt.journal(dc, list, { flow = flow }), "journal")
+    local r = lib.must(belt.journal(dc, list, { flow = flow, lock = take_lock or nil }), "journal")
     for name, rec in pairs(by_db(r)) do f.j[name] = rec end
   end
   --- The databases (of `list`, default all) whose run in progress does not have `step` done
@@ -155,7 +157,7 @@ function lib.flow(dc, dbs, flow, run_data)
     lib.must(belt.journal_close(dc, list, { flow = flow, state = state, note = note, run_data = run_data }), "journal close")
     f.refresh(list)
   end
-  f.refresh()
+  f.refresh(nil, lock)
   return f
 end
 
@@ -429,7 +431,7 @@ local o = lib.options("cutover.lua", opts, {
 })
 local dbs = db and { db } or belt.dbs(dc)
 local command = belt.flags.command or ("belt run cutover.lua " .. dc .. (db and (" " .. db) or ""))
-local flow = lib.flow(dc, dbs, "cutover", { command = command })
+local flow = lib.flow(dc, dbs, "cutover", { command = command }, true)
 
 -- Where each database stands: finished, interrupted (resume it), or not started.
 local finished, resuming, fresh = {}, {}, {}
@@ -737,8 +739,9 @@ local o = lib.options("rollback.lua", opts, { drain_timeout = "1m", settle = "25
 local t0 = belt.now()
 local dbs = db and { db } or belt.dbs(dc)
 local command = belt.flags.command or ("belt run rollback.lua " .. dc .. (db and (" " .. db) or ""))
-local cut = lib.flow(dc, dbs, "cutover")
-local seen = lib.flow(dc, dbs, "rollback")
+-- Both locks: no cutover and no other rollback may run on these databases meanwhile.
+local cut = lib.flow(dc, dbs, "cutover", nil, true)
+local seen = lib.flow(dc, dbs, "rollback", nil, true)
 
 -- full: the cutover finished (or was done without a journal), so dst may have taken writes.
 -- partial: the cutover stopped part-way; src has everything.

@@ -20,13 +20,14 @@ public enum JournalOps {
     return s
   }
 
-  /// journal: record `flow`, `state` (none, in_progress, done, compensated, rolled_back),
+  /// journal (`lock = true`: also take the flow's lock for the pair, held until the process
+  /// ends; refused while another belt process holds it): record `flow`, `state` (none, in_progress, done, compensated, rolled_back),
   /// `run`, `started_at`, `finished_at`, `note`, `data`, `steps` [{name, status, started_at,
   /// last_started_at, ended_at, duration_s, attempts, error, data}], `step_status` {name =
   /// status}, `current_step`, `current_step_status`, `current_step_since`, `file`.
   static let journal = OperationSpec(
     name: "journal", summary: "The journal of a flow (default cutover) for a pair: its state and every step's start, end and data.",
-    sides: .none, options: ["flow": .string],
+    sides: .none, options: ["flow": .string, "lock": .bool],
     columns: [
       ("database", "db"), ("flow", "flow"), ("run", "run"), ("state", "state"), ("step", "current_step"),
       ("step status", "current_step_status"), ("since", "current_step_since"), ("started", "started_at"),
@@ -34,6 +35,11 @@ public enum JournalOps {
     ]
   ) { ctx in
     let (flow, path) = try file(ctx)
+    if ctx.options.bool("lock") {
+      // A runbook about to act takes the flow's lock first, so that a second belt on the same
+      // pair is refused before it changes anything (or runs compensation).
+      try FlowLock.acquire(path + ".lock", what: "the \(flow) of \(ctx.dc)/\(ctx.db)")
+    }
     return Journal.record(try Journal.read(path), path: path, flow: flow)
   }
 

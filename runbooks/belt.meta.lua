@@ -218,6 +218,15 @@ function belt.teardown_forward_replication(dc, db, opts) end
 ---@return BeltRecord
 function belt.teardown(dc, db, opts) end
 
+--- Removes pglogical configuration left on the source database by an earlier migration, whatever role it played.
+--- `belt.cleanup_previous_config(dc[, db][, opts]) -> record`
+--- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
+---@param dc string
+---@param db string?
+---@param opts {full: boolean?}?
+---@return BeltRecord
+function belt.cleanup_previous_config(dc, db, opts) end
+
 --- Discovers all users in the db who can log in, saves them in the config file, then revokes their permission to log in.
 --- `belt.revoke_logins(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
@@ -271,6 +280,15 @@ function belt.validate_data(dc, db, opts) end
 ---@param opts {no_schema: boolean?}?
 ---@return BeltRecord
 function belt.sync(dc, db, opts) end
+
+--- Compare the last value of every targeted sequence on the source and destination databases.
+--- `belt.diff_sequences(dc[, db][, opts]) -> record`
+--- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
+---@param dc string
+---@param db string?
+---@param opts {}?
+---@return BeltRecord
+function belt.diff_sequences(dc, db, opts) end
 
 --- The journal of a flow (default cutover) for a pair: its state and every step's start, end and data.
 --- `belt.journal(dc[, db][, opts]) -> record`

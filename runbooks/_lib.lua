@@ -76,6 +76,91 @@ function lib.drain(dc, db, side, o)
   end, { timeout = "1m", interval = "200ms", desc = "terminated " .. desc })
 end
 
+--- A journaled flow (`flow`: "cutover", "rollback", or a custom runbook's name) over the
+--- databases `dbs` of dc. Each step records its start and end in every database's journal
+--- (beside the config: belt.journal, belt.journal_begin, belt.journal_end), so running the
+--- same command again skips the steps a database has finished and redoes the interrupted one
+--- (operations inside a step add what a resume needs: the gate's LSN target, the PK-less
+--- tables copied). `flow.j[db]` is each database's journal as last read. With `lock`, the
+--- flow's lock of every database is taken first: a second belt running the same flow on the
+--- same database is refused before it changes anything.
+function lib.flow(dc, dbs, flow, run_data, lock)
+  local f = { dc = dc, dbs = dbs, name = flow, run_data = run_data or {}, j = {} }
+  local function by_db(r)
+    local out = {}
+    for _, rec in ipairs(lib.records(r)) do if type(rec) == "table" and rec.db then out[rec.db] = rec end end
+    return out
+  end
+  function f.refresh(list, take_lock)
+    list = list or f.dbs
+    if #list == 0 then return end
+    local r = lib.must(belt.journal(dc, list, { flow = flow, lock = take_lock or nil }), "journal")
+    for name, rec in pairs(by_db(r)) do f.j[name] = rec end
+  end
+  --- The databases (of `list`, default all) whose run in progress does not have `step` done
+  --- (a database without a run in progress starts a new one: every step is pending).
+  function f.pending(step, list)
+    local out = {}
+    for _, name in ipairs(list or f.dbs) do
+      local j = f.j[name]
+      if j.state ~= "in_progress" or (j.step_status or {})[step] ~= "done" then out[#out + 1] = name end
+    end
+    return out
+  end
+  --- Runs `fn(todo)` for the databases of `list` (default all) that have not finished `step`,
+  --- between journal_begin (with `data`) and journal_end (with `keep(record)` of each
+  --- database's record, when given); returns fn's result, or nil when every database had
+  --- finished the step. A database whose record failed is marked failed and the step raises
+  --- step_failed.
+  function f.step(step, fn, list, data, keep)
+    local todo = f.pending(step, list)
+    if #todo == 0 then return nil end
+    local started = belt.now()
+    lib.must(belt.journal_begin(dc, todo, { flow = flow, step = step, data = data, run_data = f.run_data }), "journal " .. step)
+    local ok, r = pcall(fn, todo)
+    if not ok then
+      if not (type(r) == "table" and r.code == "interrupted") then
+        pcall(belt.journal_end, dc, todo, { flow = flow, step = step, status = "failed", error = tostring(r) })
+      end
+      error(r, 0)
+    end
+    local recs = by_db(r or {})
+    local done, failed = {}, {}
+    for _, name in ipairs(todo) do
+      local rec = recs[name]
+      if rec and rec.ok == false then failed[#failed + 1] = name else done[#done + 1] = name end
+    end
+    if #done > 0 and keep then
+      for _, name in ipairs(done) do
+        lib.must(belt.journal_end(dc, name, { flow = flow, step = step, data = recs[name] and keep(recs[name]) or nil }), "journal " .. step)
+      end
+    elseif #done > 0 then
+      lib.must(belt.journal_end(dc, done, { flow = flow, step = step }), "journal " .. step)
+    end
+    if #failed > 0 then
+      pcall(belt.journal_end, dc, failed, { flow = flow, step = step, status = "failed", error = step .. " failed" })
+    end
+    f.refresh(todo)
+    lib.must(r, step)
+    belt.log(("%s done in %s"):format(step, lib.secs(belt.now() - started)))
+    return r
+  end
+  --- Ends the run of the databases of `list` (state done, compensated or rolled_back).
+  function f.close(list, state, note, run_data)
+    if #list == 0 then return end
+    lib.must(belt.journal_close(dc, list, { flow = flow, state = state, note = note, run_data = run_data }), "journal close")
+    f.refresh(list)
+  end
+  f.refresh(nil, lock)
+  return f
+end
+
+--- The step record of a journal, or nil.
+function lib.jstep(j, name)
+  for _, s in ipairs(j.steps or {}) do if s.name == name then return s end end
+  return nil
+end
+
 --- Formats seconds.
 function lib.secs(s) return ("%.1f s"):format(s) end
 

@@ -42,8 +42,8 @@ for name, spec in pairs(specs) do
     if type(dc) ~= "string" then
       raise("bad_argument", ("bad argument #1 to 'belt.%s' (dc: string expected, got %s)"):format(name, type(dc)), 2)
     end
-    if db ~= nil and type(db) ~= "string" then
-      raise("bad_argument", ("bad argument #2 to 'belt.%s' (db: string or nil expected, got %s)"):format(name, type(db)), 2)
+    if db ~= nil and type(db) ~= "string" and type(db) ~= "table" then
+      raise("bad_argument", ("bad argument #2 to 'belt.%s' (db: string, list of strings or nil expected, got %s)"):format(name, type(db)), 2)
     end
     if db == nil and not spec.all_dbs then
       raise("bad_argument", ("bad argument #2 to 'belt.%s' (db: a database name is required)"):format(name), 2)

@@ -290,6 +290,42 @@ function belt.sync(dc, db, opts) end
 ---@return BeltRecord
 function belt.diff_sequences(dc, db, opts) end
 
+--- The journal of a flow (default cutover) for a pair: its state and every step's start, end and data.
+--- `belt.journal(dc[, db][, opts]) -> record`
+--- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
+---@param dc string
+---@param db string?
+---@param opts {flow: string?, lock: boolean?}?
+---@return BeltRecord
+function belt.journal(dc, db, opts) end
+
+--- Records in the flow's journal that a step starts, with what a resume needs (data).
+--- `belt.journal_begin(dc[, db][, opts]) -> record`
+--- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
+---@param dc string
+---@param db string?
+---@param opts {data: table?, flow: string?, run_data: table?, step: string?}?
+---@return BeltRecord
+function belt.journal_begin(dc, db, opts) end
+
+--- Records in the flow's journal that a step ended (status done or failed).
+--- `belt.journal_end(dc[, db][, opts]) -> record`
+--- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
+---@param dc string
+---@param db string?
+---@param opts {data: table?, error: string?, flow: string?, status: string?, step: string?}?
+---@return BeltRecord
+function belt.journal_end(dc, db, opts) end
+
+--- Ends the flow's run in progress: done, compensated or rolled_back (the next begin starts a new run).
+--- `belt.journal_close(dc[, db][, opts]) -> record`
+--- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
+---@param dc string
+---@param db string?
+---@param opts {flow: string?, note: string?, run_data: table?, state: string?}?
+---@return BeltRecord
+function belt.journal_close(dc, db, opts) end
+
 --- Show where pgbouncer sends the pair's database (src, dst or other) and whether it is paused.
 --- `belt.pgbouncer_show(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.

@@ -1,5 +1,6 @@
 #include "CLuaShim.h"
 #include <signal.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -256,6 +257,12 @@ void belt_install_sigint(lua_State *L) {
   sa.sa_handler = on_sigint;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, NULL);
+  /* A parent may have started belt with SIGINT blocked (the mask is inherited across exec):
+     Ctrl-C must still reach the handler. */
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 }
 
 void belt_remove_sigint(void) {

@@ -20,6 +20,9 @@ struct GlobalOptions: ParsableArguments {
   @Flag(name: .long, help: "Answer yes to confirmations (unattended runs).")
   var yes = false
 
+  @Option(name: .long, help: "Append the audit log (every statement that changes a server) to FILE, or to DIR/<dc>/<db>/audit.jsonl (default: configs/<dc>/<db>/audit.jsonl; also $BELT_AUDIT_LOG).")
+  var auditLog: String?
+
   func validate() throws {
     if jobs < 1 { throw ValidationError("--jobs must be at least 1") }
   }
@@ -37,11 +40,25 @@ struct GlobalOptions: ParsableArguments {
     }
     logger.logLevel = level
     let timeout = Int(ProcessInfo.processInfo.environment["BELT_CONNECT_TIMEOUT"] ?? "") ?? 10
-    return Environment(store: ConfigStore(root: root), logger: logger, jobs: jobs, connectTimeout: timeout)
+    return Environment(
+      store: ConfigStore(root: root), logger: logger, jobs: jobs, connectTimeout: timeout,
+      auditLog: auditLog ?? ProcessInfo.processInfo.environment["BELT_AUDIT_LOG"])
   }
 
   var flags: [String: Value] {
-    ["json": .bool(json), "yes": .bool(yes), "verbose": .bool(verbose)]
+    ["json": .bool(json), "yes": .bool(yes), "verbose": .bool(verbose), "command": .string(commandLine)]
+  }
+
+  /// This invocation as a shell command (`belt run cutover.lua dc -- drain_timeout=2m`): what a
+  /// journal records as the command that continues an interrupted flow. belt's arguments
+  /// never hold a secret (passwords live in the config files).
+  var commandLine: String {
+    let safe = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./=:@%+,-")
+    let words = CommandLine.arguments.dropFirst().map { a -> String in
+      if !a.isEmpty, a.unicodeScalars.allSatisfy({ safe.contains($0) }) { return a }
+      return "'" + a.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    }
+    return (["belt"] + words).joined(separator: " ")
   }
 }
 

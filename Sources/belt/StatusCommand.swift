@@ -39,6 +39,20 @@ struct Status: RunbookCommand {
   }
 }
 
+struct JournalCommand: RunbookCommand {
+  static let operation = "journal"
+  static let configuration = Simple.config("journal",
+    "Show the journal of a flow (cutover.lua by default) for one or all of the dbs in a datacenter.",
+    "Each step of cutover.lua and rollback.lua records its start and end in configs/<dc>/<db>/<flow>.journal.json. After a crash, run the same command again: it continues from the step shown here.", "")
+  @OptionGroup var global: GlobalOptions
+  @Argument var dc: String
+  @Argument var db: String?
+  @Option(help: "The flow: cutover, rollback, or a custom runbook's name.") var flow: String = "cutover"
+  var dcArg: String { dc }
+  var dbArg: String? { db }
+  var opts: [(String, Value)] { [("flow", .string(flow))] }
+}
+
 struct HelpLua: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "help-lua", abstract: "Print the Lua scripting API (every belt.* function).")

@@ -32,6 +32,7 @@ let allSubcommands: [any ParsableCommand.Type] = [
   Teardown.self,
   CleanupPreviousConfig.self,
   TerminateConnections.self,
+  JournalCommand.self,
   Run.self,
   Repl.self,
   HelpLua.self,

@@ -7,11 +7,18 @@ struct Connector: Sendable {
   var config: MigrationConfig
   /// Connect timeout in seconds.
   var connectTimeout: Int
+  /// For the connections' audit lines.
+  var audit: AuditLog
+  var db: String
+  var reversed: Bool
 
   /// The connector of a pair context.
   init(_ ctx: PairContext) {
     config = ctx.config
     connectTimeout = ctx.env.connectTimeout
+    audit = ctx.env.audit
+    db = ctx.db
+    reversed = ctx.reversed
   }
 
   /// A new connection owned by the caller's thread.
@@ -20,9 +27,11 @@ struct Connector: Sendable {
     let server = try config.server(side)
     var extra: [(String, String)] = []
     if noTimeout { extra.append(("options", "-c statement_timeout=0")) }
-    return try PGConnection(
+    let c = try PGConnection(
       conninfo: server.conninfo(role, connectTimeout: connectTimeout, extra: extra),
       label: "\(side.rawValue) as \(role.rawValue) (\(server.ip):\(server.port)/\(server.dbname))")
+    c.audit = try AuditContext(log: audit, config: config, db: db, side: side, role: role, reversed: reversed)
+    return c
   }
 }
 

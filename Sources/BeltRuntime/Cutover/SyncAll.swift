@@ -73,6 +73,9 @@ enum SyncAll {
     let db = ctx.db
     let env = ctx.env
     let subOptions = Options([:])
+    // Inside a runbook step, each part's start and end go to the journal (status shows them;
+    // a resumed sync runs every part again: each is idempotent and cheap to re-verify).
+    let journal = Journal.openStep(ctx.env.store, dc: ctx.dc, db: ctx.db)
     var steps: [Step] = []
     var failedStep: Step? = nil
     for var phase in phases {
@@ -86,6 +89,7 @@ enum SyncAll {
         steps += phase.map { Step(name: $0.name, status: "not run", durationMs: 0, message: nil, result: nil) }
         continue
       }
+      for part in phase { try journal?.note("sync", ["parts", part.name], "started") }
       let done = Runner.parallelMap(phase, width: phase.count) { part -> Step in
         let t0 = Date()
         let sub = PairContext(config: config, db: db, env: env, options: subOptions)
@@ -105,6 +109,7 @@ enum SyncAll {
       for s in done {
         ctx.logger.info("sync: \(s.name) \(s.status) in \(Fmt.duration(ms: s.durationMs))\(s.message.map { ": " + $0 } ?? "")")
       }
+      for s in done { try journal?.note("sync", ["parts", s.name], .string(s.status)) }
       steps += done
       failedStep = done.first { $0.status == "failed" }
     }

@@ -76,6 +76,9 @@ enum TableSync {
     return ("auto", Catalog.filter(noPK, subset: ctx.config.tableSubset, schema: ctx.schema), [])
   }
 
+  /// The skip reason of a table that the journal says this run already copied.
+  static let copiedEarlier = "copied earlier in this run (journal)"
+
   /// sync-tables.
   static func run(_ ctx: PairContext, explicit: [String]) throws -> Value {
     let (mode, tables, unknown) = try targets(ctx, explicit: explicit)
@@ -85,19 +88,39 @@ enum TableSync {
     let schema = ctx.schema
     let logger = ctx.logger
     let replace = ctx.options.bool("replace")
+    // Inside a runbook step (cutover.lua's sync), the journal says which tables this run
+    // already copied (skipped) and which copy was under way when belt stopped: that one is
+    // emptied and copied again in one transaction, never refused as "not empty".
+    let journal = replace ? nil : Journal.openStep(ctx.env.store, dc: ctx.dc, db: ctx.db)
+    let marks = journal?.noted("sync_tables")?["tables"]
     outcomes += Workers.map(
       tables, width: ctx.env.jobs, connector: Connector(ctx), noTimeout: true, onOpen: "SET client_encoding = 'UTF8'"
     ) { table, conns in
-      copy(schema: schema, table: table.name, partitioned: table.kind == "p", conns: conns, logger: logger, replace: replace)
+      let mark = marks?[table.name]?.stringValue
+      if mark == "copied" {
+        return Outcome(name: table.name, skippedReason: copiedEarlier)
+      }
+      do {
+        try journal?.note("sync_tables", ["tables", table.name], "copying")
+      } catch {
+        return Outcome(name: table.name, error: "cannot record the copy in the journal: \(BeltError.wrap(error).message)")
+      }
+      let out = copy(
+        schema: schema, table: table.name, partitioned: table.kind == "p", conns: conns, logger: logger,
+        replace: replace || mark == "copying")
+      if out.loaded { try? journal?.note("sync_tables", ["tables", table.name], "copied") }
+      return out
     }
     let loaded = outcomes.filter(\.loaded)
-    let skipped = outcomes.filter { $0.skippedReason != nil }
+    let resumed = outcomes.filter { $0.skippedReason == copiedEarlier }
+    let skipped = outcomes.filter { $0.skippedReason != nil && $0.skippedReason != copiedEarlier }
     let failed = outcomes.filter { $0.error != nil }
     let rows = loaded.reduce(0) { $0 + $1.rows }
     let bytes = loaded.reduce(0) { $0 + $1.bytes }
     var parts: [String] = []
     if outcomes.isEmpty { parts.append("No tables without a primary key to sync.") }
     if !loaded.isEmpty { parts.append("loaded \(loaded.count) table(s), \(rows) rows, \(Fmt.megabytes(bytes))") }
+    if !resumed.isEmpty { parts.append("\(resumed.count) copied before the interruption: \(Fmt.names(resumed.map(\.name)))") }
     if !skipped.isEmpty { parts.append("skipped \(skipped.count) not empty: \(Fmt.names(skipped.map(\.name)))") }
     if !failed.isEmpty {
       parts.append("FAILED \(failed.count): " + failed.map { $0.error ?? $0.name }.joined(separator: "; "))

@@ -38,6 +38,11 @@ enum LuaBindings {
       case .string(let s): _ = try Durations.parse(s)
       default: throw bad("duration")
       }
+    case .table:
+      switch v {
+      case .object, .array: break
+      default: throw bad("table")
+      }
     }
     return v
   }
@@ -46,8 +51,18 @@ enum LuaBindings {
     var specs: [LuaFunctionSpec] = OperationRegistry.all.map { op in
       LuaFunctionSpec(name: op.name, doc: "belt.\(op.name)(dc[, db][, opts]) -> record: \(op.summary)") { call in
         let dc = try call.string(1)
-        let db = try call.optString(2)
         let opts = try call.options(3, op.options)
+        var arg2 = call.value(2)
+        if case .object(let o) = arg2, o.isEmpty { arg2 = .array([]) }
+        if case .array(let list) = arg2 {
+          // A list of databases: the dc-wide shape, for just those.
+          let dbs = list.compactMap(\.stringValue)
+          guard dbs.count == list.count, op.allowsAllDBs else {
+            throw call.argError(2, op.allowsAllDBs ? "list of db names expected" : "a single db name expected")
+          }
+          return call.push(try Runner.run(op, dc: dc, dbs: dbs, options: opts, env: rt.env))
+        }
+        let db = try call.optString(2)
         return call.push(try Runner.run(op, dc: dc, db: db, options: opts, env: rt.env))
       }
     }

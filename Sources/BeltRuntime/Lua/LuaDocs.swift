@@ -3,7 +3,8 @@ public enum LuaDocs {
   /// Plain-text reference.
   public static func text() -> String {
     var out = "belt Lua API (Lua 5.4). Every operation takes (dc[, db][, opts]) and returns a record;\n"
-    out += "with db = nil it runs on every db of the dc and returns {ok=, databases={...}}.\n"
+    out += "with db = nil it runs on every db of the dc and returns {ok=, databases={...}}; db may also be a list of db names.\n"
+    out += "belt.journal* record a flow's steps per db (configs/<dc>/<db>/<flow>.journal.json) so a runbook can resume.\n"
     out += "Errors are tables {code, message, dc, db, sqlstate, retryable}; use pcall to branch on err.code.\n\n"
     for op in OperationRegistry.all {
       let opts = op.options.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value.rawValue)" }.joined(separator: ", ")
@@ -61,6 +62,7 @@ extension LuaDocs {
       case .string: return "string"
       case .strings: return "string[]"
       case .duration: return "number|string"
+      case .table: return "table"
       }
     }
     for op in OperationRegistry.all {

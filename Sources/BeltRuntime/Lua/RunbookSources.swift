@@ -82,6 +82,91 @@ function lib.drain(dc, db, side, o)
   end, { timeout = "1m", interval = "200ms", desc = "terminated " .. desc })
 end
 
+--- A journaled flow (`flow`: "cutover", "rollback", or a custom runbook's name) over the
+--- databases `dbs` of dc. Each step records its start and end in every database's journal
+--- (beside the config: belt.journal, belt.journal_begin, belt.journal_end), so running the
+--- same command again skips the steps a database has finished and redoes the interrupted one
+--- (operations inside a step add what a resume needs: the gate's LSN target, the PK-less
+--- tables copied). `flow.j[db]` is each database's journal as last read. With `lock`, the
+--- flow's lock of every database is taken first: a second belt running the same flow on the
+--- same database is refused before it changes anything.
+function lib.flow(dc, dbs, flow, run_data, lock)
+  local f = { dc = dc, dbs = dbs, name = flow, run_data = run_data or {}, j = {} }
+  local function by_db(r)
+    local out = {}
+    for _, rec in ipairs(lib.records(r)) do if type(rec) == "table" and rec.db then out[rec.db] = rec end end
+    return out
+  end
+  function f.refresh(list, take_lock)
+    list = list or f.dbs
+    if #list == 0 then return end
+    local r = lib.must(belt.journal(dc, list, { flow = flow, lock = take_lock or nil }), "journal")
+    for name, rec in pairs(by_db(r)) do f.j[name] = rec end
+  end
+  --- The databases (of `list`, default all) whose run in progress does not have `step` done
+  --- (a database without a run in progress starts a new one: every step is pending).
+  function f.pending(step, list)
+    local out = {}
+    for _, name in ipairs(list or f.dbs) do
+      local j = f.j[name]
+      if j.state ~= "in_progress" or (j.step_status or {})[step] ~= "done" then out[#out + 1] = name end
+    end
+    return out
+  end
+  --- Runs `fn(todo)` for the databases of `list` (default all) that have not finished `step`,
+  --- between journal_begin (with `data`) and journal_end (with `keep(record)` of each
+  --- database's record, when given); returns fn's result, or nil when every database had
+  --- finished the step. A database whose record failed is marked failed and the step raises
+  --- step_failed.
+  function f.step(step, fn, list, data, keep)
+    local todo = f.pending(step, list)
+    if #todo == 0 then return nil end
+    local started = belt.now()
+    lib.must(belt.journal_begin(dc, todo, { flow = flow, step = step, data = data, run_data = f.run_data }), "journal " .. step)
+    local ok, r = pcall(fn, todo)
+    if not ok then
+      if not (type(r) == "table" and r.code == "interrupted") then
+        pcall(belt.journal_end, dc, todo, { flow = flow, step = step, status = "failed", error = tostring(r) })
+      end
+      error(r, 0)
+    end
+    local recs = by_db(r or {})
+    local done, failed = {}, {}
+    for _, name in ipairs(todo) do
+      local rec = recs[name]
+      if rec and rec.ok == false then failed[#failed + 1] = name else done[#done + 1] = name end
+    end
+    if #done > 0 and keep then
+      for _, name in ipairs(done) do
+        lib.must(belt.journal_end(dc, name, { flow = flow, step = step, data = recs[name] and keep(recs[name]) or nil }), "journal " .. step)
+      end
+    elseif #done > 0 then
+      lib.must(belt.journal_end(dc, done, { flow = flow, step = step }), "journal " .. step)
+    end
+    if #failed > 0 then
+      pcall(belt.journal_end, dc, failed, { flow = flow, step = step, status = "failed", error = step .. " failed" })
+    end
+    f.refresh(todo)
+    lib.must(r, step)
+    belt.log(("%s done in %s"):format(step, lib.secs(belt.now() - started)))
+    return r
+  end
+  --- Ends the run of the databases of `list` (state done, compensated or rolled_back).
+  function f.close(list, state, note, run_data)
+    if #list == 0 then return end
+    lib.must(belt.journal_close(dc, list, { flow = flow, state = state, note = note, run_data = run_data }), "journal close")
+    f.refresh(list)
+  end
+  f.refresh(nil, lock)
+  return f
+end
+
+--- The step record of a journal, or nil.
+function lib.jstep(j, name)
+  for _, s in ipairs(j.steps or {}) do if s.name == name then return s end end
+  return nil
+end
+
 --- Formats seconds.
 function lib.secs(s) return ("%.1f s"):format(s) end
 
@@ -133,8 +218,8 @@ for name, spec in pairs(specs) do
     if type(dc) ~= "string" then
       raise("bad_argument", ("bad argument #1 to 'belt.%s' (dc: string expected, got %s)"):format(name, type(dc)), 2)
     end
-    if db ~= nil and type(db) ~= "string" then
-      raise("bad_argument", ("bad argument #2 to 'belt.%s' (db: string or nil expected, got %s)"):format(name, type(db)), 2)
+    if db ~= nil and type(db) ~= "string" and type(db) ~= "table" then
+      raise("bad_argument", ("bad argument #2 to 'belt.%s' (db: string, list of strings or nil expected, got %s)"):format(name, type(db)), 2)
     end
     if db == nil and not spec.all_dbs then
       raise("bad_argument", ("bad argument #2 to 'belt.%s' (db: a database name is required)"):format(name), 2)
@@ -317,7 +402,15 @@ return belt.create_indexes(dc, db, opts)
 --   (then terminate the rest, or fail) -> teardown-forward-replication (waits until dst has
 --   applied everything src wrote) -> sync (sequences, PK-less tables, validation, constraints,
 --   indexes, analyze) -> diff-schemas --full -> report the downtime window.
--- If any step after revoke-logins fails, logins are restored on src and the failure is reported.
+-- If any step after revoke-logins fails (or Ctrl-C), logins are restored on src and the failure
+-- is reported.
+--
+-- Every step records its start and end in each database's journal
+-- (configs/<dc>/<db>/cutover.journal.json). If belt itself dies (SIGKILL, a closed laptop, a
+-- dropped SSH session), run the same command again: each database continues from its own
+-- step (finished steps are skipped, the interrupted one is redone; logins stay revoked
+-- meanwhile, and `belt status` shows the step and this command). The downtime window counts
+-- from the first revoke. A cutover that has finished says so when run again.
 --
 -- Options (after --):
 --   max_lag=1048576       bytes of forward lag under which the cutover may start
@@ -341,61 +434,111 @@ local o = lib.options("cutover.lua", opts, {
   max_lag = 1048576, lag_timeout = "10m", drain_timeout = "2m", settle = "250ms", terminate = true,
   gate_timeout = "5m", validate = true, diff = true, confirm = false, fence = "nologin", lock_out_shared = false,
 })
-local target = db or "(all dbs)"
+local dbs = db and { db } or belt.dbs(dc)
+local command = belt.flags.command or ("belt run cutover.lua " .. dc .. (db and (" " .. db) or ""))
+local flow = lib.flow(dc, dbs, "cutover", { command = command }, true)
 
-belt.log(("waiting for forward lag < %d bytes on %s"):format(o.max_lag, target))
-belt.wait_for(function()
-  for _, r in ipairs(lib.records(belt.status(dc, db))) do
-    if r.forward ~= "replicating" then
-      if r.forward == "down" or r.forward == "unconfigured" then
-        error(belt.error("precondition_failed", ("%s: forward replication is %s; cutover needs it replicating"):format(r.db, r.forward)))
-      end
-      return false
-    end
-    if r.lag_bytes == nil or r.lag_bytes > o.max_lag then return false end
+-- Where each database stands: finished, interrupted (resume it), or not started.
+local finished, resuming, fresh = {}, {}, {}
+for _, name in ipairs(dbs) do
+  local j = flow.j[name]
+  if j.state == "done" then
+    finished[#finished + 1] = name
+    print(("%s/%s: the cutover finished at %s (downtime window %s); nothing to do"):format(
+      dc, name, tostring(j.finished_at), lib.secs((j.data or {}).downtime_s or 0)))
+  elseif j.state == "in_progress" then
+    resuming[#resuming + 1] = name
+    belt.log(("%s: resuming the cutover interrupted in %s (run %d, started %s)"):format(
+      name, tostring(j.current_step), j.run, tostring(j.started_at)))
+  else
+    fresh[#fresh + 1] = name
   end
-  return true
-end, { timeout = o.lag_timeout, interval = "1s", desc = "forward lag under max_lag" })
-
-if o.confirm then belt.confirm(("Cut over %s/%s now? Logins on src will be revoked."):format(dc, target)) end
-
-local t0 = belt.now()
-local steps = {}
-local function step(name, fn)
-  local s = belt.now()
-  local r = fn()
-  steps[#steps + 1] = { name = name, duration_s = belt.now() - s }
-  belt.log(("%s done in %s"):format(name, lib.secs(belt.now() - s)))
-  return r
+end
+if #resuming + #fresh == 0 then
+  return { ok = true, command = "cutover", dc = dc, db = db, already_done = finished }
 end
 
-step("revoke-logins", function()
-  return lib.must(belt.revoke_logins(dc, db, { fence = o.fence, lock_out_shared = o.lock_out_shared }), "revoke-logins")
-end)
+-- Databases starting now need forward replication with little lag; interrupted ones are past
+-- that (their logins are revoked; the gate in teardown-forward-replication waits for dst).
+if #fresh > 0 then
+  belt.log(("waiting for forward lag < %d bytes on %s"):format(o.max_lag, table.concat(fresh, ", ")))
+  belt.wait_for(function()
+    for _, r in ipairs(lib.records(belt.status(dc, fresh))) do
+      if r.forward ~= "replicating" then
+        if r.forward == "down" or r.forward == "unconfigured" then
+          local msg = ("%s: forward replication is %s; cutover needs it replicating"):format(r.db, r.forward)
+          local j = flow.j[r.db]
+          if j and (j.state == "compensated" or j.state == "rolled_back") then
+            msg = msg .. ("; the cutover run %d stopped in %s (%s) and logins went back to src, so src may have "
+              .. "taken writes that dst lacks: start over with belt reset and belt run migrate.lua"):format(
+              j.run, tostring(j.current_step), tostring(j.note))
+          end
+          error(belt.error("precondition_failed", msg))
+        end
+        return false
+      end
+      if r.lag_bytes == nil or r.lag_bytes > o.max_lag then return false end
+    end
+    return true
+  end, { timeout = o.lag_timeout, interval = "1s", desc = "forward lag under max_lag" })
+  if o.confirm then belt.confirm(("Cut over %s/%s now? Logins on src will be revoked."):format(dc, table.concat(fresh, ", "))) end
+end
+
+local active = {}
+for _, name in ipairs(dbs) do
+  if flow.j[name].state ~= "done" then active[#active + 1] = name end
+end
 belt.on_failure(function(err)
   belt.warn("cutover failed (" .. tostring(err) .. "); restoring logins on src")
-  local ok, rerr = pcall(belt.restore_logins, dc, db)
+  local ok, rerr = pcall(belt.restore_logins, dc, active)
   if not ok then belt.warn("restore-logins failed too: " .. tostring(rerr)) end
+  local jok, jerr = pcall(flow.close, active, "compensated", "logins restored after: " .. tostring(err))
+  if not jok then belt.warn("could not record the compensation in the journal: " .. tostring(jerr)) end
 end)
 
-step("drain", function()
-  lib.drain(dc, db, "src", { timeout = o.drain_timeout, settle = o.settle, terminate = o.terminate })
-end)
+-- revoke-logins saves the roles in the config before it revokes them; the journal keeps them too.
+flow.step("revoke-logins", function(todo)
+  return belt.revoke_logins(dc, todo, { fence = o.fence, lock_out_shared = o.lock_out_shared })
+end, active, nil,
+  function(r) return { revoked = r.revoked, saved_logins = r.saved_logins } end)
+flow.step("drain", function(todo)
+  lib.drain(dc, todo, "src", { timeout = o.drain_timeout, settle = o.settle, terminate = o.terminate })
+end, active)
+flow.step("teardown-forward-replication", function(todo)
+  return belt.teardown_forward_replication(dc, todo, { timeout = o.gate_timeout })
+end, active)
+flow.step("sync", function(todo) return belt.sync(dc, todo) end, active)
 
-step("teardown-forward-replication", function()
-  return lib.must(belt.teardown_forward_replication(dc, db, { timeout = o.gate_timeout }), "teardown-forward-replication")
-end)
-local sync = step("sync", function() return lib.must(belt.sync(dc, db), "sync") end)
-local downtime = belt.now() - t0
+-- The downtime window of each database: from its first revoke to the end of its sync.
+local downtime = {}
+for _, name in ipairs(active) do
+  local j = flow.j[name]
+  local revoke, sync = lib.jstep(j, "revoke-logins"), lib.jstep(j, "sync")
+  downtime[name] = (sync and sync.ended_epoch or 0) - (revoke and revoke.started_epoch or 0)
+end
 if o.diff then
-  step("diff-schemas --full", function() return lib.must(belt.diff_schemas(dc, db, { full = true }), "diff-schemas --full") end)
+  flow.step("diff-schemas", function(todo) return belt.diff_schemas(dc, todo, { full = true }) end, active)
+end
+for _, name in ipairs(active) do
+  flow.close({ name }, "done", nil, { downtime_s = downtime[name] })
 end
 
-for _, r in ipairs(lib.records(sync)) do
-  print(("%s/%s: cut over; downtime window %s (revoke-logins to end of sync)"):format(dc, tostring(r.db), lib.secs(downtime)))
+local steps = {}
+for _, name in ipairs(active) do
+  local j = flow.j[name]
+  local resumed = false
+  for _, s in ipairs(j.steps or {}) do if (s.attempts or 1) > 1 then resumed = true end end
+  print(("%s/%s: cut over; downtime window %s (first revoke-logins to the end of sync%s)"):format(
+    dc, name, lib.secs(downtime[name]), resumed and ", across an interruption" or ""))
+  for _, s in ipairs(j.steps or {}) do
+    local note = (s.attempts or 1) > 1 and ("  (%d attempts)"):format(s.attempts) or ""
+    print(("  %-30s %s%s"):format(s.name, lib.secs(s.duration_s or 0), note))
+    steps[#steps + 1] = { db = name, name = s.name, duration_s = s.duration_s, attempts = s.attempts }
+  end
 end
-for _, s in ipairs(steps) do print(("  %-30s %s"):format(s.name, lib.secs(s.duration_s))) end
-return { ok = true, command = "cutover", dc = dc, db = db, downtime_s = downtime, steps = steps }
+local total = 0
+for _, d in pairs(downtime) do total = math.max(total, d) end
+return { ok = true, command = "cutover", dc = dc, db = db, downtime_s = total, steps = steps, resumed = resuming, already_done = finished }
 
 """#,
     "diff-schemas.lua": #"""
@@ -420,6 +563,30 @@ return belt.dst_dsn(dc, db, opts)
 -- belt dump-schema <dc> [db] [options]: runs belt.dump_schema (see `belt dump-schema --help`).
 local dc, db, opts = ...
 return belt.dump_schema(dc, db, opts)
+
+"""#,
+    "journal-begin.lua": #"""
+-- belt.journal_begin(dc, db, opts) from a runbook: see `belt help-lua`.
+local dc, db, opts = ...
+return belt.journal_begin(dc, db, opts)
+
+"""#,
+    "journal-close.lua": #"""
+-- belt.journal_close(dc, db, opts) from a runbook: see `belt help-lua`.
+local dc, db, opts = ...
+return belt.journal_close(dc, db, opts)
+
+"""#,
+    "journal-end.lua": #"""
+-- belt.journal_end(dc, db, opts) from a runbook: see `belt help-lua`.
+local dc, db, opts = ...
+return belt.journal_end(dc, db, opts)
+
+"""#,
+    "journal.lua": #"""
+-- belt journal <dc> [db] [--flow F]: runs belt.journal (the flow's journal: state and steps).
+local dc, db, opts = ...
+return belt.journal(dc, db, opts)
 
 """#,
     "load-constraints.lua": #"""
@@ -586,6 +753,12 @@ return belt.revoke_logins(dc, db, opts)
 --   teardown-back-replication -> restore logins on src.
 -- Needs back replication (setup-back-replication) to have been running since the cutover.
 --
+-- After a cutover that did not finish (belt was killed or interrupted in it), dst was never
+-- opened to writes: the rollback then only gives the logins back on src (its data is all
+-- there) and copies nothing back (dst's PK-less tables may be half loaded).
+-- Each step is journaled (configs/<dc>/<db>/rollback.journal.json): if belt dies, run the same
+-- command again; each database continues from its own step.
+--
 -- Options (after --):
 --   drain_timeout=1m      how long to wait for dst sessions to end before terminating them
 --   settle=250ms          how long "no sessions" must hold before the drain counts as done
@@ -601,44 +774,91 @@ local o = lib.options("rollback.lua", opts, {
 })
 local t0 = belt.now()
 local dbs = db and { db } or belt.dbs(dc)
+local command = belt.flags.command or ("belt run rollback.lua " .. dc .. (db and (" " .. db) or ""))
+-- Both locks: no cutover and no other rollback may run on these databases meanwhile.
+local cut = lib.flow(dc, dbs, "cutover", nil, true)
+local seen = lib.flow(dc, dbs, "rollback", nil, true)
 
--- Every database must have back replication running, or writes on dst would be lost.
-for _, r in ipairs(lib.records(belt.status(dc, db))) do
-  if r.back ~= "replicating" then
-    error(belt.error("precondition_failed", ("%s: back replication is %s; rolling back now would lose the writes made on dst"):format(r.db, tostring(r.back))))
+-- full: the cutover finished (or was done without a journal), so dst may have taken writes.
+-- partial: the cutover stopped part-way; src has everything.
+local full, partial = {}, {}
+for _, name in ipairs(dbs) do
+  local rj, cj = seen.j[name], cut.j[name]
+  if rj.state == "done" then
+    print(("%s/%s: already rolled back at %s; nothing to do"):format(dc, name, tostring(rj.finished_at)))
+  elseif rj.state == "in_progress" then
+    if (rj.data or {}).mode == "partial" then partial[#partial + 1] = name else full[#full + 1] = name end
+  elseif cj.state == "in_progress" or cj.state == "compensated" then
+    partial[#partial + 1] = name
+  else
+    full[#full + 1] = name
   end
 end
 
-belt.log("revoking logins on dst")
-lib.must(belt.revoke_logins(dc, db, { reverse = true, fence = o.fence, lock_out_shared = o.lock_out_shared }), "revoke-logins on dst")
-
-belt.log("waiting for dst sessions to end")
-lib.drain(dc, db, "dst", { timeout = o.drain_timeout, settle = o.settle })
-
-belt.log("waiting for back replication to catch up")
-for _, name in ipairs(dbs) do
-  -- The insert position, not pg_current_wal_lsn(): with synchronous_commit = off, commits
-  -- already acknowledged can lie beyond what has been written out.
-  local target = belt.query(dc, name, "dst", "SELECT pg_current_wal_insert_lsn()::text AS lsn")[1].lsn
-  belt.wait_for(function()
-    local rows = belt.query(dc, name, "dst",
-      "SELECT coalesce(bool_and(confirmed_flush_lsn >= $1::pg_lsn), false)::text AS done FROM pg_replication_slots WHERE slot_name LIKE '%pg2_pg1%'",
-      { target })
-    return rows[1] and rows[1].done == "true"
-  end, { timeout = o.catchup_timeout, interval = "500ms", desc = name .. ": src to apply dst's writes up to " .. target })
+if #partial > 0 then
+  local pf = lib.flow(dc, partial, "rollback", { command = command, mode = "partial" })
+  for _, name in ipairs(partial) do
+    belt.log(("%s: the cutover stopped in %s before dst was opened; restoring logins on src"):format(
+      name, tostring(cut.j[name].current_step)))
+  end
+  pf.step("restore-logins", function(todo) return belt.restore_logins(dc, todo) end)
+  cut.close(partial, "rolled_back", "rollback.lua restored the logins on src")
+  pf.close(partial, "done")
+  for _, r in ipairs(lib.records(belt.status(dc, partial))) do
+    local hint = r.forward == "unconfigured" and
+      "; forward replication was dropped: run belt reset and migrate.lua before cutting over again" or
+      "; forward replication is " .. tostring(r.forward) .. ": the cutover can be run again"
+    print(("%s/%s: rolled back to src in %s (the cutover had not finished; nothing was copied back)%s"):format(
+      dc, tostring(r.db), lib.secs(belt.now() - t0), hint))
+  end
 end
 
-belt.log("copying sequences and PK-less tables from dst back to src")
-lib.must(belt.sync_sequences(dc, db, { reverse = true }), "sync-sequences dst -> src")
-lib.must(belt.sync_tables(dc, db, { reverse = true, replace = true }), "sync-tables dst -> src")
-if o.teardown_back then
-  lib.must(belt.teardown_back_replication(dc, db), "teardown-back-replication")
+if #full > 0 then
+  local f = lib.flow(dc, full, "rollback", { command = command, mode = "full" })
+  -- Every database must have back replication running, or writes on dst would be lost.
+  local check = f.pending("teardown-back", full)
+  if #check > 0 then
+    for _, r in ipairs(lib.records(belt.status(dc, check))) do
+      if r.back ~= "replicating" then
+        error(belt.error("precondition_failed", ("%s: back replication is %s; rolling back now would lose the writes made on dst"):format(r.db, tostring(r.back))))
+      end
+    end
+  end
+
+  f.step("revoke-logins-dst", function(todo)
+    return belt.revoke_logins(dc, todo, { reverse = true, fence = o.fence, lock_out_shared = o.lock_out_shared })
+  end)
+  f.step("drain-dst", function(todo)
+    lib.drain(dc, todo, "dst", { timeout = o.drain_timeout, settle = o.settle })
+  end)
+  f.step("catch-up", function(todo)
+    for _, name in ipairs(todo) do
+      -- The insert position, not pg_current_wal_lsn(): with synchronous_commit = off, commits
+      -- already acknowledged can lie beyond what has been written out.
+      local target = belt.query(dc, name, "dst", "SELECT pg_current_wal_insert_lsn()::text AS lsn")[1].lsn
+      belt.wait_for(function()
+        local rows = belt.query(dc, name, "dst",
+          "SELECT coalesce(bool_and(confirmed_flush_lsn >= $1::pg_lsn), false)::text AS done FROM pg_replication_slots WHERE slot_name LIKE '%pg2_pg1%'",
+          { target })
+        return rows[1] and rows[1].done == "true"
+      end, { timeout = o.catchup_timeout, interval = "500ms", desc = name .. ": src to apply dst's writes up to " .. target })
+    end
+  end)
+  f.step("copy-back", function(todo)
+    lib.must(belt.sync_sequences(dc, todo, { reverse = true }), "sync-sequences dst -> src")
+    return belt.sync_tables(dc, todo, { reverse = true, replace = true })
+  end)
+  if o.teardown_back then
+    f.step("teardown-back", function(todo) return belt.teardown_back_replication(dc, todo) end)
+  end
+  f.step("restore-logins", function(todo) return belt.restore_logins(dc, todo) end)
+  cut.close(full, "rolled_back", "rollback.lua brought dst's writes back to src")
+  f.close(full, "done")
+  for _, name in ipairs(full) do
+    print(("%s/%s: rolled back to src in %s; dst logins stay revoked (saved as revoked_logins_dst)"):format(dc, name, lib.secs(belt.now() - t0)))
+  end
 end
-lib.must(belt.restore_logins(dc, db), "restore-logins on src")
-for _, name in ipairs(dbs) do
-  print(("%s/%s: rolled back to src in %s; dst logins stay revoked (saved as revoked_logins_dst)"):format(dc, name, lib.secs(belt.now() - t0)))
-end
-return { ok = true, command = "rollback", dc = dc, db = db, duration_s = belt.now() - t0 }
+return { ok = true, command = "rollback", dc = dc, db = db, duration_s = belt.now() - t0, partial = partial, full = full }
 
 """#,
     "setup-back-replication.lua": #"""

@@ -27,6 +27,8 @@ public enum OptionType: String, Sendable {
   case strings
   /// A duration: seconds as a number or "30s", "5m", "1h".
   case duration
+  /// A table of plain values (kept as JSON), e.g. the data a journal step records.
+  case table
 }
 
 /// Everything an operation needs that is not its arguments.
@@ -39,13 +41,16 @@ public struct Environment: Sendable {
   public var jobs: Int
   /// Connect timeout in seconds.
   public var connectTimeout: Int
+  /// Where the statements that change a server are recorded (see ``AuditLog``).
+  public var audit: AuditLog
 
-  /// Creates an environment.
-  public init(store: ConfigStore, logger: Logger, jobs: Int = 8, connectTimeout: Int = 10) {
+  /// Creates an environment; `auditLog` replaces the per-pair audit files beside the configs.
+  public init(store: ConfigStore, logger: Logger, jobs: Int = 8, connectTimeout: Int = 10, auditLog: String? = nil) {
     self.store = store
     self.logger = logger
     self.jobs = max(1, jobs)
     self.connectTimeout = connectTimeout
+    audit = AuditLog(store: store, override: auditLog)
   }
 }
 
@@ -171,8 +176,14 @@ public final class PairContext {
     let c = try PGConnection(
       conninfo: server.conninfo(role, connectTimeout: env.connectTimeout, extra: extra),
       label: "\(side.rawValue) as \(role.rawValue) (\(server.ip):\(server.port)/\(server.dbname))")
+    c.audit = try auditContext(side, role)
     connections[key] = c
     return c
+  }
+
+  /// The audit identity of a connection to one side as one role.
+  public func auditContext(_ side: Side, _ role: Role) throws -> AuditContext {
+    try AuditContext(log: env.audit, config: config, db: db, side: side, role: role, reversed: reversed)
   }
 
   /// A new connection that the caller owns (for work on another thread).
@@ -180,9 +191,11 @@ public final class PairContext {
     let server = try config.server(side)
     var extra: [(String, String)] = []
     if noTimeout { extra.append(("options", "-c statement_timeout=0")) }
-    return try PGConnection(
+    let c = try PGConnection(
       conninfo: server.conninfo(role, connectTimeout: env.connectTimeout, extra: extra),
       label: "\(side.rawValue) as \(role.rawValue) (\(server.ip):\(server.port)/\(server.dbname))")
+    c.audit = try auditContext(side, role)
+    return c
   }
 
   /// Closes every connection.

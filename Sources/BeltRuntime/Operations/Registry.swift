@@ -2,7 +2,7 @@
 public enum OperationRegistry {
   /// All operations, in `belt --help` order.
   public static let all: [OperationSpec] =
-    InspectionOps.all + SchemaOps.all + ReplicationOps.all + CutoverOps.all + TrafficOps.all
+    InspectionOps.all + SchemaOps.all + ReplicationOps.all + CutoverOps.all + JournalOps.all + TrafficOps.all
 
   /// Finds an operation by its snake_case or CLI name.
   public static func find(_ name: String) -> OperationSpec? {

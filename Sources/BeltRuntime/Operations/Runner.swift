@@ -9,7 +9,6 @@ public enum Runner {
   public static func run(_ spec: OperationSpec, dc: String, db: String?, options: Options, env: Environment)
     throws -> Value
   {
-    let start = Date()
     if let db {
       return try runOne(spec, dc: dc, db: db, options: options, env: env)
     }
@@ -21,6 +20,15 @@ public enum Runner {
       throw BeltError(
         .notFound, "dc \"\(dc)\" has no databases: no \(env.store.dcDirectory(dc))/<db>/config.json", dc: dc)
     }
+    return try run(spec, dc: dc, dbs: dbs, options: options, env: env)
+  }
+
+  /// Runs `spec` for the listed pairs of a dc (a runbook resuming each database from its own
+  /// step passes the ones that still need this step); the result has the dc-wide shape.
+  public static func run(_ spec: OperationSpec, dc: String, dbs: [String], options: Options, env: Environment)
+    throws -> Value
+  {
+    let start = Date()
     let records = parallelMap(dbs, width: env.jobs) { db -> Value in
       if belt_interrupted() != 0 {
         return failureRecord(spec, dc: dc, db: db, BeltError(.interrupted, "not started: interrupted", dc: dc, db: db), start: Date())

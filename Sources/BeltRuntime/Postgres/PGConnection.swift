@@ -46,6 +46,11 @@ public final class PGConnection {
   private var cancelSlot: Int32 = -1
   /// "src as root": names the connection in errors.
   public let label: String
+  /// Set for the connections of an operation: every statement that changes the server gets a
+  /// line in the audit log.
+  public var audit: AuditContext?
+  /// The COPY FROM STDIN in progress, for its audit line.
+  private var copyIn: (sql: String, start: Date, bytes: Int)?
 
   /// Connects. `conninfo` contains the password; it is never logged or put in an error.
   /// - Throws: ``PGError`` of kind `.connection` or `.authentication`.
@@ -119,6 +124,24 @@ public final class PGConnection {
   /// - Throws: ``PGError`` with SQLSTATE and the statement text.
   @discardableResult
   public func query(_ sql: String, _ params: [String?] = []) throws -> PGResult {
+    try audited(sql, params) { try run(sql, params) }
+  }
+
+  /// Runs `body` and writes the audit line of `sql` when it changes the server.
+  private func audited(_ sql: String, _ params: [String?], _ body: () throws -> PGResult) throws -> PGResult {
+    guard let audit, Audit.changes(sql) else { return try body() }
+    let t0 = Date()
+    do {
+      let r = try body()
+      audit.record(sql, params: params, start: t0, error: nil, rows: r.affected, returned: r.values)
+      return r
+    } catch {
+      audit.record(sql, params: params, start: t0, error: error)
+      throw error
+    }
+  }
+
+  private func run(_ sql: String, _ params: [String?]) throws -> PGResult {
     let c = try live()
     let res: OpaquePointer?
     if params.isEmpty {
@@ -137,8 +160,10 @@ public final class PGConnection {
   /// Runs a script of several statements with no parameters (simple protocol).
   @discardableResult
   public func exec(_ sql: String) throws -> PGResult {
-    let c = try live()
-    return try consume(PQexec(c, sql), sql: sql)
+    try audited(sql, []) {
+      let c = try live()
+      return try consume(PQexec(c, sql), sql: sql)
+    }
   }
 
   private func consume(_ res: OpaquePointer?, sql: String) throws -> PGResult {
@@ -243,9 +268,15 @@ public final class PGConnection {
   /// Starts `COPY ... FROM STDIN`. Call ``putCopyData(_:)`` then ``endCopy(error:)``.
   public func beginCopyIn(_ sql: String) throws {
     let c = try live()
+    let t0 = Date()
     guard let res = PQexec(c, sql) else { throw clientError(sql: sql) }
     defer { PQclear(res) }
-    if PQresultStatus(res) != PGRES_COPY_IN { throw serverError(res, sql: sql) }
+    if PQresultStatus(res) != PGRES_COPY_IN {
+      let e = serverError(res, sql: sql)
+      audit?.record(sql, params: [], start: t0, error: e)
+      throw e
+    }
+    if audit != nil { copyIn = (sql, t0, 0) }
   }
 
   /// Sends a chunk of COPY data.
@@ -255,16 +286,29 @@ public final class PGConnection {
     if PQputCopyData(c, base.assumingMemoryBound(to: CChar.self), Int32(data.count)) != 1 {
       throw clientError(sql: nil)
     }
+    copyIn?.bytes += data.count
   }
 
   /// Ends COPY FROM STDIN (with an error message to abort it).
   public func endCopy(error: String? = nil) throws {
     let c = try live()
-    if PQputCopyEnd(c, error) != 1 { throw clientError(sql: nil) }
+    let pending = copyIn
+    copyIn = nil
+    if PQputCopyEnd(c, error) != 1 {
+      let e = clientError(sql: nil)
+      if let pending { audit?.record(pending.sql, params: [], start: pending.start, error: e, bytes: pending.bytes) }
+      throw e
+    }
     var failure: PGError? = nil
+    var rows: Int? = nil
     while let r = PQgetResult(c) {
       if PQresultStatus(r) != PGRES_COMMAND_OK, failure == nil { failure = serverError(r, sql: "COPY FROM STDIN") }
+      if PQresultStatus(r) == PGRES_COMMAND_OK { rows = Int(String(cString: PQcmdTuples(r))) }
       PQclear(r)
+    }
+    if let pending {
+      let outcome: (any Error)? = failure ?? error.map { BeltError(.internal, "aborted by belt: \($0)") }
+      audit?.record(pending.sql, params: [], start: pending.start, error: outcome, rows: rows, bytes: pending.bytes)
     }
     if let failure { throw failure }
   }

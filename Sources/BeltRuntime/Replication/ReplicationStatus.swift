@@ -267,13 +267,15 @@ enum ReplicationStatus {
 
   /// Reads one side.
   static func snapshot(
-    _ side: Side, server: ServerConfig, schema: String, subset: [String]?, connectTimeout: Int
+    _ side: Side, server: ServerConfig, schema: String, subset: [String]?, connectTimeout: Int,
+    audit: AuditContext? = nil
   ) throws
     -> SideSnapshot
   {
     let c = try PGConnection(
       conninfo: server.conninfo(.root, connectTimeout: connectTimeout),
       label: "\(side.rawValue) as root (\(server.ip):\(server.port)/\(server.dbname))")
+    c.audit = audit  // status may wake a subscription (alter_subscription_enable)
     defer { c.close() }
     let sub = try state(c, side == .dst ? PGL.forwardSub : PGL.backSub, side: side, server: server)
     let (bytes, pretty) = try datasetSize(c, schema: schema, subset: subset)
@@ -310,13 +312,14 @@ enum ReplicationStatus {
     let schema = ctx.schema
     let subset = ctx.config.tableSubset
     let timeout = ctx.env.connectTimeout
+    let audits = [Side.src, Side.dst].map { try? ctx.auditContext($0, .root) }
     let snaps = Runner.parallelMap([Side.src, Side.dst], width: 2) {
       side -> Result<SideSnapshot, BeltError> in
       do {
         return .success(
           try snapshot(
             side, server: side == .src ? src : dst, schema: schema, subset: subset,
-            connectTimeout: timeout))
+            connectTimeout: timeout, audit: audits[side == .src ? 0 : 1]))
       } catch {
         return .failure(BeltError.wrap(error))
       }
@@ -383,6 +386,7 @@ enum ReplicationStatus {
       fields.append(("unreachable", .string(which.rawValue)))
       fields.append(("ok", false))
     }
+    fields += CutoverProgress.statusFields(ctx)
     return .object(fields)
   }
 }

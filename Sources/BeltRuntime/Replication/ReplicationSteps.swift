@@ -357,6 +357,8 @@ enum ReplicationSteps {
             + "(use --no-wait to drop it anyway)")
       }
       let target = try gateTarget(sroot)
+      // Recorded before waiting: a cutover killed here shows what dst was waiting for.
+      try Journal.openStep(ctx.env.store, dc: ctx.dc, db: ctx.db)?.note("teardown_forward_replication", ["target_lsn"], .string(target))
       let t0 = Date()
       var interval = 0.01
       var confirmed = "?"

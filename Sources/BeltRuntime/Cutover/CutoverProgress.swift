@@ -1,0 +1,45 @@
+import Foundation
+
+/// What `status` says about a pair's cutover, from its journal: the state, the step and since
+/// when, whether src logins are revoked right now, and the command that continues it.
+enum CutoverProgress {
+  /// Status fields: `cutover` (none, in_progress, done, compensated, rolled_back), and with a
+  /// journal `cutover_step`, `cutover_since`, `cutover_command`, `cutover_finished_at`,
+  /// `src_logins_revoked` (true when a role that revoke-logins saved cannot log in now; nil when
+  /// src cannot be asked).
+  static func statusFields(_ ctx: PairContext) -> [(String, Value)] {
+    let path = Journal.path(ctx.env.store, dc: ctx.dc, db: ctx.db, flow: "cutover")
+    guard let doc = try? Journal.read(path) else { return [("cutover", "none")] }
+    let rec = Journal.record(doc, path: path, flow: "cutover")
+    let inProgress = doc["state"] == "in_progress"
+    var fields: [(String, Value)] = [
+      ("cutover", doc["state"] ?? "none"),
+      ("cutover_step", inProgress ? rec["current_step"] ?? .null : .null),
+      ("cutover_since", inProgress ? rec["current_step_since"] ?? .null : .null),
+      ("cutover_command", inProgress ? doc["data"]?["command"] ?? .null : .null),
+      ("cutover_finished_at", doc["finished_at"] ?? .null),
+    ]
+    fields.append(("src_logins_revoked", loginsRevoked(ctx).map(Value.bool) ?? .null))
+    return fields
+  }
+
+  /// Whether any role saved by revoke-logins lacks LOGIN on src right now.
+  static func loginsRevoked(_ ctx: PairContext) -> Bool? {
+    let saved = Logins.saved(ctx.config.raw, "revoked_logins")
+    if saved.isEmpty { return false }
+    guard let c = try? ctx.connect(.src, .root),
+      let n = try? c.query("SELECT count(*) FROM pg_catalog.pg_roles WHERE NOT rolcanlogin AND rolname = ANY($1::text[])",
+                           [PGArray.literal(saved)]).scalar
+    else { return nil }
+    return (Int(n) ?? 0) > 0
+  }
+
+  /// The line under the status table for a pair whose cutover is not finished.
+  static func statusLine(_ r: Value) -> String? {
+    guard r["cutover"] == "in_progress" else { return nil }
+    let db = r["db"]?.display ?? ""
+    let logins = r["src_logins_revoked"]?.boolValue.map { $0 ? "revoked (the application is down)" : "not revoked" } ?? "unknown"
+    return "\(db): cutover in progress: step \(r["cutover_step"]?.display ?? "?") since \(r["cutover_since"]?.display ?? "?"); "
+      + "src logins \(logins); continue with: \(r["cutover_command"]?.display ?? "belt run cutover.lua")"
+  }
+}

@@ -1,0 +1,3 @@
+-- belt.journal_begin(dc, db, opts) from a runbook: see `belt help-lua`.
+local dc, db, opts = ...
+return belt.journal_begin(dc, db, opts)

@@ -1,0 +1,3 @@
+-- belt.journal_close(dc, db, opts) from a runbook: see `belt help-lua`.
+local dc, db, opts = ...
+return belt.journal_close(dc, db, opts)

@@ -1,0 +1,3 @@
+-- belt journal <dc> [db] [--flow F]: runs belt.journal (the flow's journal: state and steps).
+local dc, db, opts = ...
+return belt.journal(dc, db, opts)

@@ -5,7 +5,8 @@
 --   wait until forward lag < max_lag -> revoke-logins -> wait for application sessions to drain
 --   (then terminate the rest, or fail) -> teardown-forward-replication (waits until dst has
 --   applied everything src wrote) -> sync (sequences, PK-less tables, validation, constraints,
---   indexes, analyze) -> diff-schemas --full -> report the downtime window.
+--   indexes, analyze) -> diff-sequences (dst at or past src, in the window) -> diff-schemas --full
+--   -> report the downtime window.
 -- If any step after revoke-logins fails (or Ctrl-C), logins are restored on src and the failure
 -- is reported.
 --
@@ -112,12 +113,15 @@ flow.step("teardown-forward-replication", function(todo)
   return belt.teardown_forward_replication(dc, todo, { timeout = o.gate_timeout })
 end, active)
 flow.step("sync", function(todo) return belt.sync(dc, todo) end, active)
+-- Cheap, so inside the window: every sequence on dst at or past src (a mismatch fails the
+-- cutover, and the compensation gives logins back to src).
+flow.step("diff-sequences", function(todo) return belt.diff_sequences(dc, todo) end, active)
 
--- The downtime window of each database: from its first revoke to the end of its sync.
+-- The downtime window of each database: from its first revoke to the end of its checks.
 local downtime = {}
 for _, name in ipairs(active) do
   local j = flow.j[name]
-  local revoke, sync = lib.jstep(j, "revoke-logins"), lib.jstep(j, "sync")
+  local revoke, sync = lib.jstep(j, "revoke-logins"), lib.jstep(j, "diff-sequences")
   downtime[name] = (sync and sync.ended_epoch or 0) - (revoke and revoke.started_epoch or 0)
 end
 if o.diff then
@@ -132,7 +136,7 @@ for _, name in ipairs(active) do
   local j = flow.j[name]
   local resumed = false
   for _, s in ipairs(j.steps or {}) do if (s.attempts or 1) > 1 then resumed = true end end
-  print(("%s/%s: cut over; downtime window %s (first revoke-logins to the end of sync%s)"):format(
+  print(("%s/%s: cut over; downtime window %s (first revoke-logins to the end of diff-sequences%s)"):format(
     dc, name, lib.secs(downtime[name]), resumed and ", across an interruption" or ""))
   for _, s in ipairs(j.steps or {}) do
     local note = (s.attempts or 1) > 1 and ("  (%d attempts)"):format(s.attempts) or ""

@@ -225,7 +225,7 @@ struct ResumeTests {
     let done = Resume.journal(dc, "app")
     #expect(done?["state"] == "done")
     let names = done?["steps"]?.arrayValue?.compactMap { $0["name"]?.stringValue } ?? []
-    #expect(names == ["revoke-logins", "drain", "teardown-forward-replication", "sync", "diff-schemas"], "\(names)")
+    #expect(names == ["revoke-logins", "drain", "teardown-forward-replication", "sync", "diff-sequences", "diff-schemas"], "\(names)")
     #expect(done?["steps"]?.arrayValue?.allSatisfy { $0["status"] == "done" } == true)
     #expect(Resume.step(done, point.step)?["attempts"] == 2, "the interrupted step ran again")
     if point.big {

@@ -43,12 +43,17 @@ final class AppLoad {
   /// Stops pgbench; returns the end of its output.
   @discardableResult
   func stop() -> String {
-    if bench.isRunning { bench.terminate() }
+    if bench.isRunning {
+      kill(bench.processIdentifier, SIGINT)
+      let deadline = Date().addingTimeInterval(3)
+      while bench.isRunning, Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+      if bench.isRunning { kill(bench.processIdentifier, SIGKILL) }
+    }
     bench.waitUntilExit()
     return String(String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).suffix(600))
   }
 
-  deinit { if bench.isRunning { bench.terminate() } }
+  deinit { if bench.isRunning { kill(bench.processIdentifier, SIGKILL) } }
 }
 
 /// Issue 10: real schemas on real servers. Every table migrates or is refused up front, and
@@ -117,7 +122,7 @@ struct RealSchemaTests {
     let streamed = try Cut.scalar(dc, "gen", .dst, "SELECT count(*) FROM shifts WHERE end_min - start_min = 90")
     #expect((Int(streamed ?? "0") ?? 0) > 0, "live inserts into shifts reached dst before the cutover")
 
-    let cutover = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--yes", "--", "drain_timeout=3s", "terminate=true"])
+    let cutover = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--yes", "--", "drain_timeout=3s", "terminate=true", "fence=connect"])
     #expect(cutover.code == 0, "cutover: \(cutover.err.suffix(2000))")
     let benchOut = load.stop()
 
@@ -320,7 +325,7 @@ extension IsolatedFaultTests {
     restored = true
     let again = try CLI.run(["run", "migrate.lua", dc.dc, "--config-dir", dc.root])
     #expect(again.code == 0, "\(again.err.suffix(2000))")
-    let cut = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--yes", "--", "drain_timeout=2s"])
+    let cut = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--yes", "--", "drain_timeout=2s", "fence=connect"])
     #expect(cut.code == 0, "\(cut.err.suffix(2000))")
     for n in names {
       #expect(try Repl.sameRows(dc, n, ["UsersCapital", "table with space", "we\"ird", "fruits", "existingSomethingIds", "manual_seq"]), "\(n)")

@@ -117,7 +117,7 @@ struct RealSchemaTests {
     let streamed = try Cut.scalar(dc, "gen", .dst, "SELECT count(*) FROM shifts WHERE end_min - start_min = 90")
     #expect((Int(streamed ?? "0") ?? 0) > 0, "live inserts into shifts reached dst before the cutover")
 
-    let cutover = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--yes", "--", "drain_timeout=3s", "terminate=true"])
+    let cutover = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--yes", "--", "drain_timeout=3s", "terminate=true", "lock_out_shared=true"])
     #expect(cutover.code == 0, "cutover: \(cutover.err.suffix(2000))")
     let benchOut = load.stop()
 
@@ -320,7 +320,7 @@ extension IsolatedFaultTests {
     restored = true
     let again = try CLI.run(["run", "migrate.lua", dc.dc, "--config-dir", dc.root])
     #expect(again.code == 0, "\(again.err.suffix(2000))")
-    let cut = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--yes", "--", "drain_timeout=2s"])
+    let cut = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--yes", "--", "drain_timeout=2s", "lock_out_shared=true"])
     #expect(cut.code == 0, "\(cut.err.suffix(2000))")
     for n in names {
       #expect(try Repl.sameRows(dc, n, ["UsersCapital", "table with space", "we\"ird", "fruits", "existingSomethingIds", "manual_seq"]), "\(n)")

@@ -171,7 +171,7 @@ struct ResumeTests {
     let dc = try TestDC()
     let (pair, app, pw) = try Resume.migrated(dc, "app", big: point.big)
     defer { Resume.cleanup(dc, "app") }
-    let args = ["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "drain_timeout=2s"]
+    let args = ["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "drain_timeout=2s", "lock_out_shared=true"]
     var held: PGConnection? = nil
     if point.holdSession {
       held = try PGConnection(
@@ -262,7 +262,7 @@ extension ResumeTests {
       conninfo: ConnInfo.build([("hostaddr", PG.host), ("port", String(PG.port(.src))), ("dbname", pair.dbname), ("user", app), ("password", pw)]),
       label: "app session")
     defer { held.close() }
-    let args = ["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "drain_timeout=3s"]
+    let args = ["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "drain_timeout=3s", "lock_out_shared=true"]
     let bg = try Resume.Background(args, scratch: dc.root)
     #expect(Resume.waitJournal(dc, "app", bg) { Resume.step($0, "drain")?["status"] == "started" }, "\(bg.output)")
     // The same command in a second terminal, while the first still runs: refused, and it
@@ -272,7 +272,7 @@ extension ResumeTests {
     #expect(second.err.contains("another belt process (pid \(bg.process.processIdentifier)) is running the cutover of"), "\(second.err)")
     #expect(!second.err.contains("restoring logins"), "\(second.err)")
     #expect(!RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw))
-    let rollbackMeanwhile = try CLI.run(["run", "rollback.lua", dc.dc, "app", "--config-dir", dc.root])
+    let rollbackMeanwhile = try CLI.run(["run", "rollback.lua", dc.dc, "app", "--config-dir", dc.root, "--", "lock_out_shared=true"])
     #expect(rollbackMeanwhile.code == 1 && rollbackMeanwhile.err.contains("another belt process"), "\(rollbackMeanwhile.err)")
     bg.stop(SIGINT)
     #expect(bg.process.terminationStatus == 1, "\(bg.output)")
@@ -301,7 +301,7 @@ extension ResumeTests {
     let dc = try TestDC()
     let (pair, app, pw) = try Resume.migrated(dc, "app", big: true)
     defer { Resume.cleanup(dc, "app") }
-    let args = ["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root]
+    let args = ["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "lock_out_shared=true"]
     let bg = try Resume.Background(args, scratch: dc.root)
     #expect(Resume.waitJournal(dc, "app", bg) { Resume.step($0, "sync")?["data"]?["sync_tables"]?["tables"]?["big_nopk"] == "copying" })
     Thread.sleep(forTimeInterval: 0.1)
@@ -322,7 +322,7 @@ extension ResumeTests {
     let (pair, app, pw) = try Resume.migrated(dc, "app", big: true)
     defer { Resume.cleanup(dc, "app") }
     let before = try LoadTests.fingerprint(dc.conn("app", .src))
-    let bg = try Resume.Background(["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root], scratch: dc.root)
+    let bg = try Resume.Background(["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "lock_out_shared=true"], scratch: dc.root)
     #expect(Resume.waitJournal(dc, "app", bg) { Resume.step($0, "sync")?["data"]?["sync_tables"]?["tables"]?["big_nopk"] == "copying" })
     Thread.sleep(forTimeInterval: 0.1)
     bg.stop(SIGKILL)
@@ -333,7 +333,7 @@ extension ResumeTests {
     #expect(st.out.contains("src logins revoked (the application is down)"), "\(st.out)")
     #expect(st.out.contains("continue with: belt run cutover.lua \(dc.dc) app --config-dir \(dc.root)"), "\(st.out)")
 
-    let rb = try CLI.run(["run", "rollback.lua", dc.dc, "app", "--config-dir", dc.root])
+    let rb = try CLI.run(["run", "rollback.lua", dc.dc, "app", "--config-dir", dc.root, "--", "lock_out_shared=true"])
     #expect(rb.code == 0, "\(rb.err)")
     #expect(rb.out.contains("the cutover had not finished; nothing was copied back"), "\(rb.out)")
     #expect(rb.out.contains("forward replication was dropped"), "\(rb.out)")
@@ -345,7 +345,7 @@ extension ResumeTests {
     #expect(try owner.query("INSERT INTO fruits VALUES (5, 'after rollback') RETURNING id").scalar == "5")
     #expect(Resume.journal(dc, "app")?["state"] == "rolled_back")
     #expect(Resume.journal(dc, "app", flow: "rollback")?["state"] == "done")
-    let twice = try CLI.run(["run", "rollback.lua", dc.dc, "app", "--config-dir", dc.root])
+    let twice = try CLI.run(["run", "rollback.lua", dc.dc, "app", "--config-dir", dc.root, "--", "lock_out_shared=true"])
     #expect(twice.code == 0 && twice.out.contains("already rolled back at"), "\(twice.out) \(twice.err)")
   }
 
@@ -356,11 +356,11 @@ extension ResumeTests {
     _ = try Resume.migrated(dc, "alpha")
     _ = try Resume.migrated(dc, "beta")
     defer { Resume.cleanup(dc, "alpha"); Resume.cleanup(dc, "beta") }
-    let bg = try Resume.Background(["run", "cutover.lua", dc.dc, "alpha", "--config-dir", dc.root], scratch: dc.root)
+    let bg = try Resume.Background(["run", "cutover.lua", dc.dc, "alpha", "--config-dir", dc.root, "--", "lock_out_shared=true"], scratch: dc.root)
     #expect(Resume.waitJournal(dc, "alpha", bg) { Resume.step($0, "sync")?["status"] == "started" })
     bg.stop(SIGKILL)
     #expect(Resume.journal(dc, "beta") == nil)
-    let all = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root])
+    let all = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--", "lock_out_shared=true"])
     #expect(all.code == 0, "\(all.err)")
     #expect(all.err.contains("alpha: resuming the cutover interrupted in sync"), "\(all.err)")
     #expect(all.err.contains("waiting for forward lag < 1048576 bytes on beta"), "only beta waits for lag: \(all.err)")
@@ -371,7 +371,7 @@ extension ResumeTests {
       #expect(Resume.step(j, "revoke-logins")?["attempts"] == 1, "\(db): revoke-logins ran once")
       #expect(Resume.step(j, "sync")?["attempts"] == (db == "alpha" ? 2 : 1))
     }
-    let again = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root])
+    let again = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--", "lock_out_shared=true"])
     #expect(again.code == 0)
     #expect(again.out.contains("alpha: the cutover finished at") && again.out.contains("beta: the cutover finished at"), "\(again.out)")
   }
@@ -388,7 +388,7 @@ struct AuditTests {
       conninfo: ConnInfo.build([("hostaddr", PG.host), ("port", String(PG.port(.src))), ("dbname", pair.dbname), ("user", app), ("password", pw)]),
       label: "app session")
     defer { held.close() }
-    let cut = try CLI.run(["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "drain_timeout=1s"])
+    let cut = try CLI.run(["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "drain_timeout=1s", "lock_out_shared=true"])
     #expect(cut.code == 0, "\(cut.err)")
     // An explicit place (option) for a later command: the same lines go there instead.
     let elsewhere = dc.root + "/elsewhere.jsonl"

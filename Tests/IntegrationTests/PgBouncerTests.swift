@@ -62,9 +62,12 @@ final class TestBouncer {
     return p.terminationStatus
   }
 
-  deinit {
+  deinit { stop() }
+
+  /// Stops the daemon (by its pid file).
+  func stop() {
     if let pid = try? String(contentsOfFile: dir + "/pgbouncer.pid", encoding: .utf8), let n = Int32(pid.trimmingCharacters(in: .whitespacesAndNewlines)) {
-      kill(n, SIGTERM)
+      kill(n, SIGKILL)  // the test runner passes a blocked SIGTERM down to its children
     }
   }
 }
@@ -81,6 +84,7 @@ struct PgBouncerTests {
     let pair = try dc.addPair("shop", srcSQL: "CREATE TABLE orders (id bigserial PRIMARY KEY, note text, at timestamptz DEFAULT clock_timestamp());")
     bouncer = try TestBouncer(database: "shop", dbname: pair.dbname, users: [app])
     guard let bouncer else { return }
+    defer { bouncer.stop() }
     let raw = try dc.store.load(dc: dc.dc, db: "shop").raw.setting("pgbouncer", bouncer.block(database: "shop"))
     try dc.store.save(raw, to: dc.store.path(dc: dc.dc, db: "shop"))
     for side in Side.allCases {

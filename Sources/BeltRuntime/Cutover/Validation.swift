@@ -34,6 +34,10 @@ enum Validation {
     var maxReported = 50
     /// Only the tables with (true) or without (false) a primary key; nil: all.
     var withPK: Bool? = nil
+    /// Tables with a primary key and at most this many rows (src's estimate) are compared
+    /// whole, by count and row-hash sum in one query per server for all of them (both servers
+    /// at once), and key by key only when that differs; 0: every table by samples.
+    var wholeUpTo = 0
   }
 
   /// Session settings that make the text form of every value lossless and identical on both
@@ -131,11 +135,19 @@ enum Validation {
       return .object([("mode", .string(settings.full ? "full" : "sample")), ("tables", .array([])), ("message", .string(message)), ("ok", false)])
     }
     let connector = Connector(ctx)
-    let results = settings.full
+    var whole: [TableResult] = []
+    if !settings.full && settings.wholeUpTo > 0 {
+      let small = try smallTables(shapes, upTo: settings.wholeUpTo, src: try ctx.connect(.src, .root))
+      if !small.isEmpty {
+        whole = try compareWhole(shapes.filter { small.contains($0.name) }, settings: settings, connector: connector)
+        shapes = shapes.filter { !small.contains($0.name) }
+      }
+    }
+    let results = whole + (settings.full
       ? FullCompare.run(shapes, settings: settings, connector: connector, width: ctx.env.jobs)
       : Workers.map(shapes, width: ctx.env.jobs, connector: connector, onOpen: sessionSetup) { shape, conns in
         sample(shape, settings: settings, conns: conns, connector: connector)
-      }
+      })
     let elapsed = Date().timeIntervalSince(start)
     let rows = results.reduce(0) { $0 + $1.rowsCompared }
     let failed = results.filter { !$0.passed }
@@ -207,6 +219,88 @@ enum Validation {
     } catch {
       return TableResult(name: shape.name, strategy: shape.pk.isEmpty ? "no_pkey_presence" : "sample", error: BeltError.wrap(error).message)
     }
+  }
+
+  /// The tables with a primary key that src estimates at most `upTo` rows (a never-analyzed
+  /// table counts by its size, at 100 bytes a row).
+  static func smallTables(_ shapes: [Shape], upTo: Int, src: PGConnection) throws -> Set<String> {
+    let names = shapes.filter { !$0.pk.isEmpty }.map(\.q)
+    if names.isEmpty { return [] }
+    let rows = try src.query(
+      """
+      SELECT c.relname FROM pg_class c JOIN unnest($1::text[]) AS u(q) ON c.oid = u.q::regclass
+       WHERE CASE WHEN c.reltuples >= 0 THEN c.reltuples ELSE pg_relation_size(c.oid) / 100 END <= $2::float8
+      """, [PGArray.literal(names), String(upTo)]
+    ).values.compactMap { $0[0] }
+    return Set(rows)
+  }
+
+  /// Small tables with a primary key, whole: count and row-hash sum of every table, in one query
+  /// per 100 tables on each server (both at once); a table whose pair differs is compared key by
+  /// key over every key of both sides, so each difference is named.
+  static func compareWhole(_ shapes: [Shape], settings: Settings, connector: Connector) throws -> [TableResult] {
+    var sums: [[String]] = [[], []]
+    let both = Runner.parallelMap(Side.allCases, width: 2) { side -> Result<[String], BeltError> in
+      do {
+        let c = try connector.open(side, .root, noTimeout: true)
+        defer { c.close() }
+        try c.exec(sessionSetup)
+        var out: [String] = Array(repeating: "", count: shapes.count)
+        var at = 0
+        while at < shapes.count {
+          let batch = Array(at..<min(at + 100, shapes.count))
+          let sql = batch.map { i in
+            "SELECT \(i) AS i, count(*) || ':' || coalesce(sum(hashtextextended(\(shapes[i].rowText), 0)), 0) AS h FROM \(shapes[i].q)"
+          }.joined(separator: " UNION ALL ")
+          for row in try c.query(sql).rows { if let i = row.int("i") { out[i] = row.string("h") } }
+          at += batch.count
+        }
+        return .success(out)
+      } catch {
+        return .failure(BeltError(.sqlError, "\(side.rawValue): \(BeltError.wrap(error).message)"))
+      }
+    }
+    sums = try both.map { try $0.get() }
+    var results: [TableResult] = []
+    var differ: [Int] = []
+    for (i, shape) in shapes.enumerated() {
+      if sums[0][i] == sums[1][i] {
+        var r = TableResult(name: shape.name, strategy: "whole_hash")
+        r.rowsCompared = Int(sums[0][i].split(separator: ":").first ?? "") ?? 0
+        results.append(r)
+      } else {
+        differ.append(i)
+      }
+    }
+    if differ.isEmpty { return results }
+    let src = try connector.open(.src, .root, noTimeout: true)
+    let dst = try connector.open(.dst, .root, noTimeout: true)
+    defer {
+      src.close()
+      dst.close()
+    }
+    try src.exec(sessionSetup)
+    try dst.exec(sessionSetup)
+    for i in differ {
+      let shape = shapes[i]
+      var r = TableResult(name: shape.name, strategy: "whole_hash+keys")
+      do {
+        func keys(_ c: PGConnection) throws -> [[String]] {
+          try c.query("SELECT \(shape.pkText) FROM \(shape.q)").values.map { $0.map { $0 ?? "" } }
+        }
+        var all: [[String]] = []
+        var seen = Set<[String]>()
+        for k in try keys(src) + keys(dst) where seen.insert(k).inserted { all.append(k) }
+        r.rowsCompared = try compareKeys(shape, keys: all, src: src, dst: dst, into: &r, cap: settings.maxReported)
+        if r.passed {
+          r.add(.object([("kind", "content_differs"), ("src_count", .string(sums[0][i])), ("dst_count", .string(sums[1][i]))]), cap: settings.maxReported)
+        }
+      } catch {
+        r.error = BeltError.wrap(error).message
+      }
+      results.append(r)
+    }
+    return results
   }
 
   /// TABLESAMPLE percentage aiming at ~10·n rows.

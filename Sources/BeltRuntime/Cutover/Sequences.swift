@@ -229,7 +229,7 @@ enum SequenceSync {
       if !setvals.isEmpty {
         try dst.query(
           """
-          SELECT count(pg_catalog.setval(u.s::regclass, u.v, u.c))
+          SELECT pg_catalog.setval(u.s::regclass, u.v, u.c)
             FROM unnest($1::text[], $2::bigint[], $3::boolean[]) AS u(s, v, c)
           """,
           [PGArray.literal(setvals.map(\.0)), PGArray.literal(setvals.map { String($0.1) }), PGArray.literal(setvals.map { $0.2 ? "true" : "false" })])

@@ -114,7 +114,13 @@ enum SyncAll {
         steps += phase.map { Step(name: $0.name, status: "not run", durationMs: 0, message: nil, result: nil) }
         continue
       }
-      for part in phase { try journal?.note("sync", ["parts", part.name], "started") }
+      for part in phase {
+        try journal?.note("sync", ["parts", part.name], "started")
+        // The two halves also count as the one step validate_data (status, resume, tests).
+        if part.name == validatePK || (part.name == validateNoPK && !steps.contains { $0.name == validatePK }) {
+          try journal?.note("sync", ["parts", "validate_data"], "started")
+        }
+      }
       let done = Runner.parallelMap(phase, width: phase.count) { part -> Step in
         let t0 = Date()
         let sub = PairContext(config: config, db: db, env: env, options: subOptions)
@@ -139,6 +145,9 @@ enum SyncAll {
       failedStep = done.first { $0.status == "failed" }
     }
     steps = mergeValidation(steps)
+    if let v = steps.first(where: { $0.name == "validate_data" }), v.status != "not run" {
+      try journal?.note("sync", ["parts", "validate_data"], .string(v.status))
+    }
     let downtime = Runner.ms(since: start)
     let timings = steps.map { s -> String in
       switch s.status {

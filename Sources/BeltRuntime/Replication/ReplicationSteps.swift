@@ -384,7 +384,7 @@ enum ReplicationSteps {
         try Fence.flush(droot)
         let w = Date().timeIntervalSince(t0)
         waited = w
-        gate = String(format: "dst applied the fence marker (src at %@) after %.3f s", target, w)
+        gate = String(format: "waited %.3f s for dst to apply the fence marker (src at %@)", w, target)
         fields += [("target_lsn", .string(target)), ("fence", .string(token))]
       } else {
         let target = try gateTarget(sroot)

@@ -177,8 +177,8 @@ return lib
 -- belt prelude: builds the public `belt` table on top of the Swift primitives in belt._core.
 -- It checks arguments, rejects unknown option keys (a typo such as `timout=` is an error),
 -- parses durations and provides the scripting helpers (wait_for, retry, on_failure).
-local core, specs = _belt_core, _belt_specs
-_belt_core, _belt_specs = nil, nil
+local core, specs, msghandler = _belt_core, _belt_specs, _belt_msghandler
+_belt_core, _belt_specs, _belt_msghandler = nil, nil, nil
 
 belt = { _core = core, _specs = specs }
 
@@ -333,15 +333,10 @@ function belt.require_lib()
   return lib_cache
 end
 
---- Runs a script body with compensation hooks: used by the runbook runner.
+--- Runs a script body with compensation hooks: used by the runbook runner. The hooks get the
+--- error as a table with its traceback and position (the shim's message handler).
 function belt._run_with_hooks(body, ...)
-  local r = table.pack(xpcall(body, function(e)
-    if type(e) == "table" then
-      if rawget(e, "traceback") == nil then rawset(e, "traceback", debug.traceback("", 2)) end
-      return e
-    end
-    return debug.traceback(tostring(e), 2)
-  end, ...))
+  local r = table.pack(xpcall(body, msghandler, ...))
   if r[1] then return table.unpack(r, 2, r.n) end
   local err = r[2]
   local hooks = belt._hooks

@@ -19,7 +19,10 @@ void belt_push_trampoline(lua_State *L, lua_Integer index);
 
 /* State creation: abort-on-OOM allocator and a printing panic handler. */
 lua_State *belt_newstate(void);
-/* Runs under pcall: opens base, table, string, math, utf8, coroutine, os (limited), io (limited). */
+/* Runs under pcall: opens base, table, string, math, utf8, coroutine, os (limited), io (limited)
+ * and debug (scripts use debug.traceback). dofile, loadfile, os.execute/exit/remove/rename/
+ * setlocale/tmpname and io.popen are removed. That guards against accidents, not against a
+ * hostile script: debug.getregistry and debug.setmetatable reach past it. */
 int belt_openlibs(lua_State *L);
 
 /* Per-state pointer to the Swift runtime object (LUA_EXTRASPACE). */
@@ -33,9 +36,14 @@ void belt_pop(lua_State *L, int n);
 void belt_newtable(lua_State *L);
 int belt_isnoneornil(lua_State *L, int idx);
 
-/* Protected calls. msgh = 0 for none. belt_pcall pushes the traceback handler itself
- * below the function when traceback != 0. */
+/* Protected calls. belt_pcall pushes belt_msghandler below the function when traceback != 0. */
 int belt_pcall(lua_State *L, int nargs, int nres, int traceback);
+/* Leaves the error a table so that Swift can read its fields (design.md section 5). A table
+ * (a belt error or the script's own) gets `traceback` and, when an operator's script is on
+ * the stack, `position` = "file:line" of its innermost frame (belt's own chunks, "=..." and
+ * "@runbooks/...", are skipped); a table that already has a traceback is left alone. Any
+ * other value becomes {code = "script_error", message = tostring(value), traceback = ...}
+ * with the shared error metatable. Also set as the global _belt_msghandler for the prelude. */
 int belt_msghandler(lua_State *L);
 
 /* Protected helpers (each returns a Lua status; results on the stack on success). */
@@ -43,7 +51,7 @@ int belt_pcall_keys(lua_State *L, int idx);       /* pushes a sequence of the ke
 int belt_pcall_tostring(lua_State *L, int idx);   /* pushes luaL_tolstring(value at idx) */
 int belt_pcall_setglobal(lua_State *L, const char *name); /* pops value, sets global */
 int belt_pcall_getglobal(lua_State *L, const char *name); /* pushes global */
-int belt_pcall_init_errormt(lua_State *L);        /* creates the shared error metatable */
+int belt_pcall_init_errormt(lua_State *L);        /* the shared error metatable, _belt_msghandler */
 
 /* Sets the shared error metatable on the table at the top of the stack. '-' safe. */
 void belt_set_errormt(lua_State *L);

@@ -19,11 +19,13 @@ let package = Package(
     .systemLibrary(name: "CLua", pkgConfig: "lua5.4", providers: [.apt(["liblua5.4-dev"])]),
     .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
     .systemLibrary(name: "CLineEdit", pkgConfig: "libedit", providers: [.apt(["libedit-dev"])]),
-    .target(name: "CLuaShim", dependencies: ["CLua", "CLibPQ"]),
+    // Ctrl-C and the libpq cancel registry, for Postgres/ and Operations/ without Lua.
+    .target(name: "CSignals", dependencies: ["CLibPQ"]),
+    .target(name: "CLuaShim", dependencies: ["CLua", "CSignals"]),
     .target(
       name: "BeltRuntime",
       dependencies: [
-        "CLua", "CLibPQ", "CLuaShim", "CLineEdit",
+        "CLua", "CLibPQ", "CLuaShim", "CSignals", "CLineEdit",
         .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: swiftSettings
@@ -38,11 +40,11 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
     .testTarget(
-      name: "BeltLuaTests", dependencies: ["BeltRuntime", "CLua", "CLuaShim"],
+      name: "BeltLuaTests", dependencies: ["BeltRuntime", "CLua", "CSignals"],
       swiftSettings: swiftSettings),
     .testTarget(
       name: "BeltRuntimeTests", dependencies: ["BeltRuntime", "CLibPQ"], swiftSettings: swiftSettings),
     .testTarget(
-      name: "IntegrationTests", dependencies: ["BeltRuntime"], swiftSettings: swiftSettings),
+      name: "IntegrationTests", dependencies: ["BeltRuntime", "CSignals"], swiftSettings: swiftSettings),
   ]
 )

@@ -1,6 +1,5 @@
 #include "CLuaShim.h"
-#include <signal.h>
-#include <pthread.h>
+#include "CSignals.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -253,11 +252,8 @@ int belt_is_error(lua_State *L, int idx) {
   return same;
 }
 
-/* ---- SIGINT ---- */
-static volatile sig_atomic_t interrupted_flag = 0;
+/* ---- SIGINT: CSignals owns the handler; the Lua side only registers a stop hook ---- */
 static lua_State *volatile sig_state = NULL;
-#define MAX_CANCELS 256
-static PGcancel *volatile cancels[MAX_CANCELS];
 
 static void stop_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
@@ -273,53 +269,20 @@ static void stop_hook(lua_State *L, lua_Debug *ar) {
   lua_error(L);
 }
 
-static void on_sigint(int sig) {
-  if (interrupted_flag) { signal(sig, SIG_DFL); raise(sig); return; }
-  interrupted_flag = 1;
-  char errbuf[8];
-  for (int i = 0; i < MAX_CANCELS; i++) {
-    PGcancel *c = cancels[i];
-    if (c) PQcancel(c, errbuf, sizeof errbuf);
-  }
+/* Runs in the signal handler: lua_sethook is the one Lua call that is safe there (lua.c). */
+static void arm_stop_hook(void) {
   lua_State *L = sig_state;
   if (L) lua_sethook(L, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
 
 void belt_install_sigint(lua_State *L) {
-  interrupted_flag = 0;
   sig_state = L;
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_sigint;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, NULL);
-  /* A parent may have started belt with SIGINT blocked (the mask is inherited across exec):
-     Ctrl-C must still reach the handler. */
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+  belt_install_sigint_handler(arm_stop_hook);
 }
 
 void belt_remove_sigint(void) {
-  signal(SIGINT, SIG_DFL);
+  belt_remove_sigint_handler();
   lua_State *L = sig_state;
   sig_state = NULL;
   if (L) lua_sethook(L, NULL, 0, 0);
-}
-
-int belt_interrupted(void) { return interrupted_flag; }
-void belt_clear_interrupt(void) { interrupted_flag = 0; }
-
-int belt_register_cancel(PGcancel *c) {
-  for (int i = 0; i < MAX_CANCELS; i++) {
-    if (cancels[i] == NULL) {
-      if (__sync_bool_compare_and_swap(&cancels[i], NULL, c)) return i;
-    }
-  }
-  return -1;
-}
-
-void belt_unregister_cancel(int slot) {
-  if (slot >= 0 && slot < MAX_CANCELS) cancels[slot] = NULL;
 }

@@ -1,5 +1,6 @@
 import CLua
 import CLuaShim
+import CSignals
 import Foundation
 import Logging
 

@@ -1,5 +1,5 @@
 import CLineEdit
-import CLuaShim
+import CSignals
 import Foundation
 
 /// `belt repl`: a lua.c-style read-eval-print loop over a Session's Lua state.

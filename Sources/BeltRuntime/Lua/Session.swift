@@ -1,4 +1,3 @@
-import CLuaShim
 import Foundation
 import Logging
 

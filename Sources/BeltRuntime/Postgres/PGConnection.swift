@@ -1,5 +1,5 @@
 import CLibPQ
-import CLuaShim
+import CSignals
 import Foundation
 
 /// The rows of one query, all values in text format.

@@ -1,4 +1,4 @@
-import CLuaShim
+import CSignals
 import Foundation
 
 /// pglogical's fixed names, catalog queries and the idempotent steps of the replication commands.

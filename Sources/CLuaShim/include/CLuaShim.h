@@ -6,7 +6,6 @@
 #include <lua.h>
 #include <lauxlib.h>
 #include <lualib.h>
-#include <libpq-fe.h>
 
 #define BELT_RAISE (-1)
 
@@ -58,14 +57,9 @@ void belt_set_errormt(lua_State *L);
 /* Is the value at idx a belt error table (has the shared metatable)? '-' safe. */
 int belt_is_error(lua_State *L, int idx);
 
-/* SIGINT: first Ctrl-C sets a flag, cancels registered libpq queries and makes Lua stop at
- * the next instruction; a second restores the default action. */
+/* Ctrl-C while L runs a script: installs CSignals' handler with a callback that makes L stop
+ * at its next instruction with an "interrupted" belt error; remove uninstalls both. */
 void belt_install_sigint(lua_State *L);
 void belt_remove_sigint(void);
-int belt_interrupted(void);
-void belt_clear_interrupt(void);
-/* Registry of in-flight libpq cancel handles, so SIGINT can cancel running queries. */
-int belt_register_cancel(PGcancel *c);
-void belt_unregister_cancel(int slot);
 
 #endif

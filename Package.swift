@@ -25,11 +25,16 @@ let package = Package(
     .target(
       name: "BeltRuntime",
       dependencies: [
-        "CLua", "CLibPQ", "CLuaShim", "CSignals", "CLineEdit",
+        "BeltRunbooks", "CLua", "CLibPQ", "CLuaShim", "CSignals", "CLineEdit",
         .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: swiftSettings
     ),
+    // runbooks/*.lua -> RunbookSources.swift at build time (nothing generated is committed).
+    // runbooks/ is a target so that an added or removed runbook makes SwiftPM run the plugin.
+    .target(name: "BeltRunbooks", path: "runbooks", exclude: ["belt.meta.lua"], plugins: ["EmbedRunbooks"]),
+    .executableTarget(name: "GenRunbooks", swiftSettings: swiftSettings),
+    .plugin(name: "EmbedRunbooks", capability: .buildTool(), dependencies: ["GenRunbooks"]),
     .executableTarget(
       name: "belt",
       dependencies: [
@@ -40,7 +45,7 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
     .testTarget(
-      name: "BeltLuaTests", dependencies: ["BeltRuntime", "CLua", "CSignals"],
+      name: "BeltLuaTests", dependencies: ["BeltRuntime", "BeltRunbooks", "CLua", "CSignals"],
       swiftSettings: swiftSettings),
     .testTarget(
       name: "BeltRuntimeTests", dependencies: ["BeltRuntime", "CLibPQ"], swiftSettings: swiftSettings),

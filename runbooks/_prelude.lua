@@ -19,19 +19,27 @@ local function sorted_keys(t)
   return ks
 end
 
---- Checks that opts is nil or a table whose keys are all in `allowed` (name -> type).
-local function check_opts(fname, argn, opts, allowed)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then
-    raise("bad_argument", ("bad argument #%d to 'belt.%s' (table or nil expected, got %s)"):format(argn, fname, type(opts)), 3)
-  end
+--- Raises bad_argument unless every key of the table opts is a key of `allowed`. The message
+--- is `what` followed by the unknown key and the valid ones.
+local function check_keys(what, opts, allowed)
   for k in pairs(opts) do
     if type(k) ~= "string" or allowed[k] == nil then
       local valid = sorted_keys(allowed)
-      raise("bad_argument", ("bad argument #%d to 'belt.%s' (unknown option '%s'; valid options: %s)"):format(
-        argn, fname, tostring(k), #valid > 0 and table.concat(valid, ", ") or "none"), 3)
+      raise("bad_argument", ("%s (unknown option '%s'; valid options: %s)"):format(
+        what, tostring(k), #valid > 0 and table.concat(valid, ", ") or "none"))
     end
   end
+end
+belt._check_keys = check_keys
+
+--- Checks that opts is nil or a table whose keys are all in `allowed` (name -> type).
+local function check_opts(fname, argn, opts, allowed)
+  if opts == nil then return {} end
+  local what = ("bad argument #%d to 'belt.%s'"):format(argn, fname)
+  if type(opts) ~= "table" then
+    raise("bad_argument", ("%s (table or nil expected, got %s)"):format(what, type(opts)))
+  end
+  check_keys(what, opts, allowed)
   return opts
 end
 belt._check_opts = check_opts
@@ -63,27 +71,16 @@ belt.confirm = core.confirm
 belt.interrupted = core.interrupted
 belt.flags = core.flags()
 
-function belt.log(...)
+--- Joins the arguments with tostring, as Lua's print does.
+local function joined(sep, ...)
   local t = table.pack(...)
   for i = 1, t.n do t[i] = tostring(t[i]) end
-  core.log("notice", table.concat(t, " "))
+  return table.concat(t, sep)
 end
-function belt.info(...)
-  local t = table.pack(...)
-  for i = 1, t.n do t[i] = tostring(t[i]) end
-  core.log("info", table.concat(t, " "))
-end
-function belt.warn(...)
-  local t = table.pack(...)
-  for i = 1, t.n do t[i] = tostring(t[i]) end
-  core.log("warning", table.concat(t, " "))
-end
-
-function print(...)
-  local t = table.pack(...)
-  for i = 1, t.n do t[i] = tostring(t[i]) end
-  core.write(table.concat(t, "\t") .. "\n")
-end
+function belt.log(...) core.log("notice", joined(" ", ...)) end
+function belt.info(...) core.log("info", joined(" ", ...)) end
+function belt.warn(...) core.log("warning", joined(" ", ...)) end
+function print(...) core.write(joined("\t", ...) .. "\n") end
 
 --- belt.wait_for(pred[, opts]) -> value: calls pred() every opts.interval until it returns a
 --- truthy value; raises {code="timeout"} after opts.timeout (default 10m), or returns

@@ -5,11 +5,8 @@
 public struct BeltError: Error, Equatable, CustomStringConvertible, Sendable {
   /// A stable, public error code (also `err.code` in Lua).
   public struct Code: RawRepresentable, Equatable, Hashable, Sendable, CustomStringConvertible {
-    /// The code's spelling.
     public var rawValue: String
-    /// Creates a code.
     public init(rawValue: String) { self.rawValue = rawValue }
-    /// The spelling.
     public var description: String { rawValue }
 
     /// A config file is missing, malformed or has a bad field.
@@ -58,7 +55,6 @@ public struct BeltError: Error, Equatable, CustomStringConvertible, Sendable {
   /// the error did not come from a script of the operator's (shipped runbooks have none).
   public var position: String?
 
-  /// Creates an error.
   public init(
     _ code: Code, _ message: String, dc: String? = nil, db: String? = nil, sqlstate: String? = nil,
     retryable: Bool = false

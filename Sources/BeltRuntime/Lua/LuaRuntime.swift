@@ -6,7 +6,6 @@ import Logging
 /// A Lua-callable primitive implemented in Swift. The body reads its arguments from the call,
 /// pushes its results and returns how many; it throws instead of raising.
 public struct LuaFunctionSpec {
-  /// Creates a spec.
   public init(name: String, doc: String, body: @escaping (LuaCall) throws -> Int32) {
     self.name = name
     self.doc = doc
@@ -16,7 +15,6 @@ public struct LuaFunctionSpec {
   public var name: String
   /// Signature line and description, for `belt help lua` and belt.meta.lua.
   public var doc: String
-  /// The body.
   public var body: (LuaCall) throws -> Int32
 }
 
@@ -24,7 +22,6 @@ public struct LuaFunctionSpec {
 public final class OutputSink {
   /// Writes text to the user's output.
   public var write: (String) -> Void
-  /// Creates a sink.
   public init(write: @escaping (String) -> Void) { self.write = write }
   /// A sink that writes to stdout (or stderr).
   public static func standard(stderr useStderr: Bool = false) -> OutputSink {
@@ -57,7 +54,6 @@ let beltDispatch: @convention(c) (OpaquePointer?) -> Int32 = { rawL in
 public final class LuaRuntime {
   let L: OpaquePointer
   private(set) var functions: [LuaFunctionSpec] = []
-  /// The operations environment.
   public let env: Environment
   /// Output of `print` and `belt.log`.
   public let output: OutputSink
@@ -294,7 +290,6 @@ public struct LuaCall {
   public let name: String
   let runtime: LuaRuntime
 
-  /// Number of arguments.
   public var count: Int32 { lua_gettop(L) }
 
   func typeName(_ i: Int32) -> String { String(cString: lua_typename(L, lua_type(L, i))) }

@@ -3,10 +3,8 @@ import Logging
 
 /// Runs runbooks for the CLI: one Lua state per run (design.md §3).
 public final class Session {
-  /// The Lua runtime.
   public let lua: LuaRuntime
 
-  /// Creates a session.
   public init(env: Environment, output: OutputSink, flags: [String: Value]) throws {
     lua = try LuaRuntime(env: env, output: output, flags: flags)
     if isatty(0) == 1 && isatty(2) == 1 {

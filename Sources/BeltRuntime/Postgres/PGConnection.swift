@@ -31,7 +31,6 @@ public struct PGRow: Sendable {
   }
   /// A non-null string ("" for NULL).
   public func string(_ name: String) -> String { self[name] ?? "" }
-  /// An integer value.
   public func int(_ name: String) -> Int? { self[name].flatMap { Int($0) } }
   /// A boolean value (`t`/`f`).
   public func bool(_ name: String) -> Bool { self[name] == "t" || self[name] == "true" }

@@ -20,7 +20,6 @@ deps:
 	scripts/install-deps
 
 build:
-	scripts/gen-runbooks
 	swift build
 
 # The clusters are stopped whatever happens to the tests (EXIT trap), and the

@@ -19,15 +19,22 @@ let package = Package(
     .systemLibrary(name: "CLua", pkgConfig: "lua5.4", providers: [.apt(["liblua5.4-dev"])]),
     .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
     .systemLibrary(name: "CLineEdit", pkgConfig: "libedit", providers: [.apt(["libedit-dev"])]),
-    .target(name: "CLuaShim", dependencies: ["CLua", "CLibPQ"]),
+    // Ctrl-C and the libpq cancel registry, for Postgres/ and Operations/ without Lua.
+    .target(name: "CSignals", dependencies: ["CLibPQ"]),
+    .target(name: "CLuaShim", dependencies: ["CLua", "CSignals"]),
     .target(
       name: "BeltRuntime",
       dependencies: [
-        "CLua", "CLibPQ", "CLuaShim", "CLineEdit",
+        "BeltRunbooks", "CLua", "CLibPQ", "CLuaShim", "CSignals", "CLineEdit",
         .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: swiftSettings
     ),
+    // runbooks/*.lua -> RunbookSources.swift at build time (nothing generated is committed).
+    // runbooks/ is a target so that an added or removed runbook makes SwiftPM run the plugin.
+    .target(name: "BeltRunbooks", path: "runbooks", exclude: ["belt.meta.lua"], plugins: ["EmbedRunbooks"]),
+    .executableTarget(name: "GenRunbooks", swiftSettings: swiftSettings),
+    .plugin(name: "EmbedRunbooks", capability: .buildTool(), dependencies: ["GenRunbooks"]),
     .executableTarget(
       name: "belt",
       dependencies: [
@@ -38,11 +45,11 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
     .testTarget(
-      name: "BeltLuaTests", dependencies: ["BeltRuntime", "CLua", "CLuaShim"],
+      name: "BeltLuaTests", dependencies: ["BeltRuntime", "BeltRunbooks", "CLua", "CSignals"],
       swiftSettings: swiftSettings),
     .testTarget(
       name: "BeltRuntimeTests", dependencies: ["BeltRuntime", "CLibPQ"], swiftSettings: swiftSettings),
     .testTarget(
-      name: "IntegrationTests", dependencies: ["BeltRuntime"], swiftSettings: swiftSettings),
+      name: "IntegrationTests", dependencies: ["BeltRuntime", "CSignals"], swiftSettings: swiftSettings),
   ]
 )

@@ -22,21 +22,12 @@ function lib.must(r, step)
   return r
 end
 
---- Checks that opts only has known keys and fills defaults.
+--- Checks that opts only has known keys (the prelude's check, so the wording is belt's) and
+--- fills defaults. `args` (the words after `--` that are not key=value) is always allowed.
 function lib.options(name, opts, defaults)
-  opts = opts or {}
   local out = {}
-  for k, v in pairs(opts) do
-    if k ~= "args" then
-      if defaults[k] == nil then
-        local valid = {}
-        for dk in pairs(defaults) do valid[#valid + 1] = dk end
-        table.sort(valid)
-        error(belt.error("bad_argument", ("%s: unknown option '%s' (valid: %s)"):format(name, k, table.concat(valid, ", "))), 3)
-      end
-      out[k] = v
-    end
-  end
+  for k, v in pairs(opts or {}) do if k ~= "args" then out[k] = v end end
+  belt._check_keys(name, out, defaults)
   for k, v in pairs(defaults) do if out[k] == nil then out[k] = v end end
   return out
 end

@@ -1,8 +1,8 @@
 -- belt prelude: builds the public `belt` table on top of the Swift primitives in belt._core.
 -- It checks arguments, rejects unknown option keys (a typo such as `timout=` is an error),
 -- parses durations and provides the scripting helpers (wait_for, retry, on_failure).
-local core, specs = _belt_core, _belt_specs
-_belt_core, _belt_specs = nil, nil
+local core, specs, msghandler = _belt_core, _belt_specs, _belt_msghandler
+_belt_core, _belt_specs, _belt_msghandler = nil, nil, nil
 
 belt = { _core = core, _specs = specs }
 
@@ -19,19 +19,27 @@ local function sorted_keys(t)
   return ks
 end
 
---- Checks that opts is nil or a table whose keys are all in `allowed` (name -> type).
-local function check_opts(fname, argn, opts, allowed)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then
-    raise("bad_argument", ("bad argument #%d to 'belt.%s' (table or nil expected, got %s)"):format(argn, fname, type(opts)), 3)
-  end
+--- Raises bad_argument unless every key of the table opts is a key of `allowed`. The message
+--- is `what` followed by the unknown key and the valid ones.
+local function check_keys(what, opts, allowed)
   for k in pairs(opts) do
     if type(k) ~= "string" or allowed[k] == nil then
       local valid = sorted_keys(allowed)
-      raise("bad_argument", ("bad argument #%d to 'belt.%s' (unknown option '%s'; valid options: %s)"):format(
-        argn, fname, tostring(k), #valid > 0 and table.concat(valid, ", ") or "none"), 3)
+      raise("bad_argument", ("%s (unknown option '%s'; valid options: %s)"):format(
+        what, tostring(k), #valid > 0 and table.concat(valid, ", ") or "none"))
     end
   end
+end
+belt._check_keys = check_keys
+
+--- Checks that opts is nil or a table whose keys are all in `allowed` (name -> type).
+local function check_opts(fname, argn, opts, allowed)
+  if opts == nil then return {} end
+  local what = ("bad argument #%d to 'belt.%s'"):format(argn, fname)
+  if type(opts) ~= "table" then
+    raise("bad_argument", ("%s (table or nil expected, got %s)"):format(what, type(opts)))
+  end
+  check_keys(what, opts, allowed)
   return opts
 end
 belt._check_opts = check_opts
@@ -72,27 +80,16 @@ function belt.exec(argv, opts)
   return core.exec(argv, check_opts("exec", 2, opts, exec_opts))
 end
 
-function belt.log(...)
+--- Joins the arguments with tostring, as Lua's print does.
+local function joined(sep, ...)
   local t = table.pack(...)
   for i = 1, t.n do t[i] = tostring(t[i]) end
-  core.log("notice", table.concat(t, " "))
+  return table.concat(t, sep)
 end
-function belt.info(...)
-  local t = table.pack(...)
-  for i = 1, t.n do t[i] = tostring(t[i]) end
-  core.log("info", table.concat(t, " "))
-end
-function belt.warn(...)
-  local t = table.pack(...)
-  for i = 1, t.n do t[i] = tostring(t[i]) end
-  core.log("warning", table.concat(t, " "))
-end
-
-function print(...)
-  local t = table.pack(...)
-  for i = 1, t.n do t[i] = tostring(t[i]) end
-  core.write(table.concat(t, "\t") .. "\n")
-end
+function belt.log(...) core.log("notice", joined(" ", ...)) end
+function belt.info(...) core.log("info", joined(" ", ...)) end
+function belt.warn(...) core.log("warning", joined(" ", ...)) end
+function print(...) core.write(joined("\t", ...) .. "\n") end
 
 --- belt.wait_for(pred[, opts]) -> value: calls pred() every opts.interval until it returns a
 --- truthy value; raises {code="timeout"} after opts.timeout (default 10m), or returns
@@ -166,15 +163,10 @@ function belt.require_lib()
   return lib_cache
 end
 
---- Runs a script body with compensation hooks: used by the runbook runner.
+--- Runs a script body with compensation hooks: used by the runbook runner. The hooks get the
+--- error as a table with its traceback and position (the shim's message handler).
 function belt._run_with_hooks(body, ...)
-  local r = table.pack(xpcall(body, function(e)
-    if type(e) == "table" then
-      if rawget(e, "traceback") == nil then rawset(e, "traceback", debug.traceback("", 2)) end
-      return e
-    end
-    return debug.traceback(tostring(e), 2)
-  end, ...))
+  local r = table.pack(xpcall(body, msghandler, ...))
   if r[1] then return table.unpack(r, 2, r.n) end
   local err = r[2]
   local hooks = belt._hooks

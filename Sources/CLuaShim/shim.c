@@ -1,6 +1,5 @@
 #include "CLuaShim.h"
-#include <signal.h>
-#include <pthread.h>
+#include "CSignals.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,23 +82,56 @@ void belt_pop(lua_State *L, int n) { lua_pop(L, n); }
 void belt_newtable(lua_State *L) { lua_newtable(L); }
 int belt_isnoneornil(lua_State *L, int idx) { return lua_isnoneornil(L, idx); }
 
-int belt_msghandler(lua_State *L) {
-  if (lua_type(L, 1) == LUA_TTABLE && lua_getfield(L, 1, "traceback") == LUA_TSTRING) {
-    /* A belt error that already carries the traceback of where it was raised. */
-    luaL_tolstring(L, 1, NULL);
-    lua_pushstring(L, "\n");
-    lua_pushvalue(L, -3);
-    lua_concat(L, 3);
+/* The innermost "chunk:line" in an operator's script: belt's own chunks ("=prelude", "=belt",
+ * "@runbooks/...") are skipped, so that a failing belt.* call is reported at the script line
+ * that made it. Pushes nothing and returns 0 when there is no such frame (a shipped runbook). */
+static int push_position(lua_State *L) {
+  lua_Debug ar;
+  for (int level = 1; lua_getstack(L, level, &ar); level++) {
+    if (!lua_getinfo(L, "Sl", &ar) || ar.currentline <= 0) continue;
+    if (ar.source[0] == '=' || strncmp(ar.source, "@runbooks/", 10) == 0) continue;
+    /* The full file name, not short_src: that one is cut at LUA_IDSIZE. */
+    lua_pushfstring(L, "%s:%d", ar.source[0] == '@' ? ar.source + 1 : ar.short_src, ar.currentline);
     return 1;
   }
-  const char *msg = lua_tostring(L, 1);
-  if (msg == NULL) {
-    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
-      msg = lua_tostring(L, -1);
-    else
-      msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  return 0;
+}
+
+static void rawset_string(lua_State *L, int t, const char *key) {
+  lua_pushstring(L, key);
+  lua_insert(L, -2);
+  lua_rawset(L, t);
+}
+
+int belt_msghandler(lua_State *L) {
+  if (lua_type(L, 1) != LUA_TTABLE) {
+    /* error("text") and runtime errors: the text already starts with "chunk:line:". */
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL) {
+      if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+        msg = lua_tostring(L, -1);
+      else
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    lua_createtable(L, 0, 4);
+    int t = lua_gettop(L);
+    lua_pushstring(L, "script_error"); rawset_string(L, t, "code");
+    lua_pushstring(L, msg); rawset_string(L, t, "message");
+    lua_pushboolean(L, 0); rawset_string(L, t, "retryable");
+    luaL_traceback(L, L, NULL, 1); rawset_string(L, t, "traceback");
+    belt_set_errormt(L);
+    return 1;
   }
-  luaL_traceback(L, L, msg, 1);
+  lua_settop(L, 1);
+  lua_pushstring(L, "traceback");
+  if (lua_rawget(L, 1) == LUA_TNIL) {
+    /* First time through a handler, so the stack is still the one that raised. The runner's
+     * xpcall gets here first; belt_pcall's handler then sees the traceback and keeps it. */
+    lua_pop(L, 1);
+    luaL_traceback(L, L, NULL, 1); rawset_string(L, 1, "traceback");
+    if (push_position(L)) rawset_string(L, 1, "position");
+  }
+  lua_settop(L, 1);
   return 1;
 }
 
@@ -195,6 +227,9 @@ static int init_errormt(lua_State *L) {
   lua_pushstring(L, "belt.error");
   lua_setfield(L, -2, "__name");
   lua_rawsetp(L, LUA_REGISTRYINDEX, &errormt_key);
+  /* For the prelude's runbook runner (xpcall), which takes it and clears the global. */
+  lua_pushcfunction(L, belt_msghandler);
+  lua_setglobal(L, "_belt_msghandler");
   return 0;
 }
 
@@ -217,11 +252,8 @@ int belt_is_error(lua_State *L, int idx) {
   return same;
 }
 
-/* ---- SIGINT ---- */
-static volatile sig_atomic_t interrupted_flag = 0;
+/* ---- SIGINT: CSignals owns the handler; the Lua side only registers a stop hook ---- */
 static lua_State *volatile sig_state = NULL;
-#define MAX_CANCELS 256
-static PGcancel *volatile cancels[MAX_CANCELS];
 
 static void stop_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
@@ -237,53 +269,20 @@ static void stop_hook(lua_State *L, lua_Debug *ar) {
   lua_error(L);
 }
 
-static void on_sigint(int sig) {
-  if (interrupted_flag) { signal(sig, SIG_DFL); raise(sig); return; }
-  interrupted_flag = 1;
-  char errbuf[8];
-  for (int i = 0; i < MAX_CANCELS; i++) {
-    PGcancel *c = cancels[i];
-    if (c) PQcancel(c, errbuf, sizeof errbuf);
-  }
+/* Runs in the signal handler: lua_sethook is the one Lua call that is safe there (lua.c). */
+static void arm_stop_hook(void) {
   lua_State *L = sig_state;
   if (L) lua_sethook(L, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
 
 void belt_install_sigint(lua_State *L) {
-  interrupted_flag = 0;
   sig_state = L;
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_sigint;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, NULL);
-  /* A parent may have started belt with SIGINT blocked (the mask is inherited across exec):
-     Ctrl-C must still reach the handler. */
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+  belt_install_sigint_handler(arm_stop_hook);
 }
 
 void belt_remove_sigint(void) {
-  signal(SIGINT, SIG_DFL);
+  belt_remove_sigint_handler();
   lua_State *L = sig_state;
   sig_state = NULL;
   if (L) lua_sethook(L, NULL, 0, 0);
-}
-
-int belt_interrupted(void) { return interrupted_flag; }
-void belt_clear_interrupt(void) { interrupted_flag = 0; }
-
-int belt_register_cancel(PGcancel *c) {
-  for (int i = 0; i < MAX_CANCELS; i++) {
-    if (cancels[i] == NULL) {
-      if (__sync_bool_compare_and_swap(&cancels[i], NULL, c)) return i;
-    }
-  }
-  return -1;
-}
-
-void belt_unregister_cancel(int slot) {
-  if (slot >= 0 && slot < MAX_CANCELS) cancels[slot] = NULL;
 }

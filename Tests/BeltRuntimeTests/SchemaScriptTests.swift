@@ -255,8 +255,8 @@ import Testing
   }
 
   @Test func quotingAndDropStatements() {
-    #expect(SchemaScript.quoteIdent("a\"b") == "\"a\"\"b\"")
-    #expect(SchemaScript.quoteIdent("plain") == "\"plain\"")
+    #expect(PGConnection.quoteIdent("a\"b") == "\"a\"\"b\"")
+    #expect(PGConnection.quoteIdent("plain") == "\"plain\"")
     guard let info = indexInfo("CREATE INDEX \"Idx Name\" ON public.\"My Table\" USING btree (\"Col A\");") else {
       Issue.record("index not parsed")
       return

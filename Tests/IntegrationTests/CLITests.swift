@@ -97,6 +97,25 @@ let seedCommands: [(String, String, [String])] = [
     #expect(try String(contentsOfFile: root + "/configs/dc/broken/config.json", encoding: .utf8) == "{\"db\": \"broken\", \"dc\": ")
   }
 
+  /// `belt.error(code, msg)` in a script: one line on stderr naming the script line, and with
+  /// --json the error keeps its code, dc, db and traceback.
+  @Test func scriptErrorReachesTheJSONOutputWithItsFields() throws {
+    let root = NSTemporaryDirectory() + "belt-cli-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+    let script = root + "/raise.lua"
+    try "local dc, db = ...\nerror(belt.error('timeout', 'drain took too long'))\n".write(toFile: script, atomically: true, encoding: .utf8)
+    let human = try CLI.run(["run", script, "mydc", "app", "--config-dir", root])
+    #expect(human.code == 1)
+    #expect(human.err == "belt: mydc/app: drain took too long (at \(script):2)\n")
+    let json = try CLI.run(["run", script, "mydc", "app", "--config-dir", root, "--json"])
+    #expect(json.code == 1)
+    let error = try JSONParser.parse(json.out)["error"]
+    #expect(error?["code"] == "timeout" && error?["message"] == "drain took too long")
+    #expect(error?["dc"] == "mydc" && error?["db"] == "app")
+    #expect(error?["position"] == .string("\(script):2"))
+    #expect(error?["traceback"]?.stringValue?.hasPrefix("stack traceback:") == true)
+  }
+
   @Test func runPassesArgumentsToTheScript() throws {
     let root = NSTemporaryDirectory() + "belt-cli-\(UUID().uuidString)"
     try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)

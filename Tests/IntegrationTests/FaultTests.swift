@@ -1,3 +1,4 @@
+import CSignals
 import Foundation
 import Testing
 
@@ -115,6 +116,31 @@ func pgClusters(_ args: [String]) throws -> Int32 {
 
 /// Stops and starts the dst cluster: must not run alongside other tests (make test runs this
 /// suite on its own, after the others).
+/// Ctrl-C reaches a query that the server is already running: PGConnection registers its
+/// cancel handle with CSignals, whose SIGINT handler sends PQcancel (no Lua involved).
+@Suite(.serialized, .enabled(if: PG.available, "needs the clusters from scripts/pg-clusters"))
+struct InterruptTests {
+  @Test func sigintCancelsARunningQuery() throws {
+    let c = try PG.root(.src)
+    defer { c.close() }
+    belt_install_sigint_handler(nil)
+    defer {
+      belt_remove_sigint_handler()
+      belt_clear_interrupt()
+    }
+    let pid = getpid()
+    DispatchQueue.global().asyncAfter(deadline: .now() + 0.5) { kill(pid, SIGINT) }
+    let start = Date()
+    #expect {
+      _ = try c.query("SELECT pg_sleep(30)")
+    } throws: { e in
+      (e as? PGError)?.isCancel == true
+    }
+    #expect(Date().timeIntervalSince(start) < 10)
+    #expect(belt_interrupted() != 0)
+  }
+}
+
 @Suite(.serialized, .enabled(if: PG.available && ProcessInfo.processInfo.environment["BELT_ISOLATED"] != nil, "run alone: BELT_ISOLATED=1 swift test --filter IsolatedFaultTests"))
 struct IsolatedFaultTests {
   @Test func dstDownWhileReplicatingShowsInStatusResumesAndLosesNothing() throws {

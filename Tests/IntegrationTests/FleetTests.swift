@@ -196,11 +196,11 @@ struct FleetTests {
       root.close()
     }
     func acl() throws -> [String] {
-      PGArray.parse(
+      try JSONParser.parse(
         try root.query(
-          "SELECT coalesce(datacl, acldefault('d', datdba))::text[] FROM pg_database WHERE datname = $1", [pair.dbname]
-        ).scalar ?? "{}"
-      ).sorted()
+          "SELECT array_to_json(coalesce(datacl, acldefault('d', datdba))::text[]) FROM pg_database WHERE datname = $1", [pair.dbname]
+        ).scalar ?? "[]"
+      ).arrayValue?.compactMap(\.stringValue).sorted() ?? []
     }
     let aclBefore = try acl()
     let path = dc.store.path(dc: dc.dc, db: "app")

@@ -5,11 +5,8 @@
 public struct BeltError: Error, Equatable, CustomStringConvertible, Sendable {
   /// A stable, public error code (also `err.code` in Lua).
   public struct Code: RawRepresentable, Equatable, Hashable, Sendable, CustomStringConvertible {
-    /// The code's spelling.
     public var rawValue: String
-    /// Creates a code.
     public init(rawValue: String) { self.rawValue = rawValue }
-    /// The spelling.
     public var description: String { rawValue }
 
     /// A config file is missing, malformed or has a bad field.
@@ -54,8 +51,12 @@ public struct BeltError: Error, Equatable, CustomStringConvertible, Sendable {
   public var sqlstate: String?
   /// Whether calling again may succeed.
   public var retryable: Bool
+  /// The Lua traceback, for an error that a script raised (logged at debug level, in --json).
+  public var traceback: String?
+  /// "file:line" of the operator's script line that raised or made the failing call; nil when
+  /// the error did not come from a script of the operator's (shipped runbooks have none).
+  public var position: String?
 
-  /// Creates an error.
   public init(
     _ code: Code, _ message: String, dc: String? = nil, db: String? = nil, sqlstate: String? = nil,
     retryable: Bool = false
@@ -68,11 +69,11 @@ public struct BeltError: Error, Equatable, CustomStringConvertible, Sendable {
     self.retryable = retryable
   }
 
-  /// "dc/db: message".
+  /// "dc/db: message (at file:line)".
   public var description: String {
     var prefix = ""
     if let dc, let db { prefix = "\(dc)/\(db): " } else if let dc { prefix = "\(dc): " }
-    return prefix + message
+    return prefix + message + (position.map { " (at \($0))" } ?? "")
   }
 
   /// Returns a copy that names dc and db (keeping any already set).
@@ -83,12 +84,16 @@ public struct BeltError: Error, Equatable, CustomStringConvertible, Sendable {
     return e
   }
 
-  /// The Lua/JSON form: `{code, message, dc, db, sqlstate, retryable}`.
+  /// The Lua/JSON form: `{code, message, dc, db, sqlstate, retryable}`, plus `traceback` and
+  /// `position` when a script raised it.
   public var value: Value {
-    .object([
+    var pairs: [(String, Value)] = [
       ("code", .string(code.rawValue)), ("message", .string(message)), ("dc", .from(dc)),
       ("db", .from(db)), ("sqlstate", .from(sqlstate)), ("retryable", .bool(retryable)),
-    ])
+    ]
+    if let traceback { pairs.append(("traceback", .string(traceback))) }
+    if let position { pairs.append(("position", .string(position))) }
+    return .object(pairs)
   }
 
   /// Converts any error into a BeltError.

@@ -1,5 +1,6 @@
 import CLua
 import CLuaShim
+import CSignals
 import Foundation
 import Logging
 
@@ -96,8 +97,7 @@ enum LuaBindings {
       LuaFunctionSpec(name: "make_error", doc: "internal: builds an error table") { call in
         let e = BeltError(BeltError.Code(rawValue: try call.string(1)), try call.string(2),
                           dc: try call.optString(3), db: try call.optString(4))
-        rt.pushValue(e.value)
-        belt_set_errormt(call.L)
+        rt.pushError(e)
         return 1
       },
       LuaFunctionSpec(name: "is_error", doc: "internal: is the value a belt error table") { call in

@@ -3,22 +3,9 @@ import CLuaShim
 import Foundation
 import Logging
 
-/// An error raised by a Lua script (or a syntax error in one), with its traceback.
-public struct LuaScriptError: Error, CustomStringConvertible {
-  /// The error message (the belt error's text for structured errors).
-  public var message: String
-  /// The Lua traceback.
-  public var traceback: String
-  /// The structured error, when the script raised a belt error table.
-  public var belt: BeltError?
-  /// The message.
-  public var description: String { message }
-}
-
 /// A Lua-callable primitive implemented in Swift. The body reads its arguments from the call,
 /// pushes its results and returns how many; it throws instead of raising.
 public struct LuaFunctionSpec {
-  /// Creates a spec.
   public init(name: String, doc: String, body: @escaping (LuaCall) throws -> Int32) {
     self.name = name
     self.doc = doc
@@ -28,7 +15,6 @@ public struct LuaFunctionSpec {
   public var name: String
   /// Signature line and description, for `belt help lua` and belt.meta.lua.
   public var doc: String
-  /// The body.
   public var body: (LuaCall) throws -> Int32
 }
 
@@ -36,7 +22,6 @@ public struct LuaFunctionSpec {
 public final class OutputSink {
   /// Writes text to the user's output.
   public var write: (String) -> Void
-  /// Creates a sink.
   public init(write: @escaping (String) -> Void) { self.write = write }
   /// A sink that writes to stdout (or stderr).
   public static func standard(stderr useStderr: Bool = false) -> OutputSink {
@@ -44,16 +29,6 @@ public final class OutputSink {
       FileHandle(fileDescriptor: useStderr ? 2 : 1).write(Data(s.utf8))
     }
   }
-}
-
-/// The belt runtime error table form, pushed on failures.
-protocol LuaRaisable: Error {
-  /// The structured error.
-  var beltError: BeltError { get }
-}
-
-extension BeltError: LuaRaisable {
-  var beltError: BeltError { self }
 }
 
 /// The one function Lua calls into Swift through `belt_trampoline`. Never raises.
@@ -71,7 +46,7 @@ let beltDispatch: @convention(c) (OpaquePointer?) -> Int32 = { rawL in
   } catch {
     lua_settop(L, base)
     runtime.pushError(BeltError.wrap(error))
-    return BELT_RAISE
+    return BELT_RAISE  // belt_trampoline raises the table once this closure has returned
   }
 }
 
@@ -79,7 +54,6 @@ let beltDispatch: @convention(c) (OpaquePointer?) -> Int32 = { rawL in
 public final class LuaRuntime {
   let L: OpaquePointer
   private(set) var functions: [LuaFunctionSpec] = []
-  /// The operations environment.
   public let env: Environment
   /// Output of `print` and `belt.log`.
   public let output: OutputSink
@@ -94,7 +68,7 @@ public final class LuaRuntime {
   public var stackTop: Int32 { lua_gettop(L) }
 
   /// Creates a state with the sandboxed libraries, the `belt` table and the prelude.
-  /// - Throws: ``LuaScriptError`` if the prelude fails (a bug).
+  /// - Throws: ``BeltError`` if the prelude fails (a bug).
   public init(
     env: Environment, output: OutputSink, flags: [String: Value] = [:],
     extraFunctions: [LuaFunctionSpec] = []
@@ -138,7 +112,9 @@ public final class LuaRuntime {
   }
 
   /// Loads and runs a chunk with `args` as `...`; returns its results.
-  /// - Throws: ``LuaScriptError`` with the message and traceback.
+  /// - Throws: ``BeltError``: a chunk that does not compile gives `.scriptError` with no
+  ///   traceback; an error raised while it runs keeps the fields of the error table, with its
+  ///   traceback.
   public func run(source: String, chunkName: String, args: [Value]) throws -> [Value] {
     let top = lua_gettop(L)
     defer { lua_settop(L, top) }
@@ -146,8 +122,7 @@ public final class LuaRuntime {
       luaL_loadbufferx(L, p, strlen(p), chunkName, "t")
     }
     if status != LUA_OK {
-      let msg = string(at: -1) ?? "syntax error"
-      throw LuaScriptError(message: msg, traceback: "", belt: nil)
+      throw BeltError(.scriptError, string(at: -1) ?? "syntax error")
     }
     return try call(nargs: args, top: top)
   }
@@ -159,19 +134,35 @@ public final class LuaRuntime {
     belt_install_sigint(L)
     let rc = belt_pcall(L, Int32(args.count), LUA_MULTRET, 1)
     belt_remove_sigint()
-    if rc != LUA_OK {
-      let tb = string(at: -1) ?? "error"
-      let first = tb.split(separator: "\n", maxSplits: 1).first.map(String.init) ?? tb
-      throw LuaScriptError(message: first, traceback: tb, belt: lastRaised)
-    }
+    if rc != LUA_OK { throw raisedError(at: -1) }
     let n = lua_gettop(L) - top
     var results: [Value] = []
     for i in 0..<n { results.append(value(at: top + 1 + i)) }
     return results
   }
 
-  /// The last belt error pushed (for reporting structured errors from runbooks).
-  var lastRaised: BeltError?
+  /// Reads the error that a protected call left at `idx`. belt_msghandler makes it a table;
+  /// only an error inside the handler itself (LUA_ERRERR) leaves a string.
+  func raisedError(at idx: Int32) -> BeltError {
+    let t = lua_absindex(L, idx)
+    guard lua_type(L, t) == LUA_TTABLE else {
+      return BeltError(.scriptError, string(at: t) ?? "error in the Lua error handler")
+    }
+    var message = rawField(t, "message").stringValue
+    if message == nil {
+      // A script's own table: its __tostring, which is Lua code, hence the pcall.
+      if belt_pcall_tostring(L, t) == LUA_OK { message = string(at: -1) }
+      belt_pop(L, 1)
+    }
+    var e = BeltError(
+      rawField(t, "code").stringValue.map(BeltError.Code.init(rawValue:)) ?? .scriptError,
+      message ?? "(error object is a table value)",
+      dc: rawField(t, "dc").stringValue, db: rawField(t, "db").stringValue,
+      sqlstate: rawField(t, "sqlstate").stringValue, retryable: rawField(t, "retryable").boolValue ?? false)
+    e.traceback = rawField(t, "traceback").stringValue
+    e.position = rawField(t, "position").stringValue
+    return e
+  }
 
   // MARK: - Stack helpers ('-' and 'm' API only)
 
@@ -217,7 +208,6 @@ public final class LuaRuntime {
 
   /// Pushes a belt error table with the shared metatable.
   func pushError(_ e: BeltError) {
-    lastRaised = e
     pushValue(e.value)
     belt_set_errormt(L)
   }
@@ -300,7 +290,6 @@ public struct LuaCall {
   public let name: String
   let runtime: LuaRuntime
 
-  /// Number of arguments.
   public var count: Int32 { lua_gettop(L) }
 
   func typeName(_ i: Int32) -> String { String(cString: lua_typename(L, lua_type(L, i))) }

@@ -1,5 +1,5 @@
 import CLineEdit
-import CLuaShim
+import CSignals
 import Foundation
 
 /// `belt repl`: a lua.c-style read-eval-print loop over a Session's Lua state.
@@ -25,11 +25,15 @@ extension Session {
         let results = try lua.run(source: candidate, chunkName: "=stdin", args: [])
         if results.isEmpty { return "" }
         return results.map { Render.pretty($0) }.joined(separator: "\t")
-      } catch let e as LuaScriptError {
-        if candidate.hasPrefix("return ") && e.traceback.isEmpty { continue }  // not an expression
-        if e.traceback.isEmpty && e.message.hasSuffix("<eof>") { return nil }  // incomplete
-        if ProcessInfo.processInfo.environment["BELT_REPL_TRACEBACK"] != nil, !e.traceback.isEmpty { return e.traceback }
-        return e.message
+      } catch let e as BeltError {
+        // No traceback: the input did not compile (it never ran).
+        if candidate.hasPrefix("return ") && e.traceback == nil { continue }  // not an expression
+        if e.traceback == nil && e.message.hasSuffix("<eof>") { return nil }  // incomplete
+        let text = e.code == .scriptError ? e.description : "\(e.description) [\(e.code)]"
+        if ProcessInfo.processInfo.environment["BELT_REPL_TRACEBACK"] != nil, let tb = e.traceback {
+          return text + "\n" + tb
+        }
+        return text
       } catch {
         return BeltError.wrap(error).description
       }

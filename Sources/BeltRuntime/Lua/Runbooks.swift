@@ -1,6 +1,7 @@
+import BeltRunbooks
 import Foundation
 
-/// Access to the shipped runbooks (embedded at build time by scripts/gen-runbooks).
+/// The shipped runbooks, embedded at build time (the EmbedRunbooks plugin, from runbooks/*.lua).
 public enum Runbooks {
   /// The names of every shipped runbook (without the prelude).
   public static var names: [String] { RunbookSources.files.keys.filter { !$0.hasPrefix("_") }.sorted() }

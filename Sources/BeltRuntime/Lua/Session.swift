@@ -1,13 +1,10 @@
-import CLuaShim
 import Foundation
 import Logging
 
 /// Runs runbooks for the CLI: one Lua state per run (design.md §3).
 public final class Session {
-  /// The Lua runtime.
   public let lua: LuaRuntime
 
-  /// Creates a session.
   public init(env: Environment, output: OutputSink, flags: [String: Value]) throws {
     lua = try LuaRuntime(env: env, output: output, flags: flags)
     if isatty(0) == 1 && isatty(2) == 1 {
@@ -41,7 +38,9 @@ public final class Session {
 
   /// Runs a runbook with `...` = dc, db, opts; compensation hooks run if it fails.
   /// - Returns: the runbook's first result.
-  /// - Throws: ``BeltError`` with a one-line message; the traceback is logged at debug level.
+  /// - Throws: ``BeltError``: the error the script raised, with its code, traceback and (for
+  ///   an operator's script) position, named with dc and db unless it names its own; the
+  ///   traceback is also logged at debug level.
   public func run(file: String, dc: String, db: String?, opts: Value, shippedOnly: Bool = false) throws -> Value {
     let (source, chunk) = try Session.resolve(file, shippedOnly: shippedOnly)
     do {
@@ -49,20 +48,10 @@ public final class Session {
         source: "local src, chunk = ...; local f, err = load(src, chunk, 't'); if not f then error(belt.error('script_error', err), 0) end; return belt._run_with_hooks(f, select(3, ...))",
         chunkName: "=belt", args: [.string(source), .string(chunk), .string(dc), .from(db), opts])
       return wrapper.first ?? .null
-    } catch let e as LuaScriptError {
-      lua.env.logger.debug("\(e.traceback)")
-      if var b = e.belt, e.message.contains(b.message) {
-        // Name the script line that made the failing call.
-        let origin = chunk.hasPrefix("@") ? String(chunk.dropFirst()) : chunk
-        if let at = e.traceback.split(separator: "\n").map({ $0.trimmingCharacters(in: .whitespaces) })
-          .first(where: { $0.hasPrefix(origin + ":") }),
-          !origin.hasPrefix("runbooks/")
-        {
-          b.message += " (at \(at.split(separator: " ").first.map { String($0.dropLast()) } ?? at))"
-        }
-        throw b
-      }
-      throw BeltError(.scriptError, e.message.replacingOccurrences(of: "\n", with: " "), dc: dc, db: db)
+    } catch var e as BeltError {
+      if let tb = e.traceback { lua.env.logger.debug("\(tb)") }
+      if e.code == .scriptError { e.message = e.message.replacingOccurrences(of: "\n", with: " ") }
+      throw e.located(dc: dc, db: db)
     }
   }
 }

@@ -170,13 +170,7 @@ public final class PairContext {
   public func connect(_ side: Side, _ role: Role, noTimeout: Bool = false) throws -> PGConnection {
     let key = "\(side.rawValue).\(role.rawValue).\(noTimeout)"
     if let c = connections[key] { return c }
-    let server = try config.server(side)
-    var extra: [(String, String)] = []
-    if noTimeout { extra.append(("options", "-c statement_timeout=0")) }
-    let c = try PGConnection(
-      conninfo: server.conninfo(role, connectTimeout: env.connectTimeout, extra: extra),
-      label: "\(side.rawValue) as \(role.rawValue) (\(server.ip):\(server.port)/\(server.dbname))")
-    c.audit = try auditContext(side, role)
+    let c = try newConnection(side, role, noTimeout: noTimeout)
     connections[key] = c
     return c
   }

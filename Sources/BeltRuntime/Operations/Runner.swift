@@ -1,4 +1,4 @@
-import CLuaShim
+import CSignals
 import Foundation
 
 /// Runs an operation for one pair or fans it out over every pair of a dc (design.md §4).

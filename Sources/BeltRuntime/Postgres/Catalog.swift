@@ -62,14 +62,14 @@ public enum Catalog {
     let r = try c.query(
       """
       SELECT c.relname, c.relkind::text AS kind, pg_get_userbyid(c.relowner) AS owner, c.relispartition,
-             coalesce((SELECT array_agg(a.attname ORDER BY k.ord)
+             array_to_json(coalesce((SELECT array_agg(a.attname ORDER BY k.ord)
                         FROM pg_constraint p
                         CROSS JOIN LATERAL unnest(p.conkey) WITH ORDINALITY AS k(attnum, ord)
                         JOIN pg_attribute a ON a.attrelid = p.conrelid AND a.attnum = k.attnum
-                       WHERE p.conrelid = c.oid AND p.contype = 'p'), '{}') AS pk,
-             coalesce((SELECT array_agg(a.attname ORDER BY a.attnum) FROM pg_attribute a
+                       WHERE p.conrelid = c.oid AND p.contype = 'p'), '{}')) AS pk,
+             array_to_json(coalesce((SELECT array_agg(a.attname ORDER BY a.attnum) FROM pg_attribute a
                         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-                          AND a.attgenerated <> ''), '{}') AS generated,
+                          AND a.attgenerated <> ''), '{}')) AS generated,
              c.relpersistence::text AS persistence, c.relreplident::text AS replident
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
        WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')
@@ -120,7 +120,8 @@ public enum Catalog {
   }
 }
 
-extension PGArray {
+/// Array values to bind. Arrays are read as JSON (`array_to_json`, ``PGRow/array(_:)``).
+public enum PGArray {
   /// A text[] literal for binding: `{"a","b\"c"}`.
   public static func literal(_ items: [String]) -> String {
     "{" + items.map { "\"" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }.joined(separator: ",") + "}"

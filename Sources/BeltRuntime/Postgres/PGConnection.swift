@@ -1,5 +1,5 @@
 import CLibPQ
-import CLuaShim
+import CSignals
 import Foundation
 
 /// The rows of one query, all values in text format.
@@ -31,12 +31,16 @@ public struct PGRow: Sendable {
   }
   /// A non-null string ("" for NULL).
   public func string(_ name: String) -> String { self[name] ?? "" }
-  /// An integer value.
   public func int(_ name: String) -> Int? { self[name].flatMap { Int($0) } }
   /// A boolean value (`t`/`f`).
   public func bool(_ name: String) -> Bool { self[name] == "t" || self[name] == "true" }
-  /// A text[] value parsed from its text form.
-  public func array(_ name: String) -> [String] { PGArray.parse(self[name] ?? "{}") }
+  /// The strings of a JSON array column: select it as `array_to_json(...)`, so that quoting
+  /// and NULL are the JSON parser's business. NULL elements are left out (the catalog arrays
+  /// belt reads have none); a NULL or non-array value reads as [].
+  public func array(_ name: String) -> [String] {
+    guard let text = self[name], let items = (try? JSONParser.parse(text))?.arrayValue else { return [] }
+    return items.compactMap(\.stringValue)
+  }
 }
 
 /// A synchronous libpq connection, owned by one thread.
@@ -361,38 +365,6 @@ extension ConnInfo {
       if ch == "\\" { if let n = it.next() { out.append(n) }; continue }
       if ch == "'" { break }
       out.append(ch)
-    }
-    return out
-  }
-}
-
-/// Parses PostgreSQL array text (one dimension) such as `{a,"b c",NULL}`.
-public enum PGArray {
-  /// The elements; NULL elements become "NULL".
-  public static func parse(_ text: String) -> [String] {
-    var out: [String] = []
-    var chars = Array(text)
-    guard chars.first == "{", chars.last == "}" else { return text.isEmpty ? [] : [text] }
-    chars = Array(chars.dropFirst().dropLast())
-    var i = 0
-    while i < chars.count {
-      var item = ""
-      if chars[i] == "\"" {
-        i += 1
-        while i < chars.count, chars[i] != "\"" {
-          if chars[i] == "\\", i + 1 < chars.count { i += 1 }
-          item.append(chars[i])
-          i += 1
-        }
-        i += 1
-      } else {
-        while i < chars.count, chars[i] != "," {
-          item.append(chars[i])
-          i += 1
-        }
-      }
-      out.append(item)
-      i += 1
     }
     return out
   }

@@ -178,10 +178,10 @@ public enum PGTools {
     return s.replacingOccurrences(of: secret, with: "****")
   }
 
-  /// The `-n` pattern matching exactly one schema name (double-quoted, so `*`, `?`, `.` and
-  /// upper case are literal).
+  /// The `-n` pattern matching exactly one schema name: quoted as an identifier, so `*`, `?`,
+  /// `.` and upper case are literal.
   public static func exactSchemaPattern(_ schema: String) -> String {
-    "\"" + schema.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+    PGConnection.quoteIdent(schema)
   }
 
   /// The arguments of a schema-only dump of one schema.

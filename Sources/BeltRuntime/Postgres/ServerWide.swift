@@ -1,4 +1,4 @@
-import CLuaShim
+import CSignals
 import Foundation
 import Logging
 

@@ -1,4 +1,4 @@
-import CLuaShim
+import CSignals
 import Foundation
 
 /// pglogical's fixed names, catalog queries and the idempotent steps of the replication commands.
@@ -64,7 +64,7 @@ enum PGL {
     let r = try c.query(
       """
       SELECT s.sub_id::text AS sub_id, s.sub_name, s.sub_enabled, s.sub_slot_name, i.if_dsn, i.if_id::text AS if_id,
-             coalesce(s.sub_replication_sets, '{}') AS sets
+             array_to_json(coalesce(s.sub_replication_sets, '{}')) AS sets
         FROM pglogical.subscription s JOIN pglogical.node_interface i ON i.if_id = s.sub_origin_if
        WHERE s.sub_name = $1
       """, [name])

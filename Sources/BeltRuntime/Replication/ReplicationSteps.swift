@@ -38,8 +38,8 @@ enum ReplicationSteps {
       let chunk = Array(names[i..<min(i + 200, names.count)])
       let probes = chunk.map { "EXISTS (SELECT 1 FROM \(PGConnection.qualified(schema, $0)))" }
         .joined(separator: ", ")
-      let flags = PGArray.parse(try c.query("SELECT ARRAY[\(probes)]::text[]").scalar ?? "{}")
-      for (n, f) in zip(chunk, flags) where f == "true" || f == "t" { out.append(n) }
+      let flags = try JSONParser.parse(try c.query("SELECT array_to_json(ARRAY[\(probes)])").scalar ?? "[]")
+      for (n, f) in zip(chunk, flags.arrayValue ?? []) where f == true { out.append(n) }
       i += 200
     }
     return out

@@ -76,8 +76,8 @@ public struct QualifiedName: Equatable, Hashable, Sendable, CustomStringConverti
 
   /// The name rendered as SQL, every component double-quoted.
   public var quoted: String {
-    if let schema { return SchemaScript.quoteIdent(schema) + "." + SchemaScript.quoteIdent(name) }
-    return SchemaScript.quoteIdent(name)
+    if let schema { return PGConnection.qualified(schema, name) }
+    return PGConnection.quoteIdent(name)
   }
 
   /// `schema.name` without quoting (for logs).
@@ -219,11 +219,6 @@ public enum SchemaScript {
     Partitioner(statements).run()
   }
 
-  /// Double-quotes an identifier as PostgreSQL requires (always quotes; doubles embedded quotes).
-  public static func quoteIdent(_ s: String) -> String {
-    "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\""
-  }
-
   /// Joins statement texts with a blank line between them.
   public static func render(_ statements: [SQLStatement]) -> String {
     statements.map(\.text).joined(separator: "\n")
@@ -240,7 +235,7 @@ public enum SchemaScript {
   /// (`ALTER DOMAIN` for domain constraints).
   public static func dropConstraintSQL(_ c: ConstraintInfo) -> String {
     let what = c.onDomain ? "DOMAIN" : "TABLE"
-    return "ALTER \(what) \(c.table.quoted) DROP CONSTRAINT IF EXISTS \(quoteIdent(c.name));"
+    return "ALTER \(what) \(c.table.quoted) DROP CONSTRAINT IF EXISTS \(PGConnection.quoteIdent(c.name));"
   }
 
   /// Classifies a single statement text (a convenience over `split` for one statement).

@@ -112,58 +112,32 @@ public enum SchemaDiff {
     var bIndex: Int
   }
 
-  /// The shortest edit script by longest common subsequence (after trimming the common prefix
-  /// and suffix, so typical schema diffs stay small).
+  /// A minimal edit script turning `a` into `b`, in order.
   static func editScript(_ a: [String], _ b: [String]) -> [Op] {
-    var prefix = 0
-    while prefix < a.count, prefix < b.count, a[prefix] == b[prefix] { prefix += 1 }
-    var suffix = 0
-    while suffix < a.count - prefix, suffix < b.count - prefix, a[a.count - 1 - suffix] == b[b.count - 1 - suffix] {
-      suffix += 1
+    // The standard library's diff (Myers, with its own common prefix/suffix trimming): no
+    // quadratic table, so no size past which the script degrades.
+    var removed = Set<Int>(), inserted = Set<Int>()
+    for change in b.difference(from: a) {
+      switch change {
+      case .remove(let offset, _, _): removed.insert(offset)
+      case .insert(let offset, _, _): inserted.insert(offset)
+      }
     }
-    let am = Array(a[prefix..<(a.count - suffix)])
-    let bm = Array(b[prefix..<(b.count - suffix)])
     var ops: [Op] = []
-    for i in 0..<prefix { ops.append(Op(kind: .same, line: a[i], aIndex: i, bIndex: i)) }
-    let n = am.count
-    let m = bm.count
-    if n * m > 20_000_000 {
-      // Too large for the quadratic table: report the middle as replaced wholesale.
-      for (k, l) in am.enumerated() { ops.append(Op(kind: .delete, line: l, aIndex: prefix + k, bIndex: prefix)) }
-      for (k, l) in bm.enumerated() { ops.append(Op(kind: .insert, line: l, aIndex: prefix + n, bIndex: prefix + k)) }
-      for k in 0..<suffix {
-        ops.append(Op(kind: .same, line: a[a.count - suffix + k], aIndex: a.count - suffix + k, bIndex: b.count - suffix + k))
-      }
-      return ops
-    }
-    // lcs[i][j] = LCS length of am[i...] and bm[j...].
-    var lcs = [[Int32]](repeating: [Int32](repeating: 0, count: m + 1), count: n + 1)
-    if n > 0 && m > 0 {
-      for i in stride(from: n - 1, through: 0, by: -1) {
-        for j in stride(from: m - 1, through: 0, by: -1) {
-          lcs[i][j] = am[i] == bm[j] ? lcs[i + 1][j + 1] + 1 : max(lcs[i + 1][j], lcs[i][j + 1])
-        }
-      }
-    }
-    var i = 0
-    var j = 0
-    while i < n || j < m {
-      if i < n, j < m, am[i] == bm[j] {
-        ops.append(Op(kind: .same, line: am[i], aIndex: prefix + i, bIndex: prefix + j))
+    ops.reserveCapacity(max(a.count, b.count))
+    var i = 0, j = 0
+    while i < a.count || j < b.count {
+      if i < a.count, removed.contains(i) {
+        ops.append(Op(kind: .delete, line: a[i], aIndex: i, bIndex: j))
         i += 1
+      } else if j < b.count, inserted.contains(j) {
+        ops.append(Op(kind: .insert, line: b[j], aIndex: i, bIndex: j))
         j += 1
-      } else if i < n, j == m || lcs[i + 1][j] >= lcs[i][j + 1] {
-        ops.append(Op(kind: .delete, line: am[i], aIndex: prefix + i, bIndex: prefix + j))
-        i += 1
       } else {
-        ops.append(Op(kind: .insert, line: bm[j], aIndex: prefix + i, bIndex: prefix + j))
+        ops.append(Op(kind: .same, line: a[i], aIndex: i, bIndex: j))
+        i += 1
         j += 1
       }
-    }
-    for k in 0..<suffix {
-      let ai = a.count - suffix + k
-      let bi = b.count - suffix + k
-      ops.append(Op(kind: .same, line: a[ai], aIndex: ai, bIndex: bi))
     }
     return ops
   }

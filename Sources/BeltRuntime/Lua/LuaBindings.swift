@@ -10,41 +10,11 @@ enum LuaBindings {
   static func operationSpecsValue() -> Value {
     .object(OperationRegistry.all.map { op in
       (op.name, .object([
-        ("options", .object(op.options.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value.rawValue)) })),
+        ("options", .object(op.options.sorted { $0.key < $1.key }.map { ($0.key, .string($0.type.rawValue)) })),
         ("all_dbs", .bool(op.allowsAllDBs)),
         ("summary", .string(op.summary)),
       ]))
     })
-  }
-
-  /// Checks and converts one option value.
-  static func coerce(_ v: Value, _ type: OptionType, key: String, fn: String, arg: Int32) throws -> Value {
-    func bad(_ want: String) -> BeltError {
-      BeltError(.badArgument, "bad argument #\(arg) to '\(fn)' (option \(key): \(want) expected)")
-    }
-    switch type {
-    case .bool: guard case .bool = v else { throw bad("boolean") }
-    case .int: guard v.intValue != nil else { throw bad("integer") }; return .int(v.intValue ?? 0)
-    case .number:
-      switch v { case .int, .double: break; default: throw bad("number") }
-    case .string: guard case .string = v else { throw bad("string") }
-    case .strings:
-      if case .string = v { return .array([v]) }
-      if case .object(let o) = v, o.isEmpty { return .array([]) }
-      guard let a = v.arrayValue, a.allSatisfy({ $0.stringValue != nil }) else { throw bad("list of strings") }
-    case .duration:
-      switch v {
-      case .int, .double: break
-      case .string(let s): _ = try Durations.parse(s)
-      default: throw bad("duration")
-      }
-    case .table:
-      switch v {
-      case .object, .array: break
-      default: throw bad("table")
-      }
-    }
-    return v
   }
 
   static func specs(for rt: LuaRuntime) -> [LuaFunctionSpec] {

@@ -686,25 +686,25 @@ return { ok = true, command = "migrate", dc = dc, db = db, duration_s = belt.now
 
 """#,
     "pgbouncer-pause.lua": #"""
--- belt run pgbouncer-pause.lua <dc> <db> [-- options]: runs belt.pgbouncer_pause.
+-- belt pgbouncer-pause <dc> [db] [options]: runs belt.pgbouncer_pause (see `belt pgbouncer-pause --help`).
 local dc, db, opts = ...
 return belt.pgbouncer_pause(dc, db, opts)
 
 """#,
     "pgbouncer-point-to.lua": #"""
--- belt run pgbouncer-point-to.lua <dc> <db> [-- options]: runs belt.pgbouncer_point_to.
+-- belt pgbouncer-point-to <dc> [db] [options]: runs belt.pgbouncer_point_to (see `belt pgbouncer-point-to --help`).
 local dc, db, opts = ...
 return belt.pgbouncer_point_to(dc, db, opts)
 
 """#,
     "pgbouncer-resume.lua": #"""
--- belt run pgbouncer-resume.lua <dc> <db> [-- options]: runs belt.pgbouncer_resume.
+-- belt pgbouncer-resume <dc> [db] [options]: runs belt.pgbouncer_resume (see `belt pgbouncer-resume --help`).
 local dc, db, opts = ...
 return belt.pgbouncer_resume(dc, db, opts)
 
 """#,
     "pgbouncer-show.lua": #"""
--- belt run pgbouncer-show.lua <dc> <db> [-- options]: runs belt.pgbouncer_show.
+-- belt pgbouncer-show <dc> [db] [options]: runs belt.pgbouncer_show (see `belt pgbouncer-show --help`).
 local dc, db, opts = ...
 return belt.pgbouncer_show(dc, db, opts)
 

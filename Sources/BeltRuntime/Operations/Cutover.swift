@@ -1,7 +1,6 @@
 /// The cutover commands, run inside the downtime window: revoke-logins, restore-logins,
 /// sync-sequences, sync-tables, validate-data, sync. The work lives in `Cutover/`.
 public enum CutoverOps {
-  /// All specs of this family.
   public static let all: [OperationSpec] = {
     Render.customRenderers["diff_sequences"] = SequenceDiff.render
     return [revokeLogins, restoreLogins, syncSequences, syncTables, validateData, sync, diffSequences]

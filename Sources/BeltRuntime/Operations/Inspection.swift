@@ -3,7 +3,6 @@ import Foundation
 /// The inspection commands: src-dsn, dst-dsn, check-pkeys, check-connectivity, connections,
 /// precheck.
 public enum InspectionOps {
-  /// All specs of this family.
   public static let all: [OperationSpec] = [
     dsn(.src), dsn(.dst), checkPkeys, checkConnectivity, connections, precheck, terminateConnections,
   ]

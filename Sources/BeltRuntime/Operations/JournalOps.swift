@@ -2,7 +2,6 @@
 /// records each step's start and end and what a resume needs, and reads it back to continue
 /// from where an earlier run stopped. The work lives in `Cutover/Journal.swift`.
 public enum JournalOps {
-  /// All specs of this family.
   public static let all: [OperationSpec] = [journal, journalBegin, journalEnd, journalClose]
 
   static let flowOption = OptionSpec(

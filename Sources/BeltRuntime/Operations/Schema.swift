@@ -9,7 +9,6 @@ import Logging
 /// (created before cutover), `invalid_constraints.sql` (NOT VALID constraints, loaded after the
 /// data), plus `extensions.json` (extensions the schema needs, created on dst by root).
 public enum SchemaOps {
-  /// All specs of this family.
   public static let all: [OperationSpec] = [
     spec(
       "dump_schema", "Dumps and sanitizes the schema from the source database, then saves it to a file.",

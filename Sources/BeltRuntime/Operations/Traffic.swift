@@ -4,7 +4,6 @@ import Foundation
 /// into a cutover where clients wait instead of failing. Lua: belt.pgbouncer_show,
 /// belt.pgbouncer_pause, belt.pgbouncer_resume, belt.pgbouncer_point_to.
 public enum TrafficOps {
-  /// All specs of this family.
   public static let all: [OperationSpec] = [pgbouncerShow, pgbouncerPause, pgbouncerResume, pgbouncerPointTo]
 
   static func admin(_ ctx: PairContext) throws -> PgBouncerAdmin {

@@ -63,6 +63,15 @@ belt.confirm = core.confirm
 belt.interrupted = core.interrupted
 belt.flags = core.flags()
 
+--- belt.exec(argv[, opts]): runs a program without a shell (see `belt help-lua exec`).
+local exec_opts = { timeout = "duration", env = "table", stdin = "string", check = "boolean", dc = "string", db = "string" }
+function belt.exec(argv, opts)
+  if type(argv) ~= "table" then
+    raise("bad_argument", ("bad argument #1 to 'belt.exec' (argv: list of strings expected, got %s)"):format(type(argv)), 2)
+  end
+  return core.exec(argv, check_opts("exec", 2, opts, exec_opts))
+end
+
 function belt.log(...)
   local t = table.pack(...)
   for i = 1, t.n do t[i] = tostring(t[i]) end

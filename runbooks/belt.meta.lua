@@ -405,3 +405,11 @@ function belt.warn(...) end
 ---@return BeltError
 function belt.error(code, message) end
 
+--- Runs a program without a shell (argv[1] found in PATH). Only PATH, HOME, LANG, LC_ALL,
+--- TZ, USER and opts.env reach it. Status != 0 or the timeout raises command_failed or
+--- timeout unless check = false. Recorded in the audit log (the pair's with dc and db).
+---@param argv string[]
+---@param opts {timeout: number|string?, env: table<string, string>?, stdin: string?, check: boolean?, dc: string?, db: string?}?
+---@return {ok: boolean, status: integer?, signal: integer?, stdout: string, stderr: string, timed_out: boolean, duration_s: number}
+function belt.exec(argv, opts) end
+

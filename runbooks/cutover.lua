@@ -24,8 +24,6 @@
 --   settle=250ms          how long "no sessions" must hold before the drain counts as done
 --   terminate=true        terminate sessions still open after drain_timeout (false: fail instead)
 --   gate_timeout=5m       how long teardown-forward-replication waits for dst to catch up
---   validate=true         run validate-data inside sync (false: --no validation is not offered;
---                         kept for symmetry, sync always validates)
 --   diff=true             run diff-schemas --full at the end
 --   confirm=false         ask before revoking logins (use --yes for unattended runs)
 --   fence=nologin         how revoke-logins stops the application: nologin (pgbelt's ALTER ROLE
@@ -33,12 +31,34 @@
 --                         outside this cutover), connect (REVOKE CONNECT on these databases
 --                         only, and their sessions are terminated at once) or auto
 --   lock_out_shared=false revoke LOGIN even from roles that other databases of the server use
+--   switch=none           none: the application reconnects elsewhere itself (every request in
+--                         the window fails); pgbouncer: traffic is paused in pgbouncer and
+--                         switched to dst (see below)
+--   pause_timeout=30s     switch=pgbouncer: the longest the application may wait; must be below
+--                         pgbouncer's query_wait_timeout
+--
+-- switch=pgbouncer (each pair's config has a "pgbouncer" block with a databases_file):
+--   check that pgbouncer maps the database to src -> PAUSE it (transactions in flight finish,
+--   new ones wait) -> revoke-logins and terminate the sessions left on src (pgbouncer's idle
+--   server connections and anything that bypasses pgbouncer; drain_timeout defaults to 0s) ->
+--   gate, sync, diff-sequences as above -> rewrite its databases_file line to dst and RELOAD ->
+--   RESUME. The application waits for the pause instead of failing. If a step fails, or the
+--   pause outlasts pause_timeout, pgbouncer is pointed back at src, logins are restored, and the
+--   database is resumed: the application carries on against src. After a crash, run the same
+--   command again: it continues from the journal (with a new pause_timeout) and always ends
+--   with the database resumed.
 local dc, db, opts = ...
 local lib = belt.require_lib()
 local o = lib.options("cutover.lua", opts, {
-  max_lag = 1048576, lag_timeout = "10m", drain_timeout = "2m", settle = "250ms", terminate = true,
-  gate_timeout = "5m", validate = true, diff = true, confirm = false, fence = "nologin", lock_out_shared = false,
+  max_lag = 1048576, lag_timeout = "10m", drain_timeout = "auto", settle = "250ms", terminate = true,
+  gate_timeout = "5m", diff = true, confirm = false, fence = "nologin", lock_out_shared = false,
+  switch = "none", pause_timeout = "30s",
 })
+if o.switch ~= "none" and o.switch ~= "pgbouncer" then
+  error(belt.error("bad_argument", ("cutover.lua: switch=%s: none or pgbouncer expected"):format(tostring(o.switch))))
+end
+local bouncer = o.switch == "pgbouncer"
+if o.drain_timeout == "auto" then o.drain_timeout = bouncer and "0s" or "2m" end
 local dbs = db and { db } or belt.dbs(dc)
 local command = belt.flags.command or ("belt run cutover.lua " .. dc .. (db and (" " .. db) or ""))
 local flow = lib.flow(dc, dbs, "cutover", { command = command }, true)
@@ -61,6 +81,29 @@ for _, name in ipairs(dbs) do
 end
 if #resuming + #fresh == 0 then
   return { ok = true, command = "cutover", dc = dc, db = db, already_done = finished }
+end
+
+-- switch=pgbouncer: before anything changes, pgbouncer must be reachable, send each database
+-- starting now to src, not be paused, and let clients wait longer than pause_timeout.
+if bouncer and #fresh > 0 then
+  for _, r in ipairs(lib.records(lib.must(belt.pgbouncer_show(dc, fresh), "pgbouncer-show"))) do
+    local where = ("%s: pgbouncer database %s"):format(r.db, tostring(r.database))
+    if r.points_to ~= "src" then
+      error(belt.error("precondition_failed", ("%s points at %s:%s/%s (%s), not at src; switch=pgbouncer starts from src"):format(
+        where, tostring(r.host), tostring(r.port), tostring(r.target_db), tostring(r.points_to))))
+    end
+    if r.paused then
+      error(belt.error("precondition_failed", where .. " is already paused (another switch in progress?); RESUME it first"))
+    end
+    if r.databases_file_problem then
+      error(belt.error("precondition_failed", where .. ": " .. r.databases_file_problem))
+    end
+    local qwt = r.query_wait_timeout_s
+    if qwt and qwt > 0 and belt.duration(o.pause_timeout) >= qwt then
+      error(belt.error("bad_argument", ("%s: pause_timeout=%s is not below pgbouncer's query_wait_timeout (%d s): clients would get errors before the pause ends"):format(
+        r.db, tostring(o.pause_timeout), qwt)))
+    end
+  end
 end
 
 -- Databases starting now need forward replication with little lag; interrupted ones are past
@@ -93,36 +136,97 @@ local active = {}
 for _, name in ipairs(dbs) do
   if flow.j[name].state ~= "done" then active[#active + 1] = name end
 end
+-- Databases already resumed at dst (switch=pgbouncer): past the point of compensation.
+local switched = {}
+for _, name in ipairs(active) do
+  if ((flow.j[name].step_status or {})["pgbouncer-resume"]) == "done" then switched[name] = true end
+end
 belt.on_failure(function(err)
-  belt.warn("cutover failed (" .. tostring(err) .. "); restoring logins on src")
-  local ok, rerr = pcall(belt.restore_logins, dc, active)
+  local back = {}
+  for _, name in ipairs(active) do if not switched[name] then back[#back + 1] = name end end
+  if #back == 0 then
+    belt.warn("cutover failed after traffic was switched to dst (" .. tostring(err) .. "); nothing is switched back")
+    return
+  end
+  belt.warn("cutover failed (" .. tostring(err) .. "); restoring logins on src" .. (bouncer and " and resuming pgbouncer at src" or ""))
+  if bouncer then
+    -- pgbouncer goes back to src before anything lets traffic through.
+    for _, name in ipairs(back) do
+      local ok, perr = pcall(function()
+        if belt.pgbouncer_show(dc, name).points_to ~= "src" then belt.pgbouncer_point_to(dc, name, { side = "src" }) end
+      end)
+      if not ok then belt.warn(name .. ": could not point pgbouncer back at src: " .. tostring(perr)) end
+    end
+  end
+  local ok, rerr = pcall(belt.restore_logins, dc, back)
   if not ok then belt.warn("restore-logins failed too: " .. tostring(rerr)) end
-  local jok, jerr = pcall(flow.close, active, "compensated", "logins restored after: " .. tostring(err))
+  if bouncer then
+    local rok, rserr = pcall(function() lib.must(belt.pgbouncer_resume(dc, back), "pgbouncer-resume") end)
+    if not rok then belt.warn("RESUME in pgbouncer failed: " .. tostring(rserr) .. "; resume it by hand (belt run pgbouncer-resume.lua)") end
+  end
+  local jok, jerr = pcall(flow.close, back, "compensated", "logins restored after: " .. tostring(err))
   if not jok then belt.warn("could not record the compensation in the journal: " .. tostring(jerr)) end
 end)
 
+-- switch=pgbouncer: the pause is bounded by pause_timeout, from the PAUSE (from the start of
+-- this run when it resumes an interrupted one: the operator's re-run gets a full budget).
+local pause_deadline = belt.now() + belt.duration(o.pause_timeout)
+local function pause_left(next_step)
+  if not bouncer then return nil end
+  local left = pause_deadline - belt.now()
+  if left <= 0 then
+    error(belt.error("timeout", ("the pgbouncer pause outlasted pause_timeout=%s before %s"):format(tostring(o.pause_timeout), next_step)))
+  end
+  return left
+end
+if bouncer then
+  flow.step("pgbouncer-pause", function(todo)
+    return belt.pgbouncer_pause(dc, todo, { timeout = o.pause_timeout })
+  end, active)
+end
+
 -- revoke-logins saves the roles in the config before it revokes them; the journal keeps them too.
 flow.step("revoke-logins", function(todo)
+  pause_left("revoke-logins")
   return belt.revoke_logins(dc, todo, { fence = o.fence, lock_out_shared = o.lock_out_shared })
 end, active, nil,
   function(r) return { revoked = r.revoked, saved_logins = r.saved_logins } end)
 flow.step("drain", function(todo)
-  lib.drain(dc, todo, "src", { timeout = o.drain_timeout, settle = o.settle, terminate = o.terminate })
+  local t = belt.duration(o.drain_timeout)
+  if bouncer then t = math.min(t, pause_left("drain")) end
+  lib.drain(dc, todo, "src", { timeout = t, settle = o.settle, terminate = o.terminate })
 end, active)
 flow.step("teardown-forward-replication", function(todo)
-  return belt.teardown_forward_replication(dc, todo, { timeout = o.gate_timeout })
+  local t, limit = belt.duration(o.gate_timeout), "gate_timeout"
+  if bouncer and pause_left("teardown-forward-replication") < t then t, limit = pause_left("teardown-forward-replication"), "pause_timeout" end
+  local r = belt.teardown_forward_replication(dc, todo, { timeout = t })
+  if limit == "pause_timeout" and type(r) == "table" and r.ok == false then
+    belt.warn(("the gate had what was left of pause_timeout=%s (%.1f s)"):format(tostring(o.pause_timeout), t))
+  end
+  return r
 end, active)
-flow.step("sync", function(todo) return belt.sync(dc, todo) end, active)
+flow.step("sync", function(todo) pause_left("sync"); return belt.sync(dc, todo) end, active)
 -- Cheap, so inside the window: every sequence on dst at or past src (a mismatch fails the
 -- cutover, and the compensation gives logins back to src).
-flow.step("diff-sequences", function(todo) return belt.diff_sequences(dc, todo) end, active)
+flow.step("diff-sequences", function(todo) pause_left("diff-sequences"); return belt.diff_sequences(dc, todo) end, active)
+if bouncer then
+  flow.step("pgbouncer-point-to-dst", function(todo)
+    pause_left("pgbouncer-point-to-dst")
+    return belt.pgbouncer_point_to(dc, todo, { side = "dst" })
+  end, active)
+  flow.step("pgbouncer-resume", function(todo) return belt.pgbouncer_resume(dc, todo) end, active)
+  for _, name in ipairs(active) do switched[name] = true end
+end
 
--- The downtime window of each database: from its first revoke to the end of its checks.
+-- The downtime window of each database: from its first revoke to the end of its checks, or
+-- with switch=pgbouncer from the PAUSE to the RESUME.
+local first, last = "revoke-logins", "diff-sequences"
+if bouncer then first, last = "pgbouncer-pause", "pgbouncer-resume" end
 local downtime = {}
 for _, name in ipairs(active) do
   local j = flow.j[name]
-  local revoke, sync = lib.jstep(j, "revoke-logins"), lib.jstep(j, "diff-sequences")
-  downtime[name] = (sync and sync.ended_epoch or 0) - (revoke and revoke.started_epoch or 0)
+  local a, b = lib.jstep(j, first), lib.jstep(j, last)
+  downtime[name] = (b and b.ended_epoch or 0) - (a and a.started_epoch or 0)
 end
 if o.diff then
   flow.step("diff-schemas", function(todo) return belt.diff_schemas(dc, todo, { full = true }) end, active)
@@ -136,8 +240,13 @@ for _, name in ipairs(active) do
   local j = flow.j[name]
   local resumed = false
   for _, s in ipairs(j.steps or {}) do if (s.attempts or 1) > 1 then resumed = true end end
-  print(("%s/%s: cut over; downtime window %s (first revoke-logins to the end of diff-sequences%s)"):format(
-    dc, name, lib.secs(downtime[name]), resumed and ", across an interruption" or ""))
+  if bouncer then
+    print(("%s/%s: cut over through pgbouncer; traffic paused %s (PAUSE to RESUME%s), now served by dst"):format(
+      dc, name, lib.secs(downtime[name]), resumed and ", across an interruption" or ""))
+  else
+    print(("%s/%s: cut over; downtime window %s (first revoke-logins to the end of diff-sequences%s)"):format(
+      dc, name, lib.secs(downtime[name]), resumed and ", across an interruption" or ""))
+  end
   for _, s in ipairs(j.steps or {}) do
     local note = (s.attempts or 1) > 1 and ("  (%d attempts)"):format(s.attempts) or ""
     print(("  %-30s %s%s"):format(s.name, lib.secs(s.duration_s or 0), note))
@@ -146,4 +255,4 @@ for _, name in ipairs(active) do
 end
 local total = 0
 for _, d in pairs(downtime) do total = math.max(total, d) end
-return { ok = true, command = "cutover", dc = dc, db = db, downtime_s = total, steps = steps, resumed = resuming, already_done = finished }
+return { ok = true, command = "cutover", dc = dc, db = db, switch = o.switch, downtime_s = total, steps = steps, resumed = resuming, already_done = finished }

@@ -520,7 +520,9 @@ struct CutoverTests {
     #expect(b["ok"] == false)
     #expect(b["failed_step"] == "sync_tables")
     let statuses = (b["steps"]?.arrayValue ?? []).map { "\($0["name"]?.display ?? "")=\($0["status"]?.display ?? "")" }
-    #expect(statuses == ["sync_sequences=ok", "sync_tables=failed", "load_constraints=not run", "create_indexes=not run", "validate_data=not run", "analyze=not run"])
+    // validate_data's half for the PK tables runs beside the copies (phase 1); here dst never
+    // got their rows (no replication), so it fails too; its PK-less half is not run.
+    #expect(statuses == ["sync_sequences=ok", "sync_tables=failed", "load_constraints=not run", "create_indexes=not run", "validate_data=failed", "analyze=not run"])
     let bcli = try CLI.run(["sync", dc.dc, "broken", "--config-dir", dc.root])
     #expect(bcli.code == 1)
     #expect(bcli.out.contains("failed at sync_tables") || bcli.err.contains("failed at sync_tables"))

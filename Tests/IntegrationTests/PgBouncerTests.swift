@@ -72,48 +72,97 @@ final class TestBouncer {
   }
 }
 
+/// A migrated pair whose application role reaches src through a real pgbouncer, and
+/// pgbench writing through it.
+struct Bounced {
+  let dc: TestDC
+  let pair: TestDC.PairSpec
+  let app: Credentials
+  let bouncer: TestBouncer
+
+  static func make(srcSQL: String = "CREATE TABLE orders (id bigserial PRIMARY KEY, note text, at timestamptz DEFAULT clock_timestamp());") throws -> Bounced {
+    let dc = try TestDC()
+    let app = Credentials(name: PG.unique("app"), password: "app pw 'q' \\ x")
+    let pair = try dc.addPair("shop", srcSQL: srcSQL)
+    let bouncer = try TestBouncer(database: "shop", dbname: pair.dbname, users: [app])
+    let raw = try dc.store.load(dc: dc.dc, db: "shop").raw.setting("pgbouncer", bouncer.block(database: "shop"))
+    try dc.store.save(raw, to: dc.store.path(dc: dc.dc, db: "shop"))
+    let grant = "GRANT ALL ON ALL TABLES IN SCHEMA public TO \(PGConnection.quoteIdent(app.name)); GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO \(PGConnection.quoteIdent(app.name))"
+    for side in Side.allCases {
+      let c = try PG.root(side)
+      try c.exec("CREATE ROLE \(PGConnection.quoteIdent(app.name)) LOGIN PASSWORD \(try c.literal(try c.encryptPassword(app.password, user: app.name)))")
+      c.close()
+      try Cut.exec(dc, "shop", side, grant)
+    }
+    _ = try dc.run("setup", "shop")
+    try Repl.waitStatus(dc, "shop", "replicating") { $0["forward"] == "replicating" }
+    // The grants on dst came after the schema load there: give them again.
+    try Cut.exec(dc, "shop", .dst, grant)
+    return Bounced(dc: dc, pair: pair, app: app, bouncer: bouncer)
+  }
+
+  /// Ends the test: pgbouncer, the pair, the role.
+  func cleanup() {
+    bouncer.stop()
+    Repl.cleanup(dc)
+    for side in Side.allCases {
+      if let c = try? PG.root(side) {
+        _ = try? c.exec("DROP ROLE IF EXISTS \(PGConnection.quoteIdent(app.name))")
+        c.close()
+      }
+    }
+  }
+
+  /// pgbench through pgbouncer: `clients` persistent connections, one INSERT per transaction,
+  /// for `seconds`, with a per-transaction log when `log` is given.
+  func pgbench(seconds: Int, clients: Int = 4, rate: Int = 200, log: String? = nil) throws -> (Process, Pipe) {
+    let script = dc.root + "/insert.sql"
+    try "INSERT INTO orders (note) VALUES ('through pgbouncer');\n".write(toFile: script, atomically: true, encoding: .utf8)
+    let bench = Process()
+    bench.executableURL = URL(fileURLWithPath: PG.pgBin + "/pgbench")
+    bench.arguments = ["-n", "-c", String(clients), "-R", String(rate), "-T", String(seconds), "-f", script,
+                       "-h", PG.host, "-p", String(bouncer.port), "-U", app.name, "shop"] + (log.map { ["-l", "--log-prefix", $0] } ?? [])
+    bench.environment = ["PGPASSWORD": app.password, "PATH": "/usr/bin:/bin"]
+    bench.currentDirectoryURL = URL(fileURLWithPath: dc.root)
+    let out = Pipe()
+    bench.standardOutput = out
+    bench.standardError = out
+    try bench.run()
+    return (bench, out)
+  }
+
+  /// Waits for pgbench and checks that it ran to the end with no failed transaction.
+  static func expectNoFailure(_ bench: (Process, Pipe), sourceLocation: SourceLocation = #_sourceLocation) -> String {
+    bench.0.waitUntilExit()
+    let log = String(decoding: bench.1.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    #expect(bench.0.terminationStatus == 0, "pgbench: \(log.suffix(800))", sourceLocation: sourceLocation)
+    #expect(log.contains("number of failed transactions: 0"), "\(log.suffix(800))", sourceLocation: sourceLocation)
+    #expect(!log.contains("aborted"), "\(log.suffix(800))", sourceLocation: sourceLocation)
+    return log
+  }
+
+  /// Every row of orders that src has is on dst, and dst has more (written after the switch).
+  func expectSrcRowsOnDst(sourceLocation: SourceLocation = #_sourceLocation) throws {
+    let onDst = Int(try Cut.scalar(dc, "shop", .dst, "SELECT count(*) FROM orders") ?? "") ?? 0
+    let onSrc = Int(try Cut.scalar(dc, "shop", .src, "SELECT count(*) FROM orders") ?? "") ?? 0
+    #expect(onDst > onSrc && onSrc > 0, "src \(onSrc), dst \(onDst)", sourceLocation: sourceLocation)
+    let srcIDs = try Cut.scalar(dc, "shop", .src, "SELECT coalesce(array_agg(id), '{}')::text FROM orders") ?? "{}"
+    let kept = try Cut.scalar(dc, "shop", .dst, "SELECT count(*) FROM orders WHERE id = ANY($1::bigint[])", [srcIDs])
+    #expect(Int(kept ?? "") == onSrc, "every row written on src before the switch is on dst", sourceLocation: sourceLocation)
+  }
+}
+
 /// Issue 15 (building blocks): pause, repoint and resume pgbouncer while an application writes
 /// through it: no transaction fails, and the writes after the switch land on dst.
 @Suite(.serialized, .enabled(if: PG.available && FileManager.default.isExecutableFile(atPath: "/usr/sbin/pgbouncer"), "needs the clusters and pgbouncer"))
 struct PgBouncerTests {
   @Test func pauseRepointResumeLosesNoTransaction() throws {
-    let dc = try TestDC()
-    defer { Repl.cleanup(dc) }
-    let app = Credentials(name: PG.unique("app"), password: "app pw 'q'")
-    var bouncer: TestBouncer? = nil
-    let pair = try dc.addPair("shop", srcSQL: "CREATE TABLE orders (id bigserial PRIMARY KEY, note text, at timestamptz DEFAULT clock_timestamp());")
-    bouncer = try TestBouncer(database: "shop", dbname: pair.dbname, users: [app])
-    guard let bouncer else { return }
-    defer { bouncer.stop() }
-    let raw = try dc.store.load(dc: dc.dc, db: "shop").raw.setting("pgbouncer", bouncer.block(database: "shop"))
-    try dc.store.save(raw, to: dc.store.path(dc: dc.dc, db: "shop"))
-    for side in Side.allCases {
-      let c = try PG.root(side)
-      try c.exec("CREATE ROLE \(PGConnection.quoteIdent(app.name)) LOGIN PASSWORD \(try c.literal(try c.encryptPassword(app.password, user: app.name)))")
-      c.close()
-      let o = try dc.conn("shop", side)
-      try o.exec("GRANT ALL ON ALL TABLES IN SCHEMA public TO \(PGConnection.quoteIdent(app.name)); GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO \(PGConnection.quoteIdent(app.name))")
-      o.close()
-    }
+    let b = try Bounced.make()
+    defer { b.cleanup() }
+    let dc = b.dc
     let shown = try dc.run("pgbouncer_show", "shop")
     #expect(shown["points_to"] == "src", "\(shown.json())")
-
-    _ = try dc.run("setup", "shop")
-    try Repl.waitStatus(dc, "shop", "replicating") { $0["forward"] == "replicating" }
-    // The grants on dst came after the schema load there: give them again.
-    try Cut.exec(dc, "shop", .dst, "GRANT ALL ON ALL TABLES IN SCHEMA public TO \(PGConnection.quoteIdent(app.name)); GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO \(PGConnection.quoteIdent(app.name))")
-
-    // pgbench through pgbouncer, persistent connections, one INSERT per transaction.
-    let script = dc.root + "/insert.sql"
-    try "INSERT INTO orders (note) VALUES ('through pgbouncer');\n".write(toFile: script, atomically: true, encoding: .utf8)
-    let bench = Process()
-    bench.executableURL = URL(fileURLWithPath: PG.pgBin + "/pgbench")
-    bench.arguments = ["-n", "-c", "4", "-R", "200", "-T", "12", "-f", script, "-h", PG.host, "-p", String(bouncer.port), "-U", app.name, "shop"]
-    bench.environment = ["PGPASSWORD": app.password, "PATH": "/usr/bin:/bin"]
-    let out = Pipe()
-    bench.standardOutput = out
-    bench.standardError = out
-    try bench.run()
+    let bench = try b.pgbench(seconds: 12)
     Thread.sleep(forTimeInterval: 2)
 
     // The switch, as a runbook composes it: pause, let dst catch up, repoint, resume.
@@ -135,20 +184,147 @@ struct PgBouncerTests {
     let switched = try CLI.run(["run", runbook, dc.dc, "shop", "--config-dir", dc.root])
     let window = Date().timeIntervalSince(t0)
     #expect(switched.code == 0, "\(switched.err)")
-    bench.waitUntilExit()
-    let log = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    _ = Bounced.expectNoFailure(bench)
     print("[pgbouncer switch: belt run took \(String(format: "%.2f", window)) s; \(switched.out.trimmingCharacters(in: .whitespacesAndNewlines))]")
-    #expect(bench.terminationStatus == 0, "\(log.suffix(800))")
-    #expect(log.contains("number of failed transactions: 0"), "\(log.suffix(800))")
 
     let after = try dc.run("pgbouncer_show", "shop")
     #expect(after["points_to"] == "dst" && after["paused"] == false, "\(after.json())")
-    // Rows written after the switch are on dst only; none written before it is missing there.
-    let onDst = Int(try Cut.scalar(dc, "shop", .dst, "SELECT count(*) FROM orders") ?? "") ?? 0
-    let onSrc = Int(try Cut.scalar(dc, "shop", .src, "SELECT count(*) FROM orders") ?? "") ?? 0
-    #expect(onDst > onSrc && onSrc > 0, "src \(onSrc), dst \(onDst)")
-    let srcIDs = try Cut.scalar(dc, "shop", .src, "SELECT coalesce(array_agg(id), '{}')::text FROM orders") ?? "{}"
-    let kept = try Cut.scalar(dc, "shop", .dst, "SELECT count(*) FROM orders WHERE id = ANY($1::bigint[])", [srcIDs])
-    #expect(Int(kept ?? "") == onSrc, "every row written on src before the switch is on dst")
+    try b.expectSrcRowsOnDst()
+  }
+}
+
+/// Issue 15: cutover.lua switch=pgbouncer under pgbench through pgbouncer. No transaction
+/// fails: not in a cutover, not in one that fails after the PAUSE, not in one killed after it.
+@Suite(.serialized, .enabled(if: PG.available && FileManager.default.isExecutableFile(atPath: "/usr/sbin/pgbouncer"), "needs the clusters and pgbouncer"))
+struct CutoverPgBouncerTests {
+  static let schema = """
+    CREATE TABLE orders (id bigserial PRIMARY KEY, note text, at timestamptz DEFAULT clock_timestamp());
+    CREATE TABLE products (id int PRIMARY KEY, name text NOT NULL);
+    INSERT INTO products SELECT g, 'product ' || g FROM generate_series(1, 500) g;
+    """
+
+  static func cutover(_ b: Bounced, _ extra: [String] = []) -> [String] {
+    ["run", "cutover.lua", b.dc.dc, "shop", "--config-dir", b.dc.root, "--", "switch=pgbouncer", "lock_out_shared=true"] + extra
+  }
+
+  /// What pgbouncer's server connections for the database point at: their ports.
+  static func serverPorts(_ b: Bounced) throws -> [Int] {
+    let c = try PGConnection(
+      conninfo: ConnInfo.build([("hostaddr", PG.host), ("port", String(b.bouncer.port)), ("dbname", "pgbouncer"),
+                                ("user", b.bouncer.admin.name), ("password", b.bouncer.admin.password)]),
+      label: "pgbouncer admin")
+    defer { c.close() }
+    return try c.exec("SHOW SERVERS").rows.filter { $0.string("database") == "shop" }.compactMap { $0.int("port") }
+  }
+
+  /// Whether the application role can log in to src directly.
+  static func appCanLogIn(_ b: Bounced) -> Bool {
+    let c = try? PGConnection(
+      conninfo: ConnInfo.build([("hostaddr", PG.host), ("port", String(PG.port(.src))), ("dbname", b.pair.dbname),
+                                ("user", b.app.name), ("password", b.app.password)]),
+      label: "app")
+    c?.close()
+    return c != nil
+  }
+
+  @Test func cutoverThroughPgBouncerFailsNoTransactionAndServesFromDst() throws {
+    let b = try Bounced.make(srcSQL: Self.schema)
+    defer { b.cleanup() }
+    let bench = try b.pgbench(seconds: 16)
+    Thread.sleep(forTimeInterval: 2)
+    let r = try CLI.run(Self.cutover(b))
+    #expect(r.code == 0, "\(r.out)\(r.err)")
+    #expect(r.out.contains("cut over through pgbouncer; traffic paused"), "\(r.out)")
+    print("[cutover switch=pgbouncer: \(r.out.trimmingCharacters(in: .whitespacesAndNewlines))]")
+    #expect(!Self.appCanLogIn(b), "src stays fenced after the switch")
+    let shown = try b.dc.run("pgbouncer_show", "shop")
+    #expect(shown["points_to"] == "dst" && shown["paused"] == false, "\(shown.json())")
+    // Transactions after the switch are served by dst.
+    Thread.sleep(forTimeInterval: 1)
+    let ports = try Self.serverPorts(b)
+    #expect(!ports.isEmpty && ports.allSatisfy { $0 == PG.port(.dst) }, "SHOW SERVERS: \(ports)")
+    _ = Bounced.expectNoFailure(bench)
+    try b.expectSrcRowsOnDst()
+    let products = "SELECT md5(string_agg(id || ':' || name, ',' ORDER BY id)) FROM products"
+    #expect(try Cut.scalar(b.dc, "shop", .src, products) == Cut.scalar(b.dc, "shop", .dst, products))
+    let audit = (try? String(contentsOfFile: b.dc.root + "/configs/\(b.dc.dc)/shop/audit.jsonl", encoding: .utf8)) ?? ""
+    for cmd in ["PAUSE shop", "RELOAD", "RESUME shop"] {
+      #expect(audit.contains("\"command\":\"\(cmd)\""), "audit log records \(cmd)")
+    }
+    #expect(!audit.contains(b.bouncer.admin.password) && !audit.contains(b.app.password))
+  }
+
+  @Test func aFailureAfterThePauseResumesAtSrcWithLoginsBack() throws {
+    let b = try Bounced.make(srcSQL: Self.schema)
+    defer { b.cleanup() }
+    // One changed value on dst, in the newest rows (which validation always compares): sync fails after the PAUSE.
+    try Cut.exec(b.dc, "shop", .dst, "UPDATE products SET name = 'changed on dst' WHERE id = 500")
+    let bench = try b.pgbench(seconds: 12)
+    Thread.sleep(forTimeInterval: 2)
+    let r = try CLI.run(Self.cutover(b))
+    #expect(r.code != 0, "\(r.out)")
+    #expect(r.err.contains("products"), "names the table that differs: \(r.err)")
+    let shown = try b.dc.run("pgbouncer_show", "shop")
+    #expect(shown["points_to"] == "src" && shown["paused"] == false, "\(shown.json())")
+    #expect(Self.appCanLogIn(b), "logins restored on src")
+    let before = Int(try Cut.scalar(b.dc, "shop", .src, "SELECT count(*) FROM orders") ?? "") ?? 0
+    Thread.sleep(forTimeInterval: 1)
+    let after = Int(try Cut.scalar(b.dc, "shop", .src, "SELECT count(*) FROM orders") ?? "") ?? 0
+    #expect(after > before, "the application carries on against src (\(before) -> \(after))")
+    #expect(try Self.serverPorts(b).allSatisfy { $0 == PG.port(.src) })
+    _ = Bounced.expectNoFailure(bench)
+  }
+
+  @Test func pauseTimeoutAtOrAboveQueryWaitTimeoutIsRefusedBeforeAnyChange() throws {
+    let b = try Bounced.make(srcSQL: Self.schema)
+    defer { b.cleanup() }
+    let r = try CLI.run(Self.cutover(b, ["pause_timeout=10m"]))
+    #expect(r.code != 0 && r.err.contains("query_wait_timeout"), "\(r.err)")
+    #expect(r.err.split(separator: "\n").count == 1, "one line: \(r.err)")
+    #expect(Self.appCanLogIn(b))
+    #expect(try b.dc.run("pgbouncer_show", "shop")["paused"] == false)
+  }
+
+  @Test func sigkillAfterThePauseThenTheSameCommandEndsResumedAtDst() throws {
+    let b = try Bounced.make(srcSQL: Self.schema)
+    defer { b.cleanup() }
+    let bench = try b.pgbench(seconds: 20)
+    Thread.sleep(forTimeInterval: 2)
+    let bg = try Resume.Background(Self.cutover(b), scratch: b.dc.root)
+    let caught = Resume.waitJournal(b.dc, "shop", bg) { Resume.step($0, "pgbouncer-pause")?["status"] == "done" }
+    bg.stop(SIGKILL)
+    #expect(caught, "belt ended before the PAUSE finished: \(bg.output)")
+    #expect(try b.dc.run("pgbouncer_show", "shop")["paused"] == true, "killed while paused")
+    let r = try CLI.run(Self.cutover(b))
+    #expect(r.code == 0, "\(r.out)\(r.err)")
+    let shown = try b.dc.run("pgbouncer_show", "shop")
+    #expect(shown["points_to"] == "dst" && shown["paused"] == false, "\(shown.json())")
+    _ = Bounced.expectNoFailure(bench)
+    try b.expectSrcRowsOnDst()
+  }
+}
+
+extension CutoverPgBouncerTests {
+  /// dst cannot catch up (its apply worker waits on a row lock): the gate runs into the
+  /// pause's budget, and the cutover goes back to src within about pause_timeout.
+  @Test func aPauseThatOutlastsPauseTimeoutGoesBackToSrc() throws {
+    let b = try Bounced.make(srcSQL: Self.schema)
+    defer { b.cleanup() }
+    let blocker = try b.dc.conn("shop", .dst)
+    defer { blocker.close() }
+    try blocker.exec("BEGIN; SELECT * FROM products WHERE id = 7 FOR UPDATE")
+    try Cut.exec(b.dc, "shop", .src, "UPDATE products SET name = 'changed just before the cutover' WHERE id = 7")
+    let bench = try b.pgbench(seconds: 12)
+    Thread.sleep(forTimeInterval: 1)
+    let t0 = Date()
+    let r = try CLI.run(Self.cutover(b, ["pause_timeout=3s"]))
+    let took = Date().timeIntervalSince(t0)
+    try blocker.exec("ROLLBACK")
+    #expect(r.code != 0 && r.err.contains("pause_timeout="), "\(r.err)")
+    #expect(took < 10, "gave up within the pause budget (took \(took) s)")
+    let shown = try b.dc.run("pgbouncer_show", "shop")
+    #expect(shown["points_to"] == "src" && shown["paused"] == false, "\(shown.json())")
+    #expect(Self.appCanLogIn(b), "logins restored on src")
+    _ = Bounced.expectNoFailure(bench)
   }
 }

@@ -34,6 +34,8 @@ public struct BeltError: Error, Equatable, CustomStringConvertible, Sendable {
     public static let validationFailed = Code(rawValue: "validation_failed")
     /// A file could not be read or written.
     public static let ioError = Code(rawValue: "io_error")
+    /// A program run by belt.exec failed.
+    public static let commandFailed = Code(rawValue: "command_failed")
     /// A runbook raised an error that is not a belt error.
     public static let scriptError = Code(rawValue: "script_error")
     /// A bug in belt.

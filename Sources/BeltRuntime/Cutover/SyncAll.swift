@@ -55,17 +55,27 @@ enum SyncAll {
       if !FileManager.default.fileExists(atPath: path) { return skip(name, "no \(path) (run dump-schema first)") }
       return Part(name: name, body: body)
     }
+    // Validation in two halves, each as early as it can start: the tables with a primary key
+    // are final once the gate has passed (phase 1, beside the copies); the PK-less ones once
+    // sync_tables has copied them (phase 2). They are reported as one step, validate_data.
+    let sample = Validation.Settings(random: 100, latest: 100, full: false)
+    var pkSample = sample
+    pkSample.withPK = true
+    pkSample.wholeUpTo = 10_000  // small tables whole: stronger than a sample, and one query per server
+    var noPKSample = sample
+    noPKSample.withPK = false
     let phases: [[Part]] = [
       [
         Part(name: "sync_sequences") { try SequenceSync.run($0, stride: nil) },
         Part(name: "sync_tables") { try TableSync.run($0, explicit: []) },
+        Part(name: validatePK) { [pkSample] in try Validation.run($0, settings: pkSample) },
       ],
       [
         schemaPart("load_constraints", file: "invalid_constraints.sql") { try SchemaOps.loadConstraints($0) },
-        schemaPart("create_indexes", file: "indexes.sql") { try SchemaOps.createIndexes($0) },
+        schemaPart("create_indexes", file: "indexes.sql") { try SchemaOps.createIndexes($0, analyzeWhenNoneCreated: false) },
+        Part(name: validateNoPK) { [noPKSample] in try Validation.run($0, settings: noPKSample) },
       ],
       [
-        Part(name: "validate_data") { try Validation.run($0, settings: Validation.Settings(random: 100, latest: 100, full: false)) },
         Part(name: "analyze") { try analyze($0) },
       ],
     ]
@@ -84,12 +94,33 @@ enum SyncAll {
         let i = phase.firstIndex(where: { $0.name == "analyze" })
       {
         phase[i] = skip("analyze", "already analyzed by create_indexes")
+      } else if let ci = steps.first(where: { $0.name == "create_indexes" && $0.status == "ok" }),
+        ci.result?["created"]?.intValue == 0, ci.result?["failed"]?.intValue == 0,
+        let i = phase.firstIndex(where: { $0.name == "analyze" })
+      {
+        // Every index was already there (create-indexes ran, and analyzed, before the window):
+        // only the tables sync_tables has just loaded need fresh statistics.
+        let loaded = (steps.first { $0.name == "sync_tables" }?.result?["tables"]?.arrayValue ?? [])
+          .filter { $0["loaded"] == .bool(true) }.compactMap { $0["name"]?.stringValue }
+        let schema = ctx.schema
+        phase[i] = Part(name: "analyze") { sub in
+          if loaded.isEmpty { return .object([("analyzed", .from([String]())), ("message", "nothing loaded, nothing to analyze")]) }
+          let list = loaded.map { PGConnection.qualified(schema, $0) }.joined(separator: ", ")
+          try sub.connect(.dst, .root, noTimeout: true).exec("ANALYZE \(list)")
+          return .object([("analyzed", .from(loaded)), ("message", .string("ANALYZE \(loaded.count) table(s) loaded by sync_tables"))])
+        }
       }
       if failedStep != nil {
         steps += phase.map { Step(name: $0.name, status: "not run", durationMs: 0, message: nil, result: nil) }
         continue
       }
-      for part in phase { try journal?.note("sync", ["parts", part.name], "started") }
+      for part in phase {
+        try journal?.note("sync", ["parts", part.name], "started")
+        // The two halves also count as the one step validate_data (status, resume, tests).
+        if part.name == validatePK || (part.name == validateNoPK && !steps.contains { $0.name == validatePK }) {
+          try journal?.note("sync", ["parts", "validate_data"], "started")
+        }
+      }
       let done = Runner.parallelMap(phase, width: phase.count) { part -> Step in
         let t0 = Date()
         let sub = PairContext(config: config, db: db, env: env, options: subOptions)
@@ -113,6 +144,10 @@ enum SyncAll {
       steps += done
       failedStep = done.first { $0.status == "failed" }
     }
+    steps = mergeValidation(steps)
+    if let v = steps.first(where: { $0.name == "validate_data" }), v.status != "not run" {
+      try journal?.note("sync", ["parts", "validate_data"], .string(v.status))
+    }
     let downtime = Runner.ms(since: start)
     let timings = steps.map { s -> String in
       switch s.status {
@@ -130,6 +165,40 @@ enum SyncAll {
       ("steps", .array(steps.map(\.value))), ("downtime_ms", .int(downtime)), ("failed_step", .from(failedStep?.name)),
       ("message", .string(message)), ("ok", .bool(failedStep == nil)),
     ])
+  }
+
+  /// The part names of the two halves of validate_data.
+  static let validatePK = "validate_data_pk"
+  static let validateNoPK = "validate_data_no_pk"
+
+  /// The two halves of the validation as one step `validate_data`, after create_indexes and
+  /// before analyze: failed when a half failed, not run when a half did not run, its time the
+  /// longer half's (they ran beside other parts); the record lists the tables of both.
+  static func mergeValidation(_ steps: [Step]) -> [Step] {
+    let halves = steps.filter { $0.name == validatePK || $0.name == validateNoPK }
+    var rest = steps.filter { $0.name != validatePK && $0.name != validateNoPK }
+    if halves.isEmpty { return steps }
+    let status =
+      halves.contains { $0.status == "failed" } ? "failed" : halves.contains { $0.status == "not run" } ? "not run" : "ok"
+    let ran = halves.compactMap(\.result)
+    var result: Value? = nil
+    if !ran.isEmpty {
+      let tables = ran.flatMap { $0["tables"]?.arrayValue ?? [] }
+      let failed = ran.flatMap { $0["failed_tables"]?.arrayValue ?? [] }
+      let rows = ran.reduce(0) { $0 + ($1["rows_compared"]?.intValue ?? 0) }
+      result = .object([
+        ("mode", "sample"), ("sample", 100), ("tables", .array(tables)), ("rows_compared", .int(rows)),
+        ("failed_tables", .array(failed)), ("message", .string(halves.compactMap(\.message).joined(separator: "; "))),
+        ("ok", .bool(status == "ok")),
+      ])
+    }
+    let messages = halves.filter { $0.status != "ok" || status == "ok" }.compactMap(\.message)
+    let merged = Step(
+      name: "validate_data", status: status, durationMs: halves.map(\.durationMs).max() ?? 0,
+      message: messages.isEmpty ? nil : messages.joined(separator: "; "), result: status == "not run" ? nil : result)
+    let at = rest.firstIndex { $0.name == "analyze" } ?? rest.count
+    rest.insert(merged, at: at)
+    return rest
   }
 
   /// ANALYZE on dst: the schema family's operation, or a plain `ANALYZE` as root without a

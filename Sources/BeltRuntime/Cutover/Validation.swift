@@ -32,6 +32,12 @@ enum Validation {
     var chunkRows = 10_000
     /// Mismatches reported per table.
     var maxReported = 50
+    /// Only the tables with (true) or without (false) a primary key; nil: all.
+    var withPK: Bool? = nil
+    /// Tables with a primary key and at most this many rows (src's estimate) are compared
+    /// whole, by count and row-hash sum in one query per server for all of them (both servers
+    /// at once), and key by key only when that differs; 0: every table by samples.
+    var wholeUpTo = 0
   }
 
   /// Session settings that make the text form of every value lossless and identical on both
@@ -115,18 +121,33 @@ enum Validation {
   /// validate-data.
   static func run(_ ctx: PairContext, settings: Settings) throws -> Value {
     let start = Date()
-    let shapes = try shapes(ctx)
+    var shapes = try shapes(ctx)
+    if let withPK = settings.withPK {
+      shapes = shapes.filter { $0.pk.isEmpty != withPK }
+      if shapes.isEmpty {
+        let message = "no tables \(withPK ? "with" : "without") a primary key to compare"
+        return .object([("mode", .string(settings.full ? "full" : "sample")), ("tables", .array([])), ("rows_compared", 0), ("message", .string(message)), ("ok", true)])
+      }
+    }
     if shapes.isEmpty {
       let message = "no tables to compare in schema \(ctx.schema) on the source; check schema_name and tables in \(ctx.config.path)"
       ctx.logger.error("\(message)")
       return .object([("mode", .string(settings.full ? "full" : "sample")), ("tables", .array([])), ("message", .string(message)), ("ok", false)])
     }
     let connector = Connector(ctx)
-    let results = settings.full
+    var whole: [TableResult] = []
+    if !settings.full && settings.wholeUpTo > 0 {
+      let small = try smallTables(shapes, upTo: settings.wholeUpTo, src: try ctx.connect(.src, .root))
+      if !small.isEmpty {
+        whole = try compareWhole(shapes.filter { small.contains($0.name) }, settings: settings, connector: connector)
+        shapes = shapes.filter { !small.contains($0.name) }
+      }
+    }
+    let results = whole + (settings.full
       ? FullCompare.run(shapes, settings: settings, connector: connector, width: ctx.env.jobs)
       : Workers.map(shapes, width: ctx.env.jobs, connector: connector, onOpen: sessionSetup) { shape, conns in
         sample(shape, settings: settings, conns: conns, connector: connector)
-      }
+      })
     let elapsed = Date().timeIntervalSince(start)
     let rows = results.reduce(0) { $0 + $1.rowsCompared }
     let failed = results.filter { !$0.passed }
@@ -168,6 +189,8 @@ enum Validation {
     case "extra_on_dst": return "key (\(key)): extra row on destination"
     case "row_count_differs":
       return "row count differs: source \(m["src_count"]?.display ?? "?"), destination \(m["dst_count"]?.display ?? "?")"
+    case "content_differs":
+      return "rows differ (count and hash of every row's text; no sampled row shows it): source \(m["src_count"]?.display ?? "?") rows, destination \(m["dst_count"]?.display ?? "?")"
     case "multiplicity_differs":
       return "row \(m["row"]?.display ?? "") occurs \(m["src_count"]?.display ?? "?") time(s) on source, \(m["dst_count"]?.display ?? "?") on destination"
     default: return m.display
@@ -196,6 +219,88 @@ enum Validation {
     } catch {
       return TableResult(name: shape.name, strategy: shape.pk.isEmpty ? "no_pkey_presence" : "sample", error: BeltError.wrap(error).message)
     }
+  }
+
+  /// The tables with a primary key that src estimates at most `upTo` rows (a never-analyzed
+  /// table counts by its size, at 100 bytes a row).
+  static func smallTables(_ shapes: [Shape], upTo: Int, src: PGConnection) throws -> Set<String> {
+    let names = shapes.filter { !$0.pk.isEmpty }.map(\.q)
+    if names.isEmpty { return [] }
+    let rows = try src.query(
+      """
+      SELECT c.relname FROM pg_class c JOIN unnest($1::text[]) AS u(q) ON c.oid = u.q::regclass
+       WHERE CASE WHEN c.reltuples >= 0 THEN c.reltuples ELSE pg_relation_size(c.oid) / 100 END <= $2::float8
+      """, [PGArray.literal(names), String(upTo)]
+    ).values.compactMap { $0[0] }
+    return Set(rows)
+  }
+
+  /// Small tables with a primary key, whole: count and row-hash sum of every table, in one query
+  /// per 100 tables on each server (both at once); a table whose pair differs is compared key by
+  /// key over every key of both sides, so each difference is named.
+  static func compareWhole(_ shapes: [Shape], settings: Settings, connector: Connector) throws -> [TableResult] {
+    var sums: [[String]] = [[], []]
+    let both = Runner.parallelMap(Side.allCases, width: 2) { side -> Result<[String], BeltError> in
+      do {
+        let c = try connector.open(side, .root, noTimeout: true)
+        defer { c.close() }
+        try c.exec(sessionSetup)
+        var out: [String] = Array(repeating: "", count: shapes.count)
+        var at = 0
+        while at < shapes.count {
+          let batch = Array(at..<min(at + 100, shapes.count))
+          let sql = batch.map { i in
+            "SELECT \(i) AS i, count(*) || ':' || coalesce(sum(hashtextextended(\(shapes[i].rowText), 0)), 0) AS h FROM \(shapes[i].q)"
+          }.joined(separator: " UNION ALL ")
+          for row in try c.query(sql).rows { if let i = row.int("i") { out[i] = row.string("h") } }
+          at += batch.count
+        }
+        return .success(out)
+      } catch {
+        return .failure(BeltError(.sqlError, "\(side.rawValue): \(BeltError.wrap(error).message)"))
+      }
+    }
+    sums = try both.map { try $0.get() }
+    var results: [TableResult] = []
+    var differ: [Int] = []
+    for (i, shape) in shapes.enumerated() {
+      if sums[0][i] == sums[1][i] {
+        var r = TableResult(name: shape.name, strategy: "whole_hash")
+        r.rowsCompared = Int(sums[0][i].split(separator: ":").first ?? "") ?? 0
+        results.append(r)
+      } else {
+        differ.append(i)
+      }
+    }
+    if differ.isEmpty { return results }
+    let src = try connector.open(.src, .root, noTimeout: true)
+    let dst = try connector.open(.dst, .root, noTimeout: true)
+    defer {
+      src.close()
+      dst.close()
+    }
+    try src.exec(sessionSetup)
+    try dst.exec(sessionSetup)
+    for i in differ {
+      let shape = shapes[i]
+      var r = TableResult(name: shape.name, strategy: "whole_hash+keys")
+      do {
+        func keys(_ c: PGConnection) throws -> [[String]] {
+          try c.query("SELECT \(shape.pkText) FROM \(shape.q)").values.map { $0.map { $0 ?? "" } }
+        }
+        var all: [[String]] = []
+        var seen = Set<[String]>()
+        for k in try keys(src) + keys(dst) where seen.insert(k).inserted { all.append(k) }
+        r.rowsCompared = try compareKeys(shape, keys: all, src: src, dst: dst, into: &r, cap: settings.maxReported)
+        if r.passed {
+          r.add(.object([("kind", "content_differs"), ("src_count", .string(sums[0][i])), ("dst_count", .string(sums[1][i]))]), cap: settings.maxReported)
+        }
+      } catch {
+        r.error = BeltError.wrap(error).message
+      }
+      results.append(r)
+    }
+    return results
   }
 
   /// TABLESAMPLE percentage aiming at ~10·n rows.
@@ -295,9 +400,50 @@ enum Validation {
     var error: String? = nil
   }
 
-  /// Tables without a primary key: sampled src rows occur equally often on dst; totals match.
-  /// Both servers scan the table once, at the same time (each on its own connection).
+  /// The row count and the sum of a 64-bit hash of every row's text, one scan on each server,
+  /// both at once: equal multisets of rows give equal pairs; a missing, extra, duplicated or
+  /// changed row changes the count or (but for a 2^-64 chance) the sum. `hashtextextended`
+  /// costs about 60 % of an md5 of the row text on this kind of table (the row's text form is
+  /// most of the work either way); the sum is exact (numeric).
+  static func aggregateHashes(_ shape: Shape, connector: Connector) throws -> [(count: Int, sum: String)] {
+    let sql = "SELECT count(*) AS n, coalesce(sum(hashtextextended(\(shape.rowText), 0)), 0)::text AS h FROM \(shape.q)"
+    let both = Runner.parallelMap(Side.allCases, width: 2) { side -> Result<(count: Int, sum: String), BeltError> in
+      do {
+        let c = try connector.open(side, .root, noTimeout: true)
+        defer { c.close() }
+        try c.exec(sessionSetup)
+        guard let row = try c.query(sql).rows.first else { throw BeltError(.sqlError, "\(side.rawValue): no result") }
+        return .success((row.int("n") ?? -1, row.string("h")))
+      } catch {
+        return .failure(BeltError(.sqlError, "\(side.rawValue): \(BeltError.wrap(error).message)"))
+      }
+    }
+    return try both.map { try $0.get() }
+  }
+
+  /// Tables without a primary key: first the aggregate hashes of both sides
+  /// (``aggregateHashes(_:connector:)``, the whole table); when they differ, the detail: sampled src
+  /// rows must occur equally often on dst and the totals must match (a difference the sample
+  /// misses is still reported, as `content_differs`).
   static func presence(_ shape: Shape, settings: Settings, src: PGConnection, connector: Connector) throws -> TableResult {
+    let agg = try aggregateHashes(shape, connector: connector)
+    if agg[0] == agg[1] {
+      var ok = TableResult(name: shape.name, strategy: "no_pkey_hash")
+      ok.rowsCompared = agg[0].count
+      return ok
+    }
+    var detail = try presenceDetail(shape, settings: settings, src: src, connector: connector)
+    if detail.passed {
+      detail.add(
+        .object([("kind", "content_differs"), ("src_count", .int(agg[0].count)), ("dst_count", .int(agg[1].count))]),
+        cap: settings.maxReported)
+    }
+    return detail
+  }
+
+  /// The detail of a PK-less table that differs: sampled src rows occur equally often on dst;
+  /// totals match. Both servers scan the table once, at the same time (each on its own connection).
+  static func presenceDetail(_ shape: Shape, settings: Settings, src: PGConnection, connector: Connector) throws -> TableResult {
     var result = TableResult(name: shape.name, strategy: "no_pkey_presence")
     let n = max(settings.random, settings.latest)
     let pct = try samplePercent(shape, n: n, src)

@@ -126,11 +126,43 @@ enum LuaBindings {
         belt_clear_interrupt()
         return 0
       },
+      LuaFunctionSpec(name: "exec", doc: "belt.exec(argv[, opts]) -> {ok, status, stdout, stderr, duration_s}: runs a program (no shell); opts: timeout (60s), env, stdin, check (true: a failure raises), dc, db (whose audit log records it)") { call in
+        guard let list = call.value(1).arrayValue, !list.isEmpty, list.allSatisfy({ $0.stringValue != nil }) else {
+          throw call.argError(1, "argv: a non-empty list of strings expected, such as {\"dnsctl\", \"set\", \"db.example\"}")
+        }
+        let o: Options
+        do {
+          o = try execOptions.check(try call.options(2, execOptions).values)
+        } catch let e as OptionError {
+          throw call.argError(2, "option \(e.option.key): \(e.problem)")
+        }
+        var cmd = ExternalCommand(argv: list.compactMap(\.stringValue))
+        if let t = o.seconds("timeout") { cmd.timeout = t }
+        cmd.stdin = o.string("stdin")
+        if case .object(let env)? = o.values["env"] {
+          for (k, v) in env {
+            guard let s = v.stringValue ?? (v.intValue.map { String($0) }) else {
+              throw call.argError(2, "option env: \(k) must be a string")
+            }
+            cmd.environment[k] = s
+          }
+        }
+        return call.push(try execAudited(cmd, check: o.bool("check", default: true), dc: o.string("dc"), db: o.string("db"), rt: rt))
+      },
       LuaFunctionSpec(name: "flags", doc: "internal: CLI flags") { call in
         call.push(.object(rt.flags.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }))
       },
     ]
   }
+
+  static let execOptions = [
+    OptionSpec("timeout", .duration, "Stop the program after this long (default 60s).", cli: nil),
+    OptionSpec("env", .table, "Variables passed besides PATH, HOME, LANG, LC_ALL, TZ and USER.", cli: nil),
+    OptionSpec("stdin", .string, "Written to the program's standard input.", cli: nil),
+    OptionSpec("check", .bool, "Raise when the program fails (status != 0, timeout).", cli: nil),
+    OptionSpec("dc", .string, "With db: the pair whose audit log records the run.", cli: nil),
+    OptionSpec("db", .string, "With dc: the pair whose audit log records the run.", cli: nil),
+  ]
 
   static func duration(_ call: LuaCall, _ i: Int32) throws -> Double {
     switch call.value(i) {
@@ -149,6 +181,47 @@ enum LuaBindings {
       usleep(UInt32(min(50_000, max(1000, end.timeIntervalSinceNow * 1_000_000))))
     }
     if belt_interrupted() != 0 { throw BeltError(.interrupted, "interrupted by the user (Ctrl-C)") }
+  }
+
+  /// Runs `cmd` for belt.exec (Ctrl-C stops it) and writes its audit line: argv (with the
+  /// pair's passwords masked), the names of the variables passed (never their values), the
+  /// status and the duration.
+  static func execAudited(_ cmd: ExternalCommand, check: Bool, dc: String?, db: String?, rt: LuaRuntime) throws -> Value {
+    let secrets: [String] = (dc.flatMap { dc in db.flatMap { try? rt.env.store.load(dc: dc, db: $0) } }).map { cfg in
+      [cfg.src, cfg.dst].compactMap { $0 }.flatMap { s in Role.allCases.map { s.credentials($0).password } }
+    } ?? []
+    let clean = { (s: String) in Audit.redact(s, secrets: secrets) }
+    let start = Date()
+    let shown = clean(cmd.argv.joined(separator: " "))
+    var fields: [(String, Value)] = [
+      ("argv", .array(cmd.argv.map { .string(clean($0)) })), ("env", .from(cmd.environment.keys.sorted())),
+    ]
+    let r: ExternalCommand.Outcome
+    do {
+      r = try cmd.run { belt_interrupted() != 0 }
+    } catch {
+      rt.env.audit.action("exec", fields + [("outcome", "error"), ("error", .string(clean("\(error)")))], start: start, dc: dc, db: db)
+      throw error
+    }
+    fields += [
+      ("status", r.status.map { .int(Int($0)) } ?? .null), ("signal", r.signal.map { .int(Int($0)) } ?? .null),
+      ("timed_out", .bool(r.timedOut)), ("outcome", r.ok ? "ok" : "error"),
+    ]
+    rt.env.audit.action("exec", fields, start: start, dc: dc, db: db)
+    let lastLine = clean(r.stderr.split(separator: "\n").last.map(String.init) ?? "")
+    if r.interrupted { throw BeltError(.interrupted, "interrupted by the user (Ctrl-C) while running \(shown); it was killed") }
+    if check && r.timedOut {
+      throw BeltError(.timeout, "belt.exec: \(shown) did not finish within \(String(format: "%g", cmd.timeout)) s; it was killed")
+    }
+    if check && !r.ok {
+      let how = r.status.map { "exited with status \($0)" } ?? "was killed by signal \(r.signal ?? 0)"
+      throw BeltError(.commandFailed, "belt.exec: \(shown) \(how)" + (lastLine.isEmpty ? "" : ": \(lastLine)"))
+    }
+    return .object([
+      ("ok", .bool(r.ok)), ("status", r.status.map { .int(Int($0)) } ?? .null), ("signal", r.signal.map { .int(Int($0)) } ?? .null),
+      ("stdout", .string(r.stdout)), ("stderr", .string(r.stderr)), ("timed_out", .bool(r.timedOut)),
+      ("duration_s", .double((r.seconds * 1000).rounded() / 1000)),
+    ])
   }
 
   /// Replaces every "pw" value with "****".

@@ -21,6 +21,10 @@ public enum LuaDocs {
       belt.query(dc, db, side, sql[, params]) -> {row...}   read-only, as root
       belt.log(...) / belt.info(...) / belt.warn(...)       to stderr
       belt.now() -> seconds            belt.duration(d) -> seconds
+      belt.exec(argv[, {timeout="60s", env={K=V}, stdin=, check=true, dc=, db=}]) -> {ok, status, stdout, stderr, duration_s}
+          runs a program, no shell; only PATH, HOME, LANG, LC_ALL, TZ, USER and env reach it;
+          a failure (status != 0, timeout) raises command_failed/timeout unless check=false;
+          recorded in the audit log (of dc/db when given)
       """
     return out
   }
@@ -117,6 +121,14 @@ extension LuaDocs {
       function belt.warn(...) end
       ---@return BeltError
       function belt.error(code, message) end
+
+      --- Runs a program without a shell (argv[1] found in PATH). Only PATH, HOME, LANG, LC_ALL,
+      --- TZ, USER and opts.env reach it. Status != 0 or the timeout raises command_failed or
+      --- timeout unless check = false. Recorded in the audit log (the pair's with dc and db).
+      ---@param argv string[]
+      ---@param opts {timeout: number|string?, env: table<string, string>?, stdin: string?, check: boolean?, dc: string?, db: string?}?
+      ---@return {ok: boolean, status: integer?, signal: integer?, stdout: string, stderr: string, timed_out: boolean, duration_s: number}
+      function belt.exec(argv, opts) end
 
       """
     return out

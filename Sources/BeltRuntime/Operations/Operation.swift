@@ -251,8 +251,15 @@ public struct OperationSpec: Sendable {
   /// are dropped: the Lua prelude has already refused them (Swift never walks a Lua table).
   /// - Throws: ``OptionError`` naming the first bad option.
   public func checkOptions(_ values: [String: Value]) throws(OptionError) -> Options {
+    try options.check(values)
+  }
+}
+
+extension [OptionSpec] {
+  /// See ``OperationSpec/checkOptions(_:)``; also used by primitives with options (belt.exec).
+  public func check(_ values: [String: Value]) throws(OptionError) -> Options {
     var out: [String: Value] = [:]
-    for o in options {
+    for o in self {
       if let v = values[o.key], !v.isNull {
         if o.required, v == .string("") { throw OptionError(option: o, problem: "required") }
         out[o.key] = try o.check(v)

@@ -408,6 +408,13 @@ public enum SchemaOps {
   /// Record: `file`, `indexes` [{name, table, status created|already_present|failed|attached,
   /// duration_ms, error?}], `created`, `already_present`, `failed`, `analyze_ran`, `message`.
   public static func createIndexes(_ ctx: PairContext) throws -> Value {
+    try createIndexes(ctx, analyzeWhenNoneCreated: true)
+  }
+
+  /// create-indexes; with `analyzeWhenNoneCreated` false (sync, inside the downtime window), the
+  /// ANALYZE of the whole database is skipped when every index was already there: the
+  /// create-indexes that built them analyzed then, and sync analyzes what it loaded itself.
+  static func createIndexes(_ ctx: PairContext, analyzeWhenNoneCreated: Bool) throws -> Value {
     let (file, statements) = try store(ctx).read([SchemaFiles.indexesFileName])
     let owner = try ctx.connect(.dst, .owner, noTimeout: true)
     let pid = Int(try owner.query("SELECT pg_catalog.pg_backend_pid()").scalar ?? "") ?? 0
@@ -511,7 +518,9 @@ public enum SchemaOps {
     }
     monitor.stop()
     var analyzeRan = false
-    if failed == 0 {
+    if failed == 0 && created == 0 && !analyzeWhenNoneCreated {
+      lines.insert("  ANALYZE left to sync (every index was already there)", at: 0)
+    } else if failed == 0 {
       try ctx.connect(.dst, .root, noTimeout: true).exec("ANALYZE")
       analyzeRan = true
     } else {

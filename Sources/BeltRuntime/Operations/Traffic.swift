@@ -10,7 +10,7 @@ public enum TrafficOps {
     guard let pgb = ctx.config.pgbouncer else {
       throw BeltError(.configInvalid, "\(ctx.config.path): no \"pgbouncer\" block; add one to switch traffic through pgbouncer", dc: ctx.dc, db: ctx.db)
     }
-    return try PgBouncerAdmin(pgb, connectTimeout: ctx.env.connectTimeout)
+    return try PgBouncerAdmin(pgb, connectTimeout: ctx.env.connectTimeout, audit: (ctx.env.audit, ctx.dc, ctx.db))
   }
 
   /// Which side of the pair an entry points at.
@@ -37,8 +37,13 @@ public enum TrafficOps {
     summary: "Show where pgbouncer sends the pair's database (src, dst or other) and whether it is paused.",
     sides: .none
   ) { ctx in
-    let e = try admin(ctx).entry()
-    return record(e, ctx, [("message", .string("\(e.name) -> \(e.host):\(e.port)/\(e.database) (\(side(of: e, ctx)))\(e.paused ? ", paused" : "")"))])
+    let a = try admin(ctx)
+    let e = try a.entry()
+    // Clients paused longer than this get an error from pgbouncer: a pause must stay below it.
+    let wait = try a.setting("query_wait_timeout").flatMap { Int($0) }
+    var problem: Value = .null
+    do { _ = try a.databasesFileLines() } catch { problem = .string("\(error)") }
+    return record(e, ctx, [("query_wait_timeout_s", wait.map { .int($0) } ?? .null), ("databases_file_problem", problem), ("message", .string("\(e.name) -> \(e.host):\(e.port)/\(e.database) (\(side(of: e, ctx)))\(e.paused ? ", paused" : "")"))])
   }
 
   static let pgbouncerPause = OperationSpec(

@@ -20,19 +20,21 @@ public final class AuditLog: @unchecked Sendable {
     self.override = override.flatMap { $0.isEmpty ? nil : $0 }
   }
 
-  /// The file that receives the lines of one pair.
-  public func file(dc: String, db: String) -> String {
-    guard let o = override else { return "\(store.root)/configs/\(dc)/\(db)/audit.jsonl" }
+  /// The file that receives the lines of one pair (of a dc, or of no dc, for actions such as
+  /// `belt.exec` that a runbook did not tie to a pair).
+  public func file(dc: String?, db: String?) -> String {
+    let rel = [dc, dc == nil ? nil : db].compactMap { $0 }.map { $0 + "/" }.joined() + "audit.jsonl"
+    guard let o = override else { return "\(store.root)/configs/\(rel)" }
     var isDir: ObjCBool = false
     if o.hasSuffix("/") || (FileManager.default.fileExists(atPath: o, isDirectory: &isDir) && isDir.boolValue) {
-      return (o.hasSuffix("/") ? String(o.dropLast()) : o) + "/\(dc)/\(db)/audit.jsonl"
+      return (o.hasSuffix("/") ? String(o.dropLast()) : o) + "/\(rel)"
     }
     return o
   }
 
   /// Appends one record as a line. An audit line that cannot be written is reported on
   /// stderr once per file (the statement itself has already run).
-  func append(_ record: Value, dc: String, db: String) {
+  func append(_ record: Value, dc: String?, db: String?) {
     let path = file(dc: dc, db: db)
     let line = Array((record.json(indent: 0) + "\n").utf8)
     lock.lock()
@@ -232,5 +234,19 @@ extension Audit {
     let f = ISO8601DateFormatter()
     f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
     return f.string(from: d)
+  }
+}
+
+extension AuditLog {
+  /// The line of an action that is not a statement on a pair's servers: a program run by
+  /// `belt.exec`, a command on pgbouncer's console. `fields` must hold no secret.
+  func action(_ kind: String, _ fields: [(String, Value)], start: Date, dc: String?, db: String?) {
+    let ms = (Date().timeIntervalSince(start) * 1_000_000).rounded() / 1000
+    var line: [(String, Value)] = [("time", .string(Audit.timestamp(start))), ("action", .string(kind))]
+    if let dc { line.append(("dc", .string(dc))) }
+    if let db { line.append(("db", .string(db))) }
+    line += fields
+    line.append(("duration_ms", .double(ms)))
+    append(.object(line), dc: dc, db: db)
   }
 }

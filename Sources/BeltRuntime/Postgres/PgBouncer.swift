@@ -5,10 +5,13 @@ import Foundation
 final class PgBouncerAdmin {
   let config: PgBouncerConfig
   private let conn: PGConnection
+  /// Where PAUSE, RESUME and RELOAD are recorded (the pair's audit log).
+  private let audit: (log: AuditLog, dc: String, db: String)?
 
   /// Connects to the admin console.
-  init(_ config: PgBouncerConfig, connectTimeout: Int) throws {
+  init(_ config: PgBouncerConfig, connectTimeout: Int, audit: (log: AuditLog, dc: String, db: String)? = nil) throws {
     self.config = config
+    self.audit = audit
     var pairs: [(String, String)] = []
     pairs.append((ServerConfig.isNumericAddress(config.host) ? "hostaddr" : "host", config.host))
     pairs += [
@@ -25,6 +28,29 @@ final class PgBouncerAdmin {
   }
 
   deinit { conn.close() }
+
+  /// Runs a console command that changes pgbouncer, with its audit line.
+  private func command(_ sql: String) throws {
+    let t0 = Date()
+    var failure: (any Error)?
+    defer {
+      if let audit {
+        let outcome: [(String, Value)] = failure.map { [("outcome", "error"), ("error", .string("\($0)"))] } ?? [("outcome", "ok")]
+        audit.log.action(
+          "pgbouncer", [("server", .string("\(config.host):\(config.port)")), ("command", .string(sql))] + outcome,
+          start: t0, dc: audit.dc, db: audit.db)
+      }
+    }
+    do { _ = try conn.exec(sql) } catch {
+      failure = error
+      throw error
+    }
+  }
+
+  /// A setting from `SHOW CONFIG`, or nil.
+  func setting(_ key: String) throws -> String? {
+    try conn.exec("SHOW CONFIG").rows.first { $0.string("key") == key }.map { $0.string("value") }
+  }
 
   /// One `[databases]` entry as `SHOW DATABASES` reports it.
   struct Entry {
@@ -66,15 +92,15 @@ final class PgBouncerAdmin {
     let name = try ident(config.database)
     let done = DispatchSemaphore(value: 0)
     let box = ErrorBox()
-    nonisolated(unsafe) let c = conn  // used by the waiting thread only until done is signalled
+    nonisolated(unsafe) let me = self  // the connection is used by the waiting thread only until done is signalled
     let t = Thread {
-      do { _ = try c.exec("PAUSE \(name)") } catch { box.error = error }
+      do { try me.command("PAUSE \(name)") } catch { box.error = error }
       done.signal()
     }
     t.start()
     if done.wait(timeout: .now() + timeout) == .timedOut {
-      let other = try PgBouncerAdmin(config, connectTimeout: 5)
-      _ = try? other.conn.exec("RESUME \(name)")
+      let other = try PgBouncerAdmin(config, connectTimeout: 5, audit: audit)
+      try? other.command("RESUME \(name)")
       done.wait()
       throw BeltError(
         .timeout,
@@ -91,13 +117,13 @@ final class PgBouncerAdmin {
   /// `RESUME db`; a database that is not paused is fine.
   func resume() throws {
     do {
-      _ = try conn.exec("RESUME \(try ident(config.database))")
+      try command("RESUME \(try ident(config.database))")
     } catch let e as PGError where e.message.contains("not paused") {}
   }
 
-  /// Points the database at `server`: rewrites its line in `databases_file` atomically,
-  /// `RELOAD`s, and checks that `SHOW DATABASES` shows the new target.
-  func pointTo(_ server: ServerConfig) throws -> String {
+  /// The lines of `databases_file` and the index of this database's line, or why they cannot
+  /// be used (checked before a PAUSE: a switch that cannot rewrite the file must not start).
+  func databasesFileLines() throws -> (file: String, lines: [String], index: Int) {
     guard let file = config.databasesFile else {
       throw BeltError(
         .preconditionFailed,
@@ -106,21 +132,30 @@ final class PgBouncerAdmin {
     guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
       throw BeltError(.ioError, "\(file): cannot be read")
     }
-    let line = "\(config.database) = host=\(server.ip) port=\(server.port) dbname=\(server.dbname)"
-    var replaced = false
-    var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-    for (i, l) in lines.enumerated() {
-      let key = l.split(separator: "=", maxSplits: 1).first?.trimmingCharacters(in: .whitespaces) ?? ""
-      if key == config.database, !l.trimmingCharacters(in: .whitespaces).hasPrefix(";") {
-        lines[i] = line
-        replaced = true
-      }
+    let dir = (file as NSString).deletingLastPathComponent
+    guard access(dir.isEmpty ? "." : dir, W_OK) == 0 else {
+      throw BeltError(.ioError, "\(dir): not writable, so \(file) cannot be replaced atomically")
     }
-    guard replaced else {
-      throw BeltError(.preconditionFailed, "\(file) has no line for database \(config.database); add one (\(line))")
+    let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+    let found = lines.indices.filter { i in
+      let key = lines[i].split(separator: "=", maxSplits: 1).first?.trimmingCharacters(in: .whitespaces) ?? ""
+      return key == config.database && !lines[i].trimmingCharacters(in: .whitespaces).hasPrefix(";")
     }
+    guard found.count == 1 else {
+      throw BeltError(
+        .preconditionFailed,
+        "\(file) has \(found.isEmpty ? "no" : "\(found.count)") line(s) for database \(config.database); it needs exactly one")
+    }
+    return (file, lines, found[0])
+  }
+
+  /// Points the database at `server`: rewrites its line in `databases_file` atomically,
+  /// `RELOAD`s, and checks that `SHOW DATABASES` shows the new target.
+  func pointTo(_ server: ServerConfig) throws -> String {
+    var (file, lines, index) = try databasesFileLines()
+    lines[index] = "\(config.database) = host=\(server.ip) port=\(server.port) dbname=\(server.dbname)"
     try AtomicFile.write(lines.joined(separator: "\n"), to: file)
-    _ = try conn.exec("RELOAD")
+    try command("RELOAD")
     let now = try entry()
     guard now.port == server.port, now.host == server.ip, now.database == server.dbname else {
       throw BeltError(

@@ -356,44 +356,60 @@ enum ReplicationSteps {
           "\(PGL.forwardSub) is still initializing: dst does not have all of src's data yet, dropping it now would lose data "
             + "(use --no-wait to drop it anyway)")
       }
-      let target = try gateTarget(sroot)
-      // Recorded before waiting: a cutover killed here shows what dst was waiting for.
-      try Journal.openStep(ctx.env.store, dc: ctx.dc, db: ctx.db)?.note("teardown_forward_replication", ["target_lsn"], .string(target))
-      let t0 = Date()
-      var interval = 0.01
-      var confirmed = "?"
-      while true {
-        let r = try sroot.query(
-          """
-          SELECT confirmed_flush_lsn::text AS lsn, confirmed_flush_lsn >= $2::pg_lsn AS done,
-                 pg_wal_lsn_diff($2::pg_lsn, confirmed_flush_lsn)::bigint AS behind
-            FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()
-          """, [sub.slotName, target])
-        guard let row = r.rows.first else {
-          throw ctx.refuse(
-            "slot \(sub.slotName) of \(PGL.forwardSub) is missing on src, so belt cannot check that dst applied src's last "
-              + "writes; use --no-wait to drop \(PGL.forwardSub) anyway")
-        }
-        confirmed = row.string("lsn")
-        if row.bool("done") { break }
-        if Date().timeIntervalSince(t0) > timeout {
-          let now = try ReplicationStatus.state(droot, PGL.forwardSub, side: .dst, server: dst)
-          var why = "forward is \(now.state)"
-          if let reason = now.reason { why += ": \(reason)" }
-          throw BeltError(
-            .timeout,
-            "dst did not apply src's writes up to \(target) within \(Int(timeout)) s (slot \(sub.slotName) at \(confirmed), "
-              + "\(row.string("behind")) bytes behind; \(why)); \(PGL.forwardSub) was left in place",
-            dc: ctx.dc, db: ctx.db,
-            retryable: true)
-        }
-        try PGL.pause(interval)
-        interval = min(interval * 1.5, 0.2)
+      // The exact fence: a marker row on src, polled for on dst (see ``Fence``). When the fence
+      // table cannot be set up (say, no privilege), the slower gate on the slot's confirmed position.
+      var fenceReady = false
+      do {
+        let how = try Fence.ensure(src: sroot, dst: droot)
+        if how != "ready" { notes.append("fence table \(Fence.qualified): \(how)") }
+        fenceReady = true
+      } catch {
+        notes.append(
+          "fence table \(Fence.qualified) unavailable (\(BeltError.wrap(error).message)); waited for the slot's confirmed position instead")
       }
-      let w = Date().timeIntervalSince(t0)
-      waited = w
-      gate = String(format: "waited %.2f s for dst to reach %@", w, target)
-      fields += [("target_lsn", .string(target)), ("confirmed_lsn", .string(confirmed))]
+      let t0 = Date()
+      if fenceReady {
+        let (token, target) = try Fence.write(sroot)
+        // Recorded before waiting: a cutover killed here shows what dst was waiting for.
+        try Journal.openStep(ctx.env.store, dc: ctx.dc, db: ctx.db)?.note("teardown_forward_replication", ["target_lsn"], .string(target))
+        var interval = 0.002
+        while try !Fence.arrived(droot, token: token) {
+          let elapsed = Date().timeIntervalSince(t0)
+          if elapsed > timeout {
+            throw try gateTimeout(ctx, sroot: sroot, droot: droot, sub: sub, target: target, timeout: timeout, server: dst)
+          }
+          try PGL.pause(interval)
+          if elapsed > 1 { interval = min(interval * 1.5, 0.05) }
+        }
+        try Fence.flush(droot)
+        let w = Date().timeIntervalSince(t0)
+        waited = w
+        gate = String(format: "waited %.3f s for dst to apply the fence marker (src at %@)", w, target)
+        fields += [("target_lsn", .string(target)), ("fence", .string(token))]
+      } else {
+        let target = try gateTarget(sroot)
+        try Journal.openStep(ctx.env.store, dc: ctx.dc, db: ctx.db)?.note("teardown_forward_replication", ["target_lsn"], .string(target))
+        var interval = 0.01
+        var confirmed = "?"
+        while true {
+          guard let row = try slotPosition(sroot, sub: sub, target: target) else {
+            throw ctx.refuse(
+              "slot \(sub.slotName) of \(PGL.forwardSub) is missing on src, so belt cannot check that dst applied src's last "
+                + "writes; use --no-wait to drop \(PGL.forwardSub) anyway")
+          }
+          confirmed = row.string("lsn")
+          if row.bool("done") { break }
+          if Date().timeIntervalSince(t0) > timeout {
+            throw try gateTimeout(ctx, sroot: sroot, droot: droot, sub: sub, target: target, timeout: timeout, server: dst)
+          }
+          try PGL.pause(interval)
+          interval = min(interval * 1.5, 0.2)
+        }
+        let w = Date().timeIntervalSince(t0)
+        waited = w
+        gate = String(format: "waited %.2f s for dst to reach %@", w, target)
+        fields += [("target_lsn", .string(target)), ("confirmed_lsn", .string(confirmed))]
+      }
     } else {
       gate = "did not wait: src is null in the config, so dst's catch-up could not be checked"
       fields.append(("warning", .string(gate)))
@@ -407,6 +423,35 @@ enum ReplicationSteps {
       ("notes", .from(notes)),
     ]
     return .object(fields)
+  }
+
+  /// src's slot of the forward subscription: its confirmed position, whether it has reached
+  /// `target`, and how many bytes it is behind (nil: no such slot).
+  static func slotPosition(_ sroot: PGConnection, sub: PGL.Subscription, target: String) throws -> PGRow? {
+    try sroot.query(
+      """
+      SELECT confirmed_flush_lsn::text AS lsn, confirmed_flush_lsn >= $2::pg_lsn AS done,
+             pg_wal_lsn_diff($2::pg_lsn, confirmed_flush_lsn)::bigint AS behind
+        FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()
+      """, [sub.slotName, target]
+    ).rows.first
+  }
+
+  /// The error of a gate that gave up: where the slot is and what state forward replication is in.
+  static func gateTimeout(
+    _ ctx: PairContext, sroot: PGConnection, droot: PGConnection, sub: PGL.Subscription, target: String, timeout: Double,
+    server: ServerConfig
+  ) throws -> BeltError {
+    let now = try ReplicationStatus.state(droot, PGL.forwardSub, side: .dst, server: server)
+    var why = "forward is \(now.state)"
+    if let reason = now.reason { why += ": \(reason)" }
+    let slot = try slotPosition(sroot, sub: sub, target: target)
+    let at = slot.map { "slot \(sub.slotName) at \($0.string("lsn")), \($0.string("behind")) bytes behind" } ?? "slot \(sub.slotName) missing"
+    return BeltError(
+      .timeout,
+      "dst did not apply src's writes up to \(target) within \(Int(timeout)) s (\(at); \(why)); \(PGL.forwardSub) was left in place",
+      dc: ctx.dc, db: ctx.db,
+      retryable: true)
   }
 
   /// The LSN dst must have applied before the forward subscription may be dropped: the end of
@@ -455,6 +500,7 @@ enum ReplicationSteps {
       try PGL.withLockTimeout(c, side: side, what: "dropping set \(PGL.setName) and nodes") {
         notes += try PGL.dropSetAndNode(c, node: side == .src ? PGL.srcNode : PGL.dstNode)
           .map { "\(side.rawValue): " + $0 }
+        if try Catalog.schemaExists(c, Fence.schema) { try Fence.drop(c) }
       }
     }
     for (side, c, server) in conns {

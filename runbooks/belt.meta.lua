@@ -20,6 +20,15 @@
 
 belt = {}
 
+--- Print out a table showing active database connections for each database pair.
+--- `belt.connections(dc[, db][, opts]) -> record`
+--- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
+---@param dc string
+---@param db string?
+---@param opts {exclude_patterns: string[]?, exclude_users: string[]?}?
+---@return BeltRecord
+function belt.connections(dc, db, opts) end
+
 --- Print a dsn to stdout that you can use to connect to the source db.
 --- `belt.src_dsn(dc, db[, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
@@ -47,7 +56,7 @@ function belt.dst_dsn(dc, db, opts) end
 ---@return BeltRecord
 function belt.check_pkeys(dc, db, opts) end
 
---- Returns exit code 0 if belt can connect to all databases in a datacenter.
+--- Returns exit code 0 if belt can connect to all databases in a datacenter (if db is not specified), or to both src and dst of a database.
 --- `belt.check_connectivity(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
@@ -56,14 +65,23 @@ function belt.check_pkeys(dc, db, opts) end
 ---@return BeltRecord
 function belt.check_connectivity(dc, db, opts) end
 
---- Print out a table showing active database connections for each database pair.
---- `belt.connections(dc[, db][, opts]) -> record`
+--- Discovers all users in the db who can log in, saves them in the config file, then revokes their permission to log in.
+--- `belt.revoke_logins(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {exclude_patterns: string[]?, exclude_users: string[]?}?
+---@param opts {exclude_patterns: string[]?, exclude_users: string[]?, fence: string?, lock_out_shared: boolean?, reverse: boolean?}?
 ---@return BeltRecord
-function belt.connections(dc, db, opts) end
+function belt.revoke_logins(dc, db, opts) end
+
+--- Grant permission to log in for any user present in the config file.
+--- `belt.restore_logins(dc[, db][, opts]) -> record`
+--- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
+---@param dc string
+---@param db string?
+---@param opts {exclude_patterns: string[]?, exclude_users: string[]?, reverse: boolean?}?
+---@return BeltRecord
+function belt.restore_logins(dc, db, opts) end
 
 --- Report whether your source database meets the basic requirements for belt.
 --- `belt.precheck(dc[, db][, opts]) -> record`
@@ -74,14 +92,14 @@ function belt.connections(dc, db, opts) end
 ---@return BeltRecord
 function belt.precheck(dc, db, opts) end
 
---- Terminate application sessions on the source database (not root, pglogical or excluded users).
---- `belt.terminate_connections(dc[, db][, opts]) -> record`
+--- Reset an in-progress migration before cutover so replication can be started again from the beginning.
+--- `belt.reset(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {exclude_patterns: string[]?, exclude_users: string[]?, reverse: boolean?}?
+---@param opts {force: boolean?}?
 ---@return BeltRecord
-function belt.terminate_connections(dc, db, opts) end
+function belt.reset(dc, db, opts) end
 
 --- Dumps and sanitizes the schema from the source database, then saves it to a file.
 --- `belt.dump_schema(dc[, db][, opts]) -> record`
@@ -92,7 +110,7 @@ function belt.terminate_connections(dc, db, opts) end
 ---@return BeltRecord
 function belt.dump_schema(dc, db, opts) end
 
---- Loads the sanitized schema (no indexes, no NOT VALID constraints) into the destination as the owner user.
+--- Loads the sanitized schema from the file schemas/dc/db/no_invalid_constraints_no_indexes.sql into the destination as the owner user.
 --- `belt.load_schema(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
@@ -101,7 +119,7 @@ function belt.dump_schema(dc, db, opts) end
 ---@return BeltRecord
 function belt.load_schema(dc, db, opts) end
 
---- Loads the NOT VALID constraints from invalid_constraints.sql into the destination as the owner user.
+--- Loads the NOT VALID constraints from the file schemas/dc/db/invalid_constraints.sql into the destination as the owner user.
 --- `belt.load_constraints(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
@@ -110,7 +128,7 @@ function belt.load_schema(dc, db, opts) end
 ---@return BeltRecord
 function belt.load_constraints(dc, db, opts) end
 
---- Removes the NOT VALID constraints listed in invalid_constraints.sql from the destination.
+--- Removes NOT VALID constraints from the target database.
 --- `belt.remove_constraints(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
@@ -119,7 +137,7 @@ function belt.load_constraints(dc, db, opts) end
 ---@return BeltRecord
 function belt.remove_constraints(dc, db, opts) end
 
---- Removes the indexes listed in indexes.sql from the destination.
+--- Removes indexes from the target database.
 --- `belt.remove_indexes(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
@@ -128,7 +146,7 @@ function belt.remove_constraints(dc, db, opts) end
 ---@return BeltRecord
 function belt.remove_indexes(dc, db, opts) end
 
---- Creates the indexes from indexes.sql in the destination as the owner user, then runs ANALYZE.
+--- Creates indexes from the file schemas/dc/db/indexes.sql into the destination as the owner user.
 --- `belt.create_indexes(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
@@ -145,24 +163,6 @@ function belt.create_indexes(dc, db, opts) end
 ---@param opts {full: boolean?}?
 ---@return BeltRecord
 function belt.diff_schemas(dc, db, opts) end
-
---- Run ANALYZE in the destination database.
---- `belt.analyze(dc[, db][, opts]) -> record`
---- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
----@param dc string
----@param db string?
----@param opts {}?
----@return BeltRecord
-function belt.analyze(dc, db, opts) end
-
---- Reset an in-progress migration before cutover so replication can be started again from the beginning.
---- `belt.reset(dc[, db][, opts]) -> record`
---- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
----@param dc string
----@param db string?
----@param opts {force: boolean?}?
----@return BeltRecord
-function belt.reset(dc, db, opts) end
 
 --- Configures pglogical to replicate all compatible tables from the source to the destination db.
 --- `belt.setup(dc[, db][, opts]) -> record`
@@ -190,6 +190,60 @@ function belt.setup_back_replication(dc, db, opts) end
 ---@param opts {}?
 ---@return BeltRecord
 function belt.status(dc, db, opts) end
+
+--- Sync all sequences to the destination database.
+--- `belt.sync_sequences(dc[, db][, opts]) -> record`
+--- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
+---@param dc string
+---@param db string?
+---@param opts {reverse: boolean?, stride: integer?}?
+---@return BeltRecord
+function belt.sync_sequences(dc, db, opts) end
+
+--- Dump tables without primary keys from the source and pipe them directly into the destination database.
+--- `belt.sync_tables(dc[, db][, opts]) -> record`
+--- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
+---@param dc string
+---@param db string?
+---@param opts {replace: boolean?, reverse: boolean?, tables: string[]?}?
+---@return BeltRecord
+function belt.sync_tables(dc, db, opts) end
+
+--- Run ANALYZE in the destination database.
+--- `belt.analyze(dc[, db][, opts]) -> record`
+--- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
+---@param dc string
+---@param db string?
+---@param opts {}?
+---@return BeltRecord
+function belt.analyze(dc, db, opts) end
+
+--- Compares data in the source and target databases.
+--- `belt.validate_data(dc[, db][, opts]) -> record`
+--- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
+---@param dc string
+---@param db string?
+---@param opts {full: boolean?, reverse: boolean?, sample: integer?}?
+---@return BeltRecord
+function belt.validate_data(dc, db, opts) end
+
+--- Sync and validate all data that is not replicated with pglogical.
+--- `belt.sync(dc[, db][, opts]) -> record`
+--- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
+---@param dc string
+---@param db string?
+---@param opts {no_schema: boolean?}?
+---@return BeltRecord
+function belt.sync(dc, db, opts) end
+
+--- Compare the last value of every targeted sequence on the source and destination databases.
+--- `belt.diff_sequences(dc[, db][, opts]) -> record`
+--- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
+---@param dc string
+---@param db string?
+---@param opts {}?
+---@return BeltRecord
+function belt.diff_sequences(dc, db, opts) end
 
 --- Stops pglogical replication from the destination database to the source.
 --- `belt.teardown_back_replication(dc[, db][, opts]) -> record`
@@ -227,70 +281,16 @@ function belt.teardown(dc, db, opts) end
 ---@return BeltRecord
 function belt.cleanup_previous_config(dc, db, opts) end
 
---- Discovers all users in the db who can log in, saves them in the config file, then revokes their permission to log in.
---- `belt.revoke_logins(dc[, db][, opts]) -> record`
---- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
----@param dc string
----@param db string?
----@param opts {exclude_patterns: string[]?, exclude_users: string[]?, fence: string?, lock_out_shared: boolean?, reverse: boolean?}?
----@return BeltRecord
-function belt.revoke_logins(dc, db, opts) end
-
---- Grant permission to log in for any user present in the config file.
---- `belt.restore_logins(dc[, db][, opts]) -> record`
+--- Terminate application sessions on the source database.
+--- `belt.terminate_connections(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
 ---@param opts {exclude_patterns: string[]?, exclude_users: string[]?, reverse: boolean?}?
 ---@return BeltRecord
-function belt.restore_logins(dc, db, opts) end
+function belt.terminate_connections(dc, db, opts) end
 
---- Sync all sequences to the destination database.
---- `belt.sync_sequences(dc[, db][, opts]) -> record`
---- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
----@param dc string
----@param db string?
----@param opts {reverse: boolean?, stride: integer?}?
----@return BeltRecord
-function belt.sync_sequences(dc, db, opts) end
-
---- Dump tables without primary keys from the source and pipe them directly into the destination database.
---- `belt.sync_tables(dc[, db][, opts]) -> record`
---- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
----@param dc string
----@param db string?
----@param opts {replace: boolean?, reverse: boolean?, tables: string[]?}?
----@return BeltRecord
-function belt.sync_tables(dc, db, opts) end
-
---- Compares data in the source and target databases.
---- `belt.validate_data(dc[, db][, opts]) -> record`
---- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
----@param dc string
----@param db string?
----@param opts {full: boolean?, reverse: boolean?, sample: integer?}?
----@return BeltRecord
-function belt.validate_data(dc, db, opts) end
-
---- Sync and validate all data that is not replicated with pglogical.
---- `belt.sync(dc[, db][, opts]) -> record`
---- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
----@param dc string
----@param db string?
----@param opts {no_schema: boolean?}?
----@return BeltRecord
-function belt.sync(dc, db, opts) end
-
---- Compare the last value of every targeted sequence on the source and destination databases.
---- `belt.diff_sequences(dc[, db][, opts]) -> record`
---- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
----@param dc string
----@param db string?
----@param opts {}?
----@return BeltRecord
-function belt.diff_sequences(dc, db, opts) end
-
---- The journal of a flow (default cutover) for a pair: its state and every step's start, end and data.
+--- Show the journal of a flow (cutover.lua by default) for one or all of the dbs in a datacenter.
 --- `belt.journal(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string

@@ -1,3 +1,3 @@
--- belt run pgbouncer-pause.lua <dc> <db> [-- options]: runs belt.pgbouncer_pause.
+-- belt pgbouncer-pause <dc> [db] [options]: runs belt.pgbouncer_pause (see `belt pgbouncer-pause --help`).
 local dc, db, opts = ...
 return belt.pgbouncer_pause(dc, db, opts)

@@ -1,3 +1,3 @@
--- belt run pgbouncer-point-to.lua <dc> <db> [-- options]: runs belt.pgbouncer_point_to.
+-- belt pgbouncer-point-to <dc> [db] [options]: runs belt.pgbouncer_point_to (see `belt pgbouncer-point-to --help`).
 local dc, db, opts = ...
 return belt.pgbouncer_point_to(dc, db, opts)

@@ -1,3 +1,3 @@
--- belt run pgbouncer-resume.lua <dc> <db> [-- options]: runs belt.pgbouncer_resume.
+-- belt pgbouncer-resume <dc> [db] [options]: runs belt.pgbouncer_resume (see `belt pgbouncer-resume --help`).
 local dc, db, opts = ...
 return belt.pgbouncer_resume(dc, db, opts)

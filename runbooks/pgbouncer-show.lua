@@ -1,3 +1,3 @@
--- belt run pgbouncer-show.lua <dc> <db> [-- options]: runs belt.pgbouncer_show.
+-- belt pgbouncer-show <dc> [db] [options]: runs belt.pgbouncer_show (see `belt pgbouncer-show --help`).
 local dc, db, opts = ...
 return belt.pgbouncer_show(dc, db, opts)

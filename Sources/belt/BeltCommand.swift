@@ -62,32 +62,8 @@ struct GlobalOptions: ParsableArguments {
   }
 }
 
-/// Writes to stderr.
 func eprint(_ s: String) {
   FileHandle.standardError.write(Data((s + "\n").utf8))
-}
-
-/// A built-in command: runs its one-line runbook and renders the result.
-protocol RunbookCommand: ParsableCommand {
-  var global: GlobalOptions { get }
-  /// snake_case operation name.
-  static var operation: String { get }
-  var dcArg: String { get }
-  var dbArg: String? { get }
-  /// Command-specific options for the runbook's `opts` table.
-  var opts: [(String, Value)] { get }
-}
-
-extension RunbookCommand {
-  var opts: [(String, Value)] { [] }
-
-  func run() throws {
-    let spec = OperationRegistry.find(Self.operation)
-    let code = runRunbook(
-      file: (spec?.cliName ?? Self.operation) + ".lua", dc: dcArg, db: dbArg, opts: .object(opts),
-      global: global, spec: spec, shippedOnly: true)
-    if code != 0 { throw ExitCode(code) }
-  }
 }
 
 /// Runs a runbook and prints its result; returns the exit code. Built-in commands pass

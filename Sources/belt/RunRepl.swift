@@ -6,12 +6,13 @@ struct Run: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Run a Lua runbook against a dc (all databases) or one database.",
     discussion: """
-      FILE is a path to a Lua script, or the name of a shipped runbook (e.g. cutover.lua).
-      The script receives `dc, db, opts` as `...`; `opts` holds the `key=value` arguments given
-      after `--` (other arguments are opts[1], opts[2], ...). Every belt command is available as
+      FILE is a path to a Lua script, or the name of a shipped runbook (e.g. cutover.lua). \
+      The script receives `dc, db, opts` as `...`; `opts` holds the `key=value` arguments given \
+      after `--` (integers and true/false are converted), and the other arguments after `--` as \
+      the list opts.args. Every belt command is available as \
       belt.<command_with_underscores>(dc, db, opts).
 
-      Example: belt run cutover.lua testdc -- lag=1MB drain_timeout=2m
+      Example: belt run cutover.lua testdc -- max_lag=1048576 drain_timeout=2m
       """)
   @OptionGroup var global: GlobalOptions
   @Argument(help: "A Lua file, or a shipped runbook name.") var file: String
@@ -32,8 +33,6 @@ struct Run: ParsableCommand {
         positional.append(.string(a))
       }
     }
-    // Positional extras become opts[1..n]: represent as string keys "1","2" is wrong for Lua;
-    // pass them as an `args` list instead.
     if !positional.isEmpty { pairs.append(("args", .array(positional))) }
     let code = runRunbook(file: file, dc: dc, db: db, opts: .object(pairs), global: global, spec: nil, shippedOnly: false)
     if code != 0 { throw ExitCode(code) }
@@ -60,5 +59,16 @@ struct Repl: ParsableCommand {
       eprint("belt: " + BeltError.wrap(error).description)
       throw ExitCode.failure
     }
+  }
+}
+
+struct HelpLua: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "help-lua", abstract: "Print the Lua scripting API (every belt.* function).")
+  @Flag(help: "Print LuaCATS definitions (runbooks/belt.meta.lua) instead.")
+  var meta = false
+
+  func run() throws {
+    print(meta ? LuaDocs.meta() : LuaDocs.text())
   }
 }

@@ -2,13 +2,15 @@ import ArgumentParser
 import BeltRuntime
 import Foundation
 
-/// The belt command-line tool.
 struct Belt: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "belt",
     abstract: "A tool to help manage postgres data migrations.",
     version: "0.1.0",
-    subcommands: allSubcommands)
+    subcommands: subcommands)
+
+  /// The operations' commands, then the three that are not operations.
+  static let subcommands = operationCommands() + [Run.self, Repl.self, HelpLua.self]
 
   @Flag(help: "Install completion for the current shell.")
   var installCompletion = false
@@ -46,4 +48,17 @@ func installCompletionScript(_ script: String, shell: CompletionShell) throws {
   print("\(shell.rawValue) completion installed in \(file) (sourced from \(rc)). Restart your shell to use it.")
 }
 
-Belt.main()
+// Bad input gets one line on stderr and exit 64 (design.md §7): the error and where to look,
+// without ArgumentParser's usage block.
+do {
+  var command = try Belt.parseAsRoot()
+  try command.run()
+} catch {
+  let code = Belt.exitCode(for: error)
+  if code == .success || error is ExitCode { Belt.exit(withError: error) }
+  let words = CommandLine.arguments.dropFirst()
+  let sub = words.first { w in Belt.subcommands.contains { $0.configuration.commandName == w } }
+  let message = Belt.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
+  eprint("belt: \(message) (see 'belt \(sub.map { $0 + " " } ?? "")--help')")
+  Belt.exit(withError: ExitCode(code.rawValue))
+}

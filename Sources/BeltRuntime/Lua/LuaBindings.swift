@@ -11,41 +11,11 @@ enum LuaBindings {
   static func operationSpecsValue() -> Value {
     .object(OperationRegistry.all.map { op in
       (op.name, .object([
-        ("options", .object(op.options.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value.rawValue)) })),
+        ("options", .object(op.options.sorted { $0.key < $1.key }.map { ($0.key, .string($0.type.rawValue)) })),
         ("all_dbs", .bool(op.allowsAllDBs)),
         ("summary", .string(op.summary)),
       ]))
     })
-  }
-
-  /// Checks and converts one option value.
-  static func coerce(_ v: Value, _ type: OptionType, key: String, fn: String, arg: Int32) throws -> Value {
-    func bad(_ want: String) -> BeltError {
-      BeltError(.badArgument, "bad argument #\(arg) to '\(fn)' (option \(key): \(want) expected)")
-    }
-    switch type {
-    case .bool: guard case .bool = v else { throw bad("boolean") }
-    case .int: guard v.intValue != nil else { throw bad("integer") }; return .int(v.intValue ?? 0)
-    case .number:
-      switch v { case .int, .double: break; default: throw bad("number") }
-    case .string: guard case .string = v else { throw bad("string") }
-    case .strings:
-      if case .string = v { return .array([v]) }
-      if case .object(let o) = v, o.isEmpty { return .array([]) }
-      guard let a = v.arrayValue, a.allSatisfy({ $0.stringValue != nil }) else { throw bad("list of strings") }
-    case .duration:
-      switch v {
-      case .int, .double: break
-      case .string(let s): _ = try Durations.parse(s)
-      default: throw bad("duration")
-      }
-    case .table:
-      switch v {
-      case .object, .array: break
-      default: throw bad("table")
-      }
-    }
-    return v
   }
 
   static func specs(for rt: LuaRuntime) -> [LuaFunctionSpec] {
@@ -160,7 +130,12 @@ enum LuaBindings {
         guard let list = call.value(1).arrayValue, !list.isEmpty, list.allSatisfy({ $0.stringValue != nil }) else {
           throw call.argError(1, "argv: a non-empty list of strings expected, such as {\"dnsctl\", \"set\", \"db.example\"}")
         }
-        let o = try call.options(2, ["timeout": .duration, "env": .table, "stdin": .string, "check": .bool, "dc": .string, "db": .string])
+        let o: Options
+        do {
+          o = try execOptions.check(try call.options(2, execOptions).values)
+        } catch let e as OptionError {
+          throw call.argError(2, "option \(e.option.key): \(e.problem)")
+        }
         var cmd = ExternalCommand(argv: list.compactMap(\.stringValue))
         if let t = o.seconds("timeout") { cmd.timeout = t }
         cmd.stdin = o.string("stdin")
@@ -179,6 +154,15 @@ enum LuaBindings {
       },
     ]
   }
+
+  static let execOptions = [
+    OptionSpec("timeout", .duration, "Stop the program after this long (default 60s).", cli: nil),
+    OptionSpec("env", .table, "Variables passed besides PATH, HOME, LANG, LC_ALL, TZ and USER.", cli: nil),
+    OptionSpec("stdin", .string, "Written to the program's standard input.", cli: nil),
+    OptionSpec("check", .bool, "Raise when the program fails (status != 0, timeout).", cli: nil),
+    OptionSpec("dc", .string, "With db: the pair whose audit log records the run.", cli: nil),
+    OptionSpec("db", .string, "With dc: the pair whose audit log records the run.", cli: nil),
+  ]
 
   static func duration(_ call: LuaCall, _ i: Int32) throws -> Double {
     switch call.value(i) {

@@ -7,7 +7,7 @@ public enum LuaDocs {
     out += "belt.journal* record a flow's steps per db (configs/<dc>/<db>/<flow>.journal.json) so a runbook can resume.\n"
     out += "Errors are tables {code, message, dc, db, sqlstate, retryable}; use pcall to branch on err.code.\n\n"
     for op in OperationRegistry.all {
-      let opts = op.options.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value.rawValue)" }.joined(separator: ", ")
+      let opts = op.options.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.type.rawValue)" }.joined(separator: ", ")
       out += "belt.\(op.name)(dc\(op.allowsAllDBs ? "[, db]" : ", db")\(opts.isEmpty ? "" : "[, {\(opts)}]")) -> record\n    \(op.summary)\n"
     }
     out += """
@@ -74,7 +74,7 @@ extension LuaDocs {
       out += "--- `belt.\(op.name)(dc\(op.allowsAllDBs ? "[, db]" : ", db")[, opts]) -> record`\n"
       out += "--- Context: blocks until done; with db = nil runs on every db of the dc concurrently.\n"
       out += "---@param dc string\n---@param db string\(op.allowsAllDBs ? "?" : "")\n"
-      let fields = op.options.sorted { $0.key < $1.key }.map { "\($0.key): \(luaType($0.value))?" }
+      let fields = op.options.sorted { $0.key < $1.key }.map { "\($0.key): \(luaType($0.type))?" }
       out += "---@param opts {\(fields.joined(separator: ", "))}?\n---@return BeltRecord\n"
       out += "function belt.\(op.name)(dc, db, opts) end\n\n"
     }

@@ -323,15 +323,15 @@ public struct LuaCall {
   /// Any argument as a Value.
   public func value(_ i: Int32) -> Value { runtime.value(at: i) }
 
-  /// Reads the declared option keys of a table argument (nil/absent = no options).
-  public func options(_ i: Int32, _ spec: [String: OptionType]) throws -> Options {
+  /// Reads the declared option keys of a table argument (nil/absent = no options), unchecked:
+  /// ``Runner`` checks them against the spec.
+  public func options(_ i: Int32, _ spec: [OptionSpec]) throws -> Options {
     if belt_isnoneornil(L, i) != 0 { return Options() }
     guard lua_type(L, i) == LUA_TTABLE else { throw argError(i, "table or nil expected, got \(typeName(i))") }
     var out: [String: Value] = [:]
-    for (key, type) in spec {
-      let v = runtime.rawField(i, key)
-      if v.isNull { continue }
-      out[key] = try LuaBindings.coerce(v, type, key: key, fn: name, arg: i)
+    for o in spec {
+      let v = runtime.rawField(i, o.key)
+      if !v.isNull { out[o.key] = v }
     }
     return Options(out)
   }

@@ -3,16 +3,32 @@ import Foundation
 /// The inspection commands: src-dsn, dst-dsn, check-pkeys, check-connectivity, connections,
 /// precheck.
 public enum InspectionOps {
-  /// All specs of this family.
   public static let all: [OperationSpec] = [
     dsn(.src), dsn(.dst), checkPkeys, checkConnectivity, connections, precheck, terminateConnections,
   ]
 
+  /// `-e/--exclude-user` and `-p/--exclude-pattern`: the login and session commands take them.
+  static let excludeOptions = [
+    OptionSpec(
+      "exclude_users", .strings, "Additional usernames to exclude (can be repeated). Always excludes rdsadmin and postgres.",
+      cli: CLISpelling("exclude-user", short: "e")),
+    OptionSpec(
+      "exclude_patterns", .strings, "LIKE patterns to exclude usernames (e.g. '%%repuser%%'). Can be repeated.",
+      cli: CLISpelling("exclude-pattern", short: "p")),
+  ]
+
+  /// rollback.lua's `reverse = true`: src and dst swap roles.
+  static let reverseOption = OptionSpec(
+    "reverse", .bool, "Swap src and dst: work on the destination as if it were the source (rollback.lua).", cli: nil)
+
   /// Ends application sessions on src (the cutover's last resort after draining).
   static let terminateConnections = OperationSpec(
     name: "terminate_connections",
-    summary: "Terminate application sessions on the source database (not root, pglogical or excluded users).",
-    sides: .srcOnly, options: ["exclude_users": .strings, "exclude_patterns": .strings, "reverse": .bool],
+    summary: "Terminate application sessions on the source database.",
+    details: """
+      Ends every client session on the source database except the root, postgres, rdsadmin and pglogical users and the excluded users/patterns (config exclude_users/exclude_patterns plus -e/-p). Used by cutover.lua after revoke-logins when sessions do not drain.
+      """,
+    sides: .srcOnly, options: excludeOptions + [reverseOption],
     columns: [("database", "db"), ("terminated", "terminated"), ("users", "users")]
   ) { ctx in
     let server = try ctx.config.server(.src)
@@ -36,7 +52,16 @@ public enum InspectionOps {
     OperationSpec(
       name: "\(side.rawValue)_dsn",
       summary: "Print a dsn to stdout that you can use to connect to the \(side == .src ? "source" : "destination") db.",
-      sides: side == .src ? .srcOnly : .dstOnly, options: ["owner": .bool, "pglogical": .bool],
+      details: """
+        psql "$(belt \(side.rawValue)-dsn scribble prod-use1-pg-1)"
+
+        Pass --owner to log in as the owner or --pglogical to log in as pglogical.
+        """,
+      sides: side == .src ? .srcOnly : .dstOnly,
+      options: [
+        OptionSpec("owner", .bool, "Use the owner credentials", cli: .inverted),
+        OptionSpec("pglogical", .bool, "Use the pglogical credentials.", cli: .inverted),
+      ],
       allowsAllDBs: false
     ) { ctx in
       let server = try ctx.config.server(side)
@@ -90,7 +115,13 @@ public enum InspectionOps {
 
   static let checkConnectivity = OperationSpec(
     name: "check_connectivity",
-    summary: "Returns exit code 0 if belt can connect to all databases in a datacenter.",
+    summary:
+      "Returns exit code 0 if belt can connect to all databases in a datacenter (if db is not specified), or to both src and dst of a database.",
+    details: """
+      This is done by checking network access to the database ports and logging in as the root and owner users.
+
+      If any connection times out, the command will exit 1. It will test ALL connections before returning exit code 1 or 0, and output which connections passed/failed.
+      """,
     sides: .both,
     columns: [
       ("database", "db"), ("src tcp ok", "src_tcp"), ("src query ok", "src_query"),
@@ -129,7 +160,12 @@ public enum InspectionOps {
   static let connections = OperationSpec(
     name: "connections",
     summary: "Print out a table showing active database connections for each database pair.",
-    sides: .both, options: ["exclude_users": .strings, "exclude_patterns": .strings],
+    details: """
+      Displays the connection count and list of connected usernames for both source and destination databases.
+
+      Always excludes 'rdsadmin' and 'postgres' users from the count. Use --exclude-user to exclude additional specific usernames. Use --exclude-pattern to exclude usernames matching LIKE patterns (e.g. '%%repuser%%').
+      """,
+    sides: .both, options: excludeOptions,
     columns: [("database", "db"), ("src_count", "src_count"), ("src_users", "src_users"), ("dst_count", "dst_count"), ("dst_users", "dst_users")]
   ) { ctx in
     let users = ["rdsadmin", "postgres"] + ctx.config.excludeUsers + ctx.options.strings("exclude_users")
@@ -227,6 +263,11 @@ public enum InspectionOps {
   static let precheck = OperationSpec(
     name: "precheck",
     summary: "Report whether your source database meets the basic requirements for belt.",
+    details: """
+      Any red item in a row in the table indicates a requirement not satisfied by your db. This command can not check network connectivity between your source and destination!
+
+      If a dbname is given this will also show whether the configuration of the root and owner users seems ok and a summary of whether each table and sequence in the database can be replicated.
+      """,
     sides: .both
   ) { ctx in
     var fields: [(String, Value)] = [("schema_name", .string(ctx.schema))]

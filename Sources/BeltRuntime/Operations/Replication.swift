@@ -33,34 +33,64 @@ public enum ReplicationOps {
     return out
   }
 
-  /// `belt reset`.
   static let reset = OperationSpec(
     name: "reset",
     summary:
       "Reset an in-progress migration before cutover so replication can be started again from the beginning.",
-    sides: .both, options: ["force": .bool]
+    details: """
+      This command:
+      1) Stops forward replication
+      2) Ensures reverse replication is stopped
+      3) Truncates destination tables (all tables in schema, or only config.tables)
+      4) Removes indexes from the destination
+      5) Removes NOT VALID constraints from the destination
+
+      Note: sequence values are intentionally left unchanged. They only need to be synchronized after cutover by running sync-sequences.
+      """,
+    sides: .both,
+    options: [
+      OptionSpec("force", .bool, "Skip the failsafe that refuses when the destination holds more data than the source.")
+    ]
   ) { ctx in try ReplicationSteps.reset(ctx) }
 
-  /// `belt setup`.
   static let setup = OperationSpec(
     name: "setup",
     summary:
       "Configures pglogical to replicate all compatible tables from the source to the destination db.",
-    sides: .both, options: ["schema": .bool]
+    details: """
+      This includes copying the database schema from the source into the destination.
+
+      If you want to set up the schema in the destination db manually you can use the --no-schema option to stop this from happening.
+      """,
+    sides: .both, options: [OptionSpec("schema", .bool, "Copy the schema?", default: true, cli: .inverted)]
   ) { ctx in try ReplicationSteps.setup(ctx) }
 
-  /// `belt setup-back-replication`.
   static let setupBackReplication = OperationSpec(
     name: "setup_back_replication",
     summary:
       "Configures pglogical to replicate all compatible tables from the destination to the source db.",
+    details: """
+      Can only complete successfully after the initial load phase is completed for replication from the source to target.
+
+      Back replication ensures that dataloss does not occur if a rollback is required after applications are allowed to begin writing data into the destination db.
+      """,
     sides: .both
   ) { ctx in try ReplicationSteps.setupBack(ctx) }
 
-  /// `belt status`.
   static let status = OperationSpec(
     name: "status",
     summary: "Print out a table of status information for one or all of the dbs in a datacenter.",
+    details: """
+      Contains the pglogical replication status for both directions of replication and replication lag data for forward replication. Possible replication statuses are as follows:
+
+      unconfigured: No replication has been set up in this direction yet.
+
+      initializing: Pglogical is performing an initial data dump to bring the follower up to speed. You can not begin replication in the opposite direction during this stage.
+
+      replicating: Pglogical is replicating only net new writes in this direction.
+
+      down: Pglogical has encountered an error and has stopped replicating entirely. Check the postgres logs on both dbs to determine the cause.
+      """,
     sides: .both,
     columns: [
       ("database", "db"), ("src -> dst", "forward"), ("src <- dst", "back"),
@@ -71,31 +101,48 @@ public enum ReplicationOps {
     ]
   ) { ctx in try ReplicationStatus.run(ctx) }
 
-  /// `belt teardown-back-replication`.
   static let teardownBackReplication = OperationSpec(
     name: "teardown_back_replication",
     summary: "Stops pglogical replication from the destination database to the source.",
+    details: "You should only do this once you are certain a rollback will not be required.",
     sides: .srcOnly
   ) { ctx in try ReplicationSteps.teardownBack(ctx) }
 
-  /// `belt teardown-forward-replication`.
   static let teardownForwardReplication = OperationSpec(
     name: "teardown_forward_replication",
     summary: "Stops pglogical replication from the source database to the destination.",
-    sides: .dstOnly, options: ["timeout": .duration, "wait": .bool]
+    details: """
+      This should be done during your migration downtime before writes are allowed to the destination. Before dropping the subscription it waits until the destination has applied everything the source had written when the command started (--no-wait skips this).
+      """,
+    sides: .dstOnly,
+    options: [
+      OptionSpec(
+        "timeout", .duration, "How long to wait for the destination to catch up (seconds or e.g. 5m).", default: "5m"),
+      OptionSpec("wait", .bool, "Wait for the destination to catch up before dropping.", default: true, cli: .inverted),
+    ]
   ) { ctx in try ReplicationSteps.teardownForward(ctx) }
 
-  /// `belt teardown`.
   static let teardown = OperationSpec(
     name: "teardown",
     summary: "Removes all pglogical configuration from both databases.",
-    sides: .both, options: ["full": .bool]
+    details: """
+      If any replication is configured this will stop it. It will also drop the pglogical user.
+
+      If run with --full the pglogical extension will be dropped.
+
+      WARNING: running with --full may cause the database to lock up. You should be prepared to reboot the database if you do this.
+      """,
+    sides: .both, options: [OptionSpec("full", .bool, "Remove pglogical extension", cli: .inverted)]
   ) { ctx in try ReplicationSteps.teardown(ctx) }
 
-  /// `belt cleanup-previous-config [--full]`.
   static let cleanupPreviousConfig = OperationSpec(
     name: "cleanup_previous_config",
     summary: "Removes pglogical configuration left on the source database by an earlier migration, whatever role it played.",
-    sides: .srcOnly, options: ["full": .bool]
+    details: """
+      Drops the subscriptions pg1_pg2 and pg2_pg1, their leftover slots, the replication set pgbelt, the node pg1 or pg2, and the pglogical user when nothing else on the server uses it.
+
+      If run with --full the pglogical extension will be dropped too.
+      """,
+    sides: .srcOnly, options: [OptionSpec("full", .bool, "Remove pglogical extension", cli: .inverted)]
   ) { ctx in try Cleanup.run(ctx) }
 }

@@ -9,6 +9,7 @@ public enum Runner {
   public static func run(_ spec: OperationSpec, dc: String, db: String?, options: Options, env: Environment)
     throws -> Value
   {
+    let options = try checked(spec, options)
     if let db {
       return try runOne(spec, dc: dc, db: db, options: options, env: env)
     }
@@ -20,7 +21,7 @@ public enum Runner {
       throw BeltError(
         .notFound, "dc \"\(dc)\" has no databases: no \(env.store.dcDirectory(dc))/<db>/config.json", dc: dc)
     }
-    return try run(spec, dc: dc, dbs: dbs, options: options, env: env)
+    return fanOut(spec, dc: dc, dbs: dbs, options: options, env: env)
   }
 
   /// Runs `spec` for the listed pairs of a dc (a runbook resuming each database from its own
@@ -28,6 +29,19 @@ public enum Runner {
   public static func run(_ spec: OperationSpec, dc: String, dbs: [String], options: Options, env: Environment)
     throws -> Value
   {
+    fanOut(spec, dc: dc, dbs: dbs, options: try checked(spec, options), env: env)
+  }
+
+  /// The options after ``OperationSpec/checkOptions(_:)``: every caller's options pass here once.
+  static func checked(_ spec: OperationSpec, _ options: Options) throws -> Options {
+    do {
+      return try spec.checkOptions(options.values)
+    } catch {
+      throw BeltError(.badArgument, "bad argument #3 to 'belt.\(spec.name)' (option \(error.option.key): \(error.problem))")
+    }
+  }
+
+  static func fanOut(_ spec: OperationSpec, dc: String, dbs: [String], options: Options, env: Environment) -> Value {
     let start = Date()
     let records = parallelMap(dbs, width: env.jobs) { db -> Value in
       if belt_interrupted() != 0 {

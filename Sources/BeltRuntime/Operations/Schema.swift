@@ -9,26 +9,73 @@ import Logging
 /// (created before cutover), `invalid_constraints.sql` (NOT VALID constraints, loaded after the
 /// data), plus `extensions.json` (extensions the schema needs, created on dst by root).
 public enum SchemaOps {
-  /// All specs of this family.
   public static let all: [OperationSpec] = [
-    spec("dump_schema", "Dumps and sanitizes the schema from the source database, then saves it to a file.", .both, dumpSchema),
-    spec("load_schema", "Loads the sanitized schema (no indexes, no NOT VALID constraints) into the destination as the owner user.", .dstOnly, loadSchema),
-    spec("load_constraints", "Loads the NOT VALID constraints from invalid_constraints.sql into the destination as the owner user.", .dstOnly, loadConstraints),
-    spec("remove_constraints", "Removes the NOT VALID constraints listed in invalid_constraints.sql from the destination.", .dstOnly, removeConstraints),
-    spec("remove_indexes", "Removes the indexes listed in indexes.sql from the destination.", .dstOnly, removeIndexes),
-    spec("create_indexes", "Creates the indexes from indexes.sql in the destination as the owner user, then runs ANALYZE.", .dstOnly, createIndexes),
+    spec(
+      "dump_schema", "Dumps and sanitizes the schema from the source database, then saves it to a file.",
+      """
+      Four files will be generated:
+      1. The entire sanitized schema
+      2. The schema with all NOT VALID constraints and CREATE INDEX statements removed,
+      3. A file that contains only the CREATE INDEX statements
+      4. A file that contains only the NOT VALID constraints
+      These files will be saved in the schemas directory.
+      """, .both, dumpSchema),
+    spec(
+      "load_schema",
+      "Loads the sanitized schema from the file schemas/dc/db/no_invalid_constraints_no_indexes.sql into the destination as the owner user.",
+      """
+      Invalid constraints are omitted because the source database may contain data that was created before the constraint was added. Loading the constraints into the destination before the data will cause replication to fail.
+      """, .dstOnly, loadSchema),
+    spec(
+      "load_constraints",
+      "Loads the NOT VALID constraints from the file schemas/dc/db/invalid_constraints.sql into the destination as the owner user.",
+      "This must only be done after all data is synchronized from the source to the destination database.",
+      .dstOnly, loadConstraints),
+    spec(
+      "remove_constraints", "Removes NOT VALID constraints from the target database.",
+      """
+      This must be done before setting up replication, and should only be used if the schema in the target database was loaded outside of belt.
+      """, .dstOnly, removeConstraints),
+    spec(
+      "remove_indexes", "Removes indexes from the target database.",
+      """
+      This must be done before setting up replication, and should only be used if the schema in the target database was loaded outside of belt.
+      """, .dstOnly, removeIndexes),
+    spec(
+      "create_indexes",
+      "Creates indexes from the file schemas/dc/db/indexes.sql into the destination as the owner user.",
+      """
+      This must only be done after most data is synchronized (at minimum after the initializing phase) from the source to the destination database.
+
+      After creating indexes, the destination database is analyzed so the query planner has up-to-date statistics for the indexes.
+      """, .dstOnly, createIndexes),
     OperationSpec(
-      name: "diff_schemas", summary: "Compare source and destination schemas.", sides: .both,
-      options: ["full": .bool]
+      name: "diff_schemas", summary: "Compare source and destination schemas.",
+      details: """
+        By default, NOT VALID constraints and CREATE INDEX statements are excluded from the comparison since belt loads those in separate steps. Use --full to include them.
+
+        DBs with a table list configured are skipped since they represent subset migrations where schemas will naturally differ.
+        """,
+      sides: .both,
+      options: [
+        OptionSpec(
+          "full", .bool,
+          "Include NOT VALID constraints and CREATE INDEX statements in the diff. Without this flag, those are excluded since they are loaded in separate steps."
+        )
+      ]
     ) { ctx in try diffSchemas(ctx, full: ctx.options.bool("full")) },
-    spec("analyze", "Run ANALYZE in the destination database.", .dstOnly, analyze),
+    spec(
+      "analyze", "Run ANALYZE in the destination database.",
+      "This should be run after data is completely replicated and before applications are allowed to use the new db.",
+      .dstOnly, analyze),
   ]
 
   /// A spec without options or columns.
   static func spec(
-    _ name: String, _ summary: String, _ sides: SidesNeeded, _ body: @escaping @Sendable (PairContext) throws -> Value
+    _ name: String, _ summary: String, _ details: String, _ sides: SidesNeeded,
+    _ body: @escaping @Sendable (PairContext) throws -> Value
   ) -> OperationSpec {
-    OperationSpec(name: name, summary: summary, sides: sides, body: body)
+    OperationSpec(name: name, summary: summary, details: details, sides: sides, body: body)
   }
 
   /// The pair's schema files.

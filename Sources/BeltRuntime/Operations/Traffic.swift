@@ -4,7 +4,6 @@ import Foundation
 /// into a cutover where clients wait instead of failing. Lua: belt.pgbouncer_show,
 /// belt.pgbouncer_pause, belt.pgbouncer_resume, belt.pgbouncer_point_to.
 public enum TrafficOps {
-  /// All specs of this family.
   public static let all: [OperationSpec] = [pgbouncerShow, pgbouncerPause, pgbouncerResume, pgbouncerPointTo]
 
   static func admin(_ ctx: PairContext) throws -> PgBouncerAdmin {
@@ -50,7 +49,12 @@ public enum TrafficOps {
   static let pgbouncerPause = OperationSpec(
     name: "pgbouncer_pause",
     summary: "PAUSE the pair's database in pgbouncer: waits for transactions in flight; new ones wait (bounded by timeout, then resumed).",
-    sides: .none, options: ["timeout": .duration]
+    sides: .none,
+    options: [
+      OptionSpec(
+        "timeout", .duration, "How long to wait for the transactions in flight before resuming (seconds or e.g. 30s).",
+        default: "10s")
+    ]
   ) { ctx in
     let a = try admin(ctx)
     let waited = try a.pause(timeout: ctx.options.seconds("timeout") ?? 10)
@@ -70,11 +74,12 @@ public enum TrafficOps {
   static let pgbouncerPointTo = OperationSpec(
     name: "pgbouncer_point_to",
     summary: "Point the pair's pgbouncer database at src or dst: rewrite its line in databases_file, RELOAD, check SHOW DATABASES.",
-    sides: .none, options: ["side": .string]
+    sides: .none,
+    options: [OptionSpec("side", .string, "Where clients go: src or dst.", choices: ["src", "dst"], required: true)]
   ) { ctx in
-    guard let which = ctx.options.string("side"), let side = Side(rawValue: which) else {
-      throw BeltError(.badArgument, "pgbouncer_point_to needs side = \"src\" or \"dst\"")
-    }
+    // The spec requires side and accepts only src or dst.
+    let which = ctx.options.string("side") ?? ""
+    guard let side = Side(rawValue: which) else { throw BeltError(.internal, "unchecked side \(Value.jsonQuote(which))") }
     let a = try admin(ctx)
     let target = try a.pointTo(try ctx.config.server(side))
     return record(try a.entry(), ctx, [("message", .string("\(a.config.database) now points at \(which) (\(target))"))])

@@ -7,7 +7,17 @@ import Testing
 /// user (it refuses root) in a private directory, transaction pooling.
 final class TestBouncer {
   let dir = "/tmp/belt-pgb-" + PG.unique("b")
-  let port = Int.random(in: 56000...56999)
+  /// A port no socket uses yet (pgbouncer would fail to bind a taken one).
+  let port: Int = {
+    // /proc/net/tcp: "sl local_address rem_address ...", addresses as HEXIP:HEXPORT.
+    let table = (try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8)) ?? ""
+    let used = Set(table.split(separator: "\n").dropFirst().compactMap { line in
+      line.split(separator: " ").dropFirst().first?.split(separator: ":").last.flatMap { Int($0, radix: 16) }
+    })
+    var p = Int.random(in: 56000...56999)
+    while used.contains(p) { p = Int.random(in: 56000...56999) }
+    return p
+  }()
   let admin = Credentials(name: "pgb_admin", password: "adm'in pw")
   var databasesFile: String { dir + "/databases.ini" }
 
@@ -39,7 +49,18 @@ final class TestBouncer {
     let run = (getuid() == 0 ? "exec /usr/sbin/runuser -u postgres -- " : "exec ") + "/usr/sbin/pgbouncer -d \"$1\""
     let start = ["/bin/bash", "-c", "for fd in /proc/$$/fd/*; do fd=${fd##*/}; (( fd > 2 )) && eval \"exec $fd>&-\" 2>/dev/null; done; " + run, "bash", dir + "/pgbouncer.ini"]
     #expect(try shell(start) == 0, "pgbouncer started")
-    _ = eventually(10) { FileManager.default.fileExists(atPath: self.dir + "/pgbouncer.pid") }
+    // The pid file comes before the listening socket: wait until the console answers.
+    let answering = eventually(15) { (try? self.console()).map { $0.close(); return true } ?? false }
+    let log = (try? String(contentsOfFile: dir + "/pgbouncer.log", encoding: .utf8)) ?? ""
+    #expect(answering, "pgbouncer on port \(port) answers: \(log.suffix(600))")
+  }
+
+  /// A connection to the admin console.
+  func console() throws -> PGConnection {
+    try PGConnection(
+      conninfo: ConnInfo.build([("hostaddr", PG.host), ("port", String(port)), ("dbname", "pgbouncer"),
+                                ("user", admin.name), ("password", admin.password), ("connect_timeout", "2")]),
+      label: "pgbouncer admin")
   }
 
   /// The config block.
@@ -209,10 +230,7 @@ struct CutoverPgBouncerTests {
 
   /// What pgbouncer's server connections for the database point at: their ports.
   static func serverPorts(_ b: Bounced) throws -> [Int] {
-    let c = try PGConnection(
-      conninfo: ConnInfo.build([("hostaddr", PG.host), ("port", String(b.bouncer.port)), ("dbname", "pgbouncer"),
-                                ("user", b.bouncer.admin.name), ("password", b.bouncer.admin.password)]),
-      label: "pgbouncer admin")
+    let c = try b.bouncer.console()
     defer { c.close() }
     return try c.exec("SHOW SERVERS").rows.filter { $0.string("database") == "shop" }.compactMap { $0.int("port") }
   }

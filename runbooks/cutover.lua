@@ -198,7 +198,8 @@ flow.step("drain", function(todo)
 end, active)
 flow.step("teardown-forward-replication", function(todo)
   local t, limit = belt.duration(o.gate_timeout), "gate_timeout"
-  if bouncer and pause_left("teardown-forward-replication") < t then t, limit = pause_left("teardown-forward-replication"), "pause_timeout" end
+  local left = pause_left("teardown-forward-replication")
+  if left and left < t then t, limit = left, "pause_timeout" end
   local r = belt.teardown_forward_replication(dc, todo, { timeout = t })
   if limit == "pause_timeout" and type(r) == "table" and r.ok == false then
     belt.warn(("the gate had what was left of pause_timeout=%s (%.1f s)"):format(tostring(o.pause_timeout), t))

@@ -7,15 +7,16 @@ import Testing
 /// user (it refuses root) in a private directory, transaction pooling.
 final class TestBouncer {
   let dir = "/tmp/belt-pgb-" + PG.unique("b")
-  /// A port no socket uses yet (pgbouncer would fail to bind a taken one).
+  /// A port no socket uses yet (pgbouncer would fail to bind a taken one), below the kernel's
+  /// ephemeral range (32768-60999 here), where client sockets of other tests take ports at any moment.
   let port: Int = {
     // /proc/net/tcp: "sl local_address rem_address ...", addresses as HEXIP:HEXPORT.
     let table = (try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8)) ?? ""
     let used = Set(table.split(separator: "\n").dropFirst().compactMap { line in
       line.split(separator: " ").dropFirst().first?.split(separator: ":").last.flatMap { Int($0, radix: 16) }
     })
-    var p = Int.random(in: 56000...56999)
-    while used.contains(p) { p = Int.random(in: 56000...56999) }
+    var p = Int.random(in: 26000...27999)
+    while used.contains(p) { p = Int.random(in: 26000...27999) }
     return p
   }()
   let admin = Credentials(name: "pgb_admin", password: "adm'in pw")

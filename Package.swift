@@ -19,7 +19,7 @@ let package = Package(
     .systemLibrary(name: "CLua", pkgConfig: "lua5.4", providers: [.apt(["liblua5.4-dev"])]),
     .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
     .systemLibrary(name: "CLineEdit", pkgConfig: "libedit", providers: [.apt(["libedit-dev"])]),
-    // Ctrl-C and the libpq cancel registry, for Postgres/ and Operations/ without Lua.
+    // Ctrl-C and the libpq cancel registry, for Postgres/, Operations/ and Commands/ without Lua.
     .target(name: "CSignals", dependencies: ["CLibPQ"]),
     .target(name: "CLuaShim", dependencies: ["CLua", "CSignals"]),
     .target(

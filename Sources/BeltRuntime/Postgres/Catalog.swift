@@ -127,3 +127,36 @@ public enum PGArray {
     "{" + items.map { "\"" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }.joined(separator: ",") + "}"
   }
 }
+
+/// One column of a table, as the catalog describes it.
+struct ColumnInfo: Sendable, Equatable {
+  /// Bare column name.
+  var name: String
+  /// `format_type` text, usable in a cast (`character varying(255)`).
+  var type: String
+  /// A generated column (never written by COPY).
+  var generated: Bool
+  /// The type's OID (below 16384 for built-in types).
+  var typeOid: Int = 0
+  /// The quoted identifier.
+  var quoted: String { PGConnection.quoteIdent(name) }
+}
+
+extension Catalog {
+  /// The columns of `schema.table` in attnum order; empty when the table does not exist.
+  static func columns(_ c: PGConnection, schema: String, table: String) throws -> [ColumnInfo] {
+    let r = try c.query(
+      """
+      SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS type, a.attgenerated <> '' AS generated,
+             a.atttypid::int AS typeoid
+        FROM pg_attribute a
+        JOIN pg_class cl ON cl.oid = a.attrelid
+        JOIN pg_namespace n ON n.oid = cl.relnamespace
+       WHERE n.nspname = $1 AND cl.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
+       ORDER BY a.attnum
+      """, [schema, table])
+    return r.rows.map {
+      ColumnInfo(name: $0.string("attname"), type: $0.string("type"), generated: $0.bool("generated"), typeOid: $0.int("typeoid") ?? 0)
+    }
+  }
+}

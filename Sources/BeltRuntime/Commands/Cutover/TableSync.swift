@@ -167,9 +167,9 @@ enum TableSync {
     let q = PGConnection.qualified(schema, table)
     let src = try conns.get(.src)
     let d = try conns.get(.dst)
-    let srcCols = try CutoverCatalog.columns(src, schema: schema, table: table).filter { !$0.generated }
+    let srcCols = try Catalog.columns(src, schema: schema, table: table).filter { !$0.generated }
     guard !srcCols.isEmpty else { throw BeltError(.notFound, "table \(q) has no columns on the source") }
-    let dstCols = try CutoverCatalog.columns(d, schema: schema, table: table)
+    let dstCols = try Catalog.columns(d, schema: schema, table: table)
     guard !dstCols.isEmpty else { throw BeltError(.notFound, "table \(q) does not exist on the destination") }
     let writable = Set(dstCols.filter { !$0.generated }.map(\.name))
     let missing = srcCols.map(\.name).filter { !writable.contains($0) }

@@ -112,7 +112,7 @@ enum Validation {
     var tables = Catalog.filter(all, subset: ctx.config.tableSubset, schema: ctx.schema)
     if ctx.config.tableSubset == nil { tables = tables.filter { !$0.isPartition } }
     return try tables.map { t in
-      let cols = try CutoverCatalog.columns(src, schema: ctx.schema, table: t.name)
+      let cols = try Catalog.columns(src, schema: ctx.schema, table: t.name)
       let byName = Dictionary(cols.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
       return Shape(schema: ctx.schema, name: t.name, pk: t.pkColumns.compactMap { byName[$0] }, columns: cols)
     }

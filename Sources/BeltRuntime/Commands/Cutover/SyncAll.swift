@@ -76,7 +76,7 @@ enum SyncAll {
         Part(name: validateNoPK) { [noPKSample] in try Validation.run($0, settings: noPKSample) },
       ],
       [
-        Part(name: "analyze") { try analyze($0) },
+        Part(name: "analyze") { try SchemaOps.analyze($0) },
       ],
     ]
     let config = ctx.config
@@ -199,16 +199,5 @@ enum SyncAll {
     let at = rest.firstIndex { $0.name == "analyze" } ?? rest.count
     rest.insert(merged, at: at)
     return rest
-  }
-
-  /// ANALYZE on dst: the schema family's operation, or a plain `ANALYZE` as root without a
-  /// statement timeout while that is not written yet.
-  static func analyze(_ ctx: PairContext) throws -> Value {
-    do {
-      return try SchemaOps.analyze(ctx)
-    } catch where CutoverCatalog.isNotImplemented(error) {
-      try ctx.connect(.dst, .root, noTimeout: true).exec("ANALYZE")
-      return .object([("message", "ANALYZE done")])
-    }
   }
 }

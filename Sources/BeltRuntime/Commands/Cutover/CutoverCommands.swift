@@ -1,5 +1,5 @@
 /// The cutover commands, run inside the downtime window: revoke-logins, restore-logins,
-/// sync-sequences, sync-tables, validate-data, sync. The work lives in `Cutover/`.
+/// sync-sequences, sync-tables, validate-data, sync, diff-sequences. The work is in this folder.
 public enum CutoverOps {
   public static let all: [OperationSpec] = {
     Render.customRenderers["diff_sequences"] = SequenceDiff.render

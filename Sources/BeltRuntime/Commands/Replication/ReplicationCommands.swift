@@ -1,8 +1,8 @@
 /// The replication command family.
 ///
 /// setup, setup-back-replication, status, teardown-back-replication,
-/// teardown-forward-replication, teardown, reset. The work lives in `Replication/`
-/// (ReplicationSteps, ReplicationStatus, PGL).
+/// teardown-forward-replication, teardown, reset, cleanup-previous-config. The work is in this
+/// folder (ReplicationSteps, ReplicationStatus); pglogical's own mechanics are in `Pglogical/`.
 public enum ReplicationOps {
   /// All specs of this family. (Initialising it also registers the human renderer of status,
   /// which prints why a subscription is down under the table.)

@@ -1,6 +1,6 @@
 /// The journal of a flow, readable and writable from runbooks (design.md §8): a runbook
 /// records each step's start and end and what a resume needs, and reads it back to continue
-/// from where an earlier run stopped. The work lives in `Cutover/Journal.swift`.
+/// from where an earlier run stopped. The work is in Journal.swift.
 public enum JournalOps {
   public static let all: [OperationSpec] = [journal, journalBegin, journalEnd, journalClose]
 

@@ -113,10 +113,20 @@ struct CutoverTests {
     defer { try? FileManager.default.removeItem(atPath: file) }
     try four.write(toFile: file, atomically: true, encoding: .utf8)
     chmod(file, 0o640)
-    try ConfigEdit.setTopLevel("revoked_logins", list, file: file, store: ConfigStore(root: NSTemporaryDirectory()))
-    try ConfigEdit.setTopLevel("revoked_logins", .from(["c"]), file: file, store: ConfigStore(root: NSTemporaryDirectory()))
+    let store = ConfigStore(root: NSTemporaryDirectory())
+    try store.setTopLevel("revoked_logins", list, file: file)
+    try store.setTopLevel("revoked_logins", .from(["c"]), file: file)
     let text = try String(contentsOfFile: file, encoding: .utf8)
     #expect(text == "{\n    \"db\": \"x}\\\"]\",\n    \"n\": [1, {\"a\": \"}\"}],\n    \"z\": null,\n    \"revoked_logins\": [\n        \"c\"\n    ]\n}\n")
+    // save() is the same writer: a whole document with one changed key keeps the other bytes...
+    let doc = try JSONParser.parse(text)
+    try store.save(doc.setting("z", 2), to: file)
+    #expect(try String(contentsOfFile: file, encoding: .utf8) == text.replacingOccurrences(of: "\"z\": null", with: "\"z\": 2"))
+    // ...and a document the splices cannot give (a key removed) is written whole, as saved.
+    guard case .object(var members) = doc else { Issue.record("not an object"); return }
+    members.removeAll { $0.0 == "n" }
+    try store.save(.object(members), to: file)
+    #expect(try JSONParser.parse(String(contentsOfFile: file, encoding: .utf8)) == .object(members))
     var st = stat()
     stat(file, &st)
     #expect(st.st_mode & 0o777 == 0o640, "the file keeps its mode")

@@ -1,32 +1,25 @@
 import Foundation
 
-/// Edits one top-level key of a config file while keeping every other byte of the file.
+/// How ``ConfigStore/save(_:to:)`` writes over an existing config: the top-level keys whose value
+/// changed are spliced into the operator's text, so every other byte (their layout, comments in
+/// string values, key order, unknown keys) stays as it was.
 ///
-/// The new text is checked by parsing it back: if the splice does not produce exactly the
-/// expected document (an unusual layout, duplicate keys), the whole value is written with
-/// ``ConfigStore/save(_:to:)`` instead, which keeps key order and unknown keys.
+/// The result is checked by parsing it back: if the splices do not give exactly the document
+/// being saved (an unusual layout, duplicate keys, a removed key), the whole document is
+/// rendered instead.
 enum ConfigEdit {
-  /// Sets `key` to `value` in the JSON object stored at `file`, atomically.
-  /// - Returns: the document as written.
-  /// - Throws: ``BeltError`` naming the file.
-  @discardableResult
-  static func setTopLevel(_ key: String, _ value: Value, file: String, store: ConfigStore) throws -> Value {
-    guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
-      throw BeltError(.ioError, "\(file): cannot be read")
+  /// The text to write for `value`, given the file's current text (nil for a new file).
+  static func text(for value: Value, over existing: String?) -> String {
+    let whole = value.json(indent: 4) + "\n"
+    guard let existing, let current = try? JSONParser.parse(existing), case .object(let old) = current,
+      case .object(let new) = value, old.allSatisfy({ k, _ in value[k] != nil })
+    else { return whole }
+    var text = existing
+    for (k, v) in new where current[k] != v {
+      guard let spliced = splice(text, key: k, value: v) else { return whole }
+      text = spliced
     }
-    let current: Value
-    do { current = try JSONParser.parse(text) } catch {
-      throw BeltError(.configInvalid, "\(file): \(error)")
-    }
-    let expected = current.setting(key, value)
-    if let spliced = splice(text, key: key, value: value),
-      let reparsed = try? JSONParser.parse(spliced), reparsed == expected
-    {
-      try writeAtomically(spliced, to: file)
-    } else {
-      try store.save(expected, to: file)
-    }
-    return expected
+    return (try? JSONParser.parse(text)) == value ? text : whole
   }
 
   /// The text with the top-level `key` replaced or appended; nil when the layout is not
@@ -119,10 +112,5 @@ enum ConfigEdit {
         + Array((unit > 0 ? ": " : ": ").utf8) + renderedBytes + Array(b[last.valueEnd...])
     }
     return String(decoding: out, as: UTF8.self)
-  }
-
-  /// Writes text atomically, keeping the mode (see ``AtomicFile``).
-  static func writeAtomically(_ text: String, to file: String) throws {
-    try AtomicFile.write(text, to: file)
   }
 }

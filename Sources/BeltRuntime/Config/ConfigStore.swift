@@ -125,9 +125,24 @@ public struct ConfigStore: Sendable {
   }
 
   /// Writes a config atomically (see ``AtomicFile``), keeping the existing file's mode (0600 for
-  /// a new file: it holds passwords).
+  /// a new file: it holds passwords) and, over an existing file, the bytes of every top-level
+  /// key that did not change (see ``ConfigEdit``). The one way belt writes a config.
   public func save(_ value: Value, to file: String) throws {
-    try AtomicFile.write(value.json(indent: 4) + "\n", to: file)
+    let existing = FileManager.default.contents(atPath: file).flatMap { String(data: $0, encoding: .utf8) }
+    try AtomicFile.write(ConfigEdit.text(for: value, over: existing), to: file)
+  }
+
+  /// Sets one top-level key of the config stored at `file` (appended when new), through ``save(_:to:)``.
+  /// - Throws: ``BeltError`` naming the file when it cannot be read or is not valid JSON.
+  public func setTopLevel(_ key: String, _ value: Value, file: String) throws {
+    guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
+      throw BeltError(.ioError, "\(file): cannot be read")
+    }
+    let current: Value
+    do { current = try JSONParser.parse(text) } catch {
+      throw BeltError(.configInvalid, "\(file): \(error)")
+    }
+    try save(current.setting(key, value), to: file)
   }
 }
 

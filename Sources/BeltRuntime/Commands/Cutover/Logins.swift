@@ -237,11 +237,11 @@ enum Logins {
     let onDisk = try ctx.env.store.load(dc: ctx.dc, db: ctx.db)
     let union = Array(Set(saved(onDisk.raw, savedKey(ctx))).union(roles).union(earlier)).sorted()
     if union != saved(onDisk.raw, savedKey(ctx)) || onDisk.raw[savedKey(ctx)] == nil {
-      try ConfigEdit.setTopLevel(savedKey(ctx), .from(union), file: file, store: ctx.env.store)
+      try ctx.env.store.setTopLevel(savedKey(ctx), .from(union), file: file)
       configSaved = true
     }
     if onDisk.raw[fenceKey(ctx)] != nologinRecord(restored: false) {
-      try ConfigEdit.setTopLevel(fenceKey(ctx), nologinRecord(restored: false), file: file, store: ctx.env.store)
+      try ctx.env.store.setTopLevel(fenceKey(ctx), nologinRecord(restored: false), file: file)
       configSaved = true
     }
     try c.transaction {
@@ -322,7 +322,7 @@ enum Logins {
     }
     var configSaved = false
     if onDisk.raw[fenceKey(ctx)] != record.value(restored: false) {
-      try ConfigEdit.setTopLevel(fenceKey(ctx), record.value(restored: false), file: file, store: ctx.env.store)
+      try ctx.env.store.setTopLevel(fenceKey(ctx), record.value(restored: false), file: file)
       configSaved = true
     }
     try c.transaction {
@@ -402,7 +402,7 @@ enum Logins {
         let grant = fence.revokedFrom.filter { $0 == "PUBLIC" || present.contains($0) }
         let revoke = fence.grantedTo.filter { present.contains($0) }
         try c.transaction { try setConnect(c, database: fence.database, grant: grant, revoke: revoke) }
-        try ConfigEdit.setTopLevel(fenceKey(ctx), fence.value(restored: true), file: ctx.config.path, store: ctx.env.store)
+        try ctx.env.store.setTopLevel(fenceKey(ctx), fence.value(restored: true), file: ctx.config.path)
         parts.append("lifted the CONNECT fence on \(Value.jsonQuote(fence.database)): CONNECT granted back to \(Fmt.names(grant.isEmpty ? ["nobody"] : grant))")
         fields += [("fence", .string(Fence.connect.rawValue)), ("granted_connect", .from(grant)), ("revoked_connect", .from(revoke))]
       }
@@ -432,7 +432,7 @@ enum Logins {
       }
       memory.revokedLogins.subtract(restored + already)
       if fence == nil, raw[fenceKey(ctx)] == nologinRecord(restored: false) {
-        try ConfigEdit.setTopLevel(fenceKey(ctx), nologinRecord(restored: true), file: ctx.config.path, store: ctx.env.store)
+        try ctx.env.store.setTopLevel(fenceKey(ctx), nologinRecord(restored: true), file: ctx.config.path)
       }
       parts.append(restored.isEmpty ? "No roles to restore." : "restored LOGIN to \(restored.count) role(s): \(Fmt.names(restored))")
     }

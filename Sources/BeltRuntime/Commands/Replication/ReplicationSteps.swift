@@ -240,7 +240,7 @@ enum ReplicationSteps {
 
   /// `belt setup-back-replication`.
   static func setupBack(_ ctx: PairContext) throws -> Value {
-    let src = try ctx.config.server(.src)
+    _ = try ctx.config.server(.src)
     let dst = try ctx.config.server(.dst)
     let schema = ctx.schema
     let sroot = try ctx.connect(.src, .root)

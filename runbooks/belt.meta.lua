@@ -25,34 +25,46 @@ belt = {}
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {exclude_patterns: string[]?, exclude_users: string[]?}?
+---@param opts belt.connections.opts?
 ---@return BeltRecord
 function belt.connections(dc, db, opts) end
+
+---@class belt.connections.opts
+---@field exclude_patterns string[]? LIKE patterns to exclude usernames (e.g. '%%repuser%%'). Can be repeated.
+---@field exclude_users string[]? Additional usernames to exclude (can be repeated). Always excludes rdsadmin and postgres.
 
 --- Print a dsn to stdout that you can use to connect to the source db.
 --- `belt.src_dsn(dc, db[, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string
----@param opts {owner: boolean?, pglogical: boolean?}?
+---@param opts belt.src_dsn.opts?
 ---@return BeltRecord
 function belt.src_dsn(dc, db, opts) end
+
+---@class belt.src_dsn.opts
+---@field owner boolean? Use the owner credentials
+---@field pglogical boolean? Use the pglogical credentials.
 
 --- Print a dsn to stdout that you can use to connect to the destination db.
 --- `belt.dst_dsn(dc, db[, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string
----@param opts {owner: boolean?, pglogical: boolean?}?
+---@param opts belt.dst_dsn.opts?
 ---@return BeltRecord
 function belt.dst_dsn(dc, db, opts) end
+
+---@class belt.dst_dsn.opts
+---@field owner boolean? Use the owner credentials
+---@field pglogical boolean? Use the pglogical credentials.
 
 --- Print out lists of tables with and without primary keys
 --- `belt.check_pkeys(dc, db[, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string
----@param opts {}?
+---@param opts table?
 ---@return BeltRecord
 function belt.check_pkeys(dc, db, opts) end
 
@@ -61,7 +73,7 @@ function belt.check_pkeys(dc, db, opts) end
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {}?
+---@param opts table?
 ---@return BeltRecord
 function belt.check_connectivity(dc, db, opts) end
 
@@ -70,25 +82,37 @@ function belt.check_connectivity(dc, db, opts) end
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {exclude_patterns: string[]?, exclude_users: string[]?, fence: string?, lock_out_shared: boolean?, reverse: boolean?}?
+---@param opts belt.revoke_logins.opts?
 ---@return BeltRecord
 function belt.revoke_logins(dc, db, opts) end
+
+---@class belt.revoke_logins.opts
+---@field exclude_patterns string[]? LIKE patterns to exclude usernames (e.g. '%%repuser%%'). Can be repeated.
+---@field exclude_users string[]? Additional usernames to exclude (can be repeated). Always excludes rdsadmin and postgres.
+---@field fence "nologin"|"connect"|"auto"? nologin (ALTER ROLE ... NOLOGIN, server-wide), connect (REVOKE CONNECT on this database only) or auto. (default "nologin"; one of nologin, connect, auto)
+---@field lock_out_shared boolean? Revoke LOGIN even from roles that other databases of the server use.
+---@field reverse boolean? Swap src and dst: work on the destination as if it were the source (rollback.lua). (runbooks only)
 
 --- Grant permission to log in for any user present in the config file.
 --- `belt.restore_logins(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {exclude_patterns: string[]?, exclude_users: string[]?, reverse: boolean?}?
+---@param opts belt.restore_logins.opts?
 ---@return BeltRecord
 function belt.restore_logins(dc, db, opts) end
+
+---@class belt.restore_logins.opts
+---@field exclude_patterns string[]? LIKE patterns to exclude usernames (e.g. '%%repuser%%'). Can be repeated.
+---@field exclude_users string[]? Additional usernames to exclude (can be repeated). Always excludes rdsadmin and postgres.
+---@field reverse boolean? Swap src and dst: work on the destination as if it were the source (rollback.lua). (runbooks only)
 
 --- Report whether your source database meets the basic requirements for belt.
 --- `belt.precheck(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {}?
+---@param opts table?
 ---@return BeltRecord
 function belt.precheck(dc, db, opts) end
 
@@ -97,16 +121,19 @@ function belt.precheck(dc, db, opts) end
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {force: boolean?}?
+---@param opts belt.reset.opts?
 ---@return BeltRecord
 function belt.reset(dc, db, opts) end
+
+---@class belt.reset.opts
+---@field force boolean? Skip the failsafe that refuses when the destination holds more data than the source.
 
 --- Dumps and sanitizes the schema from the source database, then saves it to a file.
 --- `belt.dump_schema(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {}?
+---@param opts table?
 ---@return BeltRecord
 function belt.dump_schema(dc, db, opts) end
 
@@ -115,7 +142,7 @@ function belt.dump_schema(dc, db, opts) end
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {}?
+---@param opts table?
 ---@return BeltRecord
 function belt.load_schema(dc, db, opts) end
 
@@ -124,7 +151,7 @@ function belt.load_schema(dc, db, opts) end
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {}?
+---@param opts table?
 ---@return BeltRecord
 function belt.load_constraints(dc, db, opts) end
 
@@ -133,7 +160,7 @@ function belt.load_constraints(dc, db, opts) end
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {}?
+---@param opts table?
 ---@return BeltRecord
 function belt.remove_constraints(dc, db, opts) end
 
@@ -142,7 +169,7 @@ function belt.remove_constraints(dc, db, opts) end
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {}?
+---@param opts table?
 ---@return BeltRecord
 function belt.remove_indexes(dc, db, opts) end
 
@@ -151,7 +178,7 @@ function belt.remove_indexes(dc, db, opts) end
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {}?
+---@param opts table?
 ---@return BeltRecord
 function belt.create_indexes(dc, db, opts) end
 
@@ -160,25 +187,31 @@ function belt.create_indexes(dc, db, opts) end
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {full: boolean?}?
+---@param opts belt.diff_schemas.opts?
 ---@return BeltRecord
 function belt.diff_schemas(dc, db, opts) end
+
+---@class belt.diff_schemas.opts
+---@field full boolean? Include NOT VALID constraints and CREATE INDEX statements in the diff. Without this flag, those are excluded since they are loaded in separate steps.
 
 --- Configures pglogical to replicate all compatible tables from the source to the destination db.
 --- `belt.setup(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {schema: boolean?}?
+---@param opts belt.setup.opts?
 ---@return BeltRecord
 function belt.setup(dc, db, opts) end
+
+---@class belt.setup.opts
+---@field schema boolean? Copy the schema? (default true)
 
 --- Configures pglogical to replicate all compatible tables from the destination to the source db.
 --- `belt.setup_back_replication(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {}?
+---@param opts table?
 ---@return BeltRecord
 function belt.setup_back_replication(dc, db, opts) end
 
@@ -187,7 +220,7 @@ function belt.setup_back_replication(dc, db, opts) end
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {}?
+---@param opts table?
 ---@return BeltRecord
 function belt.status(dc, db, opts) end
 
@@ -196,25 +229,34 @@ function belt.status(dc, db, opts) end
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {reverse: boolean?, stride: integer?}?
+---@param opts belt.sync_sequences.opts?
 ---@return BeltRecord
 function belt.sync_sequences(dc, db, opts) end
+
+---@class belt.sync_sequences.opts
+---@field reverse boolean? Swap src and dst: work on the destination as if it were the source (rollback.lua). (runbooks only)
+---@field stride integer? Pad non-PK sequences by this amount when syncing: loads source_value + stride. Recommended default: --stride 1000. (at least 0)
 
 --- Dump tables without primary keys from the source and pipe them directly into the destination database.
 --- `belt.sync_tables(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {replace: boolean?, reverse: boolean?, tables: string[]?}?
+---@param opts belt.sync_tables.opts?
 ---@return BeltRecord
 function belt.sync_tables(dc, db, opts) end
+
+---@class belt.sync_tables.opts
+---@field replace boolean? Empty each destination table and load it again in one transaction, even when it has rows (rollback.lua). (runbooks only)
+---@field reverse boolean? Swap src and dst: work on the destination as if it were the source (rollback.lua). (runbooks only)
+---@field tables string[]? Specific tables to sync
 
 --- Run ANALYZE in the destination database.
 --- `belt.analyze(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {}?
+---@param opts table?
 ---@return BeltRecord
 function belt.analyze(dc, db, opts) end
 
@@ -223,25 +265,33 @@ function belt.analyze(dc, db, opts) end
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {full: boolean?, reverse: boolean?, sample: integer?}?
+---@param opts belt.validate_data.opts?
 ---@return BeltRecord
 function belt.validate_data(dc, db, opts) end
+
+---@class belt.validate_data.opts
+---@field full boolean? Compare whole tables by chunks of primary-key ranges hashed on each server.
+---@field reverse boolean? Swap src and dst: work on the destination as if it were the source (rollback.lua). (runbooks only)
+---@field sample integer? Rows per sample (random and latest). (default 100; at least 1)
 
 --- Sync and validate all data that is not replicated with pglogical.
 --- `belt.sync(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {no_schema: boolean?}?
+---@param opts belt.sync.opts?
 ---@return BeltRecord
 function belt.sync(dc, db, opts) end
+
+---@class belt.sync.opts
+---@field no_schema boolean? Skip the constraint and index steps.
 
 --- Compare the last value of every targeted sequence on the source and destination databases.
 --- `belt.diff_sequences(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {}?
+---@param opts table?
 ---@return BeltRecord
 function belt.diff_sequences(dc, db, opts) end
 
@@ -250,7 +300,7 @@ function belt.diff_sequences(dc, db, opts) end
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {}?
+---@param opts table?
 ---@return BeltRecord
 function belt.teardown_back_replication(dc, db, opts) end
 
@@ -259,79 +309,117 @@ function belt.teardown_back_replication(dc, db, opts) end
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {timeout: number|string?, wait: boolean?}?
+---@param opts belt.teardown_forward_replication.opts?
 ---@return BeltRecord
 function belt.teardown_forward_replication(dc, db, opts) end
+
+---@class belt.teardown_forward_replication.opts
+---@field timeout number|string? How long to wait for the destination to catch up (seconds or e.g. 5m). (default "5m")
+---@field wait boolean? Wait for the destination to catch up before dropping. (default true)
 
 --- Removes all pglogical configuration from both databases.
 --- `belt.teardown(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {full: boolean?}?
+---@param opts belt.teardown.opts?
 ---@return BeltRecord
 function belt.teardown(dc, db, opts) end
+
+---@class belt.teardown.opts
+---@field full boolean? Remove pglogical extension
 
 --- Removes pglogical configuration left on the source database by an earlier migration, whatever role it played.
 --- `belt.cleanup_previous_config(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {full: boolean?}?
+---@param opts belt.cleanup_previous_config.opts?
 ---@return BeltRecord
 function belt.cleanup_previous_config(dc, db, opts) end
+
+---@class belt.cleanup_previous_config.opts
+---@field full boolean? Remove pglogical extension
 
 --- Terminate application sessions on the source database.
 --- `belt.terminate_connections(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {exclude_patterns: string[]?, exclude_users: string[]?, reverse: boolean?}?
+---@param opts belt.terminate_connections.opts?
 ---@return BeltRecord
 function belt.terminate_connections(dc, db, opts) end
+
+---@class belt.terminate_connections.opts
+---@field exclude_patterns string[]? LIKE patterns to exclude usernames (e.g. '%%repuser%%'). Can be repeated.
+---@field exclude_users string[]? Additional usernames to exclude (can be repeated). Always excludes rdsadmin and postgres.
+---@field reverse boolean? Swap src and dst: work on the destination as if it were the source (rollback.lua). (runbooks only)
 
 --- Show the journal of a flow (cutover.lua by default) for one or all of the dbs in a datacenter.
 --- `belt.journal(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {flow: string?, lock: boolean?}?
+---@param opts belt.journal.opts?
 ---@return BeltRecord
 function belt.journal(dc, db, opts) end
+
+---@class belt.journal.opts
+---@field flow string? The flow: cutover, rollback, or a custom runbook's name. (default "cutover")
+---@field lock boolean? Also take the flow's lock for the pair, held until the process ends (a runbook about to act). (runbooks only)
 
 --- Records in the flow's journal that a step starts, with what a resume needs (data).
 --- `belt.journal_begin(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {data: table?, flow: string?, run_data: table?, step: string?}?
+---@param opts belt.journal_begin.opts?
 ---@return BeltRecord
 function belt.journal_begin(dc, db, opts) end
+
+---@class belt.journal_begin.opts
+---@field data table? Merged into the step's data. (runbooks only)
+---@field flow string? The flow: cutover, rollback, or a custom runbook's name. (default "cutover")
+---@field run_data table? Merged into the run's data. (runbooks only)
+---@field step string The step's name. (required; runbooks only)
 
 --- Records in the flow's journal that a step ended (status done or failed).
 --- `belt.journal_end(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {data: table?, error: string?, flow: string?, status: string?, step: string?}?
+---@param opts belt.journal_end.opts?
 ---@return BeltRecord
 function belt.journal_end(dc, db, opts) end
+
+---@class belt.journal_end.opts
+---@field data table? Merged into the step's data. (runbooks only)
+---@field error string? Why the step failed. (runbooks only)
+---@field flow string? The flow: cutover, rollback, or a custom runbook's name. (default "cutover")
+---@field status "done"|"failed"? done or failed. (default "done"; one of done, failed; runbooks only)
+---@field step string The step's name. (required; runbooks only)
 
 --- Ends the flow's run in progress: done, compensated or rolled_back (the next begin starts a new run).
 --- `belt.journal_close(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {flow: string?, note: string?, run_data: table?, state: string?}?
+---@param opts belt.journal_close.opts?
 ---@return BeltRecord
 function belt.journal_close(dc, db, opts) end
+
+---@class belt.journal_close.opts
+---@field flow string? The flow: cutover, rollback, or a custom runbook's name. (default "cutover")
+---@field note string? A line for the operator. (runbooks only)
+---@field run_data table? Merged into the run's data. (runbooks only)
+---@field state "done"|"compensated"|"rolled_back"? done, compensated or rolled_back. (default "done"; one of done, compensated, rolled_back; runbooks only)
 
 --- Show where pgbouncer sends the pair's database (src, dst or other) and whether it is paused.
 --- `belt.pgbouncer_show(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {}?
+---@param opts table?
 ---@return BeltRecord
 function belt.pgbouncer_show(dc, db, opts) end
 
@@ -340,16 +428,19 @@ function belt.pgbouncer_show(dc, db, opts) end
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {timeout: number|string?}?
+---@param opts belt.pgbouncer_pause.opts?
 ---@return BeltRecord
 function belt.pgbouncer_pause(dc, db, opts) end
+
+---@class belt.pgbouncer_pause.opts
+---@field timeout number|string? How long to wait for the transactions in flight before resuming (seconds or e.g. 30s). (default "10s")
 
 --- RESUME the pair's database in pgbouncer (fine when it is not paused).
 --- `belt.pgbouncer_resume(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {}?
+---@param opts table?
 ---@return BeltRecord
 function belt.pgbouncer_resume(dc, db, opts) end
 
@@ -358,9 +449,12 @@ function belt.pgbouncer_resume(dc, db, opts) end
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts {side: string?}?
+---@param opts belt.pgbouncer_point_to.opts?
 ---@return BeltRecord
 function belt.pgbouncer_point_to(dc, db, opts) end
+
+---@class belt.pgbouncer_point_to.opts
+---@field side "src"|"dst" Where clients go: src or dst. (one of src, dst; required)
 
 --- Polls pred until it returns a truthy value. Raises {code="timeout"} (or returns false,
 --- "timeout" with on_timeout = "return"). Ctrl-C raises {code="interrupted"}.

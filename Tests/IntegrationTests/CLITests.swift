@@ -150,6 +150,16 @@ let seedCommands: [(String, String, [String])] = [
     let r = try CLI.run(["help-lua"])
     #expect(r.code == 0)
     #expect(r.out.contains("belt.wait_for(") && r.out.contains("belt.precheck(dc[, db])"))
+    // Every option of every operation is documented with its help, in the text and the LuaCATS file.
+    let meta = try CLI.run(["help-lua", "--meta"])
+    for op in OperationRegistry.all {
+      for o in op.options {
+        #expect(r.out.contains("      \(o.key): \(o.help)"), "help-lua: \(op.name).\(o.key)")
+        #expect(meta.out.contains("---@field \(o.key) ") && meta.out.contains(o.help), "meta: \(op.name).\(o.key)")
+      }
+    }
+    #expect(r.out.contains("(default \"nologin\"; one of nologin, connect, auto)"))
+    #expect(meta.out.contains("---@field fence \"nologin\"|\"connect\"|\"auto\"? "))
   }
 }
 

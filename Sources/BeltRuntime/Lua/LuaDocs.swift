@@ -9,6 +9,7 @@ public enum LuaDocs {
     for op in OperationRegistry.all {
       let opts = op.options.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.type.rawValue)" }.joined(separator: ", ")
       out += "belt.\(op.name)(dc\(op.allowsAllDBs ? "[, db]" : ", db")\(opts.isEmpty ? "" : "[, {\(opts)}]")) -> record\n    \(op.summary)\n"
+      for o in op.options.sorted(by: { $0.key < $1.key }) { out += "      \(o.key): \(o.documentation)\n" }
     }
     out += """
 
@@ -74,9 +75,20 @@ extension LuaDocs {
       out += "--- `belt.\(op.name)(dc\(op.allowsAllDBs ? "[, db]" : ", db")[, opts]) -> record`\n"
       out += "--- Context: blocks until done; with db = nil runs on every db of the dc concurrently.\n"
       out += "---@param dc string\n---@param db string\(op.allowsAllDBs ? "?" : "")\n"
-      let fields = op.options.sorted { $0.key < $1.key }.map { "\($0.key): \(luaType($0.type))?" }
-      out += "---@param opts {\(fields.joined(separator: ", "))}?\n---@return BeltRecord\n"
-      out += "function belt.\(op.name)(dc, db, opts) end\n\n"
+      if op.options.isEmpty {
+        out += "---@param opts table?\n"
+      } else {
+        out += "---@param opts belt.\(op.name).opts?\n"
+      }
+      out += "---@return BeltRecord\nfunction belt.\(op.name)(dc, db, opts) end\n\n"
+      if !op.options.isEmpty {
+        out += "---@class belt.\(op.name).opts\n"
+        for o in op.options.sorted(by: { $0.key < $1.key }) {
+          let type = o.type == .string && !o.choices.isEmpty ? o.choices.map { "\"\($0)\"" }.joined(separator: "|") : luaType(o.type)
+          out += "---@field \(o.key) \(type)\(o.required ? "" : "?") \(o.documentation)\n"
+        }
+        out += "\n"
+      }
     }
     out += """
       --- Polls pred until it returns a truthy value. Raises {code="timeout"} (or returns false,
@@ -132,5 +144,19 @@ extension LuaDocs {
 
       """
     return out
+  }
+}
+
+extension OptionSpec {
+  /// The option's help with what else the spec says of it: the default, the accepted values,
+  /// whether it is required, and whether the command line has it.
+  var documentation: String {
+    var notes: [String] = []
+    if let d = defaultValue { notes.append("default \(d.json(indent: 0))") }
+    if !choices.isEmpty { notes.append("one of \(choices.joined(separator: ", "))") }
+    if let minimum { notes.append("at least \(minimum)") }
+    if required { notes.append("required") }
+    if cli == nil { notes.append("runbooks only") }
+    return notes.isEmpty ? help : "\(help) (\(notes.joined(separator: "; ")))"
   }
 }

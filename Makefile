@@ -28,7 +28,7 @@ build:
 test: deps
 	trap 'scripts/pg-clusters down' EXIT; \
 	scripts/pg-clusters up; \
-	eval "$$(scripts/pg-clusters env)"; \
+	eval "$$(scripts/pg-clusters env)"; export BELT_TEST_REQUIRE_SERVERS=1; \
 	swift build --build-tests; \
 	timeout -k 10 $(TEST_TIMEOUT) $(SWIFT_TEST) --skip-build --skip IsolatedFaultTests; \
 	if [[ "$(ISOLATED)" == 1 ]]; then \

@@ -176,3 +176,15 @@ enum CLI {
     return Result(code: p.terminationStatus, out: String(decoding: o, as: UTF8.self), err: String(decoding: e, as: UTF8.self))
   }
 }
+
+/// `make test` sets BELT_TEST_REQUIRE_SERVERS: the suites above are then never skipped for want
+/// of the cluster variables (a run that skips them is a failure, not a pass), and both clusters answer.
+@Suite struct TestEnvironmentTests {
+  @Test func theClustersArePresentWhenTheRunRequiresThem() throws {
+    guard PG.envVars["BELT_TEST_REQUIRE_SERVERS"] != nil else { return }
+    #expect(PG.available, "BELT_TEST_SRC_PORT/BELT_TEST_DST_PORT are not set: the integration suites would be skipped")
+    for side in Side.allCases {
+      #expect(try PG.root(side).query("SELECT 1").scalar == "1")
+    }
+  }
+}

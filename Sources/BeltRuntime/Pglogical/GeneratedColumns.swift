@@ -60,12 +60,9 @@ enum GeneratedColumns {
            WHERE l.relation = $1::regclass AND l.granted AND a.pid <> pg_backend_pid() ORDER BY 1
           """, [q]
         ).rows.map { "pid \($0.string("pid")) (user \($0.string("usename")), \($0.string("state")))" }
-        throw BeltError(
-          .preconditionFailed,
-          "copying \(q) (it has a generated column) needs a short write lock on src, which waited \(PGL.lockTimeout) for: "
-            + (holders.isEmpty ? "sessions that could not be identified" : holders.joined(separator: "; "))
-            + "; run setup again when they are done (or the cutover copies the table)",
-          dc: ctx.dc, db: ctx.db, sqlstate: "55P03", retryable: true)
+        throw PGL.lockWaitError(
+          "copying \(q) (it has a generated column) needs a short write lock on src, which", holders: holders,
+          then: "run setup again when they are done (or the cutover copies the table)", ctx)
       }
       if try PGL.setTables(s, schema: schema)?.contains(table) == true {
         // Another run added it meanwhile.

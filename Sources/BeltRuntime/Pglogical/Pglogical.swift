@@ -497,6 +497,16 @@ enum PGL {
 
   /// Sessions of this database that hold locks on pglogical's catalog, or else those idle in
   /// a transaction.
+  /// A lock wait that ran out of `lockTimeout` (55P03, retryable): what waited, for whom, and
+  /// what to do.
+  static func lockWaitError(_ what: String, holders: [String], then: String, _ ctx: PairContext) -> BeltError {
+    BeltError(
+      .preconditionFailed,
+      "\(what) waited \(lockTimeout) for locks held by: "
+        + (holders.isEmpty ? "sessions that could not be identified" : holders.joined(separator: "; ")) + "; \(then)",
+      dc: ctx.dc, db: ctx.db, sqlstate: "55P03", retryable: true)
+  }
+
   static func blockers(_ c: PGConnection) throws -> [String] {
     let r = try c.query(
       """

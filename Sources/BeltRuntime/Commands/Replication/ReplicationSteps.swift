@@ -577,12 +577,7 @@ enum ReplicationSteps {
             + "or empty them yourself")
       } catch let e as PGError where e.sqlState == "55P03" {
         let holders = try PGL.blockers(droot)
-        throw BeltError(
-          .preconditionFailed,
-          "TRUNCATE on dst waited \(PGL.lockTimeout) for locks held by: "
-            + (holders.isEmpty ? "unknown sessions" : holders.joined(separator: "; "))
-            + "; end them and run reset again",
-          dc: ctx.dc, db: ctx.db, sqlstate: "55P03", retryable: true)
+        throw PGL.lockWaitError("TRUNCATE on dst", holders: holders, then: "end them and run reset again", ctx)
       }
     }
     let dir = ctx.env.store.schemaDirectory(dc: ctx.dc, db: ctx.db)

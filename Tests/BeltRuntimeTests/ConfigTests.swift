@@ -42,6 +42,19 @@ func parseError(_ text: String) -> String {
     #expect(c.raw["future_key"] != nil)
   }
 
+  /// pgbelt reads configs with Python's json: a repeated key keeps its last value. Objects are
+  /// ordered dictionaries: the key stays where it first stood, and the output has it once.
+  @Test func aRepeatedKeyKeepsItsLastValueInItsFirstPlace() throws {
+    let text = validConfig.replacingOccurrences(
+      of: "\"schema_name\": \"public\"", with: "\"schema_name\": \"old\", \"schema_name\": \"public\"")
+    let c = try ConfigStore.parse(text, path: "x")
+    #expect(c.schemaName == "public")
+    let doc = try JSONParser.parse("{\"a\": 1, \"b\": 2, \"a\": 3}")
+    #expect(doc.json(indent: 0) == "{\"a\":3,\"b\":2}")
+    #expect(Value.object([("a", 1), ("b", 2), ("a", 3)]) == doc)
+    #expect(doc.setting("c", 4).setting("a", 5).json(indent: 0) == "{\"a\":5,\"b\":2,\"c\":4}")
+  }
+
   @Test func portMayBeANumber() throws {
     let c = try ConfigStore.parse(validConfig.replacingOccurrences(of: "\"port\": \"5432\"", with: "\"port\": 5433"), path: "x")
     #expect(c.src?.port == 5433)

@@ -1,4 +1,5 @@
 import Foundation
+import OrderedCollections
 
 /// `remote-configs/<dc>/<db>/config.json`: a pair whose credentials live in a secret store.
 ///
@@ -65,7 +66,7 @@ enum RemoteConfig {
       timeout = Double(n)
     }
     // The definition's own keys (tables, ..., and what belt wrote: revoked_logins).
-    let own = fields.filter { !resolverKeys.contains($0.0) }
+    let own = fields.filter { !resolverKeys.contains($0.key) }
     let resolved: Value
     let label: String
     if let whole {
@@ -73,22 +74,22 @@ enum RemoteConfig {
       guard case .object(var got) = out else {
         throw BeltError(.configInvalid, "\(path): resolver_command did not print a JSON object", dc: dc, db: db)
       }
-      for (k, v) in own where !got.contains(where: { $0.0 == k }) { got.append((k, v)) }
+      for (k, v) in own where got[k] == nil { got[k] = v }
       resolved = .object(got)
       label = "\(path) (as printed by resolver_command)"
     } else {
-      var cfg: [(String, Value)] = [("db", def["db"] ?? .string(db)), ("dc", def["dc"] ?? .string(dc))]
+      var cfg: OrderedDictionary<String, Value> = ["db": def["db"] ?? .string(db), "dc": def["dc"] ?? .string(dc)]
       for (side, cmd) in [("src", src), ("dst", dst)] {
         guard let cmd else {
-          cfg.append((side, .null))
+          cfg[side] = .null
           continue
         }
         let out = try run(
           cmd, input: def["\(side)_resolver_config"] ?? .null, key: "\(side)_resolver_command", side: side, timeout: timeout,
           path: path, dc: dc, db: db)
-        cfg.append((side, out))
+        cfg[side] = out
       }
-      for (k, v) in own where !cfg.contains(where: { $0.0 == k }) { cfg.append((k, v)) }
+      for (k, v) in own where cfg[k] == nil { cfg[k] = v }
       resolved = .object(cfg)
       label = "\(path) (with the sides printed by its resolver commands)"
     }

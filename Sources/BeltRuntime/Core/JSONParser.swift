@@ -1,3 +1,5 @@
+import OrderedCollections
+
 /// A strict JSON parser that keeps object key order and reports line and column on errors.
 public struct JSONParser {
   /// A syntax error with a 1-based position.
@@ -56,9 +58,9 @@ public struct JSONParser {
     switch bytes[pos] {
     case UInt8(ascii: "{"):
       pos += 1
-      var pairs: [(String, Value)] = []
+      var members: OrderedDictionary<String, Value> = [:]
       skipWS()
-      if pos < bytes.count, bytes[pos] == UInt8(ascii: "}") { pos += 1; return .object(pairs) }
+      if pos < bytes.count, bytes[pos] == UInt8(ascii: "}") { pos += 1; return .object(members) }
       while true {
         skipWS()
         guard pos < bytes.count, bytes[pos] == UInt8(ascii: "\"") else {
@@ -70,11 +72,12 @@ public struct JSONParser {
         pos += 1
         skipWS()
         let v = try value(depth: depth + 1)
-        if let i = pairs.firstIndex(where: { $0.0 == k }) { pairs[i].1 = v } else { pairs.append((k, v)) }
+        // A repeated key keeps its first place and its last value, as Python's json (pgbelt) does.
+        members[k] = v
         skipWS()
         guard pos < bytes.count else { throw error("unexpected end of input in an object") }
         if bytes[pos] == UInt8(ascii: ",") { pos += 1; continue }
-        if bytes[pos] == UInt8(ascii: "}") { pos += 1; return .object(pairs) }
+        if bytes[pos] == UInt8(ascii: "}") { pos += 1; return .object(members) }
         throw error("expected ',' or '}'")
       }
     case UInt8(ascii: "["):

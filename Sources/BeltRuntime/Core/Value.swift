@@ -1,8 +1,10 @@
 import Foundation
+import OrderedCollections
 
 /// A dynamic value: the common currency between operations, Lua tables and JSON output.
 ///
-/// Objects keep their insertion order so that JSON output and tables are stable.
+/// Objects keep their insertion order so that JSON output, tables and the config writer are
+/// stable, and look keys up by hash.
 public enum Value: Equatable, Sendable {
   case null
   case bool(Bool)
@@ -10,7 +12,15 @@ public enum Value: Equatable, Sendable {
   case double(Double)
   case string(String)
   case array([Value])
-  case object([(String, Value)])
+  case object(OrderedDictionary<String, Value>)
+
+  /// An object from pairs in order. A repeated key keeps its first place and its last value,
+  /// as JSON readers (Python's `json`, so pgbelt) do.
+  public static func object(_ pairs: [(String, Value)]) -> Value {
+    var members = OrderedDictionary<String, Value>(minimumCapacity: pairs.count)
+    for (k, v) in pairs { members[k] = v }
+    return .object(members)
+  }
 
   public static func == (lhs: Value, rhs: Value) -> Bool {
     switch (lhs, rhs) {
@@ -20,16 +30,15 @@ public enum Value: Equatable, Sendable {
     case (.double(let a), .double(let b)): return a == b || (a.isNaN && b.isNaN)
     case (.string(let a), .string(let b)): return a == b
     case (.array(let a), .array(let b)): return a == b
-    case (.object(let a), .object(let b)):
-      return a.count == b.count && zip(a, b).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
+    case (.object(let a), .object(let b)): return a == b
     default: return false
     }
   }
 
   /// Looks up a key of an object (nil for other kinds or a missing key).
   public subscript(key: String) -> Value? {
-    guard case .object(let pairs) = self else { return nil }
-    return pairs.first { $0.0 == key }?.1
+    guard case .object(let members) = self else { return nil }
+    return members[key]
   }
 
   /// The string payload, if this is a string.
@@ -67,13 +76,9 @@ public enum Value: Equatable, Sendable {
 
   /// Returns a copy of an object with `key` set (appended when new).
   public func setting(_ key: String, _ value: Value) -> Value {
-    guard case .object(var pairs) = self else { return self }
-    if let i = pairs.firstIndex(where: { $0.0 == key }) {
-      pairs[i].1 = value
-    } else {
-      pairs.append((key, value))
-    }
-    return .object(pairs)
+    guard case .object(var members) = self else { return self }
+    members[key] = value
+    return .object(members)
   }
 
   /// Renders a cell for human tables.
@@ -85,7 +90,7 @@ public enum Value: Equatable, Sendable {
     case .double(let d): return String(d)
     case .string(let s): return s
     case .array(let a): return a.map(\.display).joined(separator: ", ")
-    case .object(let o): return o.map { "\($0.0): \($0.1.display)" }.joined(separator: ", ")
+    case .object(let o): return o.map { "\($0.key): \($0.value.display)" }.joined(separator: ", ")
     }
   }
 }

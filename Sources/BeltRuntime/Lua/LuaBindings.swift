@@ -227,7 +227,7 @@ enum LuaBindings {
   /// Replaces every "pw" value with "****".
   static func redact(_ v: Value) -> Value {
     switch v {
-    case .object(let o): return .object(o.map { ($0.0, $0.0 == "pw" ? .string("****") : redact($0.1)) })
+    case .object(let o): return .object(o.map { ($0.key, $0.key == "pw" ? .string("****") : redact($0.value)) })
     case .array(let a): return .array(a.map(redact))
     default: return v
     }

@@ -164,7 +164,7 @@ public enum Journal {
     let open = list.last { $0["status"] == "started" } ?? (doc["state"] == "in_progress" ? list.last : nil)
     var fields: [(String, Value)] = []
     // dc and db are the record's own fields (Runner adds them).
-    if case .object(let o) = doc { fields = o.filter { !["previous", "dc", "db"].contains($0.0) } }
+    if case .object(let o) = doc { fields = o.filter { !["previous", "dc", "db"].contains($0.key) }.map { ($0.key, $0.value) } }
     fields += [
       ("current_step", open?["name"] ?? .null), ("current_step_status", open?["status"] ?? .null),
       ("current_step_since", open?["last_started_at"] ?? .null),
@@ -176,11 +176,9 @@ public enum Journal {
 
   /// Shallow merge of two objects (`b` wins); `b` alone when `a` is not an object.
   static func merged(_ a: Value?, _ b: Value) -> Value {
-    guard case .object(var pairs) = a ?? .object([]), case .object(let add) = b else { return b }
-    for (k, v) in add {
-      if let i = pairs.firstIndex(where: { $0.0 == k }) { pairs[i].1 = v } else { pairs.append((k, v)) }
-    }
-    return .object(pairs)
+    guard case .object(var members) = a ?? .object([]), case .object(let add) = b else { return b }
+    members.merge(add) { _, new in new }
+    return .object(members)
   }
 
   /// The step that is running for a pair: a `started` step of a run in progress, in any

@@ -5,7 +5,6 @@ public struct ConfigStore: Sendable {
   /// The directory that holds `configs/` (and where `schemas/` is written).
   public var root: String
 
-  /// Creates a store rooted at `root`.
   public init(root: String) {
     self.root = root
   }

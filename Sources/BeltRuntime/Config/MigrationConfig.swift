@@ -2,11 +2,8 @@ import Foundation
 
 /// A user name and password from a config file. The password is never printed.
 public struct Credentials: Equatable, Sendable, CustomStringConvertible {
-  /// The role name.
   public var name: String
-  /// The password.
   public var password: String
-  /// Creates credentials.
   public init(name: String, password: String) {
     self.name = name
     self.password = password
@@ -39,9 +36,7 @@ public struct ServerConfig: Equatable, Sendable {
   public var host: String
   /// The address to connect to.
   public var ip: String
-  /// The database name on that server.
   public var dbname: String
-  /// The port.
   public var port: Int
   /// The superuser.
   public var root: Credentials
@@ -50,7 +45,6 @@ public struct ServerConfig: Equatable, Sendable {
   /// The pglogical replication user.
   public var pglogical: Credentials
 
-  /// The credentials for a role.
   public func credentials(_ role: Role) -> Credentials {
     switch role {
     case .root: return root
@@ -164,9 +158,7 @@ public struct MigrationConfig: Equatable, Sendable {
 /// `"pgbouncer": {"host", "port", "admin_user": {"name", "pw"}, "database", "databases_file"}`:
 /// the pgbouncer the application connects through, and the name it uses there.
 public struct PgBouncerConfig: Equatable, Sendable {
-  /// Address of pgbouncer.
   public var host: String
-  /// Its port.
   public var port: Int
   /// A user listed in pgbouncer's admin_users.
   public var admin: Credentials

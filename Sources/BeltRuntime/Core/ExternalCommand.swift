@@ -40,7 +40,6 @@ public struct ExternalCommand {
 
   public init(argv: [String]) { self.argv = argv }
 
-  /// The child's environment.
   func childEnvironment() -> [String: String] {
     var env: [String: String] = [:]
     let parent = ProcessInfo.processInfo.environment

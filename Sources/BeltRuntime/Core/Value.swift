@@ -68,7 +68,6 @@ public enum Value: Equatable, Sendable {
     return nil
   }
 
-  /// True for `.null`.
   public var isNull: Bool {
     if case .null = self { return true }
     return false
@@ -107,11 +106,8 @@ extension Value: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, Expres
 }
 
 extension Value {
-  /// Wraps an optional string.
   public static func from(_ s: String?) -> Value { s.map(Value.string) ?? .null }
-  /// Wraps an optional int.
   public static func from(_ i: Int?) -> Value { i.map(Value.int) ?? .null }
-  /// Wraps an array of strings.
   public static func from(_ a: [String]) -> Value { .array(a.map(Value.string)) }
 
   /// Serialises as JSON. Object keys keep their order.
@@ -153,7 +149,6 @@ extension Value {
     }
   }
 
-  /// Quotes a string for JSON.
   public static func jsonQuote(_ s: String) -> String {
     var r = "\""
     for u in s.unicodeScalars {

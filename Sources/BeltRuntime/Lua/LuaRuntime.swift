@@ -306,21 +306,18 @@ public struct LuaCall {
     return s
   }
 
-  /// An optional string argument.
   public func optString(_ i: Int32) throws -> String? {
     if belt_isnoneornil(L, i) != 0 { return nil }
     guard lua_type(L, i) == LUA_TSTRING else { throw argError(i, "string or nil expected, got \(typeName(i))") }
     return runtime.string(at: i)
   }
 
-  /// An optional number argument.
   public func optNumber(_ i: Int32) throws -> Double? {
     if belt_isnoneornil(L, i) != 0 { return nil }
     guard lua_type(L, i) == LUA_TNUMBER else { throw argError(i, "number expected, got \(typeName(i))") }
     return lua_tonumberx(L, i, nil)
   }
 
-  /// Any argument as a Value.
   public func value(_ i: Int32) -> Value { runtime.value(at: i) }
 
   /// Reads the declared option keys of a table argument (nil/absent = no options), unchecked:

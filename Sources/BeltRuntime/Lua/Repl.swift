@@ -86,7 +86,6 @@ enum ReplCompletion {
   }
 }
 
-/// The interactive loop.
 public enum ReplLoop {
   /// Runs until EOF.
   public static func run(session: Session, dc: String?) {

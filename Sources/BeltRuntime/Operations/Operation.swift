@@ -107,17 +107,13 @@ public enum Durations {
 /// Everything one operation needs for one database pair; owns the pair's connections.
 /// Confined to one thread.
 public final class PairContext {
-  /// The pair's config.
   public let config: MigrationConfig
-  /// The environment.
   public let env: Environment
-  /// The options.
   public let options: Options
   /// Logger with dc/db metadata.
   public let logger: Logger
   private var connections: [String: PGConnection] = [:]
 
-  /// The dc.
   public var dc: String { config.dc }
   /// The db (the directory name).
   public let db: String
@@ -182,13 +178,11 @@ public final class PairContext {
     return c
   }
 
-  /// Closes every connection.
   public func closeAll() {
     connections.values.forEach { $0.close() }
     connections.removeAll()
   }
 
-  /// The configured schema name.
   public var schema: String { config.schemaName }
 
   /// A precondition error for this pair.

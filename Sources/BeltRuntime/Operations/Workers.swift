@@ -3,7 +3,6 @@ import Foundation
 /// Opens connections for one pair from any thread (the config is a value; a ``PairContext``
 /// is confined to its thread and must not be captured by worker threads).
 struct Connector: Sendable {
-  /// The pair's config.
   var config: MigrationConfig
   /// Connect timeout in seconds.
   var connectTimeout: Int
@@ -12,7 +11,6 @@ struct Connector: Sendable {
   var db: String
   var reversed: Bool
 
-  /// The connector of a pair context.
   init(_ ctx: PairContext) {
     config = ctx.config
     connectTimeout = ctx.env.connectTimeout
@@ -64,7 +62,6 @@ final class ConnCache {
     conns[side] = nil
   }
 
-  /// Closes everything.
   func closeAll() {
     conns.values.forEach { $0.close() }
     conns.removeAll()

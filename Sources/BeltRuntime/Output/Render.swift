@@ -6,13 +6,9 @@ public enum Render {
   nonisolated(unsafe) public static var color: Bool = isatty(1) == 1 && ProcessInfo.processInfo.environment["NO_COLOR"] == nil
 
   static func paint(_ s: String, _ code: String) -> String { color ? "\u{1B}[\(code)m\(s)\u{1B}[0m" : s }
-  /// Green text.
   public static func green(_ s: String) -> String { paint(s, "32") }
-  /// Red text.
   public static func red(_ s: String) -> String { paint(s, "31") }
-  /// Yellow text.
   public static func yellow(_ s: String) -> String { paint(s, "33") }
-  /// Blue text.
   public static func blue(_ s: String) -> String { paint(s, "34") }
 
   /// A simple aligned table (tabulate "simple" style). `marks[r][c]` = false paints a cell red.

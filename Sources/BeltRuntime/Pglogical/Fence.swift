@@ -19,9 +19,7 @@ import Foundation
 /// The table lives in the `pglogical` schema (no application's namespace is touched, schema
 /// dumps and diffs of the application's schema never see it); teardown drops it.
 enum Fence {
-  /// The fence table's schema.
   static let schema = "pglogical"
-  /// The fence table.
   static let table = "belt_fence"
   /// `"pglogical"."belt_fence"`.
   static var qualified: String { PGConnection.qualified(schema, table) }

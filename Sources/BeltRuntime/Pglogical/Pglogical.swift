@@ -5,9 +5,7 @@ import Foundation
 ///
 /// Every function takes a root connection to one side.
 enum PGL {
-  /// The node on src.
   static let srcNode = "pg1"
-  /// The node on dst.
   static let dstNode = "pg2"
   /// The forward subscription (on dst, provider src).
   static let forwardSub = "pg1_pg2"

@@ -8,7 +8,6 @@ public struct TableInfo: Sendable, Equatable {
   public var pkColumns: [String]
   /// `r` table, `p` partitioned parent.
   public var kind: String
-  /// Owning role.
   public var owner: String
   /// True for a partition of a partitioned table.
   public var isPartition: Bool
@@ -18,7 +17,6 @@ public struct TableInfo: Sendable, Equatable {
   public var persistence: String = "p"
   /// `d` default, `n` nothing, `f` full, `i` index.
   public var replicaIdentity: String = "d"
-  /// Whether it has a primary key.
   public var hasPK: Bool { !pkColumns.isEmpty }
   /// Whether it has a stored generated column. pglogical's initial copy names every column,
   /// generated ones included, and fails on such a table; a column list avoids that but crashes
@@ -95,7 +93,6 @@ public enum Catalog {
     return r.rows.map { ($0.string("relname"), $0.string("owner")) }
   }
 
-  /// Whether a schema exists.
   public static func schemaExists(_ c: PGConnection, _ schema: String) throws -> Bool {
     try c.query("SELECT 1 FROM pg_namespace WHERE nspname = $1", [schema]).values.count == 1
   }
@@ -138,7 +135,6 @@ struct ColumnInfo: Sendable, Equatable {
   var generated: Bool
   /// The type's OID (below 16384 for built-in types).
   var typeOid: Int = 0
-  /// The quoted identifier.
   var quoted: String { PGConnection.quoteIdent(name) }
 }
 

@@ -4,7 +4,6 @@ import Foundation
 
 /// The rows of one query, all values in text format.
 public struct PGResult: Sendable {
-  /// Column names.
   public var columns: [String]
   /// Rows of nullable text values.
   public var values: [[String?]]
@@ -19,7 +18,6 @@ public struct PGResult: Sendable {
 
 /// One row with typed accessors.
 public struct PGRow: Sendable {
-  /// Column names.
   public var columns: [String]
   /// Values in text format.
   public var values: [String?]

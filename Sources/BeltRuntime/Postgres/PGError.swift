@@ -11,7 +11,6 @@ public struct PGError: Error, CustomStringConvertible, CustomDebugStringConverti
     /// The connection broke or the protocol failed.
     case client
   }
-  /// The kind of failure.
   public var kind: Kind
   /// Which connection, e.g. "src as root" (no secrets).
   public var label: String

@@ -22,7 +22,6 @@ public enum PGTools {
 
   /// The result of a program that exited 0.
   public struct Output: Sendable {
-    /// Standard output.
     public var stdout: String
     /// Standard error (warnings).
     public var stderr: String

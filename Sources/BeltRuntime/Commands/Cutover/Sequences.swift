@@ -10,7 +10,6 @@ import Foundation
 /// - No sequence ever moves backwards (compared by the next value it would hand out, so
 ///   descending sequences work too); a sequence ahead on dst is kept and reported.
 enum SequenceSync {
-  /// One sequence's state.
   struct State {
     /// `last_value`.
     var last: Int
@@ -18,9 +17,7 @@ enum SequenceSync {
     var called: Bool
     /// The increment (negative for descending sequences).
     var increment: Int
-    /// The minimum value.
     var min: Int
-    /// The maximum value.
     var max: Int
     /// The value nextval would return.
     var next: Int { called ? last &+ increment : last }
@@ -28,11 +25,8 @@ enum SequenceSync {
 
   /// A column a sequence feeds.
   struct PKColumn {
-    /// The table's schema.
     var schema: String
-    /// The table.
     var table: String
-    /// The primary-key column.
     var column: String
   }
 

@@ -19,18 +19,15 @@ enum SyncAll {
 
   /// The outcome of one part.
   struct Step: Sendable {
-    /// The step name.
     var name: String
     /// ok, failed, skipped or not run.
     var status: String
-    /// How long it took.
     var durationMs: Int
     /// Its one-line summary or error.
     var message: String?
     /// The operation's record.
     var result: Value?
 
-    /// The record form.
     var value: Value {
       .object([
         ("name", .string(name)), ("status", .string(status)), ("duration_ms", .int(durationMs)),

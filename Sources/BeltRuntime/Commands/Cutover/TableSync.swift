@@ -12,11 +12,9 @@ import Logging
 enum TableSync {
   /// The outcome for one table.
   struct Outcome: Sendable {
-    /// The table.
     var name: String
     /// binary or text COPY.
     var format: String? = nil
-    /// Whether rows were loaded.
     var loaded = false
     /// Why it was not loaded (not an error).
     var skippedReason: String? = nil
@@ -24,12 +22,10 @@ enum TableSync {
     var rows = 0
     /// Bytes of COPY data streamed.
     var bytes = 0
-    /// Time taken.
     var durationMs = 0
     /// Why it failed.
     var error: String? = nil
 
-    /// The record form.
     var value: Value {
       let mbps = durationMs > 0 ? Double(bytes) / 1_048_576 / (Double(durationMs) / 1000) : 0
       return .object([

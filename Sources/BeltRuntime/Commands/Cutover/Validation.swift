@@ -48,9 +48,7 @@ enum Validation {
 
   /// A table to compare.
   struct Shape: Sendable {
-    /// The schema.
     var schema: String
-    /// The table.
     var name: String
     /// Primary-key columns in key order (empty: none).
     var pk: [ColumnInfo]
@@ -72,9 +70,7 @@ enum Validation {
     var selectAll: String { (pk + columns).map { "\($0.quoted)::text" }.joined(separator: ", ") }
   }
 
-  /// The result for one table.
   struct TableResult: Sendable {
-    /// The table.
     var name: String
     /// How it was compared.
     var strategy: String
@@ -89,7 +85,6 @@ enum Validation {
     /// No difference and no error.
     var passed: Bool { mismatches.isEmpty && more == 0 && error == nil }
 
-    /// The record form.
     var value: Value {
       .object([
         ("name", .string(name)), ("strategy", .string(strategy)), ("rows_compared", .int(rowsCompared)),

@@ -186,9 +186,7 @@ public enum Journal {
   public struct OpenStep: Sendable {
     /// The journal file.
     var path: String
-    /// The flow.
     public var flow: String
-    /// The step's name.
     public var step: String
 
     /// What the operations recorded in this step under `key` (`data[key]`).
@@ -240,7 +238,6 @@ extension Value {
     return base.setting(first, child.setting(path: Array(path.dropFirst()), value))
   }
 
-  /// A number as Double.
   var doubleValue: Double? {
     switch self {
     case .int(let i): return Double(i)

@@ -148,7 +148,6 @@ enum ReplicationStatus {
     var sync: Int
     /// Seconds since the server started.
     var serverAge: Double
-    /// This database's oid.
     var dbOid: String
     /// Whether no slot is free for one more worker.
     var full: Bool { running >= max }

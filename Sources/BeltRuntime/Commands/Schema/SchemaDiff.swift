@@ -104,7 +104,6 @@ public enum SchemaDiff {
     enum Kind { case same, delete, insert }
     /// What happens to the line.
     var kind: Kind
-    /// The line.
     var line: String
     /// Position in `a` (for same/delete: the line's index; for insert: lines of `a` before it).
     var aIndex: Int

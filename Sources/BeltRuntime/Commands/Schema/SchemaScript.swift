@@ -19,7 +19,6 @@ public struct SQLStatement: Equatable, Sendable {
   /// What the statement is, decided from tokens outside literals and comments.
   public var kind: Kind
 
-  /// Creates a statement from its text and classification.
   public init(text: String, kind: Kind) {
     self.text = text
     self.kind = kind
@@ -65,10 +64,8 @@ public struct SQLStatement: Equatable, Sendable {
 public struct QualifiedName: Equatable, Hashable, Sendable, CustomStringConvertible {
   /// Schema, when the name was qualified.
   public var schema: String?
-  /// Object name.
   public var name: String
 
-  /// Creates a qualified name.
   public init(schema: String?, name: String) {
     self.schema = schema
     self.name = name
@@ -109,7 +106,6 @@ public struct IndexInfo: Equatable, Sendable {
   /// Has a `WHERE` predicate (partial index).
   public var isPartial: Bool
 
-  /// Creates index facts.
   public init(
     name: QualifiedName, table: QualifiedName, unique: Bool, onOnly: Bool, columns: [String]?,
     isPartial: Bool
@@ -134,7 +130,6 @@ public struct ConstraintInfo: Equatable, Sendable {
   /// True for `ALTER DOMAIN ... ADD CONSTRAINT ... NOT VALID`.
   public var onDomain: Bool
 
-  /// Creates constraint facts.
   public init(name: String, table: QualifiedName, isForeignKey: Bool, onDomain: Bool = false) {
     self.name = name
     self.table = table
@@ -167,7 +162,6 @@ public struct SchemaFiles: Equatable, Sendable {
   /// File name of `invalidConstraints`.
   public static let invalidConstraintsFileName = "invalid_constraints.sql"
 
-  /// Creates a value from its parts.
   public init(
     full: [SQLStatement] = [], base: [SQLStatement] = [], indexes: [SQLStatement] = [],
     invalidConstraints: [SQLStatement] = [], extensions: [String] = [],

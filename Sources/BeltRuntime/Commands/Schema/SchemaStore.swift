@@ -2,12 +2,10 @@ import Foundation
 
 /// An extension the dumped schema needs (its objects are used by, or live in, the schema).
 public struct ExtensionRef: Equatable, Sendable {
-  /// Extension name.
   public var name: String
   /// Schema the extension's objects live in on src.
   public var schema: String
 
-  /// Creates a reference.
   public init(name: String, schema: String) {
     self.name = name
     self.schema = schema
@@ -16,7 +14,6 @@ public struct ExtensionRef: Equatable, Sendable {
 
 /// The schema files of one pair: `schemas/<dc>/<db>/` (pgbelt's layout) plus `extensions.json`.
 public struct SchemaStore: Sendable {
-  /// The directory.
   public var directory: String
 
   /// Older name of the base file in pgbelt's docs; accepted when reading.
@@ -24,7 +21,6 @@ public struct SchemaStore: Sendable {
   /// Extensions manifest written by dump-schema.
   public static let extensionsFileName = "extensions.json"
 
-  /// A store for a directory.
   public init(directory: String) { self.directory = directory }
 
   /// Full path of a file in the directory.

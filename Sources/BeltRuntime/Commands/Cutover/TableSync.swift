@@ -36,8 +36,6 @@ enum TableSync {
     }
   }
 
-  /// The tables to copy: explicit names as given, else the PK-less base tables (partitions
-  /// included, partitioned parents excluded) of the schema ∩ the config's table subset.
   /// A quoted bare name (`"Odd ""Name"""`) or schema-qualified name → the table's name.
   static func tableName(_ raw: String, schema: String) -> String {
     let bare = Catalog.bareName(raw, schema: schema)

@@ -72,7 +72,7 @@ belt.interrupted = core.interrupted
 belt.flags = core.flags()
 
 --- belt.exec(argv[, opts]): runs a program without a shell (see `belt help-lua exec`).
-local exec_opts = { timeout = "duration", env = "table", stdin = "string", check = "boolean", dc = "string", db = "string" }
+local exec_opts = core.exec_options()
 function belt.exec(argv, opts)
   if type(argv) ~= "table" then
     raise("bad_argument", ("bad argument #1 to 'belt.exec' (argv: list of strings expected, got %s)"):format(type(argv)), 2)

@@ -162,7 +162,11 @@ belt.on_failure(function(err)
   if not ok then belt.warn("restore-logins failed too: " .. tostring(rerr)) end
   if bouncer then
     local rok, rserr = pcall(function() lib.must(belt.pgbouncer_resume(dc, back), "pgbouncer-resume") end)
-    if not rok then belt.warn("RESUME in pgbouncer failed: " .. tostring(rserr) .. "; resume it by hand (belt run pgbouncer-resume.lua)") end
+    if not rok then
+      local by_hand = {}
+      for _, name in ipairs(back) do by_hand[#by_hand + 1] = ("belt pgbouncer-resume %s %s"):format(dc, name) end
+      belt.warn("RESUME in pgbouncer failed: " .. tostring(rserr) .. "; resume it by hand: " .. table.concat(by_hand, "; "))
+    end
   end
   local jok, jerr = pcall(flow.close, back, "compensated", "logins restored after: " .. tostring(err))
   if not jok then belt.warn("could not record the compensation in the journal: " .. tostring(jerr)) end

@@ -66,17 +66,17 @@ func eprint(_ s: String) {
   FileHandle.standardError.write(Data((s + "\n").utf8))
 }
 
-/// Runs a runbook and prints its result; returns the exit code. Built-in commands pass
-/// `shippedOnly`: they run the runbook compiled into belt, never a file from the working
-/// directory (`belt run FILE` is the one way to run a file).
+/// Runs a runbook and prints its result; returns the exit code. Built-in commands run the
+/// runbook compiled into belt, never a file from the working directory (`belt run FILE` is the
+/// one way to run a file).
 func runRunbook(
-  file: String, dc: String, db: String?, opts: Value, global: GlobalOptions, spec: OperationSpec?, shippedOnly: Bool
+  file: String, dc: String, db: String?, opts: Value, global: GlobalOptions, spec: OperationSpec?, from origin: Session.Source
 ) -> Int32 {
   let env = global.makeEnvironment()
   let output = OutputSink.standard(stderr: global.json)
   do {
     let session = try Session(env: env, output: output, flags: global.flags)
-    let result = try session.run(file: file, dc: dc, db: db, opts: opts, shippedOnly: shippedOnly)
+    let result = try session.run(file: file, dc: dc, db: db, opts: opts, from: origin)
     if global.json {
       print(result.json())
     } else {

@@ -87,13 +87,16 @@ struct OperationCommand<Slot: CommandSlot>: ParsableCommand, CustomReflectable {
     } catch {
       throw ValidationError("--\(error.option.longName ?? error.option.key): \(error.problem)")
     }
+    if let every = watch, !(every >= 0.5 && every.isFinite) {
+      throw ValidationError("--watch: at least 0.5 seconds expected, got \(every)")
+    }
   }
 
   func run() throws {
     let spec = Self.spec
     func once() -> Int32 {
       runRunbook(
-        file: spec.cliName + ".lua", dc: dc, db: db, opts: .object(opts), global: global, spec: spec, shippedOnly: true)
+        file: spec.cliName + ".lua", dc: dc, db: db, opts: .object(opts), global: global, spec: spec, from: .shipped)
     }
     guard let every = watch else {
       let code = once()
@@ -103,7 +106,7 @@ struct OperationCommand<Slot: CommandSlot>: ParsableCommand, CustomReflectable {
     while true {
       if !global.json { print("\u{1B}[H\u{1B}[2J", terminator: "") }
       _ = once()
-      Thread.sleep(forTimeInterval: max(0.5, every))
+      Thread.sleep(forTimeInterval: every)
     }
   }
 

@@ -7,6 +7,8 @@ struct Run: ParsableCommand {
     abstract: "Run a Lua runbook against a dc (all databases) or one database.",
     discussion: """
       FILE is a path to a Lua script, or the name of a shipped runbook (e.g. cutover.lua). \
+      A bare name that is both a file in the working directory and a shipped runbook is \
+      refused: say ./NAME for the file, or --shipped NAME for belt's. \
       The script receives `dc, db, opts` as `...`; `opts` holds the `key=value` arguments given \
       after `--` (integers and true/false are converted), and the other arguments after `--` as \
       the list opts.args. Every belt command is available as \
@@ -15,11 +17,21 @@ struct Run: ParsableCommand {
       Example: belt run cutover.lua testdc -- max_lag=1048576 drain_timeout=2m
       """)
   @OptionGroup var global: GlobalOptions
+  @Flag(help: "Run the shipped runbook FILE, never a file of that name.") var shipped = false
   @Argument(help: "A Lua file, or a shipped runbook name.") var file: String
   @Argument var dc: String
   @Argument var db: String?
   @Argument(parsing: .postTerminator, help: "key=value arguments for the script (after --).")
   var args: [String] = []
+
+  func validate() throws {
+    // An ambiguous name is a usage error; a missing file is reported by run() (exit 1).
+    do { _ = try Session.resolve(file, from: origin) } catch let e as BeltError where e.code == .badArgument {
+      throw ValidationError(e.message)
+    } catch {}
+  }
+
+  var origin: Session.Source { shipped ? .shipped : .fileOrShipped }
 
   func run() throws {
     var pairs: [(String, Value)] = []
@@ -34,7 +46,7 @@ struct Run: ParsableCommand {
       }
     }
     if !positional.isEmpty { pairs.append(("args", .array(positional))) }
-    let code = runRunbook(file: file, dc: dc, db: db, opts: .object(pairs), global: global, spec: nil, shippedOnly: false)
+    let code = runRunbook(file: file, dc: dc, db: db, opts: .object(pairs), global: global, spec: nil, from: origin)
     if code != 0 { throw ExitCode(code) }
   }
 }

@@ -57,7 +57,7 @@ do {
   let code = Belt.exitCode(for: error)
   if code == .success || error is ExitCode { Belt.exit(withError: error) }
   let words = CommandLine.arguments.dropFirst()
-  let sub = words.first { w in Belt.subcommands.contains { $0.configuration.commandName == w } }
+  let sub = words.first { w in Belt.subcommands.contains { $0._commandName == w } }
   let message = Belt.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
   eprint("belt: \(message) (see 'belt \(sub.map { $0 + " " } ?? "")--help')")
   Belt.exit(withError: ExitCode(code.rawValue))

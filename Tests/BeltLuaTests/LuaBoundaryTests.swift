@@ -190,7 +190,7 @@ struct LuaBoundaryTests {
     let session = try Session(env: Environment(store: ConfigStore(root: root), logger: Logger(label: "t") { _ in SwiftLogNoOpLogHandler() }), output: OutputSink { _ in }, flags: [:])
     let path = try tempScript("local x = \n  = 3\n")
     #expect {
-      _ = try session.run(file: path, dc: "dc", db: nil, opts: .object([]))
+      _ = try session.run(file: path, dc: "dc", db: nil, opts: .object([]), from: .fileOrShipped)
     } throws: { e in
       let b = e as? BeltError
       return b?.code == .scriptError && (b?.message.contains(":2:") ?? false) && (b?.message.contains(path) ?? false)
@@ -208,7 +208,7 @@ struct LuaBoundaryTests {
       belt.precheck(dc, "nosuchdb")
       """)
     #expect {
-      _ = try session.run(file: path, dc: "mydc", db: nil, opts: .object([("n", 3)]))
+      _ = try session.run(file: path, dc: "mydc", db: nil, opts: .object([("n", 3)]), from: .fileOrShipped)
     } throws: { e in
       let b = e as? BeltError
       return b?.code == .notFound && b?.position == "\(path):4" && (b?.description.contains("(at \(path):4)") ?? false)
@@ -230,7 +230,7 @@ struct LuaBoundaryTests {
       step()
       """)
     var caught: BeltError?
-    do { _ = try session.run(file: path, dc: "mydc", db: "app", opts: .object([])) } catch { caught = error as? BeltError }
+    do { _ = try session.run(file: path, dc: "mydc", db: "app", opts: .object([]), from: .fileOrShipped) } catch { caught = error as? BeltError }
     let e = try #require(caught)
     #expect(e.code.rawValue == "replication_down")
     #expect(e.message == "forward replication is down: slot gone")
@@ -246,7 +246,7 @@ struct LuaBoundaryTests {
     // A plain Lua error keeps its own "file:line:" text and becomes a script_error.
     let plain = try tempScript("local t = nil\nreturn t.x")
     #expect {
-      _ = try session.run(file: plain, dc: "mydc", db: nil, opts: .object([]))
+      _ = try session.run(file: plain, dc: "mydc", db: nil, opts: .object([]), from: .fileOrShipped)
     } throws: { e in
       let b = e as? BeltError
       return b?.code == .scriptError && b?.position == nil && b?.traceback != nil

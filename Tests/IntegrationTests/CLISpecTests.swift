@@ -94,5 +94,10 @@ import Testing
         #expect(r.code == 64 && r.err.contains("--\(long): must be at least \(min)"), "\(r.err)")
       }
     }
+    // status --watch: refused below its floor instead of being raised silently.
+    for bad in ["0", "-1", "0.1", "nan"] {
+      let r = try CLI.run(["status", "dc", "--watch=\(bad)"])
+      #expect(r.code == 64 && r.err.contains("--watch: at least 0.5 seconds expected"), "\(bad): \(r.err)")
+    }
   }
 }

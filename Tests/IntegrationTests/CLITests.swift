@@ -142,8 +142,26 @@ let seedCommands: [(String, String, [String])] = [
       #expect(!r.out.contains("PLANTED") && !r.err.contains("PLANTED"), "\(cmd) ran the planted file")
       #expect(r.code != 0, "\(cmd): a dc without databases is an error")
     }
-    let r = try CLI.run(["run", "status.lua", "dc1"], cwd: root)
-    #expect(r.out.contains("PLANTED"), "belt run FILE runs the file it names")
+    // belt run: a path runs the file; a bare name that is also a shipped runbook is refused
+    // (the shipped flows are run by name, so a planted cutover.lua would stand in for them).
+    try "print('PLANTED'); return {ok = true}".write(toFile: "\(root)/cutover.lua", atomically: true, encoding: .utf8)
+    for name in ["status.lua", "cutover.lua"] {
+      let ambiguous = try CLI.run(["run", name, "dc1"], cwd: root)
+      #expect(ambiguous.code == 64 && !ambiguous.out.contains("PLANTED") && !ambiguous.err.contains("PLANTED"))
+      #expect(ambiguous.err.contains("\(name) is both a file in the working directory and a shipped runbook"), "\(ambiguous.err)")
+      let file = try CLI.run(["run", "./\(name)", "dc1"], cwd: root)
+      #expect(file.code == 0 && file.out.contains("PLANTED"), "belt run ./FILE runs the file it names")
+      let shipped = try CLI.run(["run", "--shipped", name, "dc1"], cwd: root)
+      #expect(shipped.code == 1 && !shipped.out.contains("PLANTED") && !shipped.err.contains("PLANTED"))
+      // A dc without databases is an error for the flows too, never "nothing to do".
+      #expect(shipped.err.contains("dc \"dc1\" has no databases"), "\(shipped.err)")
+    }
+    try "print('MINE'); return {ok = true}".write(toFile: "\(root)/my-flow.lua", atomically: true, encoding: .utf8)
+    #expect(try CLI.run(["run", "my-flow.lua", "dc1"], cwd: root).out.contains("MINE"), "an operator's own name runs")
+    let notShipped = try CLI.run(["run", "--shipped", "my-flow.lua", "dc1"], cwd: root)
+    #expect(notShipped.code == 1 && notShipped.err.contains("my-flow.lua is not a shipped runbook"))
+    let missing = try CLI.run(["run", "./nofile.lua", "dc1"], cwd: root)
+    #expect(missing.code == 1 && missing.err == "belt: runbook ./nofile.lua not found: no such file\n", "\(missing.err)")
   }
 
   @Test func helpLuaDocumentsTheApi() throws {

@@ -32,7 +32,8 @@ public struct ConfigStore: Sendable {
   }
 
   /// The names of every database pair in a dc, sorted.
-  /// - Throws: ``BeltError`` `not_found` when the dc directory does not exist.
+  /// - Throws: ``BeltError`` `not_found` when the dc directory does not exist or holds no pair
+  ///   (a dc is named to act on its databases: none is a mistake, never "nothing to do").
   public func dbs(dc: String) throws -> [String] {
     try Self.checkName(dc, what: "dc")
     let dir = dcDirectory(dc)
@@ -49,6 +50,9 @@ public struct ConfigStore: Sendable {
       .filter { FileManager.default.fileExists(atPath: path(dc: dc, db: $0)) }
     let resolved = ((try? FileManager.default.contentsOfDirectory(atPath: remote)) ?? [])
       .filter { FileManager.default.fileExists(atPath: remotePath(dc: dc, db: $0)) }
+    guard !local.isEmpty || !resolved.isEmpty else {
+      throw BeltError(.notFound, "dc \"\(dc)\" has no databases: no \(dir)/<db>/config.json", dc: dc)
+    }
     return Array(Set(local).union(resolved)).sorted()
   }
 

@@ -11,11 +11,16 @@ enum LuaBindings {
   static func operationSpecsValue() -> Value {
     .object(OperationRegistry.all.map { op in
       (op.name, .object([
-        ("options", .object(op.options.sorted { $0.key < $1.key }.map { ($0.key, .string($0.type.rawValue)) })),
+        ("options", optionTypes(op.options)),
         ("all_dbs", .bool(op.allowsAllDBs)),
         ("summary", .string(op.summary)),
       ]))
     })
+  }
+
+  /// `{key = type}` of a list of options, as the prelude checks keys against.
+  static func optionTypes(_ options: [OptionSpec]) -> Value {
+    .object(options.sorted { $0.key < $1.key }.map { ($0.key, .string($0.type.rawValue)) })
   }
 
   static func specs(for rt: LuaRuntime) -> [LuaFunctionSpec] {
@@ -148,6 +153,9 @@ enum LuaBindings {
           }
         }
         return call.push(try execAudited(cmd, check: o.bool("check", default: true), dc: o.string("dc"), db: o.string("db"), rt: rt))
+      },
+      LuaFunctionSpec(name: "exec_options", doc: "internal: belt.exec's option keys and types, for the prelude's key check") { call in
+        call.push(optionTypes(execOptions))
       },
       LuaFunctionSpec(name: "flags", doc: "internal: CLI flags") { call in
         call.push(.object(rt.flags.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }))

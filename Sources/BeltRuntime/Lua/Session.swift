@@ -18,22 +18,49 @@ public final class Session {
 
   deinit { lua.close() }
 
-  /// Resolves a runbook: an existing file path, else a shipped runbook by name. With
-  /// `shippedOnly` (every built-in command) only the runbook compiled into belt: a file of the
-  /// same name in the working directory would otherwise run with every password in the configs.
+  /// Where a runbook may come from.
+  public enum Source: Sendable {
+    /// Only the runbook compiled into belt: every built-in command, and `belt run --shipped`.
+    /// A file of the same name in the working directory would otherwise run with every
+    /// password in the configs.
+    case shipped
+    /// `belt run FILE`: a path, or a bare name of a file here or of a shipped runbook. A bare
+    /// name that is both is refused: neither may silently stand in for the other.
+    case fileOrShipped
+  }
+
+  /// Resolves a runbook.
   /// - Returns: (source, chunk name shown in errors).
-  public static func resolve(_ file: String, shippedOnly: Bool = false) throws -> (String, String) {
-    if !shippedOnly, FileManager.default.fileExists(atPath: file) {
-      guard let data = FileManager.default.contents(atPath: file), let s = String(data: data, encoding: .utf8) else {
-        throw BeltError(.ioError, "\(file): cannot be read")
-      }
-      return (s, "@" + file)
-    }
+  /// - Throws: ``BeltError`` `not_found`, or `bad_argument` for a bare name that is both a file
+  ///   here and a shipped runbook.
+  public static func resolve(_ file: String, from source: Source = .shipped) throws -> (String, String) {
     let name = (file as NSString).lastPathComponent
-    if !file.contains("/"), let s = Runbooks.source(named: name) {
-      return (s, "@runbooks/" + (name.hasSuffix(".lua") ? name : name + ".lua"))
+    let shipped = file.contains("/") ? nil : Runbooks.source(named: name)
+    let chunk = "@runbooks/" + (name.hasSuffix(".lua") ? name : name + ".lua")
+    var isDirectory: ObjCBool = false
+    let isFile = FileManager.default.fileExists(atPath: file, isDirectory: &isDirectory) && !isDirectory.boolValue
+    if source == .shipped || !isFile {
+      guard let shipped else {
+        let names = Runbooks.names.joined(separator: ", ")
+        throw BeltError(
+          .notFound,
+          source == .shipped
+            ? "\(file) is not a shipped runbook (those are: \(names))"
+            : file.contains("/")
+              ? "runbook \(file) not found: no such file"
+              : "runbook \(file) not found: no such file here, and no shipped runbook of that name (those are: \(names))")
+      }
+      return (shipped, chunk)
     }
-    throw BeltError(.notFound, "runbook \(file) not found (not a file, and not a shipped runbook: \(Runbooks.names.joined(separator: ", ")))")
+    if shipped != nil {
+      throw BeltError(
+        .badArgument,
+        "\(file) is both a file in the working directory and a shipped runbook: run ./\(file) for the file, or --shipped \(file) for belt's")
+    }
+    guard let data = FileManager.default.contents(atPath: file), let s = String(data: data, encoding: .utf8) else {
+      throw BeltError(.ioError, "\(file): cannot be read")
+    }
+    return (s, "@" + file)
   }
 
   /// Runs a runbook with `...` = dc, db, opts; compensation hooks run if it fails.
@@ -41,8 +68,8 @@ public final class Session {
   /// - Throws: ``BeltError``: the error the script raised, with its code, traceback and (for
   ///   an operator's script) position, named with dc and db unless it names its own; the
   ///   traceback is also logged at debug level.
-  public func run(file: String, dc: String, db: String?, opts: Value, shippedOnly: Bool = false) throws -> Value {
-    let (source, chunk) = try Session.resolve(file, shippedOnly: shippedOnly)
+  public func run(file: String, dc: String, db: String?, opts: Value, from origin: Source = .shipped) throws -> Value {
+    let (source, chunk) = try Session.resolve(file, from: origin)
     do {
       let wrapper = try lua.run(
         source: "local src, chunk = ...; local f, err = load(src, chunk, 't'); if not f then error(belt.error('script_error', err), 0) end; return belt._run_with_hooks(f, select(3, ...))",

@@ -17,10 +17,6 @@ public enum Runner {
       throw BeltError(.badArgument, "\(spec.cliName) needs a db name", dc: dc)
     }
     let dbs = try env.store.dbs(dc: dc)
-    guard !dbs.isEmpty else {
-      throw BeltError(
-        .notFound, "dc \"\(dc)\" has no databases: no \(env.store.dcDirectory(dc))/<db>/config.json", dc: dc)
-    }
     return fanOut(spec, dc: dc, dbs: dbs, options: options, env: env)
   }
 

@@ -56,7 +56,8 @@ int belt_openlibs(lua_State *L) {
     luaL_requiref(L, lib->name, lib->func, 1);
     lua_pop(L, 1);
   }
-  /* Sandbox: no dynamic C loading, no process control from runbooks. */
+  /* No dynamic loading or process control from runbooks: against accidents, not a hostile
+   * script (see CLuaShim.h). */
   lua_pushnil(L); lua_setglobal(L, "dofile");
   lua_pushnil(L); lua_setglobal(L, "loadfile");
   lua_getglobal(L, "os");

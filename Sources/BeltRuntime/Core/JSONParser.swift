@@ -28,7 +28,56 @@ public struct JSONParser {
     return v
   }
 
+  /// Where a member of an object stands in the text, in UTF-8 byte offsets.
+  struct Member {
+    var key: String
+    var keyStart: Int
+    var valueStart: Int
+    var valueEnd: Int
+  }
+
+  /// The members of the document's top-level object, in order, with where they stand: what
+  /// ``ConfigEdit`` needs to replace one member and keep every other byte.
+  /// - Throws: ``SyntaxError``, also when the document is not an object.
+  static func members(_ text: String) throws -> [Member] {
+    var p = JSONParser(bytes: Array(text.utf8))
+    p.skipWS()
+    guard p.pos < p.bytes.count, p.bytes[p.pos] == UInt8(ascii: "{") else { throw p.error("expected an object") }
+    var out: [Member] = []
+    try p.object(depth: 0) { member, _ in out.append(member) }
+    p.skipWS()
+    if p.pos < p.bytes.count { throw p.error("unexpected text after the end of the document") }
+    return out
+  }
+
   private init(bytes: [UInt8]) { self.bytes = bytes }
+
+  /// Reads the object at `pos` (its `{`), calling `each` for every member in order.
+  private mutating func object(depth: Int, _ each: (Member, Value) -> Void) throws {
+    pos += 1
+    skipWS()
+    if pos < bytes.count, bytes[pos] == UInt8(ascii: "}") { pos += 1; return }
+    while true {
+      skipWS()
+      let keyStart = pos
+      guard pos < bytes.count, bytes[pos] == UInt8(ascii: "\"") else {
+        throw error("expected a string key")
+      }
+      let k = try string()
+      skipWS()
+      guard pos < bytes.count, bytes[pos] == UInt8(ascii: ":") else { throw error("expected ':'") }
+      pos += 1
+      skipWS()
+      let valueStart = pos
+      let v = try value(depth: depth + 1)
+      each(Member(key: k, keyStart: keyStart, valueStart: valueStart, valueEnd: pos), v)
+      skipWS()
+      guard pos < bytes.count else { throw error("unexpected end of input in an object") }
+      if bytes[pos] == UInt8(ascii: ",") { pos += 1; continue }
+      if bytes[pos] == UInt8(ascii: "}") { pos += 1; return }
+      throw error("expected ',' or '}'")
+    }
+  }
 
   private func error(_ reason: String) -> SyntaxError {
     var line = 1
@@ -57,29 +106,10 @@ public struct JSONParser {
     guard pos < bytes.count else { throw error("unexpected end of input") }
     switch bytes[pos] {
     case UInt8(ascii: "{"):
-      pos += 1
       var members: OrderedDictionary<String, Value> = [:]
-      skipWS()
-      if pos < bytes.count, bytes[pos] == UInt8(ascii: "}") { pos += 1; return .object(members) }
-      while true {
-        skipWS()
-        guard pos < bytes.count, bytes[pos] == UInt8(ascii: "\"") else {
-          throw error("expected a string key")
-        }
-        let k = try string()
-        skipWS()
-        guard pos < bytes.count, bytes[pos] == UInt8(ascii: ":") else { throw error("expected ':'") }
-        pos += 1
-        skipWS()
-        let v = try value(depth: depth + 1)
-        // A repeated key keeps its first place and its last value, as Python's json (pgbelt) does.
-        members[k] = v
-        skipWS()
-        guard pos < bytes.count else { throw error("unexpected end of input in an object") }
-        if bytes[pos] == UInt8(ascii: ",") { pos += 1; continue }
-        if bytes[pos] == UInt8(ascii: "}") { pos += 1; return .object(members) }
-        throw error("expected ',' or '}'")
-      }
+      // A repeated key keeps its first place and its last value, as Python's json (pgbelt) does.
+      try object(depth: depth) { member, v in members[member.key] = v }
+      return .object(members)
     case UInt8(ascii: "["):
       pos += 1
       var items: [Value] = []

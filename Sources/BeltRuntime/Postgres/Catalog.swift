@@ -107,11 +107,7 @@ public enum Catalog {
   /// `schema.name` or `"schema"."name"` → `name` when the schema matches.
   public static func bareName(_ s: String, schema: String) -> String {
     for prefix in [schema + ".", PGConnection.quoteIdent(schema) + "."] where s.hasPrefix(prefix) {
-      let rest = String(s.dropFirst(prefix.count))
-      if rest.hasPrefix("\""), rest.hasSuffix("\""), rest.count >= 2 {
-        return String(rest.dropFirst().dropLast()).replacingOccurrences(of: "\"\"", with: "\"")
-      }
-      return rest
+      return PGConnection.unquoteIdent(String(s.dropFirst(prefix.count)))
     }
     return s
   }

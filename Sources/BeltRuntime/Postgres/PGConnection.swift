@@ -327,6 +327,12 @@ public final class PGConnection {
     "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\""
   }
 
+  /// The name a quoted identifier (`"Odd ""Name"""`) stands for; anything else as it is.
+  public static func unquoteIdent(_ s: String) -> String {
+    guard s.count >= 2, s.hasPrefix("\""), s.hasSuffix("\"") else { return s }
+    return String(s.dropFirst().dropLast()).replacingOccurrences(of: "\"\"", with: "\"")
+  }
+
   /// `"schema"."name"`.
   public static func qualified(_ schema: String, _ name: String) -> String {
     quoteIdent(schema) + "." + quoteIdent(name)

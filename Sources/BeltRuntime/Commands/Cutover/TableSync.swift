@@ -38,11 +38,7 @@ enum TableSync {
 
   /// A quoted bare name (`"Odd ""Name"""`) or schema-qualified name → the table's name.
   static func tableName(_ raw: String, schema: String) -> String {
-    let bare = Catalog.bareName(raw, schema: schema)
-    if bare.count >= 2, bare.hasPrefix("\""), bare.hasSuffix("\"") {
-      return String(bare.dropFirst().dropLast()).replacingOccurrences(of: "\"\"", with: "\"")
-    }
-    return bare
+    PGConnection.unquoteIdent(Catalog.bareName(raw, schema: schema))
   }
 
   /// The tables to copy: explicit names as given, else the PK-less base tables (partitions

@@ -61,6 +61,11 @@ import Testing
     let side = Self.side.json(indent: 0).replacingOccurrences(of: "appdb", with: "db-$BELT_DB-$BELT_SIDE")
     let s2 = try store(.object([("dst_resolver_command", .from(["sh", "-c", "cat <<EOF\n\(side)\nEOF"]))]))
     #expect(try s2.load(dc: "dc1", db: "app").dst?.dbname == "db-app-dst")
+    // The operator's environment reaches it too (vault and aws read their own variables).
+    setenv("BELT_TEST_RESOLVER_TOKEN", "tok", 1)
+    let fromEnv = Self.side.json(indent: 0).replacingOccurrences(of: "appdb", with: "db-$BELT_TEST_RESOLVER_TOKEN")
+    let s3 = try store(.object([("dst_resolver_command", .from(["sh", "-c", "cat <<EOF\n\(fromEnv)\nEOF"]))]))
+    #expect(try s3.load(dc: "dc1", db: "app").dst?.dbname == "db-tok")
   }
 
   @Test func failingResolversAreOneLineWithoutTheirOutput() throws {
@@ -88,6 +93,14 @@ import Testing
     let slow = try store(.object([("resolver_command", .from(["sleep", "30"])), ("resolver_timeout", 1)]))
     #expect(error(slow).contains("did not finish within 1 s"))
     #expect(Date().timeIntervalSince(t0) < 10)
+    // The timeout stops the resolver's children as well (it runs in a process group of its own).
+    let marker = NSTemporaryDirectory() + "belt-resolver-child-" + UUID().uuidString
+    let forked = try store(.object([
+      ("resolver_command", .from(["sh", "-c", "(sleep 2; touch \(marker)) & sleep 30"])), ("resolver_timeout", 1),
+    ]))
+    #expect(error(forked).contains("did not finish within 1 s"))
+    Thread.sleep(forTimeInterval: 2.5)
+    #expect(!FileManager.default.fileExists(atPath: marker), "the resolver's child outlived the timeout")
   }
 
   @Test func pgbeltDefinitionsAndDoubleDefinitionsAreRefusedClearly() throws {

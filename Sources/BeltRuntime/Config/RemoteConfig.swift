@@ -1,3 +1,4 @@
+import CSignals
 import Foundation
 import OrderedCollections
 
@@ -135,68 +136,34 @@ enum RemoteConfig {
   static func runUncached(
     _ argv: [String], input: Value, key: String, side: String?, timeout: Double, path: String, dc: String, db: String
   ) throws -> Value {
-    let p = Process()
-    if argv[0].contains("/") {
-      p.executableURL = URL(fileURLWithPath: argv[0])
-    } else {
-      let dirs = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":")
-      guard let dir = dirs.first(where: { FileManager.default.isExecutableFile(atPath: "\($0)/\(argv[0])") }) else {
-        throw BeltError(.configInvalid, "\(path): \(key): command \(Value.jsonQuote(argv[0])) not found in PATH", dc: dc, db: db)
-      }
-      p.executableURL = URL(fileURLWithPath: "\(dir)/\(argv[0])")
+    var cmd = ExternalCommand(argv: argv)
+    // The operator's environment: a resolver (vault, aws) reads its own variables from it.
+    cmd.inheritsEnvironment = true
+    cmd.environment = ["BELT_DC": dc, "BELT_DB": db, "BELT_SIDE": side ?? ""]
+    cmd.stdin = (input == .null ? "{}" : input.json(indent: 0)) + "\n"
+    cmd.timeout = timeout
+    cmd.maxOutput = maxOutput + 1
+    let r: ExternalCommand.Outcome
+    do {
+      r = try cmd.run { belt_interrupted() != 0 }
+    } catch let e as BeltError where e.code == .notFound {
+      throw BeltError(.configInvalid, "\(path): \(key): command \(Value.jsonQuote(argv[0])) not found in PATH", dc: dc, db: db)
+    } catch {
+      throw BeltError(.configInvalid, "\(path): \(key): cannot start \(Value.jsonQuote(argv[0])): \(BeltError.wrap(error).message)", dc: dc, db: db)
     }
-    p.arguments = Array(argv.dropFirst())
-    var env = ProcessInfo.processInfo.environment
-    env["BELT_DC"] = dc
-    env["BELT_DB"] = db
-    env["BELT_SIDE"] = side ?? ""
-    p.environment = env
-    let stdout = Pipe()
-    // stdin is a socket, not a pipe: a resolver that exits without reading it must not kill
-    // belt with SIGPIPE (send with MSG_NOSIGNAL gets EPIPE instead).
-    var sv: [Int32] = [-1, -1]
-    guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &sv) == 0 else {
-      throw BeltError(.ioError, "\(path): \(key): cannot create a socket for the resolver's input", dc: dc, db: db)
-    }
-    let childIn = FileHandle(fileDescriptor: sv[1], closeOnDealloc: true)
-    defer { close(sv[0]) }
-    p.standardOutput = stdout
-    p.standardInput = childIn
-    p.standardError = FileHandle.nullDevice
-    let done = DispatchSemaphore(value: 0)
-    p.terminationHandler = { _ in done.signal() }
-    do { try p.run() } catch {
-      throw BeltError(.configInvalid, "\(path): \(key): cannot start \(Value.jsonQuote(argv[0])): \(error.localizedDescription)", dc: dc, db: db)
-    }
-    let collected = OutputBuffer()
-    let reader = Thread {
-      collected.set(stdout.fileHandleForReading.readDataToEndOfFile())
-    }
-    reader.start()
-    try? childIn.close()
-    let payload = Array(((input == .null ? "{}" : input.json(indent: 0)) + "\n").utf8)
-    var sent = 0
-    while sent < payload.count {
-      let n = payload[sent...].withUnsafeBytes { send(sv[0], $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-      if n <= 0 { break }  // the resolver does not read its input: fine
-      sent += n
-    }
-    shutdown(sv[0], Int32(SHUT_WR))
-    if done.wait(timeout: .now() + timeout) == .timedOut {
-      p.terminate()
-      if done.wait(timeout: .now() + 2) == .timedOut { kill(p.processIdentifier, SIGKILL); done.wait() }
+    if r.interrupted { throw BeltError(.interrupted, "interrupted by the user (Ctrl-C) while \(key) (\(argv[0])) ran", dc: dc, db: db) }
+    if r.timedOut {
       throw BeltError(.timeout, "\(path): \(key) (\(argv[0])) did not finish within \(Int(timeout)) s (resolver_timeout)", dc: dc, db: db)
     }
-    let out = collected.wait()
-    guard p.terminationReason == .exit, p.terminationStatus == 0 else {
-      let how = p.terminationReason == .exit ? "exited with status \(p.terminationStatus)" : "was killed by signal \(p.terminationStatus)"
+    guard r.ok else {
+      let how = r.status.map { "exited with status \($0)" } ?? "was killed by signal \(r.signal ?? 0)"
       throw BeltError(.configInvalid, "\(path): \(key) (\(argv[0])) \(how); its output is not shown (it may hold secrets)", dc: dc, db: db)
     }
-    guard out.count <= maxOutput, let text = String(data: out, encoding: .utf8) else {
+    guard !r.stdoutTruncated, !r.stdoutInvalidUTF8 else {
       throw BeltError(.configInvalid, "\(path): \(key) (\(argv[0])) printed no valid UTF-8 JSON", dc: dc, db: db)
     }
     do {
-      return try JSONParser.parse(text)
+      return try JSONParser.parse(r.stdout)
     } catch let e as JSONParser.SyntaxError {
       // The position only: the text may hold secrets.
       throw BeltError(
@@ -204,23 +171,5 @@ enum RemoteConfig {
         "\(path): \(key) (\(argv[0])) printed malformed JSON (invalid at line \(e.line), column \(e.column)); its output is not shown",
         dc: dc, db: db)
     }
-  }
-}
-
-/// The bytes a reader thread collected.
-final class OutputBuffer: @unchecked Sendable {
-  private let lock = NSCondition()
-  private var data: Data?
-  func set(_ d: Data) {
-    lock.lock()
-    data = d
-    lock.signal()
-    lock.unlock()
-  }
-  func wait() -> Data {
-    lock.lock()
-    defer { lock.unlock() }
-    while data == nil { lock.wait() }
-    return data ?? Data()
   }
 }

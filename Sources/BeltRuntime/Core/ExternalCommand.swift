@@ -4,8 +4,8 @@ import Foundation
   import Glibc
 #endif
 
-/// Runs a program for a runbook (`belt.exec`): the switches belt cannot do itself (DNS, a
-/// service mesh, a deploy tool, a pager).
+/// Runs a program: for a runbook (`belt.exec`: the switches belt cannot do itself, such as DNS,
+/// a service mesh, a deploy tool, a pager), pg_dump, and a remote config's resolver command.
 ///
 /// - No shell: `argv[0]` is found in the child's PATH and started with `posix_spawn`, so
 ///   nothing in the arguments is ever interpreted.
@@ -23,6 +23,9 @@ public struct ExternalCommand {
   public var stdin: String? = nil
   public var timeout: Double = 60
   public var maxOutput = 1 << 20
+  /// The child starts from belt's whole environment instead of the small set below: for a
+  /// secret-store resolver (vault, aws) that reads its own variables from the operator's shell.
+  public var inheritsEnvironment = false
 
   /// The variables a child inherits from belt; everything else must be passed explicitly.
   static let inherited = ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER"]
@@ -35,6 +38,10 @@ public struct ExternalCommand {
     public var seconds: Double
     public var timedOut: Bool
     public var interrupted: Bool
+    /// stdout was not valid UTF-8 (`stdout` then holds replacement characters).
+    public var stdoutInvalidUTF8: Bool
+    /// stdout reached `maxOutput` bytes and the rest was dropped.
+    public var stdoutTruncated: Bool
     public var ok: Bool { status == 0 && !timedOut && !interrupted }
   }
 
@@ -43,6 +50,7 @@ public struct ExternalCommand {
   func childEnvironment() -> [String: String] {
     var env: [String: String] = [:]
     let parent = ProcessInfo.processInfo.environment
+    if inheritsEnvironment { env = parent }
     for k in Self.inherited { if let v = parent[k] { env[k] = v } }
     if env["PATH"] == nil { env["PATH"] = "/usr/local/bin:/usr/bin:/bin" }
     for (k, v) in environment { env[k] = v }
@@ -176,9 +184,11 @@ public struct ExternalCommand {
     if killedAt != nil { kill(-pid, SIGKILL) }
     let seconds = Date().timeIntervalSince(t0)
     let exitedNormally = (status & 0x7f) == 0
+    let text = String(validating: out, as: UTF8.self)
     return Outcome(
       status: exitedNormally ? (status >> 8) & 0xff : nil, signal: exitedNormally ? nil : status & 0x7f,
-      stdout: String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self),
-      seconds: seconds, timedOut: timedOut, interrupted: interrupted)
+      stdout: text ?? String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self),
+      seconds: seconds, timedOut: timedOut, interrupted: interrupted,
+      stdoutInvalidUTF8: text == nil, stdoutTruncated: out.count >= maxOutput)
   }
 }

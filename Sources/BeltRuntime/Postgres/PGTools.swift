@@ -1,3 +1,4 @@
+import CSignals
 import Foundation
 
 /// Runs the PostgreSQL client programs (`pg_dump`, `psql`) as subprocesses.
@@ -139,36 +140,25 @@ public enum PGTools {
       guard written == bytes.count else { throw BeltError(.ioError, "\(what): cannot write a private passfile") }
       env["PGPASSFILE"] = file
     }
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: inv.executable)
-    p.arguments = inv.arguments
-    p.environment = env
-    let out = Pipe()
-    let err = Pipe()
-    p.standardOutput = out
-    p.standardError = err
-    p.standardInput = FileHandle.nullDevice
+    var cmd = ExternalCommand(argv: [inv.executable] + inv.arguments)
+    cmd.environment = env
+    cmd.timeout = .infinity  // a schema dump of a large database takes what it takes; Ctrl-C stops it
+    cmd.maxOutput = .max
+    let r: ExternalCommand.Outcome
     do {
-      try p.run()
+      r = try cmd.run { belt_interrupted() != 0 }
     } catch {
-      throw BeltError(.ioError, "\(what): cannot start \(inv.executable): \(error.localizedDescription)")
+      throw BeltError(.ioError, "\(what): cannot start \(inv.executable): \(BeltError.wrap(error).message)")
     }
-    let errBox = DataBox()
-    let reader = Thread {
-      errBox.set(err.fileHandleForReading.readDataToEndOfFile())
-    }
-    reader.start()
-    let o = out.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    let e = errBox.wait()
-    let stderr = mask(String(decoding: e, as: UTF8.self), secret: secret)
-    guard p.terminationReason == .exit, p.terminationStatus == 0 else {
-      let how = p.terminationReason == .exit ? "exit code \(p.terminationStatus)" : "signal \(p.terminationStatus)"
+    if r.interrupted { throw BeltError(.interrupted, "interrupted by the user (Ctrl-C) during the \(what); it was stopped") }
+    let stderr = mask(r.stderr, secret: secret)
+    guard r.ok else {
+      let how = r.status.map { "exit code \($0)" } ?? "signal \(r.signal ?? 0)"
       let lines = stderr.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
       let detail = lines.isEmpty ? "no error output" : lines.prefix(5).joined(separator: "; ")
       throw BeltError(.ioError, "\(what) failed (\(how)): \(detail)")
     }
-    return Output(stdout: String(decoding: o, as: UTF8.self), stderr: stderr)
+    return Output(stdout: r.stdout, stderr: stderr)
   }
 
   /// Replaces every occurrence of `secret` (when at least 3 characters) with `****`.
@@ -202,35 +192,10 @@ public enum PGTools {
 
   /// Runs a program without a connection and returns its stdout.
   static func runSimple(_ exe: String, _ args: [String]) throws -> String {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: exe)
-    p.arguments = args
-    let out = Pipe()
-    p.standardOutput = out
-    p.standardError = FileHandle.nullDevice
-    p.standardInput = FileHandle.nullDevice
-    try p.run()
-    let d = out.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    guard p.terminationStatus == 0 else { throw BeltError(.ioError, "\(exe) failed") }
-    return String(decoding: d, as: UTF8.self)
-  }
-}
-
-/// A one-shot, thread-safe slot for data read on another thread.
-private final class DataBox: @unchecked Sendable {
-  private let cond = NSCondition()
-  private var data: Data?
-  func set(_ d: Data) {
-    cond.lock()
-    data = d
-    cond.signal()
-    cond.unlock()
-  }
-  func wait() -> Data {
-    cond.lock()
-    defer { cond.unlock() }
-    while data == nil { cond.wait() }
-    return data ?? Data()
+    var cmd = ExternalCommand(argv: [exe] + args)
+    cmd.timeout = 10
+    let r = try cmd.run()
+    guard r.ok else { throw BeltError(.ioError, "\(exe) failed") }
+    return r.stdout
   }
 }

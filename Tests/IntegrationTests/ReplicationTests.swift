@@ -291,8 +291,21 @@ struct ReplicationTests {
     // If belt ever waited behind this lock, the test would fail after a minute, not hang.
     try holder.exec("SET idle_in_transaction_session_timeout = '60s'")
     try holder.exec("BEGIN; LOCK TABLE \"UsersCapital\" IN SHARE MODE")
+    // A transaction open on src, in another database: the slot cannot be created before it
+    // ends. status names it (pglogical only says initializing).
+    let open = try PG.root(.src)
+    defer { open.close() }
+    try open.exec("SET idle_in_transaction_session_timeout = '60s'")
+    try open.exec("BEGIN; SELECT txid_current()")
+    let openPid = try open.query("SELECT pg_backend_pid()").scalar ?? "?"
     #expect(try dc.run("setup", "init", ["schema": false])["ok"] == true)
-    let st = try Repl.waitStatus(dc, "init", "initializing") { $0["forward"] == "initializing" }
+    let waiting = try Repl.waitStatus(dc, "init", "the slot waiting") { $0["forward_waiting"] != nil }
+    #expect(waiting["forward"] == "initializing")
+    #expect(waiting["forward_waiting"]?.stringValue?.contains("pid \(openPid) (user \(PG.rootUser), database postgres, idle in transaction") == true, "\(waiting.json())")
+    let cli = try CLI.run(["status", dc.dc, "init", "--config-dir", dc.root])
+    #expect(cli.out.contains("init: src -> dst waits: ") && cli.out.contains("pid \(openPid)"), "\(cli.out)")
+    try open.exec("ROLLBACK")
+    let st = try Repl.waitStatus(dc, "init", "initializing") { $0["forward"] == "initializing" && $0["forward_waiting"] == nil }
     #expect(st["tables_total"] == 4)
     #expect((st["tables_done"]?.intValue ?? 99) < 4)
     #expect(st["progress"]?.stringValue?.contains("/4 tables") == true, "\(st.json())")

@@ -354,6 +354,24 @@ struct ReplicationTests {
     for side in Side.allCases { #expect(try Repl.leftovers(dc, "init", side) == Repl.Leftovers()) }
   }
 
+  /// A teardown killed between disabling the subscription and dropping it (cutover.lua killed
+  /// in teardown-forward-replication): the next one enables it for the gate instead of waiting
+  /// until its timeout for a marker that can never arrive.
+  @Test func teardownAfterOneStoppedBetweenDisableAndDropPassesTheGate() throws {
+    let dc = try TestDC()
+    defer { Repl.cleanup(dc) }
+    try dc.addPair("half", srcSQL: Fixtures.basic())
+    _ = try dc.run("setup", "half")
+    try Repl.waitStatus(dc, "half", "replicating") { $0["forward"] == "replicating" }
+    try Cut.exec(dc, "half", .dst, "SELECT pglogical.alter_subscription_disable('pg1_pg2', true)")
+    try Cut.exec(dc, "half", .src, "INSERT INTO \"UsersCapital\" (name) VALUES ('after disable')")
+    let t0 = Date()
+    let gated = try dc.run("teardown_forward_replication", "half", ["timeout": 60])
+    #expect(gated["dropped"] == true, "\(gated.json())")
+    #expect(Date().timeIntervalSince(t0) < 30, "the gate waited \(Date().timeIntervalSince(t0)) s")
+    #expect(try Cut.scalar(dc, "half", .dst, "SELECT count(*) FROM \"UsersCapital\" WHERE name = 'after disable'") == "1")
+  }
+
   /// Also the schema path: setup without --no-schema runs SchemaOps.dumpSchema + loadSchema,
   /// and reset runs SchemaOps.removeIndexes/removeConstraints once the schema files exist.
   /// A commit made with `synchronous_commit = off` is acknowledged before its WAL is written

@@ -83,6 +83,25 @@ if #resuming + #fresh == 0 then
   return { ok = true, command = "cutover", dc = dc, db = db, already_done = finished }
 end
 
+-- An interrupted database whose src logins were given back meanwhile (a compensation cut
+-- short, or restore-logins by hand; the config's login_fence says restored) may be taking
+-- writes on src again: before the gate, the fence goes up again and the drain is redone
+-- (below); from the gate on, src may have writes that dst lacks.
+local refence = {}
+for _, name in ipairs(resuming) do
+  local j = flow.j[name]
+  local fence = belt.config(dc, name).login_fence
+  local st = j.step_status or {}
+  if st["revoke-logins"] == "done" and type(fence) == "table" and fence.restored == true then
+    if st["teardown-forward-replication"] then
+      error(belt.error("precondition_failed", ("%s: src logins were given back while the cutover was interrupted in %s, "
+        .. "after forward replication was being torn down, so src may have taken writes that dst lacks: start over with "
+        .. "belt reset and belt run migrate.lua"):format(name, tostring(j.current_step))))
+    end
+    refence[#refence + 1] = name
+  end
+end
+
 -- switch=pgbouncer: before anything changes, pgbouncer must be reachable, send each database
 -- starting now to src, not be paused, and let clients wait longer than pause_timeout.
 if bouncer and #fresh > 0 then
@@ -189,6 +208,15 @@ if bouncer then
   end, active)
 end
 
+if #refence > 0 then
+  belt.warn(("%s: src logins were given back while the cutover was interrupted; revoking them again and draining"):format(
+    table.concat(refence, ", ")))
+  pause_left("revoke-logins")
+  lib.must(belt.revoke_logins(dc, refence, { fence = o.fence, lock_out_shared = o.lock_out_shared }), "revoke-logins")
+  local t = belt.duration(o.drain_timeout)
+  if bouncer then t = math.min(t, pause_left("drain")) end
+  lib.drain(dc, refence, "src", { timeout = t, settle = o.settle, terminate = o.terminate })
+end
 -- revoke-logins saves the roles in the config before it revokes them; the journal keeps them too.
 flow.step("revoke-logins", function(todo)
   pause_left("revoke-logins")

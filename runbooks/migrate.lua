@@ -36,7 +36,8 @@ belt.wait_for(function()
     end
     if r.forward ~= "replicating" then
       all = false
-      belt.log(("  %s: %s, tables %s/%s, %s"):format(r.db, r.forward, tostring(r.tables_done), tostring(r.tables_total), tostring(r.progress)))
+      belt.log(("  %s: %s, tables %s/%s, %s%s"):format(r.db, r.forward, tostring(r.tables_done), tostring(r.tables_total), tostring(r.progress),
+        r.forward_waiting and ("; " .. r.forward_waiting) or ""))
     end
   end
   return all

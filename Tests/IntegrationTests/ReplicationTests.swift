@@ -291,8 +291,21 @@ struct ReplicationTests {
     // If belt ever waited behind this lock, the test would fail after a minute, not hang.
     try holder.exec("SET idle_in_transaction_session_timeout = '60s'")
     try holder.exec("BEGIN; LOCK TABLE \"UsersCapital\" IN SHARE MODE")
+    // A transaction open on src, in another database: the slot cannot be created before it
+    // ends. status names it (pglogical only says initializing).
+    let open = try PG.root(.src)
+    defer { open.close() }
+    try open.exec("SET idle_in_transaction_session_timeout = '60s'")
+    try open.exec("BEGIN; SELECT txid_current()")
+    let openPid = try open.query("SELECT pg_backend_pid()").scalar ?? "?"
     #expect(try dc.run("setup", "init", ["schema": false])["ok"] == true)
-    let st = try Repl.waitStatus(dc, "init", "initializing") { $0["forward"] == "initializing" }
+    let waiting = try Repl.waitStatus(dc, "init", "the slot waiting") { $0["forward_waiting"] != nil }
+    #expect(waiting["forward"] == "initializing")
+    #expect(waiting["forward_waiting"]?.stringValue?.contains("pid \(openPid) (user \(PG.rootUser), database postgres, idle in transaction") == true, "\(waiting.json())")
+    let cli = try CLI.run(["status", dc.dc, "init", "--config-dir", dc.root])
+    #expect(cli.out.contains("init: src -> dst waits: ") && cli.out.contains("pid \(openPid)"), "\(cli.out)")
+    try open.exec("ROLLBACK")
+    let st = try Repl.waitStatus(dc, "init", "initializing") { $0["forward"] == "initializing" && $0["forward_waiting"] == nil }
     #expect(st["tables_total"] == 4)
     #expect((st["tables_done"]?.intValue ?? 99) < 4)
     #expect(st["progress"]?.stringValue?.contains("/4 tables") == true, "\(st.json())")
@@ -339,6 +352,24 @@ struct ReplicationTests {
     let full = try dc.run("teardown", "init", ["full": true])
     #expect(full["ok"] == true, "\(full.json())")
     for side in Side.allCases { #expect(try Repl.leftovers(dc, "init", side) == Repl.Leftovers()) }
+  }
+
+  /// A teardown killed between disabling the subscription and dropping it (cutover.lua killed
+  /// in teardown-forward-replication): the next one enables it for the gate instead of waiting
+  /// until its timeout for a marker that can never arrive.
+  @Test func teardownAfterOneStoppedBetweenDisableAndDropPassesTheGate() throws {
+    let dc = try TestDC()
+    defer { Repl.cleanup(dc) }
+    try dc.addPair("half", srcSQL: Fixtures.basic())
+    _ = try dc.run("setup", "half")
+    try Repl.waitStatus(dc, "half", "replicating") { $0["forward"] == "replicating" }
+    try Cut.exec(dc, "half", .dst, "SELECT pglogical.alter_subscription_disable('pg1_pg2', true)")
+    try Cut.exec(dc, "half", .src, "INSERT INTO \"UsersCapital\" (name) VALUES ('after disable')")
+    let t0 = Date()
+    let gated = try dc.run("teardown_forward_replication", "half", ["timeout": 60])
+    #expect(gated["dropped"] == true, "\(gated.json())")
+    #expect(Date().timeIntervalSince(t0) < 30, "the gate waited \(Date().timeIntervalSince(t0)) s")
+    #expect(try Cut.scalar(dc, "half", .dst, "SELECT count(*) FROM \"UsersCapital\" WHERE name = 'after disable'") == "1")
   }
 
   /// Also the schema path: setup without --no-schema runs SchemaOps.dumpSchema + loadSchema,

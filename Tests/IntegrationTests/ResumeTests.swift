@@ -112,6 +112,21 @@ enum Resume {
     }
   }
 
+  /// cutover.lua of pair "app" started in the background while an application session stays
+  /// open on src, once its journal shows the drain started (the drain waits for that session).
+  static func cutoverInTheDrain(
+    _ dc: TestDC, _ pair: TestDC.PairSpec, app: String, pw: String, drainTimeout: String,
+    sourceLocation: SourceLocation = #_sourceLocation
+  ) throws -> (PGConnection, Background, [String]) {
+    let held = try PGConnection(
+      conninfo: ConnInfo.build([("hostaddr", PG.host), ("port", String(PG.port(.src))), ("dbname", pair.dbname), ("user", app), ("password", pw)]),
+      label: "app session")
+    let args = ["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "drain_timeout=\(drainTimeout)", "lock_out_shared=true"]
+    let bg = try Background(args, scratch: dc.root)
+    #expect(waitJournal(dc, "app", bg) { step($0, "drain")?["status"] == "started" }, "\(bg.output)", sourceLocation: sourceLocation)
+    return (held, bg, args)
+  }
+
   /// Takes the pair out of the way of later tests (workers, manager slots).
   static func cleanup(_ dc: TestDC, _ db: String) {
     _ = try? dc.run("restore_logins", db)
@@ -262,13 +277,8 @@ extension ResumeTests {
     let dc = try TestDC()
     let (pair, app, pw) = try Resume.migrated(dc, "app")
     defer { Resume.cleanup(dc, "app") }
-    let held = try PGConnection(
-      conninfo: ConnInfo.build([("hostaddr", PG.host), ("port", String(PG.port(.src))), ("dbname", pair.dbname), ("user", app), ("password", pw)]),
-      label: "app session")
+    let (held, bg, args) = try Resume.cutoverInTheDrain(dc, pair, app: app, pw: pw, drainTimeout: "3s")
     defer { held.close() }
-    let args = ["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "drain_timeout=3s", "lock_out_shared=true"]
-    let bg = try Resume.Background(args, scratch: dc.root)
-    #expect(Resume.waitJournal(dc, "app", bg) { Resume.step($0, "drain")?["status"] == "started" }, "\(bg.output)")
     // The same command in a second terminal, while the first still runs: refused, and it
     // changes nothing (no compensation either: logins stay revoked for the first run).
     let second = try CLI.run(args)
@@ -297,6 +307,28 @@ extension ResumeTests {
     #expect(done?["run"] == 2, "a new run, not a resume of the compensated one")
     #expect(done?["steps"]?.arrayValue?.allSatisfy { $0["status"] == "done" && $0["attempts"] == 1 } == true)
     #expect(!RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw))
+  }
+
+  /// SIGKILL inside the drain, then the logins given back by hand (or by a compensation that
+  /// was itself cut short) before the re-run: the resumed cutover puts the fence up again and
+  /// drains before the gate, instead of going on while the application writes to src.
+  @Test func loginsGivenBackWhileInterruptedAreRevokedAgainBeforeTheGate() throws {
+    let dc = try TestDC()
+    let (pair, app, pw) = try Resume.migrated(dc, "app")
+    defer { Resume.cleanup(dc, "app") }
+    let (held, bg, args) = try Resume.cutoverInTheDrain(dc, pair, app: app, pw: pw, drainTimeout: "2s")
+    defer { held.close() }
+    bg.stop(SIGKILL)
+    _ = try dc.run("restore_logins", "app")
+    #expect(RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw))
+    try Cut.exec(dc, "app", .src, "INSERT INTO fruits VALUES (50, 'meanwhile')")
+
+    let again = try CLI.run(args)
+    #expect(again.code == 0, "\(again.err)")
+    #expect(again.err.contains("src logins were given back while the cutover was interrupted; revoking them again"), "\(again.err)")
+    #expect(!RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw), "the fence is up again after the cutover")
+    try Resume.expectSameData(dc, "app")
+    #expect(Resume.journal(dc, "app")?["state"] == "done")
   }
 
   /// Ctrl-C inside sync-tables, after forward replication was dropped: logins come back, and

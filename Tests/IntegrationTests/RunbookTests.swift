@@ -51,6 +51,11 @@ struct RunbookTests {
       #expect(try LoadTests.fingerprint(dc.conn(db, .src), schema: p.schema) == LoadTests.fingerprint(dc.conn(db, .dst), schema: p.schema))
     }
 
+    // rollback.lua revokes on dst: a refusal there names dst (and the rollback), not src.
+    var refusal = ""
+    do { refusal = try dc.run("revoke_logins", "alpha", ["reverse": true]).json() } catch { refusal = BeltError.wrap(error).message }
+    #expect(refusal.contains("revoking LOGIN on dst would also lock") && refusal.contains("not part of this rollback"), "\(refusal)")
+
     // The application writes on dst, then we roll back.
     for db in ["alpha", "beta"] {
       guard let p = dc.pairs[db] else { continue }

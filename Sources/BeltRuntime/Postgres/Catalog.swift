@@ -97,6 +97,22 @@ public enum Catalog {
     try c.query("SELECT 1 FROM pg_namespace WHERE nspname = $1", [schema]).values.count == 1
   }
 
+  /// `names` (tables of `schema`) and every partitioned table they are, directly or not, a
+  /// partition of.
+  public static func withAncestors(_ c: PGConnection, schema: String, names: [String]) throws -> Set<String> {
+    if names.isEmpty { return [] }
+    let r = try c.query(
+      """
+      WITH RECURSIVE up(oid) AS (
+        SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = $1 AND c.relname = ANY($2::text[])
+        UNION SELECT i.inhparent FROM pg_inherits i JOIN up ON i.inhrelid = up.oid)
+      SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+       WHERE c.oid IN (SELECT oid FROM up) AND n.nspname = $1
+      """, [schema, PGArray.literal(names)])
+    return Set(r.rows.map { $0.string("relname") })
+  }
+
   /// Applies the config's table subset (bare names; schema-qualified names accepted).
   public static func filter(_ tables: [TableInfo], subset: [String]?, schema: String) -> [TableInfo] {
     guard let subset else { return tables }

@@ -199,8 +199,9 @@ enum Logins {
       if !shared.isEmpty && !lockOutShared {
         let dbs = Array(Set(shared.map(\.database))).sorted()
         throw ctx.refuse(
-          "revoking LOGIN on src would also lock \(Set(shared.map(\.role)).count) role(s) out of "
-            + "\(dbs.count) database(s) of the same server that are not part of this cutover: \(describe(shared)); "
+          "revoking LOGIN on \(ctx.reversed ? "dst" : "src") would also lock \(Set(shared.map(\.role)).count) role(s) out of "
+            + "\(dbs.count) database(s) of the same server that are not part of this \(ctx.reversed ? "rollback" : "cutover"): "
+            + "\(describe(shared)); "
             + "use fence=connect (--fence connect) to fence only \(Value.jsonQuote(src.dbname)), "
             + "or lock_out_shared=true (--lock-out-shared) to revoke LOGIN anyway")
       }

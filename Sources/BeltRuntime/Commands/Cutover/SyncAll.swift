@@ -52,10 +52,14 @@ enum SyncAll {
       if !FileManager.default.fileExists(atPath: path) { return skip(name, "no \(path) (run dump-schema first)") }
       return Part(name: name, body: body)
     }
-    // Validation in two halves, each as early as it can start: the tables with a primary key
-    // are final once the gate has passed (phase 1, beside the copies); the PK-less ones once
-    // sync_tables has copied them (phase 2). They are reported as one step, validate_data.
-    let sample = Validation.Settings(random: 100, latest: 100, full: false)
+    // Validation in two halves, each as early as it can start: the tables pglogical streamed
+    // are final once the gate has passed (phase 1, beside the copies); those sync_tables
+    // copies (PK-less, but also unlogged, REPLICA IDENTITY NOTHING or generated-column tables
+    // with a primary key, and the partitioned tables above them) once it has copied them
+    // (phase 2). They are reported as one step, validate_data.
+    var sample = Validation.Settings(random: 100, latest: 100, full: false)
+    sample.afterSync = try Catalog.withAncestors(
+      ctx.connect(.src, .root), schema: ctx.schema, names: TableSync.targets(ctx, explicit: []).tables.map(\.name))
     var pkSample = sample
     pkSample.withPK = true
     pkSample.wholeUpTo = 10_000  // small tables whole: stronger than a sample, and one query per server

@@ -34,6 +34,9 @@ enum Validation {
     var maxReported = 50
     /// Only the tables with (true) or without (false) a primary key; nil: all.
     var withPK: Bool? = nil
+    /// Tables that sync_tables copies (and their partitioned ancestors): they count as
+    /// without a primary key for `withPK`, being final only once that copy is done.
+    var afterSync: Set<String> = []
     /// Tables with a primary key and at most this many rows (src's estimate) are compared
     /// whole, by count and row-hash sum in one query per server for all of them (both servers
     /// at once), and key by key only when that differs; 0: every table by samples.
@@ -118,7 +121,7 @@ enum Validation {
     let start = Date()
     var shapes = try shapes(ctx)
     if let withPK = settings.withPK {
-      shapes = shapes.filter { $0.pk.isEmpty != withPK }
+      shapes = shapes.filter { ($0.pk.isEmpty || settings.afterSync.contains($0.name)) != withPK }
       if shapes.isEmpty {
         let message = "no tables \(withPK ? "with" : "without") a primary key to compare"
         return .object([("mode", .string(settings.full ? "full" : "sample")), ("tables", .array([])), ("rows_compared", 0), ("message", .string(message)), ("ok", true)])

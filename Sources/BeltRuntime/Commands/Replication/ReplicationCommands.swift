@@ -28,6 +28,7 @@ public enum ReplicationOps {
           out += Render.red("\(db): \(label) is down: \(why)") + "\n"
         }
       }
+      if let why = r["forward_waiting"]?.stringValue { out += Render.yellow("\(db): src -> dst waits: \(why)") + "\n" }
       if let line = CutoverProgress.statusLine(r) { out += Render.yellow(line) + "\n" }
     }
     return out

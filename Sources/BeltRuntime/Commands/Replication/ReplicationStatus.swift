@@ -26,6 +26,8 @@ struct SideSnapshot: Sendable {
   var lags: [Int?] = [nil, nil, nil, nil]
   /// src only: bytes between src's WAL position and what the forward slot has confirmed.
   var slotLag: Int?
+  /// src only: the sessions whose open transactions the forward slot's creation waits for.
+  var slotWaitsFor: [String] = []
   /// Total size of the replicated tables.
   var datasetBytes: Int
   /// The same, pretty.
@@ -300,6 +302,21 @@ enum ReplicationStatus {
         snap.slotLag = row.int("slot_lag")
         snap.lags = ["sent", "write", "flush", "replay"].map { row.int($0).map { max(0, $0) } }
       }
+      // A logical slot is created only once every transaction running on the server (in any
+      // database) has ended: pglogical then says "initializing" for as long as they last.
+      snap.slotWaitsFor = try c.query(
+        """
+        SELECT b.pid, coalesce(b.usename, '?') AS usename, coalesce(b.datname, '?') AS datname,
+               coalesce(b.state, '?') AS state, coalesce(extract(epoch FROM now() - b.xact_start)::bigint, 0) AS secs
+          FROM pg_stat_activity w CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS k(pid)
+          JOIN pg_stat_activity b ON b.pid = k.pid
+         WHERE w.backend_type = 'walsender' AND w.datname = current_database() AND w.wait_event_type = 'Lock'
+           AND w.query LIKE 'CREATE_REPLICATION_SLOT%' ORDER BY b.xact_start
+        """
+      ).rows.map {
+        "pid \($0.string("pid")) (user \($0.string("usename")), database \($0.string("datname")), \($0.string("state")), "
+          + "transaction open \($0.string("secs")) s)"
+      }
     }
     return snap
   }
@@ -380,6 +397,13 @@ enum ReplicationStatus {
       ("progress", .string(progress)), ("progress_pct", hidden ? .null : .double(pct)),
     ]
     if forward.state == "down" { fields.append(("forward_error", .from(forward.reason))) }
+    if forward.state == "initializing", !s.slotWaitsFor.isEmpty {
+      fields.append((
+        "forward_waiting",
+        .string(
+          "the replication slot on src is created once these transactions end (logical decoding waits for every "
+            + "transaction running on the server): \(s.slotWaitsFor.joined(separator: ", "))")))
+    }
     if back.state == "down" { fields.append(("back_error", .from(back.reason))) }
     if let which = unreachable.first {
       fields.append(("unreachable", .string(which.rawValue)))

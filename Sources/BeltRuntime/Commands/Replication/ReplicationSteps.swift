@@ -356,6 +356,12 @@ enum ReplicationSteps {
           "\(PGL.forwardSub) is still initializing: dst does not have all of src's data yet, dropping it now would lose data "
             + "(use --no-wait to drop it anyway)")
       }
+      if !sub.enabled {
+        // Left disabled by a teardown that stopped between disabling and dropping it (belt
+        // killed): nothing would ever reach dst, and the gate would wait until its timeout.
+        try droot.query("SELECT pglogical.alter_subscription_enable($1, true)", [PGL.forwardSub])
+        notes.append("\(PGL.forwardSub) was disabled (an earlier teardown stopped before dropping it); enabled it for the gate")
+      }
       // The exact fence: a marker row on src, polled for on dst (see ``Fence``). When the fence
       // table cannot be set up (say, no privilege), the slower gate on the slot's confirmed position.
       var fenceReady = false

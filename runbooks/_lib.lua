@@ -100,12 +100,12 @@ function lib.flow(dc, dbs, flow, run_data, lock)
   end
   --- Runs `fn(todo)` for the databases of `list` (default all) that have not finished `step`,
   --- between journal_begin (with `data`) and journal_end (with `keep(record)` of each
-  --- database's record, when given); returns fn's result, or nil when every database had
-  --- finished the step. A database whose record failed is marked failed and the step raises
-  --- step_failed.
-  function f.step(step, fn, list, data, keep)
+  --- database's record, when given). Returns fn's result and `failed`, {db = why} of the
+  --- databases whose record failed (marked failed in their journal); nil when every database
+  --- had finished the step. An error raised by fn is raised again.
+  function f.step_each(step, fn, list, data, keep)
     local todo = f.pending(step, list)
-    if #todo == 0 then return nil end
+    if #todo == 0 then return nil, {} end
     local started = belt.now()
     lib.must(belt.journal_begin(dc, todo, { flow = flow, step = step, data = data, run_data = f.run_data }), "journal " .. step)
     local ok, r = pcall(fn, todo)
@@ -116,10 +116,15 @@ function lib.flow(dc, dbs, flow, run_data, lock)
       error(r, 0)
     end
     local recs = by_db(r or {})
-    local done, failed = {}, {}
+    local done, failed, names = {}, {}, {}
     for _, name in ipairs(todo) do
       local rec = recs[name]
-      if rec and rec.ok == false then failed[#failed + 1] = name else done[#done + 1] = name end
+      if rec and rec.ok == false then
+        failed[name] = rec.error and rec.error.message or rec.message or "failed"
+        names[#names + 1] = name
+      else
+        done[#done + 1] = name
+      end
     end
     if #done > 0 and keep then
       for _, name in ipairs(done) do
@@ -128,13 +133,17 @@ function lib.flow(dc, dbs, flow, run_data, lock)
     elseif #done > 0 then
       lib.must(belt.journal_end(dc, done, { flow = flow, step = step }), "journal " .. step)
     end
-    if #failed > 0 then
-      pcall(belt.journal_end, dc, failed, { flow = flow, step = step, status = "failed", error = step .. " failed" })
+    for _, name in ipairs(names) do
+      pcall(belt.journal_end, dc, name, { flow = flow, step = step, status = "failed", error = step .. " failed: " .. failed[name] })
     end
     f.refresh(todo)
-    lib.must(r, step)
-    belt.log(("%s done in %s"):format(step, lib.secs(belt.now() - started)))
-    return r
+    if #done > 0 then belt.log(("%s done in %s"):format(step, lib.secs(belt.now() - started))) end
+    return r, failed
+  end
+  --- f.step_each, raising step_failed (naming each failed database) when any failed.
+  function f.step(step, fn, list, data, keep)
+    local r = f.step_each(step, fn, list, data, keep)
+    return r and lib.must(r, step)
   end
   --- Ends the run of the databases of `list` (state done, compensated or rolled_back).
   function f.close(list, state, note, run_data)

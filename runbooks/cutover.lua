@@ -7,8 +7,10 @@
 --   applied everything src wrote) -> sync (sequences, PK-less tables, validation, constraints,
 --   indexes, analyze) -> diff-sequences (dst at or past src, in the window) -> diff-schemas --full
 --   -> report the downtime window.
--- If any step after revoke-logins fails (or Ctrl-C), logins are restored on src and the failure
--- is reported.
+-- If any step after revoke-logins fails for a database, that database's logins are restored on
+-- src and its failure is reported; the other databases go on to the end (exit 1 if any failed).
+-- Ctrl-C, or an error for the whole run, restores the logins of every database still under way.
+-- restore-logins keeps NOLOGIN on a role that a database still fenced on the server uses.
 --
 -- Every step records its start and end in each database's journal
 -- (configs/<dc>/<db>/cutover.journal.json). If belt itself dies (SIGKILL, a closed laptop, a
@@ -160,14 +162,11 @@ local switched = {}
 for _, name in ipairs(active) do
   if ((flow.j[name].step_status or {})["pgbouncer-resume"]) == "done" then switched[name] = true end
 end
-belt.on_failure(function(err)
-  local back = {}
-  for _, name in ipairs(active) do if not switched[name] then back[#back + 1] = name end end
-  if #back == 0 then
-    belt.warn("cutover failed after traffic was switched to dst (" .. tostring(err) .. "); nothing is switched back")
-    return
-  end
-  belt.warn("cutover failed (" .. tostring(err) .. "); restoring logins on src" .. (bouncer and " and resuming pgbouncer at src" or ""))
+-- Gives the databases of `back` their logins on src again (with switch=pgbouncer: pgbouncer
+-- back at src first, then RESUME) and records the run as compensated.
+local function compensate(back, err)
+  belt.warn(("%s: cutover failed (%s); restoring logins on src%s"):format(
+    table.concat(back, ", "), tostring(err), bouncer and " and resuming pgbouncer at src" or ""))
   if bouncer then
     -- pgbouncer goes back to src before anything lets traffic through.
     for _, name in ipairs(back) do
@@ -189,7 +188,39 @@ belt.on_failure(function(err)
   end
   local jok, jerr = pcall(flow.close, back, "compensated", "logins restored after: " .. tostring(err))
   if not jok then belt.warn("could not record the compensation in the journal: " .. tostring(jerr)) end
+end
+-- An error for the whole run (Ctrl-C, a raised error) compensates every database still under way.
+belt.on_failure(function(err)
+  local back = {}
+  for _, name in ipairs(active) do if not switched[name] then back[#back + 1] = name end end
+  if #back == 0 then
+    belt.warn("cutover failed after traffic was switched to dst (" .. tostring(err) .. "); nothing is switched back")
+    return
+  end
+  compensate(back, err)
 end)
+
+-- Each database cuts over on its own: one whose step fails is compensated alone, leaves
+-- `active`, and the others go on (design.md: one database's failure does not stop the others).
+local failures = {}
+local function cut(step, fn, keep)
+  local r, failed = flow.step_each(step, fn, active, nil, keep)
+  local names = {}
+  for _, name in ipairs(active) do if failed[name] then names[#names + 1] = name end end
+  if #names == 0 then return r end
+  local rest = {}
+  for _, name in ipairs(active) do if not failed[name] then rest[#rest + 1] = name end end
+  active = rest
+  for _, name in ipairs(names) do
+    failures[#failures + 1] = { db = name, step = step, error = failed[name] }
+    if switched[name] then
+      belt.warn(("%s: %s failed after traffic was switched to dst (%s); nothing is switched back"):format(name, step, failed[name]))
+    else
+      compensate({ name }, step .. " failed: " .. failed[name])
+    end
+  end
+  return r
+end
 
 -- switch=pgbouncer: the pause is bounded by pause_timeout, from the PAUSE (from the start of
 -- this run when it resumes an interrupted one: the operator's re-run gets a full budget).
@@ -203,9 +234,9 @@ local function pause_left(next_step)
   return left
 end
 if bouncer then
-  flow.step("pgbouncer-pause", function(todo)
+  cut("pgbouncer-pause", function(todo)
     return belt.pgbouncer_pause(dc, todo, { timeout = o.pause_timeout })
-  end, active)
+  end)
 end
 
 if #refence > 0 then
@@ -218,17 +249,16 @@ if #refence > 0 then
   lib.drain(dc, refence, "src", { timeout = t, settle = o.settle, terminate = o.terminate })
 end
 -- revoke-logins saves the roles in the config before it revokes them; the journal keeps them too.
-flow.step("revoke-logins", function(todo)
+cut("revoke-logins", function(todo)
   pause_left("revoke-logins")
   return belt.revoke_logins(dc, todo, { fence = o.fence, lock_out_shared = o.lock_out_shared })
-end, active, nil,
-  function(r) return { revoked = r.revoked, saved_logins = r.saved_logins } end)
-flow.step("drain", function(todo)
+end, function(r) return { revoked = r.revoked, saved_logins = r.saved_logins } end)
+cut("drain", function(todo)
   local t = belt.duration(o.drain_timeout)
   if bouncer then t = math.min(t, pause_left("drain")) end
   lib.drain(dc, todo, "src", { timeout = t, settle = o.settle, terminate = o.terminate })
-end, active)
-flow.step("teardown-forward-replication", function(todo)
+end)
+cut("teardown-forward-replication", function(todo)
   local t, limit = belt.duration(o.gate_timeout), "gate_timeout"
   local left = pause_left("teardown-forward-replication")
   if left and left < t then t, limit = left, "pause_timeout" end
@@ -237,17 +267,17 @@ flow.step("teardown-forward-replication", function(todo)
     belt.warn(("the gate had what was left of pause_timeout=%s (%.1f s)"):format(tostring(o.pause_timeout), t))
   end
   return r
-end, active)
-flow.step("sync", function(todo) pause_left("sync"); return belt.sync(dc, todo) end, active)
+end)
+cut("sync", function(todo) pause_left("sync"); return belt.sync(dc, todo) end)
 -- Cheap, so inside the window: every sequence on dst at or past src (a mismatch fails the
 -- cutover, and the compensation gives logins back to src).
-flow.step("diff-sequences", function(todo) pause_left("diff-sequences"); return belt.diff_sequences(dc, todo) end, active)
+cut("diff-sequences", function(todo) pause_left("diff-sequences"); return belt.diff_sequences(dc, todo) end)
 if bouncer then
-  flow.step("pgbouncer-point-to-dst", function(todo)
+  cut("pgbouncer-point-to-dst", function(todo)
     pause_left("pgbouncer-point-to-dst")
     return belt.pgbouncer_point_to(dc, todo, { side = "dst" })
-  end, active)
-  flow.step("pgbouncer-resume", function(todo) return belt.pgbouncer_resume(dc, todo) end, active)
+  end)
+  cut("pgbouncer-resume", function(todo) return belt.pgbouncer_resume(dc, todo) end)
   for _, name in ipairs(active) do switched[name] = true end
 end
 
@@ -262,7 +292,7 @@ for _, name in ipairs(active) do
   downtime[name] = (b and b.ended_epoch or 0) - (a and a.started_epoch or 0)
 end
 if o.diff then
-  flow.step("diff-schemas", function(todo) return belt.diff_schemas(dc, todo, { full = true }) end, active)
+  cut("diff-schemas", function(todo) return belt.diff_schemas(dc, todo, { full = true }) end)
 end
 for _, name in ipairs(active) do
   flow.close({ name }, "done", nil, { downtime_s = downtime[name] })
@@ -288,4 +318,15 @@ for _, name in ipairs(active) do
 end
 local total = 0
 for _, d in pairs(downtime) do total = math.max(total, d) end
-return { ok = true, command = "cutover", dc = dc, db = db, switch = o.switch, downtime_s = total, steps = steps, resumed = resuming, already_done = finished }
+-- One record per database of this run: belt prints the failed ones and exits 1.
+local records = {}
+for _, name in ipairs(active) do
+  records[#records + 1] = { dc = dc, db = name, ok = true, downtime_s = downtime[name] }
+end
+for _, f in ipairs(failures) do
+  local msg = ("cutover failed in %s (%s); %s"):format(f.step, f.error, switched[f.db]
+    and "traffic stays on dst" or "src logins restored")
+  records[#records + 1] = { dc = dc, db = f.db, ok = false, step = f.step, error = { code = "step_failed", message = msg } }
+end
+return { ok = #failures == 0, command = "cutover", dc = dc, db = db, switch = o.switch, downtime_s = total, steps = steps,
+  resumed = resuming, already_done = finished, failed = failures, databases = records }

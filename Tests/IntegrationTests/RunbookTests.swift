@@ -125,6 +125,41 @@ struct RunbookTests {
     _ = try? dc.run("teardown", "app", ["full": true])
   }
 
+  /// A dc-wide cutover where one database fails: that one is compensated alone (its logins back
+  /// on src) and the other cuts over to the end, instead of being sent back to src with its
+  /// forward replication already gone (which would force a reset and a new migration).
+  @Test func oneDatabaseFailingTheCutoverDoesNotSendTheOthersBack() throws {
+    let dc = try TestDC()
+    let alpha = try dc.addPair("alpha", srcSQL: Fixtures.basic())
+    let beta = try dc.addPair("beta", srcSQL: Fixtures.basic())
+    let (appA, pwA) = try Self.appRole(dc, grantIn: ["alpha"])
+    let (appB, pwB) = try Self.appRole(dc, grantIn: ["beta"])
+    let migrate = try CLI.run(["run", "migrate.lua", dc.dc, "--config-dir", dc.root])
+    #expect(migrate.code == 0, "\(migrate.err)")
+    // beta's PK-less table diverges on dst: its sync fails validation after its teardown.
+    let d = try dc.conn("beta", .dst)
+    try d.exec("INSERT INTO fruits VALUES (1000, 'stray row on dst')")
+    d.close()
+    let r = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--", "drain_timeout=1s", "diff=false", "lock_out_shared=true"])
+    #expect(r.code == 1, "\(r.err)")
+    #expect(r.err.contains("belt: \(dc.dc)/beta: cutover failed in sync"), "\(r.err)")
+    #expect(!r.err.contains("\(dc.dc)/alpha: cutover failed"), "\(r.err)")
+    #expect(r.out.contains("\(dc.dc)/alpha: cut over; downtime window"), "\(r.out)")
+    #expect(!Self.canLogin(.src, db: alpha.dbname, user: appA, pw: pwA), "alpha stays cut over: no login on src")
+    #expect(try LoadTests.fingerprint(dc.conn("alpha", .src), schema: alpha.schema) == LoadTests.fingerprint(dc.conn("alpha", .dst), schema: alpha.schema))
+    #expect(Self.canLogin(.src, db: beta.dbname, user: appB, pw: pwB), "beta was compensated: logins back on src")
+    let journal = try dc.run("journal", nil, ["flow": "cutover"])
+    let states = Dictionary(uniqueKeysWithValues: (journal["databases"]?.arrayValue ?? []).compactMap { rec in
+      rec["db"]?.stringValue.map { ($0, rec["state"]?.stringValue ?? "") }
+    })
+    #expect(states == ["alpha": "done", "beta": "compensated"], "\(states)")
+    // The re-run leaves alpha alone and says what beta needs.
+    let again = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--", "drain_timeout=1s", "diff=false", "lock_out_shared=true"])
+    #expect(again.code == 1 && again.out.contains("\(dc.dc)/alpha: the cutover finished at"), "\(again.out)")
+    #expect(again.err.contains("beta: forward replication is") && again.err.contains("start over with belt reset"), "\(again.err)")
+    _ = try? dc.run("teardown", nil, ["full": true])
+  }
+
   /// An application session that stays open after revoke-logins: with terminate=false the cutover
   /// fails and restores logins; with terminate=true it is terminated and the cutover completes.
   @Test func sessionsStillOpenAfterTheDrainFailOrAreTerminated() throws {

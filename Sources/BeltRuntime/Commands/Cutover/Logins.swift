@@ -73,6 +73,21 @@ enum Logins {
     return Array(Set(out)).sorted()
   }
 
+  /// The database names, on the same server as this pair's src, of the dc's other pairs whose
+  /// NOLOGIN fence is still up: their cutover holds the server's roles revoked.
+  static func fencedDatabases(_ ctx: PairContext, _ src: ServerConfig) throws -> Set<String> {
+    var out: Set<String> = []
+    for db in try ctx.env.store.dbs(dc: ctx.dc) where db != ctx.db {
+      guard let loaded = try? ctx.env.store.load(dc: ctx.dc, db: db) else { continue }
+      let cfg = ctx.reversed ? loaded.reversed() : loaded
+      guard let s = try? cfg.server(.src), ServerWide.key(s) == ServerWide.key(src),
+        loaded.raw[fenceKey(ctx)] == nologinRecord(restored: false), !saved(loaded.raw, savedKey(ctx)).isEmpty
+      else { continue }
+      out.insert(s.dbname)
+    }
+    return out
+  }
+
   /// One way a role is used by another database of the server.
   struct SharedUse {
     var role: String
@@ -391,8 +406,10 @@ enum Logins {
     var already: [String] = []
     var missing: [String] = []
     var excluded: [String] = []
+    var kept: [SharedUse] = []
     var parts: [String] = []
     var fields: [(String, Value)] = []
+    let src = try ctx.config.server(.src)
     try ctx.serverWide(.src, "restore-logins") { memory in
       if let fence {
         let present = Set(
@@ -408,6 +425,12 @@ enum Logins {
         fields += [("fence", .string(Fence.connect.rawValue)), ("granted_connect", .from(grant)), ("revoked_connect", .from(revoke))]
       }
       if list.isEmpty { return }
+      // Roles are server-wide: one that a database still fenced on this server uses (another
+      // pair whose cutover went on, say) stays NOLOGIN, or its application could write to src
+      // again after that database moved to dst.
+      let fenced = try fencedDatabases(ctx, src)
+      kept = fenced.isEmpty ? [] : try sharedUse(c, roles: list, besides: []).filter { fenced.contains($0.database) }
+      let keep = Set(kept.map(\.role))
       try c.transaction {
         restored = []
         already = []
@@ -425,7 +448,7 @@ enum Logins {
           if !row.bool("present") { missing.append(name) }
           else if row.bool("excluded") { excluded.append(name) }
           else if row.bool("login") { already.append(name) }
-          else { restored.append(name) }
+          else if !keep.contains(name) { restored.append(name) }
         }
         for role in restored {
           try c.exec("ALTER ROLE \(PGConnection.quoteIdent(role)) WITH LOGIN")
@@ -443,12 +466,18 @@ enum Logins {
     if !already.isEmpty { parts.append("\(already.count) already could log in") }
     if !missing.isEmpty { parts.append("\(missing.count) no longer exist: \(Fmt.names(missing))") }
     if !excluded.isEmpty { parts.append("\(excluded.count) excluded: \(Fmt.names(excluded))") }
+    if !kept.isEmpty {
+      let note = "kept NOLOGIN for \(Set(kept.map(\.role)).count) role(s) that databases still fenced on this server use: "
+        + "\(describe(kept)) (fence=connect fences one database at a time)"
+      ctx.logger.warning("\(note)")
+      parts.append(note)
+    }
     let message = parts.joined(separator: "; ")
     ctx.logger.info("\(message)")
     return .object(
       [
         ("restored", .from(restored)), ("already_login", .from(already)), ("missing", .from(missing)),
-        ("excluded", .from(excluded)), ("message", .string(message)),
+        ("excluded", .from(excluded)), ("kept", .from(Array(Set(kept.map(\.role))).sorted())), ("message", .string(message)),
       ] + fields)
   }
 }

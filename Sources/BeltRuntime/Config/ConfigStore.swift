@@ -213,10 +213,15 @@ struct FieldReader {
       }
       port = n
     case .some(let other):
-      guard let n = other.intValue, (1...65535).contains(n) else {
+      switch other {
+      case .int, .double:
+        guard let n = other.intValue, (1...65535).contains(n) else {
+          throw fail(p + "port", "must be a port number between 1 and 65535, got \(other.display)")
+        }
+        port = n
+      default:
         throw fail(p + "port", "must be a port number (string or number), got \(Self.kind(other))")
       }
-      port = n
     }
     return ServerConfig(
       host: try requiredString(v, "host", prefix: p), ip: try requiredString(v, "ip", prefix: p),

@@ -72,6 +72,18 @@ struct FaultTests {
     #expect(before == after, "\(before) vs \(after)")
   }
 
+  @Test func setupRefusesRowsOnDstBeforeChangingSrc() throws {
+    let dc = try TestDC()
+    let pair = try dc.addPair(
+      "app", srcSQL: "CREATE TABLE \"UsersCapital\" (id int PRIMARY KEY, v text);",
+      dstSQL: "CREATE TABLE \"UsersCapital\" (id int PRIMARY KEY, v text); INSERT INTO \"UsersCapital\" VALUES (1, 'x');")
+    let before = try footprint(dc.conn("app", .src), pair)
+    let r = try CLI.run(["setup", dc.dc, "app", "--config-dir", dc.root])
+    #expect(r.code == 1)
+    #expect(r.err.contains("dst table(s) \"UsersCapital\" already hold rows"), "\(r.err)")
+    #expect(try footprint(dc.conn("app", .src), pair) == before)
+  }
+
   @Test func killedSetupAndSyncConvergeOnRerun() throws {
     let dc = try TestDC()
     try dc.addPair("app", srcSQL: Fixtures.basic() + "\nINSERT INTO fruits SELECT g, 'f' || g FROM generate_series(10, 60000) g;")

@@ -72,6 +72,18 @@ struct FaultTests {
     #expect(before == after, "\(before) vs \(after)")
   }
 
+  @Test func precheckFailsOnConfiguredNamesThatMatchNothing() throws {
+    let dc = try TestDC()
+    try dc.addPair("app", srcSQL: Fixtures.basic(), tables: ["UsersCapital", "userscapital", "\"fruits\""], sequences: ["standalone_seq", "nope_seq"])
+    let path = dc.store.path(dc: dc.dc, db: "app")
+    let before = try Data(contentsOf: URL(fileURLWithPath: path))
+    let r = try CLI.run(["precheck", dc.dc, "app", "--config-dir", dc.root])
+    #expect(r.code == 1, "\(r.out) \(r.err)")
+    #expect(r.out.contains("ALERT: the config's tables name(s) \"userscapital\", \"\\\"fruits\\\"\" not found in schema public on src"), "\(r.out)")
+    #expect(r.out.contains("ALERT: the config's sequences name(s) \"nope_seq\" not found"), "\(r.out)")
+    #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == before)
+  }
+
   @Test func setupRefusesRowsOnDstBeforeChangingSrc() throws {
     let dc = try TestDC()
     let pair = try dc.addPair(

@@ -290,7 +290,8 @@ public enum InspectionOps {
     // Per-table strategy: how belt moves each table, and why.
     let src = try ctx.connect(.src, .root)
     let server = try ctx.config.server(.src)
-    let tables = Catalog.filter(try Catalog.tables(src, schema: ctx.schema), subset: ctx.config.tableSubset, schema: ctx.schema)
+    let allTables = try Catalog.tables(src, schema: ctx.schema)
+    let tables = Catalog.filter(allTables, subset: ctx.config.tableSubset, schema: ctx.schema)
     var alerts: [String] = []
     var warnings: [String] = []
     var rows: [Value] = []
@@ -356,6 +357,20 @@ public enum InspectionOps {
     }
     let seqs = try Catalog.sequences(src, schema: ctx.schema)
     let wantedSeqs = ctx.config.sequenceSubset.map(Set.init)
+    // A configured name that matches nothing (a typo, other capitals, quotes) would be left out
+    // of the migration without a word: names are exact and unquoted.
+    let unknownTables = (ctx.config.tableSubset ?? []).filter { name in
+      !allTables.contains { $0.name == Catalog.bareName(name, schema: ctx.schema) }
+    }
+    let unknownSeqs = (ctx.config.sequenceSubset ?? []).filter { name in
+      !seqs.contains { $0.name == Catalog.bareName(name, schema: ctx.schema) }
+    }
+    for (what, names) in [("tables", unknownTables), ("sequences", unknownSeqs)] where !names.isEmpty {
+      ok = false
+      alerts.append(
+        "the config's \(what) name(s) \(ReplicationSteps.quotedList(names)) not found in schema \(ctx.schema) on src "
+          + "(names are exact, case-sensitive and unquoted); fix them in \(ctx.config.path)")
+    }
     let seqRows: [Value] = seqs.filter { wantedSeqs?.contains($0.name) ?? true }.map {
       .object([("name", .string($0.name)), ("replication", "sync_sequences"), ("owner", .string($0.owner)),
                ("why", $0.owner == server.owner.name ? .null : .string("owned by \($0.owner), not \(server.owner.name)"))])

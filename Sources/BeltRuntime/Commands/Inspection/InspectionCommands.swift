@@ -3,9 +3,29 @@ import Foundation
 /// The inspection commands: src-dsn, dst-dsn, check-pkeys, check-connectivity, connections,
 /// precheck.
 public enum InspectionOps {
-  public static let all: [OperationSpec] = [
-    dsn(.src), dsn(.dst), checkPkeys, checkConnectivity, connections, precheck, terminateConnections,
-  ]
+  /// All specs of this family. (Initialising it also registers the human renderer of
+  /// check-connectivity, which prints why a check failed under the table.)
+  public static let all: [OperationSpec] = {
+    Render.customRenderers["check_connectivity"] = renderConnectivity
+    return [
+      dsn(.src), dsn(.dst), checkPkeys, checkConnectivity, connections, precheck, terminateConnections,
+    ]
+  }()
+
+  /// The check-connectivity table, then one line per failed check with its reason.
+  static func renderConnectivity(_ recs: [Value]) -> String {
+    let columns = checkConnectivity.columns
+    let rows = recs.map { r in columns.map { r[$0.1]?.display ?? "" } }
+    let bad = recs.map { r in columns.map { r[$0.1] == .bool(false) } }
+    var out = Render.table(columns.map(\.0), rows, bad: bad)
+    for r in recs {
+      guard case .object(let reasons) = r["reasons"] else { continue }
+      for (key, why) in reasons {
+        out += Render.red("\(r["db"]?.display ?? ""): \(key): \(why.display)") + "\n"
+      }
+    }
+    return out
+  }
 
   /// `-e/--exclude-user` and `-p/--exclude-pattern`: the login and session commands take them.
   static let excludeOptions = [
@@ -137,14 +157,21 @@ public enum InspectionOps {
       let (tcp, why) = tcpCheck(host: s.ip, port: s.port, timeout: Double(min(ctx.env.connectTimeout, 5)))
       fields.append(("\(side.rawValue)_tcp", .bool(tcp)))
       if let why { reasons.append(("\(side.rawValue)_tcp", .string(why))) }
+      // A server that never answered the root login (a connect timeout) is not asked again as
+      // the owner: that would wait out the timeout twice.
+      var silent: String? = nil
       for (role, key) in [(Role.root, "query"), (Role.owner, "owner_query")] {
         var ok = false
-        if tcp {
+        if let silent {
+          reasons.append(("\(side.rawValue)_\(key)", .string("not tried: \(silent)")))
+        } else if tcp {
           do {
             let c = try ctx.connect(side, role)
             ok = try c.query("SELECT 1").scalar == "1"
           } catch {
-            reasons.append(("\(side.rawValue)_\(key)", .string(BeltError.wrap(error).message)))
+            let e = BeltError.wrap(error)
+            reasons.append(("\(side.rawValue)_\(key)", .string(e.message)))
+            if e.code == .connectionFailed, e.sqlstate == nil { silent = e.message }
           }
         }
         fields.append(("\(side.rawValue)_\(key)", .bool(ok)))

@@ -114,6 +114,27 @@ struct FaultTests {
     #expect(!w.out.contains("not-the-pw") && !w.err.contains("not-the-pw"))
   }
 
+  @Test func perTableWorkersWaitOutASilentServerOnce() throws {
+    let dc = try TestDC()
+    let tables = (1...24).map { "CREATE TABLE \"T\($0)\" (id int);" }.joined(separator: "\n")
+    try dc.addPair("app", srcSQL: tables)
+    let path = dc.store.path(dc: dc.dc, db: "app")
+    let good = try dc.store.load(dc: dc.dc, db: "app").raw
+    let (port, fd) = try Self.silentPort()
+    defer { close(fd) }
+    try dc.store.save(good.setting("dst", good["dst"]?.setting("port", .int(port)) ?? .null), to: path)
+    // 24 tables over a few workers: each worker tried dst again for every table it took,
+    // waiting out the connect timeout each time (110 s for 80 tables at the default 10 s).
+    for cmd in ["sync-tables", "validate-data"] {
+      let t0 = Date()
+      let r = try CLI.run([cmd, dc.dc, "app", "--config-dir", dc.root], env: ["BELT_CONNECT_TIMEOUT": "1"])
+      let took = Date().timeIntervalSince(t0)
+      #expect(r.code == 1)
+      #expect(r.err.contains("timeout expired"), "\(r.err)")
+      #expect(took < 2.5, "\(cmd) took \(took) s")
+    }
+  }
+
   @Test func precheckFailsOnConfiguredNamesThatMatchNothing() throws {
     let dc = try TestDC()
     try dc.addPair("app", srcSQL: Fixtures.basic(), tables: ["UsersCapital", "userscapital", "\"fruits\""], sequences: ["standalone_seq", "nope_seq"])

@@ -171,7 +171,7 @@ public enum InspectionOps {
           } catch {
             let e = BeltError.wrap(error)
             reasons.append(("\(side.rawValue)_\(key)", .string(e.message)))
-            if e.code == .connectionFailed, e.sqlstate == nil { silent = e.message }
+            if (error as? PGError)?.serverUnreachable == true { silent = e.message }
           }
         }
         fields.append(("\(side.rawValue)_\(key)", .bool(ok)))

@@ -65,6 +65,8 @@ struct Repl: ParsableCommand {
   func run() throws {
     let env = global.makeEnvironment()
     do {
+      // A mistyped dc is refused as by every command (one without databases yet is fine here).
+      if let dc { try env.store.checkDC(dc) }
       let session = try Session(env: env, output: OutputSink.standard(), flags: global.flags)
       ReplLoop.run(session: session, dc: dc)
     } catch {

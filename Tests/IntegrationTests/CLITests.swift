@@ -93,6 +93,12 @@ let seedCommands: [(String, String, [String])] = [
     try "local t = nil\nreturn t.x".write(toFile: rtErr, atomically: true, encoding: .utf8)
     let runtime = try CLI.run(["run", rtErr, "dc", "--config-dir", root])
     #expect(runtime.code == 1 && runtime.err.contains("rt.lua:2: attempt to index a nil value"))
+    // repl with a dc that does not exist (a typo) is refused before the prompt
+    let repl = try CLI.run(["repl", "no-such-dc", "--config-dir", root], stdin: "print('started')\n")
+    #expect(repl.code == 1 && repl.out.isEmpty, "\(repl.out)")
+    #expect(repl.err == "belt: no-such-dc: unknown dc \"no-such-dc\": no directory \(root)/configs/no-such-dc (nor \(root)/remote-configs/no-such-dc)\n")
+    let traversal = try CLI.run(["repl", "../dc", "--config-dir", root], stdin: "")
+    #expect(traversal.code == 1 && traversal.err.contains("invalid dc name"), "\(traversal.err)")
     // the config file was not touched
     #expect(try String(contentsOfFile: root + "/configs/dc/broken/config.json", encoding: .utf8) == "{\"db\": \"broken\", \"dc\": ")
   }

@@ -72,6 +72,93 @@ struct FaultTests {
     #expect(before == after, "\(before) vs \(after)")
   }
 
+  /// A port where the kernel completes the TCP handshake but nothing ever answers (a server
+  /// that hangs, or a load balancer in front of a dead one). Closed when the test ends.
+  static func silentPort() throws -> (port: Int, fd: Int32) {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    addr.sin_port = 0
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &addr) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && listen(fd, 16) == 0 && getsockname(fd, $0, &len) == 0 }
+    }
+    guard bound else { throw BeltError(.ioError, "cannot listen on 127.0.0.1") }
+    return (Int(UInt16(bigEndian: addr.sin_port)), fd)
+  }
+
+  @Test func checkConnectivityWaitsOutOneTimeoutAndSaysWhy() throws {
+    let dc = try TestDC()
+    try dc.addPair("app")
+    let path = dc.store.path(dc: dc.dc, db: "app")
+    let good = try dc.store.load(dc: dc.dc, db: "app").raw
+    let (port, fd) = try Self.silentPort()
+    defer { close(fd) }
+    try dc.store.save(good.setting("dst", good["dst"]?.setting("port", .int(port)) ?? .null), to: path)
+    let t0 = Date()
+    let r = try CLI.run(["check-connectivity", dc.dc, "app", "--config-dir", dc.root], env: ["BELT_CONNECT_TIMEOUT": "2"])
+    let took = Date().timeIntervalSince(t0)
+    #expect(r.code == 1)
+    // The root login timed out: the owner login is not tried (it would wait another 2 s).
+    #expect(took < 3.5, "took \(took) s")
+    #expect(r.out.contains("app: dst_query: dst as root") && r.out.contains("timeout expired"), "\(r.out)")
+    #expect(r.out.contains("app: dst_owner_query: not tried"), "\(r.out)")
+
+    // A wrong password is named in the text output too, and the password is not.
+    let wrong = good.setting("src", good["src"]?.setting("owner_user", .object([("name", good["src"]?["owner_user"]?["name"] ?? .null), ("pw", "not-the-pw")])) ?? .null)
+    try dc.store.save(wrong, to: path)
+    let w = try CLI.run(["check-connectivity", dc.dc, "app", "--config-dir", dc.root])
+    #expect(w.code == 1)
+    #expect(w.out.contains("app: src_owner_query: ") && w.out.contains("password authentication failed"), "\(w.out)")
+    #expect(!w.out.contains("not-the-pw") && !w.err.contains("not-the-pw"))
+  }
+
+  @Test func perTableWorkersWaitOutASilentServerOnce() throws {
+    let dc = try TestDC()
+    let tables = (1...24).map { "CREATE TABLE \"T\($0)\" (id int);" }.joined(separator: "\n")
+    try dc.addPair("app", srcSQL: tables)
+    let path = dc.store.path(dc: dc.dc, db: "app")
+    let good = try dc.store.load(dc: dc.dc, db: "app").raw
+    let (port, fd) = try Self.silentPort()
+    defer { close(fd) }
+    try dc.store.save(good.setting("dst", good["dst"]?.setting("port", .int(port)) ?? .null), to: path)
+    // 24 tables over a few workers: each worker tried dst again for every table it took,
+    // waiting out the connect timeout each time (110 s for 80 tables at the default 10 s).
+    for cmd in ["sync-tables", "validate-data"] {
+      let t0 = Date()
+      let r = try CLI.run([cmd, dc.dc, "app", "--config-dir", dc.root], env: ["BELT_CONNECT_TIMEOUT": "1"])
+      let took = Date().timeIntervalSince(t0)
+      #expect(r.code == 1)
+      #expect(r.err.contains("timeout expired"), "\(r.err)")
+      #expect(took < 2.5, "\(cmd) took \(took) s")
+    }
+  }
+
+  @Test func precheckFailsOnConfiguredNamesThatMatchNothing() throws {
+    let dc = try TestDC()
+    try dc.addPair("app", srcSQL: Fixtures.basic(), tables: ["UsersCapital", "userscapital", "\"fruits\""], sequences: ["standalone_seq", "nope_seq"])
+    let path = dc.store.path(dc: dc.dc, db: "app")
+    let before = try Data(contentsOf: URL(fileURLWithPath: path))
+    let r = try CLI.run(["precheck", dc.dc, "app", "--config-dir", dc.root])
+    #expect(r.code == 1, "\(r.out) \(r.err)")
+    #expect(r.out.contains("ALERT: the config's tables name(s) \"userscapital\", \"\\\"fruits\\\"\" not found in schema public on src"), "\(r.out)")
+    #expect(r.out.contains("ALERT: the config's sequences name(s) \"nope_seq\" not found"), "\(r.out)")
+    #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == before)
+  }
+
+  @Test func setupRefusesRowsOnDstBeforeChangingSrc() throws {
+    let dc = try TestDC()
+    let pair = try dc.addPair(
+      "app", srcSQL: "CREATE TABLE \"UsersCapital\" (id int PRIMARY KEY, v text);",
+      dstSQL: "CREATE TABLE \"UsersCapital\" (id int PRIMARY KEY, v text); INSERT INTO \"UsersCapital\" VALUES (1, 'x');")
+    let before = try footprint(dc.conn("app", .src), pair)
+    let r = try CLI.run(["setup", dc.dc, "app", "--config-dir", dc.root])
+    #expect(r.code == 1)
+    #expect(r.err.contains("dst table(s) \"UsersCapital\" already hold rows"), "\(r.err)")
+    #expect(try footprint(dc.conn("app", .src), pair) == before)
+  }
+
   @Test func killedSetupAndSyncConvergeOnRerun() throws {
     let dc = try TestDC()
     try dc.addPair("app", srcSQL: Fixtures.basic() + "\nINSERT INTO fruits SELECT g, 'f' || g FROM generate_series(10, 60000) g;")

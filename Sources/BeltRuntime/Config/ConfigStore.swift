@@ -35,16 +35,9 @@ public struct ConfigStore: Sendable {
   /// - Throws: ``BeltError`` `not_found` when the dc directory does not exist or holds no pair
   ///   (a dc is named to act on its databases: none is a mistake, never "nothing to do").
   public func dbs(dc: String) throws -> [String] {
-    try Self.checkName(dc, what: "dc")
+    try checkDC(dc)
     let dir = dcDirectory(dc)
     let remote = remoteDCDirectory(dc)
-    func isDirectory(_ d: String) -> Bool {
-      var isDir: ObjCBool = false
-      return FileManager.default.fileExists(atPath: d, isDirectory: &isDir) && isDir.boolValue
-    }
-    guard isDirectory(dir) || isDirectory(remote) else {
-      throw BeltError(.notFound, "unknown dc \"\(dc)\": no directory \(dir) (nor \(remote))", dc: dc)
-    }
     // The union of both places, like pgbelt (a pair in both is refused when it is loaded).
     let local = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [])
       .filter { FileManager.default.fileExists(atPath: path(dc: dc, db: $0)) }
@@ -54,6 +47,20 @@ public struct ConfigStore: Sendable {
       throw BeltError(.notFound, "dc \"\(dc)\" has no databases: no \(dir)/<db>/config.json", dc: dc)
     }
     return Array(Set(local).union(resolved)).sorted()
+  }
+
+  /// - Throws: ``BeltError`` `not_found` unless `dc` is a directory of configs/ or remote-configs/
+  ///   (it may hold no pair yet).
+  public func checkDC(_ dc: String) throws {
+    try Self.checkName(dc, what: "dc")
+    func isDirectory(_ d: String) -> Bool {
+      var isDir: ObjCBool = false
+      return FileManager.default.fileExists(atPath: d, isDirectory: &isDir) && isDir.boolValue
+    }
+    guard isDirectory(dcDirectory(dc)) || isDirectory(remoteDCDirectory(dc)) else {
+      throw BeltError(
+        .notFound, "unknown dc \"\(dc)\": no directory \(dcDirectory(dc)) (nor \(remoteDCDirectory(dc)))", dc: dc)
+    }
   }
 
   /// Loads and validates one pair's config.
@@ -213,10 +220,15 @@ struct FieldReader {
       }
       port = n
     case .some(let other):
-      guard let n = other.intValue, (1...65535).contains(n) else {
+      switch other {
+      case .int, .double:
+        guard let n = other.intValue, (1...65535).contains(n) else {
+          throw fail(p + "port", "must be a port number between 1 and 65535, got \(other.display)")
+        }
+        port = n
+      default:
         throw fail(p + "port", "must be a port number (string or number), got \(Self.kind(other))")
       }
-      port = n
     }
     return ServerConfig(
       host: try requiredString(v, "host", prefix: p), ip: try requiredString(v, "ip", prefix: p),

@@ -39,6 +39,9 @@ final class ConnCache {
   private let onOpen: String?
   private let noTimeout: Bool
   private var conns: [Side: PGConnection] = [:]
+  /// A side whose server did not answer: this worker's other items fail with the same error at
+  /// once instead of each waiting out the connect timeout again.
+  private var unreachable: [Side: PGError] = [:]
 
   /// A cache whose connections run `onOpen` (session settings) once when opened.
   init(_ connector: Connector, noTimeout: Bool, onOpen: String?) {
@@ -50,7 +53,14 @@ final class ConnCache {
   /// The root connection to one side (opened on first use).
   func get(_ side: Side) throws -> PGConnection {
     if let c = conns[side] { return c }
-    let c = try connector.open(side, .root, noTimeout: noTimeout)
+    if let e = unreachable[side] { throw e }
+    let c: PGConnection
+    do {
+      c = try connector.open(side, .root, noTimeout: noTimeout)
+    } catch let e as PGError where e.serverUnreachable {
+      unreachable[side] = e
+      throw e
+    }
     if let onOpen { try c.exec(onOpen) }
     conns[side] = c
     return c

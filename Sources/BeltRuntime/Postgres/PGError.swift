@@ -41,6 +41,14 @@ public struct PGError: Error, CustomStringConvertible, CustomDebugStringConverti
     return s
   }
 
+  /// True when a connect got no answer from a server at all (connect timeout, refused, unknown
+  /// host, no route): asking it again at once only waits out the same timeout.
+  public var serverUnreachable: Bool {
+    kind == .connection
+      && ["timeout expired", "Connection refused", "could not translate host name", "No route to host",
+          "Network is unreachable", "Connection timed out"].contains { message.contains($0) }
+  }
+
   /// True when the statement was cancelled (Ctrl-C or statement_timeout).
   public var isCancel: Bool { sqlState == "57014" }
 

@@ -3,9 +3,29 @@ import Foundation
 /// The inspection commands: src-dsn, dst-dsn, check-pkeys, check-connectivity, connections,
 /// precheck.
 public enum InspectionOps {
-  public static let all: [OperationSpec] = [
-    dsn(.src), dsn(.dst), checkPkeys, checkConnectivity, connections, precheck, terminateConnections,
-  ]
+  /// All specs of this family. (Initialising it also registers the human renderer of
+  /// check-connectivity, which prints why a check failed under the table.)
+  public static let all: [OperationSpec] = {
+    Render.customRenderers["check_connectivity"] = renderConnectivity
+    return [
+      dsn(.src), dsn(.dst), checkPkeys, checkConnectivity, connections, precheck, terminateConnections,
+    ]
+  }()
+
+  /// The check-connectivity table, then one line per failed check with its reason.
+  static func renderConnectivity(_ recs: [Value]) -> String {
+    let columns = checkConnectivity.columns
+    let rows = recs.map { r in columns.map { r[$0.1]?.display ?? "" } }
+    let bad = recs.map { r in columns.map { r[$0.1] == .bool(false) } }
+    var out = Render.table(columns.map(\.0), rows, bad: bad)
+    for r in recs {
+      guard case .object(let reasons) = r["reasons"] else { continue }
+      for (key, why) in reasons {
+        out += Render.red("\(r["db"]?.display ?? ""): \(key): \(why.display)") + "\n"
+      }
+    }
+    return out
+  }
 
   /// `-e/--exclude-user` and `-p/--exclude-pattern`: the login and session commands take them.
   static let excludeOptions = [
@@ -137,14 +157,21 @@ public enum InspectionOps {
       let (tcp, why) = tcpCheck(host: s.ip, port: s.port, timeout: Double(min(ctx.env.connectTimeout, 5)))
       fields.append(("\(side.rawValue)_tcp", .bool(tcp)))
       if let why { reasons.append(("\(side.rawValue)_tcp", .string(why))) }
+      // A server that never answered the root login (a connect timeout) is not asked again as
+      // the owner: that would wait out the timeout twice.
+      var silent: String? = nil
       for (role, key) in [(Role.root, "query"), (Role.owner, "owner_query")] {
         var ok = false
-        if tcp {
+        if let silent {
+          reasons.append(("\(side.rawValue)_\(key)", .string("not tried: \(silent)")))
+        } else if tcp {
           do {
             let c = try ctx.connect(side, role)
             ok = try c.query("SELECT 1").scalar == "1"
           } catch {
-            reasons.append(("\(side.rawValue)_\(key)", .string(BeltError.wrap(error).message)))
+            let e = BeltError.wrap(error)
+            reasons.append(("\(side.rawValue)_\(key)", .string(e.message)))
+            if (error as? PGError)?.serverUnreachable == true { silent = e.message }
           }
         }
         fields.append(("\(side.rawValue)_\(key)", .bool(ok)))
@@ -290,7 +317,8 @@ public enum InspectionOps {
     // Per-table strategy: how belt moves each table, and why.
     let src = try ctx.connect(.src, .root)
     let server = try ctx.config.server(.src)
-    let tables = Catalog.filter(try Catalog.tables(src, schema: ctx.schema), subset: ctx.config.tableSubset, schema: ctx.schema)
+    let allTables = try Catalog.tables(src, schema: ctx.schema)
+    let tables = Catalog.filter(allTables, subset: ctx.config.tableSubset, schema: ctx.schema)
     var alerts: [String] = []
     var warnings: [String] = []
     var rows: [Value] = []
@@ -356,6 +384,20 @@ public enum InspectionOps {
     }
     let seqs = try Catalog.sequences(src, schema: ctx.schema)
     let wantedSeqs = ctx.config.sequenceSubset.map(Set.init)
+    // A configured name that matches nothing (a typo, other capitals, quotes) would be left out
+    // of the migration without a word: names are exact and unquoted.
+    let unknownTables = (ctx.config.tableSubset ?? []).filter { name in
+      !allTables.contains { $0.name == Catalog.bareName(name, schema: ctx.schema) }
+    }
+    let unknownSeqs = (ctx.config.sequenceSubset ?? []).filter { name in
+      !seqs.contains { $0.name == Catalog.bareName(name, schema: ctx.schema) }
+    }
+    for (what, names) in [("tables", unknownTables), ("sequences", unknownSeqs)] where !names.isEmpty {
+      ok = false
+      alerts.append(
+        "the config's \(what) name(s) \(ReplicationSteps.quotedList(names)) not found in schema \(ctx.schema) on src "
+          + "(names are exact, case-sensitive and unquoted); fix them in \(ctx.config.path)")
+    }
     let seqRows: [Value] = seqs.filter { wantedSeqs?.contains($0.name) ?? true }.map {
       .object([("name", .string($0.name)), ("replication", "sync_sequences"), ("owner", .string($0.owner)),
                ("why", $0.owner == server.owner.name ? .null : .string("owned by \($0.owner), not \(server.owner.name)"))])

@@ -45,6 +45,16 @@ enum ReplicationSteps {
     return out
   }
 
+  /// Refuses when any of `names` (tables of dst that pglogical's initial copy fills) holds rows.
+  static func refuseFilled(_ ctx: PairContext, _ droot: PGConnection, schema: String, _ names: [String]) throws {
+    let filled = try nonEmpty(droot, schema: schema, names)
+    guard filled.isEmpty else {
+      throw ctx.refuse(
+        "dst table(s) \(quotedList(filled)) already hold rows; pglogical's initial copy needs them empty "
+          + "(run reset first, or empty them)")
+    }
+  }
+
   /// Total size of the named tables (those that exist).
   static func tablesSize(_ c: PGConnection, schema: String, _ names: [String]) throws -> Int {
     let r = try c.query(
@@ -125,6 +135,13 @@ enum ReplicationSteps {
       )
     }
 
+    // A first setup also refuses rows already in dst before src changes (checked again below,
+    // once the schema is loaded).
+    if try PGL.subscription(droot, PGL.forwardSub) == nil {
+      let onDst = Set(try Catalog.tables(droot, schema: schema).map(\.name))
+      try refuseFilled(ctx, droot, schema: schema, (replicated + lockCopied).filter(onDst.contains))
+    }
+
     // src: role, extension, grants, node pg1, set pgbelt.
     notes += try PGL.prepare(
       ctx, .src, root: sroot, owner: try ctx.connect(.src, .owner), pgl: src.pglogical,
@@ -162,12 +179,7 @@ enum ReplicationSteps {
     let inSet = Set(try PGL.setTables(sroot, schema: schema) ?? [])
     let pendingGenerated = existing == nil ? lockCopied : lockCopied.filter { !inSet.contains($0) }
     let toCopy = existing == nil ? replicated + pendingGenerated : added
-    let filled = try nonEmpty(droot, schema: schema, toCopy)
-    guard filled.isEmpty else {
-      throw ctx.refuse(
-        "dst table(s) \(quotedList(filled)) already hold rows; pglogical's initial copy needs them empty "
-          + "(run reset first, or empty them)")
-    }
+    try refuseFilled(ctx, droot, schema: schema, toCopy)
     notes += try PGL.prepare(
       ctx, .dst, root: droot, owner: try ctx.connect(.dst, .owner), pgl: dst.pglogical,
       ownerName: dst.owner.name,

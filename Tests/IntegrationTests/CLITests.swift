@@ -99,6 +99,14 @@ let seedCommands: [(String, String, [String])] = [
     #expect(repl.err == "belt: no-such-dc: unknown dc \"no-such-dc\": no directory \(root)/configs/no-such-dc (nor \(root)/remote-configs/no-such-dc)\n")
     let traversal = try CLI.run(["repl", "../dc", "--config-dir", root], stdin: "")
     #expect(traversal.code == 1 && traversal.err.contains("invalid dc name"), "\(traversal.err)")
+    // The same for every command: exit 1 like an unknown dc (2 is a bad Lua argument).
+    let badName = try CLI.run(["status", "..", "--config-dir", root])
+    #expect(badName.code == 1 && badName.err.contains("invalid dc name \"..\": a name, not a path"), "\(badName.err)")
+    // A runbook raising a table without a message: its fields, not "table: 0x...".
+    let bare = root + "/bare.lua"
+    try "error({code = \"custom_fail\", detail = 3})".write(toFile: bare, atomically: true, encoding: .utf8)
+    let bareErr = try CLI.run(["run", bare, "dc", "--config-dir", root])
+    #expect(bareErr.code == 1 && bareErr.err.contains("error object without a message: {\"code\":\"custom_fail\",\"detail\":3}"), "\(bareErr.err)")
     // the config file was not touched
     #expect(try String(contentsOfFile: root + "/configs/dc/broken/config.json", encoding: .utf8) == "{\"db\": \"broken\", \"dc\": ")
   }

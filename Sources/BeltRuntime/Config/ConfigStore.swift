@@ -27,7 +27,7 @@ public struct ConfigStore: Sendable {
   /// Rejects names that would escape the configs directory.
   static func checkName(_ name: String, what: String) throws {
     if name.isEmpty || name == "." || name == ".." || name.contains("/") || name.contains("\0") {
-      throw BeltError(.badArgument, "invalid \(what) name \(Value.jsonQuote(name))")
+      throw BeltError(.notFound, "invalid \(what) name \(Value.jsonQuote(name)): a name, not a path")
     }
   }
 

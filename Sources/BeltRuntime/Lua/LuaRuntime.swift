@@ -150,18 +150,28 @@ public final class LuaRuntime {
     }
     var message = rawField(t, "message").stringValue
     if message == nil {
-      // A script's own table: its __tostring, which is Lua code, hence the pcall.
-      if belt_pcall_tostring(L, t) == LUA_OK { message = string(at: -1) }
+      // A script's own table: its __tostring, which is Lua code, hence the pcall. Without one,
+      // Lua says "table: 0x...", which tells the operator nothing: its fields do.
+      if belt_pcall_tostring(L, t) == LUA_OK, let s = string(at: -1), !s.hasPrefix("table: 0x") { message = s }
       belt_pop(L, 1)
     }
     var e = BeltError(
       rawField(t, "code").stringValue.map(BeltError.Code.init(rawValue:)) ?? .scriptError,
-      message ?? "(error object is a table value)",
+      message ?? "error object without a message: \(fieldsWithoutTrace(t).json(indent: 0))",
       dc: rawField(t, "dc").stringValue, db: rawField(t, "db").stringValue,
       sqlstate: rawField(t, "sqlstate").stringValue, retryable: rawField(t, "retryable").boolValue ?? false)
     e.traceback = rawField(t, "traceback").stringValue
     e.position = rawField(t, "position").stringValue
     return e
+  }
+
+  /// The fields of the error table at `t` that the script set (the message handler adds the
+  /// traceback and the position).
+  private func fieldsWithoutTrace(_ t: Int32) -> Value {
+    guard case .object(var fields) = value(at: t) else { return value(at: t) }
+    fields.removeValue(forKey: "traceback")
+    fields.removeValue(forKey: "position")
+    return .object(fields)
   }
 
   // MARK: - Stack helpers ('-' and 'm' API only)

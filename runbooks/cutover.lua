@@ -7,9 +7,13 @@
 --   applied everything src wrote) -> sync (sequences, PK-less tables, validation, constraints,
 --   indexes, analyze) -> diff-sequences (dst at or past src, in the window) -> diff-schemas --full
 --   -> report the downtime window.
--- If any step after revoke-logins fails for a database, that database's logins are restored on
--- src and its failure is reported; the other databases go on to the end (exit 1 if any failed).
--- Ctrl-C, or an error for the whole run, restores the logins of every database still under way.
+-- If any step after revoke-logins up to diff-sequences fails for a database, that database's
+-- logins are restored on src and its failure is reported; the other databases go on to the end
+-- (exit 1 if any failed). Ctrl-C, or an error for the whole run, restores the logins of every
+-- database still in its window. After diff-sequences (with switch=pgbouncer: after the RESUME)
+-- nothing is switched back: a failure there (diff-schemas) is reported, and running the same
+-- command again finishes it. A database whose forward replication is gone is reported and left
+-- out; the others go on.
 -- restore-logins keeps NOLOGIN on a role that a database still fenced on the server uses.
 --
 -- Every step records its start and end in each database's journal
@@ -127,22 +131,46 @@ if bouncer and #fresh > 0 then
   end
 end
 
+-- What failed, per database ({db, step, error[, message]}): reported at the end (exit 1).
+local failures = {}
+
 -- Databases starting now need forward replication with little lag; interrupted ones are past
 -- that (their logins are revoked; the gate in teardown-forward-replication waits for dst).
+local function not_replicating(r)
+  local msg = ("%s: forward replication is %s; cutover needs it replicating"):format(r.db, r.forward)
+  local j = flow.j[r.db]
+  if j and (j.state == "compensated" or j.state == "rolled_back") then
+    msg = msg .. ("; the cutover run %d stopped in %s (%s) and logins went back to src, so src may have "
+      .. "taken writes that dst lacks: start over with belt reset and belt run migrate.lua"):format(
+      j.run, tostring(j.current_step), tostring(j.note))
+  end
+  return msg
+end
+local skipped = {}
+if #fresh > 0 then
+  -- A database whose forward replication is gone cannot start; the others go on without it.
+  local broken, rest = {}, {}
+  for _, r in ipairs(lib.records(belt.status(dc, fresh))) do
+    if r.forward == "down" or r.forward == "unconfigured" then
+      broken[#broken + 1] = not_replicating(r)
+      skipped[r.db] = true
+      failures[#failures + 1] = { db = r.db, step = "start", error = broken[#broken], message = broken[#broken] }
+    end
+  end
+  for _, name in ipairs(fresh) do if not skipped[name] then rest[#rest + 1] = name end end
+  if #broken > 0 and #rest + #resuming == 0 then
+    error(belt.error("precondition_failed", table.concat(broken, "; ")))
+  end
+  for _, msg in ipairs(broken) do belt.warn(msg .. "; the other databases go on") end
+  fresh = rest
+end
 if #fresh > 0 then
   belt.log(("waiting for forward lag < %d bytes on %s"):format(o.max_lag, table.concat(fresh, ", ")))
   belt.wait_for(function()
     for _, r in ipairs(lib.records(belt.status(dc, fresh))) do
       if r.forward ~= "replicating" then
         if r.forward == "down" or r.forward == "unconfigured" then
-          local msg = ("%s: forward replication is %s; cutover needs it replicating"):format(r.db, r.forward)
-          local j = flow.j[r.db]
-          if j and (j.state == "compensated" or j.state == "rolled_back") then
-            msg = msg .. ("; the cutover run %d stopped in %s (%s) and logins went back to src, so src may have "
-              .. "taken writes that dst lacks: start over with belt reset and belt run migrate.lua"):format(
-              j.run, tostring(j.current_step), tostring(j.note))
-          end
-          error(belt.error("precondition_failed", msg))
+          error(belt.error("precondition_failed", not_replicating(r)))
         end
         return false
       end
@@ -155,12 +183,17 @@ end
 
 local active = {}
 for _, name in ipairs(dbs) do
-  if flow.j[name].state ~= "done" then active[#active + 1] = name end
+  if flow.j[name].state ~= "done" and not skipped[name] then active[#active + 1] = name end
 end
--- Databases already resumed at dst (switch=pgbouncer): past the point of compensation.
+-- Databases past the point of compensation: resumed at dst (switch=pgbouncer), or through
+-- diff-sequences (dst holds everything src had, checked; giving src its logins back now would
+-- only force a reset and a new migration). A later failure (diff-schemas, Ctrl-C) leaves them
+-- as they are, and running the same command again finishes them.
+local window_end = bouncer and "pgbouncer-resume" or "diff-sequences"
+local past = bouncer and "after traffic was switched to dst" or "after the window ended (dst holds all of src's data)"
 local switched = {}
 for _, name in ipairs(active) do
-  if ((flow.j[name].step_status or {})["pgbouncer-resume"]) == "done" then switched[name] = true end
+  if ((flow.j[name].step_status or {})[window_end]) == "done" then switched[name] = true end
 end
 -- Gives the databases of `back` their logins on src again (with switch=pgbouncer: pgbouncer
 -- back at src first, then RESUME) and records the run as compensated.
@@ -194,7 +227,7 @@ belt.on_failure(function(err)
   local back = {}
   for _, name in ipairs(active) do if not switched[name] then back[#back + 1] = name end end
   if #back == 0 then
-    belt.warn("cutover failed after traffic was switched to dst (" .. tostring(err) .. "); nothing is switched back")
+    belt.warn("cutover failed " .. past .. " (" .. tostring(err) .. "); nothing is switched back; run the same command again to finish")
     return
   end
   compensate(back, err)
@@ -202,7 +235,6 @@ end)
 
 -- Each database cuts over on its own: one whose step fails is compensated alone, leaves
 -- `active`, and the others go on (design.md: one database's failure does not stop the others).
-local failures = {}
 local function cut(step, fn, keep)
   local r, failed = flow.step_each(step, fn, active, nil, keep)
   local names = {}
@@ -214,7 +246,7 @@ local function cut(step, fn, keep)
   for _, name in ipairs(names) do
     failures[#failures + 1] = { db = name, step = step, error = failed[name] }
     if switched[name] then
-      belt.warn(("%s: %s failed after traffic was switched to dst (%s); nothing is switched back"):format(name, step, failed[name]))
+      belt.warn(("%s: %s failed %s (%s); nothing is switched back"):format(name, step, past, failed[name]))
     else
       compensate({ name }, step .. " failed: " .. failed[name])
     end
@@ -272,6 +304,9 @@ cut("sync", function(todo) pause_left("sync"); return belt.sync(dc, todo) end)
 -- Cheap, so inside the window: every sequence on dst at or past src (a mismatch fails the
 -- cutover, and the compensation gives logins back to src).
 cut("diff-sequences", function(todo) pause_left("diff-sequences"); return belt.diff_sequences(dc, todo) end)
+if not bouncer then
+  for _, name in ipairs(active) do switched[name] = true end
+end
 if bouncer then
   cut("pgbouncer-point-to-dst", function(todo)
     pause_left("pgbouncer-point-to-dst")
@@ -324,8 +359,8 @@ for _, name in ipairs(active) do
   records[#records + 1] = { dc = dc, db = name, ok = true, downtime_s = downtime[name] }
 end
 for _, f in ipairs(failures) do
-  local msg = ("cutover failed in %s (%s); %s"):format(f.step, f.error, switched[f.db]
-    and "traffic stays on dst" or "src logins restored")
+  local msg = f.message or ("cutover failed in %s (%s); %s"):format(f.step, f.error, switched[f.db]
+    and "nothing switched back: run the same command again to finish" or "src logins restored")
   records[#records + 1] = { dc = dc, db = f.db, ok = false, step = f.step, error = { code = "step_failed", message = msg } }
 end
 return { ok = #failures == 0, command = "cutover", dc = dc, db = db, switch = o.switch, downtime_s = total, steps = steps,

@@ -126,8 +126,10 @@ struct RunbookTests {
   }
 
   /// A dc-wide cutover where one database fails: that one is compensated alone (its logins back
-  /// on src) and the other cuts over to the end, instead of being sent back to src with its
-  /// forward replication already gone (which would force a reset and a new migration).
+  /// on src) and the other cuts over, instead of being sent back to src with its forward
+  /// replication already gone (which would force a reset and a new migration). A failure after
+  /// the window (diff-schemas) compensates nothing, and the re-run finishes that database while
+  /// the broken one is reported and left alone.
   @Test func oneDatabaseFailingTheCutoverDoesNotSendTheOthersBack() throws {
     let dc = try TestDC()
     let alpha = try dc.addPair("alpha", srcSQL: Fixtures.basic())
@@ -140,23 +142,37 @@ struct RunbookTests {
     let d = try dc.conn("beta", .dst)
     try d.exec("INSERT INTO fruits VALUES (1000, 'stray row on dst')")
     d.close()
-    let r = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--", "drain_timeout=1s", "diff=false", "lock_out_shared=true"])
+    // alpha's dst has a table src lacks: its diff-schemas, after the window, fails.
+    let da = try dc.conn("alpha", .dst)
+    try da.exec("CREATE TABLE stray_on_dst (id int)")
+    da.close()
+    let args = ["run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--", "drain_timeout=1s", "lock_out_shared=true"]
+    let r = try CLI.run(args)
     #expect(r.code == 1, "\(r.err)")
     #expect(r.err.contains("belt: \(dc.dc)/beta: cutover failed in sync"), "\(r.err)")
-    #expect(!r.err.contains("\(dc.dc)/alpha: cutover failed"), "\(r.err)")
-    #expect(r.out.contains("\(dc.dc)/alpha: cut over; downtime window"), "\(r.out)")
+    #expect(r.err.contains("belt: \(dc.dc)/alpha: cutover failed in diff-schemas") && r.err.contains("run the same command again to finish"), "\(r.err)")
     #expect(!Self.canLogin(.src, db: alpha.dbname, user: appA, pw: pwA), "alpha stays cut over: no login on src")
-    #expect(try LoadTests.fingerprint(dc.conn("alpha", .src), schema: alpha.schema) == LoadTests.fingerprint(dc.conn("alpha", .dst), schema: alpha.schema))
     #expect(Self.canLogin(.src, db: beta.dbname, user: appB, pw: pwB), "beta was compensated: logins back on src")
-    let journal = try dc.run("journal", nil, ["flow": "cutover"])
-    let states = Dictionary(uniqueKeysWithValues: (journal["databases"]?.arrayValue ?? []).compactMap { rec in
-      rec["db"]?.stringValue.map { ($0, rec["state"]?.stringValue ?? "") }
-    })
-    #expect(states == ["alpha": "done", "beta": "compensated"], "\(states)")
-    // The re-run leaves alpha alone and says what beta needs.
-    let again = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--", "drain_timeout=1s", "diff=false", "lock_out_shared=true"])
-    #expect(again.code == 1 && again.out.contains("\(dc.dc)/alpha: the cutover finished at"), "\(again.out)")
+    func states() throws -> [String: String] {
+      let journal = try dc.run("journal", nil, ["flow": "cutover"])
+      return Dictionary(uniqueKeysWithValues: (journal["databases"]?.arrayValue ?? []).compactMap { rec in
+        rec["db"]?.stringValue.map { ($0, rec["state"]?.stringValue ?? "") }
+      })
+    }
+    #expect(try states() == ["alpha": "in_progress", "beta": "compensated"])
+    // The schema fixed, the same command finishes alpha; beta, whose forward replication is
+    // gone, is reported (start over) and does not hold alpha back.
+    let fix = try dc.conn("alpha", .dst)
+    try fix.exec("DROP TABLE stray_on_dst")
+    fix.close()
+    let again = try CLI.run(args)
+    #expect(again.code == 1 && again.out.contains("\(dc.dc)/alpha: cut over; downtime window"), "\(again.out) \(again.err)")
     #expect(again.err.contains("beta: forward replication is") && again.err.contains("start over with belt reset"), "\(again.err)")
+    #expect(try states() == ["alpha": "done", "beta": "compensated"])
+    #expect(!Self.canLogin(.src, db: alpha.dbname, user: appA, pw: pwA))
+    #expect(try LoadTests.fingerprint(dc.conn("alpha", .src), schema: alpha.schema) == LoadTests.fingerprint(dc.conn("alpha", .dst), schema: alpha.schema))
+    let third = try CLI.run(args)
+    #expect(third.code == 1 && third.out.contains("\(dc.dc)/alpha: the cutover finished at"), "\(third.out)")
     _ = try? dc.run("teardown", nil, ["full": true])
   }
 

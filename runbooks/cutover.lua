@@ -137,7 +137,8 @@ local failures = {}
 -- Databases starting now need forward replication with little lag; interrupted ones are past
 -- that (their logins are revoked; the gate in teardown-forward-replication waits for dst).
 local function not_replicating(r)
-  local msg = ("%s: forward replication is %s; cutover needs it replicating"):format(r.db, r.forward)
+  local msg = ("%s: forward replication is %s%s; cutover needs it replicating"):format(
+    r.db, r.forward, r.forward_error and (" (" .. tostring(r.forward_error) .. ")") or "")
   local j = flow.j[r.db]
   if j and (j.state == "compensated" or j.state == "rolled_back") then
     msg = msg .. ("; the cutover run %d stopped in %s (%s) and logins went back to src, so src may have "
@@ -168,6 +169,8 @@ if #fresh > 0 then
   belt.log(("waiting for forward lag < %d bytes on %s"):format(o.max_lag, table.concat(fresh, ", ")))
   belt.wait_for(function()
     for _, r in ipairs(lib.records(belt.status(dc, fresh))) do
+      -- status itself failed (a server does not answer): say so now, not after lag_timeout.
+      lib.must(r, "status of " .. tostring(r.db))
       if r.forward ~= "replicating" then
         if r.forward == "down" or r.forward == "unconfigured" then
           error(belt.error("precondition_failed", not_replicating(r)))

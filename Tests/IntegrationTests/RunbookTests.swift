@@ -176,6 +176,21 @@ struct RunbookTests {
     _ = try? dc.run("teardown", nil, ["full": true])
   }
 
+  /// dst does not answer: cutover.lua says why at once (status's cause), not after lag_timeout.
+  @Test func cutoverWithAnUnreachableDstSaysWhyAtOnce() throws {
+    let dc = try TestDC()
+    try dc.addPair("app", srcSQL: Fixtures.basic())
+    let file = dc.root + "/configs/\(dc.dc)/app/config.json"
+    let doc = try JSONParser.parse(String(contentsOfFile: file, encoding: .utf8))
+    let dst = try #require(doc["dst"])
+    try doc.setting("dst", dst.setting("port", "1")).json().write(toFile: file, atomically: true, encoding: .utf8)
+    let t0 = Date()
+    let r = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root])
+    #expect(r.code == 1)
+    #expect(r.err.contains("app: forward replication is down (cannot connect to dst"), "\(r.err)")
+    #expect(Date().timeIntervalSince(t0) < 10)
+  }
+
   /// An application session that stays open after revoke-logins: with terminate=false the cutover
   /// fails and restores logins; with terminate=true it is terminated and the cutover completes.
   @Test func sessionsStillOpenAfterTheDrainFailOrAreTerminated() throws {

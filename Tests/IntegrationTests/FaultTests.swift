@@ -132,6 +132,8 @@ struct FaultTests {
       #expect(r.code == 1)
       #expect(r.err.contains("timeout expired"), "\(r.err)")
       #expect(took < 2.5, "\(cmd) took \(took) s")
+      // One error, not one per table (validate-data called each a "mismatch").
+      #expect(r.err.split(separator: "\n").count == 1 && !r.err.contains("MISMATCH"), "\(r.err)")
     }
   }
 

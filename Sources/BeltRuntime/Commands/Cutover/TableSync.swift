@@ -83,6 +83,8 @@ enum TableSync {
     // emptied and copied again in one transaction, never refused as "not empty".
     let journal = replace ? nil : Journal.openStep(ctx.env.store, dc: ctx.dc, db: ctx.db)
     let marks = journal?.noted("sync_tables")?["tables"]
+    // dst answers before any copy starts: a server that does not is one error, not one per table.
+    if !tables.isEmpty { _ = try ctx.connect(.dst, .root) }
     outcomes += Workers.map(
       tables, width: ctx.env.jobs, connector: Connector(ctx), noTimeout: true, onOpen: "SET client_encoding = 'UTF8'"
     ) { table, conns in

@@ -132,6 +132,9 @@ enum Validation {
       ctx.logger.error("\(message)")
       return .object([("mode", .string(settings.full ? "full" : "sample")), ("tables", .array([])), ("message", .string(message)), ("ok", false)])
     }
+    // dst answers before any table is compared: a server that does not is one error, not one
+    // per table (each reported as a "mismatch").
+    _ = try ctx.connect(.dst, .root)
     let connector = Connector(ctx)
     var whole: [TableResult] = []
     if !settings.full && settings.wholeUpTo > 0 {
@@ -161,12 +164,22 @@ enum Validation {
       message = "\(results.count) table(s) match (\(rows) rows compared"
       message += settings.full ? ", \(rate) rows/s)" : ")"
     } else {
-      message = "MISMATCH in \(failed.count) of \(results.count) table(s): " + failed.map { r in
-        if let e = r.error { return "\(r.name): \(e)" }
-        let shown = r.mismatches.prefix(3).map(describe).joined(separator: "; ")
-        let extra = r.mismatches.count + r.more - min(3, r.mismatches.count)
-        return "\(r.name): \(shown)" + (extra > 0 ? " (+\(extra) more)" : "")
-      }.joined(separator: " | ")
+      // Tables that differ, and tables that could not be compared (an error is not a mismatch).
+      let differ = failed.filter { $0.error == nil }
+      let errored = failed.filter { $0.error != nil }
+      var parts: [String] = []
+      if !differ.isEmpty {
+        parts.append("MISMATCH in \(differ.count) of \(results.count) table(s): " + differ.map { r in
+          let shown = r.mismatches.prefix(3).map(describe).joined(separator: "; ")
+          let extra = r.mismatches.count + r.more - min(3, r.mismatches.count)
+          return "\(r.name): \(shown)" + (extra > 0 ? " (+\(extra) more)" : "")
+        }.joined(separator: " | "))
+      }
+      if !errored.isEmpty {
+        parts.append("could not compare \(errored.count) of \(results.count) table(s): "
+          + errored.map { "\($0.name): \($0.error ?? "")" }.joined(separator: " | "))
+      }
+      message = parts.joined(separator: "; ")
     }
     return .object([
       ("mode", .string(settings.full ? "full" : "sample")), ("sample", .int(settings.random)),

@@ -20,17 +20,25 @@ final class TestBouncer {
     return p
   }()
   let admin = Credentials(name: "pgb_admin", password: "adm'in pw")
-  var databasesFile: String { dir + "/databases.ini" }
+  /// The file `%include`d from pgbouncer.ini that holds `database`'s one `[databases]` line.
+  func databasesFile(_ database: String) -> String { dir + "/databases-\(database).ini" }
 
-  init(database: String, dbname: String, users: [Credentials]) throws {
+  convenience init(database: String, dbname: String, users: [Credentials]) throws {
+    try self.init(databases: [(database, dbname)], users: users)
+  }
+
+  /// One pgbouncer for several databases (client name, dbname on src), each in its own file.
+  init(databases: [(name: String, dbname: String)], users: [Credentials]) throws {
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     let quote = { (s: String) in "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
     let userlist = ([admin] + users).map { "\(quote($0.name)) \(quote($0.password))" }.joined(separator: "\n") + "\n"
     try userlist.write(toFile: dir + "/userlist.txt", atomically: true, encoding: .utf8)
-    try "\(database) = host=\(PG.host) port=\(PG.port(.src)) dbname=\(dbname)\n".write(toFile: databasesFile, atomically: true, encoding: .utf8)
+    for (database, dbname) in databases {
+      try "\(database) = host=\(PG.host) port=\(PG.port(.src)) dbname=\(dbname)\n".write(toFile: databasesFile(database), atomically: true, encoding: .utf8)
+    }
     let ini = """
       [databases]
-      %include \(databasesFile)
+      \(databases.map { "%include " + databasesFile($0.name) }.joined(separator: "\n"))
       [pgbouncer]
       listen_addr = 127.0.0.1
       listen_port = \(port)
@@ -69,8 +77,27 @@ final class TestBouncer {
     .object([
       ("host", .string(PG.host)), ("port", .string(String(port))),
       ("admin_user", .object([("name", .string(admin.name)), ("pw", .string(admin.password))])),
-      ("database", .string(database)), ("databases_file", .string(databasesFile)),
+      ("database", .string(database)), ("databases_file", .string(databasesFile(database))),
     ])
+  }
+
+  /// pgbench through this pgbouncer to `database` as `user`: `clients` persistent connections,
+  /// one INSERT into orders per transaction, for `seconds`, with a per-transaction log when
+  /// `log` is given (files in `scratch`).
+  func pgbench(database: String, user: Credentials, scratch: String, seconds: Int, clients: Int = 4, rate: Int = 200, log: String? = nil) throws -> (Process, Pipe) {
+    let script = scratch + "/insert.sql"
+    try "INSERT INTO orders (note) VALUES ('through pgbouncer');\n".write(toFile: script, atomically: true, encoding: .utf8)
+    let bench = Process()
+    bench.executableURL = URL(fileURLWithPath: PG.pgBin + "/pgbench")
+    bench.arguments = ["-n", "-c", String(clients), "-R", String(rate), "-T", String(seconds), "-f", script,
+                       "-h", PG.host, "-p", String(port), "-U", user.name, database] + (log.map { ["-l", "--log-prefix", $0] } ?? [])
+    bench.environment = ["PGPASSWORD": user.password, "PATH": "/usr/bin:/bin"]
+    bench.currentDirectoryURL = URL(fileURLWithPath: scratch)
+    let out = Pipe()
+    bench.standardOutput = out
+    bench.standardError = out
+    try bench.run()
+    return (bench, out)
   }
 
   func shell(_ argv: [String]) throws -> Int32 {
@@ -138,19 +165,7 @@ struct Bounced {
   /// pgbench through pgbouncer: `clients` persistent connections, one INSERT per transaction,
   /// for `seconds`, with a per-transaction log when `log` is given.
   func pgbench(seconds: Int, clients: Int = 4, rate: Int = 200, log: String? = nil) throws -> (Process, Pipe) {
-    let script = dc.root + "/insert.sql"
-    try "INSERT INTO orders (note) VALUES ('through pgbouncer');\n".write(toFile: script, atomically: true, encoding: .utf8)
-    let bench = Process()
-    bench.executableURL = URL(fileURLWithPath: PG.pgBin + "/pgbench")
-    bench.arguments = ["-n", "-c", String(clients), "-R", String(rate), "-T", String(seconds), "-f", script,
-                       "-h", PG.host, "-p", String(bouncer.port), "-U", app.name, "shop"] + (log.map { ["-l", "--log-prefix", $0] } ?? [])
-    bench.environment = ["PGPASSWORD": app.password, "PATH": "/usr/bin:/bin"]
-    bench.currentDirectoryURL = URL(fileURLWithPath: dc.root)
-    let out = Pipe()
-    bench.standardOutput = out
-    bench.standardError = out
-    try bench.run()
-    return (bench, out)
+    try bouncer.pgbench(database: "shop", user: app, scratch: dc.root, seconds: seconds, clients: clients, rate: rate, log: log)
   }
 
   /// Waits for pgbench and checks that it ran to the end with no failed transaction.
@@ -345,5 +360,136 @@ extension CutoverPgBouncerTests {
     #expect(shown["points_to"] == "src" && shown["paused"] == false, "\(shown.json())")
     #expect(Self.appCanLogIn(b), "logins restored on src")
     _ = Bounced.expectNoFailure(bench)
+  }
+}
+
+extension CutoverPgBouncerTests {
+  /// A dc-wide cutover with switch=pgbouncer, two databases behind one pgbouncer, each with its
+  /// own application role and pgbench: beta fails in sync and is compensated alone (pgbouncer
+  /// back at src, logins back, resumed: its application carries on against src), while alpha
+  /// cuts over (resumed at dst, src logins still revoked, no failed transaction).
+  @Test func oneDatabaseFailingAPgBouncerCutoverIsSentBackAloneAndTheOtherSwitches() throws {
+    let t0 = Date()
+    let dc = try TestDC()
+    let schema = """
+      CREATE TABLE orders (id bigserial PRIMARY KEY, note text, at timestamptz DEFAULT clock_timestamp());
+      CREATE TABLE fruits (id integer, name varchar(20));
+      INSERT INTO fruits VALUES (1, 'apple'), (2, 'banana'), (3, NULL), (4, 'kiwi');
+      """
+    let names = ["alpha", "beta"]
+    var pairs: [String: TestDC.PairSpec] = [:]
+    var apps: [String: Credentials] = [:]
+    for name in names {
+      pairs[name] = try dc.addPair(name, srcSQL: schema)
+      apps[name] = Credentials(name: PG.unique("app"), password: "app pw 'q' \\ x")
+    }
+    let bouncer = try TestBouncer(databases: names.map { ($0, pairs[$0]!.dbname) }, users: names.map { apps[$0]! })
+    defer {
+      bouncer.stop()
+      _ = try? dc.run("restore_logins", nil)
+      Repl.cleanup(dc)
+      for side in Side.allCases {
+        guard let c = try? PG.root(side) else { continue }
+        for app in apps.values { _ = try? c.exec("DROP ROLE IF EXISTS \(PGConnection.quoteIdent(app.name))") }
+        c.close()
+      }
+    }
+    func grant(_ name: String) -> String {
+      let role = PGConnection.quoteIdent(apps[name]!.name)
+      return "GRANT ALL ON ALL TABLES IN SCHEMA public TO \(role); GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO \(role)"
+    }
+    for name in names {
+      let raw = try dc.store.load(dc: dc.dc, db: name).raw.setting("pgbouncer", bouncer.block(database: name))
+      try dc.store.save(raw, to: dc.store.path(dc: dc.dc, db: name))
+      let app = apps[name]!
+      for side in Side.allCases {
+        let c = try PG.root(side)
+        try c.exec("CREATE ROLE \(PGConnection.quoteIdent(app.name)) LOGIN PASSWORD \(try c.literal(try c.encryptPassword(app.password, user: app.name)))")
+        c.close()
+        try Cut.exec(dc, name, side, grant(name))
+      }
+      _ = try dc.run("setup", name)
+    }
+    try Repl.waitStatus(dc, nil, "replicating") { $0["forward"] == "replicating" }
+    for name in names { try Cut.exec(dc, name, .dst, grant(name)) }
+    // beta's PK-less table diverges on dst: its sync fails validation, after the PAUSE.
+    try Cut.exec(dc, "beta", .dst, "INSERT INTO fruits VALUES (1000, 'stray row on dst')")
+
+    func canLogIn(_ name: String) -> Bool {
+      let c = try? PGConnection(
+        conninfo: ConnInfo.build([("hostaddr", PG.host), ("port", String(PG.port(.src))), ("dbname", pairs[name]!.dbname),
+                                  ("user", apps[name]!.name), ("password", apps[name]!.password)]),
+        label: "app")
+      c?.close()
+      return c != nil
+    }
+    func serverPorts(_ name: String) throws -> [Int] {
+      let c = try bouncer.console()
+      defer { c.close() }
+      return try c.exec("SHOW SERVERS").rows.filter { $0.string("database") == name }.compactMap { $0.int("port") }
+    }
+    func count(_ name: String, _ side: Side) throws -> Int {
+      Int(try Cut.scalar(dc, name, side, "SELECT count(*) FROM orders") ?? "") ?? 0
+    }
+
+    var benches: [String: (Process, Pipe)] = [:]
+    for name in names {
+      benches[name] = try bouncer.pgbench(database: name, user: apps[name]!, scratch: dc.root, seconds: 16)
+    }
+    Thread.sleep(forTimeInterval: 2)
+    let r = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--", "switch=pgbouncer", "lock_out_shared=true"])
+    #expect(r.code == 1, "\(r.out)\(r.err)")
+    #expect(r.err.contains("\(dc.dc)/beta: cutover failed in sync"), "\(r.err)")
+    #expect(r.out.contains("\(dc.dc)/alpha: cut over through pgbouncer; traffic paused"), "\(r.out)")
+    print("[cutover switch=pgbouncer, alpha and beta (beta fails sync): \(r.out.trimmingCharacters(in: .whitespacesAndNewlines)) | \(r.err.trimmingCharacters(in: .whitespacesAndNewlines))]")
+
+    // No database is left paused.
+    let console = try bouncer.console()
+    let shown = try console.exec("SHOW DATABASES").rows.filter { names.contains($0.string("name")) }
+    console.close()
+    #expect(shown.count == 2 && shown.allSatisfy { $0.int("paused") == 0 }, "SHOW DATABASES: \(shown.map { "\($0.string("name")) paused=\($0.int("paused") ?? -1)" })")
+    let alpha = try dc.run("pgbouncer_show", "alpha")
+    #expect(alpha["points_to"] == "dst" && alpha["paused"] == false, "\(alpha.json())")
+    let beta = try dc.run("pgbouncer_show", "beta")
+    #expect(beta["points_to"] == "src" && beta["paused"] == false, "\(beta.json())")
+    #expect(!canLogIn("alpha"), "alpha's src stays fenced after the switch")
+    #expect(canLogIn("beta"), "beta was compensated: its logins are back on src")
+
+    // beta's application carries on against src; alpha's is served by dst.
+    let before = try count("beta", .src)
+    Thread.sleep(forTimeInterval: 1)
+    let after = try count("beta", .src)
+    #expect(after > before, "beta's pgbench writes to src (\(before) -> \(after))")
+    let alphaPorts = try serverPorts("alpha")
+    let betaPorts = try serverPorts("beta")
+    #expect(!alphaPorts.isEmpty && alphaPorts.allSatisfy { $0 == PG.port(.dst) }, "SHOW SERVERS alpha: \(alphaPorts)")
+    #expect(!betaPorts.isEmpty && betaPorts.allSatisfy { $0 == PG.port(.src) }, "SHOW SERVERS beta: \(betaPorts)")
+
+    let journal = try dc.run("journal", nil, ["flow": "cutover"])
+    let states = Dictionary(uniqueKeysWithValues: (journal["databases"]?.arrayValue ?? []).compactMap { rec in
+      rec["db"]?.stringValue.map { ($0, rec["state"]?.stringValue ?? "") }
+    })
+    #expect(states == ["alpha": "done", "beta": "compensated"])
+
+    let alphaLog = Bounced.expectNoFailure(benches["alpha"]!)
+    let alphaLag = alphaLog.split(separator: "\n").first { $0.contains("rate limit schedule lag") }.map(String.init) ?? "none"
+    print("[alpha's pgbench (cut over): \(alphaLag)]")
+    let betaBench = benches["beta"]!
+    betaBench.0.waitUntilExit()
+    let betaLog = String(decoding: betaBench.1.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    let failedLine = betaLog.split(separator: "\n").first { $0.contains("number of failed transactions") }.map(String.init) ?? "none"
+    let lagLine = betaLog.split(separator: "\n").first { $0.contains("rate limit schedule lag") }.map(String.init) ?? "none"
+    print("[beta's pgbench (compensated): exit \(betaBench.0.terminationStatus); \(failedLine); \(lagLine)]")
+    #expect(betaBench.0.terminationStatus == 0, "beta's pgbench: \(betaLog.suffix(800))")
+
+    // alpha: every row src had is on dst, and dst took the writes after the switch.
+    let onSrc = try count("alpha", .src)
+    let onDst = try count("alpha", .dst)
+    #expect(onDst > onSrc && onSrc > 0, "alpha: src \(onSrc), dst \(onDst)")
+    let srcIDs = try Cut.scalar(dc, "alpha", .src, "SELECT coalesce(array_agg(id), '{}')::text FROM orders") ?? "{}"
+    #expect(Int(try Cut.scalar(dc, "alpha", .dst, "SELECT count(*) FROM orders WHERE id = ANY($1::bigint[])", [srcIDs]) ?? "") == onSrc)
+    let fruits = "SELECT md5(string_agg(id || ':' || coalesce(name, '-'), ',' ORDER BY id)) FROM fruits"
+    #expect(try Cut.scalar(dc, "alpha", .src, fruits) == Cut.scalar(dc, "alpha", .dst, fruits))
+    print("[pgbouncer two-database cutover test took \(String(format: "%.1f", Date().timeIntervalSince(t0))) s]")
   }
 }

@@ -125,7 +125,7 @@ struct FaultTests {
     try dc.store.save(good.setting("dst", good["dst"]?.setting("port", .int(port)) ?? .null), to: path)
     // 24 tables over a few workers: each worker tried dst again for every table it took,
     // waiting out the connect timeout each time (110 s for 80 tables at the default 10 s).
-    for cmd in ["sync-tables", "validate-data"] {
+    for cmd in ["sync-tables", "validate-data", "sync"] {
       let t0 = Date()
       let r = try CLI.run([cmd, dc.dc, "app", "--config-dir", dc.root], env: ["BELT_CONNECT_TIMEOUT": "1"])
       let took = Date().timeIntervalSince(t0)

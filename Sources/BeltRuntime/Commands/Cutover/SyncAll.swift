@@ -44,6 +44,10 @@ enum SyncAll {
   /// sync.
   static func run(_ ctx: PairContext) throws -> Value {
     let start = Date()
+    // Both servers answer before any part starts: one that does not is one error, not one per
+    // part and table.
+    _ = try ctx.connect(.src, .root)
+    _ = try ctx.connect(.dst, .root)
     let dir = ctx.env.store.schemaDirectory(dc: ctx.dc, db: ctx.db)
     let noSchema = ctx.options.bool("no_schema")
     func schemaPart(_ name: String, file: String, _ body: @escaping @Sendable (PairContext) throws -> Value) -> Part {

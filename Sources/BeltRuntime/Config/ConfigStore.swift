@@ -78,12 +78,7 @@ public struct ConfigStore: Sendable {
       return try Self.checkIdentity(RemoteConfig.load(path: remote, dc: dc, db: db), dc: dc, db: db)
     }
     guard FileManager.default.fileExists(atPath: file) else {
-      var isDir: ObjCBool = false
-      if !FileManager.default.fileExists(atPath: dcDirectory(dc), isDirectory: &isDir),
-        !FileManager.default.fileExists(atPath: remoteDCDirectory(dc), isDirectory: &isDir)
-      {
-        throw BeltError(.notFound, "unknown dc \"\(dc)\": no directory \(dcDirectory(dc))", dc: dc)
-      }
+      try checkDC(dc)
       throw BeltError(
         .notFound, "unknown db \"\(db)\" in dc \"\(dc)\": no file \(file)", dc: dc, db: db)
     }

@@ -168,7 +168,8 @@ public final class LuaRuntime {
   /// The fields of the error table at `t` that the script set (the message handler adds the
   /// traceback and the position).
   private func fieldsWithoutTrace(_ t: Int32) -> Value {
-    guard case .object(var fields) = value(at: t) else { return value(at: t) }
+    let v = value(at: t)
+    guard case .object(var fields) = v else { return v }
     fields.removeValue(forKey: "traceback")
     fields.removeValue(forKey: "position")
     return .object(fields)

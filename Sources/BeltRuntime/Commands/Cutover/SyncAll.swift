@@ -61,9 +61,9 @@ enum SyncAll {
     // copies (PK-less, but also unlogged, REPLICA IDENTITY NOTHING or generated-column tables
     // with a primary key, and the partitioned tables above them) once it has copied them
     // (phase 2). They are reported as one step, validate_data.
+    let copies = try TableSync.targets(ctx, explicit: [])
     var sample = Validation.Settings(random: 100, latest: 100, full: false)
-    sample.afterSync = try Catalog.withAncestors(
-      ctx.connect(.src, .root), schema: ctx.schema, names: TableSync.targets(ctx, explicit: []).tables.map(\.name))
+    sample.afterSync = try Catalog.withAncestors(ctx.connect(.src, .root), schema: ctx.schema, names: copies.tables.map(\.name))
     var pkSample = sample
     pkSample.withPK = true
     pkSample.wholeUpTo = 10_000  // small tables whole: stronger than a sample, and one query per server
@@ -72,7 +72,7 @@ enum SyncAll {
     let phases: [[Part]] = [
       [
         Part(name: "sync_sequences") { try SequenceSync.run($0, stride: nil) },
-        Part(name: "sync_tables") { try TableSync.run($0, explicit: []) },
+        Part(name: "sync_tables") { try TableSync.run($0, explicit: [], planned: copies) },
         Part(name: validatePK) { [pkSample] in try Validation.run($0, settings: pkSample) },
       ],
       [

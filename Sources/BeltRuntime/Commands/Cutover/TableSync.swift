@@ -69,9 +69,12 @@ enum TableSync {
   /// The skip reason of a table that the journal says this run already copied.
   static let copiedEarlier = "copied earlier in this run (journal)"
 
-  /// sync-tables.
-  static func run(_ ctx: PairContext, explicit: [String]) throws -> Value {
-    let (mode, tables, unknown) = try targets(ctx, explicit: explicit)
+  /// sync-tables. `planned`: the targets when the caller has them already (sync, which also
+  /// validates them after the copy).
+  static func run(
+    _ ctx: PairContext, explicit: [String], planned: (mode: String, tables: [TableInfo], unknown: [String])? = nil
+  ) throws -> Value {
+    let (mode, tables, unknown) = try planned ?? targets(ctx, explicit: explicit)
     var outcomes = unknown.map {
       Outcome(name: $0, error: "table \($0) does not exist in schema \(ctx.schema) on the source")
     }

@@ -69,9 +69,11 @@ import Testing
     try FileManager.default.createDirectory(atPath: versioned + "/17/bin", withIntermediateDirectories: true)  // no pg_dump
     let explicit = try fakeBin(root, "venv/bin", version: "18.6")
     let onPath = try fakeBin(root, "path/bin", version: "16.4")
-    let env = ["BELT_PG_BIN": explicit, "PATH": "\(root)/empty:\(onPath):\(d15)"]
+    let link = root + "/link"  // another name of onPath (/bin and /usr/bin on a merged-/usr system)
+    try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: onPath)
+    let env = ["BELT_PG_BIN": explicit, "PATH": "\(root)/empty:\(onPath):\(d15):\(link)"]
     let dirs = PGTools.toolDirectories(environment: env, root: versioned)
-    #expect(dirs.map(\.path) == [explicit, d18, d15, onPath])  // d15 once, though also on PATH
+    #expect(dirs.map(\.path) == [explicit, d18, d15, onPath])  // d15 and onPath once
     #expect(dirs.map(\.major) == [18, 18, 15, 16])
     // BELT_PG_BIN wins among equal majors; an older BELT_PG_BIN loses to a newer version.
     #expect(try PGTools.dumpTool(servers: [("src", 15), ("dst", 18)], environment: env).path == explicit)

@@ -53,6 +53,10 @@ struct TwoMajorVersionsSchemaTests {
     #expect(try dc.conn("up", .dst).serverVersion == 18)
     let (dump, diff, fullDiff) = try pipeline(dc, "up")
     #expect(dump["pg_dump"]?["major"] == 18 && dump["pg_dump"]?["path"] == .string(pg18.bin))
+    // precheck names it too.
+    let pre = try dc.run("precheck", "up")
+    #expect(pre["pg_dump"]?["major"] == 18, "\(pre["pg_dump"]?.json() ?? "")")
+    #expect(!(pre["alerts"]?.arrayValue ?? []).contains { $0.stringValue?.contains("pg_dump") == true })
     #expect(dump["dropped_settings"] == .array([]))  // dst 18 has every setting pg_dump 18 sets
     for (name, text) in schemaFiles(dc, "up") {
       #expect(!text.contains("\\restrict") && !text.contains("\\unrestrict"), "\(name)")
@@ -156,6 +160,10 @@ struct TwoMajorVersionsSchemaTests {
         && b.message.contains("pg_dump 18 or newer is needed") && b.message.contains("found pg_dump 15 (")
     }
     #expect(!FileManager.default.fileExists(atPath: dc.store.schemaDirectory(dc: dc.dc, db: "old")))
+    // precheck: not ok, the same line among its alerts.
+    let pre = try dc.run("precheck", "old")
+    #expect(pre["ok"] == false && pre["pg_dump"] == .null)
+    #expect((pre["alerts"]?.arrayValue ?? []).contains { $0.stringValue?.contains("pg_dump 18 or newer is needed") == true })
 
     // The CLI: exit 1, the one line on stderr.
     let r = try CLI.run(

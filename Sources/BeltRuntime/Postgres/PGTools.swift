@@ -53,7 +53,8 @@ public enum PGTools {
 
   /// Where belt looks for `pg_dump`, in order of preference among equal major versions:
   /// `$BELT_PG_BIN`, `<root>/<major>/bin` (newest first; root `/usr/lib/postgresql`), then every
-  /// `PATH` directory. Only directories holding an executable `pg_dump`, each once.
+  /// `PATH` directory. Only directories holding an executable `pg_dump`, each once (`/bin` and
+  /// `/usr/bin` are one directory on a merged-/usr system).
   static func candidateDirectories(environment: [String: String], root: String = "/usr/lib/postgresql") -> [String] {
     let fm = FileManager.default
     var dirs: [String] = []
@@ -63,8 +64,15 @@ public enum PGTools {
     dirs += (environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":").map(String.init)
     var seen = Set<String>()
     return dirs.filter { d in
-      fm.isExecutableFile(atPath: d + "/pg_dump") && seen.insert((d as NSString).standardizingPath).inserted
+      fm.isExecutableFile(atPath: d + "/pg_dump") && seen.insert(canonicalPath(d)).inserted
     }
+  }
+
+  /// `path` with every symbolic link resolved (realpath(3)), or `path` itself when it cannot be.
+  static func canonicalPath(_ path: String) -> String {
+    guard let resolved = realpath(path, nil) else { return path }
+    defer { free(resolved) }
+    return String(cString: resolved)
   }
 
   /// The major version in `pg_dump --version` output: `pg_dump (PostgreSQL) 18.6` → 18,

@@ -62,7 +62,7 @@ struct TwoMajorVersionsSchemaTests {
       #expect(!text.contains("\\restrict") && !text.contains("\\unrestrict"), "\(name)")
     }
     #expect(schemaFiles(dc, "up")[SchemaFiles.baseFileName]?.contains("SET transaction_timeout = 0;") == true)
-    // PostgreSQL 16 and later print a view over one table without qualifying its columns
+    // PostgreSQL 18 prints a view over one table without qualifying its columns
     // (`SELECT id` where 15 prints `SELECT "Customers".id`): the only difference allowed.
     for (what, d) in [("diff-schemas", diff), ("diff-schemas --full", fullDiff)] {
       let text = d["diff"]?.stringValue ?? ""

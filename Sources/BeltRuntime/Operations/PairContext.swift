@@ -13,6 +13,9 @@ public struct Environment: Sendable {
   public var connectTimeout: Int
   /// Where the statements that change a server are recorded (see ``AuditLog``).
   public var audit: AuditLog
+  /// The environment in which client programs (pg_dump) are looked up (`BELT_PG_BIN`, `PATH`)
+  /// and run: belt's own, unless a test gives another.
+  public var toolEnvironment: [String: String] = ProcessInfo.processInfo.environment
 
   /// Creates an environment; `auditLog` replaces the per-pair audit files beside the configs.
   public init(store: ConfigStore, logger: Logger, jobs: Int = 8, connectTimeout: Int = 10, auditLog: String? = nil) {

@@ -333,6 +333,15 @@ public enum InspectionOps {
     if !generated.isEmpty {
       warnings.append("table(s) with a stored generated column (\(Fmt.quoted(generated))): never copied by \(engine.kind.rawValue); see each table's strategy")
     }
+    // The pg_dump that dump-schema and diff-schemas will run: new enough for both servers.
+    do {
+      let tools = try SchemaOps.dumpTool(ctx)
+      fields.append(("pg_dump", .object([("path", .string(tools.path)), ("major", .int(tools.major))])))
+    } catch let e as BeltError where e.code == .preconditionFailed {
+      ok = false
+      fields.append(("pg_dump", .null))
+      alerts.append(e.message)
+    }
     let largeObjects = Int(try src.query("SELECT count(*) FROM pg_largeobject_metadata").scalar ?? "0") ?? 0
     fields.append(("large_objects", .int(largeObjects)))
     if largeObjects > 0 {

@@ -62,6 +62,10 @@ enum Setup {
       try ReplicationSupport.refuseFilled(ctx, droot, schema: schema, (replicated + lockCopied).filter(onDst.contains))
     }
 
+    // A pg_dump able to dump both servers, before src changes (the schema is dumped below).
+    if ctx.options.bool("schema", default: true), try !engine.configured(.forward, on: droot) {
+      _ = try SchemaOps.dumpTool(ctx)
+    }
     // src: role, extension, grants, what the engine publishes.
     notes += try engine.prepare(
       ctx, .src, root: sroot, owner: try ctx.connect(.src, .owner), schema: schema, tables: chosen.map(\.name)

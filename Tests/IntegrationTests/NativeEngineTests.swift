@@ -167,3 +167,30 @@ extension IsolatedFaultTests {
     #expect(try d.query("SELECT count(*) FROM pg_publication").scalar == "0")
   }
 }
+
+extension NativeEngineTests {
+  /// A pglogical pair whose dst is PostgreSQL 18 without pglogical: precheck says which engines
+  /// each server can run, and setup refuses in one line before it changes src.
+  @Test func anEngineAServerCannotRunIsRefusedBeforeAnyChange() throws {
+    let dc = try TestDC()
+    let pg18 = try PG.pg18()
+    dc.ports[.dst] = pg18.port
+    var toolEnv = ProcessInfo.processInfo.environment
+    toolEnv["BELT_PG_BIN"] = pg18.bin
+    dc.toolEnvironment = toolEnv
+    let pair = try dc.addPair("app", srcSQL: Fixtures.basic())
+    let pre = try dc.run("precheck", "app")
+    #expect(pre["engine"] == "pglogical")
+    #expect(pre["engines"]?["dst"]?["pglogical"]?["ok"] == false, "\(pre.json())")
+    #expect(pre["engines"]?["dst"]?["native"]?["ok"] == true, "\(pre.json())")
+    #expect(pre["engines"]?["src"]?["pglogical"]?["ok"] == true, "\(pre.json())")
+    let cli = try CLI.run(["setup", dc.dc, "app", "--config-dir", dc.root], env: ["BELT_PG_BIN": pg18.bin])
+    #expect(cli.code != 0)
+    let lines = cli.err.split(separator: "\n").filter { !$0.isEmpty }
+    #expect(lines.count == 1 && cli.err.contains("engine \"pglogical\" cannot run") && cli.err.contains("\"native\""), "\(cli.err)")
+    let s = try dc.conn("app", .src)
+    defer { s.close() }
+    #expect(try s.query("SELECT count(*) FROM pg_extension WHERE extname = 'pglogical'").scalar == "0", "src unchanged")
+    #expect(try s.query("SELECT count(*) FROM pg_roles WHERE rolname = $1", [pair.pglogical.name]).scalar == "0", "no role made")
+  }
+}

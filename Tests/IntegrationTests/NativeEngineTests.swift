@@ -194,3 +194,41 @@ extension NativeEngineTests {
     #expect(try s.query("SELECT count(*) FROM pg_roles WHERE rolname = $1", [pair.pglogical.name]).scalar == "0", "no role made")
   }
 }
+
+extension NativeEngineTests {
+  /// A fleet: three native pairs on one server pair (slots are per server: each database's
+  /// has its own name), migrated and cut over dc-wide, with a shared replication role.
+  @Test func aFleetOnOneServerPairMigratesAndCutsOver() throws {
+    let dc = try TestDC()
+    let role = Credentials(name: PG.unique("repl"), password: "r 'e\\pl")
+    for i in 0..<3 {
+      try dc.addPair("db\(i)", srcSQL: Fixtures.basic() + Self.more, extra: [("engine", "native")], pglogical: role)
+    }
+    let migrate = try CLI.run(["run", "migrate.lua", dc.dc, "--config-dir", dc.root])
+    #expect(migrate.code == 0, "\(migrate.err)")
+    for i in 0..<3 {
+      let s = try dc.conn("db\(i)", .src)
+      defer { s.close() }
+      for round in 1...5 { try Self.write(s, round: round * (i + 1)) }
+    }
+    let cutover = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--", "drain_timeout=2s", "lock_out_shared=true"])
+    #expect(cutover.code == 0, "\(cutover.err) \(cutover.out)")
+    for i in 0..<3 {
+      let s = try dc.conn("db\(i)", .src)
+      let d = try dc.conn("db\(i)", .dst)
+      defer { s.close(); d.close() }
+      #expect(try LoadTests.fingerprint(s) == LoadTests.fingerprint(d), "db\(i)")
+    }
+    let teardown = try CLI.run(["teardown", dc.dc, "--config-dir", dc.root])
+    #expect(teardown.code == 0, "\(teardown.err)")
+    let r = try PG.root(.src)
+    defer { r.close() }
+    #expect(try r.query("SELECT count(*) FROM pg_roles WHERE rolname = $1", [role.name]).scalar == "0", "the shared role is dropped with the last pair")
+    let dbnames = PGArray.literal((0..<3).compactMap { dc.pairs["db\($0)"]?.dbname })
+    for side in Side.allCases {
+      let c = try dc.serverRoot(side)
+      defer { c.close() }
+      #expect(try c.query("SELECT count(*) FROM pg_replication_slots WHERE database = ANY($1::text[])", [dbnames]).scalar == "0", "\(side)")
+    }
+  }
+}

@@ -97,13 +97,18 @@ struct NativeEngine: ReplicationEngine {
              (SELECT count(*) FROM pg_replication_slots) AS slots,
              (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender') AS senders,
              (SELECT count(*) FROM pg_stat_activity WHERE backend_type IN ('logical replication worker',
-                'logical replication apply worker', 'logical replication tablesync worker')) AS lr
-      """)
+                'logical replication apply worker', 'logical replication tablesync worker')) AS lr,
+             (SELECT count(*) FROM pg_stat_subscription w JOIN pg_subscription s ON s.oid = w.subid
+                JOIN pg_database d ON d.oid = s.subdbid
+               WHERE d.datname = ANY($1::text[]) AND w.pid IS NOT NULL AND w.relid IS NULL) AS ours
+      """, [PGArray.literal(Array(Set(uses.map(\.dbname))))])
     guard let row = r.rows.first else { return [] }
     // One slot and one WAL sender per database this server provides for (src: forward, dst: the
-    // back slot, armed ahead); one apply worker per subscription here, plus one table sync.
+    // back slot, armed ahead); one apply worker per subscription it holds at some point (forward
+    // on dst, back on src after the cutover), those already running aside, plus one for the
+    // table copies (they queue for it).
     let provides = uses.count
-    let subscribes = uses.filter { $0.side == .dst }.count
+    let applies = max(0, uses.count - (row.int("ours") ?? 0)) + 1
     func item(_ name: String, max: Int, used: Int, needed: Int, what: String) -> ServerCheck {
       let free = Swift.max(0, max - used)
       return ServerCheck(
@@ -118,8 +123,8 @@ struct NativeEngine: ReplicationEngine {
         what: "replication slots (one per database of dc \(dc) this server provides for)"),
       item("max_wal_senders", max: row.int("max_senders") ?? 0, used: row.int("senders") ?? 0, needed: provides,
         what: "WAL senders"),
-      item("max_logical_replication_workers", max: row.int("max_lr") ?? 0, used: row.int("lr") ?? 0, needed: subscribes * 2,
-        what: "logical replication workers (an apply and a table sync worker per subscription)"),
+      item("max_logical_replication_workers", max: row.int("max_lr") ?? 0, used: row.int("lr") ?? 0, needed: applies,
+        what: "logical replication workers (an apply worker per subscription, and one for table copies)"),
     ]
   }
 

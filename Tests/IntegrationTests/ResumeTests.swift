@@ -27,12 +27,12 @@ enum Resume {
 
   /// A fresh pair in `dc`, migrated with migrate.lua (ready for cutover), and an application
   /// role that can log in to its src database.
-  static func migrated(_ dc: TestDC, _ db: String, big: Bool = false, engine: EngineKind = .pglogical) throws
-    -> (TestDC.PairSpec, String, String)
+  static func migrated(_ dc: TestDC, _ db: String, big: Bool = false, engine: EngineKind = .pglogical, env: [String: String] = [:])
+    throws -> (TestDC.PairSpec, String, String)
   {
     let pair = try dc.addPair(db, srcSQL: schema(big: big), extra: engine == .pglogical ? [] : [("engine", .string(engine.rawValue))])
     let (app, pw) = try RunbookTests.appRole(dc, grantIn: [db])
-    let m = try CLI.run(["run", "migrate.lua", dc.dc, db, "--config-dir", dc.root])
+    let m = try CLI.run(["run", "migrate.lua", dc.dc, db, "--config-dir", dc.root], env: env)
     #expect(m.code == 0, "migrate: \(m.err)")
     return (pair, app, pw)
   }
@@ -55,7 +55,7 @@ enum Resume {
     let out: String
     let err: String
 
-    init(_ args: [String], scratch: String) throws {
+    init(_ args: [String], scratch: String, env extra: [String: String] = [:]) throws {
       out = scratch + "/bg-\(UInt32.random(in: 0...UInt32.max)).out"
       err = out + ".err"
       FileManager.default.createFile(atPath: out, contents: nil)
@@ -64,6 +64,7 @@ enum Resume {
       process.arguments = args
       var env = ProcessInfo.processInfo.environment
       env["NO_COLOR"] = "1"
+      for (k, v) in extra { env[k] = v }
       process.environment = env
       process.standardInput = FileHandle.nullDevice
       process.standardOutput = FileHandle(forWritingAtPath: out)
@@ -151,7 +152,7 @@ struct KillPoint: CustomTestStringConvertible, Sendable {
   var cond: @Sendable (Value?) -> Bool
   /// The engine the pair replicates with.
   var engine: EngineKind = .pglogical
-  var testDescription: String { engine == .pglogical ? name : "\(name) [\(engine.rawValue)]" }
+  var testDescription: String { engine == .pglogical ? name : "\(name) [\(engine.rawValue), 15 -> 18]" }
 
   static func started(_ step: String) -> @Sendable (Value?) -> Bool {
     { j in Resume.step(j, step)?["status"] == "started" }
@@ -160,8 +161,9 @@ struct KillPoint: CustomTestStringConvertible, Sendable {
     { j in Resume.step(j, "sync")?["data"]?["sync"]?["parts"]?[part] == "started" }
   }
 
-  /// Every kill point on each engine, or those whose name contains $BELT_TEST_KILL (to iterate
-  /// on one). The native engine streams PK-less tables, so sync copies none: no kill mid-copy.
+  /// Every kill point on pglogical (15 -> 15) and on the native engine (15 -> 18, dst the
+  /// PostgreSQL 18 cluster), or those whose name contains $BELT_TEST_KILL (to iterate on one).
+  /// The native engine streams PK-less tables, so sync copies none: no kill mid-copy.
   static var selected: [KillPoint] {
     let native = all.filter { !$0.big }.map { p -> KillPoint in
       var q = p
@@ -194,7 +196,17 @@ struct ResumeTests {
   func sigkillThenTheSameCommandFinishesTheCutover(_ point: KillPoint) throws {
     let t0 = Date()
     let dc = try TestDC()
-    let (pair, app, pw) = try Resume.migrated(dc, "app", big: point.big, engine: point.engine)
+    var env: [String: String] = [:]
+    if point.engine == .native {
+      // 15 -> 18: dst is the PostgreSQL 18 cluster, and pg_dump 18 dumps both.
+      let pg18 = try PG.pg18()
+      dc.ports[.dst] = pg18.port
+      env["BELT_PG_BIN"] = pg18.bin
+      var tools = ProcessInfo.processInfo.environment
+      tools["BELT_PG_BIN"] = pg18.bin
+      dc.toolEnvironment = tools
+    }
+    let (pair, app, pw) = try Resume.migrated(dc, "app", big: point.big, engine: point.engine, env: env)
     defer { Resume.cleanup(dc, "app") }
     let args = ["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "drain_timeout=2s", "lock_out_shared=true"]
     var held: PGConnection? = nil
@@ -215,7 +227,7 @@ struct ResumeTests {
     defer { blocker?.close() }
     let ready = Date()
 
-    let bg = try Resume.Background(args, scratch: dc.root)
+    let bg = try Resume.Background(args, scratch: dc.root, env: env)
     let caught = Resume.waitJournal(dc, "app", bg) { point.cond($0) }
     if point.delay > 0 { Thread.sleep(forTimeInterval: point.delay) }
     bg.stop(SIGKILL)
@@ -232,7 +244,7 @@ struct ResumeTests {
     let j = Resume.journal(dc, "app")
     #expect(j?["state"] == "in_progress")
     #expect(Resume.step(j, point.step)?["status"] == "started", "\(j?.json() ?? "no journal")")
-    let status = try CLI.run(["status", dc.dc, "app", "--config-dir", dc.root, "--json"])
+    let status = try CLI.run(["status", dc.dc, "app", "--config-dir", dc.root, "--json"], env: env)
     let st = (try? JSONParser.parse(status.out)) ?? .null
     #expect(st["cutover"] == "in_progress", "\(status.out)")
     #expect(st["cutover_step"]?.stringValue == point.step, "\(status.out)")
@@ -241,7 +253,7 @@ struct ResumeTests {
 
     // The same command again: finishes from where it stopped.
     let r0 = Date()
-    let again = try CLI.run(args)
+    let again = try CLI.run(args, env: env)
     let resumeSeconds = Date().timeIntervalSince(r0)
     #expect(again.code == 0, "re-run: \(again.err) \(again.out)")
     #expect(again.out.contains("app: cut over; downtime window"), "\(again.out)")
@@ -271,7 +283,7 @@ struct ResumeTests {
     #expect(downtime > 0, "downtime \(downtime)")
 
     // And once more: done, says when, exit 0.
-    let third = try CLI.run(args)
+    let third = try CLI.run(args, env: env)
     #expect(third.code == 0, "\(third.err)")
     #expect(third.out.contains("app: the cutover finished at"), "\(third.out)")
     print(String(

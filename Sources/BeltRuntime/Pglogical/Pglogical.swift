@@ -156,9 +156,9 @@ enum PGL {
       let existed =
         try root.query("SELECT 1 FROM pg_roles WHERE rolname = $1", [pgl.name]).values.count == 1
       if existed {
-        try root.exec("ALTER ROLE \(role) WITH LOGIN PASSWORD \(lit)")
+        try root.execSecret("ALTER ROLE \(role) WITH LOGIN PASSWORD \(lit)")
       } else {
-        try root.exec("CREATE ROLE \(role) WITH LOGIN PASSWORD \(lit)")
+        try root.execSecret("CREATE ROLE \(role) WITH LOGIN PASSWORD \(lit)")
         notes.append("created role \(pgl.name)")
       }
       let rds = try root.query("SELECT 1 FROM pg_roles WHERE rolname = 'rdsadmin'").values.count == 1
@@ -249,14 +249,14 @@ enum PGL {
             + "remove it (belt teardown on that migration) before setting up this one")
       }
       if node.dsn != dsn {
-        try c.query(
+        try c.querySecret(
           "UPDATE pglogical.node_interface SET if_dsn = $1 WHERE if_id = $2::oid",
           [dsn, node.interfaceID])
         return "node \(name) DSN updated"
       }
       return "node \(name) exists"
     }
-    try c.query("SELECT pglogical.create_node(node_name := $1, dsn := $2)", [name, dsn])
+    try c.querySecret("SELECT pglogical.create_node(node_name := $1, dsn := $2)", [name, dsn])
     return "node \(name) created"
   }
 
@@ -297,7 +297,7 @@ enum PGL {
     _ c: PGConnection, name: String, providerDSN: String, syncData: Bool
   ) throws -> String {
     guard let sub = try subscription(c, name) else {
-      try c.query(
+      try c.querySecret(
         """
         SELECT pglogical.create_subscription(
           subscription_name := $1, provider_dsn := $2, replication_sets := ARRAY[$3]::text[],
@@ -307,7 +307,7 @@ enum PGL {
     }
     var changes: [String] = []
     if sub.providerDSN != providerDSN {
-      try c.query(
+      try c.querySecret(
         "UPDATE pglogical.node_interface SET if_dsn = $1 WHERE if_id = $2::oid",
         [providerDSN, sub.providerInterfaceID])
       changes.append("provider DSN updated")

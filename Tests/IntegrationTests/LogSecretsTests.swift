@@ -226,7 +226,7 @@ struct LogSecretsTests {
     let pre = try dc.run("precheck", "app")
     let alerts = (pre["alerts"]?.arrayValue ?? []).compactMap(\.stringValue)
     let line = alerts.first { $0.contains("cannot change") } ?? ""
-    #expect(line.hasPrefix("src: the root user \"\(root)\" cannot change log_statement"), "\(alerts)")
+    #expect(line.hasPrefix("src: the root user \"\(root)\" cannot change the logging settings"), "\(alerts)")
     #expect(line.contains("log_statement = 'all'") && line.contains("log_min_duration_statement = 0"), "\(line)")
     #expect(line.contains("--accept-logged-secrets") && !line.contains("\n"), "\(line)")
     #expect(alerts.contains { $0.hasPrefix("dst: the root user") }, "\(alerts)")
@@ -236,7 +236,7 @@ struct LogSecretsTests {
 
     var refusal = ""
     do { _ = try dc.run("setup", "app") } catch { refusal = BeltError.wrap(error).message }
-    #expect(refusal.contains("cannot change log_statement") && refusal.contains("--accept-logged-secrets"), "\(refusal)")
+    #expect(refusal.contains("log_statement = 'all'") && refusal.contains("--accept-logged-secrets"), "\(refusal)")
     let s = try dc.conn("app", .src)
     defer { s.close() }
     #expect(try s.query("SELECT count(*) FROM pg_extension WHERE extname = 'pglogical'").scalar == "0", "nothing changed")

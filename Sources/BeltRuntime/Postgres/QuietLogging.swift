@@ -76,53 +76,61 @@ public enum QuietLogging {
   }
 
   /// The settings that would put a secret into this server's log although belt changes what it
-  /// may, as "name = value" with what each would log; empty when belt can keep it out.
-  public static func leaks(_ a: Access) -> [String] {
+  /// may: each as "name = value" with what it would log, and the settings to lower; empty when
+  /// belt can keep the secrets out.
+  public static func leaks(_ a: Access) -> (lines: [String], settings: [String]) {
     let cannot = Set(a.unsettable)
     func value(_ name: String) -> String? { cannot.contains(name) ? a.values[name] : nil }
     func number(_ name: String) -> Double? { value(name).flatMap(Double.init) }
-    var out: [String] = []
+    var lines: [String] = []
+    var names: [String] = []
     // The statements are logged, with their bound values unless those can be cut to nothing.
     let paramsCut = a.settable.contains("log_parameter_max_length")
       || (a.values["log_parameter_max_length"] ?? "0") == "0"
     var statements: [String] = []
-    if let v = value("log_statement"), v != "none" { statements.append("log_statement = '\(v)'") }
-    if let v = number("log_min_duration_statement"), v >= 0 {
-      statements.append("log_min_duration_statement = \(Int(v))")
+    func add(_ name: String, _ shown: String) {
+      statements.append("\(name) = \(shown)")
+      names.append(name)
     }
+    if let v = value("log_statement"), v != "none" { add("log_statement", "'\(v)'") }
+    if let v = number("log_min_duration_statement"), v >= 0 { add("log_min_duration_statement", String(Int(v))) }
     if let v = number("log_min_duration_sample"), v >= 0, (Double(a.values["log_statement_sample_rate"] ?? "1") ?? 1) > 0 {
-      statements.append("log_min_duration_sample = \(Int(v))")
+      add("log_min_duration_sample", String(Int(v)))
     }
-    if let v = number("log_transaction_sample_rate"), v > 0 { statements.append("log_transaction_sample_rate = \(a.values["log_transaction_sample_rate"] ?? "")") }
+    if let v = value("log_transaction_sample_rate"), (Double(v) ?? 0) > 0 { add("log_transaction_sample_rate", v) }
     if !statements.isEmpty {
-      out.append(
+      lines.append(
         statements.joined(separator: ", ")
           + (paramsCut
-            ? " logs the role's password hash (ALTER ROLE ... PASSWORD)"
-            : " logs the DSN with the pglogical user's password (create_node, create_subscription) and the role's password hash"))
+            ? " logs the role's password hash"
+            : " logs the pglogical user's password (the DSN given to create_node and create_subscription)"))
     }
-    if let v = value("log_min_messages"), ["debug5", "debug4", "debug3", "debug2", "debug1", "info", "notice", "warning", "error"].contains(v) {
-      out.append("log_min_messages = \(v) logs the DSN with the password when a subscription cannot reach its provider (pglogical puts it in the error)")
+    let verbose = ["debug5", "debug4", "debug3", "debug2", "debug1", "info", "notice", "warning", "error"]
+    if let v = value("log_min_messages"), verbose.contains(v) {
+      lines.append("log_min_messages = \(v) logs it when a subscription cannot reach its provider")
+      names.append("log_min_messages")
     }
-    if let v = value("pg_stat_statements.track_utility"), v == "on" {
-      out.append("pg_stat_statements.track_utility = on keeps the role's password hash in pg_stat_statements")
+    if value("pg_stat_statements.track_utility") == "on" {
+      lines.append("pg_stat_statements.track_utility = on keeps the role's password hash")
+      names.append("pg_stat_statements.track_utility")
     }
-    return out
+    return (lines, names)
   }
 
   /// One line for precheck and setup's refusal when this session cannot keep the secrets out of
   /// the server's log, or nil when it can.
   public static func exposure(_ c: PGConnection, side: String) throws -> String? {
     let a = try c.quietLoggingAccess()
-    let leaks = leaks(a)
-    guard !leaks.isEmpty else { return nil }
+    let (lines, names) = leaks(a)
+    guard !lines.isEmpty else { return nil }
     let user = PGConnection.quoteIdent(a.user)
+    let quiet = Dictionary(settings.map { ($0.name, $0.quiet) }, uniquingKeysWith: { a, _ in a })
+    let fix = names.map { "\($0) = '\(quiet[$0] ?? "")'" }.joined(separator: ", ")
     return
-      "\(side): the root user \(user) cannot change \(a.unsettable.joined(separator: ", ")) (superuser-only), so the server "
-      + "would log secrets belt sends: \(leaks.joined(separator: "; ")); have a superuser set them for that user "
-      + "(ALTER ROLE \(user) SET log_statement = 'none', and likewise for the others, or the provider's parameter group; "
-      + "with pgaudit, exclude that user), or accept it with --accept-logged-secrets "
-      + "(teardown drops the pglogical user, which ends that password's use)"
+      "\(side): the root user \(user) cannot change the logging settings (superuser-only) and the server would log "
+      + "secrets belt sends: \(lines.joined(separator: "; ")); have a superuser set \(fix) for that user "
+      + "(ALTER ROLE \(user) SET ..., or the provider's parameter group; with pgaudit, exclude that user) "
+      + "or accept it with --accept-logged-secrets"
   }
 }
 

@@ -200,6 +200,58 @@ struct LogSecretsTests {
     #expect(leaked.provider == 0 && leaked.node == 0 && leaked.error == 0, "lines of the server log with \(leaked)")
   }
 
+  /// The native engine's `CREATE SUBSCRIPTION ... CONNECTION '...password=...'` (a utility
+  /// statement: the secret is in its text, and it cannot run in a transaction block) is one call,
+  /// also when it fails.
+  @Test func aNativeSubscriptionWithAPasswordIsOneCall() throws {
+    let dc = try TestDC()
+    let table = "CREATE TABLE t (id int PRIMARY KEY)"
+    let p = try dc.addPair("app", srcSQL: table, dstSQL: table)
+    let user = PG.unique("rep")
+    let secret = Self.secret("Native")
+    let src = try dc.conn("app", .src)
+    let dst = try dc.conn("app", .dst)
+    let sub = PG.unique("sub")
+    defer {
+      _ = try? dst.exec("DROP SUBSCRIPTION IF EXISTS \(PGConnection.quoteIdent(sub))")
+      _ = try? src.exec("DROP PUBLICATION IF EXISTS belt_log_pub")
+      _ = try? src.exec("DROP ROLE IF EXISTS \(PGConnection.quoteIdent(user))")
+      src.close()
+      dst.close()
+    }
+    try src.exec(
+      "CREATE ROLE \(PGConnection.quoteIdent(user)) LOGIN REPLICATION PASSWORD \(try src.literal(try src.encryptPassword(secret, user: user)))")
+    try src.exec("GRANT SELECT ON t TO \(PGConnection.quoteIdent(user)); CREATE PUBLICATION belt_log_pub FOR TABLE t")
+    let marks = try ServerLogs.logEverything()
+    defer { ServerLogs.restore() }
+
+    func conninfo(port: Int) -> String {
+      ConnInfo.build([
+        ("hostaddr", PG.host), ("port", String(port)), ("dbname", p.dbname), ("user", user), ("password", secret),
+        ("connect_timeout", "2"),
+      ])
+    }
+    func create(_ name: String, port: Int) throws {
+      try dst.execSecret(
+        "CREATE SUBSCRIPTION \(PGConnection.quoteIdent(name)) CONNECTION \(try dst.literal(conninfo(port: port))) PUBLICATION belt_log_pub")
+    }
+    var message = ""
+    do { try create(PG.unique("nosub"), port: 1) } catch let e as PGError { message = e.debugDescription }
+    #expect(message.contains("could not connect"), "\(Audit.redact(message, secrets: [secret]))")
+    let quotesThePassword = message.contains(secret)
+    #expect(!quotesThePassword, "the error (its statement) quotes the password")
+    try create(sub, port: PG.port(.src))
+    #expect(try dst.query("SELECT count(*) FROM pg_subscription WHERE subname = $1", [sub]).scalar == "1")
+    #expect(try dst.query("SELECT setting FROM pg_settings WHERE name = 'log_statement'").scalar == "all")
+
+    for side in Side.allCases {
+      guard let mark = marks[side] else { continue }
+      let log = try ServerLogs.since(side, mark)
+      let leaked = (password: ServerLogs.lines(log, secret), statement: ServerLogs.lines(log, "CREATE SUBSCRIPTION"))
+      #expect(leaked.password == 0 && leaked.statement == 0, "\(side.rawValue): lines of the server log with \(leaked)")
+    }
+  }
+
   /// A root user that is not a superuser cannot change the settings: precheck names them, and
   /// setup refuses before changing anything unless the operator accepts it.
   @Test func aRootUserThatCannotSilenceTheLogIsNamedAndRefused() throws {

@@ -183,10 +183,12 @@ extension PGConnection {
   /// is in the text, which is kept out of the server's log and masked in errors.
   @discardableResult
   public func execSecret(_ sql: String) throws -> PGResult {
-    try masked { try withoutServerLog { try exec(sql) } }
+    try masked(literals: true) { try withoutServerLog { try exec(sql) } }
   }
 
-  private func masked<T>(_ body: () throws -> T) throws -> T {
+  /// Runs `body`; a ``PGError`` is rethrown with passwords, hashes and the config's secrets
+  /// masked, and with `literals`, every string literal of its statement.
+  private func masked<T>(literals: Bool = false, _ body: () throws -> T) throws -> T {
     do {
       return try body()
     } catch var e as PGError {
@@ -195,7 +197,9 @@ extension PGConnection {
       e.message = clean(e.message)
       e.detail = e.detail.map(clean)
       e.hint = e.hint.map(clean)
-      e.query = e.query.map(clean)
+      e.query = e.query.map {
+        clean(literals ? $0.replacingOccurrences(of: "E?'(?:[^']|'')*'", with: "'****'", options: .regularExpression) : $0)
+      }
       throw e
     }
   }

@@ -13,39 +13,47 @@ enum ServerLogs {
   }
 
   /// `ALTER SYSTEM` + reload on both clusters, waiting until new sessions see it; returns where
-  /// each log stands. Undo with ``restore()`` (in a `defer`).
+  /// each log stands. Undo with ``restore()`` (in a `defer`); undone here when it fails.
   static func logEverything() throws -> [Side: Mark] {
     var marks: [Side: Mark] = [:]
-    for side in Side.allCases {
-      let c = try PG.root(side)
-      defer { c.close() }
-      try c.exec("ALTER SYSTEM SET log_statement = 'all'")
-      try c.exec("ALTER SYSTEM SET log_min_duration_statement = 0")
-      try c.query("SELECT pg_reload_conf()")
-      let path = try c.query("SELECT pg_current_logfile()").scalar ?? ""
-      let size = Int(try c.query("SELECT size FROM pg_stat_file($1)", [path]).scalar ?? "0") ?? 0
-      marks[side] = Mark(path: path, offset: size)
+    do {
+      for side in Side.allCases {
+        let c = try PG.root(side)
+        defer { c.close() }
+        try c.exec("ALTER SYSTEM SET log_statement = 'all'")
+        try c.exec("ALTER SYSTEM SET log_min_duration_statement = 0")
+        try c.query("SELECT pg_reload_conf()")
+        let path = try c.query("SELECT pg_current_logfile()").scalar ?? ""
+        let size = Int(try c.query("SELECT size FROM pg_stat_file($1)", [path]).scalar ?? "0") ?? 0
+        marks[side] = Mark(path: path, offset: size)
+      }
+      try waitForSetting("log_statement", "all")
+      try waitForSetting("log_min_duration_statement", "0")
+    } catch {
+      restore()
+      throw error
     }
-    try waitForSetting("log_statement", "all")
-    try waitForSetting("log_min_duration_statement", "0")
     return marks
   }
 
-  /// Puts both clusters' logging back to the defaults of scripts/pg-clusters.
+  /// Puts both clusters' logging back as their configuration files have it, and waits until new
+  /// sessions see that.
   static func restore() {
     for side in Side.allCases {
       guard let c = try? PG.root(side) else { continue }
       _ = try? c.exec("ALTER SYSTEM RESET log_statement")
       _ = try? c.exec("ALTER SYSTEM RESET log_min_duration_statement")
       _ = try? c.query("SELECT pg_reload_conf()")
+      let configured = (try? c.query(
+        "SELECT setting FROM pg_file_settings WHERE name = 'log_statement' AND applied ORDER BY seqno DESC LIMIT 1").scalar) ?? nil
       c.close()
+      try? waitForSetting("log_statement", configured ?? "none", sides: [side])
     }
-    try? waitForSetting("log_statement", "none")
   }
 
-  static func waitForSetting(_ name: String, _ value: String) throws {
+  static func waitForSetting(_ name: String, _ value: String, sides: [Side] = Side.allCases) throws {
     let deadline = Date().addingTimeInterval(15)
-    for side in Side.allCases {
+    for side in sides {
       while true {
         let c = try PG.root(side)
         let v = try c.query("SELECT setting FROM pg_settings WHERE name = $1", [name]).scalar

@@ -38,6 +38,9 @@ public enum QuietLogging {
     // pg_stat_statements keeps a utility statement's text as it is: ALTER ROLE ... PASSWORD
     // with the hash.
     Setting(name: "pg_stat_statements.track_utility", quiet: "off"),
+    // Not a log, but read by more people than the superusers (pg_read_all_stats): the text of
+    // the running statement in pg_stat_activity.
+    Setting(name: "track_activities", quiet: "off"),
   ]
 
   /// What one session may do about the settings: read once per connection.

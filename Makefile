@@ -1,4 +1,4 @@
-# belt: build, test against two local PostgreSQL 15 + pglogical clusters, demo.
+# belt: build, test against local clusters (two PostgreSQL 15 + pglogical, one PostgreSQL 18), demo.
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 

@@ -260,6 +260,35 @@ struct LogSecretsTests {
     }
   }
 
+  /// The native engine's setup and teardown (its subscription's CONNECTION carries the
+  /// replication user's password), through the operations.
+  @Test func theNativeEnginesSetupAndTeardownLeaveNoPasswordInTheServerLogs() throws {
+    let dc = try TestDC()
+    let pglPassword = Self.secret("Repl")
+    try dc.addPair(
+      "app", srcSQL: Fixtures.basic(), extra: [("engine", "native")],
+      pglogical: Credentials(name: PG.unique("rep"), password: pglPassword))
+    let marks = try ServerLogs.logEverything()
+    defer { ServerLogs.restore() }
+    let setup = try dc.run("setup", "app")
+    #expect(setup["ok"]?.boolValue != false, "\(Audit.redact(setup.json(), secrets: [pglPassword]))")
+    let d = try dc.conn("app", .dst)
+    #expect(try d.query("SELECT count(*) FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())").scalar == "1", "the subscription was created")
+    d.close()
+    _ = try? dc.run("teardown", "app")
+    for side in Side.allCases {
+      guard let mark = marks[side] else { continue }
+      let log = try ServerLogs.since(side, mark)
+      let logged = (publication: ServerLogs.lines(log, "PUBLICATION"), role: ServerLogs.lines(log, "GRANT"))
+      #expect(side == .dst || logged.publication > 0, "src: belt's statements are logged: \(logged)")
+      let leaked = (
+        password: ServerLogs.lines(log, pglPassword), subscription: ServerLogs.lines(log, "CREATE SUBSCRIPTION"),
+        hash: ServerLogs.lines(log, "SCRAM-SHA-256$")
+      )
+      #expect(leaked.password == 0 && leaked.subscription == 0 && leaked.hash == 0, "\(side.rawValue): lines of the server log with \(leaked)")
+    }
+  }
+
   /// A root user that is not a superuser cannot change the settings: precheck names them, and
   /// setup refuses before changing anything unless the operator accepts it.
   @Test func aRootUserThatCannotSilenceTheLogIsNamedAndRefused() throws {

@@ -9,7 +9,7 @@ import Foundation
 /// `CONNECTION '...'`) therefore runs with the settings below changed for this session only:
 /// set just before the statement, reset just after, whatever the outcome. Most of them are
 /// superuser-only; a session that cannot change them (a managed service's admin role) is what
-/// ``exposure(_:)`` describes, for precheck and for setup's refusal.
+/// ``exposure(_:side:)`` describes, for precheck and for setup's refusal.
 public enum QuietLogging {
   /// One setting and the value that keeps a statement (its text, its bound values, its error)
   /// out of the log.

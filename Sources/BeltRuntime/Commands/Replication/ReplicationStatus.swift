@@ -136,6 +136,8 @@ enum ReplicationStatus {
             + "transaction running on the server): \(waits.joined(separator: ", "))")))
     }
     if back.state == "down" { fields.append(("back_error", .from(back.reason))) }
+    // The back subscription's slot on dst (rollback.lua waits for it to pass dst's writes).
+    fields.append(("back_slot", .from(back.slotName)))
     if let which = unreachable.first {
       fields.append(("unreachable", .string(which.rawValue)))
       fields.append(("ok", false))

@@ -312,17 +312,15 @@ struct NativeEngine: ReplicationEngine {
 
   func state(_ c: PGConnection, _ direction: Direction, server: ServerConfig) throws -> SubscriptionState {
     let sub = name(direction)
-    guard let s = try subscription(c, sub) else {
-      if direction == .back, try armed(c) { return SubscriptionState(state: "armed", reason: nil, tablesDone: nil, tablesPending: 0, slotName: nil) }
-      return .unconfigured
-    }
+    guard let s = try subscription(c, sub) else { return .unconfigured }
     let r = try c.query(
       """
       SELECT count(*) FILTER (WHERE sr.srsubstate IN ('r', 's')) AS done,
              count(*) FILTER (WHERE sr.srsubstate NOT IN ('r', 's')) AS pending,
              (SELECT count(*) FROM pg_stat_subscription w WHERE w.subid = x.oid AND w.pid IS NOT NULL AND w.relid IS NULL) AS apply,
              (SELECT count(*) FROM pg_stat_subscription w WHERE w.subid = x.oid AND w.pid IS NOT NULL AND w.relid IS NOT NULL) AS syncs,
-             coalesce((SELECT apply_error_count + sync_error_count FROM pg_stat_subscription_stats t WHERE t.subid = x.oid), 0) AS errors
+             coalesce((SELECT apply_error_count FROM pg_stat_subscription_stats t WHERE t.subid = x.oid), 0) AS errors,
+             coalesce((SELECT sync_error_count FROM pg_stat_subscription_stats t WHERE t.subid = x.oid), 0) AS sync_errors
         FROM pg_subscription x LEFT JOIN pg_subscription_rel sr ON sr.srsubid = x.oid
        WHERE x.subname = $1 AND x.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
        GROUP BY x.oid
@@ -352,12 +350,23 @@ struct NativeEngine: ReplicationEngine {
       st.reason = "the apply worker of \(sub) is starting"
       return st
     }
+    if pending > 0, (row?.int("syncs") ?? 0) == 0, (row?.int("sync_errors") ?? 0) > 0 {
+      // A table copy that fails is retried by a new sync worker every few seconds, for ever.
+      let waited = GraceClock.shared.observe(key, "sync \(pending)")
+      if waited >= PglogicalStatus.grace {
+        st.state = "down"
+        st.reason = "the initial copy of \(pending) table(s) is failing (\(row?.int("sync_errors") ?? 0) copy error(s) counted in "
+          + "pg_stat_subscription_stats); the message is in the \(direction.subscriber.rawValue) server log (\(server.ip):\(server.port))"
+        return st
+      }
+      return st
+    }
     GraceClock.shared.clear(key)
     return st
   }
 
   /// Whether back replication is armed on dst: its publication and slot exist.
-  func armed(_ droot: PGConnection) throws -> Bool {
+  func backArmed(_ droot: PGConnection) throws -> Bool {
     try droot.query(
       """
       SELECT 1 FROM pg_publication p, pg_replication_slots s

@@ -260,32 +260,45 @@ struct LogSecretsTests {
     }
   }
 
-  /// The native engine's setup and teardown (its subscription's CONNECTION carries the
-  /// replication user's password), through the operations.
-  @Test func theNativeEnginesSetupAndTeardownLeaveNoPasswordInTheServerLogs() throws {
+  /// The native engine through the same flows: its subscriptions' CONNECTION carries the
+  /// replication user's password (setup on dst, the back subscription attached on src at the
+  /// cutover's gate).
+  @Test func theNativeEnginesFlowsLeaveNoPasswordInTheServerLogs() throws {
     let dc = try TestDC()
-    let pglPassword = Self.secret("Repl")
+    let replPassword = Self.secret("Repl")
+    let ownerPassword = Self.secret("Owner")
     try dc.addPair(
-      "app", srcSQL: Fixtures.basic(), extra: [("engine", "native")],
-      pglogical: Credentials(name: PG.unique("rep"), password: pglPassword))
+      "app", srcSQL: Fixtures.basic(), ownerPassword: ownerPassword, extra: [("engine", "native")],
+      pglogical: Credentials(name: PG.unique("rep"), password: replPassword))
     let marks = try ServerLogs.logEverything()
     defer { ServerLogs.restore() }
-    let setup = try dc.run("setup", "app")
-    #expect(setup["ok"]?.boolValue != false, "\(Audit.redact(setup.json(), secrets: [pglPassword]))")
-    let d = try dc.conn("app", .dst)
-    #expect(try d.query("SELECT count(*) FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())").scalar == "1", "the subscription was created")
-    d.close()
-    _ = try? dc.run("teardown", "app")
+
+    let args = [dc.dc, "--config-dir", dc.root]
+    let migrate = try CLI.run(["run", "migrate.lua"] + args)
+    #expect(migrate.code == 0, "\(Audit.redact(migrate.err, secrets: [replPassword, ownerPassword]))")
+    let cutover = try CLI.run(["run", "cutover.lua"] + args + ["--", "drain_timeout=2s", "lock_out_shared=true"])
+    #expect(cutover.code == 0, "\(Audit.redact(cutover.err, secrets: [replPassword, ownerPassword]))")
+    let s = try dc.conn("app", .src)
+    #expect(try s.query("SELECT count(*) FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())").scalar == "1", "the back subscription was attached")
+    s.close()
+    let rollback = try CLI.run(["run", "rollback.lua"] + args + ["--", "lock_out_shared=true"])
+    #expect(rollback.code == 0, "\(Audit.redact(rollback.err, secrets: [replPassword, ownerPassword]))")
+    let teardown = try CLI.run(["teardown"] + args)
+    #expect(teardown.code == 0, "\(Audit.redact(teardown.err, secrets: [replPassword, ownerPassword]))")
+
     for side in Side.allCases {
       guard let mark = marks[side] else { continue }
       let log = try ServerLogs.since(side, mark)
-      let logged = (publication: ServerLogs.lines(log, "PUBLICATION"), role: ServerLogs.lines(log, "GRANT"))
-      #expect(side == .dst || logged.publication > 0, "src: belt's statements are logged: \(logged)")
+      let logged = (publication: ServerLogs.lines(log, "PUBLICATION"), params: ServerLogs.lines(log, "DETAIL:  parameters: $1 = "))
+      #expect(logged.publication > 0 && logged.params > 0, "\(side.rawValue): belt's statements are logged: \(logged)")
       let leaked = (
-        password: ServerLogs.lines(log, pglPassword), subscription: ServerLogs.lines(log, "CREATE SUBSCRIPTION"),
+        password: ServerLogs.lines(log, replPassword), owner: ServerLogs.lines(log, ownerPassword),
+        subscription: ServerLogs.lines(log, "CREATE SUBSCRIPTION"), connection: ServerLogs.lines(log, "CONNECTION '"),
         hash: ServerLogs.lines(log, "SCRAM-SHA-256$")
       )
-      #expect(leaked.password == 0 && leaked.subscription == 0 && leaked.hash == 0, "\(side.rawValue): lines of the server log with \(leaked)")
+      #expect(
+        leaked.password == 0 && leaked.owner == 0 && leaked.subscription == 0 && leaked.connection == 0 && leaked.hash == 0,
+        "\(side.rawValue): lines of the server log with \(leaked)")
     }
   }
 

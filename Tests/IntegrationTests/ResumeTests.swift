@@ -27,8 +27,10 @@ enum Resume {
 
   /// A fresh pair in `dc`, migrated with migrate.lua (ready for cutover), and an application
   /// role that can log in to its src database.
-  static func migrated(_ dc: TestDC, _ db: String, big: Bool = false) throws -> (TestDC.PairSpec, String, String) {
-    let pair = try dc.addPair(db, srcSQL: schema(big: big))
+  static func migrated(_ dc: TestDC, _ db: String, big: Bool = false, engine: EngineKind = .pglogical) throws
+    -> (TestDC.PairSpec, String, String)
+  {
+    let pair = try dc.addPair(db, srcSQL: schema(big: big), extra: engine == .pglogical ? [] : [("engine", .string(engine.rawValue))])
     let (app, pw) = try RunbookTests.appRole(dc, grantIn: [db])
     let m = try CLI.run(["run", "migrate.lua", dc.dc, db, "--config-dir", dc.root])
     #expect(m.code == 0, "migrate: \(m.err)")
@@ -147,7 +149,9 @@ struct KillPoint: CustomTestStringConvertible, Sendable {
   /// A lock on dst that stops the apply worker (the gate waits for it).
   var blockApply = false
   var cond: @Sendable (Value?) -> Bool
-  var testDescription: String { name }
+  /// The engine the pair replicates with.
+  var engine: EngineKind = .pglogical
+  var testDescription: String { engine == .pglogical ? name : "\(name) [\(engine.rawValue)]" }
 
   static func started(_ step: String) -> @Sendable (Value?) -> Bool {
     { j in Resume.step(j, step)?["status"] == "started" }
@@ -156,10 +160,16 @@ struct KillPoint: CustomTestStringConvertible, Sendable {
     { j in Resume.step(j, "sync")?["data"]?["sync"]?["parts"]?[part] == "started" }
   }
 
-  /// Every kill point, or those whose name contains $BELT_TEST_KILL (to iterate on one).
+  /// Every kill point on each engine, or those whose name contains $BELT_TEST_KILL (to iterate
+  /// on one). The native engine streams PK-less tables, so sync copies none: no kill mid-copy.
   static var selected: [KillPoint] {
-    guard let f = ProcessInfo.processInfo.environment["BELT_TEST_KILL"] else { return all }
-    return all.filter { $0.name.contains(f) }
+    let native = all.filter { !$0.big }.map { p -> KillPoint in
+      var q = p
+      q.engine = .native
+      return q
+    }
+    guard let f = ProcessInfo.processInfo.environment["BELT_TEST_KILL"] else { return all + native }
+    return (all + native).filter { $0.testDescription.contains(f) }
   }
 
   static let all: [KillPoint] = [
@@ -184,7 +194,7 @@ struct ResumeTests {
   func sigkillThenTheSameCommandFinishesTheCutover(_ point: KillPoint) throws {
     let t0 = Date()
     let dc = try TestDC()
-    let (pair, app, pw) = try Resume.migrated(dc, "app", big: point.big)
+    let (pair, app, pw) = try Resume.migrated(dc, "app", big: point.big, engine: point.engine)
     defer { Resume.cleanup(dc, "app") }
     let args = ["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "drain_timeout=2s", "lock_out_shared=true"]
     var held: PGConnection? = nil

@@ -289,6 +289,8 @@ public enum InspectionOps {
       fields.append((side.rawValue, .array(checks.map(\.v))))
       extensions[side.rawValue] = try ctx.connect(side, .root).query("SELECT extname FROM pg_extension ORDER BY 1").values.compactMap { $0[0] }
     }
+    // Which engines each server can run, and why not: the pair's engine is the config's.
+    fields.append(("engines", try ReplicationSupport.engineSupport(ctx)))
     let srcExt = Set(extensions["src"] ?? []).subtracting(["pglogical", "dblink"])
     let dstExt = Set(extensions["dst"] ?? [])
     let missingExt = srcExt.subtracting(dstExt).sorted()
@@ -322,6 +324,21 @@ public enum InspectionOps {
       alerts.append(
         "\(foreign.count) table(s) not owned by the owner user \(server.owner.name) (\(Fmt.quoted(foreign.map { "\($0.name) (\($0.owner))" }))): "
           + "setup refuses them; change their owner or leave them out with the config's tables")
+    }
+    // A streamed table without a primary key is applied on dst by looking each changed row up:
+    // without any index on the table, by a scan of the whole table per row.
+    let scanned = try src.query(
+      """
+      SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+       WHERE n.nspname = $1 AND c.relname = ANY($2::text[])
+         AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid) ORDER BY 1
+      """, [ctx.schema, PGArray.literal(tables.filter { !$0.hasPK && engine.travel($0).how == .streamed }.map(\.name))]
+    ).rows.map { $0.string("relname") }
+    if !scanned.isEmpty {
+      warnings.append(
+        "table(s) \(Fmt.quoted(scanned)) have no primary key and no index: dst applies each UPDATE or DELETE of them "
+          + "by a scan of the whole table (1,000 updates of a 200k-row table: 17 s instead of 0.4 s); "
+          + "add an index on them (CREATE INDEX on src is dumped to dst) before the migration")
     }
     let unlogged = tables.filter { $0.persistence == "u" }.map(\.name)
     if !unlogged.isEmpty {

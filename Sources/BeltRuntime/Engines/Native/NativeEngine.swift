@@ -427,7 +427,15 @@ struct NativeEngine: ReplicationEngine {
     }
     let q = PGConnection.quoteIdent(sub)
     if s.enabled { try c.exec("ALTER SUBSCRIPTION \(q) DISABLE") }
-    if provider != nil {
+    // Its slot already gone from the provider (dropped by a teardown that ran while this side
+    // did not answer): detach, or DROP SUBSCRIPTION would fail to drop it there.
+    let slotGone = try provider.map { p in
+      try s.slot.map { try p.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", [$0]).values.isEmpty } ?? true
+    } ?? false
+    if slotGone {
+      try c.exec("ALTER SUBSCRIPTION \(q) SET (slot_name = NONE)")
+      try c.exec("DROP SUBSCRIPTION \(q)")
+    } else if provider != nil {
       do {
         try c.exec("DROP SUBSCRIPTION \(q)")
       } catch let e as PGError where e.sqlState == "08006" || e.sqlState == "08001" || e.message.contains("could not connect") {

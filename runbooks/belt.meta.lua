@@ -112,9 +112,12 @@ function belt.restore_logins(dc, db, opts) end
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts table?
+---@param opts belt.precheck.opts?
 ---@return BeltRecord
 function belt.precheck(dc, db, opts) end
+
+---@class belt.precheck.opts
+---@field accept_logged_secrets boolean? Go on even though the root user cannot keep the pglogical user's password out of the server's log (not a superuser).
 
 --- Reset an in-progress migration before cutover so replication can be started again from the beginning.
 --- `belt.reset(dc[, db][, opts]) -> record`
@@ -204,6 +207,7 @@ function belt.diff_schemas(dc, db, opts) end
 function belt.setup(dc, db, opts) end
 
 ---@class belt.setup.opts
+---@field accept_logged_secrets boolean? Go on even though the root user cannot keep the pglogical user's password out of the server's log (not a superuser).
 ---@field schema boolean? Copy the schema? (default true)
 
 --- Configures pglogical to replicate all compatible tables from the destination to the source db.
@@ -211,9 +215,12 @@ function belt.setup(dc, db, opts) end
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts table?
+---@param opts belt.setup_back_replication.opts?
 ---@return BeltRecord
 function belt.setup_back_replication(dc, db, opts) end
+
+---@class belt.setup_back_replication.opts
+---@field accept_logged_secrets boolean? Go on even though the root user cannot keep the pglogical user's password out of the server's log (not a superuser).
 
 --- Print out a table of status information for one or all of the dbs in a datacenter.
 --- `belt.status(dc[, db][, opts]) -> record`

@@ -181,7 +181,7 @@ let seedCommands: [(String, String, [String])] = [
   @Test func helpLuaDocumentsTheApi() throws {
     let r = try CLI.run(["help-lua"])
     #expect(r.code == 0)
-    #expect(r.out.contains("belt.wait_for(") && r.out.contains("belt.precheck(dc[, db])"))
+    #expect(r.out.contains("belt.wait_for(") && r.out.contains("belt.precheck(dc[, db][, {accept_logged_secrets=bool}])"))
     // Every option of every operation is documented with its help, in the text and the LuaCATS file.
     let meta = try CLI.run(["help-lua", "--meta"])
     for op in OperationRegistry.all {

@@ -53,6 +53,10 @@ public final class PGConnection {
   public var audit: AuditContext?
   /// The COPY FROM STDIN in progress, for its audit line.
   private var copyIn: (sql: String, start: Date, bytes: Int)?
+  /// What this session may change of the logging settings (``QuietLogging``), read once.
+  var quietAccess: QuietLogging.Access?
+  /// The libpq handle (nil once closed), for ``QuietLogging``.
+  var rawConnection: OpaquePointer? { conn }
 
   /// Connects. `conninfo` contains the password; it is never logged or put in an error.
   /// - Throws: ``PGError`` of kind `.connection` or `.authentication`.
@@ -338,10 +342,13 @@ public final class PGConnection {
     quoteIdent(schema) + "." + quoteIdent(name)
   }
 
-  /// Hashes a password for CREATE/ALTER ROLE so the clear text never reaches the server.
+  /// Hashes a password for CREATE/ALTER ROLE so the clear text never reaches the server:
+  /// always SCRAM-SHA-256 (md5 only for a server older than 10, which has no SCRAM), whatever
+  /// the server's `password_encryption` says.
   public func encryptPassword(_ password: String, user: String) throws -> String {
     let c = try live()
-    guard let p = PQencryptPasswordConn(c, password, user, nil) else { throw clientError(sql: nil) }
+    let algorithm = serverVersion >= 10 ? "scram-sha-256" : "md5"
+    guard let p = PQencryptPasswordConn(c, password, user, algorithm) else { throw clientError(sql: nil) }
     defer { PQfreemem(p) }
     return String(cString: p)
   }

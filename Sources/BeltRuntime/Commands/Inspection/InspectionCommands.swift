@@ -275,8 +275,10 @@ public enum InspectionOps {
       Any red item in a row in the table indicates a requirement not satisfied by your db. This command can not check network connectivity between your source and destination!
 
       If a dbname is given this will also show whether the configuration of the root and owner users seems ok and a summary of whether each table and sequence in the database can be replicated.
+
+      It also says when a root user cannot keep the pglogical user's password out of the server's log (setup then refuses unless --accept-logged-secrets is given; with it, this is a warning).
       """,
-    sides: .both
+    sides: .both, options: [LoggedSecrets.option]
   ) { ctx in
     var fields: [(String, Value)] = [("schema_name", .string(ctx.schema)), ("engine", .string(try ctx.engine.kind.rawValue))]
     var ok = true
@@ -380,6 +382,9 @@ public enum InspectionOps {
     }
     if !unavailable.isEmpty {
       alerts.append("extension(s) \(unavailable.joined(separator: ", ")) used on src are not available on dst; install them there first")
+    }
+    for line in try LoggedSecrets.exposures(ctx, Side.allCases) {
+      if ctx.options.bool("accept_logged_secrets") { warnings.append(line) } else { ok = false; alerts.append(line) }
     }
     if let left = try engine.leftovers(onSource: src) {
       ok = false

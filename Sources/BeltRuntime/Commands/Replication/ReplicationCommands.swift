@@ -64,8 +64,9 @@ public enum ReplicationOps {
 
       If you want to set up the schema in the destination db manually you can use the --no-schema option to stop this from happening.
       """,
-    sides: .both, options: [OptionSpec("schema", .bool, "Copy the schema?", default: true, cli: .inverted)]
-  ) { ctx in try Setup.setup(ctx) }
+    sides: .both,
+    options: [OptionSpec("schema", .bool, "Copy the schema?", default: true, cli: .inverted), LoggedSecrets.option]
+  ) { ctx in try LoggedSecrets.guarded(ctx, [.src, .dst]) { try Setup.setup(ctx) } }
 
   static let setupBackReplication = OperationSpec(
     name: "setup_back_replication",
@@ -76,8 +77,8 @@ public enum ReplicationOps {
 
       Back replication ensures that dataloss does not occur if a rollback is required after applications are allowed to begin writing data into the destination db.
       """,
-    sides: .both
-  ) { ctx in try Setup.setupBack(ctx) }
+    sides: .both, options: [LoggedSecrets.option]
+  ) { ctx in try LoggedSecrets.guarded(ctx, [.src]) { try Setup.setupBack(ctx) } }
 
   static let status = OperationSpec(
     name: "status",

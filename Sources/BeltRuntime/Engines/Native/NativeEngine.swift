@@ -245,14 +245,14 @@ struct NativeEngine: ReplicationEngine {
     let dsn = provider.conninfo(.replication, connectTimeout: 10)
     guard let existing = try subscription(c, sub) else {
       let slot = Self.slotName(direction, providerDB: provider.dbname)
-      try c.exec(
+      try c.execSecret(
         "CREATE SUBSCRIPTION \(PGConnection.quoteIdent(sub)) CONNECTION \(try c.literal(dsn)) "
           + "PUBLICATION \(PGConnection.quoteIdent(sub)) WITH (copy_data = \(copyData), slot_name = \(try c.literal(slot)))")
       return "created"
     }
     var changes: [String] = []
     if existing.conninfo != dsn {
-      try c.exec("ALTER SUBSCRIPTION \(PGConnection.quoteIdent(sub)) CONNECTION \(try c.literal(dsn))")
+      try c.execSecret("ALTER SUBSCRIPTION \(PGConnection.quoteIdent(sub)) CONNECTION \(try c.literal(dsn))")
       changes.append("connection updated")
     }
     if !existing.enabled {
@@ -306,7 +306,7 @@ struct NativeEngine: ReplicationEngine {
     }
     try droot.query("SELECT pg_replication_slot_advance($1, pg_current_wal_lsn())", [slot])
     let dsn = dst.conninfo(.replication, connectTimeout: 10)
-    try sroot.exec(
+    try sroot.execSecret(
       "CREATE SUBSCRIPTION \(PGConnection.quoteIdent(Self.backName)) CONNECTION \(try sroot.literal(dsn)) "
         + "PUBLICATION \(PGConnection.quoteIdent(Self.backName)) "
         + "WITH (copy_data = false, create_slot = false, slot_name = \(try sroot.literal(slot)))")

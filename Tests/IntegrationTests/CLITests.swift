@@ -206,6 +206,24 @@ let seedCommands: [(String, String, [String])] = [
     #expect(missing.code == 1 && missing.err == "belt: runbook ./nofile.lua not found: no such file\n", "\(missing.err)")
   }
 
+  /// `belt run NAME --help` shows run's help and the options the flow runbook declares, with
+  /// their defaults (the ones the runbook uses); help-lua shows them too.
+  @Test func runHelpShowsAFlowRunbooksOptions() throws {
+    let r = try CLI.run(["run", "cutover.lua", "--help"])
+    #expect(r.code == 0, "\(r.err)")
+    #expect(r.out.contains("USAGE: belt run") && r.out.contains("OPTIONS OF cutover.lua"), "\(r.out)")
+    #expect(r.out.contains("drain_timeout=auto") && r.out.contains("or 0s with switch=pgbouncer"), "\(r.out)")
+    let rollback = try CLI.run(["run", "--shipped", "rollback.lua", "dc", "-h"])
+    #expect(rollback.code == 0 && rollback.out.contains("drain_timeout=1m") && rollback.out.contains("catchup_timeout=5m"), "\(rollback.out)")
+    // A runbook without declared options: run's help alone.
+    let plain = try CLI.run(["run", "status.lua", "--help"])
+    #expect(plain.code == 0 && plain.out.contains("USAGE: belt run") && !plain.out.contains("OPTIONS OF"), "\(plain.out)")
+    let lua = try CLI.run(["help-lua"])
+    for name in ["migrate.lua", "cutover.lua", "rollback.lua"] {
+      #expect(lua.out.contains("OPTIONS OF \(name)"), "help-lua lists \(name)'s options")
+    }
+  }
+
   @Test func helpLuaDocumentsTheApi() throws {
     let r = try CLI.run(["help-lua"])
     #expect(r.code == 0)

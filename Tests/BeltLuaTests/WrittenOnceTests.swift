@@ -99,4 +99,15 @@ import Testing
       #expect(!source.contains("-- Options (after --):"), "\(name) lists its options a second time")
     }
   }
+
+  /// A command's human output is its spec's: the renderer travels with the OperationSpec.
+  @Test func renderersAreOnTheirSpecs() throws {
+    let rendered = Set(OperationRegistry.all.filter { $0.render != nil }.map(\.name))
+    #expect(rendered == ["src_dsn", "dst_dsn", "check_pkeys", "check_connectivity", "precheck", "status", "diff_sequences"])
+    let dsn = try #require(OperationRegistry.find("src_dsn"))
+    #expect(Render.human(.object([("dc", "d"), ("db", "x"), ("dsn", "host=h")]), spec: dsn) == "host=h\n")
+    let pkeys = try #require(OperationRegistry.find("check_pkeys"))
+    let text = Render.human(.object([("dc", "d"), ("db", "x"), ("has_pkey", .array(["t"])), ("no_pkey", .array([]))]), spec: pkeys)
+    #expect(text.hasPrefix("Analyzed table pkeys for x in d:\n    has pkey: "), "\(text)")
+  }
 }

@@ -28,11 +28,15 @@ lib.declared = assert(load(belt._runbook_source("_options.lua"), "@runbooks/_opt
 
 --- Checks that opts only has keys that `name` declares (the prelude's check, so the wording is
 --- belt's) and fills in the declared defaults. `decl` defaults to the shipped declaration of
---- `name` (an operator's runbook passes its own list of {key, default, help}). `args` (the
---- words after `--` that are not key=value) is always allowed.
+--- `name` (an operator's runbook passes its own list of {key, default, help}, or, as before,
+--- a table {key = default}). `args` (the words after `--` that are not key=value) is always
+--- allowed.
 function lib.options(name, opts, decl)
   decl = decl or assert(lib.declared[name], "no declared options for " .. tostring(name))
   local defaults = {}
+  if #decl == 0 then
+    for k, v in pairs(decl) do defaults[k] = v end
+  end
   for _, d in ipairs(decl) do defaults[d[1]] = d[2] end
   local out = {}
   for k, v in pairs(opts or {}) do if k ~= "args" then out[k] = v end end

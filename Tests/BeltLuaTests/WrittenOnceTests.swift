@@ -110,4 +110,21 @@ import Testing
     let text = Render.human(.object([("dc", "d"), ("db", "x"), ("has_pkey", .array(["t"])), ("no_pkey", .array([]))]), spec: pkeys)
     #expect(text.hasPrefix("Analyzed table pkeys for x in d:\n    has pkey: "), "\(text)")
   }
+
+  /// lib.options takes a declaration ({key, default, help}) or, for operators' runbooks written
+  /// before, a table {key = default}; an undeclared key is refused either way.
+  @Test func libOptionsTakesADeclarationOrADefaultsTable() throws {
+    let (rt, _) = try makeRuntime()
+    let r = try rt.run(source: """
+      local lib = belt.require_lib()
+      local a = lib.options("mine.lua", {x = 5}, {{"x", 1, "an x"}, {"y", "2s", "a y"}})
+      local b = lib.options("mine.lua", {x = 5}, {x = 1, y = "2s"})
+      local ok, err = pcall(lib.options, "mine.lua", {z = 1}, {x = 1})
+      local ok2, err2 = pcall(lib.options, "cutover.lua", {drain_timeut = "1s"})
+      return a.x, a.y, b.x, b.y, ok, err.code, ok2, tostring(err2.message)
+      """, chunkName: "=t", args: [])
+    #expect(r[0] == 5 && r[1] == "2s" && r[2] == 5 && r[3] == "2s", "\(r)")
+    #expect(r[4] == false && r[5] == "bad_argument")
+    #expect(r[6] == false && r[7].stringValue?.contains("unknown option 'drain_timeut'") == true, "\(r)")
+  }
 }

@@ -44,7 +44,6 @@ local function check_opts(fname, argn, opts, allowed)
   check_keys(what, opts, allowed)
   return opts
 end
-belt._check_opts = check_opts
 
 for name, spec in pairs(specs) do
   local fn = core[name]

@@ -105,6 +105,9 @@ public enum Render {
           [$0["name"]?.display ?? "", $0["value"]?.display ?? "", $0["ok"]?.display ?? "", $0["why"]?.display ?? ""]
         }, bad: budget.map { [false, false, $0["ok"]?.boolValue == false, false] })
       }
+      if let major = r["pg_dump"]?["major"], let path = r["pg_dump"]?["path"] {
+        out += "Schema dumps: pg_dump \(major.display) (\(path.display))\n"
+      }
       for a in r["alerts"]?.arrayValue ?? [] { out += red("ALERT: \(a.display)") + "\n" }
       for w in r["warnings"]?.arrayValue ?? [] { out += yellow("WARNING: \(w.display)") + "\n" }
       if let missing = r["extensions_missing_on_dst"]?.arrayValue, !missing.isEmpty {

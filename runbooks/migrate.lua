@@ -5,19 +5,11 @@
 --   -> setup-back-replication -> report "ready for cutover".
 -- With no db, every database of the dc is migrated at once.
 --
--- Options (after --):
---   schema=true            load the schema on dst during setup (false: it is already there)
---   replicate_timeout=30m  how long to wait for the initial copy to finish
---   interval=2s            how often progress is polled
---   skip_precheck=false    go on even if precheck reports problems
---   accept_logged_secrets=false  go on although a root user cannot keep the pglogical user's
---                          password out of the server's log (not a superuser; precheck names it)
+-- Options (after --, as key=value): declared once in runbooks/_options.lua, with their defaults
+-- and help; `belt run migrate.lua --help` lists them.
 local dc, db, opts = ...
 local lib = belt.require_lib()
-local o = lib.options("migrate.lua", opts, {
-  schema = true, replicate_timeout = "30m", interval = "2s", skip_precheck = false,
-  accept_logged_secrets = false,
-})
+local o = lib.options("migrate.lua", opts)
 local secrets = { accept_logged_secrets = o.accept_logged_secrets }
 local started = belt.now()
 

@@ -239,7 +239,7 @@ struct ResumeTests {
 
     // While interrupted: logins stay revoked (the application is down), and status says so.
     if point.step != "revoke-logins" {
-      #expect(!RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw), "logins stay revoked after the kill")
+      Login.expectRefused(.src, db: pair.dbname, user: app, pw: pw, "logins stay revoked after the kill")
     }
     let j = Resume.journal(dc, "app")
     #expect(j?["state"] == "in_progress")
@@ -258,7 +258,7 @@ struct ResumeTests {
     #expect(again.code == 0, "re-run: \(again.err) \(again.out)")
     #expect(again.out.contains("app: cut over; downtime window"), "\(again.out)")
     try Resume.expectSameData(dc, "app")
-    #expect(!RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw), "src logins revoked after the cutover")
+    Login.expectRefused(.src, db: pair.dbname, user: app, pw: pw, "src logins revoked after the cutover")
     let done = Resume.journal(dc, "app")
     #expect(done?["state"] == "done")
     let names = done?["steps"]?.arrayValue?.compactMap { $0["name"]?.stringValue } ?? []
@@ -307,13 +307,13 @@ extension ResumeTests {
     #expect(second.code == 1)
     #expect(second.err.contains("another belt process (pid \(bg.process.processIdentifier)) is running the cutover of"), "\(second.err)")
     #expect(!second.err.contains("restoring logins"), "\(second.err)")
-    #expect(!RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw))
+    Login.expectRefused(.src, db: pair.dbname, user: app, pw: pw)
     let rollbackMeanwhile = try CLI.run(["run", "rollback.lua", dc.dc, "app", "--config-dir", dc.root, "--", "lock_out_shared=true"])
     #expect(rollbackMeanwhile.code == 1 && rollbackMeanwhile.err.contains("another belt process"), "\(rollbackMeanwhile.err)")
     bg.stop(SIGINT)
     #expect(bg.process.terminationStatus == 1, "\(bg.output)")
     #expect(bg.output.contains("restoring logins on src"), "\(bg.output)")
-    #expect(RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw), "compensation restored logins")
+    Login.expectAllowed(.src, db: pair.dbname, user: app, pw: pw, "compensation restored logins")
     let j = Resume.journal(dc, "app")
     #expect(j?["state"] == "compensated")
     #expect(j?["note"]?.stringValue?.contains("interrupted") == true, "\(j?.json() ?? "")")
@@ -328,7 +328,7 @@ extension ResumeTests {
     #expect(done?["state"] == "done")
     #expect(done?["run"] == 2, "a new run, not a resume of the compensated one")
     #expect(done?["steps"]?.arrayValue?.allSatisfy { $0["status"] == "done" && $0["attempts"] == 1 } == true)
-    #expect(!RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw))
+    Login.expectRefused(.src, db: pair.dbname, user: app, pw: pw)
   }
 
   /// SIGKILL inside the drain, then the logins given back by hand (or by a compensation that
@@ -342,13 +342,13 @@ extension ResumeTests {
     defer { held.close() }
     bg.stop(SIGKILL)
     _ = try dc.run("restore_logins", "app")
-    #expect(RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw))
+    Login.expectAllowed(.src, db: pair.dbname, user: app, pw: pw)
     try Cut.exec(dc, "app", .src, "INSERT INTO fruits VALUES (50, 'meanwhile')")
 
     let again = try CLI.run(args)
     #expect(again.code == 0, "\(again.err)")
     #expect(again.err.contains("src logins were given back while the cutover was interrupted; revoking them again"), "\(again.err)")
-    #expect(!RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw), "the fence is up again after the cutover")
+    Login.expectRefused(.src, db: pair.dbname, user: app, pw: pw, "the fence is up again after the cutover")
     try Resume.expectSameData(dc, "app")
     #expect(Resume.journal(dc, "app")?["state"] == "done")
   }
@@ -365,12 +365,12 @@ extension ResumeTests {
     Thread.sleep(forTimeInterval: 0.1)
     bg.stop(SIGINT)
     #expect(bg.process.terminationStatus == 1, "\(bg.output)")
-    #expect(RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw), "compensation restored logins")
+    Login.expectAllowed(.src, db: pair.dbname, user: app, pw: pw, "compensation restored logins")
     #expect(Resume.journal(dc, "app")?["state"] == "compensated")
     let again = try CLI.run(args)
     #expect(again.code == 1)
     #expect(again.err.contains("forward replication is unconfigured") && again.err.contains("belt reset"), "\(again.err)")
-    #expect(RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw), "the refused re-run did not revoke")
+    Login.expectAllowed(.src, db: pair.dbname, user: app, pw: pw, "the refused re-run did not revoke")
   }
 
   /// SIGKILL mid-copy of the big PK-less table, then rollback.lua: src is writable again with
@@ -384,7 +384,7 @@ extension ResumeTests {
     #expect(Resume.waitJournal(dc, "app", bg) { Resume.step($0, "sync")?["data"]?["sync_tables"]?["tables"]?["big_nopk"] == "copying" })
     Thread.sleep(forTimeInterval: 0.1)
     bg.stop(SIGKILL)
-    #expect(!RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw))
+    Login.expectRefused(.src, db: pair.dbname, user: app, pw: pw)
     // status, human form: the step, the logins, the command that continues it.
     let st = try CLI.run(["status", dc.dc, "app", "--config-dir", dc.root])
     #expect(st.out.contains("app: cutover in progress: step sync since"), "\(st.out)")
@@ -395,7 +395,7 @@ extension ResumeTests {
     #expect(rb.code == 0, "\(rb.err)")
     #expect(rb.out.contains("the cutover had not finished; nothing was copied back"), "\(rb.out)")
     #expect(rb.out.contains("forward replication was dropped"), "\(rb.out)")
-    #expect(RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw), "logins restored on src")
+    Login.expectAllowed(.src, db: pair.dbname, user: app, pw: pw, "logins restored on src")
     #expect(try LoadTests.fingerprint(dc.conn("app", .src)) == before, "src keeps all its data")
     // Writable: the application's owner writes on src.
     let owner = try PGConnection(conninfo: try dc.store.load(dc: dc.dc, db: "app").server(.src).conninfo(.owner), label: "owner")

@@ -319,13 +319,6 @@ public final class PGConnection {
     if let failure { throw failure }
   }
 
-  /// Asks the server to cancel the running statement (callable from another thread).
-  public func cancelRunning() {
-    guard let cancel else { return }
-    var buf = [CChar](repeating: 0, count: 256)
-    _ = PQcancel(cancel, &buf, 256)
-  }
-
   /// Quotes an identifier: always double quotes, embedded quotes doubled.
   public static func quoteIdent(_ s: String) -> String {
     "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\""

@@ -3,14 +3,10 @@ import Foundation
 /// The inspection commands: src-dsn, dst-dsn, check-pkeys, check-connectivity, connections,
 /// precheck.
 public enum InspectionOps {
-  /// All specs of this family. (Initialising it also registers the human renderer of
-  /// check-connectivity, which prints why a check failed under the table.)
-  public static let all: [OperationSpec] = {
-    Render.customRenderers["check_connectivity"] = renderConnectivity
-    return [
-      dsn(.src), dsn(.dst), checkPkeys, checkConnectivity, connections, precheck, terminateConnections,
-    ]
-  }()
+  /// All specs of this family.
+  public static let all: [OperationSpec] = [
+    dsn(.src), dsn(.dst), checkPkeys, checkConnectivity, connections, precheck, terminateConnections,
+  ]
 
   /// The check-connectivity table, then one line per failed check with its reason.
   static func renderConnectivity(_ recs: [Value]) -> String {
@@ -82,7 +78,8 @@ public enum InspectionOps {
         OptionSpec("owner", .bool, "Use the owner credentials", cli: .inverted),
         OptionSpec("pglogical", .bool, "Use the pglogical credentials.", cli: .inverted),
       ],
-      allowsAllDBs: false
+      allowsAllDBs: false,
+      render: { recs in recs.compactMap { $0["dsn"]?.stringValue }.map { $0 + "\n" }.joined() }
     ) { ctx in
       let server = try ctx.config.server(side)
       let role: Role = ctx.options.bool("owner") ? .owner : ctx.options.bool("pglogical") ? .replication : .root
@@ -97,7 +94,13 @@ public enum InspectionOps {
 
   static let checkPkeys = OperationSpec(
     name: "check_pkeys", summary: "Print out lists of tables with and without primary keys",
-    sides: .srcOnly, allowsAllDBs: false
+    sides: .srcOnly, allowsAllDBs: false,
+    render: { recs in
+      recs.map { r in
+        "Analyzed table pkeys for \(r["db"]?.display ?? "") in \(r["dc"]?.display ?? ""):\n"
+          + "    has pkey: \(r["has_pkey"]?.display ?? "")\n    no pkey: \(r["no_pkey"]?.display ?? "")\n"
+      }.joined()
+    }
   ) { ctx in
     let tables = try Catalog.tables(ctx.connect(.src, .root), schema: ctx.schema)
     return [
@@ -147,7 +150,8 @@ public enum InspectionOps {
       ("database", "db"), ("src tcp ok", "src_tcp"), ("src query ok", "src_query"),
       ("src owner ok", "src_owner_query"), ("dst tcp ok", "dst_tcp"), ("dst query ok", "dst_query"),
       ("dst owner ok", "dst_owner_query"),
-    ]
+    ],
+    render: renderConnectivity
   ) { ctx in
     var fields: [(String, Value)] = []
     var failed: [String] = []
@@ -278,7 +282,8 @@ public enum InspectionOps {
 
       It also says when a root user cannot keep the pglogical user's password out of the server's log (setup then refuses unless --accept-logged-secrets is given; with it, this is a warning).
       """,
-    sides: .both, options: [LoggedSecrets.option]
+    sides: .both, options: [LoggedSecrets.option],
+    render: Render.precheck
   ) { ctx in
     var fields: [(String, Value)] = [("schema_name", .string(ctx.schema)), ("engine", .string(try ctx.engine.kind.rawValue))]
     var ok = true

@@ -5,15 +5,11 @@
 /// folder (Setup, Teardown, Reset, Cleanup, ReplicationStatus), engine-neutral; each engine's
 /// own mechanics are in `Engines/`.
 public enum ReplicationOps {
-  /// All specs of this family. (Initialising it also registers the human renderer of status,
-  /// which prints why a subscription is down under the table.)
-  public static let all: [OperationSpec] = {
-    Render.customRenderers["status"] = renderStatus
-    return [
-      reset, setup, setupBackReplication, status, teardownBackReplication,
-      teardownForwardReplication, teardown, cleanupPreviousConfig,
-    ]
-  }()
+  /// All specs of this family.
+  public static let all: [OperationSpec] = [
+    reset, setup, setupBackReplication, status, teardownBackReplication,
+    teardownForwardReplication, teardown, cleanupPreviousConfig,
+  ]
 
   /// The status table (pgbelt's columns), then one line per subscription that is down, with
   /// the reason.
@@ -101,7 +97,8 @@ public enum ReplicationOps {
       ("flush_lag", "flush_lag"), ("write_lag", "write_lag"), ("replay_lag", "replay_lag"),
       ("src_dataset_size", "src_dataset_size"), ("dst_dataset_size", "dst_dataset_size"),
       ("progress", "progress"),
-    ]
+    ],
+    render: renderStatus
   ) { ctx in try ReplicationStatus.run(ctx) }
 
   static let teardownBackReplication = OperationSpec(

@@ -36,10 +36,7 @@ enum Byte {
   static let star: UInt8 = 0x2A
   static let backslash: UInt8 = 0x5C
   static let semicolon: UInt8 = 0x3B
-  static let lparen: UInt8 = 0x28
-  static let rparen: UInt8 = 0x29
   static let dot: UInt8 = 0x2E
-  static let comma: UInt8 = 0x2C
   static let underscore: UInt8 = 0x5F
 
   static func isSpace(_ c: UInt8) -> Bool {

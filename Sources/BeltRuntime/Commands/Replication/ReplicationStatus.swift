@@ -89,8 +89,20 @@ enum ReplicationStatus {
     }
     let s = try side(0, .src)
     let d = try side(1, .dst)
-    let forward = d.subscription
+    var forward = d.subscription
     let back = s.subscription
+    // Schema drift on what forward replication carries, from both sides' catalogs: a column
+    // src has and dst lacks stops dst's apply worker on the next change to that table, and
+    // only the dst server log would say why.
+    var drift: [SchemaDrift.Difference] = []
+    var driftError: String? = nil
+    if unreachable.isEmpty, forward.state != "unconfigured" {
+      do { drift = try SchemaDrift.differences(ctx) } catch { driftError = BeltError.wrap(error).message }
+      if let why = SchemaDrift.summary(drift.filter(\.breaks)) {
+        forward.state = "down"
+        forward.reason = why + (forward.reason.map { "; \($0)" } ?? "")
+      }
+    }
     var fields: [(String, Value)] = [
       ("forward", .string(forward.state)), ("back", .string(back.state)),
       ("pg1_pg2", .string(forward.state)), ("pg2_pg1", .string(back.state)),
@@ -128,6 +140,17 @@ enum ReplicationStatus {
       ("progress", .string(progress)), ("progress_pct", hidden ? .null : .double(pct)),
     ]
     if forward.state == "down" { fields.append(("forward_error", .from(forward.reason))) }
+    if forward.state != "unconfigured" {
+      // Whether the application may be fenced now (cutover.lua waits for this before its first
+      // revoke or pause): replicating, the apply worker running and settled, no schema drift.
+      var unhealthy = forward.unhealthy.map { "forward replication is not healthy: \($0)" }
+      if unhealthy == nil, let why = SchemaDrift.summary(drift) { unhealthy = why }
+      if unhealthy == nil, let driftError { unhealthy = "the schema drift check failed: \(driftError)" }
+      fields += [
+        ("forward_healthy", .bool(unhealthy == nil)), ("forward_unhealthy", .from(unhealthy)),
+        ("schema_drift", .from(drift.map(\.text))),
+      ]
+    }
     if forward.state == "initializing", let waits = s.source?.slotWaitsFor, !waits.isEmpty {
       fields.append((
         "forward_waiting",

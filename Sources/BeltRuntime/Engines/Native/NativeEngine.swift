@@ -333,6 +333,7 @@ struct NativeEngine: ReplicationEngine {
     var st = SubscriptionState(
       state: pending == 0 ? "replicating" : "initializing", reason: nil, tablesDone: done, tablesPending: pending,
       slotName: s.slot, copyDone: pending == 0)
+    st.workerRunning = (row?.int("apply") ?? 0) > 0
     if !s.enabled {
       st.state = "down"
       st.reason = "subscription \(sub) is disabled"

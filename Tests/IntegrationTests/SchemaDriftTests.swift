@@ -117,4 +117,186 @@ struct SchemaDriftTests {
     #expect(done.code == 0, "\(done.err) \(done.out)")
     #expect(try LoadTests.fingerprint(dc.conn("app", .src)) == LoadTests.fingerprint(dc.conn("app", .dst)))
   }
+
+  // MARK: after the fence
+
+  @Test(arguments: ["pglogical"]) func applyFailingAfterTheFence(engine: String) throws {
+    try Self.applyFailingAfterTheFenceGivesTheLoginsBackWithinSeconds(engine)
+  }
+
+  /// The application writes, during the drain (after its logins were revoked), a row dst
+  /// rejects (a CHECK only dst has): the apply worker fails on it and is restarted every 5 s
+  /// for good. The gate stops within seconds, not at its 5-minute timeout, and the cutover gives
+  /// the logins back, naming the cause.
+  static func applyFailingAfterTheFenceGivesTheLoginsBackWithinSeconds(_ engine: String) throws {
+    let (dc, p, app, pw) = try migrated(engine)
+    defer { Repl.cleanup(dc) }
+    try Cut.exec(dc, "app", .src, "GRANT INSERT ON notes TO \(PGConnection.quoteIdent(app))")
+    try Cut.exec(dc, "app", .dst, "ALTER TABLE notes ADD CONSTRAINT no_boom CHECK (body <> 'boom')")
+    let session = try PGConnection(
+      conninfo: ConnInfo.build([
+        ("hostaddr", PG.host), ("port", String(PG.port(.src))), ("dbname", p.dbname), ("user", app), ("password", pw),
+      ]), label: "application")
+    defer { session.close() }
+    let done = DispatchSemaphore(value: 0)
+    nonisolated(unsafe) var result: CLI.Result? = nil
+    let t0 = Date()
+    Thread {
+      result = try? CLI.run([
+        "run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "fence=auto", "drain_timeout=3s", "gate_timeout=5m",
+      ])
+      done.signal()
+    }.start()
+    // Revoked: the open session still writes (the drain has not ended it yet).
+    var revokedAt: Double? = nil
+    var wrote = false
+    var restoredAt: Double? = nil
+    while done.wait(timeout: .now() + 0.05) == .timedOut {
+      let can = try Cut.rolcanlogin(app) ?? true
+      if revokedAt == nil, !can {
+        revokedAt = Date().timeIntervalSince(t0)
+        try session.exec("INSERT INTO notes VALUES (1000, 'boom')")
+        wrote = true
+      }
+      if revokedAt != nil, restoredAt == nil, can { restoredAt = Date().timeIntervalSince(t0) }
+    }
+    let total = Date().timeIntervalSince(t0)
+    #expect(wrote, "the application wrote during the drain")
+    let r = try #require(result)
+    #expect(r.code != 0)
+    #expect(r.err.contains("dst cannot apply src's writes") && r.err.contains("restoring logins"), "\(r.err)")
+    if let revokedAt {
+      let back = (restoredAt ?? total) - revokedAt
+      print(String(format: "logins revoked at %.1f s, given back %.1f s later; cutover exited after %.1f s: %@",
+        revokedAt, back, total, String(r.err.split(separator: "\n").first { $0.contains("cannot apply") } ?? "")))
+      #expect(back < 30, "the logins are back within 30 s, not after the gate timeout")
+    }
+    #expect(logsIn(dc, p, app, pw) == "ok")
+  }
+
+  @Test(arguments: ["pglogical"]) func applyBlockedByALock(engine: String) throws {
+    try Self.applyBlockedByALockStopsTheGate(engine)
+  }
+
+  /// A session on dst holds a replicated table in ACCESS EXCLUSIVE mode: the apply worker waits
+  /// behind it, status names the holder, and the gate stops after the lock grace instead of its
+  /// timeout.
+  static func applyBlockedByALockStopsTheGate(_ engine: String) throws {
+    let (dc, _, _, _) = try migrated(engine)
+    defer { Repl.cleanup(dc) }
+    let holder = try dc.conn("app", .dst)
+    defer { holder.close() }
+    try holder.exec("SET application_name = 'the locker'; BEGIN; LOCK TABLE notes IN ACCESS EXCLUSIVE MODE")
+    try Cut.exec(dc, "app", .src, "INSERT INTO notes VALUES (2000, 'behind the lock')")
+    let st = try Repl.waitStatus(dc, "app", "status names the lock", timeout: 20) {
+      ($0["forward_unhealthy"]?.stringValue ?? "").contains("the locker")
+    }
+    #expect(st["forward_healthy"] == false, "\(st.json())")
+    let t0 = Date()
+    var message = ""
+    do {
+      _ = try dc.run("teardown_forward_replication", "app", ["timeout": "5m"])
+    } catch {
+      message = BeltError.wrap(error).message
+    }
+    let took = Date().timeIntervalSince(t0)
+    print(String(format: "gate stopped after %.1f s: %@", took, message))
+    #expect(message.contains("has waited") && message.contains("the locker"), "\(message)")
+    #expect(took < 30)
+    try holder.exec("ROLLBACK")
+    // Forward replication was left in place: the row arrives once the lock is gone.
+    try Repl.waitFor("the row behind the lock arrives", timeout: 30) {
+      try Cut.scalar(dc, "app", .dst, "SELECT count(*) FROM notes WHERE id = 2000") == "1"
+    }
+  }
+
+  // MARK: apply-ddl
+
+  @Test(arguments: ["pglogical"]) func applyDDL(engine: String) throws {
+    try Self.applyDDLOrdersEachStatementUnderLiveWrites(engine)
+  }
+
+  @Test(.disabled("native engine: its first cut is being tested by the lead; enable once NativeEngine.state is settled"))
+  func applyDDLNative() throws {
+    try Self.applyDDLOrdersEachStatementUnderLiveWrites("native")
+  }
+
+  /// ADD COLUMN with a default, a new table (which then replicates), DROP COLUMN and CREATE
+  /// INDEX on a replicating pair under live writes; refused statements run nowhere; every table
+  /// equal, no drift, and the schema files follow.
+  static func applyDDLOrdersEachStatementUnderLiveWrites(_ engine: String) throws {
+    let (dc, _, _, _) = try migrated(engine)
+    defer { Repl.cleanup(dc) }
+    // Refused, as a whole, before anything runs.
+    for (sql, why) in [
+      ("ALTER TABLE notes ADD COLUMN a int; ALTER TABLE orders ALTER COLUMN item TYPE varchar(50)", "ALTER COLUMN ... TYPE"),
+      ("ALTER TABLE notes RENAME COLUMN body TO text", "RENAME"),
+      ("ALTER TABLE notes ADD COLUMN b int, DROP COLUMN body", "give each its own statement"),
+      ("INSERT INTO notes VALUES (5000, 'x')", "not DDL"),
+    ] {
+      let r = try CLI.run(["apply-ddl", dc.dc, "app", "--config-dir", dc.root, "--sql", sql])
+      #expect(r.code != 0 && r.err.contains(why) && r.err.contains("nothing was run"), "\(sql): \(r.err)")
+    }
+    for side in Side.allCases {
+      #expect(try Cut.scalar(dc, "app", side, "SELECT count(*) FROM pg_attribute WHERE attrelid = 'notes'::regclass AND attname IN ('a', 'b') AND NOT attisdropped") == "0")
+      #expect(try Cut.scalar(dc, "app", side, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'orders'::regclass AND attname = 'item'") == "text")
+    }
+
+    // Live writes into orders throughout.
+    let src = try dc.store.load(dc: dc.dc, db: "app").src
+    let conninfo = try #require(src).conninfo(.root, connectTimeout: 5)
+    let stop = Locked(false)
+    let written = Locked(0)
+    let writer = Thread {
+      guard let c = try? PGConnection(conninfo: conninfo, label: "writer") else { return }
+      defer { c.close() }
+      while !stop.value {
+        if (try? c.query("INSERT INTO orders (item) VALUES ('live')")) != nil { written.update { $0 += 1 } }
+      }
+    }
+    writer.start()
+    let sql = """
+      ALTER TABLE orders ADD COLUMN note text NOT NULL DEFAULT 'n/a';
+      CREATE TABLE extras (id int PRIMARY KEY, v text);
+      ALTER TABLE notes DROP COLUMN body;
+      CREATE INDEX orders_item_idx ON orders (item);
+      ALTER TYPE mood ADD VALUE 'meh';
+      """
+    let r = try CLI.run(["apply-ddl", dc.dc, "app", "--config-dir", dc.root, "--json", "--sql", sql])
+    #expect(r.code == 0, "\(r.err) \(r.out)")
+    let rec = try JSONParser.parse(r.out)
+    let sides = rec["statements"]?.arrayValue?.map { ($0["sides"]?.arrayValue ?? []).compactMap(\.stringValue).joined(separator: ",") }
+    #expect(sides == ["dst,src", "dst,src", "src,dst", "dst,src", "dst,src"], "\(r.out)")
+    #expect(rec["published"]?.arrayValue?.compactMap(\.stringValue) == ["extras"], "\(r.out)")
+    try Cut.exec(dc, "app", .src, "INSERT INTO extras SELECT g, 'e' || g FROM generate_series(1, 50) g; UPDATE orders SET note = 'set', m = 'meh' WHERE id <= 10")
+    Thread.sleep(forTimeInterval: 1)
+    stop.value = true
+    while !writer.isFinished { Thread.sleep(forTimeInterval: 0.05) }
+    #expect(written.value > 0)
+    try Repl.waitFor("every table equal on both sides", timeout: 60) {
+      try LoadTests.fingerprint(dc.conn("app", .src)).filter { $0.key != "loose" }
+        == LoadTests.fingerprint(dc.conn("app", .dst)).filter { $0.key != "loose" }
+    }
+    let st = try Repl.waitStatus(dc, "app", "healthy, no drift", timeout: 30) { $0["forward_healthy"] == true }
+    #expect(st["schema_drift"]?.arrayValue?.isEmpty == true)
+    #expect(try Cut.scalar(dc, "app", .dst, "SELECT count(*) FROM pg_indexes WHERE indexname = 'orders_item_idx'") == "1")
+    let files = try String(contentsOfFile: dc.root + "/schemas/\(dc.dc)/app/schema.sql", encoding: .utf8)
+    #expect(files.contains("extras") && files.contains("note text") && !files.contains("body text"))
+    let diff = try dc.run("diff_schemas", "app", ["full": true])
+    #expect(diff["ok"] != false, "\(diff.json())")
+    let log = audit(dc)
+    #expect(log.contains("ALTER TABLE orders ADD COLUMN note") && log.contains("\"side\":\"dst\""))
+  }
+}
+
+/// A value shared between the test and a thread it starts.
+final class Locked<T>: @unchecked Sendable {
+  private let lock = NSLock()
+  private var v: T
+  init(_ v: T) { self.v = v }
+  var value: T {
+    get { lock.lock(); defer { lock.unlock() }; return v }
+    set { lock.lock(); v = newValue; lock.unlock() }
+  }
+  func update(_ f: (inout T) -> Void) { lock.lock(); f(&v); lock.unlock() }
 }

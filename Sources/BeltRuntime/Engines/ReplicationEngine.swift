@@ -165,10 +165,15 @@ struct SubscriptionState: Sendable {
   /// Seconds since the running apply worker started (nil: unknown). A worker that fails on every
   /// change is restarted every few seconds and is only up for a moment each time.
   var workerUptime: Double? = nil
+  /// The running apply worker's process id on the subscriber (nil: not running or unknown).
+  var workerPid: Int? = nil
 
   /// How long an apply worker must have stayed up to count as settled: longer than the retry
   /// interval after a failure (5 s for pglogical, `wal_retrieve_retry_interval` for native).
   static let settledAfter: Double = 8
+  /// How long an apply worker may wait for a lock on the subscriber before the direction counts
+  /// as down (a session holding a table of the migration locked blocks every later change).
+  static let lockGrace: Double = 15
 
   /// Why this direction is not healthy enough to fence the application on (nil: healthy): it
   /// must be replicating, its apply worker running and settled, with nothing amiss.

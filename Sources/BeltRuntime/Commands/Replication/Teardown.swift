@@ -165,6 +165,11 @@ enum Teardown {
   ) throws -> String? {
     let st = try engine.state(droot, .forward, server: server)
     if st.state == "down" { return "forward is down: " + (st.reason ?? "cause unknown") }
+    if let lock = try ReplicationStatus.lockWait(droot, st, name: engine.name(.forward)),
+      lock.seconds >= SubscriptionState.lockGrace
+    {
+      return lock.text
+    }
     let drift = try SchemaDrift.differences(src: sroot, dst: droot, engine: engine, schema: ctx.schema, targets: nil)
     return SchemaDrift.summary(drift.filter(\.breaks))
   }

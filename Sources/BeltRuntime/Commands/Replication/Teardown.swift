@@ -69,8 +69,11 @@ enum Teardown {
       if let note = try engine.enableForGate(droot) { notes.append(note) }
       // A state in which dst cannot apply anything more is refused before the fence marker.
       if let why = try hopeless(ctx, engine: engine, sroot: sroot, droot: droot, server: dst) {
-        throw ctx.refuse(
-          "dst cannot apply src's writes: \(why); \(forward) was left in place (mend it, e.g. belt apply-ddl --dst-only, then retry)")
+        // Retryable: once the cause is mended (a password, a missing column), the same call passes.
+        throw BeltError(
+          .preconditionFailed,
+          "dst cannot apply src's writes: \(why); no fence was written and \(forward) was left in place (mend the cause, then retry)",
+          dc: ctx.dc, db: ctx.db, retryable: true)
       }
       // The exact fence: a marker row on src, polled for on dst (see ``Fence``). When the fence
       // table cannot be set up (say, no privilege), the slower gate on the slot's confirmed position.
@@ -185,7 +188,7 @@ enum Teardown {
       .preconditionFailed,
       String(format: "dst cannot apply src's writes: %@; the gate stopped after %.1f s instead of waiting up to %d s; %@ was left in place",
         why, elapsed, Int(timeout), engine.name(.forward)),
-      dc: ctx.dc, db: ctx.db, retryable: false)
+      dc: ctx.dc, db: ctx.db, retryable: true)
   }
 
   /// The error of a gate that gave up: where the slot is and what state forward replication is in.

@@ -287,6 +287,51 @@ struct SchemaDriftTests {
     let log = audit(dc)
     #expect(log.contains("ALTER TABLE orders ADD COLUMN note") && log.contains("\"side\":\"dst\""))
   }
+  // MARK: every kind of drift
+
+  @Test(arguments: ["pglogical"]) func everyKindOfDrift(engine: String) throws {
+    try Self.statusNamesEveryKindOfDriftAndApplyDDLMendsIt(engine)
+  }
+
+  /// An enum label and a table added on src only, a NOT NULL column without a default and a
+  /// nullability tighter on dst: status names each (down for those that stop the apply), the
+  /// cutover refuses, and apply-ddl --dst-only (which publishes the new table) plus two fixes
+  /// on dst bring the pair back to healthy with the new table's rows on dst.
+  static func statusNamesEveryKindOfDriftAndApplyDDLMendsIt(_ engine: String) throws {
+    let (dc, p, _, _) = try migrated(engine)
+    defer { Repl.cleanup(dc) }
+    // The application creates its tables as the owner user.
+    try Cut.exec(dc, "app", .src, "SET ROLE \(PGConnection.quoteIdent(p.owner.name)); ALTER TYPE mood ADD VALUE 'meh'; CREATE TABLE newt (id int PRIMARY KEY, v text); INSERT INTO newt VALUES (1, 'one')")
+    try Cut.exec(dc, "app", .dst, "ALTER TABLE notes ADD COLUMN flag int NOT NULL DEFAULT 0; ALTER TABLE notes ALTER COLUMN flag DROP DEFAULT; ALTER TABLE orders ALTER COLUMN m SET NOT NULL")
+    let st = try dc.run("status", "app")
+    let drift = st["schema_drift"]?.arrayValue?.compactMap(\.stringValue) ?? []
+    for line in [
+      "dst's enum mood lacks label(s) 'meh', which src has",
+      "table newt on src is not in set pgbelt (created after setup?)",
+      "dst has column notes.flag integer NOT NULL without a default, which src lacks",
+      "column orders.m is NOT NULL on dst but not on src",
+    ] {
+      #expect(drift.contains { $0.hasPrefix(line) }, "\(line) in \(drift)")
+    }
+    #expect(st["forward"] == "down" && (st["forward_error"]?.stringValue ?? "").hasPrefix("schema drift: "), "\(st.json())")
+    let cut = try CLI.run(["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "fence=auto"])
+    #expect(cut.code != 0 && cut.err.contains("schema drift"), "\(cut.err)")
+
+    let a = try CLI.run([
+      "apply-ddl", dc.dc, "app", "--config-dir", dc.root, "--dst-only", "--json", "--sql",
+      "ALTER TYPE mood ADD VALUE 'meh'; CREATE TABLE newt (id int PRIMARY KEY, v text)",
+    ])
+    #expect(a.code == 0, "\(a.err)")
+    let rec = try JSONParser.parse(a.out)
+    #expect(rec["published"]?.arrayValue?.compactMap(\.stringValue) == ["newt"], "\(a.out)")
+    let left = rec["schema_drift"]?.arrayValue?.compactMap(\.stringValue) ?? []
+    #expect(left.count == 2 && left.allSatisfy { $0.contains("notes.flag") || $0.contains("orders.m") }, "\(left)")
+    try Cut.exec(dc, "app", .dst, "ALTER TABLE notes DROP COLUMN flag; ALTER TABLE orders ALTER COLUMN m DROP NOT NULL")
+    try Repl.waitStatus(dc, "app", "healthy", timeout: 60) { $0["forward_healthy"] == true }
+    try Repl.waitFor("newt's row on dst", timeout: 30) {
+      try Cut.scalar(dc, "app", .dst, "SELECT v FROM newt WHERE id = 1") == "one"
+    }
+  }
 }
 
 /// A value shared between the test and a thread it starts.

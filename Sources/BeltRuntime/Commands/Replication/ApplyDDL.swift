@@ -86,6 +86,13 @@ enum ApplyDDL {
       let already = Set(try engine.publishedTables(sroot, schema: ctx.schema) ?? [])
       for t in infos where !already.contains(t.name) {
         let travel = engine.travel(t)
+        let owner = try ctx.config.server(.src).owner.name
+        guard t.owner == owner else {
+          notes.append(
+            "table \(t.name) is owned by \(t.owner), not by the owner user \(owner), so it was not published: "
+              + "change its owner (ALTER TABLE ... OWNER TO), then run setup again")
+          continue
+        }
         guard travel.how == .streamed else {
           notes.append("table \(t.name) is not published: \(travel.label)\(travel.why.map { " (\($0))" } ?? "")")
           continue

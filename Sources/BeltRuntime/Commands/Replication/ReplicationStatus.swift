@@ -190,12 +190,15 @@ enum ReplicationStatus {
       // revoke or pause): replicating, the apply worker running and settled, no schema drift.
       var unhealthy = forward.unhealthy.map { "forward replication is not healthy: \($0)" }
       if unhealthy == nil, let why = SchemaDrift.summary(drift) { unhealthy = why }
-      if unhealthy == nil, let lock = d.lockWait { unhealthy = lock.text }
+
       if unhealthy == nil, let driftError { unhealthy = "the schema drift check failed: \(driftError)" }
       fields += [
         ("forward_healthy", .bool(unhealthy == nil)), ("forward_unhealthy", .from(unhealthy)),
         ("schema_drift", .from(drift.map(\.text))),
       ]
+      // A shorter wait is shown, not counted: a lock held for a moment on dst is not a reason to
+      // refuse a cutover; from lockGrace on, forward is down (above) and the gate stops.
+      if let lock = d.lockWait { fields.append(("forward_lock_wait", .string(lock.text))) }
     }
     if forward.state == "initializing", let waits = s.source?.slotWaitsFor, !waits.isEmpty {
       fields.append((

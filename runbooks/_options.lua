@@ -22,6 +22,7 @@ return {
     { "lock_out_shared", false, "revoke LOGIN even from roles that other databases of the server use" },
     { "switch", "none", "none: the application reconnects elsewhere itself (every request in the window fails); pgbouncer: traffic is paused in pgbouncer and switched to dst" },
     { "pause_timeout", "30s", "switch=pgbouncer: the longest the application may wait; must be below pgbouncer's query_wait_timeout" },
+    { "health_timeout", "30s", "how long, right before the first revoke (or PAUSE), to wait for forward replication to be healthy (apply worker running and settled, no schema drift); a down forward or a drift stops the cutover at once, untouched" },
   },
   ["rollback.lua"] = {
     { "drain_timeout", "1m", "how long to wait for dst sessions to end before terminating them" },

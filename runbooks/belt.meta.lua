@@ -362,6 +362,20 @@ function belt.terminate_connections(dc, db, opts) end
 ---@field exclude_users string[]? Additional usernames to exclude (can be repeated). Always excludes rdsadmin and postgres.
 ---@field reverse boolean? Swap src and dst: work on the destination as if it were the source (rollback.lua). (runbooks only)
 
+--- Changes the schema of a replicating pair on both sides, each statement on the side that must change first.
+--- `belt.apply_ddl(dc[, db][, opts]) -> record`
+--- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
+---@param dc string
+---@param db string?
+---@param opts belt.apply_ddl.opts?
+---@return BeltRecord
+function belt.apply_ddl(dc, db, opts) end
+
+---@class belt.apply_ddl.opts
+---@field dst_only boolean? Apply on dst only: src already has the change.
+---@field file string? A file holding the statements to apply.
+---@field sql string? The statements to apply (separated by semicolons).
+
 --- Show the journal of a flow (cutover.lua by default) for one or all of the dbs in a datacenter.
 --- `belt.journal(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.

@@ -2,7 +2,7 @@
 --
 -- The cutover (the application's downtime window), for one database or every database of the dc
 -- at once:
---   wait until forward lag < max_lag -> revoke-logins -> wait for application sessions to drain
+--   wait until forward lag < max_lag -> forward healthy (no schema drift) -> revoke-logins -> wait for application sessions to drain
 --   (then terminate the rest, or fail) -> teardown-forward-replication (waits until dst has
 --   applied everything src wrote) -> sync (sequences, PK-less tables, validation, constraints,
 --   indexes, analyze) -> diff-sequences (dst at or past src, in the window) -> diff-schemas --full
@@ -126,6 +126,16 @@ local function not_replicating(r)
   end
   return msg
 end
+-- Schema drift between src and dst (status compares the published tables' columns, the set of
+-- published tables and enum labels) stops the cutover before anything changes: dst would not
+-- have what src has once the application is switched, and a drift that breaks the apply would
+-- hold the gate.
+local function drifted(r)
+  if r.schema_drift and #r.schema_drift > 0 then
+    error(belt.error("precondition_failed", ("%s: schema drift between src and dst: %s; mend it (belt apply-ddl %s %s --dst-only --sql ...) "
+      .. "before the cutover; nothing was revoked"):format(r.db, table.concat(r.schema_drift, "; "), dc, r.db)))
+  end
+end
 local skipped = {}
 if #fresh > 0 then
   -- A database whose forward replication is gone cannot start; the others go on without it.
@@ -156,11 +166,35 @@ if #fresh > 0 then
         end
         return false
       end
+      drifted(r)
       if r.lag_bytes == nil or r.lag_bytes > o.max_lag then return false end
     end
     return true
   end, { timeout = o.lag_timeout, interval = "1s", desc = "forward lag under max_lag" })
   if o.confirm then belt.confirm(("Cut over %s/%s now? Logins on src will be revoked."):format(dc, table.concat(fresh, ", "))) end
+  -- Right before the fence: forward replication must be healthy (apply worker running and
+  -- settled, no schema drift), or nothing is revoked or paused and the application is untouched.
+  -- A worker that merely restarted gets up to health_timeout to settle; one that keeps failing,
+  -- or a drift, stops the cutover here.
+  local last = {}
+  local healthy = belt.wait_for(function()
+    for _, r in ipairs(lib.records(belt.status(dc, fresh))) do
+      lib.must(r, "status of " .. tostring(r.db))
+      if r.forward == "down" or r.forward == "unconfigured" then
+        error(belt.error("precondition_failed", not_replicating(r) .. "; nothing was revoked"))
+      end
+      drifted(r)
+      if r.forward_healthy ~= true then last[r.db] = r.forward_unhealthy or r.forward; return false end
+      last[r.db] = nil
+    end
+    return true
+  end, { timeout = o.health_timeout, interval = "1s", desc = "forward replication healthy", on_timeout = "return" })
+  if not healthy then
+    local why = {}
+    for name, msg in pairs(last) do why[#why + 1] = ("%s: %s"):format(name, tostring(msg)) end
+    table.sort(why)
+    error(belt.error("precondition_failed", ("%s for %s; nothing was revoked"):format(table.concat(why, "; "), tostring(o.health_timeout))))
+  end
 end
 
 local active = {}

@@ -144,7 +144,9 @@ struct Bounced {
       try Cut.exec(dc, "shop", side, grant)
     }
     _ = try dc.run("setup", "shop")
-    try Repl.waitStatus(dc, "shop", "replicating") { $0["forward"] == "replicating" }
+    // Healthy: replicating with a settled apply worker, as a pair migrated a while ago (a cutover
+    // right after setup first waits up to 8 s for the worker to settle, see cutover.lua).
+    try Repl.waitStatus(dc, "shop", "replicating") { $0["forward"] == "replicating" && $0["forward_healthy"] == true }
     // The grants on dst came after the schema load there: give them again.
     try Cut.exec(dc, "shop", .dst, grant)
     return Bounced(dc: dc, pair: pair, app: app, bouncer: bouncer)

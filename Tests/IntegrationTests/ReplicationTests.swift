@@ -257,14 +257,14 @@ struct ReplicationTests {
     let cli = try CLI.run(["status", dc.dc, "broken", "--json", "--config-dir", dc.root])
     #expect(cli.out.contains("\"forward\": \"down\""))
     #expect(!cli.out.contains(p.pglogical.password) && !cli.err.contains(p.pglogical.password))
-    // The cutover gate cannot pass while forward is down: it times out, retryable, and keeps
-    // the subscription.
+    // The cutover gate cannot pass while forward is down: it refuses at once (issue 24: not
+    // after its timeout), retryable, and keeps the subscription.
     try s.exec("INSERT INTO \"UsersCapital\" (name) VALUES ('after break')")
     do {
       _ = try dc.run("teardown_forward_replication", "broken", ["timeout": "1s"])
       Issue.record("the gate should time out while forward is down")
     } catch let e as BeltError {
-      #expect(e.code == .timeout && e.retryable, "\(e)")
+      #expect(e.code == .preconditionFailed && e.retryable, "\(e)")
       #expect(
         e.message.contains("left in place") && e.message.contains("forward is down"), "\(e.message)"
       )

@@ -19,6 +19,14 @@ final class GraceClock: @unchecked Sendable {
     return 0
   }
 
+  /// Seconds since `condition` was first seen for `key`, without starting the clock (nil: not seen).
+  func peek(_ key: String, _ condition: String) -> Double? {
+    lock.lock()
+    defer { lock.unlock() }
+    guard let s = seen[key], s.condition == condition else { return nil }
+    return Date().timeIntervalSince(s.since)
+  }
+
   /// Forgets `key` (its state is fine, or definitely down).
   func clear(_ key: String) {
     lock.lock()

@@ -162,6 +162,32 @@ struct SubscriptionState: Sendable {
   var slotName: String?
   /// Whether the initial copy is finished (every table, and the initial full sync).
   var copyDone: Bool = true
+  /// Whether the direction's apply worker runs now (nil: the engine cannot tell).
+  var workerRunning: Bool? = nil
+  /// Seconds since the running apply worker started (nil: unknown). A worker that fails on every
+  /// change is restarted every few seconds and is only up for a moment each time.
+  var workerUptime: Double? = nil
+  /// The running apply worker's process id on the subscriber (nil: not running or unknown).
+  var workerPid: Int? = nil
+
+  /// How long an apply worker must have stayed up to count as settled: longer than the retry
+  /// interval after a failure (5 s for pglogical, `wal_retrieve_retry_interval` for native).
+  static let settledAfter: Double = 8
+  /// How long an apply worker may wait for a lock on the subscriber before the direction counts
+  /// as down (a session holding a table of the migration locked blocks every later change).
+  static let lockGrace: Double = 15
+
+  /// Why this direction is not healthy enough to fence the application on (nil: healthy): it
+  /// must be replicating, its apply worker running and settled, with nothing amiss.
+  var unhealthy: String? {
+    if state != "replicating" { return "it is \(state)" + (reason.map { ": \($0)" } ?? "") }
+    if let reason { return reason }
+    if workerRunning == false { return "its apply worker is not running" }
+    if let up = workerUptime, up < Self.settledAfter {
+      return String(format: "its apply worker started %.0f s ago (it must stay up %.0f s to count as settled)", up, Self.settledAfter)
+    }
+    return nil
+  }
 
   static let unconfigured = SubscriptionState(state: "unconfigured", reason: nil, tablesDone: nil, tablesPending: 0, slotName: nil)
 }

@@ -69,6 +69,30 @@ public enum LockWait {
     }
   }
 
+  /// How long backend `pid` has waited for a lock, and the sessions holding it (nil: it waits
+  /// for none). Used for a replication apply worker stuck behind an application's lock.
+  public static func waiting(_ c: PGConnection, pid: Int) throws -> (seconds: Double, holders: [String])? {
+    // pg_locks.waitstart exists from PostgreSQL 14 on; read through jsonb so older servers answer too.
+    let r = try c.query(
+      """
+      SELECT coalesce(extract(epoch FROM now() - min((to_jsonb(l) ->> 'waitstart')::timestamptz)), 0)::float8 AS waited,
+             (SELECT coalesce(json_agg(json_build_object('pid', b.pid, 'user', coalesce(b.usename, '?'),
+                                 'state', coalesce(b.state, '?'), 'app', coalesce(b.application_name, ''))), '[]')::text
+                FROM pg_stat_activity b WHERE b.pid = ANY(pg_blocking_pids($1::int))) AS holders
+        FROM pg_locks l WHERE l.pid = $1::int AND NOT l.granted
+      HAVING count(*) > 0
+      """, [String(pid)])
+    guard let row = r.rows.first else { return nil }
+    let holders = (try? JSONParser.parse(row.string("holders")))?.arrayValue ?? []
+    return (
+      Double(row.string("waited")) ?? 0,
+      holders.map {
+        var s = "pid \($0["pid"]?.display ?? "?") (user \($0["user"]?.display ?? "?"), \($0["state"]?.display ?? "?")"
+        if let app = $0["app"]?.stringValue, !app.isEmpty { s += ", application \(app)" }
+        return s + ")"
+      })
+  }
+
   /// Sleeps, honouring Ctrl-C.
   public static func pause(_ seconds: Double) throws {
     if belt_interrupted() != 0 { throw BeltError(.interrupted, "interrupted by the user (Ctrl-C)") }

@@ -8,7 +8,7 @@ public enum ReplicationOps {
   /// All specs of this family.
   public static let all: [OperationSpec] = [
     reset, setup, setupBackReplication, status, teardownBackReplication,
-    teardownForwardReplication, teardown, cleanupPreviousConfig,
+    teardownForwardReplication, teardown, cleanupPreviousConfig, applyDDL,
   ]
 
   /// The status table (pgbelt's columns), then one line per subscription that is down, with
@@ -24,6 +24,10 @@ public enum ReplicationOps {
         if let why = r[key]?.stringValue {
           out += Render.red("\(db): \(label) is down: \(why)") + "\n"
         }
+      }
+      if r["forward"]?.stringValue != "down", let drift = r["schema_drift"]?.arrayValue, !drift.isEmpty {
+        let lines = drift.compactMap(\.stringValue)
+        out += Render.yellow("\(db): schema drift (the cutover refuses until it is mended): \(lines.joined(separator: "; "))") + "\n"
       }
       if let why = r["forward_waiting"]?.stringValue { out += Render.yellow("\(db): src -> dst waits: \(why)") + "\n" }
       if let line = CutoverProgress.statusLine(r) { out += Render.yellow(line) + "\n" }
@@ -134,6 +138,24 @@ public enum ReplicationOps {
       """,
     sides: .both, options: [OptionSpec("full", .bool, "Remove pglogical extension", cli: .inverted)]
   ) { ctx in try Teardown.teardown(ctx) }
+
+  static let applyDDL = OperationSpec(
+    name: "apply_ddl",
+    summary: "Changes the schema of a replicating pair on both sides, each statement on the side that must change first.",
+    details: """
+      Additive changes (ADD COLUMN, CREATE TABLE, a new enum value, DROP NOT NULL, DROP CONSTRAINT, DROP INDEX) run on dst first, then src; removals and tightenings (DROP COLUMN, DROP TABLE, ADD CONSTRAINT, SET NOT NULL, CREATE UNIQUE INDEX) on src first. Statements that no order makes safe (ALTER COLUMN TYPE, RENAME, SET SCHEMA, CREATE TABLE AS, data changes, GRANTs) are refused before anything runs.
+
+      A table it creates in the pair's schema is published and copied when the engine streams it. The schema files (schemas/dc/db/) are dumped again from src. Each statement runs as the owner user, in the audit log.
+
+      --dst-only brings dst in line when the change already ran on src (dst's apply stopped on it: belt status names the drift); replication then resumes where it stopped.
+      """,
+    sides: .both,
+    options: [
+      OptionSpec("sql", .string, "The statements to apply (separated by semicolons)."),
+      OptionSpec("file", .string, "A file holding the statements to apply."),
+      OptionSpec("dst_only", .bool, "Apply on dst only: src already has the change.", cli: .inverted),
+    ]
+  ) { ctx in try ApplyDDL.run(ctx) }
 
   static let cleanupPreviousConfig = OperationSpec(
     name: "cleanup_previous_config",

@@ -12,6 +12,8 @@ struct SideSnapshot: Sendable {
   var datasetBytes: Int
   /// The same, pretty.
   var datasetPretty: String
+  /// How long the subscription's apply worker has waited for a lock, and on whom.
+  var lockWait: (seconds: Double, text: String)? = nil
 }
 
 /// `belt status`: the state of both subscriptions, forward lag and initial-copy progress.
@@ -35,6 +37,25 @@ enum ReplicationStatus {
     return (r.rows.first?.int("bytes") ?? 0, r.rows.first?.string("pretty") ?? "0 bytes")
   }
 
+  /// The size of the same tables from the catalog (pages as of the last VACUUM or ANALYZE),
+  /// without taking any lock on them.
+  static func estimatedSize(_ c: PGConnection, schema: String, subset: [String]?) throws -> (Int, String) {
+    let names: String? = subset.map { PGArray.literal($0.map { Catalog.bareName($0, schema: schema) }) }
+    let r = try c.query(
+      """
+      WITH s AS (
+        SELECT coalesce(sum(x.relpages), 0)::bigint * current_setting('block_size')::bigint AS bytes
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          JOIN pg_class x ON x.oid = c.oid OR x.oid = c.reltoastrelid
+                          OR x.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = c.oid)
+         WHERE n.nspname = $1 AND c.relkind = 'r'
+           AND EXISTS (SELECT 1 FROM pg_constraint p WHERE p.conrelid = c.oid AND p.contype = 'p')
+           AND ($2::text[] IS NULL OR c.relname = ANY($2::text[])))
+      SELECT bytes, pg_size_pretty(bytes) || ' (estimate)' AS pretty FROM s
+      """, [schema, names])
+    return (r.rows.first?.int("bytes") ?? 0, r.rows.first?.string("pretty") ?? "0 bytes")
+  }
+
   /// Reads one side.
   static func snapshot(
     _ side: Side, engine: any ReplicationEngine, server: ServerConfig, schema: String, subset: [String]?,
@@ -48,11 +69,31 @@ enum ReplicationStatus {
     c.audit = audit  // status may wake a subscription
     defer { c.close() }
     let sub = try engine.state(c, side == .dst ? .forward : .back, server: server)
-    let (bytes, pretty) = try datasetSize(c, schema: schema, subset: subset)
+    // A session holding a table locked (ACCESS EXCLUSIVE) must not hang status: the exact size
+    // waits at most a second for the table's lock, then the planner's estimate stands in.
+    var bytes = 0, pretty = ""
+    do {
+      try c.exec("SET lock_timeout = '1s'")
+      (bytes, pretty) = try datasetSize(c, schema: schema, subset: subset)
+      try c.exec("RESET lock_timeout")
+    } catch let e as PGError where e.sqlState == "55P03" {
+      try c.exec("RESET lock_timeout")
+      (bytes, pretty) = try estimatedSize(c, schema: schema, subset: subset)
+    }
     let source = side == .src ? try engine.sourceFacts(c, schema: schema) : nil
-    var snap = SideSnapshot(subscription: sub, source: source, datasetBytes: bytes, datasetPretty: pretty)
+    var snap = SideSnapshot(
+      subscription: sub, source: source, datasetBytes: bytes, datasetPretty: pretty,
+      lockWait: try lockWait(c, sub, name: engine.name(side == .dst ? .forward : .back)))
     if side == .dst { snap.backArmed = try engine.backArmed(c) }
     return snap
+  }
+
+  /// How long a subscription's running apply worker has waited for a lock on its side, with a
+  /// sentence naming the sessions that hold it (nil: it waits for none).
+  static func lockWait(_ c: PGConnection, _ st: SubscriptionState, name: String) throws -> (seconds: Double, text: String)? {
+    guard let pid = st.workerPid, let w = try LockWait.waiting(c, pid: pid) else { return nil }
+    let who = w.holders.isEmpty ? "another session" : w.holders.joined(separator: ", ")
+    return (w.seconds, "the apply worker of \(name) (pid \(pid)) has waited \(Int(w.seconds)) s for a lock held by \(who)")
   }
 
   /// The status record of one pair.
@@ -93,11 +134,27 @@ enum ReplicationStatus {
     }
     let s = try side(0, .src)
     let d = try side(1, .dst)
-    let forward = d.subscription
+    var forward = d.subscription
     var back = s.subscription
     if back.state == "unconfigured", d.backArmed {
       // Back replication waits on dst for the cutover, which attaches it when forward is dropped.
       back.state = "armed"
+    }
+    // Schema drift on what forward replication carries, from both sides' catalogs: a column
+    // src has and dst lacks stops dst's apply worker on the next change to that table, and
+    // only the dst server log would say why.
+    if let lock = d.lockWait, lock.seconds >= SubscriptionState.lockGrace, forward.state != "down" {
+      forward.state = "down"
+      forward.reason = lock.text
+    }
+    var drift: [SchemaDrift.Difference] = []
+    var driftError: String? = nil
+    if unreachable.isEmpty, forward.state != "unconfigured" {
+      do { drift = try SchemaDrift.differences(ctx) } catch { driftError = BeltError.wrap(error).message }
+      if let why = SchemaDrift.summary(drift.filter(\.breaks)) {
+        forward.state = "down"
+        forward.reason = why + (forward.reason.map { "; \($0)" } ?? "")
+      }
     }
     var fields: [(String, Value)] = [
       ("forward", .string(forward.state)), ("back", .string(back.state)),
@@ -136,6 +193,21 @@ enum ReplicationStatus {
       ("progress", .string(progress)), ("progress_pct", hidden ? .null : .double(pct)),
     ]
     if forward.state == "down" { fields.append(("forward_error", .from(forward.reason))) }
+    if forward.state != "unconfigured" {
+      // Whether the application may be fenced now (cutover.lua waits for this before its first
+      // revoke or pause): replicating, the apply worker running and settled, no schema drift.
+      var unhealthy = forward.unhealthy.map { "forward replication is not healthy: \($0)" }
+      if unhealthy == nil, let why = SchemaDrift.summary(drift) { unhealthy = why }
+
+      if unhealthy == nil, let driftError { unhealthy = "the schema drift check failed: \(driftError)" }
+      fields += [
+        ("forward_healthy", .bool(unhealthy == nil)), ("forward_unhealthy", .from(unhealthy)),
+        ("schema_drift", .from(drift.map(\.text))),
+      ]
+      // A shorter wait is shown, not counted: a lock held for a moment on dst is not a reason to
+      // refuse a cutover; from lockGrace on, forward is down (above) and the gate stops.
+      if let lock = d.lockWait { fields.append(("forward_lock_wait", .string(lock.text))) }
+    }
     if forward.state == "initializing", let waits = s.source?.slotWaitsFor, !waits.isEmpty {
       fields.append((
         "forward_waiting",

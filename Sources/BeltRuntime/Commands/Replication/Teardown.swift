@@ -71,6 +71,14 @@ enum Teardown {
       // Left disabled by a teardown that stopped between disabling and dropping it (belt
       // killed): nothing would ever reach dst, and the gate would wait until its timeout.
       if let note = try engine.enableForGate(droot) { notes.append(note) }
+      // A state in which dst cannot apply anything more is refused before the fence marker.
+      if let why = try hopeless(ctx, engine: engine, sroot: sroot, droot: droot, server: dst) {
+        // Retryable: once the cause is mended (a password, a missing column), the same call passes.
+        throw BeltError(
+          .preconditionFailed,
+          "dst cannot apply src's writes: \(why); no fence was written and \(forward) was left in place (mend the cause, then retry)",
+          dc: ctx.dc, db: ctx.db, retryable: true)
+      }
       // The exact fence: a marker row on src, polled for on dst (see ``Fence``). When the fence
       // table cannot be set up (say, no privilege), the slower gate on the slot's confirmed position.
       var fenceReady = false
@@ -88,10 +96,15 @@ enum Teardown {
         // Recorded before waiting: a cutover killed here shows what dst was waiting for.
         try Journal.openStep(ctx.env.store, dc: ctx.dc, db: ctx.db)?.note("teardown_forward_replication", ["target_lsn"], .string(target))
         var interval = 0.002
+        var checked = 0.0
         while try !Fence.arrived(droot, token: token) {
           let elapsed = Date().timeIntervalSince(t0)
           if elapsed > timeout {
             throw try gateTimeout(ctx, sroot: sroot, droot: droot, slot: slot, target: target, timeout: timeout, server: dst)
+          }
+          if elapsed - checked >= healthEvery {
+            checked = elapsed
+            try stopIfHopeless(ctx, engine: engine, sroot: sroot, droot: droot, server: dst, elapsed: elapsed, timeout: timeout)
           }
           try LockWait.pause(interval)
           if elapsed > 1 { interval = min(interval * 1.5, 0.05) }
@@ -105,6 +118,7 @@ enum Teardown {
         let target = try gateTarget(sroot)
         try Journal.openStep(ctx.env.store, dc: ctx.dc, db: ctx.db)?.note("teardown_forward_replication", ["target_lsn"], .string(target))
         var interval = 0.01
+        var checked = 0.0
         var confirmed = "?"
         while true {
           guard let row = try SlotFacts.position(sroot, slot: slot, target: target) else {
@@ -114,8 +128,13 @@ enum Teardown {
           }
           confirmed = row.string("lsn")
           if row.bool("done") { break }
-          if Date().timeIntervalSince(t0) > timeout {
+          let elapsed = Date().timeIntervalSince(t0)
+          if elapsed > timeout {
             throw try gateTimeout(ctx, sroot: sroot, droot: droot, slot: slot, target: target, timeout: timeout, server: dst)
+          }
+          if elapsed - checked >= healthEvery {
+            checked = elapsed
+            try stopIfHopeless(ctx, engine: engine, sroot: sroot, droot: droot, server: dst, elapsed: elapsed, timeout: timeout)
           }
           try LockWait.pause(interval)
           interval = min(interval * 1.5, 0.2)
@@ -140,6 +159,40 @@ enum Teardown {
       ("notes", .from(notes)),
     ]
     return .object(fields)
+  }
+
+  /// How often (seconds) the gate checks that dst can still apply what it waits for.
+  static let healthEvery = 1.0
+
+  /// Why dst cannot apply src's writes now (nil: it can, or may once a restarting worker is
+  /// back): forward replication down (the engine's state, after its short grace for a worker
+  /// between retries) or schema drift that stops the apply (src has a column dst lacks, ...).
+  static func hopeless(
+    _ ctx: PairContext, engine: any ReplicationEngine, sroot: PGConnection, droot: PGConnection, server: ServerConfig
+  ) throws -> String? {
+    let st = try engine.state(droot, .forward, server: server)
+    if st.state == "down" { return "forward is down: " + (st.reason ?? "cause unknown") }
+    if let lock = try ReplicationStatus.lockWait(droot, st, name: engine.name(.forward)),
+      lock.seconds >= SubscriptionState.lockGrace
+    {
+      return lock.text
+    }
+    let drift = try SchemaDrift.differences(src: sroot, dst: droot, engine: engine, schema: ctx.schema, targets: nil)
+    return SchemaDrift.summary(drift.filter(\.breaks))
+  }
+
+  /// Ends the gate at once (instead of at its timeout) when dst cannot apply what it waits for,
+  /// so that a cutover gives the application back within seconds.
+  static func stopIfHopeless(
+    _ ctx: PairContext, engine: any ReplicationEngine, sroot: PGConnection, droot: PGConnection, server: ServerConfig,
+    elapsed: Double, timeout: Double
+  ) throws {
+    guard let why = try hopeless(ctx, engine: engine, sroot: sroot, droot: droot, server: server) else { return }
+    throw BeltError(
+      .preconditionFailed,
+      String(format: "dst cannot apply src's writes: %@; the gate stopped after %.1f s instead of waiting up to %d s; %@ was left in place",
+        why, elapsed, Int(timeout), engine.name(.forward)),
+      dc: ctx.dc, db: ctx.db, retryable: true)
   }
 
   /// The error of a gate that gave up: where the slot is and what state forward replication is in.

@@ -323,6 +323,7 @@ struct NativeEngine: ReplicationEngine {
       SELECT count(*) FILTER (WHERE sr.srsubstate IN ('r', 's')) AS done,
              count(*) FILTER (WHERE sr.srsubstate NOT IN ('r', 's')) AS pending,
              (SELECT count(*) FROM pg_stat_subscription w WHERE w.subid = x.oid AND w.pid IS NOT NULL AND w.relid IS NULL) AS apply,
+             (SELECT min(w.pid) FROM pg_stat_subscription w WHERE w.subid = x.oid AND w.relid IS NULL) AS apply_pid,
              (SELECT count(*) FROM pg_stat_subscription w WHERE w.subid = x.oid AND w.pid IS NOT NULL AND w.relid IS NOT NULL) AS syncs,
              coalesce((SELECT apply_error_count FROM pg_stat_subscription_stats t WHERE t.subid = x.oid), 0) AS errors,
              coalesce((SELECT sync_error_count FROM pg_stat_subscription_stats t WHERE t.subid = x.oid), 0) AS sync_errors
@@ -336,6 +337,8 @@ struct NativeEngine: ReplicationEngine {
     var st = SubscriptionState(
       state: pending == 0 ? "replicating" : "initializing", reason: nil, tablesDone: done, tablesPending: pending,
       slotName: s.slot, copyDone: pending == 0)
+    st.workerRunning = (row?.int("apply") ?? 0) > 0
+    st.workerPid = row?.int("apply_pid")
     if !s.enabled {
       st.state = "down"
       st.reason = "subscription \(sub) is disabled"

@@ -26,6 +26,9 @@ enum PglogicalStatus {
     var st = SubscriptionState(
       state: "initializing", reason: nil, tablesDone: sync.done, tablesPending: sync.pending,
       slotName: sub.slotName, copyDone: sync.pending == 0 && (sync.fullDone || raw == "replicating"))
+    st.workerRunning = w.apply
+    st.workerUptime = w.apply ? w.applyAge : nil
+    st.workerPid = w.apply ? w.applyPid : nil
     func down(_ why: String) -> SubscriptionState {
       st.state = "down"
       st.reason = why
@@ -96,6 +99,22 @@ enum PglogicalStatus {
         return st
       }
     }
+    let settled = w.apply && (w.applyAge ?? .infinity) >= SubscriptionState.settledAfter
+    if !settled, let waited = GraceClock.shared.peek(clockKey, "apply") {
+      // Back after being seen down, but not up long enough to count: a worker that fails on
+      // every change (a missing column, a conflicting row) is restarted every 5 s and runs for
+      // a moment each time, so the clock started when it was first seen down keeps running.
+      if waited >= grace {
+        return down(
+          "the apply worker of \(name) keeps restarting: none has stayed up \(Int(SubscriptionState.settledAfter)) s "
+            + "in the last \(Int(waited)) s; " + cause())
+      }
+      st.reason =
+        w.apply
+        ? String(format: "the apply worker of %@ restarted %.0f s ago", name, w.applyAge ?? 0)
+        : "the apply worker of \(name) is restarting"
+      return st
+    }
     GraceClock.shared.clear(clockKey)
     return st
   }
@@ -110,6 +129,10 @@ enum PglogicalStatus {
     var manager: Bool
     /// Whether the subscription's apply worker runs.
     var apply: Bool
+    /// Seconds since the running apply worker started.
+    var applyAge: Double?
+    /// Its process id.
+    var applyPid: Int?
     /// The subscription's sync workers.
     var sync: Int
     /// Seconds since the server started.
@@ -134,6 +157,9 @@ enum PglogicalStatus {
              count(a.pid) FILTER (WHERE a.backend_type <> ALL($2::text[])) AS running,
              count(a.pid) FILTER (WHERE a.backend_type = 'pglogical manager ' || d.oid) > 0 AS manager,
              count(a.pid) FILTER (WHERE a.backend_type = 'pglogical apply ' || d.oid || ':' || $1) > 0 AS apply,
+             min(a.pid) FILTER (WHERE a.backend_type = 'pglogical apply ' || d.oid || ':' || $1) AS apply_pid,
+             extract(epoch FROM now() - min(a.backend_start) FILTER (
+               WHERE a.backend_type = 'pglogical apply ' || d.oid || ':' || $1))::float8 AS apply_age,
              count(a.pid) FILTER (WHERE a.backend_type LIKE 'pglogical sync %'
                                      AND a.backend_type LIKE '% ' || d.oid || ':' || $1) AS sync,
              extract(epoch FROM now() - pg_postmaster_start_time())::float8 AS age
@@ -144,7 +170,7 @@ enum PglogicalStatus {
     let row = r.rows.first
     return WorkerFacts(
       max: row?.int("max") ?? 8, running: row?.int("running") ?? 0, manager: row?.bool("manager") ?? false,
-      apply: row?.bool("apply") ?? false, sync: row?.int("sync") ?? 0,
+      apply: row?.bool("apply") ?? false, applyAge: row?["apply_age"].flatMap { Double($0) }, applyPid: row?.int("apply_pid"), sync: row?.int("sync") ?? 0,
       serverAge: Double(row?.string("age") ?? "") ?? 1e9, dbOid: row?.string("dboid") ?? "")
   }
 

@@ -1,0 +1,3 @@
+-- belt apply-ddl <dc> [db] [options]: runs belt.apply_ddl (see `belt apply-ddl --help`).
+local dc, db, opts = ...
+return belt.apply_ddl(dc, db, opts)

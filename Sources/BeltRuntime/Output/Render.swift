@@ -121,6 +121,15 @@ public enum Render {
           [$0["name"]?.display ?? "", $0["value"]?.display ?? "", $0["ok"]?.display ?? "", $0["why"]?.display ?? ""]
         }, bad: budget.map { [false, false, $0["ok"]?.boolValue == false, false] })
       }
+      let exts = r["extensions_needed"]?.arrayValue ?? []
+      if !exts.isEmpty {
+        out += yellow("Extensions the schema needs") + "\n"
+        out += table(["extension", "schema", "needed by", "on dst"], exts.map {
+          [$0["name"]?.display ?? "", $0["schema"]?.display ?? "",
+           ($0["needed_by"]?.arrayValue ?? []).map(\.display).joined(separator: "; "),
+           $0["installed_on_dst"]?.boolValue == true ? "installed" : $0["available_on_dst"]?.boolValue == true ? "available" : "NOT AVAILABLE"]
+        }, bad: exts.map { [false, false, false, $0["available_on_dst"]?.boolValue == false] })
+      }
       for a in r["alerts"]?.arrayValue ?? [] { out += red("ALERT: \(a.display)") + "\n" }
       for w in r["warnings"]?.arrayValue ?? [] { out += yellow("WARNING: \(w.display)") + "\n" }
       if let missing = r["extensions_missing_on_dst"]?.arrayValue, !missing.isEmpty {

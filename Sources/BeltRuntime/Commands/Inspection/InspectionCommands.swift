@@ -313,7 +313,13 @@ public enum InspectionOps {
     let unavailable = missingExt.filter { !dstAvail.contains($0) }
     fields.append(("extensions_missing_on_dst", .from(missingExt)))
     fields.append(("extensions_unavailable_on_dst", .from(unavailable)))
-    if !unavailable.isEmpty { ok = false }
+    // What the schema's objects depend on (pg_depend), each with an object needing it.
+    let extPlan = try SchemaExtensions.onDst(
+      ctx.connect(.dst, .root), try SchemaExtensions.needed(ctx.connect(.src, .root), schema: ctx.schema))
+    fields.append(("extensions_needed", .array(extPlan.map(\.record))))
+    let extRefusal = SchemaExtensions.unavailableMessage(extPlan, schema: ctx.schema)
+    if extRefusal != nil { ok = false }
+    let neededNames = Set(extPlan.map(\.ext.name))
     // Per-table strategy: how belt moves each table, and why.
     let src = try ctx.connect(.src, .root)
     let server = try ctx.config.server(.src)
@@ -368,8 +374,11 @@ public enum InspectionOps {
         "materialized view(s) \(ReplicationSteps.quotedList(matviews)): created WITH NO DATA on dst (not replicated); "
           + "run REFRESH MATERIALIZED VIEW on dst after the cutover")
     }
-    if !unavailable.isEmpty {
-      alerts.append("extension(s) \(unavailable.joined(separator: ", ")) used on src are not available on dst; install them there first")
+    if let extRefusal { alerts.append(extRefusal) }
+    let unneeded = unavailable.filter { !neededNames.contains($0) }
+    if !unneeded.isEmpty {
+      warnings.append(
+        "extension(s) \(unneeded.joined(separator: ", ")) installed on src are not available on dst; no object of schema \(ctx.schema) depends on them")
     }
     if let left = try Cleanup.leftovers(src) {
       ok = false

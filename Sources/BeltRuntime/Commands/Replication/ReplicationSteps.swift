@@ -142,6 +142,10 @@ enum ReplicationSteps {
       try refuseFilled(ctx, droot, schema: schema, (replicated + lockCopied).filter(onDst.contains))
     }
 
+    // Extensions the schema load will need: refused before the first change when dst lacks one.
+    if ctx.options.bool("schema", default: true), try PGL.subscription(droot, PGL.forwardSub) == nil {
+      try SchemaExtensions.refuseUnavailable(ctx, src: sroot, dst: droot)
+    }
     // src: role, extension, grants, node pg1, set pgbelt.
     notes += try PGL.prepare(
       ctx, .src, root: sroot, owner: try ctx.connect(.src, .owner), pgl: src.pglogical,

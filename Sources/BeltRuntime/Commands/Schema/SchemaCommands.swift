@@ -144,42 +144,9 @@ public enum SchemaOps {
     ])
   }
 
-  /// Extensions whose objects the schema's objects depend on, or that live in the schema
-  /// (pg_dump -n never dumps CREATE EXTENSION), plus any the dump named. plpgsql and pglogical
-  /// are left out (built in / handled by replication setup).
+  /// Extensions the schema needs (see ``SchemaExtensions/needed(_:schema:fromDump:)``).
   static func neededExtensions(_ c: PGConnection, schema: String, fromDump: [String]) throws -> [ExtensionRef] {
-    let r = try c.query(
-      """
-      WITH target AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1),
-      members AS (
-        SELECT d.refobjid AS extoid, d.classid, d.objid FROM pg_catalog.pg_depend d
-         WHERE d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.deptype = 'e'),
-      users AS (
-        SELECT m.extoid,
-               CASE d.classid
-                 WHEN 'pg_catalog.pg_class'::pg_catalog.regclass THEN (SELECT relnamespace FROM pg_catalog.pg_class WHERE oid = d.objid)
-                 WHEN 'pg_catalog.pg_type'::pg_catalog.regclass THEN (SELECT typnamespace FROM pg_catalog.pg_type WHERE oid = d.objid)
-                 WHEN 'pg_catalog.pg_proc'::pg_catalog.regclass THEN (SELECT pronamespace FROM pg_catalog.pg_proc WHERE oid = d.objid)
-                 WHEN 'pg_catalog.pg_constraint'::pg_catalog.regclass THEN (SELECT connamespace FROM pg_catalog.pg_constraint WHERE oid = d.objid)
-                 WHEN 'pg_catalog.pg_operator'::pg_catalog.regclass THEN (SELECT oprnamespace FROM pg_catalog.pg_operator WHERE oid = d.objid)
-                 WHEN 'pg_catalog.pg_collation'::pg_catalog.regclass THEN (SELECT collnamespace FROM pg_catalog.pg_collation WHERE oid = d.objid)
-                 WHEN 'pg_catalog.pg_opclass'::pg_catalog.regclass THEN (SELECT opcnamespace FROM pg_catalog.pg_opclass WHERE oid = d.objid)
-                 WHEN 'pg_catalog.pg_rewrite'::pg_catalog.regclass THEN (SELECT c.relnamespace FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_class c ON c.oid = r.ev_class WHERE r.oid = d.objid)
-                 WHEN 'pg_catalog.pg_attrdef'::pg_catalog.regclass THEN (SELECT c.relnamespace FROM pg_catalog.pg_attrdef a JOIN pg_catalog.pg_class c ON c.oid = a.adrelid WHERE a.oid = d.objid)
-                 WHEN 'pg_catalog.pg_trigger'::pg_catalog.regclass THEN (SELECT c.relnamespace FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid WHERE t.oid = d.objid)
-                 WHEN 'pg_catalog.pg_policy'::pg_catalog.regclass THEN (SELECT c.relnamespace FROM pg_catalog.pg_policy p JOIN pg_catalog.pg_class c ON c.oid = p.polrelid WHERE p.oid = d.objid)
-               END AS ns
-          FROM pg_catalog.pg_depend d JOIN members m ON m.classid = d.refclassid AND m.objid = d.refobjid
-         WHERE d.deptype IN ('n', 'a'))
-      SELECT e.extname, n.nspname
-        FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
-       WHERE e.extname NOT IN ('plpgsql', 'pglogical')
-         AND (e.extname = ANY ($2::text[])
-              OR e.extnamespace IN (SELECT oid FROM target)
-              OR EXISTS (SELECT 1 FROM users u WHERE u.extoid = e.oid AND u.ns IN (SELECT oid FROM target)))
-       ORDER BY e.extname COLLATE "C"
-      """, [schema, PGArray.literal(fromDump)])
-    return r.rows.map { ExtensionRef(name: $0.string("extname"), schema: $0.string("nspname")) }
+    try SchemaExtensions.needed(c, schema: schema, fromDump: fromDump).map(\.ref)
   }
 
   // MARK: load-schema / load-constraints
@@ -197,6 +164,9 @@ public enum SchemaOps {
     let dst = try ctx.config.server(.dst)
     let root = try ctx.connect(.dst, .root, noTimeout: true)
     var extensionRecords: [Value] = []
+    // Every one is checked before any is created: a missing one changes nothing.
+    let plan = try SchemaExtensions.onDst(root, extensions.map { NeededExtension(name: $0.name, schema: $0.schema, neededBy: [], uses: 0) })
+    if let msg = SchemaExtensions.unavailableMessage(plan, schema: ctx.schema) { throw ctx.refuse(msg) }
     for ext in extensions {
       let status = try ensureExtension(ext, root: root, ctx: ctx)
       extensionRecords.append(.object([("name", .string(ext.name)), ("schema", .string(ext.schema)), ("status", .string(status))]))

@@ -7,7 +7,7 @@ public struct NeededExtension: Equatable, Sendable {
   /// Schema its objects live in on src.
   public var schema: String
   /// Up to a few of the schema's objects that depend on one of its objects, as
-  /// `pg_identify_object` names them (`text search configuration app.mb_simple`), or why it is
+  /// `pg_identify_object` names them (`text search configuration app.mb_simple`; its `schema` is quoted), or why it is
   /// needed otherwise (`installed in schema app`, `required by extension earthdistance`).
   public var neededBy: [String]
   /// How many dependencies of the schema's objects lead to it.
@@ -59,7 +59,7 @@ public enum SchemaExtensions {
           FROM users u, LATERAL pg_catalog.pg_identify_object(u.classid, u.objid, u.objsubid) o),
       used AS (
         SELECT extoid, array_to_json((array_agg(DISTINCT what))[1:3]) AS what, count(*) AS n
-          FROM placed WHERE nsp = $1 GROUP BY extoid)
+          FROM placed WHERE nsp = pg_catalog.quote_ident($1) GROUP BY extoid)
       SELECT e.extname, n.nspname, coalesce(u.what, '[]') AS needed_by, coalesce(u.n, 0) AS uses,
              array_to_json(coalesce((SELECT array_agg(r.extname ORDER BY r.extname) FROM pg_catalog.pg_depend d
                                        JOIN pg_catalog.pg_extension r ON r.oid = d.refobjid
@@ -145,9 +145,9 @@ public enum SchemaExtensions {
     let missing = plan.filter { !$0.installed && !$0.available }
     guard !missing.isEmpty else { return nil }
     let list = missing.map { m in
-      "\(m.ext.name) (needed by \(m.ext.neededBy.first ?? "schema \(schema)"))"
+      "extension \(m.ext.name) (needed by \(m.ext.neededBy.first ?? "schema \(schema)"))"
     }.joined(separator: ", ")
-    return "schema \(schema) needs extension(s) \(list), not available on dst: install the package(s) on the destination server first; nothing was changed"
+    return "schema \(schema) needs \(list), not available on dst: install the package on the destination server first; nothing was changed"
   }
 
   /// Refuses, before anything changes, when src's schema needs an extension dst cannot install.

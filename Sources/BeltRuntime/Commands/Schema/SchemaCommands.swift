@@ -548,7 +548,9 @@ public enum SchemaOps {
       let equal = try SchemaEquivalence.equalKeys(pairs, dst: conn)
       let same = pairs.filter { equal.contains($0.key) }
       reprinted = same.map(\.key)
-      let replace = Dictionary(same.map { ($0.dst, $0.src) }, uniquingKeysWith: { x, _ in x })
+      var replace = Dictionary(same.map { ($0.dst, $0.src) }, uniquingKeysWith: { x, _ in x })
+      // The others differ for real: leave out of the diff the lines that are only re-printed.
+      for (k, v) in try SchemaEquivalence.refine(pairs.filter { !equal.contains($0.key) }, dst: conn) { replace[k] = v }
       b = b.map { replace[$0] ?? $0 }
       ctx.logger.info(
         "compared \(pairs.count) differently printed object(s) on dst in \(Runner.ms(since: t0)) ms: \(same.count) re-printed, \(pairs.count - same.count) different")

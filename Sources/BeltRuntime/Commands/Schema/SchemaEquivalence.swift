@@ -204,4 +204,41 @@ public enum SchemaEquivalence {
     }
     return equal
   }
+
+  /// For pairs that differ for real, the dst statement with each line that is only re-printed
+  /// replaced by src's line, so that the diff shows the real change alone (a table whose CHECK
+  /// is re-printed and whose column changed type shows the column).
+  ///
+  /// Only pairs with as many lines on both sides are refined: for each line that differs, src's
+  /// statement with that one line taken from dst is judged against src's statement.
+  /// - Parameters:
+  ///   - pairs: pairs judged different.
+  ///   - dst: a connection to dst's database.
+  /// - Returns: dst statement → the statement with its re-printed lines replaced.
+  /// - Throws: `PGError` when the transaction itself cannot start.
+  static func refine(_ pairs: [Pair], dst: PGConnection) throws -> [String: String] {
+    var probes: [Pair] = []
+    var lines: [String: ([String], [String])] = [:]
+    for p in pairs {
+      let a = p.src.components(separatedBy: "\n")
+      let b = p.dst.components(separatedBy: "\n")
+      guard a.count == b.count, a.count > 1 else { continue }
+      lines[p.key] = (a, b)
+      for k in a.indices where a[k] != b[k] {
+        var hybrid = a
+        hybrid[k] = b[k]
+        probes.append(Pair(key: "\(p.key)\n\(k)", src: p.src, dst: hybrid.joined(separator: "\n")))
+      }
+    }
+    if probes.isEmpty { return [:] }
+    let equal = try equalKeys(probes, dst: dst)
+    var out: [String: String] = [:]
+    for p in pairs {
+      guard let (a, b) = lines[p.key] else { continue }
+      var fixed = b
+      for k in a.indices where a[k] != b[k] && equal.contains("\(p.key)\n\(k)") { fixed[k] = a[k] }
+      if fixed != b { out[p.dst] = fixed.joined(separator: "\n") }
+    }
+    return out
+  }
 }

@@ -41,4 +41,12 @@ import Testing
     #expect(pairs.map(\.key) == ["table public.a"])
     #expect(pairs.first?.src == src[0] && pairs.first?.dst == dst[0])
   }
+
+  @Test func granteesAreReadFromPgDumpsGrantsAndRevokes() {
+    #expect(SchemaOps.grantee("GRANT ALL ON TABLE public.t TO pgl_1;") == "pgl_1")
+    #expect(SchemaOps.grantee("GRANT SELECT ON TABLE public.\"T x\" TO \"Report Reader\" WITH GRANT OPTION;") == "Report Reader")
+    #expect(SchemaOps.grantee("REVOKE USAGE ON SCHEMA public FROM PUBLIC;") == "PUBLIC")
+    #expect(SchemaOps.grantee("ALTER DEFAULT PRIVILEGES FOR ROLE o IN SCHEMA public GRANT SELECT ON TABLES TO app;") == "app")
+    #expect(SchemaOps.grantee("COMMENT ON TABLE t IS 'x';") == nil)
+  }
 }

@@ -107,16 +107,29 @@ public enum SchemaOps {
         db: ctx.db)
     }
     let extensions = try neededExtensions(ctx.connect(.src, .root), schema: ctx.schema, fromDump: files.extensions)
-    let grants = statements.filter { $0.kind == .grantOrRevoke }
+    // The grants belt (or pgbelt) gave its own replication role are set up again by setup on
+    // dst and dropped with the role: they are no business of the operator's.
+    let replicationRole = src.pglogical.name
+    let allGrants = statements.filter { $0.kind == .grantOrRevoke }
+    let grants = allGrants.filter { grantee($0.text) != replicationRole }
+    let st = store(ctx)
+    let grantsPath = st.path(grantsFileName)
     if !grants.isEmpty {
+      try SchemaStore.atomicWrite(
+        grantsPath,
+        "-- GRANT/REVOKE statements of schema \(ctx.schema) on src, not loaded by belt (roles differ between servers).\n"
+          + "-- Review them, then apply on dst as a superuser: psql -f \(grantsFileName)\n"
+          + grants.map { $0.text.trimmingCharacters(in: .whitespacesAndNewlines) }.joined(separator: "\n") + "\n")
+      let grantees = Array(Set(grants.compactMap { grantee($0.text) })).sorted()
       ctx.logger.notice(
-        "\(grants.count) GRANT/REVOKE statement(s) of schema \(ctx.schema) are not part of the schema files (roles differ between servers); re-apply them on dst if needed, e.g. \(SchemaLoader.excerpt(grants[0].text))")
+        "\(grants.count) GRANT/REVOKE statement(s) of schema \(ctx.schema) (to \(ReplicationSteps.quotedList(grantees, limit: 5))) are not part of the schema files (roles differ between servers): written to \(grantsPath); review and apply them on dst, e.g. \(SchemaLoader.excerpt(grants[0].text))")
+    } else if FileManager.default.fileExists(atPath: grantsPath) {
+      try? FileManager.default.removeItem(atPath: grantsPath)
     }
     if !extensions.isEmpty {
       ctx.logger.notice(
         "the schema needs extension(s) \(extensions.map(\.name).joined(separator: ", ")); load-schema creates them on dst as root")
     }
-    let st = store(ctx)
     try st.write(files, extensions: extensions)
     let indexCount = files.indexes.filter { if case .index = $0.kind { return true } else { return false } }.count
     let message =
@@ -140,8 +153,25 @@ public enum SchemaOps {
       ("extensions", .from(extensions.map(\.name))),
       ("fk_required_unique_indexes", .from(files.fkRequiredUniqueIndexes.map(\.description))),
       ("grants_skipped", .int(grants.count)),
+      ("grants", .from(grants.map { $0.text.trimmingCharacters(in: .whitespacesAndNewlines) })),
+      ("grants_file", grants.isEmpty ? .null : .string(grantsPath)),
+      ("grants_to_replication_role", .int(allGrants.count - grants.count)),
       ("message", .string(message)),
     ])
+  }
+
+  /// The GRANT/REVOKE statements of src's schema that belt does not load, written by dump-schema.
+  public static let grantsFileName = "grants.sql"
+
+  /// The role a GRANT (`... TO role`) or REVOKE (`... FROM role`) statement names, unquoted
+  /// (`PUBLIC` for the pseudo-role); nil when the text has no such clause.
+  static func grantee(_ text: String) -> String? {
+    let pattern = #"\s(?:TO|FROM)\s+("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)(?:\s+WITH GRANT OPTION)?(?:\s+GRANTED BY\s+\S+)?\s*;?\s*$"#
+    guard let re = try? NSRegularExpression(pattern: pattern, options: [.caseInsensitive]),
+      let m = re.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)),
+      let r = Range(m.range(at: 1), in: text)
+    else { return nil }
+    return PGConnection.unquoteIdent(String(text[r]))
   }
 
   /// Extensions the schema needs (see ``SchemaExtensions/needed(_:schema:fromDump:)``).

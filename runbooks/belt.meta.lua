@@ -178,9 +178,12 @@ function belt.remove_indexes(dc, db, opts) end
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts table?
+---@param opts belt.create_indexes.opts?
 ---@return BeltRecord
 function belt.create_indexes(dc, db, opts) end
+
+---@class belt.create_indexes.opts
+---@field concurrently boolean? Build each index with CREATE INDEX CONCURRENTLY, so the destination stays writable while indexes build (slower; indexes of partitioned parents are built without it).
 
 --- Compare source and destination schemas.
 --- `belt.diff_schemas(dc[, db][, opts]) -> record`

@@ -164,4 +164,67 @@ struct SchemaDependencyTests {
     #expect(cli.out.contains("stock_qty_check CHECK ((qty >= 1))") && cli.code == 1, "\(cli.out)\(cli.err)")
     _ = try? dc.run("restore_logins", "shop")
   }
+
+  /// pgbelt 0.21's create-indexes --concurrently: dst takes writes while indexes build; a
+  /// concurrent build that fails leaves an INVALID index, which the next run names and rebuilds.
+  @Test func createIndexesConcurrentlyUnderWritesAndInvalidLeftoversRebuilt() throws {
+    let dc = try TestDC()
+    defer { Repl.cleanup(dc) }
+    try dc.addPair("ix", srcSQL: """
+      CREATE TABLE events (id bigserial PRIMARY KEY, account int NOT NULL, code int, body text);
+      CREATE INDEX events_account ON events (account, id);
+      CREATE UNIQUE INDEX events_code ON events (code);
+      CREATE INDEX events_body_lower ON events (lower(body)) WHERE code IS NOT NULL;
+      """)
+    _ = try dc.run("dump_schema", "ix")
+    _ = try dc.run("load_schema", "ix")
+    // dst holds rows; two share a code, so the unique index cannot be built.
+    try Cut.exec(dc, "ix", .dst, """
+      INSERT INTO events (account, code, body) SELECT g % 97, g, md5(g::text) FROM generate_series(1, 200000) g;
+      INSERT INTO events (account, code, body) VALUES (1, 7, 'duplicate code');
+      """)
+    // An application writing to dst the whole time.
+    final class Flag: @unchecked Sendable {
+      let writer: PGConnection
+      var stop = false
+      var writes = 0
+      var errors: [String] = []
+      init(_ c: PGConnection) { writer = c }
+    }
+    let flag = Flag(try dc.conn("ix", .dst))
+    defer { flag.writer.close() }
+    let done = DispatchSemaphore(value: 0)
+    let thread = Thread {
+      while !flag.stop {
+        do {
+          try flag.writer.exec("INSERT INTO events (account, body) VALUES (42, 'live')")
+          flag.writes += 1
+        } catch { flag.errors.append("\(error)") }
+      }
+      done.signal()
+    }
+    thread.start()
+    let first = try CLI.run(["create-indexes", dc.dc, "ix", "--concurrently", "--config-dir", dc.root])
+    let writesDuringFirst = flag.writes
+    #expect(first.code == 1)
+    #expect(first.out.contains("events_code: failed") && first.out.contains("left INVALID"), "\(first.out)\(first.err)")
+    #expect(first.out.contains("events_account: created") && first.out.contains("events_body_lower: created"), "\(first.out)")
+    #expect(try Cut.scalar(dc, "ix", .dst, "SELECT count(*) FROM pg_index WHERE NOT indisvalid AND indexrelid = 'events_code'::regclass") == "1")
+
+    // The duplicate removed, the next run names the INVALID index and builds it again.
+    try Cut.exec(dc, "ix", .dst, "DELETE FROM events WHERE body = 'duplicate code'")
+    let second = try CLI.run(["create-indexes", dc.dc, "ix", "--concurrently", "--config-dir", dc.root])
+    flag.stop = true
+    done.wait()
+    #expect(second.code == 0, "\(second.out)\(second.err)")
+    #expect(second.out.contains("events_code: rebuilt"), "\(second.out)")
+    #expect(second.err.contains("events_code") && second.err.contains("INVALID"), "\(second.err)")
+    #expect(try Cut.scalar(dc, "ix", .dst, "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid WHERE c.relname = 'events' AND NOT i.indisvalid") == "0")
+    #expect(try Cut.scalar(dc, "ix", .dst, "SELECT count(*) FROM pg_indexes WHERE tablename = 'events'") == "4")
+    #expect(flag.errors.isEmpty, "\(flag.errors.prefix(3))")
+    #expect(writesDuringFirst > 0 && flag.writes > writesDuringFirst, "dst took \(flag.writes) writes while indexes were built")
+    // The audit log shows the concurrent builds.
+    let audit = try String(contentsOfFile: dc.root + "/configs/\(dc.dc)/ix/audit.jsonl", encoding: .utf8)
+    #expect(audit.contains("CREATE UNIQUE INDEX CONCURRENTLY events_code") && audit.contains("DROP INDEX CONCURRENTLY IF EXISTS"), "\(audit.suffix(1500))")
+  }
 }

@@ -41,14 +41,24 @@ public enum SchemaOps {
       """
       This must be done before setting up replication, and should only be used if the schema in the target database was loaded outside of belt.
       """, .dstOnly, removeIndexes),
-    spec(
-      "create_indexes",
-      "Creates indexes from the file schemas/dc/db/indexes.sql into the destination as the owner user.",
-      """
-      This must only be done after most data is synchronized (at minimum after the initializing phase) from the source to the destination database.
+    OperationSpec(
+      name: "create_indexes",
+      summary: "Creates indexes from the file schemas/dc/db/indexes.sql into the destination as the owner user.",
+      details: """
+        This must only be done after most data is synchronized (at minimum after the initializing phase) from the source to the destination database.
 
-      After creating indexes, the destination database is analyzed so the query planner has up-to-date statistics for the indexes.
-      """, .dstOnly, createIndexes),
+        After creating indexes, the destination database is analyzed so the query planner has up-to-date statistics for the indexes.
+
+        An index left INVALID on the destination (by a concurrent build that failed) is named, dropped and built again.
+        """,
+      sides: .dstOnly,
+      options: [
+        OptionSpec(
+          "concurrently", .bool,
+          "Build each index with CREATE INDEX CONCURRENTLY, so the destination stays writable while indexes build (slower; indexes of partitioned parents are built without it)."
+        )
+      ]
+    ) { ctx in try createIndexes(ctx, analyzeWhenNoneCreated: true, concurrently: ctx.options.bool("concurrently")) },
     OperationSpec(
       name: "diff_schemas", summary: "Compare source and destination schemas.",
       details: """
@@ -405,16 +415,23 @@ public enum SchemaOps {
   /// tolerating existing ones, then ANALYZE as root. Every index is attempted; failures are
   /// reported per index and make the record `ok=false` (ANALYZE is then skipped).
   ///
-  /// Record: `file`, `indexes` [{name, table, status created|already_present|failed|attached,
+  /// Record: `file`, `indexes` [{name, table, status created|rebuilt|already_present|failed|attached,
   /// duration_ms, error?}], `created`, `already_present`, `failed`, `analyze_ran`, `message`.
   public static func createIndexes(_ ctx: PairContext) throws -> Value {
-    try createIndexes(ctx, analyzeWhenNoneCreated: true)
+    try createIndexes(ctx, analyzeWhenNoneCreated: true, concurrently: ctx.options.bool("concurrently"))
   }
 
   /// create-indexes; with `analyzeWhenNoneCreated` false (sync, inside the downtime window), the
   /// ANALYZE of the whole database is skipped when every index was already there: the
   /// create-indexes that built them analyzed then, and sync analyzes what it loaded itself.
-  static func createIndexes(_ ctx: PairContext, analyzeWhenNoneCreated: Bool) throws -> Value {
+  /// `CREATE [UNIQUE] INDEX` → `CREATE [UNIQUE] INDEX CONCURRENTLY`.
+  static func concurrentSQL(_ text: String) -> String {
+    text.replacingOccurrences(
+      of: #"^(\s*CREATE\s+(?:UNIQUE\s+)?INDEX)\s+(?!CONCURRENTLY\s)"#, with: "$1 CONCURRENTLY ",
+      options: [.regularExpression, .caseInsensitive])
+  }
+
+  static func createIndexes(_ ctx: PairContext, analyzeWhenNoneCreated: Bool, concurrently: Bool = false) throws -> Value {
     let (file, statements) = try store(ctx).read([SchemaFiles.indexesFileName])
     let owner = try ctx.connect(.dst, .owner, noTimeout: true)
     let pid = Int(try owner.query("SELECT pg_catalog.pg_backend_pid()").scalar ?? "") ?? 0
@@ -450,15 +467,27 @@ public enum SchemaOps {
         }
       case .index(let info):
         let name = info.name.description
-        let kind = try owner.query(
-          "SELECT c.relkind::text FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass($1)", [info.name.quoted]
-        ).scalar
-        if kind == "i" || kind == "I" {
+        let row = try owner.query(
+          """
+          SELECT c.relkind::text AS kind, coalesce(i.indisvalid, true) AS valid FROM pg_catalog.pg_class c
+            LEFT JOIN pg_catalog.pg_index i ON i.indexrelid = c.oid WHERE c.oid = pg_catalog.to_regclass($1)
+          """, [info.name.quoted]
+        ).rows.first
+        let kind = row?.string("kind")
+        // CONCURRENTLY cannot build the index of a partitioned parent (ON ONLY: catalog only, quick).
+        let useConcurrently = concurrently && !info.onOnly
+        var rebuilt = false
+        if kind == "i", row?.bool("valid") == false {
+          // A concurrent build that failed (or was cancelled) leaves the index INVALID: it is
+          // maintained on every write but never used. Drop it and build it again.
+          ctx.logger.warning("index \(name) on \(info.table.description) is INVALID on dst (left by a failed concurrent build): dropping it and building it again")
+          try owner.exec("DROP INDEX \(useConcurrently ? "CONCURRENTLY " : "")IF EXISTS \(info.name.quoted)")
+          rebuilt = true
+        } else if kind == "i" || kind == "I" {
           present += 1
           note(name, info.table.description, "already_present", 0)
           continue
-        }
-        if kind != nil {
+        } else if kind != nil {
           failed += 1
           failedNames.append(name)
           note(name, info.table.description, "failed", 0, "a relation with this name exists on dst and is not an index")
@@ -466,10 +495,10 @@ public enum SchemaOps {
         }
         monitor.begin(name: name, pid: pid)
         do {
-          try owner.exec(s.text)
+          try owner.exec(useConcurrently ? concurrentSQL(s.text) : s.text)
           monitor.end()
           created += 1
-          note(name, info.table.description, "created", Runner.ms(since: t0))
+          note(name, info.table.description, rebuilt ? "rebuilt" : "created", Runner.ms(since: t0))
         } catch let e as PGError {
           monitor.end()
           if e.sqlState == "42P07" {
@@ -478,7 +507,12 @@ public enum SchemaOps {
           } else if e.kind == .server && !e.isCancel {
             failed += 1
             failedNames.append(name)
-            note(name, info.table.description, "failed", Runner.ms(since: t0), e.message)
+            var why = e.message
+            let left = try? owner.query(
+              "SELECT NOT i.indisvalid FROM pg_catalog.pg_index i WHERE i.indexrelid = pg_catalog.to_regclass($1)", [info.name.quoted]
+            ).scalar
+            if left == "t" { why += " (the index is left INVALID on dst; the next create-indexes drops and rebuilds it)" }
+            note(name, info.table.description, "failed", Runner.ms(since: t0), why)
           } else {
             throw e
           }
@@ -527,7 +561,7 @@ public enum SchemaOps {
       ctx.logger.error("\(failed) index statement(s) failed (\(failedNames.joined(separator: ", "))); ANALYZE was not run")
     }
     let summary =
-      "\(created) created, \(present) already present, \(failed) failed"
+      "\(created) created\(concurrently ? " concurrently" : ""), \(present) already present, \(failed) failed"
       + (analyzeRan ? "; ANALYZE done" : "; ANALYZE skipped")
     return .object([
       ("ok", .bool(failed == 0)),

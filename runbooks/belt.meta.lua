@@ -195,6 +195,7 @@ function belt.create_indexes(dc, db, opts) end
 function belt.diff_schemas(dc, db, opts) end
 
 ---@class belt.diff_schemas.opts
+---@field accept string[]? A difference to accept, by the name diff-schemas gives it (can be repeated).
 ---@field full boolean? Include NOT VALID constraints and CREATE INDEX statements in the diff. Without this flag, those are excluded since they are loaded in separate steps.
 
 --- Configures pglogical to replicate all compatible tables from the source to the destination db.

@@ -65,13 +65,16 @@ public enum SchemaOps {
         By default, NOT VALID constraints and CREATE INDEX statements are excluded from the comparison since belt loads those in separate steps. Use --full to include them.
 
         DBs with a table list configured are skipped since they represent subset migrations where schemas will naturally differ.
+
+        Objects printed differently by the destination but stored the same way (a re-printed CHECK or view) are not differences. Each real difference is named (e.g. "table public.orders"); --accept NAME (repeatable) accepts one: when every difference is accepted the command succeeds, and the acceptance is written to the audit log.
         """,
       sides: .both,
       options: [
         OptionSpec(
           "full", .bool,
           "Include NOT VALID constraints and CREATE INDEX statements in the diff. Without this flag, those are excluded since they are loaded in separate steps."
-        )
+        ),
+        OptionSpec("accept", .strings, "A difference to accept, by the name diff-schemas gives it (can be repeated)."),
       ]
     ) { ctx in try diffSchemas(ctx, full: ctx.options.bool("full")) },
     spec(
@@ -620,6 +623,11 @@ public enum SchemaOps {
         "compared \(pairs.count) differently printed object(s) on dst in \(Runner.ms(since: t0)) ms: \(same.count) re-printed, \(pairs.count - same.count) different")
     }
     let real = SchemaDiff.unified(a.joined(separator: "\n"), b.joined(separator: "\n"))
+    let differences = SchemaEquivalence.differenceNames(src: a, dst: b)
+    if !real.isEmpty, differences.isEmpty {
+      // Same statements in another order: still a difference, named as such.
+      return try mismatch(ctx, full: full, diff: real, differences: ["statement order"], reprinted: reprinted)
+    }
     if real.isEmpty {
       // PostgreSQL prints a reloaded expression its own way (an IN list on a varchar column, a
       // typed NULL's column alias): dst stores both texts the same way, so a match.
@@ -629,11 +637,36 @@ public enum SchemaOps {
         ("message", .string("schemas match (\(reprinted.count) object(s) printed differently by dst, stored the same: \(reprinted.joined(separator: ", ")))")),
       ])
     }
-    ctx.logger.info("schema mismatch between src and dst (\(real.split(separator: "\n").count) diff lines)")
-    return .object([
-      ("ok", false), ("result", "mismatch"), ("full", .bool(full)), ("diff", .string(real)), ("reprinted", .from(reprinted)),
-      ("message", .string("schemas differ:\n" + real)),
-    ])
+    return try mismatch(ctx, full: full, diff: real, differences: differences, reprinted: reprinted)
+  }
+
+  /// The record of a real mismatch: failed unless every difference is accepted by name
+  /// (`accept`), in which case it succeeds and the acceptance goes to the audit log.
+  /// Record: `result` mismatch, `differences`, `accepted`, `unaccepted`, `diff`, `reprinted`.
+  static func mismatch(_ ctx: PairContext, full: Bool, diff: String, differences: [String], reprinted: [String]) throws -> Value {
+    let accept = Set(ctx.options.strings("accept").map { $0.trimmingCharacters(in: .whitespaces) })
+    let accepted = differences.filter(accept.contains)
+    let unaccepted = differences.filter { !accept.contains($0) }
+    ctx.logger.info("schema mismatch between src and dst (\(diff.split(separator: "\n").count) diff lines)")
+    var fields: [(String, Value)] = [
+      ("ok", .bool(unaccepted.isEmpty)), ("result", "mismatch"), ("full", .bool(full)), ("diff", .string(diff)),
+      ("differences", .from(differences)), ("accepted", .from(accepted)), ("unaccepted", .from(unaccepted)),
+      ("reprinted", .from(reprinted)),
+    ]
+    if unaccepted.isEmpty {
+      ctx.env.audit.append(
+        .object([
+          ("time", .string(Audit.timestamp(Date()))), ("dc", .string(ctx.dc)), ("db", .string(ctx.db)),
+          ("action", "accept_schema_differences"), ("accepted", .from(accepted)), ("full", .bool(full)), ("diff", .string(diff)),
+        ]), dc: ctx.dc, db: ctx.db)
+      ctx.logger.warning("schemas differ in \(accepted.count) accepted difference(s): \(accepted.joined(separator: "; ")) (recorded in the audit log)")
+      fields.append(("message", .string("schemas differ only in accepted difference(s): \(accepted.joined(separator: "; "))\n" + diff)))
+    } else {
+      fields.append((
+        "message",
+        .string("schemas differ in \(unaccepted.count) difference(s): \(unaccepted.joined(separator: "; "))\n" + diff)))
+    }
+    return .object(fields)
   }
 
   // MARK: analyze

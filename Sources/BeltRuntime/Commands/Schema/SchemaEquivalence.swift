@@ -84,9 +84,9 @@ public enum SchemaEquivalence {
     var dst: String
   }
 
-  /// Pairs the statements that appear on one side only by the object they define. Statements
-  /// of an object defined more than once on a side, or on one side only, are left unpaired.
-  static func pairs(src: [String], dst: [String]) -> [Pair] {
+  /// The statements of `src` not in `dst` and those of `dst` not in `src` (as multisets: a
+  /// statement twice on one side and once on the other is once on one side only), in order.
+  static func oneSided(src: [String], dst: [String]) -> (src: [String], dst: [String]) {
     var counts: [String: Int] = [:]
     for s in dst { counts[s, default: 0] += 1 }
     var srcOnly: [String] = []
@@ -94,7 +94,17 @@ public enum SchemaEquivalence {
       if let n = counts[s], n > 0 { counts[s] = n - 1 } else { srcOnly.append(s) }
     }
     var dstOnly: [String] = []
-    for (s, n) in counts where n > 0 { dstOnly += Array(repeating: s, count: n) }
+    for s in dst where (counts[s] ?? 0) > 0 {
+      counts[s] = (counts[s] ?? 0) - 1
+      dstOnly.append(s)
+    }
+    return (srcOnly, dstOnly)
+  }
+
+  /// Pairs the statements that appear on one side only by the object they define. Statements
+  /// of an object defined more than once on a side, or on one side only, are left unpaired.
+  static func pairs(src: [String], dst: [String]) -> [Pair] {
+    let (srcOnly, dstOnly) = oneSided(src: src, dst: dst)
     func byKey(_ list: [String]) -> [String: [String]] {
       var out: [String: [String]] = [:]
       for s in list {
@@ -110,10 +120,12 @@ public enum SchemaEquivalence {
     }
   }
 
-  /// The statement with its object (or its table) moved into `scratch`, and the SQL that
-  /// prepares the scratch schema for it (the table copy).
-  static func scratchSQL(_ statement: String, _ t: Target, scratch: String) -> (prepare: String?, run: String, object: String) {
-    let moved = "\(scratch).\(t.bareName)"
+  /// The statement with its object (or its table) moved into `scratch` (renamed `name` when
+  /// given), and the SQL that prepares the scratch schema for it (the table copy).
+  static func scratchSQL(_ statement: String, _ t: Target, scratch: String, as name: String? = nil)
+    -> (prepare: String?, run: String, object: String)
+  {
+    let moved = "\(scratch).\(name ?? t.bareName)"
     var text = statement
     text.replaceSubrange(t.nameRange, with: moved)
     let prepare = t.kind.onTable ? "CREATE TABLE \(moved) (LIKE \(t.qualified))" : nil
@@ -123,7 +135,7 @@ public enum SchemaEquivalence {
   /// The catalog's print of a relation: columns, constraints, indexes, triggers, policies, the
   /// view's query, partitioning, inheritance.
   static let relationPrint = """
-    SELECT json_build_object(
+    json_build_object(
       'kind', c.relkind, 'persistence', c.relpersistence, 'options', c.reloptions,
       'columns', (SELECT json_agg(json_build_array(a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull,
                                                    pg_catalog.pg_get_expr(d.adbin, d.adrelid), a.attgenerated, a.attidentity,
@@ -146,27 +158,38 @@ public enum SchemaEquivalence {
       'view', CASE WHEN c.relkind IN ('v', 'm') THEN pg_catalog.pg_get_viewdef(c.oid) END,
       'partition_key', CASE WHEN c.relkind = 'p' THEN pg_catalog.pg_get_partkeydef(c.oid) END,
       'inherits', (SELECT json_agg(h.inhparent::regclass::text ORDER BY h.inhseqno) FROM pg_catalog.pg_inherits h WHERE h.inhrelid = c.oid)
-    )::text
-      FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass($1)
+    )
     """
 
   /// The catalog's print of a domain: base type, NOT NULL, default, collation, constraints.
   static let domainPrint = """
-    SELECT json_build_object(
+    json_build_object(
       'base', pg_catalog.format_type(t.typbasetype, t.typtypmod), 'not_null', t.typnotnull, 'default', t.typdefault,
       'collation', t.typcollation,
       'constraints', (SELECT json_agg(json_build_array(co.conname, pg_catalog.pg_get_constraintdef(co.oid)) ORDER BY co.conname)
                         FROM pg_catalog.pg_constraint co WHERE co.contypid = t.oid)
-    )::text
-      FROM pg_catalog.pg_type t WHERE t.oid = pg_catalog.to_regtype($1)
+    )
     """
+
+  /// dst's print of each named object (relations, or domains), by name; nil for one not found.
+  static func prints(_ names: [String], domains: Bool, dst: PGConnection) throws -> [String: String] {
+    if names.isEmpty { return [:] }
+    let one = domains
+      ? "SELECT (\(domainPrint))::text FROM pg_catalog.pg_type t WHERE t.oid = pg_catalog.to_regtype(u.n)"
+      : "SELECT (\(relationPrint))::text FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass(u.n)"
+    let r = try dst.query("SELECT u.n, (\(one)) AS p FROM unnest($1::text[]) AS u(n)", [PGArray.literal(names)])
+    var out: [String: String] = [:]
+    for row in r.rows where row["p"] != nil { out[row.string("n")] = row.string("p") }
+    return out
+  }
 
   /// The keys of the pairs whose two definitions dst stores the same way.
   ///
   /// Runs on `dst` (a connection of its own, as root, not audited: nothing it does is kept) in
-  /// one transaction that is always rolled back, each pair under its own savepoint, with short
-  /// lock and statement timeouts: a pair that cannot be judged (a lock not granted in time, a
-  /// statement dst rejects) stays a difference.
+  /// one transaction that is always rolled back, every statement in one batch and every print
+  /// in one query; when the batch fails, one pair at a time under its own savepoint, so that a
+  /// pair that cannot be judged (a lock not granted in time, a statement dst rejects) stays a
+  /// difference and the others are still judged. Lock and statement timeouts are short.
   /// - Parameters:
   ///   - pairs: from ``pairs(src:dst:)``.
   ///   - dst: a connection to dst's database.
@@ -176,31 +199,65 @@ public enum SchemaEquivalence {
     if pairs.isEmpty { return [] }
     let pid = try dst.query("SELECT pg_catalog.pg_backend_pid()").scalar ?? "0"
     let scratch = ["belt_cmp_src_\(pid)", "belt_cmp_dst_\(pid)"]
-    var equal: Set<String> = []
+    // Each pair's two objects, renamed o<i> in their scratch schema: no two collide, so every
+    // statement can go in one batch.
+    struct Job {
+      var pair: Pair
+      var kind: Kind
+      var sql: [String]
+      var objects: [String]
+    }
+    var jobs: [Job] = []
+    for (i, pair) in pairs.enumerated() {
+      var sql: [String] = []
+      var objects: [String] = []
+      var kind: Kind?
+      for (text, schema) in zip([pair.src, pair.dst], scratch) {
+        let statement = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard let t = target(statement) else { break }
+        let s = scratchSQL(statement, t, scratch: schema, as: "o\(i)")
+        if let prepare = s.prepare { sql.append(prepare + ";") }
+        sql.append(s.run.hasSuffix(";") ? s.run : s.run + ";")
+        objects.append(s.object)
+        kind = t.kind
+      }
+      if let kind, objects.count == 2 { jobs.append(Job(pair: pair, kind: kind, sql: sql, objects: objects)) }
+    }
     try dst.exec("BEGIN")
     defer { _ = try? dst.exec("ROLLBACK") }
     try dst.exec(
-      "SET LOCAL lock_timeout = '2s'; SET LOCAL statement_timeout = '30s'; SET LOCAL search_path = ''; "
+      "SET LOCAL lock_timeout = '2s'; SET LOCAL statement_timeout = '60s'; SET LOCAL search_path = ''; "
         + "SET LOCAL check_function_bodies = false; CREATE SCHEMA \(scratch[0]); CREATE SCHEMA \(scratch[1])")
-    for pair in pairs {
-      _ = try dst.exec("SAVEPOINT belt_cmp")
-      var prints: [String] = []
-      do {
-        for (text, schema) in zip([pair.src, pair.dst], scratch) {
-          let statement = text.trimmingCharacters(in: .whitespacesAndNewlines)
-          guard let t = target(statement) else { break }
-          let sql = scratchSQL(statement, t, scratch: schema)
-          if let prepare = sql.prepare { _ = try dst.exec(prepare) }
-          _ = try dst.exec(sql.run)
-          let printSQL = t.kind == .domain ? domainPrint : relationPrint
-          guard let printed = try dst.query(printSQL, [sql.object]).scalar else { break }
-          prints.append(printed.replacingOccurrences(of: schema, with: "<scratch>"))
+    func judge(_ list: [Job]) throws -> Set<String> {
+      let rel = try prints(list.filter { $0.kind != .domain }.flatMap(\.objects), domains: false, dst: dst)
+      let dom = try prints(list.filter { $0.kind == .domain }.flatMap(\.objects), domains: true, dst: dst)
+      var equal: Set<String> = []
+      for job in list {
+        let p = job.objects.enumerated().map { (k, name) in
+          (job.kind == .domain ? dom[name] : rel[name])?.replacingOccurrences(of: scratch[k], with: "<scratch>")
         }
-      } catch let e as PGError where e.kind == .server && !e.isCancel {
-        prints = []
+        if let a = p[0], let b = p[1], a == b { equal.insert(job.pair.key) }
       }
+      return equal
+    }
+    // Fast path: every statement in one round trip, every print in one query.
+    _ = try dst.exec("SAVEPOINT belt_cmp_all")
+    do {
+      _ = try dst.exec(jobs.flatMap(\.sql).joined(separator: "\n"))
+      return try judge(jobs)
+    } catch let e as PGError where e.kind == .server && !e.isCancel {
+      _ = try dst.exec("ROLLBACK TO SAVEPOINT belt_cmp_all")
+    }
+    // Some statement was rejected (or a lock not granted in time): one pair at a time, each
+    // under its own savepoint; a pair that fails stays a difference.
+    var equal: Set<String> = []
+    for job in jobs {
+      _ = try dst.exec("SAVEPOINT belt_cmp")
+      do {
+        _ = try dst.exec(job.sql.joined(separator: "\n"))
+        equal.formUnion(try judge([job]))
+      } catch let e as PGError where e.kind == .server && !e.isCancel {}
       _ = try dst.exec("ROLLBACK TO SAVEPOINT belt_cmp")
-      if prints.count == 2 && prints[0] == prints[1] { equal.insert(pair.key) }
     }
     return equal
   }
@@ -240,5 +297,20 @@ public enum SchemaEquivalence {
       if fixed != b { out[p.dst] = fixed.joined(separator: "\n") }
     }
     return out
+  }
+
+  /// The name of each object that still differs between `src` and `dst` (statements on one
+  /// side only, after re-printed ones were replaced): `table public.orders` for the kinds
+  /// compared here, else the statement's first line. Stable from run to run, so an operator
+  /// can accept a difference by name.
+  static func differenceNames(src: [String], dst: [String]) -> [String] {
+    let (srcOnly, dstOnly) = oneSided(src: src, dst: dst)
+    var names: [String] = []
+    for s in srcOnly + dstOnly {
+      let text = s.trimmingCharacters(in: .whitespacesAndNewlines)
+      let name = target(text)?.key ?? String((text.split(separator: "\n").first ?? "").prefix(120))
+      if !names.contains(name) { names.append(name) }
+    }
+    return names
   }
 }

@@ -612,12 +612,13 @@ public enum SchemaOps {
       let conn = try ctx.newConnection(.dst, .root)
       defer { conn.close() }
       conn.audit = nil  // scratch objects in a transaction that is always rolled back
-      let equal = try SchemaEquivalence.equalKeys(pairs, dst: conn)
+      let owner = try ctx.config.server(.dst).owner.name
+      let equal = try SchemaEquivalence.equalKeys(pairs, dst: conn, runAs: owner)
       let same = pairs.filter { equal.contains($0.key) }
       reprinted = same.map(\.key)
       var replace = Dictionary(same.map { ($0.dst, $0.src) }, uniquingKeysWith: { x, _ in x })
       // The others differ for real: leave out of the diff the lines that are only re-printed.
-      for (k, v) in try SchemaEquivalence.refine(pairs.filter { !equal.contains($0.key) }, dst: conn) { replace[k] = v }
+      for (k, v) in try SchemaEquivalence.refine(pairs.filter { !equal.contains($0.key) }, dst: conn, runAs: owner) { replace[k] = v }
       b = b.map { replace[$0] ?? $0 }
       ctx.logger.info(
         "compared \(pairs.count) differently printed object(s) on dst in \(Runner.ms(since: t0)) ms: \(same.count) re-printed, \(pairs.count - same.count) different")

@@ -185,17 +185,19 @@ public enum SchemaEquivalence {
 
   /// The keys of the pairs whose two definitions dst stores the same way.
   ///
-  /// Runs on `dst` (a connection of its own, as root, not audited: nothing it does is kept) in
+  /// Runs on `dst` (a connection of its own, as root, not audited: nothing it does is kept; the
+  /// definitions run as `role`, the owner, as load-schema runs them) in
   /// one transaction that is always rolled back, every statement in one batch and every print
   /// in one query; when the batch fails, one pair at a time under its own savepoint, so that a
   /// pair that cannot be judged (a lock not granted in time, a statement dst rejects) stays a
   /// difference and the others are still judged. Lock and statement timeouts are short.
   /// - Parameters:
   ///   - pairs: from ``pairs(src:dst:)``.
-  ///   - dst: a connection to dst's database.
+  ///   - dst: a connection to dst's database (as root: it creates the scratch schemas).
+  ///   - role: the role the definitions are re-created as (the owner), nil for the connection's.
   /// - Returns: the keys judged equal.
   /// - Throws: `PGError` when the transaction itself cannot start.
-  static func equalKeys(_ pairs: [Pair], dst: PGConnection) throws -> Set<String> {
+  static func equalKeys(_ pairs: [Pair], dst: PGConnection, runAs role: String? = nil) throws -> Set<String> {
     if pairs.isEmpty { return [] }
     let pid = try dst.query("SELECT pg_catalog.pg_backend_pid()").scalar ?? "0"
     let scratch = ["belt_cmp_src_\(pid)", "belt_cmp_dst_\(pid)"]
@@ -227,7 +229,11 @@ public enum SchemaEquivalence {
     defer { _ = try? dst.exec("ROLLBACK") }
     try dst.exec(
       "SET LOCAL lock_timeout = '2s'; SET LOCAL statement_timeout = '60s'; SET LOCAL search_path = ''; "
-        + "SET LOCAL check_function_bodies = false; CREATE SCHEMA \(scratch[0]); CREATE SCHEMA \(scratch[1])")
+        + "SET LOCAL check_function_bodies = false")
+    // src's text runs as the owner (as load-schema does), never as root.
+    let authorization = role.map { " AUTHORIZATION \(PGConnection.quoteIdent($0))" } ?? ""
+    try dst.exec("CREATE SCHEMA \(scratch[0])\(authorization); CREATE SCHEMA \(scratch[1])\(authorization)")
+    if let role { try dst.exec("SET LOCAL ROLE \(PGConnection.quoteIdent(role))") }
     func judge(_ list: [Job]) throws -> Set<String> {
       let rel = try prints(list.filter { $0.kind != .domain }.flatMap(\.objects), domains: false, dst: dst)
       let dom = try prints(list.filter { $0.kind == .domain }.flatMap(\.objects), domains: true, dst: dst)
@@ -271,9 +277,10 @@ public enum SchemaEquivalence {
   /// - Parameters:
   ///   - pairs: pairs judged different.
   ///   - dst: a connection to dst's database.
+  ///   - role: as in ``equalKeys(_:dst:runAs:)``.
   /// - Returns: dst statement → the statement with its re-printed lines replaced.
   /// - Throws: `PGError` when the transaction itself cannot start.
-  static func refine(_ pairs: [Pair], dst: PGConnection) throws -> [String: String] {
+  static func refine(_ pairs: [Pair], dst: PGConnection, runAs role: String? = nil) throws -> [String: String] {
     var probes: [Pair] = []
     var lines: [String: ([String], [String])] = [:]
     for p in pairs {
@@ -288,7 +295,7 @@ public enum SchemaEquivalence {
       }
     }
     if probes.isEmpty { return [:] }
-    let equal = try equalKeys(probes, dst: dst)
+    let equal = try equalKeys(probes, dst: dst, runAs: role)
     var out: [String: String] = [:]
     for p in pairs {
       guard let (a, b) = lines[p.key] else { continue }

@@ -229,6 +229,8 @@ struct SchemaDependencyTests {
     flag.stop = true
     done.wait()
     #expect(second.code == 0, "\(second.out)\(second.err)")
+    let again = try dc.run("create_indexes", "ix", ["concurrently": true])
+    #expect(again["concurrently"] == true && again["already_present"] == 3 && again["created"] == 0, "\(again.json())")
     #expect(second.out.contains("events_code: rebuilt"), "\(second.out)")
     #expect(second.err.contains("events_code") && second.err.contains("INVALID"), "\(second.err)")
     #expect(try Cut.scalar(dc, "ix", .dst, "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid WHERE c.relname = 'events' AND NOT i.indisvalid") == "0")

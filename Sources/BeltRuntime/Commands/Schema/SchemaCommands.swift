@@ -419,7 +419,7 @@ public enum SchemaOps {
   /// reported per index and make the record `ok=false` (ANALYZE is then skipped).
   ///
   /// Record: `file`, `indexes` [{name, table, status created|rebuilt|already_present|failed|attached,
-  /// duration_ms, error?}], `created`, `already_present`, `failed`, `analyze_ran`, `message`.
+  /// duration_ms, error?}], `created`, `already_present`, `failed`, `analyze_ran`, `concurrently`, `message`.
   public static func createIndexes(_ ctx: PairContext) throws -> Value {
     try createIndexes(ctx, analyzeWhenNoneCreated: true, concurrently: ctx.options.bool("concurrently"))
   }
@@ -570,6 +570,7 @@ public enum SchemaOps {
       ("ok", .bool(failed == 0)),
       ("file", .string(file)), ("indexes", .array(records)), ("created", .int(created)),
       ("already_present", .int(present)), ("failed", .int(failed)), ("analyze_ran", .bool(analyzeRan)),
+      ("concurrently", .bool(concurrently)),
       ("message", .string(([summary] + lines).joined(separator: "\n"))),
     ])
   }

@@ -1,4 +1,4 @@
-# belt: build, test against two local PostgreSQL 15 + pglogical clusters, demo.
+# belt: build, test against local clusters (two PostgreSQL 15 + pglogical, one PostgreSQL 18), demo, package.
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 
@@ -11,8 +11,11 @@ SWIFT_TEST ?= swift test --no-parallel
 ISOLATED ?= 1
 # A hung test fails the run after this many seconds per phase (timeout kills the whole group).
 TEST_TIMEOUT ?= 900
+# Then make dist and dist-test: the package's binary, with the Swift toolchain hidden, runs a
+# whole migrate.lua + cutover.lua. DIST=0 leaves them out.
+DIST ?= 1
 
-.PHONY: all deps build test demo clusters-up clusters-down clean-clusters
+.PHONY: all deps build test dist dist-test demo clusters-up clusters-down clean-clusters
 
 all: build
 
@@ -33,7 +36,20 @@ test: deps
 	timeout -k 10 $(TEST_TIMEOUT) $(SWIFT_TEST) --skip-build --skip IsolatedFaultTests; \
 	if [[ "$(ISOLATED)" == 1 ]]; then \
 	  BELT_ISOLATED=1 timeout -k 10 $(TEST_TIMEOUT) $(SWIFT_TEST) --skip-build --filter IsolatedFaultTests; \
+	fi; \
+	if [[ "$(DIST)" == 1 ]]; then \
+	  scripts/dist; \
+	  timeout -k 10 $(TEST_TIMEOUT) scripts/dist-test; \
 	fi
+
+# The release package: .build-dist/belt_<version>_amd64.deb and a tarball (see scripts/dist).
+dist:
+	scripts/dist
+
+# The package's binary without the Swift toolchain: --help, --version, migrate + cutover
+# on a test pair (see scripts/dist-test). Starts and stops the clusters if they are down.
+dist-test: deps dist
+	timeout -k 10 $(TEST_TIMEOUT) scripts/dist-test
 
 demo: deps
 	scripts/pg-clusters up

@@ -22,11 +22,13 @@ let package = Package(
     .systemLibrary(name: "CLineEdit", pkgConfig: "libedit", providers: [.apt(["libedit-dev"])]),
     // Ctrl-C and the libpq cancel registry, for Postgres/, Operations/ and Commands/ without Lua.
     .target(name: "CSignals", dependencies: ["CLibPQ"]),
+    // The commit for `belt --version`: `make dist` defines it (-Xcc -DBELT_BUILD_COMMIT=...).
+    .target(name: "CBuildInfo"),
     .target(name: "CLuaShim", dependencies: ["CLua", "CSignals"]),
     .target(
       name: "BeltRuntime",
       dependencies: [
-        "BeltRunbooks", "CLua", "CLibPQ", "CLuaShim", "CSignals", "CLineEdit",
+        "BeltRunbooks", "CBuildInfo", "CLua", "CLibPQ", "CLuaShim", "CSignals", "CLineEdit",
         .product(name: "Logging", package: "swift-log"),
         .product(name: "OrderedCollections", package: "swift-collections"),
       ],

@@ -65,7 +65,9 @@ belt.wait_for(function()
     if r.back == "down" then
       error(belt.error("replication_down", ("%s: back replication is down: %s"):format(r.db, r.back_error or "see the server logs")))
     end
-    if r.back ~= "replicating" then return false end
+    -- "armed": an engine whose two directions cannot run together attaches back replication
+    -- when the cutover drops forward.
+    if r.back ~= "replicating" and r.back ~= "armed" then return false end
   end
   return true
 end, { timeout = "5m", interval = "500ms", desc = "back replication to reach replicating" })

@@ -3,7 +3,7 @@
 -- The playbook's rollback after a cutover, when the application must go back to src
 -- (pgbelt leaves this to the operator):
 --   revoke logins on dst (stop writes there) -> wait for dst sessions to drain (then terminate
---   them) -> wait until back replication (pg2_pg1) has brought every write on dst to src ->
+--   them) -> wait until back replication has brought every write on dst to src ->
 --   copy sequences and PK-less tables from dst back to src (sequences never move backwards;
 --   PK-less tables on src are replaced by dst's rows in one transaction each) ->
 --   teardown-back-replication -> restore logins on src.
@@ -92,10 +92,15 @@ if #full > 0 then
       -- The insert position, not pg_current_wal_lsn(): with synchronous_commit = off, commits
       -- already acknowledged can lie beyond what has been written out.
       local target = belt.query(dc, name, "dst", "SELECT pg_current_wal_insert_lsn()::text AS lsn")[1].lsn
+      -- The back subscription's slot on dst, whichever engine made it.
+      local slot = lib.records(belt.status(dc, name))[1].back_slot
+      if not slot then
+        error(belt.error("precondition_failed", name .. ": back replication has no slot on dst; rolling back now would lose the writes made on dst"))
+      end
       belt.wait_for(function()
         local rows = belt.query(dc, name, "dst",
-          "SELECT coalesce(bool_and(confirmed_flush_lsn >= $1::pg_lsn), false)::text AS done FROM pg_replication_slots WHERE slot_name LIKE '%pg2_pg1%'",
-          { target })
+          "SELECT coalesce(bool_and(confirmed_flush_lsn >= $1::pg_lsn), false)::text AS done FROM pg_replication_slots WHERE slot_name = $2",
+          { target, slot })
         return rows[1] and rows[1].done == "true"
       end, { timeout = o.catchup_timeout, interval = "500ms", desc = name .. ": src to apply dst's writes up to " .. target })
     end

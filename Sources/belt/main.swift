@@ -6,7 +6,7 @@ struct Belt: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "belt",
     abstract: "A tool to help manage postgres data migrations.",
-    version: "0.1.0",
+    version: BuildInfo.versionLine,
     subcommands: subcommands)
 
   /// The operations' commands, then the three that are not operations.

@@ -136,7 +136,7 @@ func parseError(_ text: String) -> String {
       let server = ServerConfig(
         host: "db.example", ip: "10.1.2.3", dbname: "my db", port: 5432,
         root: Credentials(name: "root user", password: pw), owner: Credentials(name: "o", password: "p"),
-        pglogical: Credentials(name: "pgl", password: "x"))
+        replication: Credentials(name: "pgl", password: "x"))
       let info = server.conninfo(.root)
       var err: UnsafeMutablePointer<CChar>? = nil
       guard let opts = PQconninfoParse(info, &err) else {

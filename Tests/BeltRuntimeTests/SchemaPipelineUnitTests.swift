@@ -9,7 +9,7 @@ import Testing
     host: "db.example", ip: "10.1.2.3", dbname: "app db", port: 5433,
     root: Credentials(name: "root", password: "r00t 'pw' : \\ x"),
     owner: Credentials(name: "own er", password: "o'wn er\\ #@pw"),
-    pglogical: Credentials(name: "pgl", password: "p"))
+    replication: Credentials(name: "pgl", password: "p"))
 
   @Test func pgDumpGetsThePasswordOnlyThroughAPrivatePassfile() throws {
     let inherited = ["PATH": "/usr/bin", "PGPASSWORD": "leak", "PGSERVICE": "svc", "PGSSLMODE": "require", "HOME": "/root"]

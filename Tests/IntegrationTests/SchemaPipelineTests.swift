@@ -280,7 +280,7 @@ struct SchemaPipelineTests {
     try dc.store.save(cfg, to: path)
     let r = try CLI.run(["diff-schemas", dc.dc, "badpw", "--config-dir", dc.root])
     #expect(r.code == 1)
-    #expect(r.err.contains("pg_dump of dst") && r.err.contains("password authentication failed"))
+    #expect(r.err.contains("dst") && r.err.contains("password authentication failed"))
     #expect(!r.err.contains(wrong) && !r.out.contains(wrong))
   }
 

@@ -4,7 +4,8 @@ import Testing
 
 @testable import BeltRuntime
 
-/// The two real clusters started by scripts/pg-clusters (see `make test`).
+/// The real clusters started by scripts/pg-clusters (see `make test`): src and dst (PostgreSQL 15
+/// with pglogical) and pg18 (PostgreSQL 18, a second major version).
 enum PG {
   static let envVars = ProcessInfo.processInfo.environment
   /// True when the cluster variables are set (they always are under `make test`).
@@ -13,18 +14,40 @@ enum PG {
   static let rootUser = envVars["BELT_TEST_ROOT_USER"] ?? "postgres"
   static let rootPassword = envVars["BELT_TEST_ROOT_PASSWORD"] ?? "belt-root-pw"
   static let pgBin = envVars["BELT_TEST_PG_BIN"] ?? "/usr/lib/postgresql/15/bin"
+  /// `make test` sets BELT_TEST_REQUIRE_SERVERS: a missing cluster is then a failure, not a skip.
+  static let required = envVars["BELT_TEST_REQUIRE_SERVERS"] != nil
+  /// The PostgreSQL 18 cluster's port and bindir, when scripts/pg-clusters started it.
+  static let pg18Port = envVars["BELT_TEST_PG18_PORT"].flatMap { Int($0) }
+  static let pg18Bin = envVars["BELT_TEST_PG18_BIN"]
+  /// Whether the tests that need the PostgreSQL 18 cluster run: when it is there, and always
+  /// under BELT_TEST_REQUIRE_SERVERS (they fail then if it is missing).
+  static let pg18Wanted = available && (required || (pg18Port != nil && pg18Bin != nil))
 
   static func port(_ side: Side) -> Int {
     Int(envVars[side == .src ? "BELT_TEST_SRC_PORT" : "BELT_TEST_DST_PORT"] ?? "") ?? (side == .src ? 55432 : 55433)
   }
 
+  /// The PostgreSQL 18 cluster's port and bindir.
+  /// - Throws: when scripts/pg-clusters did not export them (the test then fails).
+  static func pg18() throws -> (port: Int, bin: String) {
+    guard let pg18Port, let pg18Bin else {
+      throw BeltError(.notFound, "BELT_TEST_PG18_PORT/BELT_TEST_PG18_BIN are not set: start the clusters with scripts/pg-clusters up (after scripts/install-deps)")
+    }
+    return (pg18Port, pg18Bin)
+  }
+
   /// A root connection to `db` on one cluster.
   static func root(_ side: Side, db: String = "postgres") throws -> PGConnection {
+    try root(port: port(side), db: db, label: side.rawValue)
+  }
+
+  /// A root connection to `db` on the cluster listening on `port`.
+  static func root(port: Int, db: String = "postgres", label: String? = nil) throws -> PGConnection {
     try PGConnection(
       conninfo: ConnInfo.build([
-        ("hostaddr", host), ("port", String(port(side))), ("dbname", db), ("user", rootUser),
+        ("hostaddr", host), ("port", String(port)), ("dbname", db), ("user", rootUser),
         ("password", rootPassword),
-      ]), label: "test \(side.rawValue) root")
+      ]), label: "test \(label ?? String(port)) root")
   }
 
   /// A short unique suffix for database and role names (DROP DATABASE hangs with pglogical
@@ -41,6 +64,12 @@ final class TestDC: @unchecked Sendable {
   let root: String
   let dc: String
   var pairs: [String: PairSpec] = [:]
+  /// The port of each side's cluster for the pairs added from now on (the PostgreSQL 18
+  /// cluster's for a 15 → 18 pair).
+  var ports: [Side: Int] = [.src: PG.port(.src), .dst: PG.port(.dst)]
+  /// The environment operations look up and run pg_dump in (BELT_PG_BIN, PATH); the test
+  /// process's own when nil.
+  var toolEnvironment: [String: String]? = nil
 
   struct PairSpec {
     var db: String          // pair name
@@ -62,7 +91,9 @@ final class TestDC: @unchecked Sendable {
   func env(jobs: Int = 4) -> Environment {
     var logger = Logger(label: "belt-test") { _ in SwiftLogNoOpLogHandler() }
     logger.logLevel = .critical
-    return Environment(store: store, logger: logger, jobs: jobs, connectTimeout: 5)
+    var env = Environment(store: store, logger: logger, jobs: jobs, connectTimeout: 5)
+    if let toolEnvironment { env.toolEnvironment = toolEnvironment }
+    return env
   }
 
   /// Creates a pair: a fresh database on both clusters owned by a fresh owner role (with a
@@ -79,12 +110,12 @@ final class TestDC: @unchecked Sendable {
     // gets its own, so that tests do not step on each other's role.
     let pgl = pglogical ?? Credentials(name: PG.unique("pgl"), password: "pgl 'pw' \\x")
     for side in Side.allCases {
-      let c = try PG.root(side)
+      let c = try serverRoot(side)
       defer { c.close() }
       let hashed = try c.encryptPassword(owner.password, user: owner.name)
       try c.exec("CREATE ROLE \(PGConnection.quoteIdent(owner.name)) LOGIN PASSWORD \(try c.literal(hashed))")
       try c.exec("CREATE DATABASE \(PGConnection.quoteIdent(dbname)) OWNER \(PGConnection.quoteIdent(owner.name))")
-      let o = try PGConnection(conninfo: ConnInfo.build([("hostaddr", PG.host), ("port", String(PG.port(side))), ("dbname", dbname), ("user", owner.name), ("password", owner.password)]), label: "owner")
+      let o = try PGConnection(conninfo: ConnInfo.build([("hostaddr", PG.host), ("port", String(ports[side] ?? PG.port(side))), ("dbname", dbname), ("user", owner.name), ("password", owner.password)]), label: "owner")
       defer { o.close() }
       if schema != "public" {
         try o.exec("CREATE SCHEMA \(PGConnection.quoteIdent(schema))")
@@ -94,7 +125,7 @@ final class TestDC: @unchecked Sendable {
     }
     func server() -> Value {
       .object([
-        ("host", "localhost"), ("ip", .string(PG.host)), ("db", .string(dbname)), ("port", .string(String(PG.port(.src)))),
+        ("host", "localhost"), ("ip", .string(PG.host)), ("db", .string(dbname)), ("port", .string(String(ports[.src] ?? PG.port(.src)))),
         ("root_user", .object([("name", .string(PG.rootUser)), ("pw", .string(PG.rootPassword))])),
         ("owner_user", .object([("name", .string(owner.name)), ("pw", .string(owner.password))])),
         ("pglogical_user", .object([("name", .string(pgl.name)), ("pw", .string(pgl.password))])),
@@ -102,8 +133,8 @@ final class TestDC: @unchecked Sendable {
     }
     var src = server()
     var dst = server()
-    src = src.setting("port", .string(String(PG.port(.src))))
-    dst = dst.setting("port", .int(PG.port(.dst)))  // a number: belt accepts both
+    src = src.setting("port", .string(String(ports[.src] ?? PG.port(.src))))
+    dst = dst.setting("port", .int(ports[.dst] ?? PG.port(.dst)))  // a number: belt accepts both
     var cfg: [(String, Value)] = [
       ("db", .string(db)), ("dc", .string(dc)), ("src", src), ("dst", dst),
       ("tables", tables.map { .from($0) } ?? .null), ("sequences", sequences.map { .from($0) } ?? .null),
@@ -119,7 +150,12 @@ final class TestDC: @unchecked Sendable {
   /// A root connection to a pair's database.
   func conn(_ db: String, _ side: Side) throws -> PGConnection {
     guard let p = pairs[db] else { throw BeltError(.notFound, "no pair \(db)") }
-    return try PG.root(side, db: p.dbname)
+    return try PG.root(port: ports[side] ?? PG.port(side), db: p.dbname, label: side.rawValue)
+  }
+
+  /// A root connection to the `postgres` database of a side's cluster (see ``ports``).
+  func serverRoot(_ side: Side) throws -> PGConnection {
+    try PG.root(port: ports[side] ?? PG.port(side), label: side.rawValue)
   }
 
   /// Runs an operation in-process.
@@ -186,5 +222,9 @@ enum CLI {
     for side in Side.allCases {
       #expect(try PG.root(side).query("SELECT 1").scalar == "1")
     }
+    // The second major version (PostgreSQL 18 from PyPI, scripts/install-deps).
+    let pg18 = try PG.pg18()
+    #expect(try PG.root(port: pg18.port).query("SHOW server_version_num").scalar?.hasPrefix("18") == true)
+    #expect(FileManager.default.isExecutableFile(atPath: pg18.bin + "/pg_dump"))
   }
 }

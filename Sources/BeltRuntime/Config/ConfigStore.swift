@@ -126,7 +126,7 @@ public struct ConfigStore: Sendable {
       schemaName: try v.optionalString(raw, "schema_name") ?? "public",
       excludeUsers: try v.stringList(raw, "exclude_users") ?? [],
       excludePatterns: try v.stringList(raw, "exclude_patterns") ?? [],
-      pgbouncer: try v.pgbouncer(raw))
+      pgbouncer: try v.pgbouncer(raw), engine: try v.engine(raw))
   }
 
   /// Writes a config atomically (see ``AtomicFile``), keeping the existing file's mode (0600 for
@@ -181,6 +181,15 @@ struct FieldReader {
     return s
   }
 
+  /// `"engine"`: absent or null is pglogical (pgbelt's configs).
+  func engine(_ obj: Value) throws -> EngineKind {
+    guard let name = try optionalString(obj, "engine") else { return .pglogical }
+    guard let kind = EngineKind(rawValue: name) else {
+      throw fail("engine", "must be one of \(EngineKind.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")), got \(Value.jsonQuote(name))")
+    }
+    return kind
+  }
+
   func optionalString(_ obj: Value, _ key: String) throws -> String? {
     guard let v = obj[key], !v.isNull else { return nil }
     guard case .string(let s) = v else { throw fail(key, "must be a string, got \(Self.kind(v))") }
@@ -229,7 +238,7 @@ struct FieldReader {
       host: try requiredString(v, "host", prefix: p), ip: try requiredString(v, "ip", prefix: p),
       dbname: try requiredString(v, "db", prefix: p), port: port,
       root: try user(v, "root_user", prefix: p), owner: try user(v, "owner_user", prefix: p),
-      pglogical: try user(v, "pglogical_user", prefix: p))
+      replication: try user(v, "pglogical_user", prefix: p))
   }
 
   func pgbouncer(_ obj: Value) throws -> PgBouncerConfig? {

@@ -18,8 +18,15 @@ public enum Role: String, Sendable, CaseIterable {
   case root
   /// The owner of the migrated schema.
   case owner
-  /// The replication user pglogical connects as.
+  /// The replication role (the config's `pglogical_user`, pgbelt's name): the engine's
+  /// subscriptions connect as it. Its raw value stays pgbelt's word in audit records.
+  case replication = "pglogical"
+}
+
+/// The replication engines belt has (design.md §6), as a config names them.
+public enum EngineKind: String, Sendable, CaseIterable {
   case pglogical
+  case native
 }
 
 /// Which server of a pair.
@@ -42,14 +49,14 @@ public struct ServerConfig: Equatable, Sendable {
   public var root: Credentials
   /// The owner of the data.
   public var owner: Credentials
-  /// The pglogical replication user.
-  public var pglogical: Credentials
+  /// The replication role (`pglogical_user` in config.json).
+  public var replication: Credentials
 
   public func credentials(_ role: Role) -> Credentials {
     switch role {
     case .root: return root
     case .owner: return owner
-    case .pglogical: return pglogical
+    case .replication: return replication
     }
   }
 
@@ -125,6 +132,8 @@ public struct MigrationConfig: Equatable, Sendable {
   public var excludePatterns: [String]
   /// The pgbouncer in front of src, when the config has one (cutover through a pause).
   public var pgbouncer: PgBouncerConfig? = nil
+  /// The replication engine (`"engine"`; pgbelt's configs have none: pglogical).
+  public var engine: EngineKind = .pglogical
 
   /// The server of a side, or a precondition error naming the file.
   public func server(_ side: Side) throws -> ServerConfig {

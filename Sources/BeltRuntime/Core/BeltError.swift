@@ -99,7 +99,13 @@ public struct BeltError: Error, Equatable, CustomStringConvertible, Sendable {
   /// Converts any error into a BeltError.
   public static func wrap(_ error: any Error, dc: String? = nil, db: String? = nil) -> BeltError {
     if let b = error as? BeltError { return b.located(dc: dc, db: db) }
-    if let p = error as? PGError { return p.beltError.located(dc: dc, db: db) }
+    if let p = error as? any BeltErrorConvertible { return p.beltError.located(dc: dc, db: db) }
     return BeltError(.internal, String(describing: error), dc: dc, db: db)
   }
+}
+
+/// An error of a lower layer (a PostgreSQL error, say) that knows its BeltError form, so Core
+/// never names the layers above it.
+public protocol BeltErrorConvertible: Error {
+  var beltError: BeltError { get }
 }

@@ -130,6 +130,9 @@ public enum Render {
            $0["installed_on_dst"]?.boolValue == true ? "installed" : $0["available_on_dst"]?.boolValue == true ? "available" : "NOT AVAILABLE"]
         }, bad: exts.map { [false, false, false, $0["available_on_dst"]?.boolValue == false] })
       }
+      if let major = r["pg_dump"]?["major"], let path = r["pg_dump"]?["path"] {
+        out += "Schema dumps: pg_dump \(major.display) (\(path.display))\n"
+      }
       for a in r["alerts"]?.arrayValue ?? [] { out += red("ALERT: \(a.display)") + "\n" }
       for w in r["warnings"]?.arrayValue ?? [] { out += yellow("WARNING: \(w.display)") + "\n" }
       if let missing = r["extensions_missing_on_dst"]?.arrayValue, !missing.isEmpty {

@@ -111,25 +111,35 @@ enum Audit {
     "setval|nextval|pg_terminate_backend|pg_cancel_backend|pg_drop_replication_slot|pg_create_logical_replication_slot"
     + "|pg_create_physical_replication_slot|pg_replication_origin_create|pg_replication_origin_drop"
     + "|pg_replication_origin_advance|pg_reload_conf|pg_switch_wal|lo_unlink"
-  /// pglogical functions that only read.
-  static let readOnlyPglogical: Set<String> = [
-    "show_subscription_status", "show_subscription_table", "pglogical_gen_slot_name", "pglogical_version",
-    "pglogical_version_num", "pglogical_max_proto_version", "pglogical_min_proto_version", "show_repset_table_info",
-    "table_data_filtered", "pglogical_node_info", "wait_slot_confirm_lsn", "wait_for_subscription_sync_complete",
-    "wait_for_table_sync_complete", "xact_commit_timestamp_origin",
-  ]
+  /// Functions of an extension's schema that only read, by schema (an engine registers its own:
+  /// ``registerReadOnly(schema:_:)``); every other call into such a schema changes something.
+  nonisolated(unsafe) private static var readOnlyCalls: [String: Set<String>] = [:]
+  private static let readOnlyLock = NSLock()
+
+  /// Registers `schema` as an extension schema whose functions change something, except `functions`.
+  public static func registerReadOnly(schema: String, _ functions: Set<String>) {
+    readOnlyLock.lock()
+    readOnlyCalls[schema] = functions
+    readOnlyLock.unlock()
+  }
 
   static func callsChangingFunction(_ sql: String) -> Bool {
     // Function names inside string literals are not calls.
     let stmt = sql.replacingOccurrences(of: "'(?:[^']|'')*'", with: "''", options: .regularExpression)
     if stmt.range(of: "\\b(\(changingFunctions))\\s*\\(", options: [.regularExpression, .caseInsensitive]) != nil { return true }
-    guard let re = try? NSRegularExpression(pattern: "\\bpglogical\\s*\\.\\s*([a-z_0-9]+)\\s*\\(", options: .caseInsensitive) else {
-      return false
+    readOnlyLock.lock()
+    let schemas = readOnlyCalls
+    readOnlyLock.unlock()
+    for (schema, readOnly) in schemas {
+      let pattern = "\\b\(NSRegularExpression.escapedPattern(for: schema))\\s*\\.\\s*([a-z_0-9]+)\\s*\\("
+      guard let re = try? NSRegularExpression(pattern: pattern, options: .caseInsensitive) else { continue }
+      let ns = stmt as NSString
+      let changes = re.matches(in: stmt, range: NSRange(location: 0, length: ns.length)).contains { m in
+        !readOnly.contains(ns.substring(with: m.range(at: 1)).lowercased())
+      }
+      if changes { return true }
     }
-    let ns = stmt as NSString
-    return re.matches(in: stmt, range: NSRange(location: 0, length: ns.length)).contains { m in
-      !readOnlyPglogical.contains(ns.substring(with: m.range(at: 1)).lowercased())
-    }
+    return false
   }
 
   /// The first keyword, upper-cased, after whitespace and comments.

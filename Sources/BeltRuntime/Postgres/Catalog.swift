@@ -18,38 +18,8 @@ public struct TableInfo: Sendable, Equatable {
   /// `d` default, `n` nothing, `f` full, `i` index.
   public var replicaIdentity: String = "d"
   public var hasPK: Bool { !pkColumns.isEmpty }
-  /// Whether it has a stored generated column. pglogical's initial copy names every column,
-  /// generated ones included, and fails on such a table; a column list avoids that but crashes
-  /// the subscriber's apply worker (test-environment.md). belt never lets pglogical copy it.
+  /// Whether it has a stored generated column.
   public var hasGenerated: Bool { !generatedColumns.isEmpty }
-  /// Whether pglogical may copy and stream it from the start: a leaf with a primary key and no
-  /// generated column.
-  public var replicatedFromStart: Bool { replicable && !hasGenerated }
-  /// Whether pglogical can stream its changes: a permanent leaf with a primary key whose
-  /// replica identity is not NOTHING. Every other leaf is copied during the cutover.
-  public var replicable: Bool { kind == "r" && hasPK && persistence == "p" && replicaIdentity != "n" }
-  /// How belt moves it (`pglogical`, `locked_copy`, `dump_and_load`, `unavailable`) and why.
-  public var strategy: (method: String, why: String?) {
-    if kind == "p" { return ("unavailable", "partitioned parent: its partitions are replicated") }
-    let generated = generatedColumns.count == 1 ? "generated column \(generatedColumns[0])" :
-      "generated columns \(generatedColumns.joined(separator: ", "))"
-    var reasons: [String] = []
-    if !hasPK { reasons.append("no primary key") }
-    if persistence == "u" { reasons.append("unlogged (logical replication does not see its changes)") }
-    if hasPK && replicaIdentity == "n" {
-      reasons.append("REPLICA IDENTITY NOTHING (its UPDATEs and DELETEs cannot be replicated; set it back to DEFAULT to stream it)")
-    }
-    if !reasons.isEmpty {
-      var why = reasons.joined(separator: ", ") + ": copied during cutover by sync-tables"
-      if hasGenerated { why += " (\(generated) is computed on dst)" }
-      return ("dump_and_load", why)
-    }
-    if hasGenerated {
-      return ("locked_copy", "\(generated): copied by belt under a short write lock on this table once the initial copy is done, "
-        + "then replicated (pglogical cannot copy it)")
-    }
-    return ("pglogical", nil)
-  }
 }
 
 /// Catalog queries shared by the operations (pg_catalog, not information_schema, so results do

@@ -1,5 +1,5 @@
 /// An error from libpq or the server. Its description never contains a connection string.
-public struct PGError: Error, CustomStringConvertible, CustomDebugStringConvertible, Sendable {
+public struct PGError: BeltErrorConvertible, CustomStringConvertible, CustomDebugStringConvertible, Sendable {
   /// Where the error happened.
   public enum Kind: String, Sendable {
     /// Could not connect (network, refused, timeout).

@@ -35,23 +35,125 @@ public enum PGTools {
     "PGSERVICE", "PGSERVICEFILE", "PGOPTIONS", "PGCONNECT_TIMEOUT", "PGAPPNAME", "PGTARGETSESSIONATTRS",
   ]
 
-  /// The directory holding `pg_dump` and `psql`: `$BELT_PG_BIN`, else the newest
-  /// `/usr/lib/postgresql/<major>/bin` (a newer pg_dump can dump older servers, not the reverse),
-  /// else `pg_config --bindir`, else nil (then PATH is searched).
-  public static func binDirectory(environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
-    let fm = FileManager.default
-    if let b = environment["BELT_PG_BIN"], !b.isEmpty { return b }
-    let base = "/usr/lib/postgresql"
-    let majors = ((try? fm.contentsOfDirectory(atPath: base)) ?? []).compactMap(Int.init).sorted(by: >)
-    for m in majors where fm.isExecutableFile(atPath: "\(base)/\(m)/bin/pg_dump") { return "\(base)/\(m)/bin" }
-    if let pgConfig = findOnPath("pg_config", environment: environment),
-      let out = try? runSimple(pgConfig, ["--bindir"]),
-      case let dir = out.trimmingCharacters(in: .whitespacesAndNewlines),
-      !dir.isEmpty, fm.isExecutableFile(atPath: dir + "/pg_dump")
-    {
-      return dir
+  /// A directory holding `pg_dump`, with the major version that pg_dump reports.
+  public struct ToolDirectory: Equatable, Sendable, CustomStringConvertible {
+    /// The directory.
+    public var path: String
+    /// The major version of its `pg_dump` (`pg_dump --version`).
+    public var major: Int
+
+    public init(path: String, major: Int) {
+      self.path = path
+      self.major = major
     }
-    return nil
+
+    /// `pg_dump 18 (/dir)`.
+    public var description: String { "pg_dump \(major) (\(path))" }
+  }
+
+  /// Where belt looks for `pg_dump`, in order of preference among equal major versions:
+  /// `$BELT_PG_BIN`, `<root>/<major>/bin` (newest first; root `/usr/lib/postgresql`), then every
+  /// `PATH` directory. Only directories holding an executable `pg_dump`, each once (`/bin` and
+  /// `/usr/bin` are one directory on a merged-/usr system).
+  static func candidateDirectories(environment: [String: String], root: String = "/usr/lib/postgresql") -> [String] {
+    let fm = FileManager.default
+    var dirs: [String] = []
+    if let b = environment["BELT_PG_BIN"], !b.isEmpty { dirs.append(b) }
+    let majors = ((try? fm.contentsOfDirectory(atPath: root)) ?? []).compactMap(Int.init).sorted(by: >)
+    dirs += majors.map { "\(root)/\($0)/bin" }
+    dirs += (environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":").map(String.init)
+    var seen = Set<String>()
+    return dirs.filter { d in
+      fm.isExecutableFile(atPath: d + "/pg_dump") && seen.insert(canonicalPath(d)).inserted
+    }
+  }
+
+  /// `path` with every symbolic link resolved (realpath(3)), or `path` itself when it cannot be.
+  static func canonicalPath(_ path: String) -> String {
+    guard let resolved = realpath(path, nil) else { return path }
+    defer { free(resolved) }
+    return String(cString: resolved)
+  }
+
+  /// The major version in `pg_dump --version` output: `pg_dump (PostgreSQL) 18.6` → 18,
+  /// `pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)` → 15, `... 9.6.24` → 9; nil when
+  /// there is no version number.
+  public static func parseMajor(_ versionOutput: String) -> Int? {
+    guard let r = versionOutput.range(of: #"\) [0-9]+"#, options: .regularExpression)
+      ?? versionOutput.range(of: #"[0-9]+"#, options: .regularExpression)
+    else { return nil }
+    return Int(versionOutput[r].filter(\.isNumber))
+  }
+
+  /// `pg_dump --version` majors already asked, by executable path (a belt process asks once).
+  nonisolated(unsafe) private static var majorCache: [String: Int?] = [:]
+  private static let majorCacheLock = NSLock()
+
+  /// The major version of the `pg_dump` in `dir`, or nil when it does not say.
+  static func dumpMajor(inDirectory dir: String) -> Int? {
+    let exe = dir + "/pg_dump"
+    majorCacheLock.lock()
+    let known = majorCache[exe]
+    majorCacheLock.unlock()
+    if let known { return known }
+    let major = (try? runSimple(exe, ["--version"])).flatMap(parseMajor)
+    majorCacheLock.lock()
+    majorCache[exe] = major
+    majorCacheLock.unlock()
+    return major
+  }
+
+  /// Every candidate directory (see ``candidateDirectories(environment:root:)``) with its
+  /// pg_dump's major version; one whose pg_dump does not answer `--version` is left out.
+  public static func toolDirectories(
+    environment: [String: String] = ProcessInfo.processInfo.environment, root: String = "/usr/lib/postgresql"
+  ) -> [ToolDirectory] {
+    candidateDirectories(environment: environment, root: root).compactMap { dir in
+      dumpMajor(inDirectory: dir).map { ToolDirectory(path: dir, major: $0) }
+    }
+  }
+
+  /// The newest of `found` (the first of equal majors).
+  static func newest(_ found: [ToolDirectory]) -> ToolDirectory? {
+    found.enumerated().max { a, b in a.element.major < b.element.major || (a.element.major == b.element.major && a.offset > b.offset) }?
+      .element
+  }
+
+  /// Picks the client programs for a pair: the newest pg_dump found, when it is at least as new
+  /// as every server (a pg_dump dumps servers of its own major or older, and its output is what
+  /// belt splits and loads into dst; belt loads through libpq, so psql's version never matters).
+  /// Pure: the versions are given.
+  /// - Parameters:
+  ///   - found: the directories and their pg_dump majors, in order of preference.
+  ///   - servers: each server's label (`src`, `dst`) and major version.
+  /// - Throws: ``BeltError`` `precondition_failed`, one line naming the versions found and needed.
+  public static func chooseDumpTool(_ found: [ToolDirectory], servers: [(label: String, major: Int)]) throws -> ToolDirectory {
+    let needed = servers.map(\.major).max() ?? 0
+    if let best = newest(found), best.major >= needed { return best }
+    let serverList = servers.map { "\($0.label) is PostgreSQL \($0.major)" }.joined(separator: ", ")
+    let foundList =
+      found.isEmpty
+      ? "found none in $BELT_PG_BIN, /usr/lib/postgresql/*/bin or PATH"
+      : "found " + found.map(\.description).joined(separator: ", ")
+    throw BeltError(
+      .preconditionFailed,
+      "no pg_dump can dump both servers: \(serverList), so pg_dump \(needed) or newer is needed; \(foundList) "
+        + "(install PostgreSQL \(needed)'s client programs, or set BELT_PG_BIN to their bin directory)")
+  }
+
+  /// The client programs' directory for servers of these majors (see
+  /// ``chooseDumpTool(_:servers:)``), looked up in `environment`'s `BELT_PG_BIN` and `PATH`.
+  /// - Throws: ``BeltError`` `precondition_failed` when no pg_dump is new enough.
+  public static func dumpTool(
+    servers: [(label: String, major: Int)], environment: [String: String] = ProcessInfo.processInfo.environment
+  ) throws -> ToolDirectory {
+    try chooseDumpTool(toolDirectories(environment: environment), servers: servers)
+  }
+
+  /// The directory holding `pg_dump` when no server version is known: the newest found
+  /// (see ``toolDirectories(environment:root:)``), or nil (then PATH is searched).
+  public static func binDirectory(environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
+    newest(toolDirectories(environment: environment))?.path
   }
 
   /// The absolute path of `tool`, or a clear error.
@@ -178,14 +280,16 @@ public enum PGTools {
     ["--schema-only", "--no-owner", "--strict-names", "--schema=" + exactSchemaPattern(schema)]
   }
 
-  /// `pg_dump --schema-only --no-owner` of one schema of `server`, connecting as `role`.
+  /// `pg_dump --schema-only --no-owner` of one schema of `server`, connecting as `role`, with
+  /// the pg_dump in `tools` (see ``dumpTool(servers:environment:)``).
   /// - Throws: ``BeltError`` naming the side and server when pg_dump fails.
-  public static func dumpSchema(server: ServerConfig, role: Role, schema: String, side: Side, connectTimeout: Int = 10)
-    throws -> String
-  {
+  public static func dumpSchema(
+    server: ServerConfig, role: Role, schema: String, side: Side, tools: ToolDirectory, connectTimeout: Int = 10,
+    environment: [String: String] = ProcessInfo.processInfo.environment
+  ) throws -> String {
     let inv = try invocation(
       tool: "pg_dump", arguments: schemaDumpArguments(schema: schema), server: server, role: role,
-      connectTimeout: connectTimeout)
+      connectTimeout: connectTimeout, baseEnvironment: environment, binDir: tools.path)
     let what = "pg_dump of \(side.rawValue) (\(server.ip):\(server.port)/\(server.dbname), schema \(schema))"
     return try run(inv, what: what, secret: server.credentials(role).password).stdout
   }

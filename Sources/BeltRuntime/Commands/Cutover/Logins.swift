@@ -24,7 +24,7 @@ enum Logins {
   /// Exact names and LIKE patterns that are never touched.
   static func exclusions(_ ctx: PairContext) throws -> (users: [String], patterns: [String]) {
     let src = try ctx.config.server(.src)
-    let users = alwaysSkipped + [src.root.name, src.pglogical.name] + ctx.config.excludeUsers
+    let users = alwaysSkipped + [src.root.name, src.replication.name] + ctx.config.excludeUsers
       + ctx.options.strings("exclude_users")
     let patterns = ctx.config.excludePatterns + ctx.options.strings("exclude_patterns")
     return (Array(Set(users)).sorted(), patterns)

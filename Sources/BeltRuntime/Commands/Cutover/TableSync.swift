@@ -61,8 +61,12 @@ enum TableSync {
     }
     // Also a table with a generated column that setup never added to the set (it waits for
     // the initial copy; see GeneratedColumns): nothing streamed it, so it is copied now.
-    let inSet = Set(try PGL.setTables(ctx.connect(.src, .root), schema: ctx.schema) ?? [])
-    let noPK = all.filter { $0.kind == "r" && (!$0.replicable || ($0.hasGenerated && !inSet.contains($0.name))) }
+    let engine = try ctx.engine
+    let inSet = Set(try engine.publishedTables(ctx.connect(.src, .root), schema: ctx.schema) ?? [])
+    let noPK = all.filter {
+      let how = engine.travel($0).how
+      return how == .copiedAtCutover || (how == .lockedCopy && !inSet.contains($0.name))
+    }
     return ("auto", Catalog.filter(noPK, subset: ctx.config.tableSubset, schema: ctx.schema), [])
   }
 
@@ -114,7 +118,7 @@ enum TableSync {
     let bytes = loaded.reduce(0) { $0 + $1.bytes }
     var parts: [String] = []
     if outcomes.isEmpty { parts.append("No tables without a primary key to sync.") }
-    if !loaded.isEmpty { parts.append("loaded \(loaded.count) table(s), \(rows) rows, \(Fmt.megabytes(bytes))") }
+    if !loaded.isEmpty { parts.append("loaded \(loaded.count) table(s), \(rows) rows, \(Fmt.bytes(bytes))") }
     if !resumed.isEmpty { parts.append("\(resumed.count) copied before the interruption: \(Fmt.names(resumed.map(\.name)))") }
     if !skipped.isEmpty { parts.append("skipped \(skipped.count) not empty: \(Fmt.names(skipped.map(\.name)))") }
     if !failed.isEmpty {
@@ -227,7 +231,7 @@ enum TableSync {
       // more (the header travels with the first row, or with the trailer when there is none).
       out.rows = binary ? max(0, messages - 1) : messages
       out.loaded = true
-      logger.info("loaded \(q): \(out.rows) rows, \(Fmt.megabytes(out.bytes))")
+      logger.info("loaded \(q): \(out.rows) rows, \(Fmt.bytes(out.bytes))")
       return out
     } catch {
       if (error as? PGError)?.kind == .client {

@@ -52,7 +52,7 @@ public enum InspectionOps {
     columns: [("database", "db"), ("terminated", "terminated"), ("users", "users")]
   ) { ctx in
     let server = try ctx.config.server(.src)
-    let users = ["rdsadmin", "postgres", server.root.name, server.pglogical.name] + ctx.config.excludeUsers
+    let users = ["rdsadmin", "postgres", server.root.name, server.replication.name] + ctx.config.excludeUsers
       + ctx.options.strings("exclude_users")
     let patterns = ctx.config.excludePatterns + ctx.options.strings("exclude_patterns")
     let r = try ctx.connect(.src, .root).query(
@@ -85,7 +85,7 @@ public enum InspectionOps {
       allowsAllDBs: false
     ) { ctx in
       let server = try ctx.config.server(side)
-      let role: Role = ctx.options.bool("owner") ? .owner : ctx.options.bool("pglogical") ? .pglogical : .root
+      let role: Role = ctx.options.bool("owner") ? .owner : ctx.options.bool("pglogical") ? .replication : .root
       let c = server.credentials(role)
       // The user asked for the DSN: this is the one place a password is printed.
       var pairs: [(String, String)] = []
@@ -216,15 +216,7 @@ public enum InspectionOps {
     return .object(fields)
   }
 
-  struct Check {
-    var name: String
-    var value: String
-    var ok: Bool
-    var why: String?
-    var v: Value {
-      .object([("name", .string(name)), ("value", .string(value)), ("ok", .bool(ok)), ("why", .from(why))])
-    }
-  }
+  typealias Check = ServerCheck
 
   static func sideChecks(_ ctx: PairContext, _ side: Side) throws -> [Check] {
     let c = try ctx.connect(side, .root)
@@ -243,22 +235,11 @@ public enum InspectionOps {
       let ok = (Int(v) ?? 0) >= min
       checks.append(Check(name: name, value: v, ok: ok, why: ok ? nil : "needs at least \(min)"))
     }
-    let spl = try setting("shared_preload_libraries") ?? ""
-    let libs = spl.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-    let missing = ["pg_stat_statements", "pglogical"].filter { !libs.contains($0) }
-    checks.append(Check(name: "shared_preload_libraries", value: spl, ok: !missing.contains("pglogical"),
-      why: missing.isEmpty ? nil : "\(missing.joined(separator: ", ")) missing from shared_preload_libraries"))
-    if let opl = try setting("output_plugin_libraries") {
-      let list = opl.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-      let ok = list.contains("pglogical_output") || list.contains("*")
-      checks.append(Check(name: "output_plugin_libraries", value: opl, ok: ok,
-        why: ok ? nil : "add pglogical_output to output_plugin_libraries, or subscriptions stay down"))
-    }
     if let rds = try setting("rds.logical_replication") {
       checks.append(Check(name: "rds.logical_replication", value: rds, ok: rds == "on", why: rds == "on" ? nil : "set rds.logical_replication = 1"))
     }
-    let avail = try c.query("SELECT default_version FROM pg_available_extensions WHERE name = 'pglogical'").scalar
-    checks.append(Check(name: "pglogical_available", value: avail ?? "no", ok: avail != nil, why: avail == nil ? "install the pglogical package on this server" : nil))
+    // What the pair's engine needs of this server (libraries, settings, its extension).
+    checks += try ctx.engine.serverChecks(c, side: side)
     let roles = try c.query(
       """
       SELECT r.rolname, r.rolsuper, r.rolcanlogin, r.rolcreaterole, r.rolinherit,
@@ -297,7 +278,7 @@ public enum InspectionOps {
       """,
     sides: .both
   ) { ctx in
-    var fields: [(String, Value)] = [("schema_name", .string(ctx.schema))]
+    var fields: [(String, Value)] = [("schema_name", .string(ctx.schema)), ("engine", .string(try ctx.engine.kind.rawValue))]
     var ok = true
     var extensions: [String: [String]] = [:]
     for side in Side.allCases {
@@ -320,7 +301,8 @@ public enum InspectionOps {
     let extRefusal = SchemaExtensions.unavailableMessage(extPlan, schema: ctx.schema)
     if extRefusal != nil { ok = false }
     let neededNames = Set(extPlan.map(\.ext.name))
-    // Per-table strategy: how belt moves each table, and why.
+    // Per-table strategy: how belt moves each table with the pair's engine, and why.
+    let engine = try ctx.engine
     let src = try ctx.connect(.src, .root)
     let server = try ctx.config.server(.src)
     let allTables = try Catalog.tables(src, schema: ctx.schema)
@@ -329,7 +311,9 @@ public enum InspectionOps {
     var warnings: [String] = []
     var rows: [Value] = []
     for t in tables {
-      var (method, why) = t.strategy
+      let travel = engine.travel(t)
+      var why = travel.why
+      let method = travel.label
       if t.owner != server.owner.name { why = (why.map { $0 + "; " } ?? "") + "owned by \(t.owner), not \(server.owner.name)" }
       rows.append(.object([
         ("name", .string(t.name)), ("replication", .string(method)), ("owner", .string(t.owner)),
@@ -340,20 +324,29 @@ public enum InspectionOps {
     if !foreign.isEmpty {
       ok = false
       alerts.append(
-        "\(foreign.count) table(s) not owned by the owner user \(server.owner.name) (\(ReplicationSteps.quotedList(foreign.map { "\($0.name) (\($0.owner))" }))): "
+        "\(foreign.count) table(s) not owned by the owner user \(server.owner.name) (\(Fmt.quoted(foreign.map { "\($0.name) (\($0.owner))" }))): "
           + "setup refuses them; change their owner or leave them out with the config's tables")
     }
     let unlogged = tables.filter { $0.persistence == "u" }.map(\.name)
     if !unlogged.isEmpty {
-      warnings.append("unlogged table(s) \(ReplicationSteps.quotedList(unlogged)): not replicated, copied during cutover by sync-tables")
+      warnings.append("unlogged table(s) \(Fmt.quoted(unlogged)): not replicated, copied during cutover by sync-tables")
     }
     let nothing = tables.filter { $0.hasPK && $0.replicaIdentity == "n" }.map(\.name)
     if !nothing.isEmpty {
-      warnings.append("table(s) \(ReplicationSteps.quotedList(nothing)) have REPLICA IDENTITY NOTHING: not replicated, copied during cutover by sync-tables")
+      warnings.append("table(s) \(Fmt.quoted(nothing)) have REPLICA IDENTITY NOTHING: not replicated, copied during cutover by sync-tables")
     }
     let generated = tables.filter(\.hasGenerated).map(\.name)
     if !generated.isEmpty {
-      warnings.append("table(s) with a stored generated column (\(ReplicationSteps.quotedList(generated))): never copied by pglogical; see each table's strategy")
+      warnings.append("table(s) with a stored generated column (\(Fmt.quoted(generated))): never copied by \(engine.kind.rawValue); see each table's strategy")
+    }
+    // The pg_dump that dump-schema and diff-schemas will run: new enough for both servers.
+    do {
+      let tools = try SchemaOps.dumpTool(ctx)
+      fields.append(("pg_dump", .object([("path", .string(tools.path)), ("major", .int(tools.major))])))
+    } catch let e as BeltError where e.code == .preconditionFailed {
+      ok = false
+      fields.append(("pg_dump", .null))
+      alerts.append(e.message)
     }
     let largeObjects = Int(try src.query("SELECT count(*) FROM pg_largeobject_metadata").scalar ?? "0") ?? 0
     fields.append(("large_objects", .int(largeObjects)))
@@ -371,7 +364,7 @@ public enum InspectionOps {
     fields.append(("materialized_views", .from(matviews)))
     if !matviews.isEmpty {
       warnings.append(
-        "materialized view(s) \(ReplicationSteps.quotedList(matviews)): created WITH NO DATA on dst (not replicated); "
+        "materialized view(s) \(Fmt.quoted(matviews)): created WITH NO DATA on dst (not replicated); "
           + "run REFRESH MATERIALIZED VIEW on dst after the cutover")
     }
     if let extRefusal { alerts.append(extRefusal) }
@@ -380,7 +373,7 @@ public enum InspectionOps {
       warnings.append(
         "extension(s) \(unneeded.joined(separator: ", ")) installed on src are not available on dst; no object of schema \(ctx.schema) depends on them")
     }
-    if let left = try Cleanup.leftovers(src) {
+    if let left = try engine.leftovers(onSource: src) {
       ok = false
       alerts.append(left)
     }
@@ -404,7 +397,7 @@ public enum InspectionOps {
     for (what, names) in [("tables", unknownTables), ("sequences", unknownSeqs)] where !names.isEmpty {
       ok = false
       alerts.append(
-        "the config's \(what) name(s) \(ReplicationSteps.quotedList(names)) not found in schema \(ctx.schema) on src "
+        "the config's \(what) name(s) \(Fmt.quoted(names)) not found in schema \(ctx.schema) on src "
           + "(names are exact, case-sensitive and unquoted); fix them in \(ctx.config.path)")
     }
     let seqRows: [Value] = seqs.filter { wantedSeqs?.contains($0.name) ?? true }.map {

@@ -2,7 +2,8 @@
 ///
 /// setup, setup-back-replication, status, teardown-back-replication,
 /// teardown-forward-replication, teardown, reset, cleanup-previous-config. The work is in this
-/// folder (ReplicationSteps, ReplicationStatus); pglogical's own mechanics are in `Pglogical/`.
+/// folder (Setup, Teardown, Reset, Cleanup, ReplicationStatus), engine-neutral; each engine's
+/// own mechanics are in `Engines/`.
 public enum ReplicationOps {
   /// All specs of this family. (Initialising it also registers the human renderer of status,
   /// which prints why a subscription is down under the table.)
@@ -52,7 +53,7 @@ public enum ReplicationOps {
     options: [
       OptionSpec("force", .bool, "Skip the failsafe that refuses when the destination holds more data than the source.")
     ]
-  ) { ctx in try ReplicationSteps.reset(ctx) }
+  ) { ctx in try Reset.reset(ctx) }
 
   static let setup = OperationSpec(
     name: "setup",
@@ -64,7 +65,7 @@ public enum ReplicationOps {
       If you want to set up the schema in the destination db manually you can use the --no-schema option to stop this from happening.
       """,
     sides: .both, options: [OptionSpec("schema", .bool, "Copy the schema?", default: true, cli: .inverted)]
-  ) { ctx in try ReplicationSteps.setup(ctx) }
+  ) { ctx in try Setup.setup(ctx) }
 
   static let setupBackReplication = OperationSpec(
     name: "setup_back_replication",
@@ -76,7 +77,7 @@ public enum ReplicationOps {
       Back replication ensures that dataloss does not occur if a rollback is required after applications are allowed to begin writing data into the destination db.
       """,
     sides: .both
-  ) { ctx in try ReplicationSteps.setupBack(ctx) }
+  ) { ctx in try Setup.setupBack(ctx) }
 
   static let status = OperationSpec(
     name: "status",
@@ -107,7 +108,7 @@ public enum ReplicationOps {
     summary: "Stops pglogical replication from the destination database to the source.",
     details: "You should only do this once you are certain a rollback will not be required.",
     sides: .srcOnly
-  ) { ctx in try ReplicationSteps.teardownBack(ctx) }
+  ) { ctx in try Teardown.teardownBack(ctx) }
 
   static let teardownForwardReplication = OperationSpec(
     name: "teardown_forward_replication",
@@ -121,7 +122,7 @@ public enum ReplicationOps {
         "timeout", .duration, "How long to wait for the destination to catch up (seconds or e.g. 5m).", default: "5m"),
       OptionSpec("wait", .bool, "Wait for the destination to catch up before dropping.", default: true, cli: .inverted),
     ]
-  ) { ctx in try ReplicationSteps.teardownForward(ctx) }
+  ) { ctx in try Teardown.teardownForward(ctx) }
 
   static let teardown = OperationSpec(
     name: "teardown",
@@ -134,7 +135,7 @@ public enum ReplicationOps {
       WARNING: running with --full may cause the database to lock up. You should be prepared to reboot the database if you do this.
       """,
     sides: .both, options: [OptionSpec("full", .bool, "Remove pglogical extension", cli: .inverted)]
-  ) { ctx in try ReplicationSteps.teardown(ctx) }
+  ) { ctx in try Teardown.teardown(ctx) }
 
   static let cleanupPreviousConfig = OperationSpec(
     name: "cleanup_previous_config",

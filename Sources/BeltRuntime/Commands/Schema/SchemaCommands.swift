@@ -103,15 +103,25 @@ public enum SchemaOps {
 
   /// Dumps src's schema and writes the four files under schemas/<dc>/<db>/.
   ///
+  /// The dump is made with a pg_dump able to dump both servers (``dumpTool(_:)``); SETs of
+  /// settings dst does not have (a newer pg_dump's `transaction_timeout` on an older dst) are
+  /// left out of the files, so that psql of dst's version loads them too.
   /// Record: `directory`, `schema_name`, `files` {schema, base, indexes, invalid_constraints},
   /// `statements`, `base_statements`, `indexes` (CREATE INDEX count), `invalid_constraints`,
-  /// `extensions` (names), `fk_required_unique_indexes`, `grants_skipped`, `message`.
+  /// `extensions` (names), `fk_required_unique_indexes`, `grants_skipped`, `pg_dump`
+  /// {path, major}, `dropped_settings`, `message`.
   public static func dumpSchema(_ ctx: PairContext) throws -> Value {
     let src = try ctx.config.server(.src)
-    _ = try ctx.config.server(.dst)
+    let tools = try dumpTool(ctx)
     let dump = try PGTools.dumpSchema(
-      server: src, role: .root, schema: ctx.schema, side: .src, connectTimeout: ctx.env.connectTimeout)
-    let statements = SchemaScript.split(dump)
+      server: src, role: .root, schema: ctx.schema, side: .src, tools: tools, connectTimeout: ctx.env.connectTimeout,
+      environment: ctx.env.toolEnvironment)
+    let dumped = SchemaScript.split(dump)
+    let unknown = try unknownSettings(ctx.connect(.dst, .root), SchemaScript.settingNames(dumped))
+    if !unknown.isEmpty {
+      ctx.logger.info("leaving out SET \(unknown.joined(separator: ", ")): dst does not have the setting(s)")
+    }
+    let statements = SchemaScript.removingSettings(Set(unknown), from: dumped)
     let files = SchemaScript.partition(statements)
     // Every kept statement lands in exactly one of the three loadable files.
     guard count(files.full) == count(files.base) + count(files.indexes) + count(files.invalidConstraints) else {
@@ -122,7 +132,7 @@ public enum SchemaOps {
     let extensions = try neededExtensions(ctx.connect(.src, .root), schema: ctx.schema, fromDump: files.extensions)
     // The grants belt (or pgbelt) gave its own replication role are set up again by setup on
     // dst and dropped with the role: they are no business of the operator's.
-    let replicationRole = src.pglogical.name
+    let replicationRole = src.replication.name
     let allGrants = statements.filter { $0.kind == .grantOrRevoke }
     let grants = allGrants.filter { grantee($0.text) != replicationRole }
     let st = store(ctx)
@@ -135,7 +145,7 @@ public enum SchemaOps {
           + grants.map { $0.text.trimmingCharacters(in: .whitespacesAndNewlines) }.joined(separator: "\n") + "\n")
       let grantees = Array(Set(grants.compactMap { grantee($0.text) })).sorted()
       ctx.logger.notice(
-        "\(grants.count) GRANT/REVOKE statement(s) of schema \(ctx.schema) (to \(ReplicationSteps.quotedList(grantees, limit: 5))) are not part of the schema files (roles differ between servers): written to \(grantsPath); review and apply them on dst, e.g. \(SchemaLoader.excerpt(grants[0].text))")
+        "\(grants.count) GRANT/REVOKE statement(s) of schema \(ctx.schema) (to \(Fmt.quoted(grantees, limit: 5))) are not part of the schema files (roles differ between servers): written to \(grantsPath); review and apply them on dst, e.g. \(SchemaLoader.excerpt(grants[0].text))")
     } else if FileManager.default.fileExists(atPath: grantsPath) {
       try? FileManager.default.removeItem(atPath: grantsPath)
     }
@@ -169,8 +179,36 @@ public enum SchemaOps {
       ("grants", .from(grants.map { $0.text.trimmingCharacters(in: .whitespacesAndNewlines) })),
       ("grants_file", grants.isEmpty ? .null : .string(grantsPath)),
       ("grants_to_replication_role", .int(allGrants.count - grants.count)),
+      ("pg_dump", .object([("path", .string(tools.path)), ("major", .int(tools.major))])),
+      ("dropped_settings", .from(unknown)),
       ("message", .string(message)),
     ])
+  }
+
+  /// The pg_dump for this pair: the newest found, when it can dump both servers (see
+  /// ``PGTools/dumpTool(servers:environment:)``). Connects to both as root.
+  /// - Throws: ``BeltError`` `precondition_failed` (one line: the versions found and needed)
+  ///   when none is new enough.
+  public static func dumpTool(_ ctx: PairContext) throws -> PGTools.ToolDirectory {
+    let servers = [("src", try ctx.connect(.src, .root).serverVersion), ("dst", try ctx.connect(.dst, .root).serverVersion)]
+    do {
+      let tools = try PGTools.dumpTool(servers: servers, environment: ctx.env.toolEnvironment)
+      ctx.logger.debug("using \(tools) for src \(servers[0].1) and dst \(servers[1].1)")
+      return tools
+    } catch let e as BeltError {
+      throw ctx.refuse(e.message)
+    }
+  }
+
+  /// The names among `names` that `conn`'s server has no setting of (a qualified `a.b` name is
+  /// a custom setting every server takes).
+  static func unknownSettings(_ conn: PGConnection, _ names: [String]) throws -> [String] {
+    let plain = names.filter { !$0.contains(".") }
+    guard !plain.isEmpty else { return [] }
+    let r = try conn.query(
+      "SELECT n FROM pg_catalog.unnest($1::text[]) WITH ORDINALITY AS u(n, i) WHERE pg_catalog.current_setting(n, true) IS NULL ORDER BY i",
+      [PGArray.literal(plain)])
+    return r.rows.map { $0.string("n") }
   }
 
   /// The GRANT/REVOKE statements of src's schema that belt does not load, written by dump-schema.
@@ -591,10 +629,15 @@ public enum SchemaOps {
     let servers = [try ctx.config.server(.src), try ctx.config.server(.dst)]
     let schema = ctx.schema
     let timeout = ctx.env.connectTimeout
+    let tools = try dumpTool(ctx)
+    let environment = ctx.env.toolEnvironment
     let dumps = Runner.parallelMap([Side.src, Side.dst], width: 2) { side -> Swift.Result<String, BeltError> in
       do {
         let server = servers[side == .src ? 0 : 1]
-        return .success(try PGTools.dumpSchema(server: server, role: .root, schema: schema, side: side, connectTimeout: timeout))
+        return .success(
+          try PGTools.dumpSchema(
+            server: server, role: .root, schema: schema, side: side, tools: tools, connectTimeout: timeout,
+            environment: environment))
       } catch {
         return .failure(BeltError.wrap(error))
       }

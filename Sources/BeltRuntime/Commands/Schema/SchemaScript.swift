@@ -232,6 +232,27 @@ public enum SchemaScript {
     return "ALTER \(what) \(c.table.quoted) DROP CONSTRAINT IF EXISTS \(PGConnection.quoteIdent(c.name));"
   }
 
+  /// The setting a `.set` statement changes, lower-cased: `SET [SESSION|LOCAL] name {=|TO} ...`
+  /// or `SELECT [pg_catalog.]set_config('name', ...)`; nil for other statements and for the SET
+  /// forms without a plain setting name (`SET ROLE`, `SET TIME ZONE`, `SET SESSION
+  /// AUTHORIZATION`, a qualified `a.b` name).
+  public static func settingName(of statement: SQLStatement) -> String? {
+    guard statement.kind == .set else { return nil }
+    return TokenView(Lexer(Array(statement.text.utf8)).tokensOfFirstStatement()).settingName()
+  }
+
+  /// The settings that `statements` SET, each once, in order (see ``settingName(of:)``).
+  public static func settingNames(_ statements: [SQLStatement]) -> [String] {
+    var seen = Set<String>()
+    return statements.compactMap(settingName(of:)).filter { seen.insert($0).inserted }
+  }
+
+  /// `statements` without the SETs of the settings in `names` (a newer pg_dump sets
+  /// `transaction_timeout`, which an older server rejects).
+  public static func removingSettings(_ names: Set<String>, from statements: [SQLStatement]) -> [SQLStatement] {
+    statements.filter { s in settingName(of: s).map { !names.contains($0) } ?? true }
+  }
+
   /// Classifies a single statement text (a convenience over `split` for one statement).
   public static func classify(_ statementText: String) -> SQLStatement.Kind {
     split(statementText).first?.kind ?? .other
@@ -918,6 +939,21 @@ struct TokenView {
     case "off", "false", "no", "0": return false
     default: return nil
     }
+  }
+
+  /// See ``SchemaScript/settingName(of:)``.
+  func settingName() -> String? {
+    if isWord(0, "set") {
+      var k = 1
+      if isWord(k, "session") || isWord(k, "local") { k += 1 }
+      guard let name = ident(k), isPunct(k + 1, "=") || isWord(k + 1, "to") else { return nil }
+      return name.lowercased()
+    }
+    var k = 1
+    if isWord(k, "pg_catalog") && isPunct(k + 1, ".") { k += 2 }
+    guard isWord(0, "select"), isWord(k, "set_config"), isPunct(k + 1, "("), k + 2 < t.count, t[k + 2].kind == .string
+    else { return nil }
+    return t[k + 2].value.lowercased()
   }
 
   /// `COPY ... FROM stdin` (followed by inline data in the script).

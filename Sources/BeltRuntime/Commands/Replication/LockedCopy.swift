@@ -1,6 +1,7 @@
 import Foundation
 
-/// Tables with a stored generated column and a primary key.
+/// Tables with a stored generated column and a primary key, for an engine that cannot copy
+/// them itself (``EngineCapabilities/lockedCopyForGenerated``).
 ///
 /// pglogical cannot copy them: its initial copy names every column, and a generated one makes
 /// the COPY fail, after which the apply worker restarts forever. Adding the table with a column
@@ -19,7 +20,7 @@ import Foundation
 ///
 /// A table still pending at cutover (setup not run again) is copied by sync-tables then, like a
 /// table without a primary key.
-enum GeneratedColumns {
+enum LockedCopy {
   /// Copies `tables` (bare names, with a primary key and a generated column, not yet in src's
   /// set) and adds them to the set, one at a time.
   /// - Returns: one record per table: name, rows, and how long writes to it waited on src.
@@ -33,6 +34,7 @@ enum GeneratedColumns {
 
   static func addOne(_ ctx: PairContext, table: String) throws -> Value {
     let schema = ctx.schema
+    let engine = try ctx.engine
     let q = PGConnection.qualified(schema, table)
     let cache = ConnCache(Connector(ctx), noTimeout: true, onOpen: "SET client_encoding = 'UTF8'")
     defer { cache.closeAll() }
@@ -47,7 +49,7 @@ enum GeneratedColumns {
     let s = try cache.get(.src)
     try s.exec("BEGIN")
     do {
-      try s.exec("SET LOCAL lock_timeout = '\(PGL.lockTimeout)'")
+      try s.exec("SET LOCAL lock_timeout = '\(LockWait.timeout)'")
       let t0 = Date()
       do {
         try s.exec("LOCK TABLE \(q) IN EXCLUSIVE MODE")
@@ -60,14 +62,14 @@ enum GeneratedColumns {
            WHERE l.relation = $1::regclass AND l.granted AND a.pid <> pg_backend_pid() ORDER BY 1
           """, [q]
         ).rows.map { "pid \($0.string("pid")) (user \($0.string("usename")), \($0.string("state")))" }
-        throw PGL.lockWaitError(
+        throw LockWait.error(
           "copying \(q) (it has a generated column) needs a short write lock on src, which", holders: holders,
-          then: "run setup again when they are done (or the cutover copies the table)", ctx)
+          then: "run setup again when they are done (or the cutover copies the table)", dc: ctx.dc, db: ctx.db)
       }
-      if try PGL.setTables(s, schema: schema)?.contains(table) == true {
+      if try engine.publishedTables(s, schema: schema)?.contains(table) == true {
         // Another run added it meanwhile.
         try s.exec("ROLLBACK")
-        return .object([("name", .string(table)), ("rows", .null), ("lock_ms", .int(0)), ("note", "already in the set")])
+        return .object([("name", .string(table)), ("rows", .null), ("lock_ms", .int(0)), ("note", .string("already in the \(engine.tableGroup)"))])
       }
       let (cols, binary) = try TableSync.plan(schema: schema, table: table, conns: cache)
       let copied = try TableSync.attempt(
@@ -78,11 +80,10 @@ enum GeneratedColumns {
           dc: ctx.dc, db: ctx.db)
       }
       // The same connection, still holding the lock (attempt drops it only when it fails).
-      try s.query(
-        "SELECT pglogical.replication_set_add_table($1, $2::regclass, false)", [PGL.setName, q])
+      try engine.publishWithoutCopy(s, schema: schema, table: table)
       try s.exec("COMMIT")
       let lockMs = Runner.ms(since: t0)
-      ctx.logger.info("\(q): copied \(copied.rows) rows under a write lock held \(lockMs) ms, then added to set \(PGL.setName)")
+      ctx.logger.info("\(q): copied \(copied.rows) rows under a write lock held \(lockMs) ms, then added to \(engine.tableGroup)")
       return .object([("name", .string(table)), ("rows", .int(copied.rows)), ("lock_ms", .int(lockMs))])
     } catch {
       _ = try? s.exec("ROLLBACK")

@@ -13,8 +13,6 @@ enum PGL {
   static let backSub = "pg2_pg1"
   /// The replication set on both sides.
   static let setName = "pgbelt"
-  /// How long a teardown step waits for a lock before naming the sessions that hold it.
-  static let lockTimeout = "5s"
 
   // MARK: - catalog
 
@@ -128,15 +126,10 @@ enum PGL {
 
   // MARK: - roles and extension
 
-  /// Installs the extension, then, holding the server's lock (``ServerWide``), creates or
-  /// updates the pglogical role with a hashed password, makes it a superuser (or grants
-  /// rds_superuser and rds_replication on RDS) and grants it what it needs on `tables` and the
-  /// schema's sequences. The grants are made under the same lock as the role: a teardown of
-  /// another database on this server decides whether to drop the role by what is granted to it,
-  /// so it must not see the role between its creation and its grants.
+  /// Installs the extension, then the replication role as a superuser (``ReplicationRole``).
   /// - Returns: what was done, for the record.
   static func prepare(
-    _ ctx: PairContext, _ side: Side, root: PGConnection, owner: PGConnection, pgl: Credentials,
+    _ ctx: any EngineContext, _ side: Side, root: PGConnection, owner: PGConnection, pgl: Credentials,
     ownerName: String, schema: String, tables: [String]
   ) throws -> [String] {
     var notes: [String] = []
@@ -149,88 +142,18 @@ enum PGL {
       }
     }
     try root.exec("GRANT USAGE ON SCHEMA pglogical TO \(PGConnection.quoteIdent(ownerName))")
-    let role = PGConnection.quoteIdent(pgl.name)
-    let hash = try root.encryptPassword(pgl.password, user: pgl.name)
-    let lit = try root.literal(hash)
-    try ctx.serverWide(side, "pglogical role \(pgl.name)") { _ in
-      let existed =
-        try root.query("SELECT 1 FROM pg_roles WHERE rolname = $1", [pgl.name]).values.count == 1
-      if existed {
-        try root.exec("ALTER ROLE \(role) WITH LOGIN PASSWORD \(lit)")
-      } else {
-        try root.exec("CREATE ROLE \(role) WITH LOGIN PASSWORD \(lit)")
-        notes.append("created role \(pgl.name)")
-      }
-      let rds = try root.query("SELECT 1 FROM pg_roles WHERE rolname = 'rdsadmin'").values.count == 1
-      if rds {
-        for granted in ["rds_superuser", "rds_replication"] {
-          let member =
-            try root.query(
-              "SELECT pg_has_role($1, $2, 'MEMBER')", [pgl.name, granted]
-            ).scalar == "t"
-          if !member { try root.exec("GRANT \(PGConnection.quoteIdent(granted)) TO \(role)") }
-        }
-      } else {
-        let sup =
-          try root.query("SELECT rolsuper FROM pg_roles WHERE rolname = $1", [pgl.name]).scalar == "t"
-        if !sup { try root.exec("ALTER ROLE \(role) WITH SUPERUSER") }
-      }
-      try root.exec("GRANT USAGE ON SCHEMA \(PGConnection.quoteIdent(schema)) TO \(role)")
-      if !tables.isEmpty {
-        let list = tables.map { PGConnection.qualified(schema, $0) }.joined(separator: ", ")
-        try owner.exec("GRANT ALL ON TABLE \(list) TO \(role)")
-      }
-      try owner.exec(
-        "GRANT ALL ON ALL SEQUENCES IN SCHEMA \(PGConnection.quoteIdent(schema)) TO \(role)")
-    }
-    return notes
+    return notes + (try ReplicationRole.ensure(
+      ctx, side, root: root, owner: owner, role: pgl, ownerName: ownerName, schema: schema, tables: tables,
+      superuser: true))
   }
 
-  /// Revokes the role's privileges here and drops it unless other databases still use it: the
-  /// decision and the DROP ROLE happen under the server's lock (``ServerWide``), so two
-  /// databases' teardowns never both decide the role is unused and drop it at once.
-  ///
-  /// Returns a note (nil when there was nothing to do).
+  /// Revokes the role's privileges here (pglogical's schema included) and drops it unless other
+  /// databases still use it (``ReplicationRole/drop(_:_:_:name:schema:protected:extraSchemas:)``).
   static func dropRole(
-    _ ctx: PairContext, _ side: Side, _ root: PGConnection, name: String, schema: String,
+    _ ctx: any EngineContext, _ side: Side, _ root: PGConnection, name: String, schema: String,
     protected: [String]
   ) throws -> String? {
-    if protected.contains(name) {
-      return "kept role \(name): it is also the root or owner user in the config"
-    }
-    return try ctx.serverWide(side, "dropping role \(name)") { _ -> String? in
-      guard try root.query("SELECT 1 FROM pg_roles WHERE rolname = $1", [name]).values.count == 1
-      else { return nil }
-      let role = PGConnection.quoteIdent(name)
-      let s = PGConnection.quoteIdent(schema)
-      if try Catalog.schemaExists(root, schema) {
-        try root.exec("REVOKE ALL ON ALL TABLES IN SCHEMA \(s) FROM \(role)")
-        try root.exec("REVOKE ALL ON ALL SEQUENCES IN SCHEMA \(s) FROM \(role)")
-        try root.exec("REVOKE ALL ON SCHEMA \(s) FROM \(role)")
-      }
-      if try Catalog.schemaExists(root, "pglogical") {
-        try root.exec("REVOKE ALL ON SCHEMA pglogical FROM \(role)")
-      }
-      let elsewhere = try root.query(
-        """
-        SELECT DISTINCT datname FROM pg_stat_activity
-         WHERE usename = $1 AND datname IS NOT NULL AND datname <> current_database() ORDER BY 1
-        """, [name]
-      ).rows.map { $0.string("datname") }
-      if !elsewhere.isEmpty {
-        return
-          "kept role \(name): still connected to database(s) \(elsewhere.joined(separator: ", "))"
-      }
-      do {
-        try root.exec("DROP ROLE IF EXISTS \(role)")
-        return "dropped role \(name)"
-      } catch let e as PGError where e.sqlState == "2BP01" || e.sqlState == "55006" {
-        // Privileges or objects in other databases (pg_shdepend), or in use: another migration
-        // uses it.
-        let why = (e.detail ?? e.message).split(separator: "\n").prefix(3).joined(separator: "; ")
-        return "kept role \(name): still used elsewhere (\(why))"
-      }
-    }
+    try ReplicationRole.drop(ctx, side, root, name: name, schema: schema, protected: protected, extraSchemas: ["pglogical"])
   }
 
   // MARK: - nodes, sets, subscriptions
@@ -277,7 +200,7 @@ enum PGL {
     let have = Set(present ?? [])
     var added: [String] = []
     var current = ""
-    try withLockTimeout(c, side: side, what: "adding table \(Value.jsonQuote(current)) to set \(setName)") {
+    try LockWait.run(c, side: side, what: "adding table \(Value.jsonQuote(current)) to set \(setName)", schemas: ["pglogical"]) {
       for t in tables where !have.contains(t) {
         current = t
         do {
@@ -330,7 +253,7 @@ enum PGL {
       // retries on its own, slow schedule) or pglogical has not started it yet. Touching the
       // subscription wakes the manager (or the supervisor) now. Nothing runs that this could
       // interrupt.
-      let manager = try ReplicationStatus.managerRunning(c)
+      let manager = try PglogicalStatus.managerRunning(c)
       try c.query("SELECT pglogical.alter_subscription_enable($1, true)", [name])
       return manager
         ? "exists (was down, retry requested)" : "exists (not started yet, pglogical nudged)"
@@ -387,7 +310,7 @@ enum PGL {
           "the pglogical worker(s) of \(name) (pid \(pids.joined(separator: ", "))) did not stop within \(Int(timeout)) s "
             + "after disabling the subscription", retryable: true)
       }
-      try pause(0.02)
+      try LockWait.pause(0.02)
     }
   }
 
@@ -429,7 +352,7 @@ enum PGL {
             + "subscription \(subscription); end that walsender or drop the slot by hand",
           retryable: true)
       }
-      try pause(0.05)
+      try LockWait.pause(0.05)
     }
   }
 
@@ -451,14 +374,14 @@ enum PGL {
   static func dropExtension(_ c: PGConnection, side: Side) throws -> [String] {
     var notes: [String] = []
     if try installed(c) {
-      try withLockTimeout(c, side: side, what: "DROP EXTENSION pglogical") {
+      try LockWait.run(c, side: side, what: "DROP EXTENSION pglogical", schemas: ["pglogical"]) {
         try c.exec("DROP EXTENSION IF EXISTS pglogical")
       }
       notes.append("dropped extension pglogical")
     }
     if try Catalog.schemaExists(c, "pglogical") {
       do {
-        try withLockTimeout(c, side: side, what: "DROP SCHEMA pglogical") {
+        try LockWait.run(c, side: side, what: "DROP SCHEMA pglogical", schemas: ["pglogical"]) {
           try c.exec("DROP SCHEMA IF EXISTS pglogical")
         }
         notes.append("dropped schema pglogical")
@@ -471,76 +394,10 @@ enum PGL {
     }
     return notes
   }
-
-  /// Runs `body` with `lock_timeout` set; a lock timeout becomes an error naming the sessions
-  /// that hold locks on pglogical's objects (or are idle in a transaction).
-  static func withLockTimeout(
-    _ c: PGConnection, side: Side, what: @autoclosure () -> String, _ body: () throws -> Void
-  ) throws {
-    try c.exec("SET lock_timeout = '\(lockTimeout)'")
-    defer { _ = try? c.exec("RESET lock_timeout") }
-    do {
-      try body()
-    } catch let e as PGError where e.sqlState == "55P03" {
-      let holders = try blockers(c)
-      let list =
-        holders.isEmpty ? "no session could be identified" : holders.joined(separator: "; ")
-      throw BeltError(
-        .preconditionFailed,
-        "\(what()) on \(side.rawValue) gave up after waiting \(lockTimeout) for a lock held by: \(list); "
-          + "end those sessions (commit, roll back or pg_terminate_backend) and run the command again",
-        sqlstate: "55P03", retryable: true)
-    }
-  }
-
-  /// Sessions of this database that hold locks on pglogical's catalog, or else those idle in
-  /// a transaction.
-  /// A lock wait that ran out of `lockTimeout` (55P03, retryable): what waited, for whom, and
-  /// what to do.
-  static func lockWaitError(_ what: String, holders: [String], then: String, _ ctx: PairContext) -> BeltError {
-    BeltError(
-      .preconditionFailed,
-      "\(what) waited \(lockTimeout) for locks held by: "
-        + (holders.isEmpty ? "sessions that could not be identified" : holders.joined(separator: "; ")) + "; \(then)",
-      dc: ctx.dc, db: ctx.db, sqlstate: "55P03", retryable: true)
-  }
-
-  static func blockers(_ c: PGConnection) throws -> [String] {
-    let r = try c.query(
-      """
-      SELECT a.pid, coalesce(a.usename, '?') AS usename, coalesce(a.state, '?') AS state,
-             coalesce(to_char(a.xact_start, 'YYYY-MM-DD HH24:MI:SS'), '?') AS since,
-             coalesce(a.application_name, '') AS app,
-             EXISTS (SELECT 1 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
-                       JOIN pg_namespace n ON n.oid = c.relnamespace
-                      WHERE l.pid = a.pid AND l.granted AND n.nspname = 'pglogical') AS holds
-        FROM pg_stat_activity a
-       WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
-         AND a.backend_type = 'client backend'
-       ORDER BY a.pid
-      """)
-    let rows = r.rows
-    let holding = rows.filter { $0.bool("holds") }
-    let chosen =
-      holding.isEmpty
-      ? rows.filter { $0.string("state").hasPrefix("idle in transaction") } : holding
-    return chosen.map {
-      var s =
-        "pid \($0.string("pid")) (user \($0.string("usename")), \($0.string("state")) since \($0.string("since"))"
-      if !$0.string("app").isEmpty { s += ", application \($0.string("app"))" }
-      return s + ")"
-    }
-  }
-
-  /// Sleeps, honouring Ctrl-C.
-  static func pause(_ seconds: Double) throws {
-    if belt_interrupted() != 0 { throw BeltError(.interrupted, "interrupted by the user (Ctrl-C)") }
-    Thread.sleep(forTimeInterval: seconds)
-  }
 }
 
 extension ServerConfig {
   /// The DSN pglogical stores for this server's node (it contains the pglogical user's password,
   /// quoted with libpq's rules; the peer server connects with it).
-  var pglogicalDSN: String { conninfo(.pglogical, connectTimeout: 10) }
+  var pglogicalDSN: String { conninfo(.replication, connectTimeout: 10) }
 }

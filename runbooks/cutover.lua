@@ -394,7 +394,7 @@ for _, f in ipairs(failures) do
   if f.step == "diff-schemas" and differences[f.db] and not f.message then
     local again = command:find(" %-%- ") and command or (command .. " --")
     msg = ("cutover failed in diff-schemas: schemas differ in %s; all data has moved and nothing is switched back. "
-      .. "Fix dst and run the same command again, or, to keep dst as it is, finish with the differences accepted: "
+      .. "Fix dst and run the same command again to finish, or, to keep dst as it is, finish with the differences accepted: "
       .. "%s accept_diff='%s'"):format(table.concat(differences[f.db], "; "),
         db and again or again:gsub("cutover%.lua (%S+)", "cutover.lua %1 " .. f.db, 1), table.concat(differences[f.db], ";"))
   end

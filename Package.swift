@@ -12,7 +12,9 @@ let package = Package(
     .executable(name: "belt", targets: ["belt"])
   ],
   dependencies: [
-    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    // Pinned to 1.8.x: Sources/belt builds each command's options at run time and relies on how
+    // ArgumentParser finds property wrappers (a Mirror of `Self()`), which is not its API.
+    .package(url: "https://github.com/apple/swift-argument-parser", .upToNextMinor(from: "1.8.2")),
     .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
   ],

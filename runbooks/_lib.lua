@@ -22,14 +22,58 @@ function lib.must(r, step)
   return r
 end
 
---- Checks that opts only has known keys (the prelude's check, so the wording is belt's) and
---- fills defaults. `args` (the words after `--` that are not key=value) is always allowed.
-function lib.options(name, opts, defaults)
+--- The declared options of the shipped flow runbooks (runbooks/_options.lua): name -> list of
+--- {key, default, help}.
+lib.declared = assert(load(belt._runbook_source("_options.lua"), "@runbooks/_options.lua", "t"))()
+
+--- Checks that opts only has keys that `name` declares (the prelude's check, so the wording is
+--- belt's) and fills in the declared defaults. `decl` defaults to the shipped declaration of
+--- `name` (an operator's runbook passes its own list of {key, default, help}, or, as before,
+--- a table {key = default}). `args` (the words after `--` that are not key=value) is always
+--- allowed.
+function lib.options(name, opts, decl)
+  decl = decl or assert(lib.declared[name], "no declared options for " .. tostring(name))
+  local defaults = {}
+  if #decl == 0 then
+    for k, v in pairs(decl) do defaults[k] = v end
+  end
+  for _, d in ipairs(decl) do defaults[d[1]] = d[2] end
   local out = {}
   for k, v in pairs(opts or {}) do if k ~= "args" then out[k] = v end end
   belt._check_keys(name, out, defaults)
   for k, v in pairs(defaults) do if out[k] == nil then out[k] = v end end
   return out
+end
+
+--- The options of a shipped flow runbook as help text (nil when it declares none).
+function lib.options_help(name)
+  local decl = lib.declared[name]
+  if not decl then return nil end
+  local width = 0
+  for _, d in ipairs(decl) do width = math.max(width, #d[1] + #tostring(d[2]) + 1) end
+  local lines = { ("OPTIONS OF %s (after --, as key=value):"):format(name) }
+  local indent = (" "):rep(width + 4)
+  for _, d in ipairs(decl) do
+    local kv = d[1] .. "=" .. tostring(d[2])
+    local line = ("  %s%s  "):format(kv, (" "):rep(width - #kv))
+    for word in d[3]:gmatch("%S+") do
+      if #line + #word > 99 and #line > #indent then
+        lines[#lines + 1] = line
+        line = indent
+      end
+      line = line .. ((line == indent or line:sub(-1) == " ") and "" or " ") .. word
+    end
+    lines[#lines + 1] = line
+  end
+  return table.concat(lines, "\n") .. "\n"
+end
+
+--- The names of the shipped runbooks that declare options, sorted.
+function lib.flows()
+  local names = {}
+  for name in pairs(lib.declared) do names[#names + 1] = name end
+  table.sort(names)
+  return names
 end
 
 --- Waits for the application sessions on `side` ("src" or "dst") of dc/db to end after a

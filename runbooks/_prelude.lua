@@ -1,6 +1,8 @@
 -- belt prelude: builds the public `belt` table on top of the Swift primitives in belt._core.
 -- It checks arguments, rejects unknown option keys (a typo such as `timout=` is an error),
 -- parses durations and provides the scripting helpers (wait_for, retry, on_failure).
+-- What each public belt.* function does for scripts is documented once, in LuaDocs.swift
+-- (`belt help-lua`, runbooks/belt.meta.lua); the comments here are about how.
 local core, specs, msghandler = _belt_core, _belt_specs, _belt_msghandler
 _belt_core, _belt_specs, _belt_msghandler = nil, nil, nil
 
@@ -42,7 +44,6 @@ local function check_opts(fname, argn, opts, allowed)
   check_keys(what, opts, allowed)
   return opts
 end
-belt._check_opts = check_opts
 
 for name, spec in pairs(specs) do
   local fn = core[name]
@@ -71,7 +72,6 @@ belt.confirm = core.confirm
 belt.interrupted = core.interrupted
 belt.flags = core.flags()
 
---- belt.exec(argv[, opts]): runs a program without a shell (see `belt help-lua exec`).
 local exec_opts = core.exec_options()
 function belt.exec(argv, opts)
   if type(argv) ~= "table" then
@@ -91,9 +91,6 @@ function belt.info(...) core.log("info", joined(" ", ...)) end
 function belt.warn(...) core.log("warning", joined(" ", ...)) end
 function print(...) core.write(joined("\t", ...) .. "\n") end
 
---- belt.wait_for(pred[, opts]) -> value: calls pred() every opts.interval until it returns a
---- truthy value; raises {code="timeout"} after opts.timeout (default 10m), or returns
---- false, "timeout" when opts.on_timeout == "return". Ctrl-C raises {code="interrupted"}.
 function belt.wait_for(pred, opts)
   if type(pred) ~= "function" then
     raise("bad_argument", "bad argument #1 to 'belt.wait_for' (function expected, got " .. type(pred) .. ")", 2)
@@ -115,9 +112,6 @@ function belt.wait_for(pred, opts)
   end
 end
 
---- belt.retry(fn[, opts]) -> results of fn: calls fn until it succeeds, up to opts.attempts
---- (default 3), sleeping opts.backoff (default 1s, doubled each time). Errors with
---- code "interrupted" are never retried.
 function belt.retry(fn, opts)
   if type(fn) ~= "function" then
     raise("bad_argument", "bad argument #1 to 'belt.retry' (function expected, got " .. type(fn) .. ")", 2)
@@ -141,8 +135,6 @@ function belt.retry(fn, opts)
   error(last, 0)
 end
 
---- belt.on_failure(fn): registers a compensation hook, run (newest first) when the script fails
---- or is interrupted. Returns a function that removes the hook.
 belt._hooks = {}
 function belt.on_failure(fn)
   if type(fn) ~= "function" then
@@ -153,6 +145,8 @@ function belt.on_failure(fn)
   local idx = #hooks
   return function() hooks[idx] = false end
 end
+
+belt._runbook_source = core.runbook_source
 
 --- Loads the shared helpers of the shipped runbooks (runbooks/_lib.lua).
 local lib_cache

@@ -23,29 +23,8 @@
 -- meanwhile, and `belt status` shows the step and this command). The downtime window counts
 -- from the first revoke. A cutover that has finished says so when run again.
 --
--- Options (after --):
---   max_lag=1048576       bytes of forward lag under which the cutover may start
---   lag_timeout=10m       how long to wait for the lag to get there
---   drain_timeout=2m      how long to wait for application sessions to end after revoke-logins
---   settle=250ms          how long "no sessions" must hold before the drain counts as done
---   terminate=true        terminate sessions still open after drain_timeout (false: fail instead)
---   gate_timeout=5m       how long teardown-forward-replication waits for dst to catch up
---   diff=true             run diff-schemas --full at the end
---   accept_diff=""        schema differences to accept, by the names diff-schemas gives them,
---                         separated by ";" (e.g. accept_diff='table public.orders;view public.v'):
---                         the one way to finish a cutover that stopped at diff-schemas when dst
---                         is to keep them; recorded in the journal, the audit log and status
---   confirm=false         ask before revoking logins (use --yes for unattended runs)
---   fence=nologin         how revoke-logins stops the application: nologin (pgbelt's ALTER ROLE
---                         NOLOGIN; refused when a role is also used by a database of the server
---                         outside this cutover), connect (REVOKE CONNECT on these databases
---                         only, and their sessions are terminated at once) or auto
---   lock_out_shared=false revoke LOGIN even from roles that other databases of the server use
---   switch=none           none: the application reconnects elsewhere itself (every request in
---                         the window fails); pgbouncer: traffic is paused in pgbouncer and
---                         switched to dst (see below)
---   pause_timeout=30s     switch=pgbouncer: the longest the application may wait; must be below
---                         pgbouncer's query_wait_timeout
+-- Options (after --, as key=value): declared once in runbooks/_options.lua, with their defaults
+-- and help; `belt run cutover.lua --help` lists them.
 --
 -- switch=pgbouncer (each pair's config has a "pgbouncer" block with a databases_file):
 --   check that pgbouncer maps the database to src -> PAUSE it (transactions in flight finish,
@@ -59,11 +38,7 @@
 --   with the database resumed.
 local dc, db, opts = ...
 local lib = belt.require_lib()
-local o = lib.options("cutover.lua", opts, {
-  max_lag = 1048576, lag_timeout = "10m", drain_timeout = "auto", settle = "250ms", terminate = true,
-  gate_timeout = "5m", diff = true, confirm = false, fence = "nologin", lock_out_shared = false,
-  switch = "none", pause_timeout = "30s", accept_diff = "",
-})
+local o = lib.options("cutover.lua", opts)
 local accept_diff = {}
 for name in tostring(o.accept_diff):gmatch("[^;]+") do
   local n = name:match("^%s*(.-)%s*$")

@@ -5,26 +5,22 @@
 --   -> setup-back-replication -> report "ready for cutover".
 -- With no db, every database of the dc is migrated at once.
 --
--- Options (after --):
---   schema=true            load the schema on dst during setup (false: it is already there)
---   replicate_timeout=30m  how long to wait for the initial copy to finish
---   interval=2s            how often progress is polled
---   skip_precheck=false    go on even if precheck reports problems
+-- Options (after --, as key=value): declared once in runbooks/_options.lua, with their defaults
+-- and help; `belt run migrate.lua --help` lists them.
 local dc, db, opts = ...
 local lib = belt.require_lib()
-local o = lib.options("migrate.lua", opts, {
-  schema = true, replicate_timeout = "30m", interval = "2s", skip_precheck = false,
-})
+local o = lib.options("migrate.lua", opts)
+local secrets = { accept_logged_secrets = o.accept_logged_secrets }
 local started = belt.now()
 
 belt.log("precheck", dc, db or "(all dbs)")
-local pre = belt.precheck(dc, db)
+local pre = belt.precheck(dc, db, secrets)
 if pre.ok == false and not o.skip_precheck then
   lib.must(pre, "precheck")
 end
 
 belt.log("setup")
-local setup = lib.must(belt.setup(dc, db, { schema = o.schema }), "setup")
+local setup = lib.must(belt.setup(dc, db, { schema = o.schema, accept_logged_secrets = o.accept_logged_secrets }), "setup")
 
 belt.log("waiting for the initial copy")
 belt.wait_for(function()
@@ -51,7 +47,7 @@ for _, r in ipairs(lib.records(setup)) do
 end
 for _, name in ipairs(pending) do
   belt.log(("setup (again, for %s's tables with a generated column)"):format(name))
-  lib.must(belt.setup(dc, name, { schema = false }), "setup")
+  lib.must(belt.setup(dc, name, { schema = false, accept_logged_secrets = o.accept_logged_secrets }), "setup")
 end
 
 belt.log("create-indexes")
@@ -59,7 +55,7 @@ lib.must(belt.create_indexes(dc, db), "create-indexes")
 belt.log("analyze")
 lib.must(belt.analyze(dc, db), "analyze")
 belt.log("setup-back-replication")
-lib.must(belt.setup_back_replication(dc, db), "setup-back-replication")
+lib.must(belt.setup_back_replication(dc, db, secrets), "setup-back-replication")
 belt.wait_for(function()
   for _, r in ipairs(lib.records(belt.status(dc, db))) do
     if r.back == "down" then

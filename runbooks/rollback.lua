@@ -15,19 +15,11 @@
 -- Each step is journaled (configs/<dc>/<db>/rollback.journal.json): if belt dies, run the same
 -- command again; each database continues from its own step.
 --
--- Options (after --):
---   drain_timeout=1m      how long to wait for dst sessions to end before terminating them
---   settle=250ms          how long "no sessions" must hold before the drain counts as done
---   catchup_timeout=5m    how long to wait for back replication to catch up
---   teardown_back=true    drop the back subscription at the end
---   fence=nologin         how logins on dst are revoked (nologin, connect or auto; see cutover.lua)
---   lock_out_shared=false revoke LOGIN on dst even from roles that other databases there use
+-- Options (after --, as key=value): declared once in runbooks/_options.lua, with their defaults
+-- and help; `belt run rollback.lua --help` lists them.
 local dc, db, opts = ...
 local lib = belt.require_lib()
-local o = lib.options("rollback.lua", opts, {
-  drain_timeout = "1m", settle = "250ms", catchup_timeout = "5m", teardown_back = true, fence = "nologin",
-  lock_out_shared = false,
-})
+local o = lib.options("rollback.lua", opts)
 local t0 = belt.now()
 local dbs = db and { db } or belt.dbs(dc)
 local command = belt.flags.command or ("belt run rollback.lua " .. dc .. (db and (" " .. db) or ""))

@@ -78,9 +78,7 @@ void belt_set_runtime(lua_State *L, void *rt) { *(void **)lua_getextraspace(L) =
 void *belt_get_runtime(lua_State *L) { return *(void **)lua_getextraspace(L); }
 
 int belt_upvalueindex(int i) { return lua_upvalueindex(i); }
-int belt_registryindex(void) { return LUA_REGISTRYINDEX; }
 void belt_pop(lua_State *L, int n) { lua_pop(L, n); }
-void belt_newtable(lua_State *L) { lua_newtable(L); }
 int belt_isnoneornil(lua_State *L, int idx) { return lua_isnoneornil(L, idx); }
 
 /* The innermost "chunk:line" in an operator's script: belt's own chunks ("=prelude", "=belt",
@@ -188,17 +186,6 @@ int belt_pcall_setglobal(lua_State *L, const char *name) {
   lua_pushcclosure(L, setglobal_helper, 1);
   lua_insert(L, -2);
   return lua_pcall(L, 1, 0, 0);
-}
-
-static int getglobal_helper(lua_State *L) {
-  lua_getglobal(L, lua_tostring(L, lua_upvalueindex(1)));
-  return 1;
-}
-
-int belt_pcall_getglobal(lua_State *L, const char *name) {
-  lua_pushstring(L, name);
-  lua_pushcclosure(L, getglobal_helper, 1);
-  return lua_pcall(L, 0, 1, 0);
 }
 
 static int error_tostring(lua_State *L) {

@@ -51,6 +51,35 @@ struct Run: ParsableCommand {
   }
 }
 
+extension Run {
+  /// `belt run FILE --help` (before any `--`): run's help, then the options that FILE, a
+  /// shipped flow runbook, declares. Nil when the words are not that, or FILE declares none
+  /// (ArgumentParser then prints run's help alone).
+  static func helpWithRunbookOptions(_ words: [String]) -> String? {
+    guard words.first == "run" else { return nil }
+    let before = Array(words.dropFirst().prefix { $0 != "--" })
+    guard before.contains("--help") || before.contains("-h") else { return nil }
+    // The first positional word is FILE (the options with a value take the next word).
+    var file: String?
+    var i = 0
+    while i < before.count, file == nil {
+      let w = before[i]
+      if ["--jobs", "--config-dir", "--audit-log"].contains(w) {
+        i += 2
+        continue
+      }
+      if !w.hasPrefix("-") { file = w }
+      i += 1
+    }
+    guard let file, let global = try? GlobalOptions.parse([]) else { return nil }
+    let origin: Session.Source = before.contains("--shipped") ? .shipped : .fileOrShipped
+    guard let session = try? Session(env: global.makeEnvironment(), output: OutputSink.standard(stderr: true), flags: global.flags),
+      let options = try? session.optionsHelp(file, from: origin)
+    else { return nil }
+    return Belt.helpMessage(for: Run.self) + "\n" + options
+  }
+}
+
 struct Repl: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Interactive Lua prompt with the belt table, for ad hoc inspection.",
@@ -83,6 +112,14 @@ struct HelpLua: ParsableCommand {
   var meta = false
 
   func run() throws {
-    print(meta ? LuaDocs.meta() : LuaDocs.text())
+    if meta {
+      print(LuaDocs.meta())
+      return
+    }
+    print(LuaDocs.text())
+    // The flow runbooks' options, as `belt run NAME --help` shows them.
+    let global = try GlobalOptions.parse([])
+    let session = try Session(env: global.makeEnvironment(), output: OutputSink.standard(stderr: true), flags: global.flags)
+    print(try session.allOptionsHelp(), terminator: "")
   }
 }

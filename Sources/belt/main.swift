@@ -50,6 +50,10 @@ func installCompletionScript(_ script: String, shell: CompletionShell) throws {
 
 // Bad input gets one line on stderr and exit 64 (design.md §7): the error and where to look,
 // without ArgumentParser's usage block.
+if let help = Run.helpWithRunbookOptions(Array(CommandLine.arguments.dropFirst())) {
+  print(help, terminator: "")
+  exit(0)
+}
 do {
   var command = try Belt.parseAsRoot()
   try command.run()

@@ -44,7 +44,7 @@ struct LuaBoundaryTests {
 
   @Test func swiftCleanupRunsWhenAnErrorIsRaised() throws {
     let counter = Counter()
-    let fail = LuaFunctionSpec(name: "fail_after_defer", doc: "test") { call in
+    let fail = LuaFunctionSpec(name: "fail_after_defer") { call in
       defer { counter.n += 1 }
       let holder = [String](repeating: "x", count: 100)  // a Swift value that must be released
       _ = holder.count

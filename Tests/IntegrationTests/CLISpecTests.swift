@@ -50,7 +50,10 @@ import Testing
       #expect(op.options.contains { $0.type == .table }, "\(op.name) has no command")
     }
     for op in commands {
-      guard let sub = subs.first(where: { $0["commandName"]?.stringValue == op.cliName }) else { continue }
+      guard let sub = subs.first(where: { $0["commandName"]?.stringValue == op.cliName }) else {
+        Issue.record("\(op.cliName) is missing from the CLI's dump")
+        continue
+      }
       #expect(sub["abstract"]?.stringValue == op.summary, "\(op.cliName) abstract")
       let discussion = sub["discussion"]?.stringValue ?? ""
       #expect(discussion.hasPrefix(op.details), "\(op.cliName) discussion")

@@ -38,6 +38,34 @@ let seedCommands: [(String, String, [String])] = [
 ]
 
 @Suite struct CLITests {
+  /// CLI.run drains stdout and stderr at once: a child that writes far more than a pipe buffer
+  /// (64 KB) to stderr before closing stdout finishes instead of blocking the test forever.
+  @Test func runReadsBothPipesAtOnce() throws {
+    let dc = try TestDC()
+    let script = dc.root + "/loud.lua"
+    try """
+      for i = 1, 4000 do io.stderr:write(string.rep("e", 99), "\\n") end
+      print("done")
+      """.write(toFile: script, atomically: true, encoding: .utf8)
+    // On a thread of its own, so that a CLI.run that blocks fails this test instead of hanging the run.
+    final class Box: @unchecked Sendable { var result: Swift.Result<CLI.Result, any Error>? }
+    let box = Box()
+    let finished = DispatchSemaphore(value: 0)
+    let args = ["run", script, dc.dc, "--config-dir", dc.root]
+    Thread.detachNewThread {
+      box.result = Swift.Result { try CLI.run(args) }
+      finished.signal()
+    }
+    guard finished.wait(timeout: .now() + 60) == .success, let result = box.result else {
+      Issue.record("CLI.run did not return within 60 s: it blocks on a full stderr pipe")
+      return
+    }
+    let r = try result.get()
+    #expect(r.code == 0, "\(r.err.suffix(300))")
+    #expect(r.err.utf8.count >= 400_000, "\(r.err.utf8.count) bytes of stderr")
+    #expect(r.out == "done\n")
+  }
+
   @Test func rootHelpListsEveryCommandAndCompletionFlags() throws {
     let r = try CLI.run(["--help"])
     #expect(r.code == 0)
@@ -54,7 +82,7 @@ let seedCommands: [(String, String, [String])] = [
 
   @Test(arguments: seedCommands.map(\.0))
   func everyCommandHasHelpWithItsArgumentsAndOptions(_ cmd: String) throws {
-    guard let (_, args, options) = seedCommands.first(where: { $0.0 == cmd }) else { return }
+    let (_, args, options) = try #require(seedCommands.first(where: { $0.0 == cmd }))
     let r = try CLI.run([cmd, "--help"])
     #expect(r.code == 0)
     let usage = r.out.split(separator: "\n").first { $0.hasPrefix("USAGE: belt \(cmd) ") }.map(String.init) ?? ""
@@ -178,10 +206,28 @@ let seedCommands: [(String, String, [String])] = [
     #expect(missing.code == 1 && missing.err == "belt: runbook ./nofile.lua not found: no such file\n", "\(missing.err)")
   }
 
+  /// `belt run NAME --help` shows run's help and the options the flow runbook declares, with
+  /// their defaults (the ones the runbook uses); help-lua shows them too.
+  @Test func runHelpShowsAFlowRunbooksOptions() throws {
+    let r = try CLI.run(["run", "cutover.lua", "--help"])
+    #expect(r.code == 0, "\(r.err)")
+    #expect(r.out.contains("USAGE: belt run") && r.out.contains("OPTIONS OF cutover.lua"), "\(r.out)")
+    #expect(r.out.contains("drain_timeout=auto") && r.out.contains("or 0s with switch=pgbouncer"), "\(r.out)")
+    let rollback = try CLI.run(["run", "--shipped", "rollback.lua", "dc", "-h"])
+    #expect(rollback.code == 0 && rollback.out.contains("drain_timeout=1m") && rollback.out.contains("catchup_timeout=5m"), "\(rollback.out)")
+    // A runbook without declared options: run's help alone.
+    let plain = try CLI.run(["run", "status.lua", "--help"])
+    #expect(plain.code == 0 && plain.out.contains("USAGE: belt run") && !plain.out.contains("OPTIONS OF"), "\(plain.out)")
+    let lua = try CLI.run(["help-lua"])
+    for name in ["migrate.lua", "cutover.lua", "rollback.lua"] {
+      #expect(lua.out.contains("OPTIONS OF \(name)"), "help-lua lists \(name)'s options")
+    }
+  }
+
   @Test func helpLuaDocumentsTheApi() throws {
     let r = try CLI.run(["help-lua"])
     #expect(r.code == 0)
-    #expect(r.out.contains("belt.wait_for(") && r.out.contains("belt.precheck(dc[, db])"))
+    #expect(r.out.contains("belt.wait_for(") && r.out.contains("belt.precheck(dc[, db][, {accept_logged_secrets=bool}])"))
     // Every option of every operation is documented with its help, in the text and the LuaCATS file.
     let meta = try CLI.run(["help-lua", "--meta"])
     for op in OperationRegistry.all {

@@ -22,23 +22,6 @@ enum Cut {
   /// A root connection to the cluster's postgres database.
   static func cluster(_ side: Side) throws -> PGConnection { try PG.root(side) }
 
-  /// Whether `user` can log in to the pair's src database.
-  static func canLogin(_ dc: TestDC, _ db: String, user: String, password: String) -> Result<Void, PGError> {
-    guard let p = dc.pairs[db] else { return .failure(PGError(kind: .client, label: "test", message: "no pair", sqlState: nil, detail: nil, hint: nil, query: nil)) }
-    do {
-      let c = try PGConnection(
-        conninfo: ConnInfo.build([
-          ("hostaddr", PG.host), ("port", String(PG.port(.src))), ("dbname", p.dbname), ("user", user), ("password", password),
-        ]), label: "test login")
-      c.close()
-      return .success(())
-    } catch let e as PGError {
-      return .failure(e)
-    } catch {
-      return .failure(PGError(kind: .client, label: "test", message: "\(error)", sqlState: nil, detail: nil, hint: nil, query: nil))
-    }
-  }
-
   /// LIKE patterns matching every role name whose first two characters are not "Cu" (so
   /// revoke-logins in a test only ever touches this suite's own roles; roles are cluster-wide
   /// and other suites create lowercase ones concurrently).

@@ -101,8 +101,10 @@ struct FleetTests {
       for db in dc.pairs.keys {
         #expect(try Repl.sameRows(dc, db, ["items", "log"]), "round \(round): \(db) differs after the cutover")
       }
-      let blocked = (try? Self.connect(dbnames[0], app, appPW)) == nil
-      #expect(blocked, "round \(round) (\(fence)): the application still connects to src after the cutover")
+      // nologin, and auto for a role no database outside the cutover uses: NOLOGIN; connect: no CONNECT.
+      Login.expectRefused(
+        db: dbnames[0], user: app, pw: appPW, because: fence == "connect" ? [.noConnect] : [.nologin],
+        "round \(round) (\(fence)): the application is fenced out of src after the cutover")
 
       let teardown = try CLI.run(["teardown", dc.dc, "--config-dir", dc.root, "--jobs", "8"])
       #expect(teardown.code == 0, "round \(round): \(teardown.err)")
@@ -233,7 +235,7 @@ struct FleetTests {
     #expect(rec["terminated"] == 1, "\(fenced.out)")
     #expect(rec["revoked_connect"]?.arrayValue?.contains("PUBLIC") == true)
     #expect(try JSONParser.parse(String(contentsOfFile: path, encoding: .utf8))["login_fence"]?["kind"] == "connect")
-    #expect((try? here.query("SELECT 1")) == nil, "the session in the fenced database was terminated")
+    Login.expectTerminated(here, "the session in the fenced database was terminated")
     #expect(try there.query("SELECT count(*) FROM items").scalar == "200", "the other database's session goes on")
     #expect(try Self.connect(otherPair.dbname, app, pw).query("SELECT count(*) FROM items").scalar == "200")
     do {

@@ -51,7 +51,7 @@ struct InspectionTests {
   }
 
   @Test func connectionsCountsApplicationSessionsAndHonoursExclusions() throws {
-    guard let p = dc.pairs["app"] else { return }
+    let p = try #require(dc.pairs["app"])
     let server = try dc.store.load(dc: dc.dc, db: "app").server(.src)
     let held = try PGConnection(conninfo: server.conninfo(.owner), label: "app session")
     defer { held.close() }

@@ -104,3 +104,131 @@ struct NativeEngineTests {
     _ = pair
   }
 }
+
+extension NativeEngineTests {
+  /// A row that conflicts on dst stops the native apply worker: status says down, with the
+  /// cause, within seconds (the worker retries every few seconds; no server log needed).
+  @Test func applyErrorIsDownWithItsCauseWithinSeconds() throws {
+    let dc = try TestDC()
+    try dc.addPair("app", srcSQL: Fixtures.basic(), extra: [("engine", "native")])
+    _ = try dc.run("setup", "app")
+    #expect(try eventually { try dc.run("status", "app")["forward"] == "replicating" })
+    let d = try dc.conn("app", .dst)
+    defer { d.close() }
+    try d.exec("INSERT INTO \"UsersCapital\" (id, name) VALUES (1000, 'dst only')")
+    let s = try dc.conn("app", .src)
+    defer { s.close() }
+    let t0 = Date()
+    try s.exec("INSERT INTO \"UsersCapital\" (id, name) VALUES (1000, 'src')")
+    var st: Value = .null
+    let down = try eventually(10) {
+      st = try dc.run("status", "app")
+      return st["forward"] == "down"
+    }
+    #expect(down, "\(st.json())")
+    #expect(st["forward_error"]?.stringValue?.contains("apply") == true, "\(st.json())")
+    print(String(format: "[native apply error] down after %.1f s: %@", Date().timeIntervalSince(t0), st["forward_error"]?.stringValue ?? "?"))
+    // Mended on dst: replication resumes and the row from src arrives.
+    try d.exec("DELETE FROM \"UsersCapital\" WHERE id = 1000")
+    #expect(try eventually(20) { try d.query("SELECT name FROM \"UsersCapital\" WHERE id = 1000").scalar == "src" })
+    #expect(try eventually(20) { try dc.run("status", "app")["forward"] == "replicating" })
+    _ = try? dc.run("teardown", "app")
+  }
+}
+
+extension IsolatedFaultTests {
+  /// Native teardown while dst is stopped: src is cleaned (publication, replica identity, the
+  /// forward slot that would hold WAL), dst's leftovers are named; once dst is back, the same
+  /// command removes them and nothing of the migration is left on either side.
+  @Test func nativeTeardownWithDstStoppedNamesWhatIsLeftAndFinishesLater() throws {
+    let dc = try TestDC()
+    try dc.addPair("app", srcSQL: Fixtures.basic(), extra: [("engine", "native")])
+    _ = try dc.run("setup", "app")
+    #expect(try eventually { try dc.run("status", "app")["forward"] == "replicating" })
+    let s = try dc.conn("app", .src)
+    defer { s.close() }
+    #expect(try pgClusters(["stop", "dst"]) == 0)
+    var started = false
+    defer { if !started { _ = try? pgClusters(["start", "dst"]) } }
+    let first = try dc.run("teardown", "app")
+    #expect(first["unreachable"] == "dst", "\(first.json())")
+    #expect(first["message"]?.stringValue?.contains("run teardown again") == true, "\(first.json())")
+    #expect(try s.query("SELECT count(*) FROM pg_replication_slots WHERE database = current_database()").scalar == "0")
+    #expect(try s.query("SELECT count(*) FROM pg_publication").scalar == "0")
+    #expect(try s.query("SELECT relreplident::text FROM pg_class WHERE oid = 'fruits'::regclass").scalar == "d")
+    #expect(try pgClusters(["start", "dst"]) == 0)
+    started = true
+    let second = try dc.run("teardown", "app")
+    #expect(second["unreachable"] == nil, "\(second.json())")
+    let d = try dc.conn("app", .dst)
+    defer { d.close() }
+    #expect(try d.query("SELECT count(*) FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())").scalar == "0")
+    #expect(try d.query("SELECT count(*) FROM pg_replication_slots WHERE database = current_database()").scalar == "0")
+    #expect(try d.query("SELECT count(*) FROM pg_publication").scalar == "0")
+  }
+}
+
+extension NativeEngineTests {
+  /// A pglogical pair whose dst is PostgreSQL 18 without pglogical: precheck says which engines
+  /// each server can run, and setup refuses in one line before it changes src.
+  @Test func anEngineAServerCannotRunIsRefusedBeforeAnyChange() throws {
+    let dc = try TestDC()
+    let pg18 = try PG.pg18()
+    dc.ports[.dst] = pg18.port
+    var toolEnv = ProcessInfo.processInfo.environment
+    toolEnv["BELT_PG_BIN"] = pg18.bin
+    dc.toolEnvironment = toolEnv
+    let pair = try dc.addPair("app", srcSQL: Fixtures.basic())
+    let pre = try dc.run("precheck", "app")
+    #expect(pre["engine"] == "pglogical")
+    #expect(pre["engines"]?["dst"]?["pglogical"]?["ok"] == false, "\(pre.json())")
+    #expect(pre["engines"]?["dst"]?["native"]?["ok"] == true, "\(pre.json())")
+    #expect(pre["engines"]?["src"]?["pglogical"]?["ok"] == true, "\(pre.json())")
+    let cli = try CLI.run(["setup", dc.dc, "app", "--config-dir", dc.root], env: ["BELT_PG_BIN": pg18.bin])
+    #expect(cli.code != 0)
+    let lines = cli.err.split(separator: "\n").filter { !$0.isEmpty }
+    #expect(lines.count == 1 && cli.err.contains("engine \"pglogical\" cannot run") && cli.err.contains("\"native\""), "\(cli.err)")
+    let s = try dc.conn("app", .src)
+    defer { s.close() }
+    #expect(try s.query("SELECT count(*) FROM pg_extension WHERE extname = 'pglogical'").scalar == "0", "src unchanged")
+    #expect(try s.query("SELECT count(*) FROM pg_roles WHERE rolname = $1", [pair.pglogical.name]).scalar == "0", "no role made")
+  }
+}
+
+extension NativeEngineTests {
+  /// A fleet: three native pairs on one server pair (slots are per server: each database's
+  /// has its own name), migrated and cut over dc-wide, with a shared replication role.
+  @Test func aFleetOnOneServerPairMigratesAndCutsOver() throws {
+    let dc = try TestDC()
+    let role = Credentials(name: PG.unique("repl"), password: "r 'e\\pl")
+    for i in 0..<3 {
+      try dc.addPair("db\(i)", srcSQL: Fixtures.basic() + Self.more, extra: [("engine", "native")], pglogical: role)
+    }
+    let migrate = try CLI.run(["run", "migrate.lua", dc.dc, "--config-dir", dc.root])
+    #expect(migrate.code == 0, "\(migrate.err)")
+    for i in 0..<3 {
+      let s = try dc.conn("db\(i)", .src)
+      defer { s.close() }
+      for round in 1...5 { try Self.write(s, round: round * (i + 1)) }
+    }
+    let cutover = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--", "drain_timeout=2s", "lock_out_shared=true"])
+    #expect(cutover.code == 0, "\(cutover.err) \(cutover.out)")
+    for i in 0..<3 {
+      let s = try dc.conn("db\(i)", .src)
+      let d = try dc.conn("db\(i)", .dst)
+      defer { s.close(); d.close() }
+      #expect(try LoadTests.fingerprint(s) == LoadTests.fingerprint(d), "db\(i)")
+    }
+    let teardown = try CLI.run(["teardown", dc.dc, "--config-dir", dc.root])
+    #expect(teardown.code == 0, "\(teardown.err)")
+    let r = try PG.root(.src)
+    defer { r.close() }
+    #expect(try r.query("SELECT count(*) FROM pg_roles WHERE rolname = $1", [role.name]).scalar == "0", "the shared role is dropped with the last pair")
+    let dbnames = PGArray.literal((0..<3).compactMap { dc.pairs["db\($0)"]?.dbname })
+    for side in Side.allCases {
+      let c = try dc.serverRoot(side)
+      defer { c.close() }
+      #expect(try c.query("SELECT count(*) FROM pg_replication_slots WHERE database = ANY($1::text[])", [dbnames]).scalar == "0", "\(side)")
+    }
+  }
+}

@@ -251,16 +251,6 @@ struct CutoverPgBouncerTests {
     return try c.exec("SHOW SERVERS").rows.filter { $0.string("database") == "shop" }.compactMap { $0.int("port") }
   }
 
-  /// Whether the application role can log in to src directly.
-  static func appCanLogIn(_ b: Bounced) -> Bool {
-    let c = try? PGConnection(
-      conninfo: ConnInfo.build([("hostaddr", PG.host), ("port", String(PG.port(.src))), ("dbname", b.pair.dbname),
-                                ("user", b.app.name), ("password", b.app.password)]),
-      label: "app")
-    c?.close()
-    return c != nil
-  }
-
   @Test func cutoverThroughPgBouncerFailsNoTransactionAndServesFromDst() throws {
     let b = try Bounced.make(srcSQL: Self.schema)
     defer { b.cleanup() }
@@ -270,7 +260,7 @@ struct CutoverPgBouncerTests {
     #expect(r.code == 0, "\(r.out)\(r.err)")
     #expect(r.out.contains("cut over through pgbouncer; traffic paused"), "\(r.out)")
     print("[cutover switch=pgbouncer: \(r.out.trimmingCharacters(in: .whitespacesAndNewlines))]")
-    #expect(!Self.appCanLogIn(b), "src stays fenced after the switch")
+    Login.expectRefused(db: b.pair.dbname, user: b.app.name, pw: b.app.password, "src stays fenced after the switch")
     let shown = try b.dc.run("pgbouncer_show", "shop")
     #expect(shown["points_to"] == "dst" && shown["paused"] == false, "\(shown.json())")
     // Transactions after the switch are served by dst.
@@ -300,7 +290,7 @@ struct CutoverPgBouncerTests {
     #expect(r.err.contains("products"), "names the table that differs: \(r.err)")
     let shown = try b.dc.run("pgbouncer_show", "shop")
     #expect(shown["points_to"] == "src" && shown["paused"] == false, "\(shown.json())")
-    #expect(Self.appCanLogIn(b), "logins restored on src")
+    Login.expectAllowed(db: b.pair.dbname, user: b.app.name, pw: b.app.password, "logins restored on src")
     let before = Int(try Cut.scalar(b.dc, "shop", .src, "SELECT count(*) FROM orders") ?? "") ?? 0
     Thread.sleep(forTimeInterval: 1)
     let after = Int(try Cut.scalar(b.dc, "shop", .src, "SELECT count(*) FROM orders") ?? "") ?? 0
@@ -315,7 +305,7 @@ struct CutoverPgBouncerTests {
     let r = try CLI.run(Self.cutover(b, ["pause_timeout=10m"]))
     #expect(r.code != 0 && r.err.contains("query_wait_timeout"), "\(r.err)")
     #expect(r.err.split(separator: "\n").count == 1, "one line: \(r.err)")
-    #expect(Self.appCanLogIn(b))
+    Login.expectAllowed(db: b.pair.dbname, user: b.app.name, pw: b.app.password)
     #expect(try b.dc.run("pgbouncer_show", "shop")["paused"] == false)
   }
 
@@ -358,7 +348,7 @@ extension CutoverPgBouncerTests {
     #expect(took < 10, "gave up within the pause budget (took \(took) s)")
     let shown = try b.dc.run("pgbouncer_show", "shop")
     #expect(shown["points_to"] == "src" && shown["paused"] == false, "\(shown.json())")
-    #expect(Self.appCanLogIn(b), "logins restored on src")
+    Login.expectAllowed(db: b.pair.dbname, user: b.app.name, pw: b.app.password, "logins restored on src")
     _ = Bounced.expectNoFailure(bench)
   }
 }
@@ -415,14 +405,6 @@ extension CutoverPgBouncerTests {
     // beta's PK-less table diverges on dst: its sync fails validation, after the PAUSE.
     try Cut.exec(dc, "beta", .dst, "INSERT INTO fruits VALUES (1000, 'stray row on dst')")
 
-    func canLogIn(_ name: String) -> Bool {
-      let c = try? PGConnection(
-        conninfo: ConnInfo.build([("hostaddr", PG.host), ("port", String(PG.port(.src))), ("dbname", pairs[name]!.dbname),
-                                  ("user", apps[name]!.name), ("password", apps[name]!.password)]),
-        label: "app")
-      c?.close()
-      return c != nil
-    }
     func serverPorts(_ name: String) throws -> [Int] {
       let c = try bouncer.console()
       defer { c.close() }
@@ -452,8 +434,8 @@ extension CutoverPgBouncerTests {
     #expect(alpha["points_to"] == "dst" && alpha["paused"] == false, "\(alpha.json())")
     let beta = try dc.run("pgbouncer_show", "beta")
     #expect(beta["points_to"] == "src" && beta["paused"] == false, "\(beta.json())")
-    #expect(!canLogIn("alpha"), "alpha's src stays fenced after the switch")
-    #expect(canLogIn("beta"), "beta was compensated: its logins are back on src")
+    Login.expectRefused(db: pairs["alpha"]?.dbname ?? "", user: apps["alpha"]?.name ?? "", pw: apps["alpha"]?.password ?? "", "alpha's src stays fenced after the switch")
+    Login.expectAllowed(db: pairs["beta"]?.dbname ?? "", user: apps["beta"]?.name ?? "", pw: apps["beta"]?.password ?? "", "beta was compensated: its logins are back on src")
 
     // beta's application carries on against src; alpha's is served by dst.
     let before = try count("beta", .src)

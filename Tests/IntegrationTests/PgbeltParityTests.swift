@@ -126,7 +126,10 @@ extension PgbeltParityTests {
     let files = FileManager.default.enumerator(atPath: dc.root)?.compactMap { $0 as? String } ?? []
     #expect(files.contains { $0.hasSuffix(".sql") }, "setup wrote the schema files: \(files)")
     for f in files {
-      guard let text = try? String(contentsOfFile: dc.root + "/" + f, encoding: .utf8) else { continue }
+      var isDirectory: ObjCBool = false
+      guard FileManager.default.fileExists(atPath: dc.root + "/" + f, isDirectory: &isDirectory), !isDirectory.boolValue else { continue }
+      // Every file is read (as bytes: one that is not UTF-8 is still searched, not skipped).
+      let text = String(decoding: try #require(FileManager.default.contents(atPath: dc.root + "/" + f), "unreadable \(f)"), as: UTF8.self)
       for s in secrets { #expect(!text.contains(s), "a password in \(f)") }
     }
   }

@@ -65,7 +65,7 @@ enum Repl {
 
   /// Digests of the same tables on both sides of a pair.
   static func sameRows(_ dc: TestDC, _ db: String, _ tables: [String]) throws -> Bool {
-    guard let schema = dc.pairs[db]?.schema else { return false }
+    guard let schema = dc.pairs[db]?.schema else { throw BeltError(.notFound, "no pair \(db)") }
     let s = try dc.conn(db, .src)
     let d = try dc.conn(db, .dst)
     defer { s.close(); d.close() }
@@ -88,7 +88,7 @@ enum Repl {
   }
 
   static func leftovers(_ dc: TestDC, _ db: String, _ side: Side) throws -> Leftovers {
-    guard let p = dc.pairs[db] else { return Leftovers() }
+    guard let p = dc.pairs[db] else { throw BeltError(.notFound, "no pair \(db)") }
     let c = try dc.conn(db, side)
     defer { c.close() }
     var l = Leftovers()

@@ -100,7 +100,7 @@ struct ReplicationTests {
 
     // Inserts, updates and deletes on src reach dst (odd identifiers, both schemas).
     for db in dbs {
-      guard let schema = dc.pairs[db]?.schema else { continue }
+      let schema = try #require(dc.pairs[db]?.schema, "no pair \(db)")
       let s = try dc.conn(db, .src)
       defer { s.close() }
       try s.exec(
@@ -140,7 +140,7 @@ struct ReplicationTests {
 
     // Writes on dst reach src, and do not come back (forward stays replicating, one copy each).
     for (i, db) in dbs.enumerated() {
-      guard let schema = dc.pairs[db]?.schema else { continue }
+      let schema = try #require(dc.pairs[db]?.schema, "no pair \(db)")
       let d = try dc.conn(db, .dst)
       defer { d.close() }
       try d.exec(
@@ -154,7 +154,7 @@ struct ReplicationTests {
       try Repl.waitFor("\(db): dst writes on src", timeout: 30) {
         try Repl.sameRows(dc, db, Self.replicatedTables(db))
       }
-      guard let schema = dc.pairs[db]?.schema else { continue }
+      let schema = try #require(dc.pairs[db]?.schema, "no pair \(db)")
       for side in Side.allCases {
         let c = try dc.conn(db, side)
         #expect(

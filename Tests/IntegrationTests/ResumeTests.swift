@@ -27,10 +27,12 @@ enum Resume {
 
   /// A fresh pair in `dc`, migrated with migrate.lua (ready for cutover), and an application
   /// role that can log in to its src database.
-  static func migrated(_ dc: TestDC, _ db: String, big: Bool = false) throws -> (TestDC.PairSpec, String, String) {
-    let pair = try dc.addPair(db, srcSQL: schema(big: big))
+  static func migrated(_ dc: TestDC, _ db: String, big: Bool = false, engine: EngineKind = .pglogical, env: [String: String] = [:])
+    throws -> (TestDC.PairSpec, String, String)
+  {
+    let pair = try dc.addPair(db, srcSQL: schema(big: big), extra: engine == .pglogical ? [] : [("engine", .string(engine.rawValue))])
     let (app, pw) = try RunbookTests.appRole(dc, grantIn: [db])
-    let m = try CLI.run(["run", "migrate.lua", dc.dc, db, "--config-dir", dc.root])
+    let m = try CLI.run(["run", "migrate.lua", dc.dc, db, "--config-dir", dc.root], env: env)
     #expect(m.code == 0, "migrate: \(m.err)")
     return (pair, app, pw)
   }
@@ -53,7 +55,7 @@ enum Resume {
     let out: String
     let err: String
 
-    init(_ args: [String], scratch: String) throws {
+    init(_ args: [String], scratch: String, env extra: [String: String] = [:]) throws {
       out = scratch + "/bg-\(UInt32.random(in: 0...UInt32.max)).out"
       err = out + ".err"
       FileManager.default.createFile(atPath: out, contents: nil)
@@ -62,6 +64,7 @@ enum Resume {
       process.arguments = args
       var env = ProcessInfo.processInfo.environment
       env["NO_COLOR"] = "1"
+      for (k, v) in extra { env[k] = v }
       process.environment = env
       process.standardInput = FileHandle.nullDevice
       process.standardOutput = FileHandle(forWritingAtPath: out)
@@ -147,7 +150,9 @@ struct KillPoint: CustomTestStringConvertible, Sendable {
   /// A lock on dst that stops the apply worker (the gate waits for it).
   var blockApply = false
   var cond: @Sendable (Value?) -> Bool
-  var testDescription: String { name }
+  /// The engine the pair replicates with.
+  var engine: EngineKind = .pglogical
+  var testDescription: String { engine == .pglogical ? name : "\(name) [\(engine.rawValue), 15 -> 18]" }
 
   static func started(_ step: String) -> @Sendable (Value?) -> Bool {
     { j in Resume.step(j, step)?["status"] == "started" }
@@ -156,10 +161,17 @@ struct KillPoint: CustomTestStringConvertible, Sendable {
     { j in Resume.step(j, "sync")?["data"]?["sync"]?["parts"]?[part] == "started" }
   }
 
-  /// Every kill point, or those whose name contains $BELT_TEST_KILL (to iterate on one).
+  /// Every kill point on pglogical (15 -> 15) and on the native engine (15 -> 18, dst the
+  /// PostgreSQL 18 cluster), or those whose name contains $BELT_TEST_KILL (to iterate on one).
+  /// The native engine streams PK-less tables, so sync copies none: no kill mid-copy.
   static var selected: [KillPoint] {
-    guard let f = ProcessInfo.processInfo.environment["BELT_TEST_KILL"] else { return all }
-    return all.filter { $0.name.contains(f) }
+    let native = all.filter { !$0.big }.map { p -> KillPoint in
+      var q = p
+      q.engine = .native
+      return q
+    }
+    guard let f = ProcessInfo.processInfo.environment["BELT_TEST_KILL"] else { return all + native }
+    return (all + native).filter { $0.testDescription.contains(f) }
   }
 
   static let all: [KillPoint] = [
@@ -184,7 +196,17 @@ struct ResumeTests {
   func sigkillThenTheSameCommandFinishesTheCutover(_ point: KillPoint) throws {
     let t0 = Date()
     let dc = try TestDC()
-    let (pair, app, pw) = try Resume.migrated(dc, "app", big: point.big)
+    var env: [String: String] = [:]
+    if point.engine == .native {
+      // 15 -> 18: dst is the PostgreSQL 18 cluster, and pg_dump 18 dumps both.
+      let pg18 = try PG.pg18()
+      dc.ports[.dst] = pg18.port
+      env["BELT_PG_BIN"] = pg18.bin
+      var tools = ProcessInfo.processInfo.environment
+      tools["BELT_PG_BIN"] = pg18.bin
+      dc.toolEnvironment = tools
+    }
+    let (pair, app, pw) = try Resume.migrated(dc, "app", big: point.big, engine: point.engine, env: env)
     defer { Resume.cleanup(dc, "app") }
     let args = ["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "drain_timeout=2s", "lock_out_shared=true"]
     var held: PGConnection? = nil
@@ -205,7 +227,7 @@ struct ResumeTests {
     defer { blocker?.close() }
     let ready = Date()
 
-    let bg = try Resume.Background(args, scratch: dc.root)
+    let bg = try Resume.Background(args, scratch: dc.root, env: env)
     let caught = Resume.waitJournal(dc, "app", bg) { point.cond($0) }
     if point.delay > 0 { Thread.sleep(forTimeInterval: point.delay) }
     bg.stop(SIGKILL)
@@ -217,12 +239,12 @@ struct ResumeTests {
 
     // While interrupted: logins stay revoked (the application is down), and status says so.
     if point.step != "revoke-logins" {
-      #expect(!RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw), "logins stay revoked after the kill")
+      Login.expectRefused(.src, db: pair.dbname, user: app, pw: pw, "logins stay revoked after the kill")
     }
     let j = Resume.journal(dc, "app")
     #expect(j?["state"] == "in_progress")
     #expect(Resume.step(j, point.step)?["status"] == "started", "\(j?.json() ?? "no journal")")
-    let status = try CLI.run(["status", dc.dc, "app", "--config-dir", dc.root, "--json"])
+    let status = try CLI.run(["status", dc.dc, "app", "--config-dir", dc.root, "--json"], env: env)
     let st = (try? JSONParser.parse(status.out)) ?? .null
     #expect(st["cutover"] == "in_progress", "\(status.out)")
     #expect(st["cutover_step"]?.stringValue == point.step, "\(status.out)")
@@ -231,12 +253,12 @@ struct ResumeTests {
 
     // The same command again: finishes from where it stopped.
     let r0 = Date()
-    let again = try CLI.run(args)
+    let again = try CLI.run(args, env: env)
     let resumeSeconds = Date().timeIntervalSince(r0)
     #expect(again.code == 0, "re-run: \(again.err) \(again.out)")
     #expect(again.out.contains("app: cut over; downtime window"), "\(again.out)")
     try Resume.expectSameData(dc, "app")
-    #expect(!RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw), "src logins revoked after the cutover")
+    Login.expectRefused(.src, db: pair.dbname, user: app, pw: pw, "src logins revoked after the cutover")
     let done = Resume.journal(dc, "app")
     #expect(done?["state"] == "done")
     let names = done?["steps"]?.arrayValue?.compactMap { $0["name"]?.stringValue } ?? []
@@ -261,7 +283,7 @@ struct ResumeTests {
     #expect(downtime > 0, "downtime \(downtime)")
 
     // And once more: done, says when, exit 0.
-    let third = try CLI.run(args)
+    let third = try CLI.run(args, env: env)
     #expect(third.code == 0, "\(third.err)")
     #expect(third.out.contains("app: the cutover finished at"), "\(third.out)")
     print(String(
@@ -285,13 +307,13 @@ extension ResumeTests {
     #expect(second.code == 1)
     #expect(second.err.contains("another belt process (pid \(bg.process.processIdentifier)) is running the cutover of"), "\(second.err)")
     #expect(!second.err.contains("restoring logins"), "\(second.err)")
-    #expect(!RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw))
+    Login.expectRefused(.src, db: pair.dbname, user: app, pw: pw)
     let rollbackMeanwhile = try CLI.run(["run", "rollback.lua", dc.dc, "app", "--config-dir", dc.root, "--", "lock_out_shared=true"])
     #expect(rollbackMeanwhile.code == 1 && rollbackMeanwhile.err.contains("another belt process"), "\(rollbackMeanwhile.err)")
     bg.stop(SIGINT)
     #expect(bg.process.terminationStatus == 1, "\(bg.output)")
     #expect(bg.output.contains("restoring logins on src"), "\(bg.output)")
-    #expect(RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw), "compensation restored logins")
+    Login.expectAllowed(.src, db: pair.dbname, user: app, pw: pw, "compensation restored logins")
     let j = Resume.journal(dc, "app")
     #expect(j?["state"] == "compensated")
     #expect(j?["note"]?.stringValue?.contains("interrupted") == true, "\(j?.json() ?? "")")
@@ -306,7 +328,7 @@ extension ResumeTests {
     #expect(done?["state"] == "done")
     #expect(done?["run"] == 2, "a new run, not a resume of the compensated one")
     #expect(done?["steps"]?.arrayValue?.allSatisfy { $0["status"] == "done" && $0["attempts"] == 1 } == true)
-    #expect(!RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw))
+    Login.expectRefused(.src, db: pair.dbname, user: app, pw: pw)
   }
 
   /// SIGKILL inside the drain, then the logins given back by hand (or by a compensation that
@@ -320,13 +342,13 @@ extension ResumeTests {
     defer { held.close() }
     bg.stop(SIGKILL)
     _ = try dc.run("restore_logins", "app")
-    #expect(RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw))
+    Login.expectAllowed(.src, db: pair.dbname, user: app, pw: pw)
     try Cut.exec(dc, "app", .src, "INSERT INTO fruits VALUES (50, 'meanwhile')")
 
     let again = try CLI.run(args)
     #expect(again.code == 0, "\(again.err)")
     #expect(again.err.contains("src logins were given back while the cutover was interrupted; revoking them again"), "\(again.err)")
-    #expect(!RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw), "the fence is up again after the cutover")
+    Login.expectRefused(.src, db: pair.dbname, user: app, pw: pw, "the fence is up again after the cutover")
     try Resume.expectSameData(dc, "app")
     #expect(Resume.journal(dc, "app")?["state"] == "done")
   }
@@ -343,12 +365,12 @@ extension ResumeTests {
     Thread.sleep(forTimeInterval: 0.1)
     bg.stop(SIGINT)
     #expect(bg.process.terminationStatus == 1, "\(bg.output)")
-    #expect(RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw), "compensation restored logins")
+    Login.expectAllowed(.src, db: pair.dbname, user: app, pw: pw, "compensation restored logins")
     #expect(Resume.journal(dc, "app")?["state"] == "compensated")
     let again = try CLI.run(args)
     #expect(again.code == 1)
     #expect(again.err.contains("forward replication is unconfigured") && again.err.contains("belt reset"), "\(again.err)")
-    #expect(RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw), "the refused re-run did not revoke")
+    Login.expectAllowed(.src, db: pair.dbname, user: app, pw: pw, "the refused re-run did not revoke")
   }
 
   /// SIGKILL mid-copy of the big PK-less table, then rollback.lua: src is writable again with
@@ -362,7 +384,7 @@ extension ResumeTests {
     #expect(Resume.waitJournal(dc, "app", bg) { Resume.step($0, "sync")?["data"]?["sync_tables"]?["tables"]?["big_nopk"] == "copying" })
     Thread.sleep(forTimeInterval: 0.1)
     bg.stop(SIGKILL)
-    #expect(!RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw))
+    Login.expectRefused(.src, db: pair.dbname, user: app, pw: pw)
     // status, human form: the step, the logins, the command that continues it.
     let st = try CLI.run(["status", dc.dc, "app", "--config-dir", dc.root])
     #expect(st.out.contains("app: cutover in progress: step sync since"), "\(st.out)")
@@ -373,7 +395,7 @@ extension ResumeTests {
     #expect(rb.code == 0, "\(rb.err)")
     #expect(rb.out.contains("the cutover had not finished; nothing was copied back"), "\(rb.out)")
     #expect(rb.out.contains("forward replication was dropped"), "\(rb.out)")
-    #expect(RunbookTests.canLogin(.src, db: pair.dbname, user: app, pw: pw), "logins restored on src")
+    Login.expectAllowed(.src, db: pair.dbname, user: app, pw: pw, "logins restored on src")
     #expect(try LoadTests.fingerprint(dc.conn("app", .src)) == before, "src keeps all its data")
     // Writable: the application's owner writes on src.
     let owner = try PGConnection(conninfo: try dc.store.load(dc: dc.dc, db: "app").server(.src).conninfo(.owner), label: "owner")

@@ -16,20 +16,12 @@ struct RunbookTests {
       c.close()
     }
     for db in dbs {
-      guard let p = dc.pairs[db] else { continue }
+      let p = try #require(dc.pairs[db], "no pair \(db)")
       let c = try dc.conn(db, .src)
       try c.exec("GRANT CONNECT ON DATABASE \(PGConnection.quoteIdent(p.dbname)) TO \(PGConnection.quoteIdent(name))")
       c.close()
     }
     return (name, pw)
-  }
-
-  static func canLogin(_ side: Side, db: String, user: String, pw: String) -> Bool {
-    let c = try? PGConnection(
-      conninfo: ConnInfo.build([("hostaddr", PG.host), ("port", String(PG.port(side))), ("dbname", db), ("user", user), ("password", pw)]),
-      label: "login probe")
-    c?.close()
-    return c != nil
   }
 
   @Test func migrateCutoverRollbackOnTwoPairs() throws {
@@ -46,8 +38,8 @@ struct RunbookTests {
     #expect(cutover.code == 0, "\(cutover.err) \(cutover.out)")
     #expect(cutover.out.contains("downtime window"))
     for db in ["alpha", "beta"] {
-      guard let p = dc.pairs[db] else { continue }
-      #expect(!Self.canLogin(.src, db: p.dbname, user: app, pw: pw), "\(app) revoked on src")
+      let p = try #require(dc.pairs[db], "no pair \(db)")
+      Login.expectRefused(.src, db: p.dbname, user: app, pw: pw, "\(app) revoked on src")
       #expect(try LoadTests.fingerprint(dc.conn(db, .src), schema: p.schema) == LoadTests.fingerprint(dc.conn(db, .dst), schema: p.schema))
     }
 
@@ -58,7 +50,7 @@ struct RunbookTests {
 
     // The application writes on dst, then we roll back.
     for db in ["alpha", "beta"] {
-      guard let p = dc.pairs[db] else { continue }
+      let p = try #require(dc.pairs[db], "no pair \(db)")
       let d = try dc.conn(db, .dst)
       try d.exec("SET search_path = \(PGConnection.quoteIdent(p.schema)); INSERT INTO \"UsersCapital\" (name) VALUES ('after cutover'); INSERT INTO fruits VALUES (99, 'dst only'); SELECT setval('standalone_seq', 500)")
       d.close()
@@ -66,14 +58,14 @@ struct RunbookTests {
     let rollback = try CLI.run(["run", "rollback.lua", dc.dc, "--config-dir", dc.root, "--", "lock_out_shared=true"])
     #expect(rollback.code == 0, "\(rollback.err)")
     for db in ["alpha", "beta"] {
-      guard let p = dc.pairs[db] else { continue }
+      let p = try #require(dc.pairs[db], "no pair \(db)")
       let s = try dc.conn(db, .src)
       try s.exec("SET search_path = \(PGConnection.quoteIdent(p.schema))")
       #expect(try s.query("SELECT count(*) FROM \"UsersCapital\" WHERE name = 'after cutover'").scalar == "1")
       #expect(try s.query("SELECT count(*) FROM fruits WHERE name = 'dst only'").scalar == "1")
       #expect(try s.query("SELECT last_value FROM standalone_seq").scalar == "500")
-      #expect(Self.canLogin(.src, db: p.dbname, user: app, pw: pw), "\(app) can log in on src again")
-      #expect(!Self.canLogin(.dst, db: p.dbname, user: app, pw: pw), "\(app) cannot log in on dst")
+      Login.expectAllowed(.src, db: p.dbname, user: app, pw: pw, "\(app) can log in on src again")
+      Login.expectRefused(.dst, db: p.dbname, user: app, pw: pw, "\(app) cannot log in on dst")
       s.close()
     }
     _ = try? dc.run("teardown", nil, ["full": true])
@@ -121,7 +113,7 @@ struct RunbookTests {
     let r = try CLI.run(["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "drain_timeout=1s", "diff=false", "lock_out_shared=true"])
     #expect(r.code == 1)
     #expect(r.err.contains("sync failed"), "\(r.err)")
-    #expect(Self.canLogin(.src, db: p.dbname, user: app, pw: pw), "compensation restored logins")
+    Login.expectAllowed(.src, db: p.dbname, user: app, pw: pw, "compensation restored logins")
     _ = try? dc.run("teardown", "app", ["full": true])
   }
 
@@ -151,8 +143,8 @@ struct RunbookTests {
     #expect(r.code == 1, "\(r.err)")
     #expect(r.err.contains("belt: \(dc.dc)/beta: cutover failed in sync"), "\(r.err)")
     #expect(r.err.contains("belt: \(dc.dc)/alpha: cutover failed in diff-schemas") && r.err.contains("run the same command again to finish"), "\(r.err)")
-    #expect(!Self.canLogin(.src, db: alpha.dbname, user: appA, pw: pwA), "alpha stays cut over: no login on src")
-    #expect(Self.canLogin(.src, db: beta.dbname, user: appB, pw: pwB), "beta was compensated: logins back on src")
+    Login.expectRefused(.src, db: alpha.dbname, user: appA, pw: pwA, "alpha stays cut over: no login on src")
+    Login.expectAllowed(.src, db: beta.dbname, user: appB, pw: pwB, "beta was compensated: logins back on src")
     func states() throws -> [String: String] {
       let journal = try dc.run("journal", nil, ["flow": "cutover"])
       return Dictionary(uniqueKeysWithValues: (journal["databases"]?.arrayValue ?? []).compactMap { rec in
@@ -169,7 +161,7 @@ struct RunbookTests {
     #expect(again.code == 1 && again.out.contains("\(dc.dc)/alpha: cut over; downtime window"), "\(again.out) \(again.err)")
     #expect(again.err.contains("beta: forward replication is") && again.err.contains("start over with belt reset"), "\(again.err)")
     #expect(try states() == ["alpha": "done", "beta": "compensated"])
-    #expect(!Self.canLogin(.src, db: alpha.dbname, user: appA, pw: pwA))
+    Login.expectRefused(.src, db: alpha.dbname, user: appA, pw: pwA)
     #expect(try LoadTests.fingerprint(dc.conn("alpha", .src), schema: alpha.schema) == LoadTests.fingerprint(dc.conn("alpha", .dst), schema: alpha.schema))
     let third = try CLI.run(args)
     #expect(third.code == 1 && third.out.contains("\(dc.dc)/alpha: the cutover finished at"), "\(third.out)")
@@ -205,12 +197,12 @@ struct RunbookTests {
     let refused = try CLI.run(["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "drain_timeout=1s", "terminate=false", "lock_out_shared=true"])
     #expect(refused.code == 1)
     #expect(refused.err.contains("application sessions still open on src after drain_timeout"), "\(refused.err)")
-    #expect(Self.canLogin(.src, db: p.dbname, user: app, pw: pw), "compensation restored logins")
+    Login.expectAllowed(.src, db: p.dbname, user: app, pw: pw, "compensation restored logins")
     #expect(try held.query("SELECT 1").scalar == "1", "terminate=false must leave the session alone")
     let done = try CLI.run(["run", "cutover.lua", dc.dc, "app", "--config-dir", dc.root, "--", "drain_timeout=1s", "diff=false", "lock_out_shared=true"])
     #expect(done.code == 0, "\(done.err)")
     #expect(done.err.contains("app: terminated 1 session(s) on src"), "\(done.err)")
-    #expect((try? held.query("SELECT 1")) == nil, "the held session was terminated")
+    Login.expectTerminated(held, "the held session was terminated")
     _ = try? dc.run("restore_logins", "app")
     _ = try? dc.run("teardown", "app", ["full": true])
   }
@@ -229,7 +221,7 @@ struct RunbookTests {
     #expect(timeout.code == 1)
     #expect(timeout.err.contains("unconfigured") || timeout.err.contains("timed out"), "\(timeout.err)")
     #expect(Date().timeIntervalSince(t0) < 20)
-    #expect(Self.canLogin(.src, db: p.dbname, user: app, pw: pw))
+    Login.expectAllowed(.src, db: p.dbname, user: app, pw: pw)
     let lua = try CLI.run(["run", dc.root + "/x.lua", dc.dc, "--config-dir", dc.root])
     #expect(lua.code == 1)
   }

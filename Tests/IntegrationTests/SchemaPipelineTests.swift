@@ -57,7 +57,9 @@ struct SchemaPipelineTests {
     for s in Self.secrets { #expect(!text.contains(s), "\(what) contains a password") }
   }
 
-  func read(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
+  /// A file the dump must have written (a missing one fails the test: its "does not contain" checks
+  /// would pass on an empty string).
+  func read(_ path: String) throws -> String { try String(contentsOfFile: path, encoding: .utf8) }
 
   /// Runs `op` twice and returns both records (both must be ok unless `ok` says otherwise).
   func twice(_ dc: TestDC, _ op: String, _ db: String, _ opts: [String: Value] = [:], sourceLocation: SourceLocation = #_sourceLocation) throws -> (Value, Value) {
@@ -79,10 +81,10 @@ struct SchemaPipelineTests {
     // dump-schema (twice: same files)
     let (d1, d2) = try twice(dc, "dump_schema", db)
     let dir = dc.store.schemaDirectory(dc: dc.dc, db: db)
-    let base = read(dir + "/no_invalid_constraints_no_indexes.sql")
-    let idx = read(dir + "/indexes.sql")
-    let inv = read(dir + "/invalid_constraints.sql")
-    let full = read(dir + "/schema.sql")
+    let base = try read(dir + "/no_invalid_constraints_no_indexes.sql")
+    let idx = try read(dir + "/indexes.sql")
+    let inv = try read(dir + "/invalid_constraints.sql")
+    let full = try read(dir + "/schema.sql")
     #expect(d1["statements"] == d2["statements"])
     #expect(d2["extensions"] == .from(SchemaFixtures.extensions))
     #expect(d2["indexes"] == .int(deferred.count))
@@ -103,7 +105,7 @@ struct SchemaPipelineTests {
     #expect(base.contains("RAISE NOTICE 'CREATE INDEX %; NOT VALID', TG_OP;"), "function body intact")
     #expect(base.contains("BEGIN ATOMIC"))
     #expect(!full.contains("GRANT ") && !full.contains("\\restrict") && !full.contains("EXTENSION"))
-    #expect(read(dir + "/extensions.json").contains("pg_trgm"))
+    #expect(try read(dir + "/extensions.json").contains("pg_trgm"))
 
     // load-schema (twice: the second run finds everything present)
     let (l1, l2) = try twice(dc, "load_schema", db)

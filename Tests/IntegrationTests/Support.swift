@@ -59,6 +59,79 @@ enum PG {
   }
 }
 
+/// Login probes that pass only for the server's own answer: a refusal proves a fence only when
+/// the server said why (a port nobody listens on, a wrong password or a dead cluster must not
+/// pass for "logins revoked"), and a session counts as terminated only by its error.
+enum Login {
+  /// Tries to log in as `user`; nil when the server let it in, else why not.
+  static func attempt(_ side: Side = .src, db: String, user: String, pw: String, port: Int? = nil) -> (any Error)? {
+    do {
+      let c = try PGConnection(
+        conninfo: ConnInfo.build([
+          ("hostaddr", PG.host), ("port", String(port ?? PG.port(side))), ("dbname", db), ("user", user), ("password", pw),
+        ]), label: "login probe \(user)@\(db)")
+      c.close()
+      return nil
+    } catch {
+      return error
+    }
+  }
+
+  /// How a server refuses a login, by the fence that is up.
+  enum Refusal: String {
+    /// The role has NOLOGIN: FATAL 28000 "role ... is not permitted to log in".
+    case nologin = "is not permitted to log in"
+    /// The role lacks CONNECT on the database: FATAL 42501 "permission denied for database".
+    case noConnect = "permission denied for database"
+  }
+
+  /// Records an issue unless the server lets `user` in.
+  static func expectAllowed(
+    _ side: Side = .src, db: String, user: String, pw: String, _ comment: String = "",
+    sourceLocation: SourceLocation = #_sourceLocation
+  ) {
+    if let e = attempt(side, db: db, user: user, pw: pw) {
+      Issue.record("\(user) cannot log in to \(db) on \(side.rawValue) (\(comment)): \(e)", sourceLocation: sourceLocation)
+    }
+  }
+
+  /// Records an issue unless the server refuses `user` for one of `because` (any other failure,
+  /// or a login that succeeds, is an issue). libpq gives no SQLSTATE for a failed connect, so
+  /// the server's message is the proof.
+  static func expectRefused(
+    _ side: Side = .src, db: String, user: String, pw: String, because: [Refusal] = [.nologin], _ comment: String = "",
+    port: Int? = nil, sourceLocation: SourceLocation = #_sourceLocation
+  ) {
+    guard let e = attempt(side, db: db, user: user, pw: pw, port: port) else {
+      Issue.record("\(user) can still log in to \(db) on \(side.rawValue) (\(comment))", sourceLocation: sourceLocation)
+      return
+    }
+    let message = (e as? PGError)?.message ?? "\(e)"
+    if !because.contains(where: { message.contains($0.rawValue) }) {
+      Issue.record(
+        "\(user)@\(db) on \(side.rawValue) failed, but not because of the fence (\(because.map(\.rawValue))) (\(comment)): \(message)",
+        sourceLocation: sourceLocation)
+    }
+  }
+
+  /// Records an issue unless `c`, whose backend was terminated, says so when used: the server's
+  /// FATAL 57P01 ("terminating connection due to administrator command"), or libpq finding the
+  /// connection closed by the server. A statement that fails otherwise (a syntax error, a
+  /// permission) or succeeds is an issue.
+  static func expectTerminated(_ c: PGConnection, _ comment: String = "", sourceLocation: SourceLocation = #_sourceLocation) {
+    do {
+      _ = try c.query("SELECT 1")
+      Issue.record("the session still answers (\(comment))", sourceLocation: sourceLocation)
+    } catch let e as PGError {
+      let byServer = e.sqlState == "57P01" || e.message.contains("terminating connection due to administrator command")
+        || (e.sqlState == nil && e.message.contains("server closed the connection unexpectedly"))
+      if !byServer { Issue.record("the session failed, but not by termination (\(comment)): \(e)", sourceLocation: sourceLocation) }
+    } catch {
+      Issue.record("the session failed, but not by termination (\(comment)): \(error)", sourceLocation: sourceLocation)
+    }
+  }
+}
+
 /// A temporary belt root directory (configs/ and schemas/) with pairs in one dc.
 final class TestDC: @unchecked Sendable {
   let root: String
@@ -206,10 +279,32 @@ enum CLI {
     try p.run()
     if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
     try input.fileHandleForWriting.close()
+    // Both pipes at once: reading one to EOF first would block the child (and the test) as soon
+    // as it fills the other's 64 KB pipe buffer.
+    let errData = PipeDrain(err.fileHandleForReading)
     let o = out.fileHandleForReading.readDataToEndOfFile()
-    let e = err.fileHandleForReading.readDataToEndOfFile()
+    let e = errData.wait()
     p.waitUntilExit()
     return Result(code: p.terminationStatus, out: String(decoding: o, as: UTF8.self), err: String(decoding: e, as: UTF8.self))
+  }
+}
+
+/// Reads a pipe to EOF on a thread of its own.
+final class PipeDrain: @unchecked Sendable {
+  private var data = Data()
+  private let done = DispatchSemaphore(value: 0)
+
+  init(_ handle: FileHandle) {
+    Thread.detachNewThread { [self] in
+      data = handle.readDataToEndOfFile()
+      done.signal()
+    }
+  }
+
+  /// Everything read, once the writer closed the pipe.
+  func wait() -> Data {
+    done.wait()
+    return data
   }
 }
 
@@ -222,9 +317,87 @@ enum CLI {
     for side in Side.allCases {
       #expect(try PG.root(side).query("SELECT 1").scalar == "1")
     }
+    // scripts/install-deps installs pgbouncer: without it the pgbouncer suites would be skipped.
+    #expect(FileManager.default.isExecutableFile(atPath: "/usr/sbin/pgbouncer"), "pgbouncer is missing: the pgbouncer suites would be skipped")
     // The second major version (PostgreSQL 18 from PyPI, scripts/install-deps).
     let pg18 = try PG.pg18()
     #expect(try PG.root(port: pg18.port).query("SHOW server_version_num").scalar?.hasPrefix("18") == true)
     #expect(FileManager.default.isExecutableFile(atPath: pg18.bin + "/pg_dump"))
+  }
+}
+
+/// The login probes themselves: a failure that is not the fence's must not pass for it.
+@Suite(.serialized, .enabled(if: PG.available, "needs the clusters from scripts/pg-clusters"))
+struct LoginProbeTests {
+  /// A role of its own, with LOGIN, and CONNECT through PUBLIC on the postgres database.
+  static func role(login: Bool = true) throws -> (String, String) {
+    let name = PG.unique("probe")
+    let pw = "probe pw"
+    let c = try PG.root(.src)
+    defer { c.close() }
+    try c.exec("CREATE ROLE \(PGConnection.quoteIdent(name)) \(login ? "LOGIN" : "NOLOGIN") PASSWORD \(try c.literal(try c.encryptPassword(pw, user: name)))")
+    return (name, pw)
+  }
+
+  static func drop(_ name: String) {
+    guard let c = try? PG.root(.src) else { return }
+    _ = try? c.exec("DROP ROLE IF EXISTS \(PGConnection.quoteIdent(name))")
+    c.close()
+  }
+
+  @Test func aRefusalCountsOnlyWhenTheServerNamesTheFence() throws {
+    let (user, pw) = try Self.role()
+    defer { Self.drop(user) }
+    Login.expectAllowed(db: "postgres", user: user, pw: pw)
+    withKnownIssue("a wrong password is not a revoked login") {
+      Login.expectRefused(db: "postgres", user: user, pw: pw + " wrong")
+    }
+    withKnownIssue("a missing database is not a revoked login") {
+      Login.expectRefused(db: PG.unique("nodb"), user: user, pw: pw)
+    }
+    withKnownIssue("a role that logs in is not revoked") {
+      Login.expectRefused(db: "postgres", user: user, pw: pw)
+    }
+    withKnownIssue("a NOLOGIN refusal is not a missing CONNECT") {
+      let (locked, lpw) = try Self.role(login: false)
+      defer { Self.drop(locked) }
+      Login.expectRefused(db: "postgres", user: locked, pw: lpw, because: [.noConnect])
+    }
+    let (locked, lpw) = try Self.role(login: false)
+    defer { Self.drop(locked) }
+    Login.expectRefused(db: "postgres", user: locked, pw: lpw, "NOLOGIN")
+    withKnownIssue("a NOLOGIN role cannot log in") {
+      Login.expectAllowed(db: "postgres", user: locked, pw: lpw)
+    }
+  }
+
+  @Test func aRefusalFromAServerThatIsNotThereDoesNotCount() throws {
+    // A port nobody listens on: connection refused, which once passed for "logins revoked".
+    withKnownIssue("connection refused is not a revoked login") {
+      Login.expectRefused(db: "postgres", user: PG.rootUser, pw: PG.rootPassword, port: 1)
+    }
+  }
+
+  @Test func aSessionCountsAsTerminatedOnlyByItsError() throws {
+    let (user, pw) = try Self.role()
+    defer { Self.drop(user) }
+    func open() throws -> PGConnection {
+      try PGConnection(
+        conninfo: ConnInfo.build([("hostaddr", PG.host), ("port", String(PG.port(.src))), ("dbname", "postgres"), ("user", user), ("password", pw)]),
+        label: "probe session")
+    }
+    let live = try open()
+    defer { live.close() }
+    withKnownIssue("a session that answers was not terminated") { Login.expectTerminated(live) }
+    let closedHere = try open()
+    closedHere.close()
+    withKnownIssue("a session the client closed was not terminated by the server") { Login.expectTerminated(closedHere) }
+    let killed = try open()
+    defer { killed.close() }
+    let root = try PG.root(.src)
+    defer { root.close() }
+    try root.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", [user])
+    Thread.sleep(forTimeInterval: 0.2)
+    Login.expectTerminated(killed, "pg_terminate_backend")
   }
 }

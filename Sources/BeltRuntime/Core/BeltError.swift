@@ -4,7 +4,11 @@
 /// and never contains a password.
 public struct BeltError: Error, Equatable, CustomStringConvertible, Sendable {
   /// A stable, public error code (also `err.code` in Lua).
-  public struct Code: RawRepresentable, Equatable, Hashable, Sendable, CustomStringConvertible {
+  ///
+  /// ``allCases`` lists every code belt raises, shipped runbooks included: the Lua docs and
+  /// `runbooks/belt.meta.lua` are generated from it. A script may raise codes of its own
+  /// (`belt.error("my_code", ...)`); those are not listed.
+  public struct Code: RawRepresentable, Equatable, Hashable, Sendable, CustomStringConvertible, CaseIterable {
     public var rawValue: String
     public init(rawValue: String) { self.rawValue = rawValue }
     public var description: String { rawValue }
@@ -37,6 +41,17 @@ public struct BeltError: Error, Equatable, CustomStringConvertible, Sendable {
     public static let scriptError = Code(rawValue: "script_error")
     /// A bug in belt.
     public static let `internal` = Code(rawValue: "internal")
+    /// A step of a shipped flow runbook failed for one or more databases (each named).
+    public static let stepFailed = Code(rawValue: "step_failed")
+    /// Replication that a shipped runbook waits for is down (the cause is in the message).
+    public static let replicationDown = Code(rawValue: "replication_down")
+
+    /// Every code above, in this order (a test checks that none is missing).
+    public static let allCases: [Code] = [
+      .configInvalid, .notFound, .connectionFailed, .authFailed, .sqlError, .preconditionFailed, .timeout,
+      .interrupted, .badArgument, .validationFailed, .ioError, .commandFailed, .scriptError, .internal,
+      .stepFailed, .replicationDown,
+    ]
   }
 
   /// What kind of failure.

@@ -30,6 +30,7 @@ enum Fence {
   static var createSQL: String {
     """
     CREATE SCHEMA IF NOT EXISTS \(PGConnection.quoteIdent(schema));
+    GRANT USAGE ON SCHEMA \(PGConnection.quoteIdent(schema)) TO PUBLIC;
     CREATE TABLE IF NOT EXISTS \(qualified) (token text PRIMARY KEY, written_at timestamptz NOT NULL DEFAULT now());
     GRANT SELECT ON \(qualified) TO PUBLIC
     """

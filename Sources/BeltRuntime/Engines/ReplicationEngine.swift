@@ -72,6 +72,8 @@ protocol ReplicationEngine: Sendable {
 
   /// The state of one direction, read on its subscriber side, with a cause when it is down.
   func state(_ c: PGConnection, _ direction: Direction, server: ServerConfig) throws -> SubscriptionState
+  /// Whether back replication is armed on dst, to be attached at the cutover (read on dst).
+  func backArmed(_ droot: PGConnection) throws -> Bool
   /// What src says about forward replication: published tables, lag, what the slot waits for.
   func sourceFacts(_ sroot: PGConnection, schema: String) throws -> SourceFacts?
 

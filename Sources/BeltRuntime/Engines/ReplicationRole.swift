@@ -23,9 +23,9 @@ enum ReplicationRole {
       let existed =
         try root.query("SELECT 1 FROM pg_roles WHERE rolname = $1", [pgl.name]).values.count == 1
       if existed {
-        try root.exec("ALTER ROLE \(role) WITH LOGIN PASSWORD \(lit)")
+        try root.execSecret("ALTER ROLE \(role) WITH LOGIN PASSWORD \(lit)")
       } else {
-        try root.exec("CREATE ROLE \(role) WITH LOGIN PASSWORD \(lit)")
+        try root.execSecret("CREATE ROLE \(role) WITH LOGIN PASSWORD \(lit)")
         notes.append("created role \(pgl.name)")
       }
       let rds = try root.query("SELECT 1 FROM pg_roles WHERE rolname = 'rdsadmin'").values.count == 1

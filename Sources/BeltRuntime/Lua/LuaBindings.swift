@@ -25,7 +25,7 @@ enum LuaBindings {
 
   static func specs(for rt: LuaRuntime) -> [LuaFunctionSpec] {
     var specs: [LuaFunctionSpec] = OperationRegistry.all.map { op in
-      LuaFunctionSpec(name: op.name, doc: "belt.\(op.name)(dc[, db][, opts]) -> record: \(op.summary)") { call in
+      LuaFunctionSpec(name: op.name) { call in
         let dc = try call.string(1)
         let opts = try call.options(3, op.options)
         var arg2 = call.value(2)
@@ -48,44 +48,44 @@ enum LuaBindings {
 
   static func primitives(_ rt: LuaRuntime) -> [LuaFunctionSpec] {
     [
-      LuaFunctionSpec(name: "sleep", doc: "belt.sleep(d) -> true: waits d (seconds or \"30s\"); Ctrl-C raises interrupted") { call in
+      LuaFunctionSpec(name: "sleep") { call in
         let secs = try duration(call, 1)
         try interruptibleSleep(secs)
         return call.push(.bool(true))
       },
-      LuaFunctionSpec(name: "duration", doc: "belt.duration(d) -> seconds") { call in
+      LuaFunctionSpec(name: "duration") { call in
         call.push(.double(try duration(call, 1)))
       },
-      LuaFunctionSpec(name: "now", doc: "belt.now() -> seconds (monotonic)") { call in
+      LuaFunctionSpec(name: "now") { call in
         call.push(.double(Double(DispatchTime.now().uptimeNanoseconds) / 1e9))
       },
-      LuaFunctionSpec(name: "write", doc: "internal: print sink") { call in
+      LuaFunctionSpec(name: "write") { call in
         rt.output.write(try call.string(1))
         return 0
       },
-      LuaFunctionSpec(name: "log", doc: "belt.log(level, msg): level is debug|info|notice|warning|error") { call in
+      LuaFunctionSpec(name: "log") { call in
         let level = Logger.Level(rawValue: try call.string(1)) ?? .info
         let msg = try call.string(2)
         rt.env.logger.log(level: level, "\(msg)")
         return 0
       },
-      LuaFunctionSpec(name: "make_error", doc: "internal: builds an error table") { call in
+      LuaFunctionSpec(name: "make_error") { call in
         let e = BeltError(BeltError.Code(rawValue: try call.string(1)), try call.string(2),
                           dc: try call.optString(3), db: try call.optString(4))
         rt.pushError(e)
         return 1
       },
-      LuaFunctionSpec(name: "is_error", doc: "internal: is the value a belt error table") { call in
+      LuaFunctionSpec(name: "is_error") { call in
         call.push(.bool(belt_is_error(call.L, 1) != 0))
       },
-      LuaFunctionSpec(name: "dbs", doc: "belt.dbs(dc) -> {db...}: the pairs of a dc, sorted") { call in
+      LuaFunctionSpec(name: "dbs") { call in
         call.push(.from(try rt.env.store.dbs(dc: try call.string(1))))
       },
-      LuaFunctionSpec(name: "config", doc: "belt.config(dc, db) -> table: the pair's config with secrets redacted") { call in
+      LuaFunctionSpec(name: "config") { call in
         let cfg = try rt.env.store.load(dc: try call.string(1), db: try call.string(2))
         return call.push(redact(cfg.raw))
       },
-      LuaFunctionSpec(name: "query", doc: "belt.query(dc, db, side, sql[, params]) -> {rows}: read-only query as root") { call in
+      LuaFunctionSpec(name: "query") { call in
         let dc = try call.string(1)
         let db = try call.string(2)
         let sideName = try call.string(3)
@@ -110,7 +110,7 @@ enum LuaBindings {
           throw BeltError.wrap(error, dc: dc, db: db)
         }
       },
-      LuaFunctionSpec(name: "confirm", doc: "belt.confirm(msg) -> true: asks the operator; --yes answers yes; fails when not interactive") { call in
+      LuaFunctionSpec(name: "confirm") { call in
         let msg = try call.string(1)
         if rt.flags["yes"]?.boolValue == true { return call.push(.bool(true)) }
         guard let ask = rt.confirmer else {
@@ -119,19 +119,19 @@ enum LuaBindings {
         if ask(msg) { return call.push(.bool(true)) }
         throw BeltError(.preconditionFailed, "not confirmed: \(msg)")
       },
-      LuaFunctionSpec(name: "interrupted", doc: "belt.interrupted() -> bool") { call in
+      LuaFunctionSpec(name: "interrupted") { call in
         call.push(.bool(belt_interrupted() != 0))
       },
-      LuaFunctionSpec(name: "runbook_source", doc: "internal: source of a shipped runbook") { call in
+      LuaFunctionSpec(name: "runbook_source") { call in
         let name = try call.string(1)
         guard let src = Runbooks.source(named: name) else { throw BeltError(.notFound, "no shipped runbook \(name)") }
         return call.push(.string(src))
       },
-      LuaFunctionSpec(name: "clear_interrupt", doc: "internal: re-arms Ctrl-C before compensation") { _ in
+      LuaFunctionSpec(name: "clear_interrupt") { _ in
         belt_clear_interrupt()
         return 0
       },
-      LuaFunctionSpec(name: "exec", doc: "belt.exec(argv[, opts]) -> {ok, status, stdout, stderr, duration_s}: runs a program (no shell); opts: timeout (60s), env, stdin, check (true: a failure raises), dc, db (whose audit log records it)") { call in
+      LuaFunctionSpec(name: "exec") { call in
         guard let list = call.value(1).arrayValue, !list.isEmpty, list.allSatisfy({ $0.stringValue != nil }) else {
           throw call.argError(1, "argv: a non-empty list of strings expected, such as {\"dnsctl\", \"set\", \"db.example\"}")
         }
@@ -154,10 +154,10 @@ enum LuaBindings {
         }
         return call.push(try execAudited(cmd, check: o.bool("check", default: true), dc: o.string("dc"), db: o.string("db"), rt: rt))
       },
-      LuaFunctionSpec(name: "exec_options", doc: "internal: belt.exec's option keys and types, for the prelude's key check") { call in
+      LuaFunctionSpec(name: "exec_options") { call in
         call.push(optionTypes(execOptions))
       },
-      LuaFunctionSpec(name: "flags", doc: "internal: CLI flags") { call in
+      LuaFunctionSpec(name: "flags") { call in
         call.push(.object(rt.flags.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }))
       },
     ]

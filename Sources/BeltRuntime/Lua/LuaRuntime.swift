@@ -6,15 +6,12 @@ import Logging
 /// A Lua-callable primitive implemented in Swift. The body reads its arguments from the call,
 /// pushes its results and returns how many; it throws instead of raising.
 public struct LuaFunctionSpec {
-  public init(name: String, doc: String, body: @escaping (LuaCall) throws -> Int32) {
+  public init(name: String, body: @escaping (LuaCall) throws -> Int32) {
     self.name = name
-    self.doc = doc
     self.body = body
   }
-  /// Name in `belt._core`.
+  /// Name in `belt._core` (what it does for scripts is in ``LuaDocs``).
   public var name: String
-  /// Signature line and description, for `belt help lua` and belt.meta.lua.
-  public var doc: String
   public var body: (LuaCall) throws -> Int32
 }
 
@@ -321,12 +318,6 @@ public struct LuaCall {
     if belt_isnoneornil(L, i) != 0 { return nil }
     guard lua_type(L, i) == LUA_TSTRING else { throw argError(i, "string or nil expected, got \(typeName(i))") }
     return runtime.string(at: i)
-  }
-
-  public func optNumber(_ i: Int32) throws -> Double? {
-    if belt_isnoneornil(L, i) != 0 { return nil }
-    guard lua_type(L, i) == LUA_TNUMBER else { throw argError(i, "number expected, got \(typeName(i))") }
-    return lua_tonumberx(L, i, nil)
   }
 
   public func value(_ i: Int32) -> Value { runtime.value(at: i) }

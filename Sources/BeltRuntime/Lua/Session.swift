@@ -63,6 +63,26 @@ public final class Session {
     return (s, "@" + file)
   }
 
+  /// The options a shipped flow runbook declares (runbooks/_options.lua) as help text: key,
+  /// default and what it does, one line each. Nil for a runbook that declares none, and for an
+  /// operator's file (even one named like a shipped runbook). Nothing of the runbook runs.
+  /// - Throws: ``BeltError`` `not_found` for an unknown runbook (as ``resolve(_:from:)``).
+  public func optionsHelp(_ file: String, from origin: Source = .shipped) throws -> String? {
+    let (_, chunk) = try Session.resolve(file, from: origin)
+    guard chunk.hasPrefix("@runbooks/") else { return nil }
+    let name = String(chunk.dropFirst("@runbooks/".count))
+    return try lua.run(
+      source: "return belt.require_lib().options_help(...)", chunkName: "=belt", args: [.string(name)]
+    ).first?.stringValue
+  }
+
+  /// ``optionsHelp(_:from:)`` of every shipped runbook that declares options, one after another.
+  public func allOptionsHelp() throws -> String {
+    let names = try lua.run(source: "return belt.require_lib().flows()", chunkName: "=belt", args: [])
+      .first?.arrayValue?.compactMap(\.stringValue) ?? []
+    return try names.compactMap { try optionsHelp($0) }.joined(separator: "\n")
+  }
+
   /// Runs a runbook with `...` = dc, db, opts; compensation hooks run if it fails.
   /// - Returns: the runbook's first result.
   /// - Throws: ``BeltError``: the error the script raised, with its code, traceback and (for

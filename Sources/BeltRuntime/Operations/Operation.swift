@@ -44,13 +44,16 @@ public struct OperationSpec: Sendable {
   public var isCommand: Bool
   /// Columns for the human table: header and record key.
   public var columns: [(String, String)]
+  /// The human output of the command's records (those without an error), when neither the
+  /// ``columns`` table nor the one-line-per-record default says it.
+  public var render: (@Sendable ([Value]) -> String)?
   /// The work for one pair; returns the record's fields.
   public var body: @Sendable (PairContext) throws -> Value
 
   public init(
     name: String, summary: String, details: String = "", sides: SidesNeeded, options: [OptionSpec] = [],
     allowsAllDBs: Bool = true, isCommand: Bool = true, columns: [(String, String)] = [],
-    body: @escaping @Sendable (PairContext) throws -> Value
+    render: (@Sendable ([Value]) -> String)? = nil, body: @escaping @Sendable (PairContext) throws -> Value
   ) {
     self.name = name
     self.summary = summary
@@ -60,6 +63,7 @@ public struct OperationSpec: Sendable {
     self.allowsAllDBs = allowsAllDBs
     self.isCommand = isCommand
     self.columns = columns
+    self.render = render
     self.body = body
   }
 

@@ -22,13 +22,11 @@ public enum Render {
         return padded
       }.joined(separator: "  ").replacingOccurrences(of: "\\s+$", with: "", options: .regularExpression)
     }
-    var out = [yellowHeader(line(headers, nil))]
+    var out = [yellow(line(headers, nil))]
     out.append(widths.map { String(repeating: "-", count: $0) }.joined(separator: "  "))
     for (i, r) in rows.enumerated() { out.append(line(r, i < bad.count ? bad[i] : nil)) }
     return out.joined(separator: "\n") + "\n"
   }
-
-  static func yellowHeader(_ s: String) -> String { yellow(s) }
 
   /// The records of a result: one for a single db, each database's for a dc.
   public static func records(_ result: Value) -> [Value] {
@@ -54,18 +52,7 @@ public enum Render {
       if result.isNull || (result["ok"] != nil && result["command"] != nil) { return "" }
       return pretty(result) + "\n"
     }
-    switch spec.name {
-    case "src_dsn", "dst_dsn":
-      return recs.compactMap { $0["dsn"]?.stringValue }.map { $0 + "\n" }.joined()
-    case "check_pkeys":
-      return recs.map { r in
-        "Analyzed table pkeys for \(r["db"]?.display ?? "") in \(r["dc"]?.display ?? ""):\n"
-          + "    has pkey: \(r["has_pkey"]?.display ?? "")\n    no pkey: \(r["no_pkey"]?.display ?? "")\n"
-      }.joined()
-    case "precheck": return precheck(recs)
-    default: break
-    }
-    if let custom = customRenderers[spec.name] { return custom(recs) }
+    if let render = spec.render { return render(recs) }
     if !spec.columns.isEmpty {
       let rows = recs.map { r in spec.columns.map { r[$0.1]?.display ?? "" } }
       let bad = recs.map { r in spec.columns.map { r[$0.1] == .bool(false) || (r[$0.1]?.stringValue == "down") } }
@@ -79,9 +66,6 @@ public enum Render {
       return line + "\n"
     }.joined()
   }
-
-  /// Renderers registered by command families: name → render(records).
-  nonisolated(unsafe) public static var customRenderers: [String: ([Value]) -> String] = [:]
 
   static func precheck(_ recs: [Value]) -> String {
     var out = ""

@@ -186,6 +186,8 @@ enum Audit {
     var s = text
     let patterns: [(String, String)] = [
       ("(?i)(PASSWORD\\s+)E?'(?:[^']|'')*'", "$1'****'"),
+      // a conninfo inside an SQL literal (CREATE SUBSCRIPTION ... CONNECTION '...'): its quotes doubled
+      ("(?i)(password\\s*=\\s*)''(?:\\\\''|\\\\[^']|[^'\\\\])*''", "$1****"),
       ("(?i)(password\\s*=\\s*)('(?:[^'\\\\]|\\\\.)*'|[^\\s']+)", "$1****"),
       ("SCRAM-SHA-256\\$[^\\s'\",}]+", "****"),
       ("\\bmd5[0-9a-f]{32}\\b", "****"),

@@ -53,6 +53,10 @@ public final class PGConnection {
   public var audit: AuditContext?
   /// The COPY FROM STDIN in progress, for its audit line.
   private var copyIn: (sql: String, start: Date, bytes: Int)?
+  /// What this session may change of the logging settings (``QuietLogging``), read once.
+  var quietAccess: QuietLogging.Access?
+  /// The libpq handle (nil once closed), for ``QuietLogging``.
+  var rawConnection: OpaquePointer? { conn }
 
   /// Connects. `conninfo` contains the password; it is never logged or put in an error.
   /// - Throws: ``PGError`` of kind `.connection` or `.authentication`.
@@ -315,13 +319,6 @@ public final class PGConnection {
     if let failure { throw failure }
   }
 
-  /// Asks the server to cancel the running statement (callable from another thread).
-  public func cancelRunning() {
-    guard let cancel else { return }
-    var buf = [CChar](repeating: 0, count: 256)
-    _ = PQcancel(cancel, &buf, 256)
-  }
-
   /// Quotes an identifier: always double quotes, embedded quotes doubled.
   public static func quoteIdent(_ s: String) -> String {
     "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\""
@@ -338,10 +335,13 @@ public final class PGConnection {
     quoteIdent(schema) + "." + quoteIdent(name)
   }
 
-  /// Hashes a password for CREATE/ALTER ROLE so the clear text never reaches the server.
+  /// Hashes a password for CREATE/ALTER ROLE so the clear text never reaches the server:
+  /// always SCRAM-SHA-256 (md5 only for a server older than 10, which has no SCRAM), whatever
+  /// the server's `password_encryption` says.
   public func encryptPassword(_ password: String, user: String) throws -> String {
     let c = try live()
-    guard let p = PQencryptPasswordConn(c, password, user, nil) else { throw clientError(sql: nil) }
+    let algorithm = serverVersion >= 10 ? "scram-sha-256" : "md5"
+    guard let p = PQencryptPasswordConn(c, password, user, algorithm) else { throw clientError(sql: nil) }
     defer { PQfreemem(p) }
     return String(cString: p)
   }

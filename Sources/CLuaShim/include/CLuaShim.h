@@ -30,9 +30,7 @@ void *belt_get_runtime(lua_State *L);
 
 /* Macro re-exports. */
 int belt_upvalueindex(int i);
-int belt_registryindex(void);
 void belt_pop(lua_State *L, int n);
-void belt_newtable(lua_State *L);
 int belt_isnoneornil(lua_State *L, int idx);
 
 /* Protected calls. belt_pcall pushes belt_msghandler below the function when traceback != 0. */
@@ -49,7 +47,6 @@ int belt_msghandler(lua_State *L);
 int belt_pcall_keys(lua_State *L, int idx);       /* pushes a sequence of the keys of table at idx */
 int belt_pcall_tostring(lua_State *L, int idx);   /* pushes luaL_tolstring(value at idx) */
 int belt_pcall_setglobal(lua_State *L, const char *name); /* pops value, sets global */
-int belt_pcall_getglobal(lua_State *L, const char *name); /* pushes global */
 int belt_pcall_init_errormt(lua_State *L);        /* the shared error metatable, _belt_msghandler */
 
 /* Sets the shared error metatable on the table at the top of the stack. '-' safe. */

@@ -1,10 +1,9 @@
 /// The cutover commands, run inside the downtime window: revoke-logins, restore-logins,
 /// sync-sequences, sync-tables, validate-data, sync, diff-sequences. The work is in this folder.
 public enum CutoverOps {
-  public static let all: [OperationSpec] = {
-    Render.customRenderers["diff_sequences"] = SequenceDiff.render
-    return [revokeLogins, restoreLogins, syncSequences, syncTables, validateData, sync, diffSequences]
-  }()
+  public static let all: [OperationSpec] = [
+    revokeLogins, restoreLogins, syncSequences, syncTables, validateData, sync, diffSequences,
+  ]
 
   /// revoke-logins: record `fence`, `revoked`, `saved_logins`, `config_saved`, `config_file`,
   /// `active_sessions`, `shared_roles`, `message`; with the CONNECT fence `database`,
@@ -123,6 +122,7 @@ public enum CutoverOps {
 
       Unlike pgbelt, a mismatch exits 1 (--json: result = mismatch).
       """,
-    sides: .both
+    sides: .both,
+    render: SequenceDiff.render
   ) { ctx in try SequenceDiff.run(ctx) }
 }

@@ -5,15 +5,11 @@
 /// folder (Setup, Teardown, Reset, Cleanup, ReplicationStatus), engine-neutral; each engine's
 /// own mechanics are in `Engines/`.
 public enum ReplicationOps {
-  /// All specs of this family. (Initialising it also registers the human renderer of status,
-  /// which prints why a subscription is down under the table.)
-  public static let all: [OperationSpec] = {
-    Render.customRenderers["status"] = renderStatus
-    return [
-      reset, setup, setupBackReplication, status, teardownBackReplication,
-      teardownForwardReplication, teardown, cleanupPreviousConfig,
-    ]
-  }()
+  /// All specs of this family.
+  public static let all: [OperationSpec] = [
+    reset, setup, setupBackReplication, status, teardownBackReplication,
+    teardownForwardReplication, teardown, cleanupPreviousConfig,
+  ]
 
   /// The status table (pgbelt's columns), then one line per subscription that is down, with
   /// the reason.
@@ -64,8 +60,9 @@ public enum ReplicationOps {
 
       If you want to set up the schema in the destination db manually you can use the --no-schema option to stop this from happening.
       """,
-    sides: .both, options: [OptionSpec("schema", .bool, "Copy the schema?", default: true, cli: .inverted)]
-  ) { ctx in try Setup.setup(ctx) }
+    sides: .both,
+    options: [OptionSpec("schema", .bool, "Copy the schema?", default: true, cli: .inverted), LoggedSecrets.option]
+  ) { ctx in try LoggedSecrets.guarded(ctx, [.src, .dst]) { try Setup.setup(ctx) } }
 
   static let setupBackReplication = OperationSpec(
     name: "setup_back_replication",
@@ -76,8 +73,8 @@ public enum ReplicationOps {
 
       Back replication ensures that dataloss does not occur if a rollback is required after applications are allowed to begin writing data into the destination db.
       """,
-    sides: .both
-  ) { ctx in try Setup.setupBack(ctx) }
+    sides: .both, options: [LoggedSecrets.option]
+  ) { ctx in try LoggedSecrets.guarded(ctx, [.src]) { try Setup.setupBack(ctx) } }
 
   static let status = OperationSpec(
     name: "status",
@@ -100,7 +97,8 @@ public enum ReplicationOps {
       ("flush_lag", "flush_lag"), ("write_lag", "write_lag"), ("replay_lag", "replay_lag"),
       ("src_dataset_size", "src_dataset_size"), ("dst_dataset_size", "dst_dataset_size"),
       ("progress", "progress"),
-    ]
+    ],
+    render: renderStatus
   ) { ctx in try ReplicationStatus.run(ctx) }
 
   static let teardownBackReplication = OperationSpec(

@@ -6,6 +6,8 @@ struct SideSnapshot: Sendable {
   var subscription: SubscriptionState
   /// src only: what src says about forward replication.
   var source: SourceFacts?
+  /// dst only: back replication is armed there, to be attached at the cutover.
+  var backArmed = false
   /// Total size of the replicated tables.
   var datasetBytes: Int
   /// The same, pretty.
@@ -48,7 +50,9 @@ enum ReplicationStatus {
     let sub = try engine.state(c, side == .dst ? .forward : .back, server: server)
     let (bytes, pretty) = try datasetSize(c, schema: schema, subset: subset)
     let source = side == .src ? try engine.sourceFacts(c, schema: schema) : nil
-    return SideSnapshot(subscription: sub, source: source, datasetBytes: bytes, datasetPretty: pretty)
+    var snap = SideSnapshot(subscription: sub, source: source, datasetBytes: bytes, datasetPretty: pretty)
+    if side == .dst { snap.backArmed = try engine.backArmed(c) }
+    return snap
   }
 
   /// The status record of one pair.
@@ -90,7 +94,11 @@ enum ReplicationStatus {
     let s = try side(0, .src)
     let d = try side(1, .dst)
     let forward = d.subscription
-    let back = s.subscription
+    var back = s.subscription
+    if back.state == "unconfigured", d.backArmed {
+      // Back replication waits on dst for the cutover, which attaches it when forward is dropped.
+      back.state = "armed"
+    }
     var fields: [(String, Value)] = [
       ("forward", .string(forward.state)), ("back", .string(back.state)),
       ("pg1_pg2", .string(forward.state)), ("pg2_pg1", .string(back.state)),

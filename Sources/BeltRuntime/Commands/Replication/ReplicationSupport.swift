@@ -63,6 +63,44 @@ enum ReplicationSupport {
   }
 }
 
+extension ReplicationSupport {
+  /// For each side, which engines its server can run and why not (precheck's `engines`).
+  static func engineSupport(_ ctx: PairContext) throws -> Value {
+    var out: [(String, Value)] = []
+    for side in Side.allCases {
+      let c = try ctx.connect(side, .root)
+      var per: [(String, Value)] = []
+      for engine in Engines.all {
+        let failed = try engine.serverChecks(c, side: side).filter { !$0.ok }
+        per.append((engine.kind.rawValue, .object([
+          ("ok", .bool(failed.isEmpty)),
+          ("why", failed.isEmpty ? .null : .string(failed.map { "\($0.name): \($0.why ?? $0.value)" }.joined(separator: "; "))),
+        ])))
+      }
+      out.append((side.rawValue, .object(per)))
+    }
+    return .object(out)
+  }
+
+  /// Refuses, before anything changes, a pair whose engine a server cannot run, naming what is
+  /// missing and which engine the servers could run instead.
+  static func requireEngine(_ ctx: PairContext) throws {
+    let engine = try ctx.engine
+    var missing: [String] = []
+    for side in Side.allCases {
+      let failed = try engine.serverChecks(ctx.connect(side, .root), side: side).filter { !$0.ok }
+      missing += failed.map { "\(side.rawValue) \($0.name) (\($0.why ?? $0.value))" }
+    }
+    guard !missing.isEmpty else { return }
+    let others = try Engines.all.filter { $0.kind != engine.kind }.filter { other in
+      try Side.allCases.allSatisfy { try other.serverChecks(ctx.connect($0, .root), side: $0).allSatisfy(\.ok) }
+    }.map { "\"\($0.kind.rawValue)\"" }
+    throw ctx.refuse(
+      "engine \"\(engine.kind.rawValue)\" cannot run on these servers: \(missing.joined(separator: "; "))"
+        + (others.isEmpty ? "" : "; both servers can run engine \(others.joined(separator: " or ")) (\"engine\" in \(ctx.config.path))"))
+  }
+}
+
 extension PairContext: EngineContext {
   func remember(_ key: String, _ value: Value) throws {
     try env.store.setTopLevel(key, value, file: config.path)

@@ -10,6 +10,7 @@ enum Setup {
     try ReplicationSupport.checkReplicationRole(ctx, src, .src)
     try ReplicationSupport.checkReplicationRole(ctx, dst, .dst)
     let engine = try ctx.engine
+    try ReplicationSupport.requireEngine(ctx)
     let schema = ctx.schema
     let sroot = try ctx.connect(.src, .root)
     let droot = try ctx.connect(.dst, .root)

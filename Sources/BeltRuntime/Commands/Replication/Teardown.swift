@@ -45,7 +45,11 @@ enum Teardown {
       }
     }
     guard let slot = try engine.forwardSlot(droot) else {
-      if let sroot { notes += try engine.dropProviderSlots(sroot, .forward) }
+      if let sroot {
+        notes += try engine.dropProviderSlots(sroot, .forward)
+        // A teardown killed between dropping forward and attaching back: attach it now.
+        if let attached = try engine.attachBack(ctx, src: sroot, dst: droot) { notes.append(attached) }
+      }
       return [
         "message": .string("\(forward) was not configured (nothing to do)"),
         "dropped": false,
@@ -182,18 +186,36 @@ enum Teardown {
     let full = ctx.options.bool("full")
     let engine = try ctx.engine
     let locks = engine.lockSchemas
-    let sroot = try ctx.connect(.src, .root)
-    let droot = try ctx.connect(.dst, .root)
-    let conns: [(Side, PGConnection, ServerConfig)] = [(.src, sroot, src), (.dst, droot, dst)]
+    // One side that does not answer does not stop the other's teardown: what is left there is
+    // named, and the same command removes it once the side answers again.
+    var reached: [Side: PGConnection] = [:]
+    var unreachable: [(Side, String)] = []
+    for side in Side.allCases {
+      do { reached[side] = try ctx.connect(side, .root) } catch { unreachable.append((side, BeltError.wrap(error).message)) }
+    }
+    if unreachable.count == 2 { _ = try ctx.connect(.src, .root) }  // neither answers: src's error
+    let sroot = reached[.src]
+    let droot = reached[.dst]
+    let conns: [(Side, PGConnection, ServerConfig)] =
+      [(.src, sroot, src), (.dst, droot, dst)].compactMap { side, c, server in c.map { (side, $0, server) } }
     var notes: [String] = []
     // Subscriptions first. Only this migration's objects are touched (back and its publication
     // or node on src, forward and its own on dst): a database that is also part of another
     // migration keeps that one's.
-    let drops: [(PGConnection, Side, Direction, PGConnection?)] = [
+    let drops: [(PGConnection?, Side, Direction, PGConnection?)] = [
       (sroot, .src, .back, droot), (droot, .dst, .forward, sroot),
     ]
-    for (c, side, direction, provider) in drops {
+    for (conn, side, direction, provider) in drops {
       let name = engine.name(direction)
+      guard let c = conn else {
+        // The subscriber does not answer: its subscription stays; its slot on the provider
+        // would hold WAL there until then, so it goes now (the subscription is detached from it
+        // when it is dropped later).
+        if let provider {
+          notes += try engine.dropProviderSlots(provider, direction).map { "\(side == .src ? "dst" : "src"): " + $0 }
+        }
+        continue
+      }
       try LockWait.run(c, side: side, what: "dropping subscription \(name)", schemas: locks) {
         let (dropped, n) = try engine.drop(direction, on: c, provider: provider)
         if dropped { notes.append("\(side.rawValue): dropped subscription \(name)") }
@@ -222,7 +244,15 @@ enum Teardown {
         notes += try engine.removeExtension(c, side: side).map { "\(side.rawValue): " + $0 }
       }
     }
+    var fields: [(String, Value)] = []
+    for (side, why) in unreachable {
+      let left =
+        "\(side.rawValue) does not answer (\(why)): what this migration made there (\(engine.name(side == .dst ? .forward : .back)), "
+        + "its publication or node, the replication role) is left; run teardown again once it answers"
+      notes.append(left)
+      fields += [("unreachable", .string(side.rawValue)), ("ok", false)]
+    }
     let message = notes.isEmpty ? "nothing to remove" : "removed: " + notes.joined(separator: "; ")
-    return ["message": .string(message), "full": .bool(full), "notes": .from(notes)]
+    return .object([("message", .string(message)), ("full", .bool(full)), ("notes", .from(notes))] + fields)
   }
 }

@@ -97,13 +97,18 @@ struct NativeEngine: ReplicationEngine {
              (SELECT count(*) FROM pg_replication_slots) AS slots,
              (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender') AS senders,
              (SELECT count(*) FROM pg_stat_activity WHERE backend_type IN ('logical replication worker',
-                'logical replication apply worker', 'logical replication tablesync worker')) AS lr
-      """)
+                'logical replication apply worker', 'logical replication tablesync worker')) AS lr,
+             (SELECT count(*) FROM pg_stat_subscription w JOIN pg_subscription s ON s.oid = w.subid
+                JOIN pg_database d ON d.oid = s.subdbid
+               WHERE d.datname = ANY($1::text[]) AND w.pid IS NOT NULL AND w.relid IS NULL) AS ours
+      """, [PGArray.literal(Array(Set(uses.map(\.dbname))))])
     guard let row = r.rows.first else { return [] }
     // One slot and one WAL sender per database this server provides for (src: forward, dst: the
-    // back slot, armed ahead); one apply worker per subscription here, plus one table sync.
+    // back slot, armed ahead); one apply worker per subscription it holds at some point (forward
+    // on dst, back on src after the cutover), those already running aside, plus one for the
+    // table copies (they queue for it).
     let provides = uses.count
-    let subscribes = uses.filter { $0.side == .dst }.count
+    let applies = max(0, uses.count - (row.int("ours") ?? 0)) + 1
     func item(_ name: String, max: Int, used: Int, needed: Int, what: String) -> ServerCheck {
       let free = Swift.max(0, max - used)
       return ServerCheck(
@@ -118,8 +123,8 @@ struct NativeEngine: ReplicationEngine {
         what: "replication slots (one per database of dc \(dc) this server provides for)"),
       item("max_wal_senders", max: row.int("max_senders") ?? 0, used: row.int("senders") ?? 0, needed: provides,
         what: "WAL senders"),
-      item("max_logical_replication_workers", max: row.int("max_lr") ?? 0, used: row.int("lr") ?? 0, needed: subscribes * 2,
-        what: "logical replication workers (an apply and a table sync worker per subscription)"),
+      item("max_logical_replication_workers", max: row.int("max_lr") ?? 0, used: row.int("lr") ?? 0, needed: applies,
+        what: "logical replication workers (an apply worker per subscription, and one for table copies)"),
     ]
   }
 
@@ -240,14 +245,14 @@ struct NativeEngine: ReplicationEngine {
     let dsn = provider.conninfo(.replication, connectTimeout: 10)
     guard let existing = try subscription(c, sub) else {
       let slot = Self.slotName(direction, providerDB: provider.dbname)
-      try c.exec(
+      try c.execSecret(
         "CREATE SUBSCRIPTION \(PGConnection.quoteIdent(sub)) CONNECTION \(try c.literal(dsn)) "
           + "PUBLICATION \(PGConnection.quoteIdent(sub)) WITH (copy_data = \(copyData), slot_name = \(try c.literal(slot)))")
       return "created"
     }
     var changes: [String] = []
     if existing.conninfo != dsn {
-      try c.exec("ALTER SUBSCRIPTION \(PGConnection.quoteIdent(sub)) CONNECTION \(try c.literal(dsn))")
+      try c.execSecret("ALTER SUBSCRIPTION \(PGConnection.quoteIdent(sub)) CONNECTION \(try c.literal(dsn))")
       changes.append("connection updated")
     }
     if !existing.enabled {
@@ -301,7 +306,7 @@ struct NativeEngine: ReplicationEngine {
     }
     try droot.query("SELECT pg_replication_slot_advance($1, pg_current_wal_lsn())", [slot])
     let dsn = dst.conninfo(.replication, connectTimeout: 10)
-    try sroot.exec(
+    try sroot.execSecret(
       "CREATE SUBSCRIPTION \(PGConnection.quoteIdent(Self.backName)) CONNECTION \(try sroot.literal(dsn)) "
         + "PUBLICATION \(PGConnection.quoteIdent(Self.backName)) "
         + "WITH (copy_data = false, create_slot = false, slot_name = \(try sroot.literal(slot)))")
@@ -312,17 +317,15 @@ struct NativeEngine: ReplicationEngine {
 
   func state(_ c: PGConnection, _ direction: Direction, server: ServerConfig) throws -> SubscriptionState {
     let sub = name(direction)
-    guard let s = try subscription(c, sub) else {
-      if direction == .back, try armed(c) { return SubscriptionState(state: "armed", reason: nil, tablesDone: nil, tablesPending: 0, slotName: nil) }
-      return .unconfigured
-    }
+    guard let s = try subscription(c, sub) else { return .unconfigured }
     let r = try c.query(
       """
       SELECT count(*) FILTER (WHERE sr.srsubstate IN ('r', 's')) AS done,
              count(*) FILTER (WHERE sr.srsubstate NOT IN ('r', 's')) AS pending,
              (SELECT count(*) FROM pg_stat_subscription w WHERE w.subid = x.oid AND w.pid IS NOT NULL AND w.relid IS NULL) AS apply,
              (SELECT count(*) FROM pg_stat_subscription w WHERE w.subid = x.oid AND w.pid IS NOT NULL AND w.relid IS NOT NULL) AS syncs,
-             coalesce((SELECT apply_error_count + sync_error_count FROM pg_stat_subscription_stats t WHERE t.subid = x.oid), 0) AS errors
+             coalesce((SELECT apply_error_count FROM pg_stat_subscription_stats t WHERE t.subid = x.oid), 0) AS errors,
+             coalesce((SELECT sync_error_count FROM pg_stat_subscription_stats t WHERE t.subid = x.oid), 0) AS sync_errors
         FROM pg_subscription x LEFT JOIN pg_subscription_rel sr ON sr.srsubid = x.oid
        WHERE x.subname = $1 AND x.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
        GROUP BY x.oid
@@ -352,12 +355,23 @@ struct NativeEngine: ReplicationEngine {
       st.reason = "the apply worker of \(sub) is starting"
       return st
     }
+    if pending > 0, (row?.int("syncs") ?? 0) == 0, (row?.int("sync_errors") ?? 0) > 0 {
+      // A table copy that fails is retried by a new sync worker every few seconds, for ever.
+      let waited = GraceClock.shared.observe(key, "sync \(pending)")
+      if waited >= PglogicalStatus.grace {
+        st.state = "down"
+        st.reason = "the initial copy of \(pending) table(s) is failing (\(row?.int("sync_errors") ?? 0) copy error(s) counted in "
+          + "pg_stat_subscription_stats); the message is in the \(direction.subscriber.rawValue) server log (\(server.ip):\(server.port))"
+        return st
+      }
+      return st
+    }
     GraceClock.shared.clear(key)
     return st
   }
 
   /// Whether back replication is armed on dst: its publication and slot exist.
-  func armed(_ droot: PGConnection) throws -> Bool {
+  func backArmed(_ droot: PGConnection) throws -> Bool {
     try droot.query(
       """
       SELECT 1 FROM pg_publication p, pg_replication_slots s
@@ -418,7 +432,15 @@ struct NativeEngine: ReplicationEngine {
     }
     let q = PGConnection.quoteIdent(sub)
     if s.enabled { try c.exec("ALTER SUBSCRIPTION \(q) DISABLE") }
-    if provider != nil {
+    // Its slot already gone from the provider (dropped by a teardown that ran while this side
+    // did not answer): detach, or DROP SUBSCRIPTION would fail to drop it there.
+    let slotGone = try provider.map { p in
+      try s.slot.map { try p.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", [$0]).values.isEmpty } ?? true
+    } ?? false
+    if slotGone {
+      try c.exec("ALTER SUBSCRIPTION \(q) SET (slot_name = NONE)")
+      try c.exec("DROP SUBSCRIPTION \(q)")
+    } else if provider != nil {
       do {
         try c.exec("DROP SUBSCRIPTION \(q)")
       } catch let e as PGError where e.sqlState == "08006" || e.sqlState == "08001" || e.message.contains("could not connect") {

@@ -172,14 +172,14 @@ enum PGL {
             + "remove it (belt teardown on that migration) before setting up this one")
       }
       if node.dsn != dsn {
-        try c.query(
+        try c.querySecret(
           "UPDATE pglogical.node_interface SET if_dsn = $1 WHERE if_id = $2::oid",
           [dsn, node.interfaceID])
         return "node \(name) DSN updated"
       }
       return "node \(name) exists"
     }
-    try c.query("SELECT pglogical.create_node(node_name := $1, dsn := $2)", [name, dsn])
+    try c.querySecret("SELECT pglogical.create_node(node_name := $1, dsn := $2)", [name, dsn])
     return "node \(name) created"
   }
 
@@ -220,7 +220,7 @@ enum PGL {
     _ c: PGConnection, name: String, providerDSN: String, syncData: Bool
   ) throws -> String {
     guard let sub = try subscription(c, name) else {
-      try c.query(
+      try c.querySecret(
         """
         SELECT pglogical.create_subscription(
           subscription_name := $1, provider_dsn := $2, replication_sets := ARRAY[$3]::text[],
@@ -230,7 +230,7 @@ enum PGL {
     }
     var changes: [String] = []
     if sub.providerDSN != providerDSN {
-      try c.query(
+      try c.querySecret(
         "UPDATE pglogical.node_interface SET if_dsn = $1 WHERE if_id = $2::oid",
         [providerDSN, sub.providerInterfaceID])
       changes.append("provider DSN updated")

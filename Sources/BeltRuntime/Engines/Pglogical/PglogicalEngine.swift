@@ -166,6 +166,8 @@ struct PglogicalEngine: ReplicationEngine {
     try PglogicalStatus.state(c, name(direction), side: direction.subscriber, server: server)
   }
 
+  func backArmed(_ droot: PGConnection) throws -> Bool { false }
+
   func sourceFacts(_ c: PGConnection, schema: String) throws -> SourceFacts? {
     guard try PGL.installed(c) else { return nil }
     var facts = SourceFacts(publishedTables: try PGL.setTables(c, schema: schema)?.count)

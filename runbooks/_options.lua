@@ -17,6 +17,7 @@ return {
     { "terminate", true, "terminate sessions still open after drain_timeout (false: fail instead)" },
     { "gate_timeout", "5m", "how long teardown-forward-replication waits for dst to catch up" },
     { "diff", true, "run diff-schemas --full at the end" },
+    { "accept_diff", "", "schema differences to accept, by the names diff-schemas gives them, separated by \";\" (e.g. accept_diff='table public.orders;view public.v'): the way to finish a cutover that stopped at diff-schemas when dst is to keep them; recorded in the journal, the audit log and status" },
     { "confirm", false, "ask before revoking logins (use --yes for unattended runs)" },
     { "fence", "nologin", "how revoke-logins stops the application: nologin (pgbelt's ALTER ROLE NOLOGIN; refused when a role is also used by a database of the server outside this cutover), connect (REVOKE CONNECT on these databases only, and their sessions are terminated at once) or auto" },
     { "lock_out_shared", false, "revoke LOGIN even from roles that other databases of the server use" },

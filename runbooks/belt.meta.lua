@@ -181,9 +181,12 @@ function belt.remove_indexes(dc, db, opts) end
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
 ---@param dc string
 ---@param db string?
----@param opts table?
+---@param opts belt.create_indexes.opts?
 ---@return BeltRecord
 function belt.create_indexes(dc, db, opts) end
+
+---@class belt.create_indexes.opts
+---@field concurrently boolean? Build each index with CREATE INDEX CONCURRENTLY, so the destination stays writable while indexes build (slower; indexes of partitioned parents are built without it).
 
 --- Compare source and destination schemas.
 --- `belt.diff_schemas(dc[, db][, opts]) -> record`
@@ -195,6 +198,7 @@ function belt.create_indexes(dc, db, opts) end
 function belt.diff_schemas(dc, db, opts) end
 
 ---@class belt.diff_schemas.opts
+---@field accept string[]? A difference to accept, by the name diff-schemas gives it (can be repeated).
 ---@field full boolean? Include NOT VALID constraints and CREATE INDEX statements in the diff. Without this flag, those are excluded since they are loaded in separate steps.
 
 --- Configures pglogical to replicate all compatible tables from the source to the destination db.

@@ -39,6 +39,11 @@
 local dc, db, opts = ...
 local lib = belt.require_lib()
 local o = lib.options("cutover.lua", opts)
+local accept_diff = {}
+for name in tostring(o.accept_diff):gmatch("[^;]+") do
+  local n = name:match("^%s*(.-)%s*$")
+  if n ~= "" then accept_diff[#accept_diff + 1] = n end
+end
 if o.switch ~= "none" and o.switch ~= "pgbouncer" then
   error(belt.error("bad_argument", ("cutover.lua: switch=%s: none or pgbouncer expected"):format(tostring(o.switch))))
 end
@@ -342,11 +347,29 @@ for _, name in ipairs(active) do
   local a, b = lib.jstep(j, first), lib.jstep(j, last)
   downtime[name] = (b and b.ended_epoch or 0) - (a and a.started_epoch or 0)
 end
+-- Differences each database stopped on, for the way to finish (kept in its journal for status).
+local differences = {}
+local accepted = {}
 if o.diff then
-  cut("diff-schemas", function(todo) return belt.diff_schemas(dc, todo, { full = true }) end)
+  local r = cut("diff-schemas", function(todo) return belt.diff_schemas(dc, todo, { full = true, accept = accept_diff }) end,
+    function(rec) return { accepted_differences = rec.accepted } end)
+  for _, rec in ipairs(lib.records(r or {})) do
+    if type(rec) == "table" and rec.db then
+      if rec.ok == false and rec.unaccepted and #rec.unaccepted > 0 then
+        differences[rec.db] = rec.unaccepted
+        pcall(belt.journal_end, dc, rec.db, { flow = "cutover", step = "diff-schemas", status = "failed",
+          error = "schemas differ in: " .. table.concat(rec.unaccepted, "; "), data = { differences = rec.unaccepted } })
+      elseif rec.ok ~= false and rec.accepted and #rec.accepted > 0 then
+        accepted[rec.db] = rec.accepted
+      end
+    end
+  end
 end
 for _, name in ipairs(active) do
-  flow.close({ name }, "done", nil, { downtime_s = downtime[name] })
+  flow.close({ name }, "done", nil, { downtime_s = downtime[name], accepted_differences = accepted[name] })
+  if accepted[name] then
+    belt.warn(("%s/%s: cut over with schema difference(s) accepted: %s"):format(dc, name, table.concat(accepted[name], "; ")))
+  end
 end
 
 local steps = {}
@@ -377,6 +400,13 @@ end
 for _, f in ipairs(failures) do
   local msg = f.message or ("cutover failed in %s (%s); %s"):format(f.step, f.error, switched[f.db]
     and "nothing switched back: run the same command again to finish" or "src logins restored")
+  if f.step == "diff-schemas" and differences[f.db] and not f.message then
+    local again = command:find(" %-%- ") and command or (command .. " --")
+    msg = ("cutover failed in diff-schemas: schemas differ in %s; all data has moved and nothing is switched back. "
+      .. "Fix dst and run the same command again to finish, or, to keep dst as it is, finish with the differences accepted: "
+      .. "%s accept_diff='%s'"):format(table.concat(differences[f.db], "; "),
+        db and again or again:gsub("cutover%.lua (%S+)", "cutover.lua %1 " .. f.db, 1), table.concat(differences[f.db], ";"))
+  end
   records[#records + 1] = { dc = dc, db = f.db, ok = false, step = f.step, error = { code = "step_failed", message = msg } }
 end
 return { ok = #failures == 0, command = "cutover", dc = dc, db = db, switch = o.switch, downtime_s = total, steps = steps,

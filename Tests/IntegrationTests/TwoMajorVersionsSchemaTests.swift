@@ -63,11 +63,14 @@ struct TwoMajorVersionsSchemaTests {
     }
     #expect(schemaFiles(dc, "up")[SchemaFiles.baseFileName]?.contains("SET transaction_timeout = 0;") == true)
     // PostgreSQL 18 prints a view over one table without qualifying its columns
-    // (`SELECT id` where 15 prints `SELECT "Customers".id`): the only difference allowed.
+    // (`SELECT id` where 15 prints `SELECT "Customers".id`): diff-schemas re-creates both texts
+    // on dst, which stores them the same way, so the schemas match (issue 26).
     for (what, d) in [("diff-schemas", diff), ("diff-schemas --full", fullDiff)] {
       let text = d["diff"]?.stringValue ?? ""
+      #expect(d["result"] == "match", "\(what): \(text)")
       #expect(
-        d["result"] == "match" || differsOnlyInViewQualifiers(text, tables: ["Customers", "naïve tåble"]), "\(what): \(text)")
+        (d["cosmetic_diff"]?.stringValue ?? "").isEmpty || differsOnlyInViewQualifiers(d["cosmetic_diff"]?.stringValue ?? "", tables: ["Customers", "naïve tåble"]),
+        "\(what): \(d["cosmetic_diff"]?.stringValue ?? "")")
     }
     // Every object arrived: relations of each kind, enum and domain, functions, triggers, constraints.
     let srcObjects = try objects(dc, "up", .src)

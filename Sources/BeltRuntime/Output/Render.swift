@@ -105,6 +105,15 @@ public enum Render {
           [$0["name"]?.display ?? "", $0["value"]?.display ?? "", $0["ok"]?.display ?? "", $0["why"]?.display ?? ""]
         }, bad: budget.map { [false, false, $0["ok"]?.boolValue == false, false] })
       }
+      let exts = r["extensions_needed"]?.arrayValue ?? []
+      if !exts.isEmpty {
+        out += yellow("Extensions the schema needs") + "\n"
+        out += table(["extension", "schema", "needed by", "on dst"], exts.map {
+          [$0["name"]?.display ?? "", $0["schema"]?.display ?? "",
+           ($0["needed_by"]?.arrayValue ?? []).map(\.display).joined(separator: "; "),
+           $0["installed_on_dst"]?.boolValue == true ? "installed" : $0["available_on_dst"]?.boolValue == true ? "available" : "NOT AVAILABLE"]
+        }, bad: exts.map { [false, false, false, $0["available_on_dst"]?.boolValue == false] })
+      }
       if let major = r["pg_dump"]?["major"], let path = r["pg_dump"]?["path"] {
         out += "Schema dumps: pg_dump \(major.display) (\(path.display))\n"
       }

@@ -303,7 +303,13 @@ public enum InspectionOps {
     let unavailable = missingExt.filter { !dstAvail.contains($0) }
     fields.append(("extensions_missing_on_dst", .from(missingExt)))
     fields.append(("extensions_unavailable_on_dst", .from(unavailable)))
-    if !unavailable.isEmpty { ok = false }
+    // What the schema's objects depend on (pg_depend), each with an object needing it.
+    let extPlan = try SchemaExtensions.onDst(
+      ctx.connect(.dst, .root), try SchemaExtensions.needed(ctx.connect(.src, .root), schema: ctx.schema))
+    fields.append(("extensions_needed", .array(extPlan.map(\.record))))
+    let extRefusal = SchemaExtensions.unavailableMessage(extPlan, schema: ctx.schema)
+    if extRefusal != nil { ok = false }
+    let neededNames = Set(extPlan.map(\.ext.name))
     // Per-table strategy: how belt moves each table with the pair's engine, and why.
     let engine = try ctx.engine
     let src = try ctx.connect(.src, .root)
@@ -385,8 +391,11 @@ public enum InspectionOps {
         "materialized view(s) \(Fmt.quoted(matviews)): created WITH NO DATA on dst (not replicated); "
           + "run REFRESH MATERIALIZED VIEW on dst after the cutover")
     }
-    if !unavailable.isEmpty {
-      alerts.append("extension(s) \(unavailable.joined(separator: ", ")) used on src are not available on dst; install them there first")
+    if let extRefusal { alerts.append(extRefusal) }
+    let unneeded = unavailable.filter { !neededNames.contains($0) }
+    if !unneeded.isEmpty {
+      warnings.append(
+        "extension(s) \(unneeded.joined(separator: ", ")) installed on src are not available on dst; no object of schema \(ctx.schema) depends on them")
     }
     for line in try LoggedSecrets.exposures(ctx, Side.allCases) {
       if ctx.options.bool("accept_logged_secrets") { warnings.append(line) } else { ok = false; alerts.append(line) }

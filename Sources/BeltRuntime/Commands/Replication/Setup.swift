@@ -63,9 +63,11 @@ enum Setup {
       try ReplicationSupport.refuseFilled(ctx, droot, schema: schema, (replicated + lockCopied).filter(onDst.contains))
     }
 
-    // A pg_dump able to dump both servers, before src changes (the schema is dumped below).
+    // A pg_dump able to dump both servers, and every extension the schema needs available on
+    // dst, before src changes (the schema is dumped and loaded below).
     if ctx.options.bool("schema", default: true), try !engine.configured(.forward, on: droot) {
       _ = try SchemaOps.dumpTool(ctx)
+      try SchemaExtensions.refuseUnavailable(ctx, src: sroot, dst: droot)
     }
     // src: role, extension, grants, what the engine publishes.
     notes += try engine.prepare(

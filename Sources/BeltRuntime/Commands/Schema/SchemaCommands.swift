@@ -41,27 +41,40 @@ public enum SchemaOps {
       """
       This must be done before setting up replication, and should only be used if the schema in the target database was loaded outside of belt.
       """, .dstOnly, removeIndexes),
-    spec(
-      "create_indexes",
-      "Creates indexes from the file schemas/dc/db/indexes.sql into the destination as the owner user.",
-      """
-      This must only be done after most data is synchronized (at minimum after the initializing phase) from the source to the destination database.
+    OperationSpec(
+      name: "create_indexes",
+      summary: "Creates indexes from the file schemas/dc/db/indexes.sql into the destination as the owner user.",
+      details: """
+        This must only be done after most data is synchronized (at minimum after the initializing phase) from the source to the destination database.
 
-      After creating indexes, the destination database is analyzed so the query planner has up-to-date statistics for the indexes.
-      """, .dstOnly, createIndexes),
+        After creating indexes, the destination database is analyzed so the query planner has up-to-date statistics for the indexes.
+
+        An index left INVALID on the destination (by a concurrent build that failed) is named, dropped and built again.
+        """,
+      sides: .dstOnly,
+      options: [
+        OptionSpec(
+          "concurrently", .bool,
+          "Build each index with CREATE INDEX CONCURRENTLY, so the destination stays writable while indexes build (slower; indexes of partitioned parents are built without it)."
+        )
+      ]
+    ) { ctx in try createIndexes(ctx, analyzeWhenNoneCreated: true, concurrently: ctx.options.bool("concurrently")) },
     OperationSpec(
       name: "diff_schemas", summary: "Compare source and destination schemas.",
       details: """
         By default, NOT VALID constraints and CREATE INDEX statements are excluded from the comparison since belt loads those in separate steps. Use --full to include them.
 
         DBs with a table list configured are skipped since they represent subset migrations where schemas will naturally differ.
+
+        Objects printed differently by the destination but stored the same way (a re-printed CHECK or view) are not differences. Each real difference is named (e.g. "table public.orders"); --accept NAME (repeatable) accepts one: when every difference is accepted the command succeeds, and the acceptance is written to the audit log.
         """,
       sides: .both,
       options: [
         OptionSpec(
           "full", .bool,
           "Include NOT VALID constraints and CREATE INDEX statements in the diff. Without this flag, those are excluded since they are loaded in separate steps."
-        )
+        ),
+        OptionSpec("accept", .strings, "A difference to accept, by the name diff-schemas gives it (can be repeated)."),
       ]
     ) { ctx in try diffSchemas(ctx, full: ctx.options.bool("full")) },
     spec(
@@ -117,16 +130,29 @@ public enum SchemaOps {
         db: ctx.db)
     }
     let extensions = try neededExtensions(ctx.connect(.src, .root), schema: ctx.schema, fromDump: files.extensions)
-    let grants = statements.filter { $0.kind == .grantOrRevoke }
+    // The grants belt (or pgbelt) gave its own replication role are set up again by setup on
+    // dst and dropped with the role: they are no business of the operator's.
+    let replicationRole = src.replication.name
+    let allGrants = statements.filter { $0.kind == .grantOrRevoke }
+    let grants = allGrants.filter { grantee($0.text) != replicationRole }
+    let st = store(ctx)
+    let grantsPath = st.path(grantsFileName)
     if !grants.isEmpty {
+      try SchemaStore.atomicWrite(
+        grantsPath,
+        "-- GRANT/REVOKE statements of schema \(ctx.schema) on src, not loaded by belt (roles differ between servers).\n"
+          + "-- Review them, then apply on dst as a superuser: psql -f \(grantsFileName)\n"
+          + grants.map { $0.text.trimmingCharacters(in: .whitespacesAndNewlines) }.joined(separator: "\n") + "\n")
+      let grantees = Array(Set(grants.compactMap { grantee($0.text) })).sorted()
       ctx.logger.notice(
-        "\(grants.count) GRANT/REVOKE statement(s) of schema \(ctx.schema) are not part of the schema files (roles differ between servers); re-apply them on dst if needed, e.g. \(SchemaLoader.excerpt(grants[0].text))")
+        "\(grants.count) GRANT/REVOKE statement(s) of schema \(ctx.schema) (to \(Fmt.quoted(grantees, limit: 5))) are not part of the schema files (roles differ between servers): written to \(grantsPath); review and apply them on dst, e.g. \(SchemaLoader.excerpt(grants[0].text))")
+    } else if FileManager.default.fileExists(atPath: grantsPath) {
+      try? FileManager.default.removeItem(atPath: grantsPath)
     }
     if !extensions.isEmpty {
       ctx.logger.notice(
         "the schema needs extension(s) \(extensions.map(\.name).joined(separator: ", ")); load-schema creates them on dst as root")
     }
-    let st = store(ctx)
     try st.write(files, extensions: extensions)
     let indexCount = files.indexes.filter { if case .index = $0.kind { return true } else { return false } }.count
     let message =
@@ -150,6 +176,9 @@ public enum SchemaOps {
       ("extensions", .from(extensions.map(\.name))),
       ("fk_required_unique_indexes", .from(files.fkRequiredUniqueIndexes.map(\.description))),
       ("grants_skipped", .int(grants.count)),
+      ("grants", .from(grants.map { $0.text.trimmingCharacters(in: .whitespacesAndNewlines) })),
+      ("grants_file", grants.isEmpty ? .null : .string(grantsPath)),
+      ("grants_to_replication_role", .int(allGrants.count - grants.count)),
       ("pg_dump", .object([("path", .string(tools.path)), ("major", .int(tools.major))])),
       ("dropped_settings", .from(unknown)),
       ("message", .string(message)),
@@ -182,42 +211,23 @@ public enum SchemaOps {
     return r.rows.map { $0.string("n") }
   }
 
-  /// Extensions whose objects the schema's objects depend on, or that live in the schema
-  /// (pg_dump -n never dumps CREATE EXTENSION), plus any the dump named. plpgsql and pglogical
-  /// are left out (built in / handled by replication setup).
+  /// The GRANT/REVOKE statements of src's schema that belt does not load, written by dump-schema.
+  public static let grantsFileName = "grants.sql"
+
+  /// The role a GRANT (`... TO role`) or REVOKE (`... FROM role`) statement names, unquoted
+  /// (`PUBLIC` for the pseudo-role); nil when the text has no such clause.
+  static func grantee(_ text: String) -> String? {
+    let pattern = #"\s(?:TO|FROM)\s+("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)(?:\s+WITH GRANT OPTION)?(?:\s+GRANTED BY\s+\S+)?\s*;?\s*$"#
+    guard let re = try? NSRegularExpression(pattern: pattern, options: [.caseInsensitive]),
+      let m = re.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)),
+      let r = Range(m.range(at: 1), in: text)
+    else { return nil }
+    return PGConnection.unquoteIdent(String(text[r]))
+  }
+
+  /// Extensions the schema needs (see ``SchemaExtensions/needed(_:schema:fromDump:)``).
   static func neededExtensions(_ c: PGConnection, schema: String, fromDump: [String]) throws -> [ExtensionRef] {
-    let r = try c.query(
-      """
-      WITH target AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1),
-      members AS (
-        SELECT d.refobjid AS extoid, d.classid, d.objid FROM pg_catalog.pg_depend d
-         WHERE d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.deptype = 'e'),
-      users AS (
-        SELECT m.extoid,
-               CASE d.classid
-                 WHEN 'pg_catalog.pg_class'::pg_catalog.regclass THEN (SELECT relnamespace FROM pg_catalog.pg_class WHERE oid = d.objid)
-                 WHEN 'pg_catalog.pg_type'::pg_catalog.regclass THEN (SELECT typnamespace FROM pg_catalog.pg_type WHERE oid = d.objid)
-                 WHEN 'pg_catalog.pg_proc'::pg_catalog.regclass THEN (SELECT pronamespace FROM pg_catalog.pg_proc WHERE oid = d.objid)
-                 WHEN 'pg_catalog.pg_constraint'::pg_catalog.regclass THEN (SELECT connamespace FROM pg_catalog.pg_constraint WHERE oid = d.objid)
-                 WHEN 'pg_catalog.pg_operator'::pg_catalog.regclass THEN (SELECT oprnamespace FROM pg_catalog.pg_operator WHERE oid = d.objid)
-                 WHEN 'pg_catalog.pg_collation'::pg_catalog.regclass THEN (SELECT collnamespace FROM pg_catalog.pg_collation WHERE oid = d.objid)
-                 WHEN 'pg_catalog.pg_opclass'::pg_catalog.regclass THEN (SELECT opcnamespace FROM pg_catalog.pg_opclass WHERE oid = d.objid)
-                 WHEN 'pg_catalog.pg_rewrite'::pg_catalog.regclass THEN (SELECT c.relnamespace FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_class c ON c.oid = r.ev_class WHERE r.oid = d.objid)
-                 WHEN 'pg_catalog.pg_attrdef'::pg_catalog.regclass THEN (SELECT c.relnamespace FROM pg_catalog.pg_attrdef a JOIN pg_catalog.pg_class c ON c.oid = a.adrelid WHERE a.oid = d.objid)
-                 WHEN 'pg_catalog.pg_trigger'::pg_catalog.regclass THEN (SELECT c.relnamespace FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid WHERE t.oid = d.objid)
-                 WHEN 'pg_catalog.pg_policy'::pg_catalog.regclass THEN (SELECT c.relnamespace FROM pg_catalog.pg_policy p JOIN pg_catalog.pg_class c ON c.oid = p.polrelid WHERE p.oid = d.objid)
-               END AS ns
-          FROM pg_catalog.pg_depend d JOIN members m ON m.classid = d.refclassid AND m.objid = d.refobjid
-         WHERE d.deptype IN ('n', 'a'))
-      SELECT e.extname, n.nspname
-        FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
-       WHERE e.extname NOT IN ('plpgsql', 'pglogical')
-         AND (e.extname = ANY ($2::text[])
-              OR e.extnamespace IN (SELECT oid FROM target)
-              OR EXISTS (SELECT 1 FROM users u WHERE u.extoid = e.oid AND u.ns IN (SELECT oid FROM target)))
-       ORDER BY e.extname COLLATE "C"
-      """, [schema, PGArray.literal(fromDump)])
-    return r.rows.map { ExtensionRef(name: $0.string("extname"), schema: $0.string("nspname")) }
+    try SchemaExtensions.needed(c, schema: schema, fromDump: fromDump).map(\.ref)
   }
 
   // MARK: load-schema / load-constraints
@@ -235,6 +245,9 @@ public enum SchemaOps {
     let dst = try ctx.config.server(.dst)
     let root = try ctx.connect(.dst, .root, noTimeout: true)
     var extensionRecords: [Value] = []
+    // Every one is checked before any is created: a missing one changes nothing.
+    let plan = try SchemaExtensions.onDst(root, extensions.map { NeededExtension(name: $0.name, schema: $0.schema, neededBy: [], uses: 0) })
+    if let msg = SchemaExtensions.unavailableMessage(plan, schema: ctx.schema) { throw ctx.refuse(msg) }
     for ext in extensions {
       let status = try ensureExtension(ext, root: root, ctx: ctx)
       extensionRecords.append(.object([("name", .string(ext.name)), ("schema", .string(ext.schema)), ("status", .string(status))]))
@@ -443,16 +456,23 @@ public enum SchemaOps {
   /// tolerating existing ones, then ANALYZE as root. Every index is attempted; failures are
   /// reported per index and make the record `ok=false` (ANALYZE is then skipped).
   ///
-  /// Record: `file`, `indexes` [{name, table, status created|already_present|failed|attached,
-  /// duration_ms, error?}], `created`, `already_present`, `failed`, `analyze_ran`, `message`.
+  /// Record: `file`, `indexes` [{name, table, status created|rebuilt|already_present|failed|attached,
+  /// duration_ms, error?}], `created`, `already_present`, `failed`, `analyze_ran`, `concurrently`, `message`.
   public static func createIndexes(_ ctx: PairContext) throws -> Value {
-    try createIndexes(ctx, analyzeWhenNoneCreated: true)
+    try createIndexes(ctx, analyzeWhenNoneCreated: true, concurrently: ctx.options.bool("concurrently"))
   }
 
   /// create-indexes; with `analyzeWhenNoneCreated` false (sync, inside the downtime window), the
   /// ANALYZE of the whole database is skipped when every index was already there: the
   /// create-indexes that built them analyzed then, and sync analyzes what it loaded itself.
-  static func createIndexes(_ ctx: PairContext, analyzeWhenNoneCreated: Bool) throws -> Value {
+  /// `CREATE [UNIQUE] INDEX` → `CREATE [UNIQUE] INDEX CONCURRENTLY`.
+  static func concurrentSQL(_ text: String) -> String {
+    text.replacingOccurrences(
+      of: #"^(\s*CREATE\s+(?:UNIQUE\s+)?INDEX)\s+(?!CONCURRENTLY\s)"#, with: "$1 CONCURRENTLY ",
+      options: [.regularExpression, .caseInsensitive])
+  }
+
+  static func createIndexes(_ ctx: PairContext, analyzeWhenNoneCreated: Bool, concurrently: Bool = false) throws -> Value {
     let (file, statements) = try store(ctx).read([SchemaFiles.indexesFileName])
     let owner = try ctx.connect(.dst, .owner, noTimeout: true)
     let pid = Int(try owner.query("SELECT pg_catalog.pg_backend_pid()").scalar ?? "") ?? 0
@@ -488,15 +508,27 @@ public enum SchemaOps {
         }
       case .index(let info):
         let name = info.name.description
-        let kind = try owner.query(
-          "SELECT c.relkind::text FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass($1)", [info.name.quoted]
-        ).scalar
-        if kind == "i" || kind == "I" {
+        let row = try owner.query(
+          """
+          SELECT c.relkind::text AS kind, coalesce(i.indisvalid, true) AS valid FROM pg_catalog.pg_class c
+            LEFT JOIN pg_catalog.pg_index i ON i.indexrelid = c.oid WHERE c.oid = pg_catalog.to_regclass($1)
+          """, [info.name.quoted]
+        ).rows.first
+        let kind = row?.string("kind")
+        // CONCURRENTLY cannot build the index of a partitioned parent (ON ONLY: catalog only, quick).
+        let useConcurrently = concurrently && !info.onOnly
+        var rebuilt = false
+        if kind == "i", row?.bool("valid") == false {
+          // A concurrent build that failed (or was cancelled) leaves the index INVALID: it is
+          // maintained on every write but never used. Drop it and build it again.
+          ctx.logger.warning("index \(name) on \(info.table.description) is INVALID on dst (left by a failed concurrent build): dropping it and building it again")
+          try owner.exec("DROP INDEX \(useConcurrently ? "CONCURRENTLY " : "")IF EXISTS \(info.name.quoted)")
+          rebuilt = true
+        } else if kind == "i" || kind == "I" {
           present += 1
           note(name, info.table.description, "already_present", 0)
           continue
-        }
-        if kind != nil {
+        } else if kind != nil {
           failed += 1
           failedNames.append(name)
           note(name, info.table.description, "failed", 0, "a relation with this name exists on dst and is not an index")
@@ -504,10 +536,10 @@ public enum SchemaOps {
         }
         monitor.begin(name: name, pid: pid)
         do {
-          try owner.exec(s.text)
+          try owner.exec(useConcurrently ? concurrentSQL(s.text) : s.text)
           monitor.end()
           created += 1
-          note(name, info.table.description, "created", Runner.ms(since: t0))
+          note(name, info.table.description, rebuilt ? "rebuilt" : "created", Runner.ms(since: t0))
         } catch let e as PGError {
           monitor.end()
           if e.sqlState == "42P07" {
@@ -516,7 +548,12 @@ public enum SchemaOps {
           } else if e.kind == .server && !e.isCancel {
             failed += 1
             failedNames.append(name)
-            note(name, info.table.description, "failed", Runner.ms(since: t0), e.message)
+            var why = e.message
+            let left = try? owner.query(
+              "SELECT NOT i.indisvalid FROM pg_catalog.pg_index i WHERE i.indexrelid = pg_catalog.to_regclass($1)", [info.name.quoted]
+            ).scalar
+            if left == "t" { why += " (the index is left INVALID on dst; the next create-indexes drops and rebuilds it)" }
+            note(name, info.table.description, "failed", Runner.ms(since: t0), why)
           } else {
             throw e
           }
@@ -565,12 +602,13 @@ public enum SchemaOps {
       ctx.logger.error("\(failed) index statement(s) failed (\(failedNames.joined(separator: ", "))); ANALYZE was not run")
     }
     let summary =
-      "\(created) created, \(present) already present, \(failed) failed"
+      "\(created) created\(concurrently ? " concurrently" : ""), \(present) already present, \(failed) failed"
       + (analyzeRan ? "; ANALYZE done" : "; ANALYZE skipped")
     return .object([
       ("ok", .bool(failed == 0)),
       ("file", .string(file)), ("indexes", .array(records)), ("created", .int(created)),
       ("already_present", .int(present)), ("failed", .int(failed)), ("analyze_ran", .bool(analyzeRan)),
+      ("concurrently", .bool(concurrently)),
       ("message", .string(([summary] + lines).joined(separator: "\n"))),
     ])
   }
@@ -604,25 +642,76 @@ public enum SchemaOps {
         return .failure(BeltError.wrap(error))
       }
     }
-    let a = SchemaDiff.normalize(try dumps[0].get(), full: full)
-    let b = SchemaDiff.normalize(try dumps[1].get(), full: full)
-    let diff = SchemaDiff.unified(a, b)
+    let a = SchemaDiff.statements(try dumps[0].get(), full: full)
+    var b = SchemaDiff.statements(try dumps[1].get(), full: full)
+    let diff = SchemaDiff.unified(a.joined(separator: "\n"), b.joined(separator: "\n"))
     if diff.isEmpty {
       return .object([("result", "match"), ("full", .bool(full)), ("diff", ""), ("message", "schemas match")])
     }
-    if SchemaDiff.castInsensitive(a) == SchemaDiff.castInsensitive(b) {
-      // PostgreSQL does not always print a reloaded expression the same way (e.g. an IN list on
-      // a varchar column: the cast moves from the array to its elements). Same meaning, so a match.
+    // Objects whose text differs: are they the same definition printed differently by dst?
+    let pairs = SchemaEquivalence.pairs(src: a, dst: b)
+    var reprinted: [String] = []
+    if !pairs.isEmpty {
+      let t0 = Date()
+      let conn = try ctx.newConnection(.dst, .root)
+      defer { conn.close() }
+      conn.audit = nil  // scratch objects in a transaction that is always rolled back
+      let owner = try ctx.config.server(.dst).owner.name
+      let equal = try SchemaEquivalence.equalKeys(pairs, dst: conn, runAs: owner)
+      let same = pairs.filter { equal.contains($0.key) }
+      reprinted = same.map(\.key)
+      var replace = Dictionary(same.map { ($0.dst, $0.src) }, uniquingKeysWith: { x, _ in x })
+      // The others differ for real: leave out of the diff the lines that are only re-printed.
+      for (k, v) in try SchemaEquivalence.refine(pairs.filter { !equal.contains($0.key) }, dst: conn, runAs: owner) { replace[k] = v }
+      b = b.map { replace[$0] ?? $0 }
+      ctx.logger.info(
+        "compared \(pairs.count) differently printed object(s) on dst in \(Runner.ms(since: t0)) ms: \(same.count) re-printed, \(pairs.count - same.count) different")
+    }
+    let real = SchemaDiff.unified(a.joined(separator: "\n"), b.joined(separator: "\n"))
+    let differences = SchemaEquivalence.differenceNames(src: a, dst: b)
+    if !real.isEmpty, differences.isEmpty {
+      // Same statements in another order: still a difference, named as such.
+      return try mismatch(ctx, full: full, diff: real, differences: ["statement order"], reprinted: reprinted)
+    }
+    if real.isEmpty {
+      // PostgreSQL prints a reloaded expression its own way (an IN list on a varchar column, a
+      // typed NULL's column alias): dst stores both texts the same way, so a match.
       return .object([
         ("result", "match"), ("full", .bool(full)), ("diff", ""), ("cosmetic_diff", .string(diff)),
-        ("message", "schemas match (some expressions are printed with casts in different places)"),
+        ("reprinted", .from(reprinted)),
+        ("message", .string("schemas match (\(reprinted.count) object(s) printed differently by dst, stored the same: \(reprinted.joined(separator: ", ")))")),
       ])
     }
+    return try mismatch(ctx, full: full, diff: real, differences: differences, reprinted: reprinted)
+  }
+
+  /// The record of a real mismatch: failed unless every difference is accepted by name
+  /// (`accept`), in which case it succeeds and the acceptance goes to the audit log.
+  /// Record: `result` mismatch, `differences`, `accepted`, `unaccepted`, `diff`, `reprinted`.
+  static func mismatch(_ ctx: PairContext, full: Bool, diff: String, differences: [String], reprinted: [String]) throws -> Value {
+    let accept = Set(ctx.options.strings("accept").map { $0.trimmingCharacters(in: .whitespaces) })
+    let accepted = differences.filter(accept.contains)
+    let unaccepted = differences.filter { !accept.contains($0) }
     ctx.logger.info("schema mismatch between src and dst (\(diff.split(separator: "\n").count) diff lines)")
-    return .object([
-      ("ok", false), ("result", "mismatch"), ("full", .bool(full)), ("diff", .string(diff)),
-      ("message", .string("schemas differ:\n" + diff)),
-    ])
+    var fields: [(String, Value)] = [
+      ("ok", .bool(unaccepted.isEmpty)), ("result", "mismatch"), ("full", .bool(full)), ("diff", .string(diff)),
+      ("differences", .from(differences)), ("accepted", .from(accepted)), ("unaccepted", .from(unaccepted)),
+      ("reprinted", .from(reprinted)),
+    ]
+    if unaccepted.isEmpty {
+      ctx.env.audit.append(
+        .object([
+          ("time", .string(Audit.timestamp(Date()))), ("dc", .string(ctx.dc)), ("db", .string(ctx.db)),
+          ("action", "accept_schema_differences"), ("accepted", .from(accepted)), ("full", .bool(full)), ("diff", .string(diff)),
+        ]), dc: ctx.dc, db: ctx.db)
+      ctx.logger.warning("schemas differ in \(accepted.count) accepted difference(s): \(accepted.joined(separator: "; ")) (recorded in the audit log)")
+      fields.append(("message", .string("schemas differ only in accepted difference(s): \(accepted.joined(separator: "; "))\n" + diff)))
+    } else {
+      fields.append((
+        "message",
+        .string("schemas differ in \(unaccepted.count) difference(s): \(unaccepted.joined(separator: "; "))\n" + diff)))
+    }
+    return .object(fields)
   }
 
   // MARK: analyze

@@ -8,18 +8,14 @@ public enum SchemaDiff {
   /// Without `full`, only the base schema is kept (no deferred indexes, no NOT VALID
   /// constraints), exactly what `load-schema` loads; with `full`, everything.
   public static func normalize(_ dump: String, full: Bool) -> String {
-    let files = SchemaScript.partition(SchemaScript.split(dump))
-    let kept = (full ? files.full : files.base).filter { $0.kind != .set }
-    return kept.map { normalizeText($0.text) }.joined(separator: "\n")
+    statements(dump, full: full).joined(separator: "\n")
   }
 
-  /// The text with type casts (`::text`, `::character varying`, `::text[]`, ...) and
-  /// parentheses removed: two dumps equal in this form differ only in how the server printed
-  /// expressions after a reload.
-  public static func castInsensitive(_ s: String) -> String {
-    let cast = #"::(?:[A-Za-z_][A-Za-z0-9_]*\.)?(?:"[^"]+"|[A-Za-z_][A-Za-z0-9_]*)(?: (?:varying|precision|with time zone|without time zone))*(?:\([0-9, ]+\))?(?:\[\])*"#
-    return s.replacingOccurrences(of: cast, with: "", options: .regularExpression)
-      .replacingOccurrences(of: "(", with: "").replacingOccurrences(of: ")", with: "")
+  /// The statements of ``normalize(_:full:)``, one string each.
+  public static func statements(_ dump: String, full: Bool) -> [String] {
+    let files = SchemaScript.partition(SchemaScript.split(dump))
+    let kept = (full ? files.full : files.base).filter { $0.kind != .set }
+    return kept.map { normalizeText($0.text) }
   }
 
   /// Trailing whitespace removed from every line, CRLF as LF.

@@ -10,12 +10,12 @@ SWIFT_TEST ?= swift test --no-parallel
 # ISOLATED=0 leaves them out (e.g. with a SWIFT_TEST that filters).
 ISOLATED ?= 1
 # A hung test fails the run after this many seconds per phase (timeout kills the whole group).
-TEST_TIMEOUT ?= 900
+TEST_TIMEOUT ?= 1800
 # Then make dist and dist-test: the package's binary, with the Swift toolchain hidden, runs a
 # whole migrate.lua + cutover.lua. DIST=0 leaves them out.
 DIST ?= 1
 
-.PHONY: all deps build test dist dist-test demo clusters-up clusters-down clean-clusters
+.PHONY: format all deps build test dist dist-test demo clusters-up clusters-down clean-clusters
 
 all: build
 
@@ -25,10 +25,15 @@ deps:
 build:
 	swift build
 
+# Formats the tree as .swift-format says; make test checks it (scripts/format-check).
+format:
+	swift format -i -r Sources Tests Plugins
+
 # The clusters are stopped whatever happens to the tests (EXIT trap), and the
 # recipe exits with swift test's status. The env must be in swift test's
 # environment, hence one shell line.
 test: deps
+	scripts/format-check; \
 	trap 'scripts/pg-clusters down' EXIT; \
 	scripts/pg-clusters up; \
 	eval "$$(scripts/pg-clusters env)"; export BELT_TEST_REQUIRE_SERVERS=1; \

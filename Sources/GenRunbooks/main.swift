@@ -44,7 +44,8 @@ for path in args.dropFirst() {
     exit(1)
   }
   guard !name.contains("\""), !name.contains("\\") else {
-    FileHandle.standardError.write(Data("GenRunbooks: \(path): a runbook's file name must not hold a quote or backslash\n".utf8))
+    FileHandle.standardError.write(
+      Data("GenRunbooks: \(path): a runbook's file name must not hold a quote or backslash\n".utf8))
     exit(1)
   }
   let hashes = rawDelimiter(for: text)

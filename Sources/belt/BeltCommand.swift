@@ -5,7 +5,8 @@ import Logging
 
 /// Options every subcommand accepts.
 struct GlobalOptions: ParsableArguments {
-  @Flag(name: .long, help: "Print one JSON document with the result on stdout (logs stay on stderr).")
+  @Flag(
+    name: .long, help: "Print one JSON document with the result on stdout (logs stay on stderr).")
   var json = false
 
   @Flag(name: .shortAndLong, help: "Log debug details to stderr.")
@@ -14,13 +15,21 @@ struct GlobalOptions: ParsableArguments {
   @Option(name: .long, help: "Databases processed at once when DB is omitted.")
   var jobs: Int = 8
 
-  @Option(name: .long, help: "Directory holding configs/ and schemas/ (default: $BELT_CONFIG_DIR or the current directory).")
+  @Option(
+    name: .long,
+    help:
+      "Directory holding configs/ and schemas/ (default: $BELT_CONFIG_DIR or the current directory)."
+  )
   var configDir: String?
 
   @Flag(name: .long, help: "Answer yes to confirmations (unattended runs).")
   var yes = false
 
-  @Option(name: .long, help: "Append the audit log (every statement that changes a server) to FILE, or to DIR/<dc>/<db>/audit.jsonl (default: configs/<dc>/<db>/audit.jsonl; also $BELT_AUDIT_LOG).")
+  @Option(
+    name: .long,
+    help:
+      "Append the audit log (every statement that changes a server) to FILE, or to DIR/<dc>/<db>/audit.jsonl (default: configs/<dc>/<db>/audit.jsonl; also $BELT_AUDIT_LOG)."
+  )
   var auditLog: String?
 
   func validate() throws {
@@ -28,7 +37,8 @@ struct GlobalOptions: ParsableArguments {
   }
 
   var root: String {
-    configDir ?? ProcessInfo.processInfo.environment["BELT_CONFIG_DIR"] ?? FileManager.default.currentDirectoryPath
+    configDir ?? ProcessInfo.processInfo.environment["BELT_CONFIG_DIR"]
+      ?? FileManager.default.currentDirectoryPath
   }
 
   func makeEnvironment() -> Environment {
@@ -46,14 +56,18 @@ struct GlobalOptions: ParsableArguments {
   }
 
   var flags: [String: Value] {
-    ["json": .bool(json), "yes": .bool(yes), "verbose": .bool(verbose), "command": .string(commandLine)]
+    [
+      "json": .bool(json), "yes": .bool(yes), "verbose": .bool(verbose),
+      "command": .string(commandLine),
+    ]
   }
 
   /// This invocation as a shell command (`belt run cutover.lua dc -- drain_timeout=2m`): what a
   /// journal records as the command that continues an interrupted flow. belt's arguments
   /// never hold a secret (passwords live in the config files).
   var commandLine: String {
-    let safe = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./=:@%+,-")
+    let safe = CharacterSet(
+      charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./=:@%+,-")
     let words = CommandLine.arguments.dropFirst().map { a -> String in
       if !a.isEmpty, a.unicodeScalars.allSatisfy({ safe.contains($0) }) { return a }
       return "'" + a.replacingOccurrences(of: "'", with: "'\\''") + "'"
@@ -70,7 +84,8 @@ func eprint(_ s: String) {
 /// runbook compiled into belt, never a file from the working directory (`belt run FILE` is the
 /// one way to run a file).
 func runRunbook(
-  file: String, dc: String, db: String?, opts: Value, global: GlobalOptions, spec: OperationSpec?, from origin: Session.Source
+  file: String, dc: String, db: String?, opts: Value, global: GlobalOptions, spec: OperationSpec?,
+  from origin: Session.Source
 ) -> Int32 {
   let env = global.makeEnvironment()
   let output = OutputSink.standard(stderr: global.json)
@@ -89,7 +104,10 @@ func runRunbook(
   } catch {
     let e = BeltError.wrap(error)
     if global.json {
-      print(Value.object([("ok", .bool(false)), ("dc", .string(dc)), ("db", .from(db)), ("error", e.value)]).json())
+      print(
+        Value.object([
+          ("ok", .bool(false)), ("dc", .string(dc)), ("db", .from(db)), ("error", e.value),
+        ]).json())
     }
     eprint("belt: " + e.description)
     return e.code == .badArgument ? 2 : 1

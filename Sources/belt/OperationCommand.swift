@@ -24,7 +24,9 @@ enum Next<Previous: CommandSlot>: CommandSlot { static var index: Int { Previous
 func operationCommands<Slot: CommandSlot>(
   from _: Slot.Type = First.self, count: Int = commandSpecs.count
 ) -> [any ParsableCommand.Type] {
-  count == 0 ? [] : [OperationCommand<Slot>.self] + operationCommands(from: Next<Slot>.self, count: count - 1)
+  count == 0
+    ? []
+    : [OperationCommand<Slot>.self] + operationCommands(from: Next<Slot>.self, count: count - 1)
 }
 
 /// `belt <command> DC [DB] [options]`: its name, help and options come from the spec; it runs
@@ -37,7 +39,8 @@ struct OperationCommand<Slot: CommandSlot>: ParsableCommand, CustomReflectable {
   static var spec: OperationSpec { commandSpecs[Slot.index] }
 
   static var configuration: CommandConfiguration {
-    CommandConfiguration(commandName: spec.cliName, abstract: spec.summary, discussion: discussion(spec))
+    CommandConfiguration(
+      commandName: spec.cliName, abstract: spec.summary, discussion: discussion(spec))
   }
 
   private(set) var global = GlobalOptions()
@@ -76,7 +79,12 @@ struct OperationCommand<Slot: CommandSlot>: ParsableCommand, CustomReflectable {
     children += spec.commandOptions.map { (label: $0.key, value: CommandOption.definition($0)) }
     if CLIExtras.watch.contains(spec.name) {
       children.append(
-        ("watch", Option<Double?>(help: ArgumentHelp("Redraw every SECONDS (at least 0.5) until interrupted.", valueName: "seconds"))))
+        (
+          "watch",
+          Option<Double?>(
+            help: ArgumentHelp(
+              "Redraw every SECONDS (at least 0.5) until interrupted.", valueName: "seconds"))
+        ))
     }
     return Mirror(self, children: children)
   }
@@ -96,7 +104,8 @@ struct OperationCommand<Slot: CommandSlot>: ParsableCommand, CustomReflectable {
     let spec = Self.spec
     func once() -> Int32 {
       runRunbook(
-        file: spec.cliName + ".lua", dc: dc, db: db, opts: .object(opts), global: global, spec: spec, from: .shipped)
+        file: spec.cliName + ".lua", dc: dc, db: db, opts: .object(opts), global: global,
+        spec: spec, from: .shipped)
     }
     guard let every = watch else {
       let code = once()
@@ -153,16 +162,22 @@ enum CommandOption {
       }
       return Flag<Bool>(wrappedValue: initial, name: name, help: help)
     case .int:
-      if let d = o.defaultValue?.intValue { return Option<Int>(wrappedValue: d, name: name, help: help) }
+      if let d = o.defaultValue?.intValue {
+        return Option<Int>(wrappedValue: d, name: name, help: help)
+      }
       return o.required ? Option<Int>(name: name, help: help) : Option<Int?>(name: name, help: help)
     case .number:
       if let d = o.defaultValue.flatMap({ Double($0.display) }) {
         return Option<Double>(wrappedValue: d, name: name, help: help)
       }
-      return o.required ? Option<Double>(name: name, help: help) : Option<Double?>(name: name, help: help)
+      return o.required
+        ? Option<Double>(name: name, help: help) : Option<Double?>(name: name, help: help)
     case .string, .duration:
-      if let d = o.defaultValue { return Option<String>(wrappedValue: d.display, name: name, help: help) }
-      return o.required ? Option<String>(name: name, help: help) : Option<String?>(name: name, help: help)
+      if let d = o.defaultValue {
+        return Option<String>(wrappedValue: d.display, name: name, help: help)
+      }
+      return o.required
+        ? Option<String>(name: name, help: help) : Option<String?>(name: name, help: help)
     case .strings:
       return Option<[String]>(wrappedValue: [], name: name, parsing: .singleValue, help: help)
     case .table:
@@ -171,7 +186,9 @@ enum CommandOption {
   }
 
   /// The parsed value; nil when an option without a default was not given.
-  static func decode<K: CodingKey>(_ o: OptionSpec, from c: KeyedDecodingContainer<K>) throws -> Value? {
+  static func decode<K: CodingKey>(_ o: OptionSpec, from c: KeyedDecodingContainer<K>) throws
+    -> Value?
+  {
     guard let key = K(stringValue: o.key) else { return nil }
     let fixed = o.defaultValue != nil || o.required
     switch o.type {

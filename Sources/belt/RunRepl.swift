@@ -26,7 +26,9 @@ struct Run: ParsableCommand {
 
   func validate() throws {
     // An ambiguous name is a usage error; a missing file is reported by run() (exit 1).
-    do { _ = try Session.resolve(file, from: origin) } catch let e as BeltError where e.code == .badArgument {
+    do { _ = try Session.resolve(file, from: origin) } catch let e as BeltError
+      where e.code == .badArgument
+    {
       throw ValidationError(e.message)
     } catch {}
   }
@@ -40,13 +42,19 @@ struct Run: ParsableCommand {
       if let eq = a.firstIndex(of: "="), eq != a.startIndex {
         let k = String(a[..<eq])
         let v = String(a[a.index(after: eq)...])
-        pairs.append((k, Int(v).map(Value.int) ?? (v == "true" ? .bool(true) : v == "false" ? .bool(false) : .string(v))))
+        pairs.append(
+          (
+            k,
+            Int(v).map(Value.int)
+              ?? (v == "true" ? .bool(true) : v == "false" ? .bool(false) : .string(v))
+          ))
       } else {
         positional.append(.string(a))
       }
     }
     if !positional.isEmpty { pairs.append(("args", .array(positional))) }
-    let code = runRunbook(file: file, dc: dc, db: db, opts: .object(pairs), global: global, spec: nil, from: origin)
+    let code = runRunbook(
+      file: file, dc: dc, db: db, opts: .object(pairs), global: global, spec: nil, from: origin)
     if code != 0 { throw ExitCode(code) }
   }
 }
@@ -73,7 +81,10 @@ extension Run {
     }
     guard let file, let global = try? GlobalOptions.parse([]) else { return nil }
     let origin: Session.Source = before.contains("--shipped") ? .shipped : .fileOrShipped
-    guard let session = try? Session(env: global.makeEnvironment(), output: OutputSink.standard(stderr: true), flags: global.flags),
+    guard
+      let session = try? Session(
+        env: global.makeEnvironment(), output: OutputSink.standard(stderr: true),
+        flags: global.flags),
       let options = try? session.optionsHelp(file, from: origin)
     else { return nil }
     return Belt.helpMessage(for: Run.self) + "\n" + options
@@ -119,7 +130,8 @@ struct HelpLua: ParsableCommand {
     print(LuaDocs.text())
     // The flow runbooks' options, as `belt run NAME --help` shows them.
     let global = try GlobalOptions.parse([])
-    let session = try Session(env: global.makeEnvironment(), output: OutputSink.standard(stderr: true), flags: global.flags)
+    let session = try Session(
+      env: global.makeEnvironment(), output: OutputSink.standard(stderr: true), flags: global.flags)
     print(try session.allOptionsHelp(), terminator: "")
   }
 }

@@ -38,14 +38,18 @@ func installCompletionScript(_ script: String, shell: CompletionShell) throws {
   try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
   let file = "\(dir)/completion.\(shell.rawValue)"
   try script.write(toFile: file, atomically: true, encoding: .utf8)
-  let rc = shell == .zsh ? "\(home)/.zshrc" : shell == .fish ? "\(home)/.config/fish/config.fish" : "\(home)/.bashrc"
+  let rc =
+    shell == .zsh
+    ? "\(home)/.zshrc" : shell == .fish ? "\(home)/.config/fish/config.fish" : "\(home)/.bashrc"
   let line = "source \(file)"
   let existing = (try? String(contentsOfFile: rc, encoding: .utf8)) ?? ""
   if !existing.contains(line) {
     let text = existing + (existing.isEmpty || existing.hasSuffix("\n") ? "" : "\n") + line + "\n"
     try text.write(toFile: rc, atomically: true, encoding: .utf8)
   }
-  print("\(shell.rawValue) completion installed in \(file) (sourced from \(rc)). Restart your shell to use it.")
+  print(
+    "\(shell.rawValue) completion installed in \(file) (sourced from \(rc)). Restart your shell to use it."
+  )
 }
 
 // Bad input gets one line on stderr and exit 64 (design.md §7): the error and where to look,

@@ -11,7 +11,9 @@ final class Captured: @unchecked Sendable {
   var text = ""
 }
 
-func makeRuntime(_ extra: [LuaFunctionSpec] = [], root: String = "/nonexistent-belt-root") throws -> (LuaRuntime, Captured) {
+func makeRuntime(_ extra: [LuaFunctionSpec] = [], root: String = "/nonexistent-belt-root") throws
+  -> (LuaRuntime, Captured)
+{
   let cap = Captured()
   let logger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
   let env = Environment(store: ConfigStore(root: root), logger: logger)
@@ -28,10 +30,11 @@ final class Counter: @unchecked Sendable {
 struct LuaBoundaryTests {
   @Test func swiftErrorArrivesInPcallAsErrorTable() throws {
     let (rt, _) = try makeRuntime()
-    let r = try rt.run(source: """
-      local ok, err = pcall(belt.dbs, "nosuchdc")
-      return ok, type(err), err.code, err.dc, tostring(err), belt.is_error(err)
-      """, chunkName: "=t", args: [])
+    let r = try rt.run(
+      source: """
+        local ok, err = pcall(belt.dbs, "nosuchdc")
+        return ok, type(err), err.code, err.dc, tostring(err), belt.is_error(err)
+        """, chunkName: "=t", args: [])
     #expect(r[0] == false)
     #expect(r[1] == "table")
     #expect(r[2] == "not_found")
@@ -52,7 +55,10 @@ struct LuaBoundaryTests {
     }
     let (rt, _) = try makeRuntime([fail])
     for _ in 0..<1000 {
-      let r = try rt.run(source: "local ok, e = pcall(belt._core.fail_after_defer); return ok, e.code, e.sqlstate, e.retryable", chunkName: "=t", args: [])
+      let r = try rt.run(
+        source:
+          "local ok, e = pcall(belt._core.fail_after_defer); return ok, e.code, e.sqlstate, e.retryable",
+        chunkName: "=t", args: [])
       #expect(r == [false, "sql_error", "XX000", true])
     }
     #expect(counter.n == 1000)
@@ -62,45 +68,52 @@ struct LuaBoundaryTests {
 
   @Test func stackStaysBalancedForEveryPrimitive() throws {
     let (rt, _) = try makeRuntime()
-    _ = try rt.run(source: """
-      for i = 1, 50 do
-        belt.now(); belt.duration("1m30s"); belt.sleep(0); belt.interrupted()
-        pcall(belt.dbs, "x"); pcall(belt.config, "x", "y"); pcall(belt.query, "x", "y", "src", "select 1")
-        pcall(belt.connections, "x"); pcall(belt.precheck, "x", "y", {}); pcall(belt._core.dbs, 42)
-        print(i)
-      end
-      """, chunkName: "=t", args: [])
+    _ = try rt.run(
+      source: """
+        for i = 1, 50 do
+          belt.now(); belt.duration("1m30s"); belt.sleep(0); belt.interrupted()
+          pcall(belt.dbs, "x"); pcall(belt.config, "x", "y"); pcall(belt.query, "x", "y", "src", "select 1")
+          pcall(belt.connections, "x"); pcall(belt.precheck, "x", "y", {}); pcall(belt._core.dbs, 42)
+          print(i)
+        end
+        """, chunkName: "=t", args: [])
     #expect(rt.stackViolations == 0)
     #expect(rt.stackTop == 0)
   }
 
   @Test func argumentErrorsUseLuaWording() throws {
     let (rt, _) = try makeRuntime()
-    let r = try rt.run(source: """
-      local _, a = pcall(belt._core.dbs, 42)
-      local _, b = pcall(belt.check_pkeys, nil)
-      local _, c = pcall(belt.connections, "dc", nil, {timout = 5})
-      local _, d = pcall(belt.connections, "dc", nil, {exclude_users = 7})
-      return a.message, b.message, c.message, d.message, c.code
-      """, chunkName: "=t", args: [])
+    let r = try rt.run(
+      source: """
+        local _, a = pcall(belt._core.dbs, 42)
+        local _, b = pcall(belt.check_pkeys, nil)
+        local _, c = pcall(belt.connections, "dc", nil, {timout = 5})
+        local _, d = pcall(belt.connections, "dc", nil, {exclude_users = 7})
+        return a.message, b.message, c.message, d.message, c.code
+        """, chunkName: "=t", args: [])
     #expect(r[0] == "bad argument #1 to 'belt.dbs' (string expected, got number)")
     #expect(r[1] == "bad argument #1 to 'belt.check_pkeys' (dc: string expected, got nil)")
-    #expect(r[2].stringValue?.hasPrefix("bad argument #3 to 'belt.connections' (unknown option 'timout'") == true)
-    #expect(r[3] == "bad argument #3 to 'belt.connections' (option exclude_users: list of strings expected)")
+    #expect(
+      r[2].stringValue?.hasPrefix("bad argument #3 to 'belt.connections' (unknown option 'timout'")
+        == true)
+    #expect(
+      r[3]
+        == "bad argument #3 to 'belt.connections' (option exclude_users: list of strings expected)")
     #expect(r[4] == "bad_argument")
   }
 
   @Test func nestedPcallWorks() throws {
     let (rt, _) = try makeRuntime()
-    let r = try rt.run(source: """
-      local ok1, v = pcall(function()
-        local ok2, e = pcall(belt.dbs, "none")
-        assert(not ok2 and e.code == "not_found")
-        local ok3, e3 = pcall(error, belt.error("timeout", "inner"))
-        return e3.code .. "/" .. e.code
-      end)
-      return ok1, v
-      """, chunkName: "=t", args: [])
+    let r = try rt.run(
+      source: """
+        local ok1, v = pcall(function()
+          local ok2, e = pcall(belt.dbs, "none")
+          assert(not ok2 and e.code == "not_found")
+          local ok3, e3 = pcall(error, belt.error("timeout", "inner"))
+          return e3.code .. "/" .. e.code
+        end)
+        return ok1, v
+        """, chunkName: "=t", args: [])
     #expect(r == [true, "timeout/not_found"])
   }
 
@@ -127,7 +140,9 @@ struct LuaBoundaryTests {
     // pcall cannot swallow Ctrl-C: the script stops at its next instruction.
     let start = Date()
     #expect {
-      _ = try rt.run(source: "local ok, e = pcall(belt.sleep, 30); return 'swallowed'", chunkName: "=t", args: [])
+      _ = try rt.run(
+        source: "local ok, e = pcall(belt.sleep, 30); return 'swallowed'", chunkName: "=t", args: []
+      )
     } throws: { error in
       (error as? BeltError)?.code == .interrupted
     }
@@ -137,7 +152,9 @@ struct LuaBoundaryTests {
 
   @Test func closeRunsGcFinalisers() throws {
     let (rt, cap) = try makeRuntime()
-    _ = try rt.run(source: "keep = setmetatable({}, {__gc = function() print('finalised') end})", chunkName: "=t", args: [])
+    _ = try rt.run(
+      source: "keep = setmetatable({}, {__gc = function() print('finalised') end})",
+      chunkName: "=t", args: [])
     #expect(!cap.text.contains("finalised"))
     rt.close()
     rt.close()  // idempotent
@@ -146,23 +163,25 @@ struct LuaBoundaryTests {
 
   @Test func waitForTimesOutAndRetryRetries() throws {
     let (rt, _) = try makeRuntime()
-    let r = try rt.run(source: """
-      local t0 = belt.now()
-      local ok, e = pcall(belt.wait_for, function() return false end, {timeout = 0.3, interval = 0.05, desc = "never"})
-      local waited = belt.now() - t0
-      local v, why = belt.wait_for(function() return false end, {timeout = "100ms", on_timeout = "return"})
-      local n = 0
-      local got = belt.retry(function() n = n + 1; if n < 3 then error("flaky") end; return "done" end, {attempts = 5, backoff = 0.01})
-      local ok2, e2 = pcall(belt.wait_for, function() return true end, {timout = 1})
-      return ok, e.code, waited >= 0.3 and waited < 2, v, why, got, n, e2.code
-      """, chunkName: "=t", args: [])
+    let r = try rt.run(
+      source: """
+        local t0 = belt.now()
+        local ok, e = pcall(belt.wait_for, function() return false end, {timeout = 0.3, interval = 0.05, desc = "never"})
+        local waited = belt.now() - t0
+        local v, why = belt.wait_for(function() return false end, {timeout = "100ms", on_timeout = "return"})
+        local n = 0
+        local got = belt.retry(function() n = n + 1; if n < 3 then error("flaky") end; return "done" end, {attempts = 5, backoff = 0.01})
+        local ok2, e2 = pcall(belt.wait_for, function() return true end, {timout = 1})
+        return ok, e.code, waited >= 0.3 and waited < 2, v, why, got, n, e2.code
+        """, chunkName: "=t", args: [])
     #expect(r == [false, "timeout", true, false, "timeout", "done", 3, "bad_argument"])
   }
 
   @Test func valuesRoundTripThroughLua() throws {
     let (rt, _) = try makeRuntime()
     let input: Value = .object([
-      ("list", .array([1, 2, 3])), ("name", "x\0y"), ("nested", .object([("ok", true), ("f", .double(1.5))])),
+      ("list", .array([1, 2, 3])), ("name", "x\0y"),
+      ("nested", .object([("ok", true), ("f", .double(1.5))])),
       ("empty", .object([])),
     ])
     let r = try rt.run(source: "local t = ...; return t", chunkName: "=t", args: [input])
@@ -173,7 +192,10 @@ struct LuaBoundaryTests {
 
   @Test func sandboxHasNoProcessControl() throws {
     let (rt, _) = try makeRuntime()
-    let r = try rt.run(source: "return os.execute == nil, io.popen == nil, package == nil or package.loadlib == nil, loadfile == nil", chunkName: "=t", args: [])
+    let r = try rt.run(
+      source:
+        "return os.execute == nil, io.popen == nil, package == nil or package.loadlib == nil, loadfile == nil",
+      chunkName: "=t", args: [])
     #expect(r == [true, true, true, true])
   }
 }
@@ -187,31 +209,41 @@ struct LuaBoundaryTests {
 
   @Test func syntaxErrorNamesFileAndLine() throws {
     let root = NSTemporaryDirectory() + "belt-sess-\(UUID().uuidString)"
-    let session = try Session(env: Environment(store: ConfigStore(root: root), logger: Logger(label: "t") { _ in SwiftLogNoOpLogHandler() }), output: OutputSink { _ in }, flags: [:])
+    let session = try Session(
+      env: Environment(
+        store: ConfigStore(root: root), logger: Logger(label: "t") { _ in SwiftLogNoOpLogHandler() }
+      ), output: OutputSink { _ in }, flags: [:])
     let path = try tempScript("local x = \n  = 3\n")
     #expect {
       _ = try session.run(file: path, dc: "dc", db: nil, opts: .object([]), from: .fileOrShipped)
     } throws: { e in
       let b = e as? BeltError
-      return b?.code == .scriptError && (b?.message.contains(":2:") ?? false) && (b?.message.contains(path) ?? false)
+      return b?.code == .scriptError && (b?.message.contains(":2:") ?? false)
+        && (b?.message.contains(path) ?? false)
     }
   }
 
   @Test func runtimeErrorRunsCompensationHooksAndReportsLine() throws {
     let root = NSTemporaryDirectory() + "belt-sess-\(UUID().uuidString)"
     let cap = Captured()
-    let session = try Session(env: Environment(store: ConfigStore(root: root), logger: Logger(label: "t") { _ in SwiftLogNoOpLogHandler() }), output: OutputSink { cap.text += $0 }, flags: [:])
-    let path = try tempScript("""
+    let session = try Session(
+      env: Environment(
+        store: ConfigStore(root: root), logger: Logger(label: "t") { _ in SwiftLogNoOpLogHandler() }
+      ), output: OutputSink { cap.text += $0 }, flags: [:])
+    let path = try tempScript(
+      """
       local dc, db, opts = ...
       belt.on_failure(function(err) print("compensating for " .. err.code) end)
       print("dc=" .. dc .. " n=" .. tostring(opts.n))
       belt.precheck(dc, "nosuchdb")
       """)
     #expect {
-      _ = try session.run(file: path, dc: "mydc", db: nil, opts: .object([("n", 3)]), from: .fileOrShipped)
+      _ = try session.run(
+        file: path, dc: "mydc", db: nil, opts: .object([("n", 3)]), from: .fileOrShipped)
     } throws: { e in
       let b = e as? BeltError
-      return b?.code == .notFound && b?.position == "\(path):4" && (b?.description.contains("(at \(path):4)") ?? false)
+      return b?.code == .notFound && b?.position == "\(path):4"
+        && (b?.description.contains("(at \(path):4)") ?? false)
     }
     #expect(cap.text.contains("dc=mydc n=3"))
     #expect(cap.text.contains("compensating for not_found"))
@@ -222,15 +254,22 @@ struct LuaBoundaryTests {
   @Test func beltErrorRaisedInAScriptKeepsItsFields() throws {
     let root = NSTemporaryDirectory() + "belt-sess-\(UUID().uuidString)"
     let cap = Captured()
-    let session = try Session(env: Environment(store: ConfigStore(root: root), logger: Logger(label: "t") { _ in SwiftLogNoOpLogHandler() }), output: OutputSink { cap.text += $0 }, flags: [:])
-    let path = try tempScript("""
+    let session = try Session(
+      env: Environment(
+        store: ConfigStore(root: root), logger: Logger(label: "t") { _ in SwiftLogNoOpLogHandler() }
+      ), output: OutputSink { cap.text += $0 }, flags: [:])
+    let path = try tempScript(
+      """
       local dc, db = ...
       belt.on_failure(function(err) print("hook saw " .. err.code .. " " .. type(err.traceback)) end)
       local function step() error(belt.error("replication_down", "forward replication is down: slot gone")) end
       step()
       """)
     var caught: BeltError?
-    do { _ = try session.run(file: path, dc: "mydc", db: "app", opts: .object([]), from: .fileOrShipped) } catch { caught = error as? BeltError }
+    do {
+      _ = try session.run(
+        file: path, dc: "mydc", db: "app", opts: .object([]), from: .fileOrShipped)
+    } catch { caught = error as? BeltError }
     let e = try #require(caught)
     #expect(e.code.rawValue == "replication_down")
     #expect(e.message == "forward replication is down: slot gone")
@@ -239,7 +278,8 @@ struct LuaBoundaryTests {
     #expect(e.traceback?.hasPrefix("stack traceback:") == true)
     #expect(e.traceback?.contains("in local 'step'") == true, "\(e.traceback ?? "")")
     #expect(e.description == "mydc/app: forward replication is down: slot gone (at \(path):3)")
-    #expect(e.value["code"] == "replication_down" && e.value["traceback"] == .string(e.traceback ?? ""))
+    #expect(
+      e.value["code"] == "replication_down" && e.value["traceback"] == .string(e.traceback ?? ""))
     #expect(cap.text.contains("hook saw replication_down string"))
     #expect(session.lua.stackTop == 0)
 
@@ -255,9 +295,12 @@ struct LuaBoundaryTests {
   }
 
   @Test func editorDefinitionsAreCurrent() throws {
-    let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    let meta = try String(contentsOf: dir.appendingPathComponent("runbooks/belt.meta.lua"), encoding: .utf8)
-    #expect(meta == LuaDocs.meta() + "\n", "regenerate: belt help-lua --meta > runbooks/belt.meta.lua")
+    let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+      .deletingLastPathComponent().deletingLastPathComponent()
+    let meta = try String(
+      contentsOf: dir.appendingPathComponent("runbooks/belt.meta.lua"), encoding: .utf8)
+    #expect(
+      meta == LuaDocs.meta() + "\n", "regenerate: belt help-lua --meta > runbooks/belt.meta.lua")
   }
 
   @Test func shippedRunbooksResolveByName() throws {
@@ -269,19 +312,27 @@ struct LuaBoundaryTests {
   @Test func everyOperationHasItsRunbookAndEveryRunbookItsOperation() throws {
     for op in OperationRegistry.all where !["src_dsn", "dst_dsn"].contains(op.name) || true {
       let src = Runbooks.source(named: op.cliName + ".lua")
-      #expect(src?.contains("return belt.\(op.name)(dc, db, opts)") == true, "runbook for \(op.name)")
+      #expect(
+        src?.contains("return belt.\(op.name)(dc, db, opts)") == true, "runbook for \(op.name)")
     }
   }
 
   @Test func embeddedRunbooksMatchTheFilesOnDisk() throws {
-    let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("runbooks")
-    let files = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".lua") && !$0.hasSuffix(".meta.lua") }
+    let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+      .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("runbooks")
+    let files = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter {
+      $0.hasSuffix(".lua") && !$0.hasSuffix(".meta.lua")
+    }
     // The build (EmbedRunbooks) embeds runbooks/*.lua: an added, edited or removed runbook is
     // in the next build, so this holds after any `swift build`.
-    #expect(files.count == RunbookSources.files.count, "runbooks/ and the embedded runbooks differ: the build did not regenerate them")
+    #expect(
+      files.count == RunbookSources.files.count,
+      "runbooks/ and the embedded runbooks differ: the build did not regenerate them")
     for f in files {
       let disk = try String(contentsOf: dir.appendingPathComponent(f), encoding: .utf8)
-      #expect(RunbookSources.files[f] == disk, "runbooks/\(f) differs from its embedded copy: the build did not regenerate it")
+      #expect(
+        RunbookSources.files[f] == disk,
+        "runbooks/\(f) differs from its embedded copy: the build did not regenerate it")
     }
   }
 }

@@ -75,12 +75,17 @@ import Testing
   }
 
   @Test func createTableNamesTheTableToPublish() throws {
-    guard case .success(let p) = ApplyDDL.classify("CREATE TABLE IF NOT EXISTS public.\"New T\" (id int PRIMARY KEY)") else {
+    guard
+      case .success(let p) = ApplyDDL.classify(
+        "CREATE TABLE IF NOT EXISTS public.\"New T\" (id int PRIMARY KEY)")
+    else {
       Issue.record("refused")
       return
     }
     #expect(p.creates == QualifiedName(schema: "public", name: "New T"))
-    guard case .success(let u) = ApplyDDL.classify("CREATE UNLOGGED TABLE scratch (id int)") else { return }
+    guard case .success(let u) = ApplyDDL.classify("CREATE UNLOGGED TABLE scratch (id int)") else {
+      return
+    }
     #expect(u.creates == nil)
   }
 }

@@ -46,7 +46,8 @@ func parseError(_ text: String) -> String {
   /// ordered dictionaries: the key stays where it first stood, and the output has it once.
   @Test func aRepeatedKeyKeepsItsLastValueInItsFirstPlace() throws {
     let text = validConfig.replacingOccurrences(
-      of: "\"schema_name\": \"public\"", with: "\"schema_name\": \"old\", \"schema_name\": \"public\"")
+      of: "\"schema_name\": \"public\"",
+      with: "\"schema_name\": \"old\", \"schema_name\": \"public\"")
     let c = try ConfigStore.parse(text, path: "x")
     #expect(c.schemaName == "public")
     let doc = try JSONParser.parse("{\"a\": 1, \"b\": 2, \"a\": 3}")
@@ -56,37 +57,83 @@ func parseError(_ text: String) -> String {
   }
 
   @Test func portMayBeANumber() throws {
-    let c = try ConfigStore.parse(validConfig.replacingOccurrences(of: "\"port\": \"5432\"", with: "\"port\": 5433"), path: "x")
+    let c = try ConfigStore.parse(
+      validConfig.replacingOccurrences(of: "\"port\": \"5432\"", with: "\"port\": 5433"), path: "x")
     #expect(c.src?.port == 5433)
   }
 
   @Test func eachMalformedInputHasItsOwnMessage() {
     let f = "configs/testdc/app/config.json"
-    #expect(parseError("{\"db\": \"app\",") == "\(f): invalid JSON at line 1, column 14: expected a string key")
+    #expect(
+      parseError("{\"db\": \"app\",")
+        == "\(f): invalid JSON at line 1, column 14: expected a string key")
     #expect(parseError("[1]") == "\(f): must be a JSON object")
-    #expect(parseError(validConfig.replacingOccurrences(of: "\"db\": \"app\", ", with: "")) == "\(f): field db is missing")
-    #expect(parseError(validConfig.replacingOccurrences(of: "\"db\": \"app\"", with: "\"db\": \"\"")) == "\(f): field db must not be empty")
-    #expect(parseError(validConfig.replacingOccurrences(of: "\"dc\": \"testdc\"", with: "\"dc\": 7")) == "\(f): field dc must be a string, got a number")
-    #expect(parseError(validConfig.replacingOccurrences(of: "\"port\": \"5432\"", with: "\"port\": true")) == "\(f): field src.port must be a port number (string or number), got a boolean")
-    #expect(parseError(validConfig.replacingOccurrences(of: "\"port\": \"5432\"", with: "\"port\": \"54x\"")) == "\(f): field src.port must be a port number between 1 and 65535, got \"54x\"")
-    #expect(parseError(validConfig.replacingOccurrences(of: "\"port\": \"5432\"", with: "\"port\": 0")) == "\(f): field src.port must be a port number between 1 and 65535, got 0")
-    #expect(parseError(validConfig.replacingOccurrences(of: "\"port\": \"5432\"", with: "\"port\": 70000")) == "\(f): field src.port must be a port number between 1 and 65535, got 70000")
-    #expect(parseError(validConfig.replacingOccurrences(of: "\"port\": \"5432\"", with: "\"port\": 5432.5")) == "\(f): field src.port must be a port number between 1 and 65535, got 5432.5")
-    #expect(parseError(validConfig.replacingOccurrences(of: "\"ip\": \"10.0.0.1\", ", with: "")) == "\(f): field src.ip is missing")
-    #expect(parseError(validConfig.replacingOccurrences(of: "{\"name\": \"owner\", \"pw\": \"owner#password\"}", with: "\"owner\"")) == "\(f): field src.owner_user must be an object {\"name\", \"pw\"}, got a string")
-    #expect(parseError(validConfig.replacingOccurrences(of: "\"pw\": \"r00t\"", with: "\"pw\": \"\"")) == "\(f): field src.root_user.pw must not be empty")
-    #expect(parseError(validConfig.replacingOccurrences(of: "[\"UsersCapital\"]", with: "\"UsersCapital\"")) == "\(f): field tables must be a list of strings or null, got a string")
-    #expect(parseError(validConfig.replacingOccurrences(of: "[\"UsersCapital\"]", with: "[\"\"]")) == "\(f): field tables[0] must be a non-empty string, got a string")
+    #expect(
+      parseError(validConfig.replacingOccurrences(of: "\"db\": \"app\", ", with: ""))
+        == "\(f): field db is missing")
+    #expect(
+      parseError(validConfig.replacingOccurrences(of: "\"db\": \"app\"", with: "\"db\": \"\""))
+        == "\(f): field db must not be empty")
+    #expect(
+      parseError(validConfig.replacingOccurrences(of: "\"dc\": \"testdc\"", with: "\"dc\": 7"))
+        == "\(f): field dc must be a string, got a number")
+    #expect(
+      parseError(validConfig.replacingOccurrences(of: "\"port\": \"5432\"", with: "\"port\": true"))
+        == "\(f): field src.port must be a port number (string or number), got a boolean")
+    #expect(
+      parseError(
+        validConfig.replacingOccurrences(of: "\"port\": \"5432\"", with: "\"port\": \"54x\""))
+        == "\(f): field src.port must be a port number between 1 and 65535, got \"54x\"")
+    #expect(
+      parseError(validConfig.replacingOccurrences(of: "\"port\": \"5432\"", with: "\"port\": 0"))
+        == "\(f): field src.port must be a port number between 1 and 65535, got 0")
+    #expect(
+      parseError(
+        validConfig.replacingOccurrences(of: "\"port\": \"5432\"", with: "\"port\": 70000"))
+        == "\(f): field src.port must be a port number between 1 and 65535, got 70000")
+    #expect(
+      parseError(
+        validConfig.replacingOccurrences(of: "\"port\": \"5432\"", with: "\"port\": 5432.5"))
+        == "\(f): field src.port must be a port number between 1 and 65535, got 5432.5")
+    #expect(
+      parseError(validConfig.replacingOccurrences(of: "\"ip\": \"10.0.0.1\", ", with: ""))
+        == "\(f): field src.ip is missing")
+    #expect(
+      parseError(
+        validConfig.replacingOccurrences(
+          of: "{\"name\": \"owner\", \"pw\": \"owner#password\"}", with: "\"owner\""))
+        == "\(f): field src.owner_user must be an object {\"name\", \"pw\"}, got a string")
+    #expect(
+      parseError(validConfig.replacingOccurrences(of: "\"pw\": \"r00t\"", with: "\"pw\": \"\""))
+        == "\(f): field src.root_user.pw must not be empty")
+    #expect(
+      parseError(
+        validConfig.replacingOccurrences(of: "[\"UsersCapital\"]", with: "\"UsersCapital\""))
+        == "\(f): field tables must be a list of strings or null, got a string")
+    #expect(
+      parseError(validConfig.replacingOccurrences(of: "[\"UsersCapital\"]", with: "[\"\"]"))
+        == "\(f): field tables[0] must be a non-empty string, got a string")
   }
 
   @Test func unknownDcAndDbAreReported() throws {
     let root = NSTemporaryDirectory() + "belt-cfg-\(UUID().uuidString)"
-    try FileManager.default.createDirectory(atPath: root + "/configs/dc1/app", withIntermediateDirectories: true)
-    try validConfig.write(toFile: root + "/configs/dc1/app/config.json", atomically: true, encoding: .utf8)
+    try FileManager.default.createDirectory(
+      atPath: root + "/configs/dc1/app", withIntermediateDirectories: true)
+    try validConfig.write(
+      toFile: root + "/configs/dc1/app/config.json", atomically: true, encoding: .utf8)
     let store = ConfigStore(root: root)
     #expect(try store.dbs(dc: "dc1") == ["app"])
-    #expect(throws: BeltError(.notFound, "unknown dc \"nope\": no directory \(root)/configs/nope (nor \(root)/remote-configs/nope)", dc: "nope")) { try store.dbs(dc: "nope") }
-    #expect(throws: BeltError(.notFound, "unknown db \"x\" in dc \"dc1\": no file \(root)/configs/dc1/x/config.json", dc: "dc1", db: "x")) {
+    #expect(
+      throws: BeltError(
+        .notFound,
+        "unknown dc \"nope\": no directory \(root)/configs/nope (nor \(root)/remote-configs/nope)",
+        dc: "nope")
+    ) { try store.dbs(dc: "nope") }
+    #expect(
+      throws: BeltError(
+        .notFound, "unknown db \"x\" in dc \"dc1\": no file \(root)/configs/dc1/x/config.json",
+        dc: "dc1", db: "x")
+    ) {
       try store.load(dc: "dc1", db: "x")
     }
     #expect(throws: BeltError.self) { try store.load(dc: "../etc", db: "x") }
@@ -95,15 +142,20 @@ func parseError(_ text: String) -> String {
   /// The path names the pair; a file whose "dc" or "db" disagrees is refused, naming both.
   @Test func aConfigWhoseNamesDisagreeWithItsPathIsRefused() throws {
     let root = NSTemporaryDirectory() + "belt-cfg-\(UUID().uuidString)"
-    try FileManager.default.createDirectory(atPath: root + "/configs/dc1/billing", withIntermediateDirectories: true)
-    try validConfig.write(toFile: root + "/configs/dc1/billing/config.json", atomically: true, encoding: .utf8)
+    try FileManager.default.createDirectory(
+      atPath: root + "/configs/dc1/billing", withIntermediateDirectories: true)
+    try validConfig.write(
+      toFile: root + "/configs/dc1/billing/config.json", atomically: true, encoding: .utf8)
     let store = ConfigStore(root: root)
     do {
       _ = try store.load(dc: "dc1", db: "billing")
       Issue.record("loaded a config whose dc and db disagree with its path")
     } catch let e as BeltError {
       #expect(e.code == .configInvalid)
-      #expect(e.message == "\(root)/configs/dc1/billing/config.json: \"dc\" is \"testdc\" but the file is in dc \"dc1\" and \"db\" is \"app\" but the file is in db directory \"billing\"; make them agree")
+      #expect(
+        e.message
+          == "\(root)/configs/dc1/billing/config.json: \"dc\" is \"testdc\" but the file is in dc \"dc1\" and \"db\" is \"app\" but the file is in db directory \"billing\"; make them agree"
+      )
     }
   }
 
@@ -117,9 +169,12 @@ func parseError(_ text: String) -> String {
     let before = try String(contentsOfFile: path, encoding: .utf8)
     AtomicFile.faultBeforeRename = { true }
     defer { AtomicFile.faultBeforeRename = nil }
-    #expect(throws: BeltError.self) { try store.save(original.setting("schema_name", "changed"), to: path) }
+    #expect(throws: BeltError.self) {
+      try store.save(original.setting("schema_name", "changed"), to: path)
+    }
     #expect(try String(contentsOfFile: path, encoding: .utf8) == before)
-    let leftovers = try FileManager.default.contentsOfDirectory(atPath: (path as NSString).deletingLastPathComponent)
+    let leftovers = try FileManager.default.contentsOfDirectory(
+      atPath: (path as NSString).deletingLastPathComponent)
     #expect(leftovers == ["config.json"])
     AtomicFile.faultBeforeRename = nil
     try store.save(original.setting("schema_name", "changed").setting("dc", "dc1"), to: path)
@@ -132,10 +187,13 @@ func parseError(_ text: String) -> String {
   }
 
   @Test func hostilePasswordsRoundTripThroughConninfo() throws {
-    for pw in ["o'wn er", "back\\slash", "#hash@at", "' OR 1=1 --", "tab\tand space ", "ünï€ode", "\\'"] {
+    for pw in [
+      "o'wn er", "back\\slash", "#hash@at", "' OR 1=1 --", "tab\tand space ", "ünï€ode", "\\'",
+    ] {
       let server = ServerConfig(
         host: "db.example", ip: "10.1.2.3", dbname: "my db", port: 5432,
-        root: Credentials(name: "root user", password: pw), owner: Credentials(name: "o", password: "p"),
+        root: Credentials(name: "root user", password: pw),
+        owner: Credentials(name: "o", password: "p"),
         replication: Credentials(name: "pgl", password: "x"))
       let info = server.conninfo(.root)
       var err: UnsafeMutablePointer<CChar>? = nil

@@ -4,7 +4,8 @@ import Testing
 /// The README's Development map against the tree: every folder of Sources/BeltRuntime (and every
 /// command family under Commands/) is named in the map, and every folder the map names exists.
 @Suite struct ReadmeMapTests {
-  static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+  static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+    .deletingLastPathComponent()
     .deletingLastPathComponent()
 
   static func folders(_ relative: String) throws -> Set<String> {
@@ -13,7 +14,8 @@ import Testing
     return Set(
       names.filter { name in
         var dir: ObjCBool = false
-        return FileManager.default.fileExists(atPath: url.appendingPathComponent(name).path, isDirectory: &dir) && dir.boolValue
+        return FileManager.default.fileExists(
+          atPath: url.appendingPathComponent(name).path, isDirectory: &dir) && dir.boolValue
       })
   }
 
@@ -21,7 +23,9 @@ import Testing
   static func mapEntries() throws -> (runtime: Set<String>, families: Set<String>) {
     let readme = try String(contentsOf: root.appendingPathComponent("README.md"), encoding: .utf8)
     let lines = readme.components(separatedBy: "\n")
-    guard let start = lines.firstIndex(where: { $0.hasPrefix("Sources/BeltRuntime") }) else { return ([], []) }
+    guard let start = lines.firstIndex(where: { $0.hasPrefix("Sources/BeltRuntime") }) else {
+      return ([], [])
+    }
     var runtime = Set<String>(), families = Set<String>()
     for line in lines[(start + 1)...] {
       guard line.hasPrefix("  ") else { break }
@@ -45,7 +49,8 @@ import Testing
   /// Each command family's folder holds its specs in <Family>Commands.swift.
   @Test func everyFamilyHasItsCommandsFile() throws {
     for family in try Self.folders("Sources/BeltRuntime/Commands") {
-      let file = Self.root.appendingPathComponent("Sources/BeltRuntime/Commands/\(family)/\(family)Commands.swift")
+      let file = Self.root.appendingPathComponent(
+        "Sources/BeltRuntime/Commands/\(family)/\(family)Commands.swift")
       #expect(FileManager.default.fileExists(atPath: file.path), "\(file.path)")
     }
   }

@@ -12,18 +12,26 @@ import Testing
     replication: Credentials(name: "pgl", password: "p"))
 
   @Test func pgDumpGetsThePasswordOnlyThroughAPrivatePassfile() throws {
-    let inherited = ["PATH": "/usr/bin", "PGPASSWORD": "leak", "PGSERVICE": "svc", "PGSSLMODE": "require", "HOME": "/root"]
+    let inherited = [
+      "PATH": "/usr/bin", "PGPASSWORD": "leak", "PGSERVICE": "svc", "PGSSLMODE": "require",
+      "HOME": "/root",
+    ]
     let inv = try PGTools.invocation(
-      tool: "pg_dump", arguments: PGTools.schemaDumpArguments(schema: "App \"Sch\" *"), server: server, role: .root,
+      tool: "pg_dump", arguments: PGTools.schemaDumpArguments(schema: "App \"Sch\" *"),
+      server: server, role: .root,
       connectTimeout: 7, baseEnvironment: inherited, binDir: "/usr/lib/postgresql/15/bin")
     #expect(inv.executable == "/usr/lib/postgresql/15/bin/pg_dump")
-    #expect(inv.arguments == ["--schema-only", "--no-owner", "--strict-names", "--schema=\"App \"\"Sch\"\" *\""])
+    #expect(
+      inv.arguments == [
+        "--schema-only", "--no-owner", "--strict-names", "--schema=\"App \"\"Sch\"\" *\"",
+      ])
     for a in inv.arguments + [inv.executable] {
       #expect(!a.contains("r00t") && !a.contains("password"))
     }
     #expect(inv.environment["PGPASSWORD"] == nil && inv.environment["PGSERVICE"] == nil)
     #expect(inv.environment["PGSSLMODE"] == "require" && inv.environment["HOME"] == "/root")
-    #expect(inv.environment["PGHOSTADDR"] == "10.1.2.3" && inv.environment["PGHOST"] == "db.example")
+    #expect(
+      inv.environment["PGHOSTADDR"] == "10.1.2.3" && inv.environment["PGHOST"] == "db.example")
     #expect(inv.environment["PGPORT"] == "5433" && inv.environment["PGDATABASE"] == "app db")
     #expect(inv.environment["PGUSER"] == "root" && inv.environment["PGCONNECT_TIMEOUT"] == "7")
     #expect(!inv.environment.values.contains { $0.contains("r00t") })
@@ -34,14 +42,17 @@ import Testing
     var s = server
     s.owner.password = "two\nlines"
     let inv = try PGTools.invocation(
-      tool: "pg_dump", arguments: [], server: s, role: .owner, baseEnvironment: [:], binDir: "/usr/lib/postgresql/15/bin")
+      tool: "pg_dump", arguments: [], server: s, role: .owner, baseEnvironment: [:],
+      binDir: "/usr/lib/postgresql/15/bin")
     #expect(inv.passfileLine == nil)
     #expect(inv.environment["PGPASSWORD"] == "two\nlines")
     #expect(inv.arguments.isEmpty)
   }
 
   @Test func failureMessagesMaskThePassword() {
-    #expect(PGTools.mask("FATAL: bad o'wn er\\ #@pw here", secret: "o'wn er\\ #@pw") == "FATAL: bad **** here")
+    #expect(
+      PGTools.mask("FATAL: bad o'wn er\\ #@pw here", secret: "o'wn er\\ #@pw")
+        == "FATAL: bad **** here")
   }
 
   @Test func unifiedDiffHasHeadersHunksAndContext() {
@@ -51,24 +62,25 @@ import Testing
     lines.append("added 13")
     let b = lines.joined(separator: "\n") + "\n"
     let d = SchemaDiff.unified(a, b)
-    #expect(d == """
-      --- source
-      +++ destination
-      @@ -3,10 +3,11 @@
-       line 3
-       line 4
-       line 5
-      -line 6
-      +changed 6
-       line 7
-       line 8
-       line 9
-       line 10
-       line 11
-       line 12
-      +added 13
+    #expect(
+      d == """
+        --- source
+        +++ destination
+        @@ -3,10 +3,11 @@
+         line 3
+         line 4
+         line 5
+        -line 6
+        +changed 6
+         line 7
+         line 8
+         line 9
+         line 10
+         line 11
+         line 12
+        +added 13
 
-      """)
+        """)
     #expect(SchemaDiff.unified(a, a) == "")
     #expect(SchemaDiff.unified("", "x\n") == "--- source\n+++ destination\n@@ -0,0 +1 @@\n+x\n")
   }

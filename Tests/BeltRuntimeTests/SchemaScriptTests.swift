@@ -5,7 +5,9 @@ import Testing
 @Suite struct SchemaScriptTests {
   // MARK: helpers
 
-  func q(_ schema: String?, _ name: String) -> QualifiedName { QualifiedName(schema: schema, name: name) }
+  func q(_ schema: String?, _ name: String) -> QualifiedName {
+    QualifiedName(schema: schema, name: name)
+  }
 
   func kinds(_ sql: String) -> [SQLStatement.Kind] { SchemaScript.split(sql).map(\.kind) }
 
@@ -67,7 +69,10 @@ import Testing
 
   @Test func stringLiteralsWithSemicolonsAndDoubledQuotes() {
     let st = texts("COMMENT ON TABLE public.t IS 'a; b ''c''; d';\nSELECT 'x'';'';';\nSELECT 3;\n")
-    #expect(st == ["COMMENT ON TABLE public.t IS 'a; b ''c''; d';\n", "SELECT 'x'';'';';\n", "SELECT 3;\n"])
+    #expect(
+      st == [
+        "COMMENT ON TABLE public.t IS 'a; b ''c''; d';\n", "SELECT 'x'';'';';\n", "SELECT 3;\n",
+      ])
   }
 
   @Test func extendedAndUnicodeStrings() {
@@ -80,11 +85,13 @@ import Testing
   @Test func standardConformingStringsOffMakesBackslashEscape() {
     let sql = "SET standard_conforming_strings = off;\nSELECT 'a\\'; b';\nSELECT 5;\n"
     let st = texts(sql)
-    #expect(st == ["SET standard_conforming_strings = off;\n", "SELECT 'a\\'; b';\n", "SELECT 5;\n"])
+    #expect(
+      st == ["SET standard_conforming_strings = off;\n", "SELECT 'a\\'; b';\n", "SELECT 5;\n"])
   }
 
   @Test func commentsBetweenAndInsideStatements() {
-    let inner = "CREATE TABLE public.t (\n    a integer -- note; here\n    /* and; /* nested; */ here; */\n);"
+    let inner =
+      "CREATE TABLE public.t (\n    a integer -- note; here\n    /* and; /* nested; */ here; */\n);"
     let sql = """
       --
       -- Name: t; Type: TABLE; Schema: public; Owner: -
@@ -101,7 +108,8 @@ import Testing
 
   @Test func quotedIdentifiersWithSemicolonsQuotesAndUnicode() {
     let st = SchemaScript.split(
-      "CREATE TABLE public.\"semi;colon\" (\"a\"\"b;\" integer);\nCREATE SCHEMA \"Naïve Schema\";\nCREATE SCHEMA Foo;\n")
+      "CREATE TABLE public.\"semi;colon\" (\"a\"\"b;\" integer);\nCREATE SCHEMA \"Naïve Schema\";\nCREATE SCHEMA Foo;\n"
+    )
     #expect(st.count == 3)
     #expect(st.first?.text == "CREATE TABLE public.\"semi;colon\" (\"a\"\"b;\" integer);\n")
     #expect(st.dropFirst().first?.kind == .createSchema(name: "Naïve Schema"))
@@ -154,14 +162,16 @@ import Testing
 
   @Test func copyFromStdinDataIsPartOfTheStatement() {
     let sql = "COPY public.t (a, b) FROM stdin;\n1\tx;y\n2\t'z\n\\.\n\nSELECT 1;\n"
-    #expect(texts(sql) == ["COPY public.t (a, b) FROM stdin;\n1\tx;y\n2\t'z\n\\.\n", "SELECT 1;\n"])
+    #expect(
+      texts(sql) == ["COPY public.t (a, b) FROM stdin;\n1\tx;y\n2\t'z\n\\.\n", "SELECT 1;\n"])
   }
 
   // MARK: classification
 
   @Test func classifiesSettingsExtensionsPrivilegesOwners() {
     #expect(SchemaScript.classify("SET client_encoding = 'UTF8';") == .set)
-    #expect(SchemaScript.classify("SELECT pg_catalog.set_config('search_path', '', false);") == .set)
+    #expect(
+      SchemaScript.classify("SELECT pg_catalog.set_config('search_path', '', false);") == .set)
     #expect(SchemaScript.classify("SELECT pg_catalog.setval('public.s', 1, false);") == .other)
     #expect(
       SchemaScript.classify("CREATE EXTENSION IF NOT EXISTS \"uuid-ossp\" WITH SCHEMA public;")
@@ -171,79 +181,110 @@ import Testing
     #expect(SchemaScript.classify("GRANT SELECT ON TABLE public.t TO bob;") == .grantOrRevoke)
     #expect(SchemaScript.classify("REVOKE ALL ON SCHEMA public FROM PUBLIC;") == .grantOrRevoke)
     #expect(
-      SchemaScript.classify("ALTER DEFAULT PRIVILEGES FOR ROLE bob IN SCHEMA public GRANT SELECT ON TABLES TO x;")
+      SchemaScript.classify(
+        "ALTER DEFAULT PRIVILEGES FOR ROLE bob IN SCHEMA public GRANT SELECT ON TABLES TO x;")
         == .grantOrRevoke)
     #expect(SchemaScript.classify("ALTER TABLE public.t OWNER TO bob;") == .alterOwner)
-    #expect(SchemaScript.classify("ALTER FUNCTION public.f(integer) OWNER TO \"Bob\";") == .alterOwner)
+    #expect(
+      SchemaScript.classify("ALTER FUNCTION public.f(integer) OWNER TO \"Bob\";") == .alterOwner)
     #expect(SchemaScript.classify("ALTER TABLE public.t RENAME COLUMN owner TO x;") == .other)
     #expect(SchemaScript.classify("ALTER TABLE public.t RENAME owner TO x;") == .other)
-    #expect(SchemaScript.classify("CREATE SCHEMA IF NOT EXISTS sales;") == .createSchema(name: "sales"))
-    #expect(SchemaScript.classify("CREATE TABLE public.extension_grants (\"GRANT \" text);") == .other)
+    #expect(
+      SchemaScript.classify("CREATE SCHEMA IF NOT EXISTS sales;") == .createSchema(name: "sales"))
+    #expect(
+      SchemaScript.classify("CREATE TABLE public.extension_grants (\"GRANT \" text);") == .other)
   }
 
   @Test func keywordsInsideLiteralsNeverClassify() {
-    #expect(SchemaScript.classify("COMMENT ON TABLE public.t IS 'NOT VALID; CREATE INDEX';") == .other)
+    #expect(
+      SchemaScript.classify("COMMENT ON TABLE public.t IS 'NOT VALID; CREATE INDEX';") == .other)
     #expect(
       SchemaScript.classify(
-        "CREATE FUNCTION public.f() RETURNS void LANGUAGE sql AS $$ CREATE INDEX i ON t (a) $$;") == .other)
+        "CREATE FUNCTION public.f() RETURNS void LANGUAGE sql AS $$ CREATE INDEX i ON t (a) $$;")
+        == .other)
     #expect(
       SchemaScript.classify(
         "CREATE FUNCTION public.f() RETURNS void LANGUAGE plpgsql AS $b$ BEGIN EXECUTE 'ALTER TABLE t ADD CONSTRAINT c CHECK (a > 0) NOT VALID'; END $b$;"
       ) == .other)
-    #expect(SchemaScript.classify("CREATE TABLE public.\"CREATE INDEX\" (\"NOT VALID\" boolean);") == .other)
-    #expect(SchemaScript.classify("create unique index lower_idx on public.t using btree (a);") != .other)
+    #expect(
+      SchemaScript.classify("CREATE TABLE public.\"CREATE INDEX\" (\"NOT VALID\" boolean);")
+        == .other)
+    #expect(
+      SchemaScript.classify("create unique index lower_idx on public.t using btree (a);") != .other)
   }
 
   @Test func parsesIndexExamples() {
     #expect(
       indexInfo("CREATE INDEX \"Idx Name\" ON public.\"My Table\" USING btree (\"Col A\", b);")
         == IndexInfo(
-          name: q("public", "Idx Name"), table: q("public", "My Table"), unique: false, onOnly: false,
+          name: q("public", "Idx Name"), table: q("public", "My Table"), unique: false,
+          onOnly: false,
           columns: ["Col A", "b"], isPartial: false))
     #expect(
       indexInfo(
-        "CREATE UNIQUE INDEX fk_unique_parent_unique_code_idx ON public.fk_unique_parent USING btree (unique_code);")
+        "CREATE UNIQUE INDEX fk_unique_parent_unique_code_idx ON public.fk_unique_parent USING btree (unique_code);"
+      )
         == IndexInfo(
-          name: q("public", "fk_unique_parent_unique_code_idx"), table: q("public", "fk_unique_parent"),
+          name: q("public", "fk_unique_parent_unique_code_idx"),
+          table: q("public", "fk_unique_parent"),
           unique: true, onOnly: false, columns: ["unique_code"], isPartial: false))
     #expect(
-      indexInfo("CREATE INDEX measurements_city_idx ON ONLY public.measurements USING btree (city_id);")
+      indexInfo(
+        "CREATE INDEX measurements_city_idx ON ONLY public.measurements USING btree (city_id);")
         == IndexInfo(
-          name: q("public", "measurements_city_idx"), table: q("public", "measurements"), unique: false,
+          name: q("public", "measurements_city_idx"), table: q("public", "measurements"),
+          unique: false,
           onOnly: true, columns: ["city_id"], isPartial: false))
     #expect(
-      indexInfo("CREATE INDEX \"we\"\"ird\" ON sch.\"naïve\" USING btree (Foo DESC NULLS LAST, \"b\" text_pattern_ops);")
+      indexInfo(
+        "CREATE INDEX \"we\"\"ird\" ON sch.\"naïve\" USING btree (Foo DESC NULLS LAST, \"b\" text_pattern_ops);"
+      )
         == IndexInfo(
           name: q("sch", "we\"ird"), table: q("sch", "naïve"), unique: false, onOnly: false,
           columns: ["foo", "b"], isPartial: false))
-    let partial = indexInfo("CREATE UNIQUE INDEX p_idx ON public.t USING btree (a) WHERE (deleted_at IS NULL);")
+    let partial = indexInfo(
+      "CREATE UNIQUE INDEX p_idx ON public.t USING btree (a) WHERE (deleted_at IS NULL);")
     #expect(partial?.isPartial == true)
     #expect(partial?.columns == ["a"])
     let expr = indexInfo("CREATE UNIQUE INDEX e_idx ON public.t USING btree (lower(email));")
     #expect(expr?.columns == nil)
     #expect(indexInfo("CREATE INDEX e2_idx ON public.t USING btree (((a + b)));")?.columns == nil)
     let incl = indexInfo(
-      "CREATE UNIQUE INDEX i_idx ON public.t USING btree (a COLLATE \"C\" public.my_ops) INCLUDE (b) WITH (fillfactor='90');")
+      "CREATE UNIQUE INDEX i_idx ON public.t USING btree (a COLLATE \"C\" public.my_ops) INCLUDE (b) WITH (fillfactor='90');"
+    )
     #expect(incl?.columns == ["a"])
     #expect(incl?.isPartial == false)
   }
 
   @Test func parsesAttachAndNotValidConstraints() {
     #expect(
-      SchemaScript.classify("ALTER INDEX public.measurements_city_idx ATTACH PARTITION public.measurements_y2024_city_idx;")
+      SchemaScript.classify(
+        "ALTER INDEX public.measurements_city_idx ATTACH PARTITION public.measurements_y2024_city_idx;"
+      )
         == .attachIndexPartition(
-          parentIndex: q("public", "measurements_city_idx"), childIndex: q("public", "measurements_y2024_city_idx")))
+          parentIndex: q("public", "measurements_city_idx"),
+          childIndex: q("public", "measurements_y2024_city_idx")))
     #expect(
       SchemaScript.classify(
         "ALTER TABLE public.orders\n    ADD CONSTRAINT orders_customer_fk FOREIGN KEY (customer_id) REFERENCES public.customers(id) NOT VALID;"
-      ) == .notValidConstraint(ConstraintInfo(name: "orders_customer_fk", table: q("public", "orders"), isForeignKey: true)))
-    #expect(
-      SchemaScript.classify("ALTER TABLE ONLY public.\"My Table\"\n    ADD CONSTRAINT \"chk \"\"q\"\"\" CHECK ((qty > 0)) NOT VALID;")
-        == .notValidConstraint(ConstraintInfo(name: "chk \"q\"", table: q("public", "My Table"), isForeignKey: false)))
-    #expect(
-      SchemaScript.classify("ALTER DOMAIN public.posint\n    ADD CONSTRAINT posint_check CHECK ((VALUE > 0)) NOT VALID;")
+      )
         == .notValidConstraint(
-          ConstraintInfo(name: "posint_check", table: q("public", "posint"), isForeignKey: false, onDomain: true)))
+          ConstraintInfo(
+            name: "orders_customer_fk", table: q("public", "orders"), isForeignKey: true)))
+    #expect(
+      SchemaScript.classify(
+        "ALTER TABLE ONLY public.\"My Table\"\n    ADD CONSTRAINT \"chk \"\"q\"\"\" CHECK ((qty > 0)) NOT VALID;"
+      )
+        == .notValidConstraint(
+          ConstraintInfo(name: "chk \"q\"", table: q("public", "My Table"), isForeignKey: false)))
+    #expect(
+      SchemaScript.classify(
+        "ALTER DOMAIN public.posint\n    ADD CONSTRAINT posint_check CHECK ((VALUE > 0)) NOT VALID;"
+      )
+        == .notValidConstraint(
+          ConstraintInfo(
+            name: "posint_check", table: q("public", "posint"), isForeignKey: false, onDomain: true)
+        ))
     // Valid FK: stays .other.
     #expect(
       SchemaScript.classify(
@@ -251,21 +292,30 @@ import Testing
       ) == .other)
     // "not valid" inside the CHECK expression is not the NOT VALID attribute.
     #expect(
-      SchemaScript.classify("ALTER TABLE ONLY public.t ADD CONSTRAINT c CHECK ((NOT valid));") == .other)
+      SchemaScript.classify("ALTER TABLE ONLY public.t ADD CONSTRAINT c CHECK ((NOT valid));")
+        == .other)
   }
 
   @Test func quotingAndDropStatements() {
     #expect(PGConnection.quoteIdent("a\"b") == "\"a\"\"b\"")
     #expect(PGConnection.quoteIdent("plain") == "\"plain\"")
-    guard let info = indexInfo("CREATE INDEX \"Idx Name\" ON public.\"My Table\" USING btree (\"Col A\");") else {
+    guard
+      let info = indexInfo(
+        "CREATE INDEX \"Idx Name\" ON public.\"My Table\" USING btree (\"Col A\");")
+    else {
       Issue.record("index not parsed")
       return
     }
     #expect(SchemaScript.dropIndexSQL(info) == "DROP INDEX IF EXISTS \"public\".\"Idx Name\";")
     let c = ConstraintInfo(name: "chk \"q\"", table: q("public", "My Table"), isForeignKey: false)
-    #expect(SchemaScript.dropConstraintSQL(c) == "ALTER TABLE \"public\".\"My Table\" DROP CONSTRAINT IF EXISTS \"chk \"\"q\"\"\";")
-    let d = ConstraintInfo(name: "d_check", table: q("public", "d"), isForeignKey: false, onDomain: true)
-    #expect(SchemaScript.dropConstraintSQL(d) == "ALTER DOMAIN \"public\".\"d\" DROP CONSTRAINT IF EXISTS \"d_check\";")
+    #expect(
+      SchemaScript.dropConstraintSQL(c)
+        == "ALTER TABLE \"public\".\"My Table\" DROP CONSTRAINT IF EXISTS \"chk \"\"q\"\"\";")
+    let d = ConstraintInfo(
+      name: "d_check", table: q("public", "d"), isForeignKey: false, onDomain: true)
+    #expect(
+      SchemaScript.dropConstraintSQL(d)
+        == "ALTER DOMAIN \"public\".\"d\" DROP CONSTRAINT IF EXISTS \"d_check\";")
     let st = SchemaScript.split("SELECT 1;\nSELECT 2;\n")
     #expect(SchemaScript.render(st) == "SELECT 1;\n\nSELECT 2;\n")
   }
@@ -281,8 +331,13 @@ import Testing
     let files = SchemaScript.partition(SchemaScript.split(sql))
     #expect(files.fkRequiredUniqueIndexes == [q("public", "fk_unique_parent_unique_code_idx")])
     #expect(files.base.count == 2)
-    #expect(files.base.first?.text.hasPrefix("CREATE UNIQUE INDEX fk_unique_parent_unique_code_idx") == true)
-    #expect(files.indexes.map(\.text) == ["CREATE INDEX other_idx ON public.fk_unique_parent USING btree (unique_code);\n"])
+    #expect(
+      files.base.first?.text.hasPrefix("CREATE UNIQUE INDEX fk_unique_parent_unique_code_idx")
+        == true)
+    #expect(
+      files.indexes.map(\.text) == [
+        "CREATE INDEX other_idx ON public.fk_unique_parent USING btree (unique_code);\n"
+      ])
   }
 
   @Test func fkRequiredNegativeCases() {
@@ -310,7 +365,10 @@ import Testing
       CREATE TABLE app.d (y integer REFERENCES s(y));
       """
     let files = SchemaScript.partition(SchemaScript.split(sql))
-    #expect(files.fkRequiredUniqueIndexes == [q("public", "comp_idx"), q("public", "nv_idx"), q("app", "unq_idx")])
+    #expect(
+      files.fkRequiredUniqueIndexes == [
+        q("public", "comp_idx"), q("public", "nv_idx"), q("app", "unq_idx"),
+      ])
     #expect(files.indexes.isEmpty)
     #expect(files.invalidConstraints.count == 1)
   }
@@ -364,7 +422,9 @@ import Testing
       """
     let st = SchemaScript.split(sql)
     let files = SchemaScript.partition(st)
-    let sets = ["SET statement_timeout = 0;\n", "SELECT pg_catalog.set_config('search_path', '', false);\n"]
+    let sets = [
+      "SET statement_timeout = 0;\n", "SELECT pg_catalog.set_config('search_path', '', false);\n",
+    ]
     #expect(
       files.full.map(\.text)
         == sets + [
@@ -372,15 +432,23 @@ import Testing
           "CREATE INDEX t_a_idx ON app.t USING btree (a);\n",
           "ALTER TABLE app.t ADD CONSTRAINT t_b_check CHECK ((b > 0)) NOT VALID;\n",
         ])
-    #expect(files.base.map(\.text) == sets + ["CREATE SCHEMA app;\n", "CREATE TABLE app.t (a integer, b integer);\n"])
-    #expect(files.indexes.map(\.text) == sets + ["CREATE INDEX t_a_idx ON app.t USING btree (a);\n"])
+    #expect(
+      files.base.map(\.text) == sets + [
+        "CREATE SCHEMA app;\n", "CREATE TABLE app.t (a integer, b integer);\n",
+      ])
+    #expect(
+      files.indexes.map(\.text) == sets + ["CREATE INDEX t_a_idx ON app.t USING btree (a);\n"])
     #expect(
       files.invalidConstraints.map(\.text)
         == sets + ["ALTER TABLE app.t ADD CONSTRAINT t_b_check CHECK ((b > 0)) NOT VALID;\n"])
     #expect(files.extensions == ["citext"])
     #expect(files.fkRequiredUniqueIndexes.isEmpty)
     let rendered = files.renderedFiles()
-    #expect(rendered.map(\.name) == ["schema.sql", "invalid_constraints.sql", "indexes.sql", "no_invalid_constraints_no_indexes.sql"])
+    #expect(
+      rendered.map(\.name) == [
+        "schema.sql", "invalid_constraints.sql", "indexes.sql",
+        "no_invalid_constraints_no_indexes.sql",
+      ])
     #expect(
       rendered.dropFirst(2).first?.contents
         == "SET statement_timeout = 0;\n\nSELECT pg_catalog.set_config('search_path', '', false);\n\nCREATE INDEX t_a_idx ON app.t USING btree (a);\n"
@@ -705,8 +773,16 @@ import Testing
         $0.text
           == "CREATE DOMAIN public.positive_int AS integer\n\tCONSTRAINT positive_int_check CHECK ((VALUE > 0));\n"
       })
-    #expect(st.contains { $0.text.hasPrefix("CREATE FUNCTION public.touch_updated_at()") && $0.text.hasSuffix("END;\n$$;\n") })
-    #expect(st.contains { $0.text.hasPrefix("CREATE FUNCTION public.add_one(integer)") && $0.text.hasSuffix(" SELECT ($1 + 1);\nEND;\n") })
+    #expect(
+      st.contains {
+        $0.text.hasPrefix("CREATE FUNCTION public.touch_updated_at()")
+          && $0.text.hasSuffix("END;\n$$;\n")
+      })
+    #expect(
+      st.contains {
+        $0.text.hasPrefix("CREATE FUNCTION public.add_one(integer)")
+          && $0.text.hasSuffix(" SELECT ($1 + 1);\nEND;\n")
+      })
 
     let files = SchemaScript.partition(st)
     #expect(files.extensions == ["citext"])
@@ -720,12 +796,21 @@ import Testing
       ])
     #expect(
       files.invalidConstraints.filter { $0.kind != .set }.map(\.kind) == [
-        .notValidConstraint(ConstraintInfo(name: "orders_qty_check", table: q("public", "orders"), isForeignKey: false)),
-        .notValidConstraint(ConstraintInfo(name: "orders_customer_fk", table: q("public", "orders"), isForeignKey: true)),
+        .notValidConstraint(
+          ConstraintInfo(
+            name: "orders_qty_check", table: q("public", "orders"), isForeignKey: false)),
+        .notValidConstraint(
+          ConstraintInfo(
+            name: "orders_customer_fk", table: q("public", "orders"), isForeignKey: true)),
       ])
     let baseTexts = files.base.map(\.text)
-    #expect(baseTexts.contains("CREATE UNIQUE INDEX customers_unique_code_idx ON public.customers USING btree (unique_code);\n"))
-    #expect(baseTexts.contains("ALTER INDEX public.measurements_pkey ATTACH PARTITION public.measurements_y2024_pkey;\n"))
+    #expect(
+      baseTexts.contains(
+        "CREATE UNIQUE INDEX customers_unique_code_idx ON public.customers USING btree (unique_code);\n"
+      ))
+    #expect(
+      baseTexts.contains(
+        "ALTER INDEX public.measurements_pkey ATTACH PARTITION public.measurements_y2024_pkey;\n"))
     #expect(baseTexts.contains("COMMENT ON TABLE public.orders IS 'NOT VALID; CREATE INDEX';\n"))
     #expect(!baseTexts.contains { $0.contains("EXTENSION") || $0.hasPrefix("GRANT") })
     // Every file opens with the header SETs, so each is loadable alone.
@@ -734,7 +819,9 @@ import Testing
       #expect(Array(file.prefix(10)) == header)
     }
     #expect(files.full.count == st.count - 3)  // 2 extension statements + 1 GRANT dropped
-    #expect(files.base.count + files.indexes.count + files.invalidConstraints.count == files.full.count + 2 * 12)
+    #expect(
+      files.base.count + files.indexes.count + files.invalidConstraints.count == files.full.count
+        + 2 * 12)
   }
 
   // MARK: statements that follow an index or a constraint
@@ -750,7 +837,8 @@ import Testing
       SchemaScript.classify("ALTER TABLE \"S\".\"naïve tåble\" CLUSTER ON \"Idx Mixed\";")
         == .indexDependent(index: q("S", "Idx Mixed")))
     #expect(
-      SchemaScript.classify("ALTER TABLE ONLY s.t REPLICA IDENTITY USING INDEX ri;") == .replicaIdentityIndex(index: q("s", "ri")))
+      SchemaScript.classify("ALTER TABLE ONLY s.t REPLICA IDENTITY USING INDEX ri;")
+        == .replicaIdentityIndex(index: q("s", "ri")))
     #expect(
       SchemaScript.classify("COMMENT ON CONSTRAINT \"Chk\" ON \"S\".\"quo\"\"ted\" IS 'c';")
         == .constraintDependent(table: q("S", "quo\"ted"), name: "Chk", onDomain: false))
@@ -779,20 +867,29 @@ import Testing
     let base = files.base.map(\.text).joined()
     let idx = files.indexes.map(\.text).joined()
     let inv = files.invalidConstraints.map(\.text).joined()
-    #expect(inv.contains("'deferred with its constraint'") && !base.contains("'deferred with its constraint'"))
+    #expect(
+      inv.contains("'deferred with its constraint'")
+        && !base.contains("'deferred with its constraint'"))
     #expect(base.contains("'stays in base'"))
-    #expect(idx.contains("CLUSTER ON t_a") && idx.contains("'deferred with its index'") && !base.contains("t_a"))
+    #expect(
+      idx.contains("CLUSTER ON t_a") && idx.contains("'deferred with its index'")
+        && !base.contains("t_a"))
     // The replica identity index stays in base with its statistics.
-    #expect(base.contains("CREATE UNIQUE INDEX t_b") && base.contains("SET STATISTICS 100") && base.contains("REPLICA IDENTITY"))
+    #expect(
+      base.contains("CREATE UNIQUE INDEX t_b") && base.contains("SET STATISTICS 100")
+        && base.contains("REPLICA IDENTITY"))
     #expect(!idx.contains("t_b"))
     #expect(files.fkRequiredUniqueIndexes.isEmpty)
   }
 
   @Test func addedConstraintNamesTableAndPrimaryKey() {
-    let st = SchemaScript.split("ALTER TABLE ONLY \"S\".\"T t\"\n    ADD CONSTRAINT \"T t_pkey\" PRIMARY KEY (id);\n")
+    let st = SchemaScript.split(
+      "ALTER TABLE ONLY \"S\".\"T t\"\n    ADD CONSTRAINT \"T t_pkey\" PRIMARY KEY (id);\n")
     let c = st.first.flatMap { SchemaScript.addedConstraint(in: $0) }
     #expect(c?.table == q("S", "T t") && c?.name == "T t_pkey" && c?.primaryKey == true)
-    let u = SchemaScript.split("ALTER TABLE s.t ADD CONSTRAINT u UNIQUE (a);").first.flatMap { SchemaScript.addedConstraint(in: $0) }
+    let u = SchemaScript.split("ALTER TABLE s.t ADD CONSTRAINT u UNIQUE (a);").first.flatMap {
+      SchemaScript.addedConstraint(in: $0)
+    }
     #expect(u?.primaryKey == false && u?.name == "u")
   }
 }

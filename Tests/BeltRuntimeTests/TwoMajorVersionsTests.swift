@@ -28,7 +28,9 @@ import Testing
     #expect(t == PGTools.ToolDirectory(path: "/usr/lib/postgresql/18/bin", major: 18))
     // Newest even when both servers are older: a newer pg_dump dumps older servers.
     #expect(try PGTools.chooseDumpTool(found, servers: [("src", 15), ("dst", 15)]).major == 18)
-    #expect(try PGTools.chooseDumpTool([found[0]], servers: [("src", 15), ("dst", 15)]).path == "/opt/pg15/bin")
+    #expect(
+      try PGTools.chooseDumpTool([found[0]], servers: [("src", 15), ("dst", 15)]).path
+        == "/opt/pg15/bin")
   }
 
   @Test func noPgDumpNewEnoughIsOneLineNamingFoundAndNeeded() {
@@ -40,13 +42,15 @@ import Testing
       return b.code == .preconditionFailed && !b.message.contains("\n")
         && b.message.contains("src is PostgreSQL 15, dst is PostgreSQL 18")
         && b.message.contains("pg_dump 18 or newer is needed")
-        && b.message.contains("found pg_dump 15 (/opt/pg15/bin), pg_dump 16 (/usr/lib/postgresql/16/bin)")
+        && b.message.contains(
+          "found pg_dump 15 (/opt/pg15/bin), pg_dump 16 (/usr/lib/postgresql/16/bin)")
         && b.message.contains("BELT_PG_BIN")
     }
     #expect {
       try PGTools.chooseDumpTool([], servers: [("src", 15), ("dst", 15)])
     } throws: { e in
-      (e as? BeltError)?.message.contains("found none in $BELT_PG_BIN, /usr/lib/postgresql/*/bin or PATH") == true
+      (e as? BeltError)?.message.contains(
+        "found none in $BELT_PG_BIN, /usr/lib/postgresql/*/bin or PATH") == true
     }
   }
 
@@ -55,7 +59,8 @@ import Testing
     let dir = root + "/" + sub
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     let exe = dir + "/pg_dump"
-    try "#!/bin/sh\necho 'pg_dump (PostgreSQL) \(version)'\n".write(toFile: exe, atomically: true, encoding: .utf8)
+    try "#!/bin/sh\necho 'pg_dump (PostgreSQL) \(version)'\n".write(
+      toFile: exe, atomically: true, encoding: .utf8)
     try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: exe)
     return dir
   }
@@ -66,7 +71,8 @@ import Testing
     let versioned = root + "/usr-lib-postgresql"
     let d15 = try fakeBin(versioned, "15/bin", version: "15.20 (Debian 15.20-0+deb12u1)")
     let d18 = try fakeBin(versioned, "18/bin", version: "18.6")
-    try FileManager.default.createDirectory(atPath: versioned + "/17/bin", withIntermediateDirectories: true)  // no pg_dump
+    try FileManager.default.createDirectory(
+      atPath: versioned + "/17/bin", withIntermediateDirectories: true)  // no pg_dump
     let explicit = try fakeBin(root, "venv/bin", version: "18.6")
     let onPath = try fakeBin(root, "path/bin", version: "16.4")
     let link = root + "/link"  // another name of onPath (/bin and /usr/bin on a merged-/usr system)
@@ -76,9 +82,13 @@ import Testing
     #expect(dirs.map(\.path) == [explicit, d18, d15, onPath])  // d15 and onPath once
     #expect(dirs.map(\.major) == [18, 18, 15, 16])
     // BELT_PG_BIN wins among equal majors; an older BELT_PG_BIN loses to a newer version.
-    #expect(try PGTools.dumpTool(servers: [("src", 15), ("dst", 18)], environment: env).path == explicit)
+    #expect(
+      try PGTools.dumpTool(servers: [("src", 15), ("dst", 18)], environment: env).path == explicit)
     let older = ["BELT_PG_BIN": onPath, "PATH": d15]
-    #expect(try PGTools.chooseDumpTool(PGTools.toolDirectories(environment: older, root: versioned), servers: [("src", 15)]).path == d18)
+    #expect(
+      try PGTools.chooseDumpTool(
+        PGTools.toolDirectories(environment: older, root: versioned), servers: [("src", 15)]
+      ).path == d18)
   }
 
   // MARK: a newer pg_dump's script
@@ -140,7 +150,9 @@ import Testing
     let statements = SchemaScript.split(Self.pg18Dump)
     #expect(statements.first?.kind == .meta && statements.last?.kind == .meta)
     let names = SchemaScript.settingNames(statements)
-    #expect(names.first == "statement_timeout" && names.contains("transaction_timeout") && names.contains("search_path"))
+    #expect(
+      names.first == "statement_timeout" && names.contains("transaction_timeout")
+        && names.contains("search_path"))
     #expect(Set(names).count == names.count)
     // What dump-schema does with a PostgreSQL 15 dst (which has no transaction_timeout).
     let kept = SchemaScript.removingSettings(["transaction_timeout"], from: statements)
@@ -152,10 +164,14 @@ import Testing
       #expect(contents.contains("SET lock_timeout = 0;"), "\(name)")
     }
     #expect(files.base.map(\.text).contains("CREATE TABLE public.t (a integer NOT NULL);\n"))
-    #expect(files.indexes.filter { $0.kind != .set }.map(\.text) == ["CREATE INDEX t_a ON public.t USING btree (a);\n"])
+    #expect(
+      files.indexes.filter { $0.kind != .set }.map(\.text) == [
+        "CREATE INDEX t_a ON public.t USING btree (a);\n"
+      ])
     // A PostgreSQL 18 dst keeps the setting.
-    #expect(SchemaScript.partition(SchemaScript.removingSettings([], from: statements)).base.contains {
-      $0.text == "SET transaction_timeout = 0;\n"
-    })
+    #expect(
+      SchemaScript.partition(SchemaScript.removingSettings([], from: statements)).base.contains {
+        $0.text == "SET transaction_timeout = 0;\n"
+      })
   }
 }

@@ -9,16 +9,22 @@ import Testing
 /// and options (names, kind, repetition, default), and each typed option refuses a bad value.
 @Suite struct CLISpecTests {
   /// Options every command has (GlobalOptions and ArgumentParser's own).
-  static let global: Set<String> = ["json", "verbose", "jobs", "config-dir", "yes", "audit-log", "version", "help"]
+  static let global: Set<String> = [
+    "json", "verbose", "jobs", "config-dir", "yes", "audit-log", "version", "help",
+  ]
   /// What the command line adds beyond the spec (Sources/belt `CLIExtras`).
-  static let cliOnly: [String: [Argument]] = ["status": [Argument(kind: "option", names: ["watch"])]]
+  static let cliOnly: [String: [Argument]] = [
+    "status": [Argument(kind: "option", names: ["watch"])]
+  ]
 
   struct Argument: Equatable, CustomStringConvertible {
     var kind: String
     var names: [String]
     var repeating = false
     var defaultValue: String? = nil
-    var description: String { "\(kind) \(names) \(repeating ? "repeating " : "")default=\(defaultValue ?? "-")" }
+    var description: String {
+      "\(kind) \(names) \(repeating ? "repeating " : "")default=\(defaultValue ?? "-")"
+    }
   }
 
   /// The arguments a spec option must have on the command line.
@@ -57,15 +63,19 @@ import Testing
       #expect(sub["abstract"]?.stringValue == op.summary, "\(op.cliName) abstract")
       let discussion = sub["discussion"]?.stringValue ?? ""
       #expect(discussion.hasPrefix(op.details), "\(op.cliName) discussion")
-      #expect(discussion.contains("If the db name is not given run on all dbs in the dc.") == op.allowsAllDBs)
+      #expect(
+        discussion.contains("If the db name is not given run on all dbs in the dc.")
+          == op.allowsAllDBs)
       let args = sub["arguments"]?.arrayValue ?? []
       let positional = args.filter { $0["kind"] == "positional" }.map {
         "\($0["valueName"]?.stringValue ?? "")\($0["isOptional"] == true ? "?" : "")"
       }
-      #expect(positional == ["dc", op.allowsAllDBs ? "db?" : "db"], "\(op.cliName) positional arguments")
+      #expect(
+        positional == ["dc", op.allowsAllDBs ? "db?" : "db"], "\(op.cliName) positional arguments")
       let named = args.filter { $0["kind"] != "positional" }.map { a in
         Argument(
-          kind: a["kind"]?.stringValue ?? "", names: (a["names"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue },
+          kind: a["kind"]?.stringValue ?? "",
+          names: (a["names"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue },
           repeating: a["isRepeating"] == true, defaultValue: a["defaultValue"]?.stringValue)
       }.filter { !$0.names.contains { Self.global.contains($0) } }
       let want = op.commandOptions.flatMap(Self.expected) + (Self.cliOnly[op.name] ?? [])
@@ -100,7 +110,9 @@ import Testing
     // status --watch: refused below its floor instead of being raised silently.
     for bad in ["0", "-1", "0.1", "nan"] {
       let r = try CLI.run(["status", "dc", "--watch=\(bad)"])
-      #expect(r.code == 64 && r.err.contains("--watch: at least 0.5 seconds expected"), "\(bad): \(r.err)")
+      #expect(
+        r.code == 64 && r.err.contains("--watch: at least 0.5 seconds expected"), "\(bad): \(r.err)"
+      )
     }
   }
 }

@@ -13,7 +13,9 @@ enum Cut {
   }
 
   /// The first value of a query as root in a pair's database.
-  static func scalar(_ dc: TestDC, _ db: String, _ side: Side, _ sql: String, _ params: [String?] = []) throws -> String? {
+  static func scalar(
+    _ dc: TestDC, _ db: String, _ side: Side, _ sql: String, _ params: [String?] = []
+  ) throws -> String? {
     let c = try dc.conn(db, side)
     defer { c.close() }
     return try c.query(sql, params).scalar
@@ -47,17 +49,27 @@ enum Cut {
   static func rolcanlogin(_ role: String) throws -> Bool? {
     let c = try cluster(.src)
     defer { c.close() }
-    return try c.query("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1", [role]).scalar.map { $0 == "t" }
+    return try c.query("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1", [role]).scalar.map {
+      $0 == "t"
+    }
   }
 
   /// md5 over the table's rows as text in sorted order (an independent check of equality).
-  static func orderedHash(_ dc: TestDC, _ db: String, _ side: Side, _ table: String) throws -> String? {
-    try scalar(dc, db, side, "SELECT md5(string_agg(h, '' ORDER BY h)) || ':' || count(*) FROM (SELECT md5(t::text) AS h FROM \(table) t) s")
+  static func orderedHash(_ dc: TestDC, _ db: String, _ side: Side, _ table: String) throws
+    -> String?
+  {
+    try scalar(
+      dc, db, side,
+      "SELECT md5(string_agg(h, '' ORDER BY h)) || ':' || count(*) FROM (SELECT md5(t::text) AS h FROM \(table) t) s"
+    )
   }
 
   /// A pair context for calling the Swift operations directly.
-  static func context(_ dc: TestDC, _ db: String, _ opts: [String: Value] = [:]) throws -> PairContext {
-    PairContext(config: try dc.store.load(dc: dc.dc, db: db), db: db, env: dc.env(), options: Options(opts))
+  static func context(_ dc: TestDC, _ db: String, _ opts: [String: Value] = [:]) throws
+    -> PairContext
+  {
+    PairContext(
+      config: try dc.store.load(dc: dc.dc, db: db), db: db, env: dc.env(), options: Options(opts))
   }
 
   struct Spawned {
@@ -147,12 +159,13 @@ enum CutFixtures {
     """
 
   /// The source side of the sync fixture.
-  static let syncSource = syncDDL + """
+  static let syncSource =
+    syncDDL + """
 
-    \(syncPKData)
-    SELECT setval('"UsersCapital_id_seq"', 50), setval('"table with space_id_seq"', 20), setval('"userS_id_seq"', 7);
-    INSERT INTO fruits VALUES (1, 'apple'), (2, 'banana'), (3, NULL), (4, 'kiwi');
-    INSERT INTO "existingSomethingIds" VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd');
-    SELECT setval('standalone_seq', 42);
-    """
+      \(syncPKData)
+      SELECT setval('"UsersCapital_id_seq"', 50), setval('"table with space_id_seq"', 20), setval('"userS_id_seq"', 7);
+      INSERT INTO fruits VALUES (1, 'apple'), (2, 'banana'), (3, NULL), (4, 'kiwi');
+      INSERT INTO "existingSomethingIds" VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd');
+      SELECT setval('standalone_seq', 42);
+      """
 }

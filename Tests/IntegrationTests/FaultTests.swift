@@ -27,9 +27,14 @@ func eventually(_ timeout: Double = 30, _ cond: () throws -> Bool) rethrows -> B
 
 /// The pglogical footprint of a database: nodes, subscriptions, slots, roles named like ours.
 func footprint(_ c: PGConnection, _ pair: TestDC.PairSpec) throws -> String {
-  let ext = try c.query("SELECT count(*) FROM pg_extension WHERE extname = 'pglogical'").scalar ?? "?"
-  let role = try c.query("SELECT count(*) FROM pg_roles WHERE rolname = $1", [pair.pglogical.name]).scalar ?? "?"
-  let slots = try c.query("SELECT count(*) FROM pg_replication_slots WHERE database = current_database()").scalar ?? "?"
+  let ext =
+    try c.query("SELECT count(*) FROM pg_extension WHERE extname = 'pglogical'").scalar ?? "?"
+  let role =
+    try c.query("SELECT count(*) FROM pg_roles WHERE rolname = $1", [pair.pglogical.name]).scalar
+    ?? "?"
+  let slots =
+    try c.query("SELECT count(*) FROM pg_replication_slots WHERE database = current_database()")
+    .scalar ?? "?"
   return "ext=\(ext) role=\(role) slots=\(slots)"
 }
 
@@ -43,7 +48,11 @@ struct FaultTests {
     let before = try (footprint(dc.conn("app", .src), pair), footprint(dc.conn("app", .dst), pair))
 
     // Wrong root password.
-    let wrong = good.setting("src", good["src"]?.setting("root_user", .object([("name", .string(PG.rootUser)), ("pw", "not-the-password")])) ?? .null)
+    let wrong = good.setting(
+      "src",
+      good["src"]?.setting(
+        "root_user", .object([("name", .string(PG.rootUser)), ("pw", "not-the-password")])) ?? .null
+    )
     try dc.store.save(wrong, to: path)
     let r1 = try CLI.run(["setup", dc.dc, "app", "--config-dir", dc.root])
     #expect(r1.code == 1)
@@ -61,7 +70,8 @@ struct FaultTests {
     #expect(Date().timeIntervalSince(t0) < 15)
 
     // Malformed config and unknown dc.
-    try "{\"db\": \"app\", \"dc\": \"x\", \"src\": {\"ip\": 5}}".write(toFile: path, atomically: true, encoding: .utf8)
+    try "{\"db\": \"app\", \"dc\": \"x\", \"src\": {\"ip\": 5}}".write(
+      toFile: path, atomically: true, encoding: .utf8)
     let r3 = try CLI.run(["setup", dc.dc, "app", "--config-dir", dc.root])
     #expect(r3.code == 1 && r3.err.contains("config.json: field src.port is missing"), "\(r3.err)")
     let r4 = try CLI.run(["setup", "no-such-dc", "--config-dir", dc.root])
@@ -82,7 +92,9 @@ struct FaultTests {
     addr.sin_port = 0
     var len = socklen_t(MemoryLayout<sockaddr_in>.size)
     let bound = withUnsafeMutablePointer(to: &addr) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && listen(fd, 16) == 0 && getsockname(fd, $0, &len) == 0 }
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+        bind(fd, $0, len) == 0 && listen(fd, 16) == 0 && getsockname(fd, $0, &len) == 0
+      }
     }
     guard bound else { throw BeltError(.ioError, "cannot listen on 127.0.0.1") }
     return (Int(UInt16(bigEndian: addr.sin_port)), fd)
@@ -95,22 +107,34 @@ struct FaultTests {
     let good = try dc.store.load(dc: dc.dc, db: "app").raw
     let (port, fd) = try Self.silentPort()
     defer { close(fd) }
-    try dc.store.save(good.setting("dst", good["dst"]?.setting("port", .int(port)) ?? .null), to: path)
+    try dc.store.save(
+      good.setting("dst", good["dst"]?.setting("port", .int(port)) ?? .null), to: path)
     let t0 = Date()
-    let r = try CLI.run(["check-connectivity", dc.dc, "app", "--config-dir", dc.root], env: ["BELT_CONNECT_TIMEOUT": "2"])
+    let r = try CLI.run(
+      ["check-connectivity", dc.dc, "app", "--config-dir", dc.root],
+      env: ["BELT_CONNECT_TIMEOUT": "2"])
     let took = Date().timeIntervalSince(t0)
     #expect(r.code == 1)
     // The root login timed out: the owner login is not tried (it would wait another 2 s).
     #expect(took < 3.5, "took \(took) s")
-    #expect(r.out.contains("app: dst_query: dst as root") && r.out.contains("timeout expired"), "\(r.out)")
+    #expect(
+      r.out.contains("app: dst_query: dst as root") && r.out.contains("timeout expired"), "\(r.out)"
+    )
     #expect(r.out.contains("app: dst_owner_query: not tried"), "\(r.out)")
 
     // A wrong password is named in the text output too, and the password is not.
-    let wrong = good.setting("src", good["src"]?.setting("owner_user", .object([("name", good["src"]?["owner_user"]?["name"] ?? .null), ("pw", "not-the-pw")])) ?? .null)
+    let wrong = good.setting(
+      "src",
+      good["src"]?.setting(
+        "owner_user",
+        .object([("name", good["src"]?["owner_user"]?["name"] ?? .null), ("pw", "not-the-pw")]))
+        ?? .null)
     try dc.store.save(wrong, to: path)
     let w = try CLI.run(["check-connectivity", dc.dc, "app", "--config-dir", dc.root])
     #expect(w.code == 1)
-    #expect(w.out.contains("app: src_owner_query: ") && w.out.contains("password authentication failed"), "\(w.out)")
+    #expect(
+      w.out.contains("app: src_owner_query: ") && w.out.contains("password authentication failed"),
+      "\(w.out)")
     #expect(!w.out.contains("not-the-pw") && !w.err.contains("not-the-pw"))
   }
 
@@ -122,12 +146,14 @@ struct FaultTests {
     let good = try dc.store.load(dc: dc.dc, db: "app").raw
     let (port, fd) = try Self.silentPort()
     defer { close(fd) }
-    try dc.store.save(good.setting("dst", good["dst"]?.setting("port", .int(port)) ?? .null), to: path)
+    try dc.store.save(
+      good.setting("dst", good["dst"]?.setting("port", .int(port)) ?? .null), to: path)
     // 24 tables over a few workers: each worker tried dst again for every table it took,
     // waiting out the connect timeout each time (110 s for 80 tables at the default 10 s).
     for cmd in ["sync-tables", "validate-data", "sync"] {
       let t0 = Date()
-      let r = try CLI.run([cmd, dc.dc, "app", "--config-dir", dc.root], env: ["BELT_CONNECT_TIMEOUT": "1"])
+      let r = try CLI.run(
+        [cmd, dc.dc, "app", "--config-dir", dc.root], env: ["BELT_CONNECT_TIMEOUT": "1"])
       let took = Date().timeIntervalSince(t0)
       #expect(r.code == 1)
       #expect(r.err.contains("timeout expired"), "\(r.err)")
@@ -139,13 +165,19 @@ struct FaultTests {
 
   @Test func precheckFailsOnConfiguredNamesThatMatchNothing() throws {
     let dc = try TestDC()
-    try dc.addPair("app", srcSQL: Fixtures.basic(), tables: ["UsersCapital", "userscapital", "\"fruits\""], sequences: ["standalone_seq", "nope_seq"])
+    try dc.addPair(
+      "app", srcSQL: Fixtures.basic(), tables: ["UsersCapital", "userscapital", "\"fruits\""],
+      sequences: ["standalone_seq", "nope_seq"])
     let path = dc.store.path(dc: dc.dc, db: "app")
     let before = try Data(contentsOf: URL(fileURLWithPath: path))
     let r = try CLI.run(["precheck", dc.dc, "app", "--config-dir", dc.root])
     #expect(r.code == 1, "\(r.out) \(r.err)")
-    #expect(r.out.contains("ALERT: the config's tables name(s) \"userscapital\", \"\\\"fruits\\\"\" not found in schema public on src"), "\(r.out)")
-    #expect(r.out.contains("ALERT: the config's sequences name(s) \"nope_seq\" not found"), "\(r.out)")
+    #expect(
+      r.out.contains(
+        "ALERT: the config's tables name(s) \"userscapital\", \"\\\"fruits\\\"\" not found in schema public on src"
+      ), "\(r.out)")
+    #expect(
+      r.out.contains("ALERT: the config's sequences name(s) \"nope_seq\" not found"), "\(r.out)")
     #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == before)
   }
 
@@ -153,7 +185,9 @@ struct FaultTests {
     let dc = try TestDC()
     let pair = try dc.addPair(
       "app", srcSQL: "CREATE TABLE \"UsersCapital\" (id int PRIMARY KEY, v text);",
-      dstSQL: "CREATE TABLE \"UsersCapital\" (id int PRIMARY KEY, v text); INSERT INTO \"UsersCapital\" VALUES (1, 'x');")
+      dstSQL:
+        "CREATE TABLE \"UsersCapital\" (id int PRIMARY KEY, v text); INSERT INTO \"UsersCapital\" VALUES (1, 'x');"
+    )
     let before = try footprint(dc.conn("app", .src), pair)
     let r = try CLI.run(["setup", dc.dc, "app", "--config-dir", dc.root])
     #expect(r.code == 1)
@@ -163,7 +197,10 @@ struct FaultTests {
 
   @Test func killedSetupAndSyncConvergeOnRerun() throws {
     let dc = try TestDC()
-    try dc.addPair("app", srcSQL: Fixtures.basic() + "\nINSERT INTO fruits SELECT g, 'f' || g FROM generate_series(10, 60000) g;")
+    try dc.addPair(
+      "app",
+      srcSQL: Fixtures.basic()
+        + "\nINSERT INTO fruits SELECT g, 'f' || g FROM generate_series(10, 60000) g;")
     // SIGKILL setup part-way, then run it again.
     let p = try startBelt(["setup", dc.dc, "app", "--config-dir", dc.root])
     Thread.sleep(forTimeInterval: 0.4)
@@ -230,7 +267,11 @@ struct InterruptTests {
   }
 }
 
-@Suite(.serialized, .enabled(if: PG.available && ProcessInfo.processInfo.environment["BELT_ISOLATED"] != nil, "run alone: BELT_ISOLATED=1 swift test --filter IsolatedFaultTests"))
+@Suite(
+  .serialized,
+  .enabled(
+    if: PG.available && ProcessInfo.processInfo.environment["BELT_ISOLATED"] != nil,
+    "run alone: BELT_ISOLATED=1 swift test --filter IsolatedFaultTests"))
 struct IsolatedFaultTests {
   @Test func dstDownWhileReplicatingShowsInStatusResumesAndLosesNothing() throws {
     let dc = try TestDC()
@@ -238,14 +279,16 @@ struct IsolatedFaultTests {
     _ = try dc.run("setup", "app")
     #expect(try eventually { try dc.run("status", "app")["forward"] == "replicating" })
     let src = try dc.conn("app", .src)
-    try src.exec("INSERT INTO \"UsersCapital\" (name) SELECT 'before ' || g FROM generate_series(1, 100) g")
+    try src.exec(
+      "INSERT INTO \"UsersCapital\" (name) SELECT 'before ' || g FROM generate_series(1, 100) g")
     #expect(try pgClusters(["stop", "dst"]) == 0)
     var started = false
     defer { if !started { _ = try? pgClusters(["start", "dst"]) } }
     // Writes while dst is down: src keeps them in the slot.
     for i in 0..<20 {
       try src.exec("INSERT INTO \"UsersCapital\" (name) VALUES ('during \(i)')")
-      try src.exec("UPDATE \"UsersCapital\" SET name = name || ' changed' WHERE name = 'before \(i + 1)'")
+      try src.exec(
+        "UPDATE \"UsersCapital\" SET name = name || ' changed' WHERE name = 'before \(i + 1)'")
     }
     try src.exec("DELETE FROM \"UsersCapital\" WHERE name = 'before 50'")
     // status shows the outage: the pair's row is there, forward is down because dst is
@@ -253,7 +296,8 @@ struct IsolatedFaultTests {
     let down = try dc.run("status", "app")
     #expect(down["forward"] == "down")
     #expect(down["unreachable"] == "dst")
-    #expect(down["forward_error"]?.stringValue?.contains("cannot connect to dst") == true, "\(down)")
+    #expect(
+      down["forward_error"]?.stringValue?.contains("cannot connect to dst") == true, "\(down)")
     #expect((down["lag_bytes"]?.intValue ?? 0) > 0, "\(down)")
     let cli = try CLI.run(["status", dc.dc, "--config-dir", dc.root])
     #expect(cli.code == 1)
@@ -263,7 +307,8 @@ struct IsolatedFaultTests {
     #expect(!cli.out.contains(PG.rootPassword) && !cli.err.contains(PG.rootPassword))
     #expect(try pgClusters(["start", "dst"]) == 0)
     started = true
-    try src.exec("INSERT INTO \"UsersCapital\" (name) SELECT 'after ' || g FROM generate_series(1, 100) g")
+    try src.exec(
+      "INSERT INTO \"UsersCapital\" (name) SELECT 'after ' || g FROM generate_series(1, 100) g")
     // Tables with a primary key replicate; the PK-less ones are copied by `sync` at cutover.
     let replicated = Set(
       try src.query(

@@ -30,12 +30,15 @@ struct FleetTests {
       let c = try PG.root(side)
       defer { c.close() }
       try c.exec(
-        "CREATE ROLE \(PGConnection.quoteIdent(name)) LOGIN PASSWORD \(try c.literal(try c.encryptPassword(pw, user: name)))")
+        "CREATE ROLE \(PGConnection.quoteIdent(name)) LOGIN PASSWORD \(try c.literal(try c.encryptPassword(pw, user: name)))"
+      )
     }
     for db in dbnames {
       let c = try PG.root(.src, db: db)
       defer { c.close() }
-      try c.exec("GRANT CONNECT ON DATABASE \(PGConnection.quoteIdent(db)) TO \(PGConnection.quoteIdent(name))")
+      try c.exec(
+        "GRANT CONNECT ON DATABASE \(PGConnection.quoteIdent(db)) TO \(PGConnection.quoteIdent(name))"
+      )
       try c.exec("GRANT SELECT ON ALL TABLES IN SCHEMA public TO \(PGConnection.quoteIdent(name))")
     }
   }
@@ -43,7 +46,8 @@ struct FleetTests {
   static func connect(_ db: String, _ user: String, _ pw: String) throws -> PGConnection {
     try PGConnection(
       conninfo: ConnInfo.build([
-        ("hostaddr", PG.host), ("port", String(PG.port(.src))), ("dbname", db), ("user", user), ("password", pw),
+        ("hostaddr", PG.host), ("port", String(PG.port(.src))), ("dbname", db), ("user", user),
+        ("password", pw),
       ]), label: "\(user)@\(db)")
   }
 
@@ -54,15 +58,21 @@ struct FleetTests {
   }
 
   /// Nothing of pglogical left for any pair of the dc on either server, nor the shared role.
-  static func expectNothingLeft(_ dc: TestDC, role: String, _ when: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+  static func expectNothingLeft(
+    _ dc: TestDC, role: String, _ when: String, sourceLocation: SourceLocation = #_sourceLocation
+  ) throws {
     for db in dc.pairs.keys.sorted() {
       for side in Side.allCases {
         let l = try Repl.leftovers(dc, db, side)
-        #expect(l == Repl.Leftovers(), "\(when): \(db) on \(side.rawValue): \(l)", sourceLocation: sourceLocation)
+        #expect(
+          l == Repl.Leftovers(), "\(when): \(db) on \(side.rawValue): \(l)",
+          sourceLocation: sourceLocation)
       }
     }
     for side in Side.allCases {
-      #expect(try !roleExists(side, role), "\(when): role \(role) left on \(side.rawValue)", sourceLocation: sourceLocation)
+      #expect(
+        try !roleExists(side, role), "\(when): role \(role) left on \(side.rawValue)",
+        sourceLocation: sourceLocation)
     }
   }
 
@@ -87,23 +97,29 @@ struct FleetTests {
 
       let setup = try dc.run("setup", nil)
       #expect(setup["ok"] == true, "round \(round): \(setup.json())")
-      try Repl.waitStatus(dc, nil, "forward replicating", timeout: 120) { $0["forward"] == "replicating" }
+      try Repl.waitStatus(dc, nil, "forward replicating", timeout: 120) {
+        $0["forward"] == "replicating"
+      }
       let back = try dc.run("setup_back_replication", nil)
       #expect(back["ok"] == true, "round \(round): \(back.json())")
       try Repl.waitStatus(dc, nil, "back replicating", timeout: 120) { $0["back"] == "replicating" }
 
       // The application role is used by all 8 databases, all in this cutover: not "shared".
       let cutover = try CLI.run([
-        "run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--jobs", "8", "--", "drain_timeout=2s", "diff=false",
+        "run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--jobs", "8", "--",
+        "drain_timeout=2s", "diff=false",
         "fence=\(fence)",
       ])
       #expect(cutover.code == 0, "round \(round) (\(fence)): \(cutover.err)")
       for db in dc.pairs.keys {
-        #expect(try Repl.sameRows(dc, db, ["items", "log"]), "round \(round): \(db) differs after the cutover")
+        #expect(
+          try Repl.sameRows(dc, db, ["items", "log"]),
+          "round \(round): \(db) differs after the cutover")
       }
       // nologin, and auto for a role no database outside the cutover uses: NOLOGIN; connect: no CONNECT.
       Login.expectRefused(
-        db: dbnames[0], user: app, pw: appPW, because: fence == "connect" ? [.noConnect] : [.nologin],
+        db: dbnames[0], user: app, pw: appPW,
+        because: fence == "connect" ? [.noConnect] : [.nologin],
         "round \(round) (\(fence)): the application is fenced out of src after the cutover")
 
       let teardown = try CLI.run(["teardown", dc.dc, "--config-dir", dc.root, "--jobs", "8"])
@@ -112,7 +128,9 @@ struct FleetTests {
       #expect(full.code == 0, "round \(round): \(full.err)")
       try Self.expectNothingLeft(dc, role: pgl.name, "round \(round)")
       _ = try? dc.run("restore_logins", nil)
-      print("fleet round \(round) (\(fence)): \(String(format: "%.1f", Date().timeIntervalSince(t0))) s")
+      print(
+        "fleet round \(round) (\(fence)): \(String(format: "%.1f", Date().timeIntervalSince(t0))) s"
+      )
     }
   }
 
@@ -128,7 +146,9 @@ struct FleetTests {
       #expect(try dc.run("setup", nil)["ok"] == true)
     }
     for dc in dcs {
-      try Repl.waitStatus(dc, nil, "forward replicating", timeout: 120) { $0["forward"] == "replicating" }
+      try Repl.waitStatus(dc, nil, "forward replicating", timeout: 120) {
+        $0["forward"] == "replicating"
+      }
     }
 
     func both(_ extra: [String]) -> [CLI.Result] {
@@ -200,7 +220,8 @@ struct FleetTests {
     func acl() throws -> [String] {
       try JSONParser.parse(
         try root.query(
-          "SELECT array_to_json(coalesce(datacl, acldefault('d', datdba))::text[]) FROM pg_database WHERE datname = $1", [pair.dbname]
+          "SELECT array_to_json(coalesce(datacl, acldefault('d', datdba))::text[]) FROM pg_database WHERE datname = $1",
+          [pair.dbname]
         ).scalar ?? "[]"
       ).arrayValue?.compactMap(\.stringValue).sorted() ?? []
     }
@@ -227,17 +248,25 @@ struct FleetTests {
       here.close()
       there.close()
     }
-    let fenced = try CLI.run(["revoke-logins", dc.dc, "app", "--fence", "connect", "--config-dir", dc.root, "--json"])
+    let fenced = try CLI.run([
+      "revoke-logins", dc.dc, "app", "--fence", "connect", "--config-dir", dc.root, "--json",
+    ])
     #expect(fenced.code == 0, "\(fenced.err)")
     let rec = try JSONParser.parse(fenced.out)
     #expect(rec["fence"] == "connect")
     #expect(rec["fenced_roles"] == .from([app]), "\(fenced.out)")
     #expect(rec["terminated"] == 1, "\(fenced.out)")
     #expect(rec["revoked_connect"]?.arrayValue?.contains("PUBLIC") == true)
-    #expect(try JSONParser.parse(String(contentsOfFile: path, encoding: .utf8))["login_fence"]?["kind"] == "connect")
+    #expect(
+      try JSONParser.parse(String(contentsOfFile: path, encoding: .utf8))["login_fence"]?["kind"]
+        == "connect")
     Login.expectTerminated(here, "the session in the fenced database was terminated")
-    #expect(try there.query("SELECT count(*) FROM items").scalar == "200", "the other database's session goes on")
-    #expect(try Self.connect(otherPair.dbname, app, pw).query("SELECT count(*) FROM items").scalar == "200")
+    #expect(
+      try there.query("SELECT count(*) FROM items").scalar == "200",
+      "the other database's session goes on")
+    #expect(
+      try Self.connect(otherPair.dbname, app, pw).query("SELECT count(*) FROM items").scalar
+        == "200")
     do {
       _ = try Self.connect(pair.dbname, app, pw)
       Issue.record("the application could still connect to the fenced database")
@@ -253,14 +282,19 @@ struct FleetTests {
       #expect(e.message.contains("CONNECT fence"), "\(e.message)")
     }
     // An excluded role (the pair's owner) keeps CONNECT.
-    #expect(try Self.connect(pair.dbname, pair.owner.name, pair.owner.password).query("SELECT 1").scalar == "1")
+    #expect(
+      try Self.connect(pair.dbname, pair.owner.name, pair.owner.password).query("SELECT 1").scalar
+        == "1")
 
     // restore-logins undoes exactly that: the ACL is what it was.
     let restored = try CLI.run(["restore-logins", dc.dc, "app", "--config-dir", dc.root])
     #expect(restored.code == 0, "\(restored.err)")
     #expect(try acl() == aclBefore)
-    #expect(try Self.connect(pair.dbname, app, pw).query("SELECT count(*) FROM items").scalar == "200")
-    #expect(try JSONParser.parse(String(contentsOfFile: path, encoding: .utf8))["login_fence"]?["restored"] == true)
+    #expect(
+      try Self.connect(pair.dbname, app, pw).query("SELECT count(*) FROM items").scalar == "200")
+    #expect(
+      try JSONParser.parse(String(contentsOfFile: path, encoding: .utf8))["login_fence"]?[
+        "restored"] == true)
 
     // fence=auto picks the CONNECT fence for a shared role.
     let auto = try dc.run("revoke_logins", "app", ["fence": "auto"])

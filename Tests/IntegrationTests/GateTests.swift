@@ -47,7 +47,9 @@ struct GateTests {
           if stopped { lock.unlock(); return }
           if paused {
             idle += 1
-            while paused && !stopped { lock.unlock(); Thread.sleep(forTimeInterval: 0.001); lock.lock() }
+            while paused && !stopped {
+              lock.unlock(); Thread.sleep(forTimeInterval: 0.001); lock.lock()
+            }
             idle -= 1
             lock.unlock()
             continue
@@ -59,9 +61,13 @@ struct GateTests {
           case 0:
             try c.exec("INSERT INTO log (writer, payload) VALUES (\(w), md5(random()::text))")
           case 1:
-            try c.exec("BEGIN; UPDATE acc SET v = v + 1, note = 'w\(w) n\(n)' WHERE id = \(id); INSERT INTO log (writer, payload) VALUES (\(w), 'tx \(n)'); COMMIT")
+            try c.exec(
+              "BEGIN; UPDATE acc SET v = v + 1, note = 'w\(w) n\(n)' WHERE id = \(id); INSERT INTO log (writer, payload) VALUES (\(w), 'tx \(n)'); COMMIT"
+            )
           case 2:
-            try c.exec("BEGIN; DELETE FROM log WHERE id = (SELECT min(id) FROM log WHERE writer = \(w)); INSERT INTO acc (v, note) VALUES (\(n), 'new'); COMMIT")
+            try c.exec(
+              "BEGIN; DELETE FROM log WHERE id = (SELECT min(id) FROM log WHERE writer = \(w)); INSERT INTO acc (v, note) VALUES (\(n), 'new'); COMMIT"
+            )
           default:
             try c.exec("UPDATE acc SET v = v - 1 WHERE id = \(id)")
           }
@@ -131,22 +137,34 @@ struct GateTests {
       writers.pause()
       let r = try dc.run("teardown_forward_replication", "gate")
       #expect(r["dropped"] == true, "round \(round): \(r.json())")
-      if case .double(let w) = r["waited_s"] ?? .null { gates.append(w) } else { gates.append(Double(r["waited_s"]?.intValue ?? -1)) }
+      if case .double(let w) = r["waited_s"] ?? .null {
+        gates.append(w)
+      } else {
+        gates.append(Double(r["waited_s"]?.intValue ?? -1))
+      }
       let a = try LoadTests.fingerprint(src)
       let b = try LoadTests.fingerprint(dst)
-      if a != b { differences.append("round \(round): src \(a) dst \(b) (\(r["message"]?.display ?? ""))") }
+      if a != b {
+        differences.append("round \(round): src \(a) dst \(b) (\(r["message"]?.display ?? ""))")
+      }
       // The next cutover of the same pair: subscribe again without a copy (src is quiet, dst
       // equals it), and wait until the apply worker replicates.
-      _ = try PGL.ensureSubscription(dst, name: PGL.forwardSub, providerDSN: srcDSN, syncData: false)
-      try Repl.waitStatus(dc, "gate", "replicating again (round \(round))") { $0["forward"] == "replicating" }
+      _ = try PGL.ensureSubscription(
+        dst, name: PGL.forwardSub, providerDSN: srcDSN, syncData: false)
+      try Repl.waitStatus(dc, "gate", "replicating again (round \(round))") {
+        $0["forward"] == "replicating"
+      }
     }
     writers.stop()
     #expect(writers.errors.isEmpty, "\(writers.errors)")
     #expect(writers.commits > 200, "the writers committed \(writers.commits) transactions")
-    #expect(differences.isEmpty, "\(differences.count) of \(rounds) gates let dst differ: \(differences.prefix(3))")
+    #expect(
+      differences.isEmpty,
+      "\(differences.count) of \(rounds) gates let dst differ: \(differences.prefix(3))")
     let sorted = gates.sorted()
     print(
       "[measure] \(rounds) gates under load (\(writers.commits) commits): median \(String(format: "%.3f", sorted[sorted.count / 2])) s, "
-        + "max \(String(format: "%.3f", sorted.last ?? -1)) s; \(String(format: "%.1f", Date().timeIntervalSince(t0))) s in all")
+        + "max \(String(format: "%.3f", sorted.last ?? -1)) s; \(String(format: "%.1f", Date().timeIntervalSince(t0))) s in all"
+    )
   }
 }

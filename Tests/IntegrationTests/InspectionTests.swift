@@ -19,7 +19,8 @@ struct InspectionTests {
   @Test func checkPkeysListsTablesWithAndWithoutPrimaryKeys() throws {
     for db in ["app", "Other App"] {
       let r = try dc.run("check_pkeys", db)
-      #expect(r["has_pkey"] == .from(["UsersCapital", "manual_seq", "table with space", "we\"ird"]))
+      #expect(
+        r["has_pkey"] == .from(["UsersCapital", "manual_seq", "table with space", "we\"ird"]))
       #expect(r["no_pkey"] == .from(["existingSomethingIds", "fruits"]))
     }
     let cli = try CLI.run(["check-pkeys", dc.dc, "app", "--config-dir", dc.root])
@@ -37,7 +38,9 @@ struct InspectionTests {
     // A pair whose owner password is wrong: that check fails, the others are still run.
     let path = dc.store.path(dc: dc.dc, db: "app")
     var cfg = try dc.store.load(dc: dc.dc, db: "app").raw
-    let dst = cfg["dst"]?.setting("owner_user", .object([("name", .string(dc.pairs["app"]?.owner.name ?? "")), ("pw", "wrong-secret-pw")]))
+    let dst = cfg["dst"]?.setting(
+      "owner_user",
+      .object([("name", .string(dc.pairs["app"]?.owner.name ?? "")), ("pw", "wrong-secret-pw")]))
     cfg = cfg.setting("dst", dst ?? .null)
     try dc.store.save(cfg, to: path)
     let cli = try CLI.run(["check-connectivity", dc.dc, "--config-dir", dc.root])
@@ -63,7 +66,10 @@ struct InspectionTests {
     #expect(excluded["src_count"] == 0)
     let pattern = try dc.run("connections", "app", ["exclude_patterns": .from(["own%"])])
     #expect(pattern["src_count"] == 0)
-    let cli = try CLI.run(["connections", dc.dc, "app", "-e", "nobody", "-p", "%-no-such-role-%", "--config-dir", dc.root, "--json"])
+    let cli = try CLI.run([
+      "connections", dc.dc, "app", "-e", "nobody", "-p", "%-no-such-role-%", "--config-dir",
+      dc.root, "--json",
+    ])
     #expect(cli.code == 0)
     #expect(cli.out.contains("\"src_count\": 1"), "owner \(p.owner.name): \(cli.out)")
   }
@@ -72,7 +78,9 @@ struct InspectionTests {
     let r = try dc.run("precheck", "app")
     let src = r["src"]?.arrayValue ?? []
     let names = src.compactMap { $0["name"]?.stringValue }
-    #expect(names.contains("wal_level") && names.contains("shared_preload_libraries") && names.contains("max_wal_senders"))
+    #expect(
+      names.contains("wal_level") && names.contains("shared_preload_libraries")
+        && names.contains("max_wal_senders"))
     #expect(src.allSatisfy { $0["ok"] == true }, "src checks: \(src)")
     let tables = r["tables"]?.arrayValue ?? []
     #expect(tables.first { $0["name"] == "fruits" }?["replication"] == "dump_and_load")
@@ -85,7 +93,9 @@ struct InspectionTests {
   }
 
   @Test func dsnCommandsPrintUsableConnectionStrings() throws {
-    for (flag, user) in [([String](), PG.rootUser), (["--owner"], dc.pairs["app"]?.owner.name ?? "")] {
+    for (flag, user) in [
+      ([String](), PG.rootUser), (["--owner"], dc.pairs["app"]?.owner.name ?? ""),
+    ] {
       let cli = try CLI.run(["src-dsn", dc.dc, "app", "--config-dir", dc.root] + flag)
       #expect(cli.code == 0)
       let dsn = cli.out.trimmingCharacters(in: .whitespacesAndNewlines)

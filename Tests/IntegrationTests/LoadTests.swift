@@ -36,7 +36,9 @@ struct LoadTests {
     var out: [String: String] = [:]
     for t in try Catalog.tables(c, schema: schema) {
       let q = PGConnection.qualified(schema, t.name)
-      let r = try c.query("SELECT count(*) AS n, md5(coalesce(string_agg(x.t, '|' ORDER BY x.t), '')) AS h FROM (SELECT r::text AS t FROM \(q) r) x")
+      let r = try c.query(
+        "SELECT count(*) AS n, md5(coalesce(string_agg(x.t, '|' ORDER BY x.t), '')) AS h FROM (SELECT r::text AS t FROM \(q) r) x"
+      )
       out[t.name] = "\(r.rows[0].string("n")) rows, \(r.rows[0].string("h"))"
     }
     return out
@@ -49,11 +51,17 @@ struct LoadTests {
     let appPassword = "app pw 'x'"
     for side in Side.allCases {
       let c = try PG.root(side)
-      try c.exec("CREATE ROLE \(PGConnection.quoteIdent(app)) LOGIN PASSWORD \(try c.literal(try c.encryptPassword(appPassword, user: app)))")
+      try c.exec(
+        "CREATE ROLE \(PGConnection.quoteIdent(app)) LOGIN PASSWORD \(try c.literal(try c.encryptPassword(appPassword, user: app)))"
+      )
       c.close()
     }
-    let owner = try PGConnection(conninfo: try dc.store.load(dc: dc.dc, db: "shop").server(.src).conninfo(.owner), label: "owner")
-    try owner.exec("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO \(PGConnection.quoteIdent(app)); GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO \(PGConnection.quoteIdent(app))")
+    let owner = try PGConnection(
+      conninfo: try dc.store.load(dc: dc.dc, db: "shop").server(.src).conninfo(.owner),
+      label: "owner")
+    try owner.exec(
+      "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO \(PGConnection.quoteIdent(app)); GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO \(PGConnection.quoteIdent(app))"
+    )
     owner.close()
 
     // pgbench: 4 clients, a new connection per transaction (revoked logins stop them).
@@ -61,7 +69,10 @@ struct LoadTests {
     try Self.load.write(toFile: script, atomically: true, encoding: .utf8)
     let bench = Process()
     bench.executableURL = URL(fileURLWithPath: PG.pgBin + "/pgbench")
-    bench.arguments = ["-n", "-C", "-c", "4", "-R", "100", "-T", "240", "-f", script, "-h", PG.host, "-p", String(PG.port(.src)), "-U", app, pair.dbname]
+    bench.arguments = [
+      "-n", "-C", "-c", "4", "-R", "100", "-T", "240", "-f", script, "-h", PG.host, "-p",
+      String(PG.port(.src)), "-U", app, pair.dbname,
+    ]
     bench.environment = ["PGPASSWORD": appPassword, "PATH": "/usr/bin:/bin"]
     let benchOut = Pipe()
     bench.standardOutput = benchOut
@@ -73,12 +84,16 @@ struct LoadTests {
     let migrate = try CLI.run(["run", "migrate.lua", dc.dc, "--config-dir", dc.root])
     #expect(migrate.code == 0, "migrate: \(migrate.err)")
     Thread.sleep(forTimeInterval: 3)  // replicate under load for a while
-    let cutover = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--yes", "--", "drain_timeout=3s", "terminate=true", "lock_out_shared=true"])
+    let cutover = try CLI.run([
+      "run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--yes", "--", "drain_timeout=3s",
+      "terminate=true", "lock_out_shared=true",
+    ])
     #expect(cutover.code == 0, "cutover: \(cutover.err)")
     #expect(cutover.out.contains("downtime window"))
     bench.terminate()
     bench.waitUntilExit()
-    let benchLog = String(decoding: benchOut.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    let benchLog = String(
+      decoding: benchOut.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
 
     // Every table equal, row for row.
     let src = try dc.conn("shop", .src)
@@ -92,8 +107,14 @@ struct LoadTests {
     #expect((Int(live) ?? 0) > 10, "pgbench wrote \(live) rows")
     // Sequences: dst >= src, and >= the max of the column it backs.
     for seq in ["tickets", "accounts_id_seq"] {
-      let s = Int(try src.query("SELECT last_value FROM \(PGConnection.qualified("public", seq))").scalar ?? "") ?? -1
-      let d = Int(try dst.query("SELECT last_value FROM \(PGConnection.qualified("public", seq))").scalar ?? "") ?? -2
+      let s =
+        Int(
+          try src.query("SELECT last_value FROM \(PGConnection.qualified("public", seq))").scalar
+            ?? "") ?? -1
+      let d =
+        Int(
+          try dst.query("SELECT last_value FROM \(PGConnection.qualified("public", seq))").scalar
+            ?? "") ?? -2
       #expect(d >= s, "\(seq): dst \(d) < src \(s)")
     }
     let maxId = Int(try dst.query("SELECT max(id) FROM accounts").scalar ?? "") ?? 0
@@ -104,7 +125,10 @@ struct LoadTests {
     try dst.exec("INSERT INTO accounts (owner, balance) VALUES ('written on dst', 1)")
     var arrived = false
     for _ in 0..<100 {
-      if try src.query("SELECT count(*) FROM accounts WHERE owner = 'written on dst'").scalar == "1" { arrived = true; break }
+      if try src.query("SELECT count(*) FROM accounts WHERE owner = 'written on dst'").scalar == "1"
+      {
+        arrived = true; break
+      }
       Thread.sleep(forTimeInterval: 0.1)
     }
     #expect(arrived, "a write on dst reached src through back replication")

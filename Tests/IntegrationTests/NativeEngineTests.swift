@@ -50,14 +50,17 @@ struct NativeEngineTests {
       toolEnv["BELT_PG_BIN"] = pg18.bin
       dc.toolEnvironment = toolEnv
     }
-    let pair = try dc.addPair("app", srcSQL: Fixtures.basic() + Self.more, extra: [("engine", "native")])
+    let pair = try dc.addPair(
+      "app", srcSQL: Fixtures.basic() + Self.more, extra: [("engine", "native")])
     let args = [dc.dc, "--config-dir", dc.root]
 
     let pre = try CLI.run(["precheck", dc.dc, "app", "--config-dir", dc.root, "--json"], env: env)
     let preRec = try JSONParser.parse(pre.out)
     #expect(preRec["engine"] == "native", "\(pre.out)")
     let nokey = preRec["tables"]?.arrayValue?.first { $0["name"] == "nokey" }
-    #expect(nokey?["replication"] == "native" && (nokey?["why"]?.stringValue ?? "").contains("REPLICA IDENTITY FULL"), "\(pre.out)")
+    #expect(
+      nokey?["replication"] == "native"
+        && (nokey?["why"]?.stringValue ?? "").contains("REPLICA IDENTITY FULL"), "\(pre.out)")
 
     let migrate = try CLI.run(["run", "migrate.lua"] + args, env: env)
     #expect(migrate.code == 0, "\(migrate.err)")
@@ -65,13 +68,16 @@ struct NativeEngineTests {
     let s = try dc.conn("app", .src)
     defer { s.close() }
     // The PK-less table got a replica identity before it was published: UPDATE/DELETE work.
-    #expect(try s.query("SELECT relreplident::text FROM pg_class WHERE oid = 'nokey'::regclass").scalar == "f")
+    #expect(
+      try s.query("SELECT relreplident::text FROM pg_class WHERE oid = 'nokey'::regclass").scalar
+        == "f")
     for round in 1...20 { try Self.write(s, round: round) }
     let status = try dc.run("status", "app")
     #expect(status["forward"] == "replicating", "\(status.json())")
     #expect(status["back"] == "armed", "\(status.json())")
 
-    let cutover = try CLI.run(["run", "cutover.lua"] + args + ["--", "drain_timeout=2s", "lock_out_shared=true"], env: env)
+    let cutover = try CLI.run(
+      ["run", "cutover.lua"] + args + ["--", "drain_timeout=2s", "lock_out_shared=true"], env: env)
     #expect(cutover.code == 0, "\(cutover.err) \(cutover.out)")
     let d = try dc.conn("app", .dst)
     defer { d.close() }
@@ -81,25 +87,36 @@ struct NativeEngineTests {
     #expect(after["forward"] == "unconfigured" && after["back"] == "replicating", "\(after.json())")
 
     // A write on dst after the switch reaches src through back replication.
-    try d.exec("INSERT INTO \"UsersCapital\" (name) VALUES ('after cutover'); DELETE FROM nokey WHERE a = 7; UPDATE \"Orders\" SET qty = 99 WHERE id = 1")
+    try d.exec(
+      "INSERT INTO \"UsersCapital\" (name) VALUES ('after cutover'); DELETE FROM nokey WHERE a = 7; UPDATE \"Orders\" SET qty = 99 WHERE id = 1"
+    )
     var arrived = false
     for _ in 0..<100 where !arrived {
-      arrived = try s.query("SELECT count(*) FROM \"UsersCapital\" WHERE name = 'after cutover'").scalar == "1"
+      arrived =
+        try s.query("SELECT count(*) FROM \"UsersCapital\" WHERE name = 'after cutover'").scalar
+        == "1"
         && s.query("SELECT count(*) FROM nokey WHERE a = 7").scalar == "0"
         && s.query("SELECT qty FROM \"Orders\" WHERE id = 1").scalar == "99"
       if !arrived { Thread.sleep(forTimeInterval: 0.1) }
     }
     #expect(arrived, "dst's writes after the cutover reached src")
 
-    let rollback = try CLI.run(["run", "rollback.lua"] + args + ["--", "lock_out_shared=true"], env: env)
+    let rollback = try CLI.run(
+      ["run", "rollback.lua"] + args + ["--", "lock_out_shared=true"], env: env)
     #expect(rollback.code == 0, "\(rollback.err) \(rollback.out)")
     #expect(try LoadTests.fingerprint(s) == LoadTests.fingerprint(d))
 
     let teardown = try dc.run("teardown", "app")
     #expect(teardown["ok"] != false, "\(teardown.json())")
-    #expect(try s.query("SELECT relreplident::text FROM pg_class WHERE oid = 'nokey'::regclass").scalar == "d", "replica identity restored")
-    #expect(try s.query("SELECT count(*) FROM pg_replication_slots WHERE database = current_database()").scalar == "0")
-    #expect(try d.query("SELECT count(*) FROM pg_replication_slots WHERE database = current_database()").scalar == "0")
+    #expect(
+      try s.query("SELECT relreplident::text FROM pg_class WHERE oid = 'nokey'::regclass").scalar
+        == "d", "replica identity restored")
+    #expect(
+      try s.query("SELECT count(*) FROM pg_replication_slots WHERE database = current_database()")
+        .scalar == "0")
+    #expect(
+      try d.query("SELECT count(*) FROM pg_replication_slots WHERE database = current_database()")
+        .scalar == "0")
     #expect(try s.query("SELECT count(*) FROM pg_publication").scalar == "0")
     _ = pair
   }
@@ -127,10 +144,16 @@ extension NativeEngineTests {
     }
     #expect(down, "\(st.json())")
     #expect(st["forward_error"]?.stringValue?.contains("apply") == true, "\(st.json())")
-    print(String(format: "[native apply error] down after %.1f s: %@", Date().timeIntervalSince(t0), st["forward_error"]?.stringValue ?? "?"))
+    print(
+      String(
+        format: "[native apply error] down after %.1f s: %@", Date().timeIntervalSince(t0),
+        st["forward_error"]?.stringValue ?? "?"))
     // Mended on dst: replication resumes and the row from src arrives.
     try d.exec("DELETE FROM \"UsersCapital\" WHERE id = 1000")
-    #expect(try eventually(20) { try d.query("SELECT name FROM \"UsersCapital\" WHERE id = 1000").scalar == "src" })
+    #expect(
+      try eventually(20) {
+        try d.query("SELECT name FROM \"UsersCapital\" WHERE id = 1000").scalar == "src"
+      })
     #expect(try eventually(20) { try dc.run("status", "app")["forward"] == "replicating" })
     _ = try? dc.run("teardown", "app")
   }
@@ -152,18 +175,28 @@ extension IsolatedFaultTests {
     defer { if !started { _ = try? pgClusters(["start", "dst"]) } }
     let first = try dc.run("teardown", "app")
     #expect(first["unreachable"] == "dst", "\(first.json())")
-    #expect(first["message"]?.stringValue?.contains("run teardown again") == true, "\(first.json())")
-    #expect(try s.query("SELECT count(*) FROM pg_replication_slots WHERE database = current_database()").scalar == "0")
+    #expect(
+      first["message"]?.stringValue?.contains("run teardown again") == true, "\(first.json())")
+    #expect(
+      try s.query("SELECT count(*) FROM pg_replication_slots WHERE database = current_database()")
+        .scalar == "0")
     #expect(try s.query("SELECT count(*) FROM pg_publication").scalar == "0")
-    #expect(try s.query("SELECT relreplident::text FROM pg_class WHERE oid = 'fruits'::regclass").scalar == "d")
+    #expect(
+      try s.query("SELECT relreplident::text FROM pg_class WHERE oid = 'fruits'::regclass").scalar
+        == "d")
     #expect(try pgClusters(["start", "dst"]) == 0)
     started = true
     let second = try dc.run("teardown", "app")
     #expect(second["unreachable"] == nil, "\(second.json())")
     let d = try dc.conn("app", .dst)
     defer { d.close() }
-    #expect(try d.query("SELECT count(*) FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())").scalar == "0")
-    #expect(try d.query("SELECT count(*) FROM pg_replication_slots WHERE database = current_database()").scalar == "0")
+    #expect(
+      try d.query(
+        "SELECT count(*) FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+      ).scalar == "0")
+    #expect(
+      try d.query("SELECT count(*) FROM pg_replication_slots WHERE database = current_database()")
+        .scalar == "0")
     #expect(try d.query("SELECT count(*) FROM pg_publication").scalar == "0")
   }
 }
@@ -184,14 +217,21 @@ extension NativeEngineTests {
     #expect(pre["engines"]?["dst"]?["pglogical"]?["ok"] == false, "\(pre.json())")
     #expect(pre["engines"]?["dst"]?["native"]?["ok"] == true, "\(pre.json())")
     #expect(pre["engines"]?["src"]?["pglogical"]?["ok"] == true, "\(pre.json())")
-    let cli = try CLI.run(["setup", dc.dc, "app", "--config-dir", dc.root], env: ["BELT_PG_BIN": pg18.bin])
+    let cli = try CLI.run(
+      ["setup", dc.dc, "app", "--config-dir", dc.root], env: ["BELT_PG_BIN": pg18.bin])
     #expect(cli.code != 0)
     let lines = cli.err.split(separator: "\n").filter { !$0.isEmpty }
-    #expect(lines.count == 1 && cli.err.contains("engine \"pglogical\" cannot run") && cli.err.contains("\"native\""), "\(cli.err)")
+    #expect(
+      lines.count == 1 && cli.err.contains("engine \"pglogical\" cannot run")
+        && cli.err.contains("\"native\""), "\(cli.err)")
     let s = try dc.conn("app", .src)
     defer { s.close() }
-    #expect(try s.query("SELECT count(*) FROM pg_extension WHERE extname = 'pglogical'").scalar == "0", "src unchanged")
-    #expect(try s.query("SELECT count(*) FROM pg_roles WHERE rolname = $1", [pair.pglogical.name]).scalar == "0", "no role made")
+    #expect(
+      try s.query("SELECT count(*) FROM pg_extension WHERE extname = 'pglogical'").scalar == "0",
+      "src unchanged")
+    #expect(
+      try s.query("SELECT count(*) FROM pg_roles WHERE rolname = $1", [pair.pglogical.name]).scalar
+        == "0", "no role made")
   }
 }
 
@@ -202,7 +242,9 @@ extension NativeEngineTests {
     let dc = try TestDC()
     let role = Credentials(name: PG.unique("repl"), password: "r 'e\\pl")
     for i in 0..<3 {
-      try dc.addPair("db\(i)", srcSQL: Fixtures.basic() + Self.more, extra: [("engine", "native")], pglogical: role)
+      try dc.addPair(
+        "db\(i)", srcSQL: Fixtures.basic() + Self.more, extra: [("engine", "native")],
+        pglogical: role)
     }
     let migrate = try CLI.run(["run", "migrate.lua", dc.dc, "--config-dir", dc.root])
     #expect(migrate.code == 0, "\(migrate.err)")
@@ -211,7 +253,10 @@ extension NativeEngineTests {
       defer { s.close() }
       for round in 1...5 { try Self.write(s, round: round * (i + 1)) }
     }
-    let cutover = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--", "drain_timeout=2s", "lock_out_shared=true"])
+    let cutover = try CLI.run([
+      "run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--", "drain_timeout=2s",
+      "lock_out_shared=true",
+    ])
     #expect(cutover.code == 0, "\(cutover.err) \(cutover.out)")
     for i in 0..<3 {
       let s = try dc.conn("db\(i)", .src)
@@ -223,12 +268,17 @@ extension NativeEngineTests {
     #expect(teardown.code == 0, "\(teardown.err)")
     let r = try PG.root(.src)
     defer { r.close() }
-    #expect(try r.query("SELECT count(*) FROM pg_roles WHERE rolname = $1", [role.name]).scalar == "0", "the shared role is dropped with the last pair")
+    #expect(
+      try r.query("SELECT count(*) FROM pg_roles WHERE rolname = $1", [role.name]).scalar == "0",
+      "the shared role is dropped with the last pair")
     let dbnames = PGArray.literal((0..<3).compactMap { dc.pairs["db\($0)"]?.dbname })
     for side in Side.allCases {
       let c = try dc.serverRoot(side)
       defer { c.close() }
-      #expect(try c.query("SELECT count(*) FROM pg_replication_slots WHERE database = ANY($1::text[])", [dbnames]).scalar == "0", "\(side)")
+      #expect(
+        try c.query(
+          "SELECT count(*) FROM pg_replication_slots WHERE database = ANY($1::text[])", [dbnames]
+        ).scalar == "0", "\(side)")
     }
   }
 }

@@ -12,9 +12,12 @@ final class TestBouncer {
   let port: Int = {
     // /proc/net/tcp: "sl local_address rem_address ...", addresses as HEXIP:HEXPORT.
     let table = (try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8)) ?? ""
-    let used = Set(table.split(separator: "\n").dropFirst().compactMap { line in
-      line.split(separator: " ").dropFirst().first?.split(separator: ":").last.flatMap { Int($0, radix: 16) }
-    })
+    let used = Set(
+      table.split(separator: "\n").dropFirst().compactMap { line in
+        line.split(separator: " ").dropFirst().first?.split(separator: ":").last.flatMap {
+          Int($0, radix: 16)
+        }
+      })
     var p = Int.random(in: 26000...27999)
     while used.contains(p) { p = Int.random(in: 26000...27999) }
     return p
@@ -31,10 +34,13 @@ final class TestBouncer {
   init(databases: [(name: String, dbname: String)], users: [Credentials]) throws {
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     let quote = { (s: String) in "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
-    let userlist = ([admin] + users).map { "\(quote($0.name)) \(quote($0.password))" }.joined(separator: "\n") + "\n"
+    let userlist =
+      ([admin] + users).map { "\(quote($0.name)) \(quote($0.password))" }.joined(separator: "\n")
+      + "\n"
     try userlist.write(toFile: dir + "/userlist.txt", atomically: true, encoding: .utf8)
     for (database, dbname) in databases {
-      try "\(database) = host=\(PG.host) port=\(PG.port(.src)) dbname=\(dbname)\n".write(toFile: databasesFile(database), atomically: true, encoding: .utf8)
+      try "\(database) = host=\(PG.host) port=\(PG.port(.src)) dbname=\(dbname)\n".write(
+        toFile: databasesFile(database), atomically: true, encoding: .utf8)
     }
     let ini = """
       [databases]
@@ -55,11 +61,21 @@ final class TestBouncer {
     try ini.write(toFile: dir + "/pgbouncer.ini", atomically: true, encoding: .utf8)
     if getuid() == 0 { _ = try shell(["/bin/chown", "-R", "postgres:postgres", dir]) }
     // The daemon must inherit no descriptor of ours (Foundation's Process would wait for it).
-    let run = (getuid() == 0 ? "exec /usr/sbin/runuser -u postgres -- " : "exec ") + "/usr/sbin/pgbouncer -d \"$1\""
-    let start = ["/bin/bash", "-c", "for fd in /proc/$$/fd/*; do fd=${fd##*/}; (( fd > 2 )) && eval \"exec $fd>&-\" 2>/dev/null; done; " + run, "bash", dir + "/pgbouncer.ini"]
+    let run =
+      (getuid() == 0 ? "exec /usr/sbin/runuser -u postgres -- " : "exec ")
+      + "/usr/sbin/pgbouncer -d \"$1\""
+    let start = [
+      "/bin/bash", "-c",
+      "for fd in /proc/$$/fd/*; do fd=${fd##*/}; (( fd > 2 )) && eval \"exec $fd>&-\" 2>/dev/null; done; "
+        + run, "bash", dir + "/pgbouncer.ini",
+    ]
     #expect(try shell(start) == 0, "pgbouncer started")
     // The pid file comes before the listening socket: wait until the console answers.
-    let answering = eventually(15) { (try? self.console()).map { $0.close(); return true } ?? false }
+    let answering = eventually(15) {
+      (try? self.console()).map {
+        $0.close(); return true
+      } ?? false
+    }
     let log = (try? String(contentsOfFile: dir + "/pgbouncer.log", encoding: .utf8)) ?? ""
     #expect(answering, "pgbouncer on port \(port) answers: \(log.suffix(600))")
   }
@@ -67,8 +83,10 @@ final class TestBouncer {
   /// A connection to the admin console.
   func console() throws -> PGConnection {
     try PGConnection(
-      conninfo: ConnInfo.build([("hostaddr", PG.host), ("port", String(port)), ("dbname", "pgbouncer"),
-                                ("user", admin.name), ("password", admin.password), ("connect_timeout", "2")]),
+      conninfo: ConnInfo.build([
+        ("hostaddr", PG.host), ("port", String(port)), ("dbname", "pgbouncer"),
+        ("user", admin.name), ("password", admin.password), ("connect_timeout", "2"),
+      ]),
       label: "pgbouncer admin")
   }
 
@@ -84,13 +102,20 @@ final class TestBouncer {
   /// pgbench through this pgbouncer to `database` as `user`: `clients` persistent connections,
   /// one INSERT into orders per transaction, for `seconds`, with a per-transaction log when
   /// `log` is given (files in `scratch`).
-  func pgbench(database: String, user: Credentials, scratch: String, seconds: Int, clients: Int = 4, rate: Int = 200, log: String? = nil) throws -> (Process, Pipe) {
+  func pgbench(
+    database: String, user: Credentials, scratch: String, seconds: Int, clients: Int = 4,
+    rate: Int = 200, log: String? = nil
+  ) throws -> (Process, Pipe) {
     let script = scratch + "/insert.sql"
-    try "INSERT INTO orders (note) VALUES ('through pgbouncer');\n".write(toFile: script, atomically: true, encoding: .utf8)
+    try "INSERT INTO orders (note) VALUES ('through pgbouncer');\n".write(
+      toFile: script, atomically: true, encoding: .utf8)
     let bench = Process()
     bench.executableURL = URL(fileURLWithPath: PG.pgBin + "/pgbench")
-    bench.arguments = ["-n", "-c", String(clients), "-R", String(rate), "-T", String(seconds), "-f", script,
-                       "-h", PG.host, "-p", String(port), "-U", user.name, database] + (log.map { ["-l", "--log-prefix", $0] } ?? [])
+    bench.arguments =
+      [
+        "-n", "-c", String(clients), "-R", String(rate), "-T", String(seconds), "-f", script,
+        "-h", PG.host, "-p", String(port), "-U", user.name, database,
+      ] + (log.map { ["-l", "--log-prefix", $0] } ?? [])
     bench.environment = ["PGPASSWORD": user.password, "PATH": "/usr/bin:/bin"]
     bench.currentDirectoryURL = URL(fileURLWithPath: scratch)
     let out = Pipe()
@@ -115,7 +140,9 @@ final class TestBouncer {
 
   /// Stops the daemon (by its pid file).
   func stop() {
-    if let pid = try? String(contentsOfFile: dir + "/pgbouncer.pid", encoding: .utf8), let n = Int32(pid.trimmingCharacters(in: .whitespacesAndNewlines)) {
+    if let pid = try? String(contentsOfFile: dir + "/pgbouncer.pid", encoding: .utf8),
+      let n = Int32(pid.trimmingCharacters(in: .whitespacesAndNewlines))
+    {
       kill(n, SIGKILL)  // the test runner passes a blocked SIGTERM down to its children
     }
   }
@@ -129,24 +156,33 @@ struct Bounced {
   let app: Credentials
   let bouncer: TestBouncer
 
-  static func make(srcSQL: String = "CREATE TABLE orders (id bigserial PRIMARY KEY, note text, at timestamptz DEFAULT clock_timestamp());") throws -> Bounced {
+  static func make(
+    srcSQL: String =
+      "CREATE TABLE orders (id bigserial PRIMARY KEY, note text, at timestamptz DEFAULT clock_timestamp());"
+  ) throws -> Bounced {
     let dc = try TestDC()
     let app = Credentials(name: PG.unique("app"), password: "app pw 'q' \\ x")
     let pair = try dc.addPair("shop", srcSQL: srcSQL)
     let bouncer = try TestBouncer(database: "shop", dbname: pair.dbname, users: [app])
-    let raw = try dc.store.load(dc: dc.dc, db: "shop").raw.setting("pgbouncer", bouncer.block(database: "shop"))
+    let raw = try dc.store.load(dc: dc.dc, db: "shop").raw.setting(
+      "pgbouncer", bouncer.block(database: "shop"))
     try dc.store.save(raw, to: dc.store.path(dc: dc.dc, db: "shop"))
-    let grant = "GRANT ALL ON ALL TABLES IN SCHEMA public TO \(PGConnection.quoteIdent(app.name)); GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO \(PGConnection.quoteIdent(app.name))"
+    let grant =
+      "GRANT ALL ON ALL TABLES IN SCHEMA public TO \(PGConnection.quoteIdent(app.name)); GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO \(PGConnection.quoteIdent(app.name))"
     for side in Side.allCases {
       let c = try PG.root(side)
-      try c.exec("CREATE ROLE \(PGConnection.quoteIdent(app.name)) LOGIN PASSWORD \(try c.literal(try c.encryptPassword(app.password, user: app.name)))")
+      try c.exec(
+        "CREATE ROLE \(PGConnection.quoteIdent(app.name)) LOGIN PASSWORD \(try c.literal(try c.encryptPassword(app.password, user: app.name)))"
+      )
       c.close()
       try Cut.exec(dc, "shop", side, grant)
     }
     _ = try dc.run("setup", "shop")
     // Healthy: replicating with a settled apply worker, as a pair migrated a while ago (a cutover
     // right after setup first waits up to 8 s for the worker to settle, see cutover.lua).
-    try Repl.waitStatus(dc, "shop", "replicating") { $0["forward"] == "replicating" && $0["forward_healthy"] == true }
+    try Repl.waitStatus(dc, "shop", "replicating") {
+      $0["forward"] == "replicating" && $0["forward_healthy"] == true
+    }
     // The grants on dst came after the schema load there: give them again.
     try Cut.exec(dc, "shop", .dst, grant)
     return Bounced(dc: dc, pair: pair, app: app, bouncer: bouncer)
@@ -166,16 +202,25 @@ struct Bounced {
 
   /// pgbench through pgbouncer: `clients` persistent connections, one INSERT per transaction,
   /// for `seconds`, with a per-transaction log when `log` is given.
-  func pgbench(seconds: Int, clients: Int = 4, rate: Int = 200, log: String? = nil) throws -> (Process, Pipe) {
-    try bouncer.pgbench(database: "shop", user: app, scratch: dc.root, seconds: seconds, clients: clients, rate: rate, log: log)
+  func pgbench(seconds: Int, clients: Int = 4, rate: Int = 200, log: String? = nil) throws -> (
+    Process, Pipe
+  ) {
+    try bouncer.pgbench(
+      database: "shop", user: app, scratch: dc.root, seconds: seconds, clients: clients, rate: rate,
+      log: log)
   }
 
   /// Waits for pgbench and checks that it ran to the end with no failed transaction.
-  static func expectNoFailure(_ bench: (Process, Pipe), sourceLocation: SourceLocation = #_sourceLocation) -> String {
+  static func expectNoFailure(
+    _ bench: (Process, Pipe), sourceLocation: SourceLocation = #_sourceLocation
+  ) -> String {
     bench.0.waitUntilExit()
     let log = String(decoding: bench.1.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    #expect(bench.0.terminationStatus == 0, "pgbench: \(log.suffix(800))", sourceLocation: sourceLocation)
-    #expect(log.contains("number of failed transactions: 0"), "\(log.suffix(800))", sourceLocation: sourceLocation)
+    #expect(
+      bench.0.terminationStatus == 0, "pgbench: \(log.suffix(800))", sourceLocation: sourceLocation)
+    #expect(
+      log.contains("number of failed transactions: 0"), "\(log.suffix(800))",
+      sourceLocation: sourceLocation)
     #expect(!log.contains("aborted"), "\(log.suffix(800))", sourceLocation: sourceLocation)
     return log
   }
@@ -184,16 +229,26 @@ struct Bounced {
   func expectSrcRowsOnDst(sourceLocation: SourceLocation = #_sourceLocation) throws {
     let onDst = Int(try Cut.scalar(dc, "shop", .dst, "SELECT count(*) FROM orders") ?? "") ?? 0
     let onSrc = Int(try Cut.scalar(dc, "shop", .src, "SELECT count(*) FROM orders") ?? "") ?? 0
-    #expect(onDst > onSrc && onSrc > 0, "src \(onSrc), dst \(onDst)", sourceLocation: sourceLocation)
-    let srcIDs = try Cut.scalar(dc, "shop", .src, "SELECT coalesce(array_agg(id), '{}')::text FROM orders") ?? "{}"
-    let kept = try Cut.scalar(dc, "shop", .dst, "SELECT count(*) FROM orders WHERE id = ANY($1::bigint[])", [srcIDs])
-    #expect(Int(kept ?? "") == onSrc, "every row written on src before the switch is on dst", sourceLocation: sourceLocation)
+    #expect(
+      onDst > onSrc && onSrc > 0, "src \(onSrc), dst \(onDst)", sourceLocation: sourceLocation)
+    let srcIDs =
+      try Cut.scalar(dc, "shop", .src, "SELECT coalesce(array_agg(id), '{}')::text FROM orders")
+      ?? "{}"
+    let kept = try Cut.scalar(
+      dc, "shop", .dst, "SELECT count(*) FROM orders WHERE id = ANY($1::bigint[])", [srcIDs])
+    #expect(
+      Int(kept ?? "") == onSrc, "every row written on src before the switch is on dst",
+      sourceLocation: sourceLocation)
   }
 }
 
 /// Issue 15 (building blocks): pause, repoint and resume pgbouncer while an application writes
 /// through it: no transaction fails, and the writes after the switch land on dst.
-@Suite(.serialized, .enabled(if: PG.available && FileManager.default.isExecutableFile(atPath: "/usr/sbin/pgbouncer"), "needs the clusters and pgbouncer"))
+@Suite(
+  .serialized,
+  .enabled(
+    if: PG.available && FileManager.default.isExecutableFile(atPath: "/usr/sbin/pgbouncer"),
+    "needs the clusters and pgbouncer"))
 struct PgBouncerTests {
   @Test func pauseRepointResumeLosesNoTransaction() throws {
     let b = try Bounced.make()
@@ -207,24 +262,26 @@ struct PgBouncerTests {
     // The switch, as a runbook composes it: pause, let dst catch up, repoint, resume.
     let runbook = dc.root + "/switch.lua"
     try """
-      local dc, db = ...
-      local p = belt.pgbouncer_pause(dc, db, { timeout = "5s" })
-      local ok, err = pcall(function()
-        belt.teardown_forward_replication(dc, db)
-        belt.sync_sequences(dc, db)
-        belt.pgbouncer_point_to(dc, db, { side = "dst" })
-      end)
-      belt.pgbouncer_resume(dc, db)
-      if not ok then error(err) end
-      print(("paused %.3f s"):format(p.waited_s))
-      return { ok = true }
-      """.write(toFile: runbook, atomically: true, encoding: .utf8)
+    local dc, db = ...
+    local p = belt.pgbouncer_pause(dc, db, { timeout = "5s" })
+    local ok, err = pcall(function()
+      belt.teardown_forward_replication(dc, db)
+      belt.sync_sequences(dc, db)
+      belt.pgbouncer_point_to(dc, db, { side = "dst" })
+    end)
+    belt.pgbouncer_resume(dc, db)
+    if not ok then error(err) end
+    print(("paused %.3f s"):format(p.waited_s))
+    return { ok = true }
+    """.write(toFile: runbook, atomically: true, encoding: .utf8)
     let t0 = Date()
     let switched = try CLI.run(["run", runbook, dc.dc, "shop", "--config-dir", dc.root])
     let window = Date().timeIntervalSince(t0)
     #expect(switched.code == 0, "\(switched.err)")
     _ = Bounced.expectNoFailure(bench)
-    print("[pgbouncer switch: belt run took \(String(format: "%.2f", window)) s; \(switched.out.trimmingCharacters(in: .whitespacesAndNewlines))]")
+    print(
+      "[pgbouncer switch: belt run took \(String(format: "%.2f", window)) s; \(switched.out.trimmingCharacters(in: .whitespacesAndNewlines))]"
+    )
 
     let after = try dc.run("pgbouncer_show", "shop")
     #expect(after["points_to"] == "dst" && after["paused"] == false, "\(after.json())")
@@ -234,7 +291,11 @@ struct PgBouncerTests {
 
 /// Issue 15: cutover.lua switch=pgbouncer under pgbench through pgbouncer. No transaction
 /// fails: not in a cutover, not in one that fails after the PAUSE, not in one killed after it.
-@Suite(.serialized, .enabled(if: PG.available && FileManager.default.isExecutableFile(atPath: "/usr/sbin/pgbouncer"), "needs the clusters and pgbouncer"))
+@Suite(
+  .serialized,
+  .enabled(
+    if: PG.available && FileManager.default.isExecutableFile(atPath: "/usr/sbin/pgbouncer"),
+    "needs the clusters and pgbouncer"))
 struct CutoverPgBouncerTests {
   static let schema = """
     CREATE TABLE orders (id bigserial PRIMARY KEY, note text, at timestamptz DEFAULT clock_timestamp());
@@ -243,14 +304,19 @@ struct CutoverPgBouncerTests {
     """
 
   static func cutover(_ b: Bounced, _ extra: [String] = []) -> [String] {
-    ["run", "cutover.lua", b.dc.dc, "shop", "--config-dir", b.dc.root, "--", "switch=pgbouncer", "lock_out_shared=true"] + extra
+    [
+      "run", "cutover.lua", b.dc.dc, "shop", "--config-dir", b.dc.root, "--", "switch=pgbouncer",
+      "lock_out_shared=true",
+    ] + extra
   }
 
   /// What pgbouncer's server connections for the database point at: their ports.
   static func serverPorts(_ b: Bounced) throws -> [Int] {
     let c = try b.bouncer.console()
     defer { c.close() }
-    return try c.exec("SHOW SERVERS").rows.filter { $0.string("database") == "shop" }.compactMap { $0.int("port") }
+    return try c.exec("SHOW SERVERS").rows.filter { $0.string("database") == "shop" }.compactMap {
+      $0.int("port")
+    }
   }
 
   @Test func cutoverThroughPgBouncerFailsNoTransactionAndServesFromDst() throws {
@@ -262,7 +328,8 @@ struct CutoverPgBouncerTests {
     #expect(r.code == 0, "\(r.out)\(r.err)")
     #expect(r.out.contains("cut over through pgbouncer; traffic paused"), "\(r.out)")
     print("[cutover switch=pgbouncer: \(r.out.trimmingCharacters(in: .whitespacesAndNewlines))]")
-    Login.expectRefused(db: b.pair.dbname, user: b.app.name, pw: b.app.password, "src stays fenced after the switch")
+    Login.expectRefused(
+      db: b.pair.dbname, user: b.app.name, pw: b.app.password, "src stays fenced after the switch")
     let shown = try b.dc.run("pgbouncer_show", "shop")
     #expect(shown["points_to"] == "dst" && shown["paused"] == false, "\(shown.json())")
     // Transactions after the switch are served by dst.
@@ -272,8 +339,11 @@ struct CutoverPgBouncerTests {
     _ = Bounced.expectNoFailure(bench)
     try b.expectSrcRowsOnDst()
     let products = "SELECT md5(string_agg(id || ':' || name, ',' ORDER BY id)) FROM products"
-    #expect(try Cut.scalar(b.dc, "shop", .src, products) == Cut.scalar(b.dc, "shop", .dst, products))
-    let audit = (try? String(contentsOfFile: b.dc.root + "/configs/\(b.dc.dc)/shop/audit.jsonl", encoding: .utf8)) ?? ""
+    #expect(
+      try Cut.scalar(b.dc, "shop", .src, products) == Cut.scalar(b.dc, "shop", .dst, products))
+    let audit =
+      (try? String(
+        contentsOfFile: b.dc.root + "/configs/\(b.dc.dc)/shop/audit.jsonl", encoding: .utf8)) ?? ""
     for cmd in ["PAUSE shop", "RELOAD", "RESUME shop"] {
       #expect(audit.contains("\"command\":\"\(cmd)\""), "audit log records \(cmd)")
     }
@@ -292,7 +362,8 @@ struct CutoverPgBouncerTests {
     #expect(r.err.contains("products"), "names the table that differs: \(r.err)")
     let shown = try b.dc.run("pgbouncer_show", "shop")
     #expect(shown["points_to"] == "src" && shown["paused"] == false, "\(shown.json())")
-    Login.expectAllowed(db: b.pair.dbname, user: b.app.name, pw: b.app.password, "logins restored on src")
+    Login.expectAllowed(
+      db: b.pair.dbname, user: b.app.name, pw: b.app.password, "logins restored on src")
     let before = Int(try Cut.scalar(b.dc, "shop", .src, "SELECT count(*) FROM orders") ?? "") ?? 0
     Thread.sleep(forTimeInterval: 1)
     let after = Int(try Cut.scalar(b.dc, "shop", .src, "SELECT count(*) FROM orders") ?? "") ?? 0
@@ -317,7 +388,9 @@ struct CutoverPgBouncerTests {
     let bench = try b.pgbench(seconds: 20)
     Thread.sleep(forTimeInterval: 2)
     let bg = try Resume.Background(Self.cutover(b), scratch: b.dc.root)
-    let caught = Resume.waitJournal(b.dc, "shop", bg) { Resume.step($0, "pgbouncer-pause")?["status"] == "done" }
+    let caught = Resume.waitJournal(b.dc, "shop", bg) {
+      Resume.step($0, "pgbouncer-pause")?["status"] == "done"
+    }
     bg.stop(SIGKILL)
     #expect(caught, "belt ended before the PAUSE finished: \(bg.output)")
     #expect(try b.dc.run("pgbouncer_show", "shop")["paused"] == true, "killed while paused")
@@ -339,7 +412,9 @@ extension CutoverPgBouncerTests {
     let blocker = try b.dc.conn("shop", .dst)
     defer { blocker.close() }
     try blocker.exec("BEGIN; SELECT * FROM products WHERE id = 7 FOR UPDATE")
-    try Cut.exec(b.dc, "shop", .src, "UPDATE products SET name = 'changed just before the cutover' WHERE id = 7")
+    try Cut.exec(
+      b.dc, "shop", .src,
+      "UPDATE products SET name = 'changed just before the cutover' WHERE id = 7")
     let bench = try b.pgbench(seconds: 12)
     Thread.sleep(forTimeInterval: 1)
     let t0 = Date()
@@ -350,7 +425,8 @@ extension CutoverPgBouncerTests {
     #expect(took < 10, "gave up within the pause budget (took \(took) s)")
     let shown = try b.dc.run("pgbouncer_show", "shop")
     #expect(shown["points_to"] == "src" && shown["paused"] == false, "\(shown.json())")
-    Login.expectAllowed(db: b.pair.dbname, user: b.app.name, pw: b.app.password, "logins restored on src")
+    Login.expectAllowed(
+      db: b.pair.dbname, user: b.app.name, pw: b.app.password, "logins restored on src")
     _ = Bounced.expectNoFailure(bench)
   }
 }
@@ -375,28 +451,35 @@ extension CutoverPgBouncerTests {
       pairs[name] = try dc.addPair(name, srcSQL: schema)
       apps[name] = Credentials(name: PG.unique("app"), password: "app pw 'q' \\ x")
     }
-    let bouncer = try TestBouncer(databases: names.map { ($0, pairs[$0]!.dbname) }, users: names.map { apps[$0]! })
+    let bouncer = try TestBouncer(
+      databases: names.map { ($0, pairs[$0]!.dbname) }, users: names.map { apps[$0]! })
     defer {
       bouncer.stop()
       _ = try? dc.run("restore_logins", nil)
       Repl.cleanup(dc)
       for side in Side.allCases {
         guard let c = try? PG.root(side) else { continue }
-        for app in apps.values { _ = try? c.exec("DROP ROLE IF EXISTS \(PGConnection.quoteIdent(app.name))") }
+        for app in apps.values {
+          _ = try? c.exec("DROP ROLE IF EXISTS \(PGConnection.quoteIdent(app.name))")
+        }
         c.close()
       }
     }
     func grant(_ name: String) -> String {
       let role = PGConnection.quoteIdent(apps[name]!.name)
-      return "GRANT ALL ON ALL TABLES IN SCHEMA public TO \(role); GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO \(role)"
+      return
+        "GRANT ALL ON ALL TABLES IN SCHEMA public TO \(role); GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO \(role)"
     }
     for name in names {
-      let raw = try dc.store.load(dc: dc.dc, db: name).raw.setting("pgbouncer", bouncer.block(database: name))
+      let raw = try dc.store.load(dc: dc.dc, db: name).raw.setting(
+        "pgbouncer", bouncer.block(database: name))
       try dc.store.save(raw, to: dc.store.path(dc: dc.dc, db: name))
       let app = apps[name]!
       for side in Side.allCases {
         let c = try PG.root(side)
-        try c.exec("CREATE ROLE \(PGConnection.quoteIdent(app.name)) LOGIN PASSWORD \(try c.literal(try c.encryptPassword(app.password, user: app.name)))")
+        try c.exec(
+          "CREATE ROLE \(PGConnection.quoteIdent(app.name)) LOGIN PASSWORD \(try c.literal(try c.encryptPassword(app.password, user: app.name)))"
+        )
         c.close()
         try Cut.exec(dc, name, side, grant(name))
       }
@@ -410,7 +493,9 @@ extension CutoverPgBouncerTests {
     func serverPorts(_ name: String) throws -> [Int] {
       let c = try bouncer.console()
       defer { c.close() }
-      return try c.exec("SHOW SERVERS").rows.filter { $0.string("database") == name }.compactMap { $0.int("port") }
+      return try c.exec("SHOW SERVERS").rows.filter { $0.string("database") == name }.compactMap {
+        $0.int("port")
+      }
     }
     func count(_ name: String, _ side: Side) throws -> Int {
       Int(try Cut.scalar(dc, name, side, "SELECT count(*) FROM orders") ?? "") ?? 0
@@ -418,26 +503,39 @@ extension CutoverPgBouncerTests {
 
     var benches: [String: (Process, Pipe)] = [:]
     for name in names {
-      benches[name] = try bouncer.pgbench(database: name, user: apps[name]!, scratch: dc.root, seconds: 16)
+      benches[name] = try bouncer.pgbench(
+        database: name, user: apps[name]!, scratch: dc.root, seconds: 16)
     }
     Thread.sleep(forTimeInterval: 2)
-    let r = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--", "switch=pgbouncer", "lock_out_shared=true"])
+    let r = try CLI.run([
+      "run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--", "switch=pgbouncer",
+      "lock_out_shared=true",
+    ])
     #expect(r.code == 1, "\(r.out)\(r.err)")
     #expect(r.err.contains("\(dc.dc)/beta: cutover failed in sync"), "\(r.err)")
-    #expect(r.out.contains("\(dc.dc)/alpha: cut over through pgbouncer; traffic paused"), "\(r.out)")
-    print("[cutover switch=pgbouncer, alpha and beta (beta fails sync): \(r.out.trimmingCharacters(in: .whitespacesAndNewlines)) | \(r.err.trimmingCharacters(in: .whitespacesAndNewlines))]")
+    #expect(
+      r.out.contains("\(dc.dc)/alpha: cut over through pgbouncer; traffic paused"), "\(r.out)")
+    print(
+      "[cutover switch=pgbouncer, alpha and beta (beta fails sync): \(r.out.trimmingCharacters(in: .whitespacesAndNewlines)) | \(r.err.trimmingCharacters(in: .whitespacesAndNewlines))]"
+    )
 
     // No database is left paused.
     let console = try bouncer.console()
     let shown = try console.exec("SHOW DATABASES").rows.filter { names.contains($0.string("name")) }
     console.close()
-    #expect(shown.count == 2 && shown.allSatisfy { $0.int("paused") == 0 }, "SHOW DATABASES: \(shown.map { "\($0.string("name")) paused=\($0.int("paused") ?? -1)" })")
+    #expect(
+      shown.count == 2 && shown.allSatisfy { $0.int("paused") == 0 },
+      "SHOW DATABASES: \(shown.map { "\($0.string("name")) paused=\($0.int("paused") ?? -1)" })")
     let alpha = try dc.run("pgbouncer_show", "alpha")
     #expect(alpha["points_to"] == "dst" && alpha["paused"] == false, "\(alpha.json())")
     let beta = try dc.run("pgbouncer_show", "beta")
     #expect(beta["points_to"] == "src" && beta["paused"] == false, "\(beta.json())")
-    Login.expectRefused(db: pairs["alpha"]?.dbname ?? "", user: apps["alpha"]?.name ?? "", pw: apps["alpha"]?.password ?? "", "alpha's src stays fenced after the switch")
-    Login.expectAllowed(db: pairs["beta"]?.dbname ?? "", user: apps["beta"]?.name ?? "", pw: apps["beta"]?.password ?? "", "beta was compensated: its logins are back on src")
+    Login.expectRefused(
+      db: pairs["alpha"]?.dbname ?? "", user: apps["alpha"]?.name ?? "",
+      pw: apps["alpha"]?.password ?? "", "alpha's src stays fenced after the switch")
+    Login.expectAllowed(
+      db: pairs["beta"]?.dbname ?? "", user: apps["beta"]?.name ?? "",
+      pw: apps["beta"]?.password ?? "", "beta was compensated: its logins are back on src")
 
     // beta's application carries on against src; alpha's is served by dst.
     let before = try count("beta", .src)
@@ -446,34 +544,57 @@ extension CutoverPgBouncerTests {
     #expect(after > before, "beta's pgbench writes to src (\(before) -> \(after))")
     let alphaPorts = try serverPorts("alpha")
     let betaPorts = try serverPorts("beta")
-    #expect(!alphaPorts.isEmpty && alphaPorts.allSatisfy { $0 == PG.port(.dst) }, "SHOW SERVERS alpha: \(alphaPorts)")
-    #expect(!betaPorts.isEmpty && betaPorts.allSatisfy { $0 == PG.port(.src) }, "SHOW SERVERS beta: \(betaPorts)")
+    #expect(
+      !alphaPorts.isEmpty && alphaPorts.allSatisfy { $0 == PG.port(.dst) },
+      "SHOW SERVERS alpha: \(alphaPorts)")
+    #expect(
+      !betaPorts.isEmpty && betaPorts.allSatisfy { $0 == PG.port(.src) },
+      "SHOW SERVERS beta: \(betaPorts)")
 
     let journal = try dc.run("journal", nil, ["flow": "cutover"])
-    let states = Dictionary(uniqueKeysWithValues: (journal["databases"]?.arrayValue ?? []).compactMap { rec in
-      rec["db"]?.stringValue.map { ($0, rec["state"]?.stringValue ?? "") }
-    })
+    let states = Dictionary(
+      uniqueKeysWithValues: (journal["databases"]?.arrayValue ?? []).compactMap { rec in
+        rec["db"]?.stringValue.map { ($0, rec["state"]?.stringValue ?? "") }
+      })
     #expect(states == ["alpha": "done", "beta": "compensated"])
 
     let alphaLog = Bounced.expectNoFailure(benches["alpha"]!)
-    let alphaLag = alphaLog.split(separator: "\n").first { $0.contains("rate limit schedule lag") }.map(String.init) ?? "none"
+    let alphaLag =
+      alphaLog.split(separator: "\n").first { $0.contains("rate limit schedule lag") }.map(
+        String.init) ?? "none"
     print("[alpha's pgbench (cut over): \(alphaLag)]")
     let betaBench = benches["beta"]!
     betaBench.0.waitUntilExit()
-    let betaLog = String(decoding: betaBench.1.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    let failedLine = betaLog.split(separator: "\n").first { $0.contains("number of failed transactions") }.map(String.init) ?? "none"
-    let lagLine = betaLog.split(separator: "\n").first { $0.contains("rate limit schedule lag") }.map(String.init) ?? "none"
-    print("[beta's pgbench (compensated): exit \(betaBench.0.terminationStatus); \(failedLine); \(lagLine)]")
+    let betaLog = String(
+      decoding: betaBench.1.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    let failedLine =
+      betaLog.split(separator: "\n").first { $0.contains("number of failed transactions") }.map(
+        String.init) ?? "none"
+    let lagLine =
+      betaLog.split(separator: "\n").first { $0.contains("rate limit schedule lag") }.map(
+        String.init) ?? "none"
+    print(
+      "[beta's pgbench (compensated): exit \(betaBench.0.terminationStatus); \(failedLine); \(lagLine)]"
+    )
     #expect(betaBench.0.terminationStatus == 0, "beta's pgbench: \(betaLog.suffix(800))")
 
     // alpha: every row src had is on dst, and dst took the writes after the switch.
     let onSrc = try count("alpha", .src)
     let onDst = try count("alpha", .dst)
     #expect(onDst > onSrc && onSrc > 0, "alpha: src \(onSrc), dst \(onDst)")
-    let srcIDs = try Cut.scalar(dc, "alpha", .src, "SELECT coalesce(array_agg(id), '{}')::text FROM orders") ?? "{}"
-    #expect(Int(try Cut.scalar(dc, "alpha", .dst, "SELECT count(*) FROM orders WHERE id = ANY($1::bigint[])", [srcIDs]) ?? "") == onSrc)
-    let fruits = "SELECT md5(string_agg(id || ':' || coalesce(name, '-'), ',' ORDER BY id)) FROM fruits"
+    let srcIDs =
+      try Cut.scalar(dc, "alpha", .src, "SELECT coalesce(array_agg(id), '{}')::text FROM orders")
+      ?? "{}"
+    #expect(
+      Int(
+        try Cut.scalar(
+          dc, "alpha", .dst, "SELECT count(*) FROM orders WHERE id = ANY($1::bigint[])", [srcIDs])
+          ?? "") == onSrc)
+    let fruits =
+      "SELECT md5(string_agg(id || ':' || coalesce(name, '-'), ',' ORDER BY id)) FROM fruits"
     #expect(try Cut.scalar(dc, "alpha", .src, fruits) == Cut.scalar(dc, "alpha", .dst, fruits))
-    print("[pgbouncer two-database cutover test took \(String(format: "%.1f", Date().timeIntervalSince(t0))) s]")
+    print(
+      "[pgbouncer two-database cutover test took \(String(format: "%.1f", Date().timeIntervalSince(t0))) s]"
+    )
   }
 }

@@ -17,10 +17,13 @@ final class AppLoad {
     guard let pair = dc.pairs[db] else { throw BeltError(.notFound, "no pair \(db)") }
     for side in Side.allCases {
       let c = try PG.root(side)
-      try c.exec("CREATE ROLE \(PGConnection.quoteIdent(role)) LOGIN PASSWORD \(try c.literal(try c.encryptPassword(password, user: role)))")
+      try c.exec(
+        "CREATE ROLE \(PGConnection.quoteIdent(role)) LOGIN PASSWORD \(try c.literal(try c.encryptPassword(password, user: role)))"
+      )
       c.close()
     }
-    let owner = try PGConnection(conninfo: try dc.store.load(dc: dc.dc, db: db).server(.src).conninfo(.owner), label: "owner")
+    let owner = try PGConnection(
+      conninfo: try dc.store.load(dc: dc.dc, db: db).server(.src).conninfo(.owner), label: "owner")
     let r = PGConnection.quoteIdent(role)
     let s = PGConnection.quoteIdent(pair.schema)
     try owner.exec(
@@ -31,7 +34,8 @@ final class AppLoad {
     try script.write(toFile: file, atomically: true, encoding: .utf8)
     bench.executableURL = URL(fileURLWithPath: PG.pgBin + "/pgbench")
     bench.arguments = [
-      "-n", "-C", "-c", String(clients), "-R", String(rate), "-T", "600", "-f", file, "-h", PG.host, "-p", String(PG.port(.src)),
+      "-n", "-C", "-c", String(clients), "-R", String(rate), "-T", "600", "-f", file, "-h", PG.host,
+      "-p", String(PG.port(.src)),
       "-U", role, pair.dbname,
     ]
     bench.environment = ["PGPASSWORD": password, "PATH": "/usr/bin:/bin"]
@@ -50,7 +54,9 @@ final class AppLoad {
       if bench.isRunning { kill(bench.processIdentifier, SIGKILL) }
     }
     bench.waitUntilExit()
-    return String(String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).suffix(600))
+    return String(
+      String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).suffix(600)
+    )
   }
 
   deinit { if bench.isRunning { kill(bench.processIdentifier, SIGKILL) } }
@@ -99,9 +105,12 @@ struct RealSchemaTests {
     let pre = try dc.run("precheck", "gen")
     #expect(pre["ok"] == true, "\(pre.json())")
     let strategy = Dictionary(
-      (pre["tables"]?.arrayValue ?? []).map { ($0["name"]?.stringValue ?? "", $0) }, uniquingKeysWith: { a, _ in a })
+      (pre["tables"]?.arrayValue ?? []).map { ($0["name"]?.stringValue ?? "", $0) },
+      uniquingKeysWith: { a, _ in a })
     #expect(strategy["shifts"]?["replication"] == "locked_copy")
-    #expect(strategy["shifts"]?["why"]?.stringValue?.contains("generated column hours") == true, "\(pre.json())")
+    #expect(
+      strategy["shifts"]?["why"]?.stringValue?.contains("generated column hours") == true,
+      "\(pre.json())")
     #expect(strategy["Line Totals"]?["replication"] == "locked_copy")
     #expect(strategy["readings"]?["replication"] == "dump_and_load")
     #expect(strategy["readings"]?["why"]?.stringValue?.contains("no primary key") == true)
@@ -119,10 +128,15 @@ struct RealSchemaTests {
     let inSet = Set(try PGL.setTables(src, schema: "public") ?? [])
     #expect(inSet == ["shifts", "Line Totals", "plain"], "\(inSet)")
     Thread.sleep(forTimeInterval: 3)  // stream changes to them for a while
-    let streamed = try Cut.scalar(dc, "gen", .dst, "SELECT count(*) FROM shifts WHERE end_min - start_min = 90")
-    #expect((Int(streamed ?? "0") ?? 0) > 0, "live inserts into shifts reached dst before the cutover")
+    let streamed = try Cut.scalar(
+      dc, "gen", .dst, "SELECT count(*) FROM shifts WHERE end_min - start_min = 90")
+    #expect(
+      (Int(streamed ?? "0") ?? 0) > 0, "live inserts into shifts reached dst before the cutover")
 
-    let cutover = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--yes", "--", "drain_timeout=3s", "terminate=true", "fence=connect"])
+    let cutover = try CLI.run([
+      "run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--yes", "--", "drain_timeout=3s",
+      "terminate=true", "fence=connect",
+    ])
     #expect(cutover.code == 0, "cutover: \(cutover.err.suffix(2000))")
     let benchOut = load.stop()
 
@@ -132,7 +146,9 @@ struct RealSchemaTests {
     let b = try LoadTests.fingerprint(dst)
     #expect(a.count == 4)
     #expect(a == b, "pgbench: \(benchOut)")
-    let live = Int(try src.query("SELECT count(*) FROM shifts WHERE end_min - start_min = 90").scalar ?? "0") ?? 0
+    let live =
+      Int(try src.query("SELECT count(*) FROM shifts WHERE end_min - start_min = 90").scalar ?? "0")
+      ?? 0
     #expect(live > 10, "pgbench wrote \(live) shifts")
     // dst computed the generated values itself, and they are right.
     for (table, wrong) in [
@@ -140,7 +156,8 @@ struct RealSchemaTests {
       ("readings", "fahrenheit IS DISTINCT FROM celsius * 9 / 5 + 32"),
       ("\"Line Totals\"", "\"Total\" IS DISTINCT FROM qty * price"),
     ] {
-      #expect(try dst.query("SELECT count(*) FROM \(table) WHERE \(wrong)").scalar == "0", "\(table)")
+      #expect(
+        try dst.query("SELECT count(*) FROM \(table) WHERE \(wrong)").scalar == "0", "\(table)")
       #expect(try dst.query("SELECT count(*) FROM \(table)").scalar != "0", "\(table)")
     }
     // dst never crash-restarted (a column list would have made pglogical's apply segfault).
@@ -157,17 +174,22 @@ struct RealSchemaTests {
     // here: pglogical 2.4 does not notice that one at all.)
     try dc.addPair(
       "stuck",
-      srcSQL: "CREATE TABLE t (id int PRIMARY KEY, v int, w int GENERATED ALWAYS AS (v * 2) STORED); INSERT INTO t (id, v) SELECT g, g FROM generate_series(1, 100) g;",
-      dstSQL: "CREATE TABLE t (id int PRIMARY KEY, v int, w int GENERATED ALWAYS AS (v * 2) STORED);")
+      srcSQL:
+        "CREATE TABLE t (id int PRIMARY KEY, v int, w int GENERATED ALWAYS AS (v * 2) STORED); INSERT INTO t (id, v) SELECT g, g FROM generate_series(1, 100) g;",
+      dstSQL:
+        "CREATE TABLE t (id int PRIMARY KEY, v int, w int GENERATED ALWAYS AS (v * 2) STORED);")
     let cfg = try dc.store.load(dc: dc.dc, db: "stuck")
     for side in Side.allCases {
       try Cut.exec(dc, "stuck", side, "CREATE EXTENSION pglogical")
       let c = try dc.conn("stuck", side)
       let server = try cfg.server(side)
       try c.query(
-        "SELECT pglogical.create_node($1, $2)", [side == .src ? PGL.srcNode : PGL.dstNode, server.conninfo(.root)])
+        "SELECT pglogical.create_node($1, $2)",
+        [side == .src ? PGL.srcNode : PGL.dstNode, server.conninfo(.root)])
       if side == .src {
-        try c.exec("SELECT pglogical.create_replication_set('pgbelt'); SELECT pglogical.replication_set_add_table('pgbelt', 't')")
+        try c.exec(
+          "SELECT pglogical.create_replication_set('pgbelt'); SELECT pglogical.replication_set_add_table('pgbelt', 't')"
+        )
       } else {
         try c.query(
           "SELECT pglogical.create_subscription('pg1_pg2', $1, ARRAY['pgbelt'], false, true, '{}')",
@@ -182,14 +204,18 @@ struct RealSchemaTests {
       return last.out.contains("\"forward\":\"down\"") || last.out.contains("\"forward\": \"down\"")
     }
     #expect(down, "status never said down: \(last.out)")
-    print("[status of a failed initial copy after \(String(format: "%.1f", Date().timeIntervalSince(t0))) s]\n\(last.out)")
+    print(
+      "[status of a failed initial copy after \(String(format: "%.1f", Date().timeIntervalSince(t0))) s]\n\(last.out)"
+    )
     let record = try JSONParser.parse(last.out)
     let rec = Repl.records(record).first ?? record
     let why = rec["forward_error"]?.stringValue ?? ""
     #expect(why.contains("initial copy"), "\(why)")
     // The test clusters log to a file root may read: the cause is quoted from it.
     #expect(why.contains("is a generated column"), "\(why)")
-    for secret in [PG.rootPassword, dc.pairs["stuck"]!.owner.password, dc.pairs["stuck"]!.pglogical.password] {
+    for secret in [
+      PG.rootPassword, dc.pairs["stuck"]!.owner.password, dc.pairs["stuck"]!.pglogical.password,
+    ] {
       #expect(!last.out.contains(secret) && !last.err.contains(secret))
     }
   }
@@ -216,20 +242,25 @@ struct RealSchemaTests {
         """)
     try dc.addPair("empty")
     let pre = try dc.run("precheck", nil)
-    let recs = Dictionary(Repl.records(pre).map { ($0["db"]?.stringValue ?? "", $0) }, uniquingKeysWith: { a, _ in a })
+    let recs = Dictionary(
+      Repl.records(pre).map { ($0["db"]?.stringValue ?? "", $0) }, uniquingKeysWith: { a, _ in a })
     // Warnings, not failures: an empty database and tables that are copied at cutover.
     #expect(pre["ok"] == true, "\(pre.json())")
     let warn = recs["warn"]
     let tables = Dictionary(
-      (warn?["tables"]?.arrayValue ?? []).map { ($0["name"]?.stringValue ?? "", $0) }, uniquingKeysWith: { a, _ in a })
+      (warn?["tables"]?.arrayValue ?? []).map { ($0["name"]?.stringValue ?? "", $0) },
+      uniquingKeysWith: { a, _ in a })
     #expect(tables["scratch"]?["replication"] == "dump_and_load")
     #expect(tables["scratch"]?["why"]?.stringValue?.contains("unlogged") == true)
     #expect(tables["quiet"]?["replication"] == "dump_and_load")
     #expect(tables["quiet"]?["why"]?.stringValue?.contains("REPLICA IDENTITY NOTHING") == true)
     #expect(tables["normal"]?["replication"] == "pglogical")
     #expect(warn?["materialized_views"] == .from(["normal_count"]))
-    let warnings = warn?["warnings"]?.arrayValue?.compactMap(\.stringValue).joined(separator: " | ") ?? ""
-    #expect(warnings.contains("normal_count") && warnings.contains("REFRESH MATERIALIZED VIEW"), "\(warnings)")
+    let warnings =
+      warn?["warnings"]?.arrayValue?.compactMap(\.stringValue).joined(separator: " | ") ?? ""
+    #expect(
+      warnings.contains("normal_count") && warnings.contains("REFRESH MATERIALIZED VIEW"),
+      "\(warnings)")
     #expect(recs["empty"]?["ok"] == true)
     #expect(recs["empty"]?["warning"]?.stringValue?.contains("no tables found") == true)
     let cli = try CLI.run(["precheck", dc.dc, "--config-dir", dc.root])
@@ -253,31 +284,53 @@ struct RealSchemaTests {
     let dc = try TestDC()
     defer { Repl.cleanup(dc) }
     let other = PG.unique("other")
-    try dc.addPair("lo", srcSQL: "CREATE TABLE docs (id int PRIMARY KEY, blob oid); INSERT INTO docs VALUES (1, lo_from_bytea(0, '\\xdeadbeef'));")
-    try dc.addPair("owned", srcSQL: "CREATE TABLE mine (id int PRIMARY KEY); CREATE TABLE \"Theirs\" (id int PRIMARY KEY);")
+    try dc.addPair(
+      "lo",
+      srcSQL:
+        "CREATE TABLE docs (id int PRIMARY KEY, blob oid); INSERT INTO docs VALUES (1, lo_from_bytea(0, '\\xdeadbeef'));"
+    )
+    try dc.addPair(
+      "owned",
+      srcSQL:
+        "CREATE TABLE mine (id int PRIMARY KEY); CREATE TABLE \"Theirs\" (id int PRIMARY KEY);")
     let c = try dc.conn("owned", .src)
-    try c.exec("CREATE ROLE \(PGConnection.quoteIdent(other)); ALTER TABLE \"Theirs\" OWNER TO \(PGConnection.quoteIdent(other))")
+    try c.exec(
+      "CREATE ROLE \(PGConnection.quoteIdent(other)); ALTER TABLE \"Theirs\" OWNER TO \(PGConnection.quoteIdent(other))"
+    )
     c.close()
     let pre = try dc.run("precheck", nil)
     #expect(pre["ok"] == false)
-    let recs = Dictionary(Repl.records(pre).map { ($0["db"]?.stringValue ?? "", $0) }, uniquingKeysWith: { a, _ in a })
+    let recs = Dictionary(
+      Repl.records(pre).map { ($0["db"]?.stringValue ?? "", $0) }, uniquingKeysWith: { a, _ in a })
     #expect(recs["lo"]?["large_objects"] == .int(1))
-    #expect(recs["lo"]?["alert"]?.stringValue?.contains("large object") == true, "\(recs["lo"]?.json() ?? "")")
-    #expect(recs["owned"]?["alert"]?.stringValue?.contains("Theirs (\(other))") == true, "\(recs["owned"]?.json() ?? "")")
+    #expect(
+      recs["lo"]?["alert"]?.stringValue?.contains("large object") == true,
+      "\(recs["lo"]?.json() ?? "")")
+    #expect(
+      recs["owned"]?["alert"]?.stringValue?.contains("Theirs (\(other))") == true,
+      "\(recs["owned"]?.json() ?? "")")
     let cli = try CLI.run(["precheck", dc.dc, "--config-dir", dc.root])
     #expect(cli.code == 1)
 
     // setup refuses the foreign-owned table before it changes anything on either side.
-    let before = try Cut.scalar(dc, "owned", .src, "SELECT count(*) FROM pg_extension WHERE extname = 'pglogical'")
+    let before = try Cut.scalar(
+      dc, "owned", .src, "SELECT count(*) FROM pg_extension WHERE extname = 'pglogical'")
     let setup = try CLI.run(["setup", dc.dc, "owned", "--config-dir", dc.root])
     #expect(setup.code == 1)
     #expect(setup.err.contains("\"Theirs\" (owned by \(other))"), "\(setup.err)")
-    #expect(setup.err.split(separator: "\n").filter { $0.contains("Theirs") }.count == 1, "one line: \(setup.err)")
+    #expect(
+      setup.err.split(separator: "\n").filter { $0.contains("Theirs") }.count == 1,
+      "one line: \(setup.err)")
     #expect(before == "0")
     for side in Side.allCases {
-      #expect(try Cut.scalar(dc, "owned", side, "SELECT count(*) FROM pg_extension WHERE extname = 'pglogical'") == "0", "\(side)")
+      #expect(
+        try Cut.scalar(
+          dc, "owned", side, "SELECT count(*) FROM pg_extension WHERE extname = 'pglogical'")
+          == "0", "\(side)")
     }
-    #expect(try Cut.scalar(dc, "owned", .dst, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == "0")
+    #expect(
+      try Cut.scalar(
+        dc, "owned", .dst, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == "0")
   }
 }
 
@@ -287,7 +340,9 @@ extension IsolatedFaultTests {
   static func setWorkers(_ value: String?) throws {
     for side in Side.allCases {
       let c = try PG.root(side)
-      try c.exec(value.map { "ALTER SYSTEM SET max_worker_processes = \($0)" } ?? "ALTER SYSTEM RESET max_worker_processes")
+      try c.exec(
+        value.map { "ALTER SYSTEM SET max_worker_processes = \($0)" }
+          ?? "ALTER SYSTEM RESET max_worker_processes")
       c.close()
       #expect(try pgClusters(["restart", side.rawValue]) == 0)
     }
@@ -308,7 +363,9 @@ extension IsolatedFaultTests {
     #expect(pre.code == 1)
     #expect(pre.out.contains("max_worker_processes = 10"), "\(pre.out)")
     #expect(pre.out.contains("needs 12 more background workers"), "\(pre.out)")
-    print("[precheck with max_worker_processes = 10 for 6 databases]\n\(pre.out.split(separator: "\n").filter { $0.contains("ALERT") }.prefix(2).joined(separator: "\n"))")
+    print(
+      "[precheck with max_worker_processes = 10 for 6 databases]\n\(pre.out.split(separator: "\n").filter { $0.contains("ALERT") }.prefix(2).joined(separator: "\n"))"
+    )
 
     // migrate.lua runs precheck first: it fails at once with that cause and changes nothing.
     let t0 = Date()
@@ -317,7 +374,9 @@ extension IsolatedFaultTests {
     #expect(migrate.code == 1)
     #expect(migrate.err.contains("max_worker_processes"), "\(migrate.err)")
     #expect(took < 120, "migrate.lua took \(took) s to fail")
-    #expect(try Cut.scalar(dc, "db1", .src, "SELECT count(*) FROM pg_extension WHERE extname = 'pglogical'") == "0")
+    #expect(
+      try Cut.scalar(
+        dc, "db1", .src, "SELECT count(*) FROM pg_extension WHERE extname = 'pglogical'") == "0")
 
     // Set up anyway (as a user who skipped precheck would): the subscriptions that get no
     // worker are down, with the cause, not "initializing" until a timeout.
@@ -325,7 +384,10 @@ extension IsolatedFaultTests {
     var last: Value = .null
     let seen = try eventually(45) {
       last = try dc.run("status", nil)
-      return Repl.records(last).contains { $0["forward"] == "down" && ($0["forward_error"]?.stringValue ?? "").contains("max_worker_processes") }
+      return Repl.records(last).contains {
+        $0["forward"] == "down"
+          && ($0["forward_error"]?.stringValue ?? "").contains("max_worker_processes")
+      }
     }
     #expect(seen, "\(last.json())")
 
@@ -334,10 +396,19 @@ extension IsolatedFaultTests {
     restored = true
     let again = try CLI.run(["run", "migrate.lua", dc.dc, "--config-dir", dc.root])
     #expect(again.code == 0, "\(again.err.suffix(2000))")
-    let cut = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--yes", "--", "drain_timeout=2s", "fence=connect"])
+    let cut = try CLI.run([
+      "run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--yes", "--", "drain_timeout=2s",
+      "fence=connect",
+    ])
     #expect(cut.code == 0, "\(cut.err.suffix(2000))")
     for n in names {
-      #expect(try Repl.sameRows(dc, n, ["UsersCapital", "table with space", "we\"ird", "fruits", "existingSomethingIds", "manual_seq"]), "\(n)")
+      #expect(
+        try Repl.sameRows(
+          dc, n,
+          [
+            "UsersCapital", "table with space", "we\"ird", "fruits", "existingSomethingIds",
+            "manual_seq",
+          ]), "\(n)")
     }
     for n in names { _ = try? dc.run("restore_logins", n) }
   }

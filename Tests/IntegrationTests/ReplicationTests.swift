@@ -299,13 +299,22 @@ struct ReplicationTests {
     try open.exec("BEGIN; SELECT txid_current()")
     let openPid = try open.query("SELECT pg_backend_pid()").scalar ?? "?"
     #expect(try dc.run("setup", "init", ["schema": false])["ok"] == true)
-    let waiting = try Repl.waitStatus(dc, "init", "the slot waiting") { $0["forward_waiting"] != nil }
+    let waiting = try Repl.waitStatus(dc, "init", "the slot waiting") {
+      $0["forward_waiting"] != nil
+    }
     #expect(waiting["forward"] == "initializing")
-    #expect(waiting["forward_waiting"]?.stringValue?.contains("pid \(openPid) (user \(PG.rootUser), database postgres, idle in transaction") == true, "\(waiting.json())")
+    #expect(
+      waiting["forward_waiting"]?.stringValue?.contains(
+        "pid \(openPid) (user \(PG.rootUser), database postgres, idle in transaction") == true,
+      "\(waiting.json())")
     let cli = try CLI.run(["status", dc.dc, "init", "--config-dir", dc.root])
-    #expect(cli.out.contains("init: src -> dst waits: ") && cli.out.contains("pid \(openPid)"), "\(cli.out)")
+    #expect(
+      cli.out.contains("init: src -> dst waits: ") && cli.out.contains("pid \(openPid)"),
+      "\(cli.out)")
     try open.exec("ROLLBACK")
-    let st = try Repl.waitStatus(dc, "init", "initializing") { $0["forward"] == "initializing" && $0["forward_waiting"] == nil }
+    let st = try Repl.waitStatus(dc, "init", "initializing") {
+      $0["forward"] == "initializing" && $0["forward_waiting"] == nil
+    }
     #expect(st["tables_total"] == 4)
     #expect((st["tables_done"]?.intValue ?? 99) < 4)
     #expect(st["progress"]?.stringValue?.contains("/4 tables") == true, "\(st.json())")
@@ -369,7 +378,10 @@ struct ReplicationTests {
     let gated = try dc.run("teardown_forward_replication", "half", ["timeout": 60])
     #expect(gated["dropped"] == true, "\(gated.json())")
     #expect(Date().timeIntervalSince(t0) < 30, "the gate waited \(Date().timeIntervalSince(t0)) s")
-    #expect(try Cut.scalar(dc, "half", .dst, "SELECT count(*) FROM \"UsersCapital\" WHERE name = 'after disable'") == "1")
+    #expect(
+      try Cut.scalar(
+        dc, "half", .dst, "SELECT count(*) FROM \"UsersCapital\" WHERE name = 'after disable'")
+        == "1")
   }
 
   /// Also the schema path: setup without --no-schema runs SchemaOps.dumpSchema + loadSchema,
@@ -403,8 +415,12 @@ struct ReplicationTests {
     print("[measure] gate: \(r["message"]?.stringValue ?? "")")
     let d = try dc.conn("async", .dst)
     defer { d.close() }
-    let n = try d.query("SELECT count(*) FROM \"UsersCapital\" WHERE name = 'async commit before the gate'").scalar
-    #expect(n == "1", "the async commit did not reach dst before the subscription was dropped: \(r.json())")
+    let n = try d.query(
+      "SELECT count(*) FROM \"UsersCapital\" WHERE name = 'async commit before the gate'"
+    ).scalar
+    #expect(
+      n == "1",
+      "the async commit did not reach dst before the subscription was dropped: \(r.json())")
     #expect(try Repl.sameRows(dc, "async", Self.pkTables))
   }
 

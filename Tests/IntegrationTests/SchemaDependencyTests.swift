@@ -30,24 +30,38 @@ struct SchemaDependencyTests {
     let pre = try dc.run("precheck", "mb")
     #expect(pre["ok"] == true, "\(pre.json())")
     let needed = Dictionary(
-      (pre["extensions_needed"]?.arrayValue ?? []).map { ($0["name"]?.stringValue ?? "", $0) }, uniquingKeysWith: { a, _ in a })
+      (pre["extensions_needed"]?.arrayValue ?? []).map { ($0["name"]?.stringValue ?? "", $0) },
+      uniquingKeysWith: { a, _ in a })
     #expect(Set(needed.keys) == ["unaccent", "cube"], "\(pre["extensions_needed"]?.json() ?? "")")
     let byUnaccent = needed["unaccent"]?["needed_by"]?.arrayValue?.compactMap(\.stringValue) ?? []
     #expect(byUnaccent.contains("text search configuration app.mb_simple"), "\(byUnaccent)")
-    let byCube = needed["cube"]?["needed_by"]?.arrayValue?.compactMap(\.stringValue).joined(separator: "; ") ?? ""
+    let byCube =
+      needed["cube"]?["needed_by"]?.arrayValue?.compactMap(\.stringValue).joined(separator: "; ")
+      ?? ""
     #expect(byCube.contains("app.point3"), "\(byCube)")
-    #expect(needed["cube"]?["available_on_dst"] == true && needed["cube"]?["installed_on_dst"] == false)
+    #expect(
+      needed["cube"]?["available_on_dst"] == true && needed["cube"]?["installed_on_dst"] == false)
     let cliPre = try CLI.run(["precheck", dc.dc, "mb", "--config-dir", dc.root])
-    #expect(cliPre.out.contains("Extensions the schema needs") && cliPre.out.contains("text search configuration app.mb_simple"), "\(cliPre.out)")
+    #expect(
+      cliPre.out.contains("Extensions the schema needs")
+        && cliPre.out.contains("text search configuration app.mb_simple"), "\(cliPre.out)")
 
     let migrate = try CLI.run(["run", "migrate.lua", dc.dc, "--config-dir", dc.root])
     #expect(migrate.code == 0, "migrate: \(migrate.err.suffix(2000))")
     for ext in ["unaccent", "cube"] {
-      #expect(try Cut.scalar(dc, "mb", .dst, "SELECT count(*) FROM pg_extension WHERE extname = $1", [ext]) == "1", "\(ext)")
+      #expect(
+        try Cut.scalar(
+          dc, "mb", .dst, "SELECT count(*) FROM pg_extension WHERE extname = $1", [ext]) == "1",
+        "\(ext)")
     }
     // The configuration, the collation and the domain work on dst.
-    #expect(try Cut.scalar(dc, "mb", .dst, "SELECT to_tsvector('app.mb_simple', 'Ärtist')::text") == "'artist':1")
-    #expect(try Cut.scalar(dc, "mb", .dst, "SELECT collprovider::text FROM pg_collation WHERE collname = 'de_phone'") == "i")
+    #expect(
+      try Cut.scalar(dc, "mb", .dst, "SELECT to_tsvector('app.mb_simple', 'Ärtist')::text")
+        == "'artist':1")
+    #expect(
+      try Cut.scalar(
+        dc, "mb", .dst, "SELECT collprovider::text FROM pg_collation WHERE collname = 'de_phone'")
+        == "i")
     #expect(try Repl.sameRows(dc, "mb", ["artist"]))
     let diff = try dc.run("diff_schemas", "mb", ["full": true])
     #expect(diff["result"] == "match", "\(diff["diff"]?.stringValue ?? diff.json())")
@@ -60,10 +74,13 @@ struct SchemaDependencyTests {
     defer { Repl.cleanup(dc) }
     try dc.addPair("fake", schema: "app", srcSQL: "CREATE TABLE app.t (id int PRIMARY KEY);")
     let ext = PG.unique("belt_fake_ext").lowercased()
-    let sharedir = try Cut.scalar(dc, "fake", .src, "SELECT setting FROM pg_config WHERE name = 'SHAREDIR'") ?? ""
+    let sharedir =
+      try Cut.scalar(dc, "fake", .src, "SELECT setting FROM pg_config WHERE name = 'SHAREDIR'")
+      ?? ""
     let control = "\(sharedir)/extension/\(ext).control"
     let script = "\(sharedir)/extension/\(ext)--1.0.sql"
-    try "default_version = '1.0'\nrelocatable = true\n".write(toFile: control, atomically: true, encoding: .utf8)
+    try "default_version = '1.0'\nrelocatable = true\n".write(
+      toFile: control, atomically: true, encoding: .utf8)
     try "CREATE FUNCTION plus_one(int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT $1 + 1';\n"
       .write(toFile: script, atomically: true, encoding: .utf8)
     defer {
@@ -74,20 +91,32 @@ struct SchemaDependencyTests {
     try FileManager.default.removeItem(atPath: control)
     try FileManager.default.removeItem(atPath: script)
     let owner = dc.pairs["fake"]!.owner
-    try Cut.exec(dc, "fake", .src, "SET ROLE \(PGConnection.quoteIdent(owner.name)); ALTER TABLE app.t ADD COLUMN n int DEFAULT public.plus_one(1)")
+    try Cut.exec(
+      dc, "fake", .src,
+      "SET ROLE \(PGConnection.quoteIdent(owner.name)); ALTER TABLE app.t ADD COLUMN n int DEFAULT public.plus_one(1)"
+    )
 
     let pre = try dc.run("precheck", "fake")
     #expect(pre["ok"] == false)
     let alert = pre["alert"]?.stringValue ?? ""
-    #expect(alert.contains(ext) && alert.contains("default value for app.t.n") && alert.contains("not available on dst"), "\(alert)")
+    #expect(
+      alert.contains(ext) && alert.contains("default value for app.t.n")
+        && alert.contains("not available on dst"), "\(alert)")
 
     let setup = try CLI.run(["setup", dc.dc, "fake", "--config-dir", dc.root])
     #expect(setup.code == 1)
-    #expect(setup.err.split(separator: "\n").filter { $0.contains(ext) }.count == 1, "one line: \(setup.err)")
+    #expect(
+      setup.err.split(separator: "\n").filter { $0.contains(ext) }.count == 1,
+      "one line: \(setup.err)")
     for side in Side.allCases {
-      #expect(try Cut.scalar(dc, "fake", side, "SELECT count(*) FROM pg_extension WHERE extname = 'pglogical'") == "0", "\(side)")
+      #expect(
+        try Cut.scalar(
+          dc, "fake", side, "SELECT count(*) FROM pg_extension WHERE extname = 'pglogical'") == "0",
+        "\(side)")
     }
-    #expect(try Cut.scalar(dc, "fake", .dst, "SELECT count(*) FROM pg_tables WHERE schemaname = 'app'") == "0")
+    #expect(
+      try Cut.scalar(dc, "fake", .dst, "SELECT count(*) FROM pg_tables WHERE schemaname = 'app'")
+        == "0")
     let migrate = try CLI.run(["run", "migrate.lua", dc.dc, "--config-dir", dc.root])
     #expect(migrate.code == 1 && migrate.err.contains(ext), "\(migrate.err.suffix(1500))")
   }
@@ -124,12 +153,18 @@ struct SchemaDependencyTests {
     let migrate = try CLI.run(["run", "migrate.lua", dc.dc, "--config-dir", dc.root])
     #expect(migrate.code == 0, "migrate: \(migrate.err.suffix(2000))")
     // The GRANT notice counts the one real grant, not those belt gave its replication role.
-    let notice = migrate.err.split(separator: "\n").first { $0.contains("GRANT/REVOKE") }.map(String.init) ?? ""
-    #expect(notice.contains("1 GRANT/REVOKE statement(s)") && notice.contains(reader) && notice.contains("grants.sql"), "\(migrate.err.suffix(3000))")
+    let notice =
+      migrate.err.split(separator: "\n").first { $0.contains("GRANT/REVOKE") }.map(String.init)
+      ?? ""
+    #expect(
+      notice.contains("1 GRANT/REVOKE statement(s)") && notice.contains(reader)
+        && notice.contains("grants.sql"), "\(migrate.err.suffix(3000))")
     #expect(!notice.contains(dc.pairs["shop"]!.pglogical.name), "\(notice)")
     let grantsFile = dc.store.schemaDirectory(dc: dc.dc, db: "shop") + "/grants.sql"
     let grants = (try? String(contentsOfFile: grantsFile, encoding: .utf8)) ?? ""
-    #expect(grants.contains("GRANT SELECT ON TABLE public.stock TO \(reader);") && !grants.contains(dc.pairs["shop"]!.pglogical.name), "\(grants)")
+    #expect(
+      grants.contains("GRANT SELECT ON TABLE public.stock TO \(reader);")
+        && !grants.contains(dc.pairs["shop"]!.pglogical.name), "\(grants)")
     // The dumps differ as text (what the issue saw), yet every object is the same to dst.
     let t0 = Date()
     let diff = try dc.run("diff_schemas", "shop", ["full": true])
@@ -138,14 +173,25 @@ struct SchemaDependencyTests {
     let cosmetic = diff["cosmetic_diff"]?.stringValue ?? ""
     #expect(cosmetic.contains("ANY ((ARRAY[") && cosmetic.contains("AS int4"), "\(cosmetic)")
     let reprinted = Set(diff["reprinted"]?.arrayValue?.compactMap(\.stringValue) ?? [])
-    #expect(reprinted.isSuperset(of: ["table public.orders", "view public.padded", "view public.open_orders", "index public.orders orders_open"]), "\(reprinted)")
-    print("[diff-schemas --full with \(reprinted.count) re-printed objects: \(String(format: "%.2f", took)) s]")
+    #expect(
+      reprinted.isSuperset(of: [
+        "table public.orders", "view public.padded", "view public.open_orders",
+        "index public.orders orders_open",
+      ]), "\(reprinted)")
+    print(
+      "[diff-schemas --full with \(reprinted.count) re-printed objects: \(String(format: "%.2f", took)) s]"
+    )
 
-    let cutover = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--yes", "--", "drain_timeout=2s", "fence=connect"])
+    let cutover = try CLI.run([
+      "run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--yes", "--", "drain_timeout=2s",
+      "fence=connect",
+    ])
     #expect(cutover.code == 0, "cutover: \(cutover.err.suffix(2000))")
 
     // Real differences on dst: a CHECK's bound, a column's type. Reported exactly, nothing else.
-    try Cut.exec(dc, "shop", .dst, """
+    try Cut.exec(
+      dc, "shop", .dst,
+      """
       ALTER TABLE stock DROP CONSTRAINT stock_qty_check, ADD CONSTRAINT stock_qty_check CHECK (qty >= 1);
       ALTER TABLE stock ALTER COLUMN note TYPE varchar(200);
       DROP VIEW casts; ALTER TABLE orders ALTER COLUMN total TYPE numeric(14, 2);
@@ -156,24 +202,33 @@ struct SchemaDependencyTests {
     let real = try dc.run("diff_schemas", "shop")
     #expect(real["result"] == "mismatch")
     let text = real["diff"]?.stringValue ?? ""
-    let changed = text.split(separator: "\n").filter { ($0.hasPrefix("-") || $0.hasPrefix("+")) && !$0.hasPrefix("---") && !$0.hasPrefix("+++") }
+    let changed = text.split(separator: "\n").filter {
+      ($0.hasPrefix("-") || $0.hasPrefix("+")) && !$0.hasPrefix("---") && !$0.hasPrefix("+++")
+    }
     // src's definition of feel names a type dst no longer has: that pair cannot be re-created on
     // dst, the one-by-one path judges the others, and feel is reported as it is printed.
-    #expect(Set(real["differences"]?.arrayValue?.compactMap(\.stringValue) ?? []) == [
-      "table public.stock", "table public.orders", "table public.feel",
-      "CREATE TYPE public.mood AS ENUM (", "CREATE TYPE public.mood_v2 AS ENUM (",
-    ], "\(real["differences"]?.json() ?? "")")
-    #expect(changed.contains("-    m public.mood,") && changed.contains("+    m public.mood_v2,"), "\(text)")
+    #expect(
+      Set(real["differences"]?.arrayValue?.compactMap(\.stringValue) ?? []) == [
+        "table public.stock", "table public.orders", "table public.feel",
+        "CREATE TYPE public.mood AS ENUM (", "CREATE TYPE public.mood_v2 AS ENUM (",
+      ], "\(real["differences"]?.json() ?? "")")
+    #expect(
+      changed.contains("-    m public.mood,") && changed.contains("+    m public.mood_v2,"),
+      "\(text)")
     // (Within feel, which dst cannot re-create from src's text, its re-printed CHECK shows too.)
     let feelAndType = changed.filter { $0.contains("mood") || $0.contains("feel_") }
-    #expect(Set(changed).subtracting(feelAndType) == [
-      "-    note text,", "+    note character varying(200),",
-      "-    CONSTRAINT stock_qty_check CHECK ((qty >= 0))", "+    CONSTRAINT stock_qty_check CHECK ((qty >= 1))",
-      // orders' CHECKs are re-printed on dst: only the changed column shows.
-      "-    total numeric(12,2),", "+    total numeric(14,2),",
-    ], "\(text)")
+    #expect(
+      Set(changed).subtracting(feelAndType) == [
+        "-    note text,", "+    note character varying(200),",
+        "-    CONSTRAINT stock_qty_check CHECK ((qty >= 0))",
+        "+    CONSTRAINT stock_qty_check CHECK ((qty >= 1))",
+        // orders' CHECKs are re-printed on dst: only the changed column shows.
+        "-    total numeric(12,2),", "+    total numeric(14,2),",
+      ], "\(text)")
     let cli = try CLI.run(["diff-schemas", dc.dc, "shop", "--config-dir", dc.root])
-    #expect(cli.out.contains("stock_qty_check CHECK ((qty >= 1))") && cli.code == 1, "\(cli.out)\(cli.err)")
+    #expect(
+      cli.out.contains("stock_qty_check CHECK ((qty >= 1))") && cli.code == 1,
+      "\(cli.out)\(cli.err)")
     _ = try? dc.run("restore_logins", "shop")
   }
 
@@ -182,16 +237,20 @@ struct SchemaDependencyTests {
   @Test func createIndexesConcurrentlyUnderWritesAndInvalidLeftoversRebuilt() throws {
     let dc = try TestDC()
     defer { Repl.cleanup(dc) }
-    try dc.addPair("ix", srcSQL: """
-      CREATE TABLE events (id bigserial PRIMARY KEY, account int NOT NULL, code int, body text);
-      CREATE INDEX events_account ON events (account, id);
-      CREATE UNIQUE INDEX events_code ON events (code);
-      CREATE INDEX events_body_lower ON events (lower(body)) WHERE code IS NOT NULL;
-      """)
+    try dc.addPair(
+      "ix",
+      srcSQL: """
+        CREATE TABLE events (id bigserial PRIMARY KEY, account int NOT NULL, code int, body text);
+        CREATE INDEX events_account ON events (account, id);
+        CREATE UNIQUE INDEX events_code ON events (code);
+        CREATE INDEX events_body_lower ON events (lower(body)) WHERE code IS NOT NULL;
+        """)
     _ = try dc.run("dump_schema", "ix")
     _ = try dc.run("load_schema", "ix")
     // dst holds rows; two share a code, so the unique index cannot be built.
-    try Cut.exec(dc, "ix", .dst, """
+    try Cut.exec(
+      dc, "ix", .dst,
+      """
       INSERT INTO events (account, code, body) SELECT g % 97, g, md5(g::text) FROM generate_series(1, 200000) g;
       INSERT INTO events (account, code, body) VALUES (1, 7, 'duplicate code');
       """)
@@ -216,30 +275,55 @@ struct SchemaDependencyTests {
       done.signal()
     }
     thread.start()
-    let first = try CLI.run(["create-indexes", dc.dc, "ix", "--concurrently", "--config-dir", dc.root])
+    let first = try CLI.run([
+      "create-indexes", dc.dc, "ix", "--concurrently", "--config-dir", dc.root,
+    ])
     let writesDuringFirst = flag.writes
     #expect(first.code == 1)
-    #expect(first.out.contains("events_code: failed") && first.out.contains("left INVALID"), "\(first.out)\(first.err)")
-    #expect(first.out.contains("events_account: created") && first.out.contains("events_body_lower: created"), "\(first.out)")
-    #expect(try Cut.scalar(dc, "ix", .dst, "SELECT count(*) FROM pg_index WHERE NOT indisvalid AND indexrelid = 'events_code'::regclass") == "1")
+    #expect(
+      first.out.contains("events_code: failed") && first.out.contains("left INVALID"),
+      "\(first.out)\(first.err)")
+    #expect(
+      first.out.contains("events_account: created")
+        && first.out.contains("events_body_lower: created"), "\(first.out)")
+    #expect(
+      try Cut.scalar(
+        dc, "ix", .dst,
+        "SELECT count(*) FROM pg_index WHERE NOT indisvalid AND indexrelid = 'events_code'::regclass"
+      ) == "1")
 
     // The duplicate removed, the next run names the INVALID index and builds it again.
     try Cut.exec(dc, "ix", .dst, "DELETE FROM events WHERE body = 'duplicate code'")
-    let second = try CLI.run(["create-indexes", dc.dc, "ix", "--concurrently", "--config-dir", dc.root])
+    let second = try CLI.run([
+      "create-indexes", dc.dc, "ix", "--concurrently", "--config-dir", dc.root,
+    ])
     flag.stop = true
     done.wait()
     #expect(second.code == 0, "\(second.out)\(second.err)")
     let again = try dc.run("create_indexes", "ix", ["concurrently": true])
-    #expect(again["concurrently"] == true && again["already_present"] == 3 && again["created"] == 0, "\(again.json())")
+    #expect(
+      again["concurrently"] == true && again["already_present"] == 3 && again["created"] == 0,
+      "\(again.json())")
     #expect(second.out.contains("events_code: rebuilt"), "\(second.out)")
     #expect(second.err.contains("events_code") && second.err.contains("INVALID"), "\(second.err)")
-    #expect(try Cut.scalar(dc, "ix", .dst, "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid WHERE c.relname = 'events' AND NOT i.indisvalid") == "0")
-    #expect(try Cut.scalar(dc, "ix", .dst, "SELECT count(*) FROM pg_indexes WHERE tablename = 'events'") == "4")
+    #expect(
+      try Cut.scalar(
+        dc, "ix", .dst,
+        "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid WHERE c.relname = 'events' AND NOT i.indisvalid"
+      ) == "0")
+    #expect(
+      try Cut.scalar(dc, "ix", .dst, "SELECT count(*) FROM pg_indexes WHERE tablename = 'events'")
+        == "4")
     #expect(flag.errors.isEmpty, "\(flag.errors.prefix(3))")
-    #expect(writesDuringFirst > 0 && flag.writes > writesDuringFirst, "dst took \(flag.writes) writes while indexes were built")
+    #expect(
+      writesDuringFirst > 0 && flag.writes > writesDuringFirst,
+      "dst took \(flag.writes) writes while indexes were built")
     // The audit log shows the concurrent builds.
-    let audit = try String(contentsOfFile: dc.root + "/configs/\(dc.dc)/ix/audit.jsonl", encoding: .utf8)
-    #expect(audit.contains("CREATE UNIQUE INDEX CONCURRENTLY events_code") && audit.contains("DROP INDEX CONCURRENTLY IF EXISTS"), "\(audit.suffix(1500))")
+    let audit = try String(
+      contentsOfFile: dc.root + "/configs/\(dc.dc)/ix/audit.jsonl", encoding: .utf8)
+    #expect(
+      audit.contains("CREATE UNIQUE INDEX CONCURRENTLY events_code")
+        && audit.contains("DROP INDEX CONCURRENTLY IF EXISTS"), "\(audit.suffix(1500))")
   }
 
   /// A large application schema built by statements: 320 tables (every one with a varchar IN
@@ -264,9 +348,13 @@ struct SchemaDependencyTests {
         INSERT INTO t\(t) (status, qty, name) SELECT 'open', g, 'n' || g FROM generate_series(1, 5) g;
 
         """
-      if t % 4 == 0 { sql += "CREATE TRIGGER t\(t)_audit AFTER DELETE ON t\(t) FOR EACH ROW WHEN (OLD.status IN ('closed', 'gone')) EXECUTE FUNCTION audit_row();\n" }
+      if t % 4 == 0 {
+        sql +=
+          "CREATE TRIGGER t\(t)_audit AFTER DELETE ON t\(t) FOR EACH ROW WHEN (OLD.status IN ('closed', 'gone')) EXECUTE FUNCTION audit_row();\n"
+      }
       if t % 8 == 0 {
-        sql += "CREATE VIEW v\(t) AS SELECT s.* FROM (SELECT id, qty FROM t\(t) UNION ALL SELECT id, NULL FROM t\(t - 1)) s WHERE s.id IN (SELECT id FROM t\(t) UNION SELECT NULL);\n"
+        sql +=
+          "CREATE VIEW v\(t) AS SELECT s.* FROM (SELECT id, qty FROM t\(t) UNION ALL SELECT id, NULL FROM t\(t - 1)) s WHERE s.id IN (SELECT id FROM t\(t) UNION SELECT NULL);\n"
       }
     }
     return sql
@@ -278,7 +366,8 @@ struct SchemaDependencyTests {
     let t0 = Date()
     try dc.addPair("big", srcSQL: Self.largeSchema())
     let built = Date().timeIntervalSince(t0)
-    let counts = "SELECT (SELECT count(*) FROM pg_tables WHERE schemaname = 'public') || ' tables, ' || (SELECT count(*) FROM pg_indexes WHERE schemaname = 'public') || ' indexes, ' || (SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal) || ' triggers, ' || (SELECT count(*) FROM pg_views WHERE schemaname = 'public') || ' views'"
+    let counts =
+      "SELECT (SELECT count(*) FROM pg_tables WHERE schemaname = 'public') || ' tables, ' || (SELECT count(*) FROM pg_indexes WHERE schemaname = 'public') || ' indexes, ' || (SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal) || ' triggers, ' || (SELECT count(*) FROM pg_views WHERE schemaname = 'public') || ' views'"
     let srcCounts = try Cut.scalar(dc, "big", .src, counts) ?? ""
     let d0 = Date()
     _ = try dc.run("dump_schema", "big")
@@ -299,14 +388,24 @@ struct SchemaDependencyTests {
     let reprinted = diff["reprinted"]?.arrayValue?.count ?? 0
     #expect(reprinted >= 320, "\(reprinted)")
     // How much of that is the judging on dst (the rest: two pg_dumps and parsing them).
-    let verbose = try CLI.run(["diff-schemas", dc.dc, "big", "--full", "--verbose", "--config-dir", dc.root])
+    let verbose = try CLI.run([
+      "diff-schemas", dc.dc, "big", "--full", "--verbose", "--config-dir", dc.root,
+    ])
     #expect(verbose.code == 0)
-    print("[large schema, diff-schemas --verbose] " + (verbose.err.split(separator: "\n").first { $0.contains("differently printed") }.map(String.init) ?? verbose.err.suffix(300).description))
+    print(
+      "[large schema, diff-schemas --verbose] "
+        + (verbose.err.split(separator: "\n").first { $0.contains("differently printed") }.map(
+          String.init) ?? verbose.err.suffix(300).description))
     let c0 = Date()
-    let cutover = try CLI.run(["run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--yes", "--", "drain_timeout=2s", "fence=connect"])
+    let cutover = try CLI.run([
+      "run", "cutover.lua", dc.dc, "--config-dir", dc.root, "--yes", "--", "drain_timeout=2s",
+      "fence=connect",
+    ])
     let cutoverTime = Date().timeIntervalSince(c0)
     #expect(cutover.code == 0, "cutover: \(cutover.err.suffix(2000))")
-    print("[large schema: \(srcCounts); built in \(String(format: "%.1f", built)) s; dump-schema \(String(format: "%.2f", dumpTime)) s; load-schema \(String(format: "%.2f", loadTime)) s; migrate.lua \(String(format: "%.1f", migrateTime)) s; diff-schemas --full \(String(format: "%.2f", diffTime)) s with \(reprinted) re-printed objects judged on dst; cutover.lua \(String(format: "%.1f", cutoverTime)) s]")
+    print(
+      "[large schema: \(srcCounts); built in \(String(format: "%.1f", built)) s; dump-schema \(String(format: "%.2f", dumpTime)) s; load-schema \(String(format: "%.2f", loadTime)) s; migrate.lua \(String(format: "%.1f", migrateTime)) s; diff-schemas --full \(String(format: "%.2f", diffTime)) s with \(reprinted) re-printed objects judged on dst; cutover.lua \(String(format: "%.1f", cutoverTime)) s]"
+    )
     _ = try? dc.run("restore_logins", "big")
   }
 
@@ -320,21 +419,36 @@ struct SchemaDependencyTests {
     let migrate = try CLI.run(["run", "migrate.lua", dc.dc, "--config-dir", dc.root])
     #expect(migrate.code == 0, "migrate: \(migrate.err.suffix(2000))")
     // Someone loosened a CHECK on dst during the migration: replication goes on, the schemas differ.
-    try Cut.exec(dc, "acc", .dst, "ALTER TABLE stock DROP CONSTRAINT stock_qty_check, ADD CONSTRAINT stock_qty_check CHECK (qty >= -5)")
-    let args = ["run", "cutover.lua", dc.dc, "acc", "--config-dir", dc.root, "--yes", "--", "drain_timeout=2s", "fence=connect"]
+    try Cut.exec(
+      dc, "acc", .dst,
+      "ALTER TABLE stock DROP CONSTRAINT stock_qty_check, ADD CONSTRAINT stock_qty_check CHECK (qty >= -5)"
+    )
+    let args = [
+      "run", "cutover.lua", dc.dc, "acc", "--config-dir", dc.root, "--yes", "--",
+      "drain_timeout=2s", "fence=connect",
+    ]
     let first = try CLI.run(args)
     #expect(first.code == 1)
     let expectedHint = "accept_diff='table public.stock'"
-    let stopLine = first.err.split(separator: "\n").first { $0.contains("cutover failed in diff-schemas") }.map(String.init) ?? ""
-    #expect(stopLine.contains("schemas differ in table public.stock") && stopLine.contains(expectedHint), "\(first.err.suffix(1500))")
+    let stopLine =
+      first.err.split(separator: "\n").first { $0.contains("cutover failed in diff-schemas") }.map(
+        String.init) ?? ""
+    #expect(
+      stopLine.contains("schemas differ in table public.stock") && stopLine.contains(expectedHint),
+      "\(first.err.suffix(1500))")
     print("[a cutover stopped at diff-schemas]\n\(stopLine)")
     // Run again as it is: the same stop, the same way out (not a loop with no exit).
     let again = try CLI.run(args)
     #expect(again.code == 1 && again.err.contains(expectedHint), "\(again.err.suffix(1500))")
     let status = try CLI.run(["status", dc.dc, "acc", "--config-dir", dc.root])
-    #expect(status.out.contains("step diff-schemas") && status.out.contains(expectedHint), "\(status.out)\(status.err)")
-    print("[status]\n\(status.out.split(separator: "\n").filter { $0.contains("cutover in progress") }.joined(separator: "\n"))")
-    let statusJSON = try JSONParser.parse(try CLI.run(["status", dc.dc, "acc", "--json", "--config-dir", dc.root]).out)
+    #expect(
+      status.out.contains("step diff-schemas") && status.out.contains(expectedHint),
+      "\(status.out)\(status.err)")
+    print(
+      "[status]\n\(status.out.split(separator: "\n").filter { $0.contains("cutover in progress") }.joined(separator: "\n"))"
+    )
+    let statusJSON = try JSONParser.parse(
+      try CLI.run(["status", dc.dc, "acc", "--json", "--config-dir", dc.root]).out)
     let rec = Repl.records(statusJSON).first ?? statusJSON
     #expect(rec["cutover_schema_differences"] == .from(["table public.stock"]), "\(rec.json())")
 
@@ -343,18 +457,30 @@ struct SchemaDependencyTests {
     #expect(wrong.code == 1 && wrong.err.contains(expectedHint), "\(wrong.err.suffix(1500))")
     let done = try CLI.run(args + ["accept_diff=table public.stock"])
     #expect(done.code == 0, "\(done.out)\(done.err.suffix(1500))")
-    #expect(done.err.contains("schema difference(s) accepted: table public.stock"), "\(done.err.suffix(1500))")
-    let journal = try JSONParser.parse(String(contentsOfFile: dc.root + "/configs/\(dc.dc)/acc/cutover.journal.json", encoding: .utf8))
+    #expect(
+      done.err.contains("schema difference(s) accepted: table public.stock"),
+      "\(done.err.suffix(1500))")
+    let journal = try JSONParser.parse(
+      String(
+        contentsOfFile: dc.root + "/configs/\(dc.dc)/acc/cutover.journal.json", encoding: .utf8))
     #expect(journal["state"] == "done")
-    #expect(journal["data"]?["accepted_differences"] == .from(["table public.stock"]), "\(journal.json())")
-    let audit = try String(contentsOfFile: dc.root + "/configs/\(dc.dc)/acc/audit.jsonl", encoding: .utf8)
-    let line = audit.split(separator: "\n").first { $0.contains("accept_schema_differences") }.map(String.init) ?? ""
+    #expect(
+      journal["data"]?["accepted_differences"] == .from(["table public.stock"]), "\(journal.json())"
+    )
+    let audit = try String(
+      contentsOfFile: dc.root + "/configs/\(dc.dc)/acc/audit.jsonl", encoding: .utf8)
+    let line =
+      audit.split(separator: "\n").first { $0.contains("accept_schema_differences") }.map(
+        String.init) ?? ""
     #expect(line.contains("table public.stock") && line.contains("-5"), "\(audit.suffix(800))")
     let after = try CLI.run(["status", dc.dc, "acc", "--config-dir", dc.root])
-    #expect(after.out.contains("with schema difference(s) accepted: table public.stock"), "\(after.out)")
+    #expect(
+      after.out.contains("with schema difference(s) accepted: table public.stock"), "\(after.out)")
     // Finished: running it again says so.
     let finished = try CLI.run(args)
-    #expect(finished.code == 0 && finished.out.contains("the cutover finished"), "\(finished.out)\(finished.err.suffix(500))")
+    #expect(
+      finished.code == 0 && finished.out.contains("the cutover finished"),
+      "\(finished.out)\(finished.err.suffix(500))")
     _ = try? dc.run("restore_logins", "acc")
   }
 }

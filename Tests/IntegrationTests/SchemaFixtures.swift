@@ -6,13 +6,17 @@ import Foundation
 enum SchemaFixtures {
   /// Deferred indexes (indexes.sql) the fixture creates, by bare name.
   static let deferredIndexes = [
-    "Idx Mixed Case", "events_payload_idx", "events_2023_payload_idx", "events_2024_payload_idx", "mat_totals_idx",
+    "Idx Mixed Case", "events_payload_idx", "events_2023_payload_idx", "events_2024_payload_idx",
+    "mat_totals_idx",
     "quo\"ted idx", "uniq näme", "trgm_note_idx",
   ]
   /// Unique indexes that must stay in the base schema (FK target, replica identity).
   static let baseIndexes = ["Customers_Code_key", "ri_idx"]
   /// NOT VALID constraints: (table or domain, name).
-  static let notValid = [("quo\"ted table", "Chk NotValid"), ("quo\"ted table", "fk \"not\" valid"), ("positive_int", "pos_small")]
+  static let notValid = [
+    ("quo\"ted table", "Chk NotValid"), ("quo\"ted table", "fk \"not\" valid"),
+    ("positive_int", "pos_small"),
+  ]
   /// Extensions the schema needs.
   static let extensions = ["citext", "pg_trgm"]
 

@@ -20,12 +20,16 @@ struct SchemaPipelineTests {
       let c = try PG.root(side)
       defer { c.close() }
       let hashed = try c.encryptPassword(Self.hostileRootPassword, user: name)
-      try c.exec("CREATE ROLE \(PGConnection.quoteIdent(name)) SUPERUSER LOGIN PASSWORD \(try c.literal(hashed))")
+      try c.exec(
+        "CREATE ROLE \(PGConnection.quoteIdent(name)) SUPERUSER LOGIN PASSWORD \(try c.literal(hashed))"
+      )
     }
     let path = dc.store.path(dc: dc.dc, db: db)
     var cfg = try dc.store.load(dc: dc.dc, db: db).raw
     let root: Value = .object([("name", .string(name)), ("pw", .string(Self.hostileRootPassword))])
-    for side in ["src", "dst"] { cfg = cfg.setting(side, cfg[side]?.setting("root_user", root) ?? .null) }
+    for side in ["src", "dst"] {
+      cfg = cfg.setting(side, cfg[side]?.setting("root_user", root) ?? .null)
+    }
     try dc.store.save(cfg, to: path)
   }
 
@@ -62,7 +66,10 @@ struct SchemaPipelineTests {
   func read(_ path: String) throws -> String { try String(contentsOfFile: path, encoding: .utf8) }
 
   /// Runs `op` twice and returns both records (both must be ok unless `ok` says otherwise).
-  func twice(_ dc: TestDC, _ op: String, _ db: String, _ opts: [String: Value] = [:], sourceLocation: SourceLocation = #_sourceLocation) throws -> (Value, Value) {
+  func twice(
+    _ dc: TestDC, _ op: String, _ db: String, _ opts: [String: Value] = [:],
+    sourceLocation: SourceLocation = #_sourceLocation
+  ) throws -> (Value, Value) {
     let a = try dc.run(op, db, opts)
     let b = try dc.run(op, db, opts)
     #expect(a["ok"] == true, "\(op) 1st: \(a.json())", sourceLocation: sourceLocation)
@@ -93,16 +100,25 @@ struct SchemaPipelineTests {
     #expect(d2["fk_required_unique_indexes"]?.arrayValue?.count == 1)
     #expect(base.contains("CREATE UNIQUE INDEX \"Customers_Code_key\""))
     #expect(base.contains("CREATE UNIQUE INDEX ri_idx"))
-    #expect(!base.contains("CREATE INDEX \"Idx Mixed Case\"") && idx.contains("CREATE INDEX \"Idx Mixed Case\""))
-    #expect(idx.contains("ON ONLY") && idx.contains("ATTACH PARTITION") && idx.contains("CLUSTER ON \"Idx Mixed Case\""))
+    #expect(
+      !base.contains("CREATE INDEX \"Idx Mixed Case\"")
+        && idx.contains("CREATE INDEX \"Idx Mixed Case\""))
+    #expect(
+      idx.contains("ON ONLY") && idx.contains("ATTACH PARTITION")
+        && idx.contains("CLUSTER ON \"Idx Mixed Case\""))
     #expect(idx.contains("COMMENT ON INDEX") && idx.contains("SET STATISTICS 500"))
     #expect(!idx.contains("events_pkey"), "constraint-backed partition attaches stay in base")
     #expect(base.contains("ATTACH PARTITION") && base.contains("events_pkey"))
-    #expect(inv.contains("\"Chk NotValid\"") && inv.contains("\"fk \"\"not\"\" valid\"") && inv.contains("pos_small"))
+    #expect(
+      inv.contains("\"Chk NotValid\"") && inv.contains("\"fk \"\"not\"\" valid\"")
+        && inv.contains("pos_small"))
     #expect(inv.contains("COMMENT ON CONSTRAINT"))
-    #expect(!base.contains("ADD CONSTRAINT \"Chk NotValid\"") && !base.contains("ADD CONSTRAINT pos_small"))
+    #expect(
+      !base.contains("ADD CONSTRAINT \"Chk NotValid\"")
+        && !base.contains("ADD CONSTRAINT pos_small"))
     #expect(!base.contains("ADD CONSTRAINT \"fk \"\"not\"\" valid\""))
-    #expect(base.contains("RAISE NOTICE 'CREATE INDEX %; NOT VALID', TG_OP;"), "function body intact")
+    #expect(
+      base.contains("RAISE NOTICE 'CREATE INDEX %; NOT VALID', TG_OP;"), "function body intact")
     #expect(base.contains("BEGIN ATOMIC"))
     #expect(!full.contains("GRANT ") && !full.contains("\\restrict") && !full.contains("EXTENSION"))
     #expect(try read(dir + "/extensions.json").contains("pg_trgm"))
@@ -112,7 +128,9 @@ struct SchemaPipelineTests {
     #expect((l1["applied"]?.intValue ?? 0) > 20)
     #expect((l2["already_present"]?.intValue ?? 0) > 20)
     #expect(l2["extensions"]?.arrayValue?.allSatisfy { $0["status"] == "already_present" } == true)
-    #expect(l1["extensions"]?.arrayValue?.map { $0["name"] ?? .null } == SchemaFixtures.extensions.map(Value.string))
+    #expect(
+      l1["extensions"]?.arrayValue?.map { $0["name"] ?? .null }
+        == SchemaFixtures.extensions.map(Value.string))
     let firstIndexes = try indexes(dc, db, .dst, schema)
     #expect(firstIndexes.isDisjoint(with: deferred), "no deferred index on dst: \(firstIndexes)")
     #expect(firstIndexes.isSuperset(of: SchemaFixtures.baseIndexes))
@@ -126,7 +144,9 @@ struct SchemaPipelineTests {
     let diffText = mm["diff"]?.stringValue ?? ""
     #expect(diffText.hasPrefix("--- source\n+++ destination\n"))
     #expect(diffText.contains("-CREATE INDEX \"Idx Mixed Case\""))
-    #expect(!diffText.split(separator: "\n").contains { $0.hasPrefix("+") && !$0.hasPrefix("+++") }, "dst has nothing src lacks")
+    #expect(
+      !diffText.split(separator: "\n").contains { $0.hasPrefix("+") && !$0.hasPrefix("+++") },
+      "dst has nothing src lacks")
 
     // Old rows that violate the NOT VALID constraints (the reason they are deferred).
     let q = PGConnection.quoteIdent(schema)
@@ -136,7 +156,9 @@ struct SchemaPipelineTests {
 
     // create-indexes (twice), load-constraints (twice)
     let (c1, c2) = try twice(dc, "create_indexes", db)
-    #expect(c1["created"] == .int(deferred.count) && c1["already_present"] == 0 && c1["analyze_ran"] == true)
+    #expect(
+      c1["created"] == .int(deferred.count) && c1["already_present"] == 0
+        && c1["analyze_ran"] == true)
     #expect(c2["created"] == 0 && c2["already_present"] == .int(deferred.count + 2), "\(c2.json())")  // + the two attaches
     let perIndex = c1["indexes"]?.arrayValue ?? []
     #expect(perIndex.allSatisfy { $0["duration_ms"]?.intValue != nil })
@@ -154,7 +176,9 @@ struct SchemaPipelineTests {
     // remove-indexes / remove-constraints bring dst back to the first state.
     let (ri1, ri2) = try twice(dc, "remove_indexes", db)
     #expect(ri1["dropped"]?.arrayValue?.count == deferred.count)
-    #expect(ri2["dropped"]?.arrayValue?.count == 0 && ri2["already_absent"]?.arrayValue?.count == deferred.count)
+    #expect(
+      ri2["dropped"]?.arrayValue?.count == 0
+        && ri2["already_absent"]?.arrayValue?.count == deferred.count)
     let (rc1, rc2) = try twice(dc, "remove_constraints", db)
     #expect(rc1["dropped"]?.arrayValue?.count == 3 && rc2["already_absent"]?.arrayValue?.count == 3)
     #expect(try indexes(dc, db, .dst, schema) == firstIndexes)
@@ -174,7 +198,9 @@ struct SchemaPipelineTests {
     #expect(match.out.contains("schemas match"))
     let mismatch = try CLI.run(["diff-schemas", dc.dc, "--full", "--config-dir", dc.root])
     #expect(mismatch.code == 1)
-    #expect(mismatch.out.contains("+++ destination") && mismatch.out.contains("-CREATE INDEX \"Idx Mixed Case\""))
+    #expect(
+      mismatch.out.contains("+++ destination")
+        && mismatch.out.contains("-CREATE INDEX \"Idx Mixed Case\""))
     let json = try CLI.run(["create-indexes", dc.dc, db, "--config-dir", dc.root, "--json"])
     #expect(json.code == 0, "\(json.err)")
     #expect(json.out.contains("\"status\": \"created\""))
@@ -188,7 +214,9 @@ struct SchemaPipelineTests {
   @Test func schemaMissingOnDstIsCreatedForTheOwnerAndDiffBeforeLoadIsAnError() throws {
     let dc = try TestDC()
     let schema = "Fresh Ünï"
-    let p = try dc.addPair("fresh", srcSQL: "CREATE SCHEMA \(PGConnection.quoteIdent(schema));\n" + SchemaFixtures.rich(schema))
+    let p = try dc.addPair(
+      "fresh",
+      srcSQL: "CREATE SCHEMA \(PGConnection.quoteIdent(schema));\n" + SchemaFixtures.rich(schema))
     let path = dc.store.path(dc: dc.dc, db: "fresh")
     let cfg = try dc.store.load(dc: dc.dc, db: "fresh").raw.setting("schema_name", .string(schema))
     try dc.store.save(cfg, to: path)
@@ -202,13 +230,17 @@ struct SchemaPipelineTests {
     #expect(l1["schema_created"] == .from([schema]))
     let c = try dc.conn("fresh", .dst)
     defer { c.close() }
-    #expect(try c.query("SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = $1", [schema]).scalar == p.owner.name)
+    #expect(
+      try c.query("SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = $1", [schema])
+        .scalar == p.owner.name)
     #expect(try dc.run("diff_schemas", "fresh")["result"] == "match")
   }
 
   @Test func tableSubsetIsHonouredByRemoveAndSkippedByDiff() throws {
     let dc = try TestDC()
-    try dc.addPair("subset", srcSQL: SchemaFixtures.rich("public"), tables: ["public.\"quo\"\"ted table\"", "events"])
+    try dc.addPair(
+      "subset", srcSQL: SchemaFixtures.rich("public"),
+      tables: ["public.\"quo\"\"ted table\"", "events"])
     for op in ["dump_schema", "load_schema", "create_indexes", "load_constraints"] {
       let r = try dc.run(op, "subset")
       #expect(r["ok"] == true, "\(op): \(r.json())")
@@ -216,9 +248,11 @@ struct SchemaPipelineTests {
     let diff = try dc.run("diff_schemas", "subset")
     #expect(diff["result"] == "skipped" && diff["ok"] == true)
     let ri = try dc.run("remove_indexes", "subset")
-    #expect(Set(ri["dropped"]?.arrayValue?.compactMap(\.stringValue) ?? []) == [
-      "public.events_payload_idx", "public.quo\"ted idx", "public.uniq näme", "public.trgm_note_idx",
-    ])
+    #expect(
+      Set(ri["dropped"]?.arrayValue?.compactMap(\.stringValue) ?? []) == [
+        "public.events_payload_idx", "public.quo\"ted idx", "public.uniq näme",
+        "public.trgm_note_idx",
+      ])
     let left = try indexes(dc, "subset", .dst, "public")
     #expect(left.contains("Idx Mixed Case") && left.contains("mat_totals_idx"))
     #expect(!left.contains("events_2023_payload_idx"), "partition indexes go with their parent")
@@ -236,25 +270,33 @@ struct SchemaPipelineTests {
     let dir = dc.store.schemaDirectory(dc: dc.dc, db: "broken")
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     try "CREATE TABLE public.first_one (x int);\nCREATE TABLE public.second (y no_such_type);\n"
-      .write(toFile: dir + "/no_invalid_constraints_no_indexes.sql", atomically: true, encoding: .utf8)
+      .write(
+        toFile: dir + "/no_invalid_constraints_no_indexes.sql", atomically: true, encoding: .utf8)
     let r = try CLI.run(["load-schema", dc.dc, "broken", "--config-dir", dc.root])
     #expect(r.code == 1)
-    #expect(r.err.contains("no_invalid_constraints_no_indexes.sql: statement 2 failed: type \"no_such_type\" does not exist"))
+    #expect(
+      r.err.contains(
+        "no_invalid_constraints_no_indexes.sql: statement 2 failed: type \"no_such_type\" does not exist"
+      ))
     #expect(r.err.contains("CREATE TABLE public.second"))
     let c = try dc.conn("broken", .dst)
     defer { c.close() }
     #expect(try c.query("SELECT to_regclass('public.first_one')").scalar == nil, "rolled back")
     // A failure after the first batch: earlier batches stay, and a re-run counts them as present.
     let many = (1...300).map { "CREATE TABLE public.t\($0) (x int);\n" }
-    try (many[0..<279].joined() + "CREATE TABLE public.bad (y no_such_type);\n" + many[279...].joined())
-      .write(toFile: dir + "/no_invalid_constraints_no_indexes.sql", atomically: true, encoding: .utf8)
+    try
+      (many[0..<279].joined() + "CREATE TABLE public.bad (y no_such_type);\n"
+      + many[279...].joined())
+      .write(
+        toFile: dir + "/no_invalid_constraints_no_indexes.sql", atomically: true, encoding: .utf8)
     #expect {
       try dc.run("load_schema", "broken")
     } throws: { e in
       let m = (e as? BeltError)?.message ?? ""
       return m.contains("statement 280 failed") && m.contains("statements 1-250 were applied")
     }
-    try many.joined().write(toFile: dir + "/no_invalid_constraints_no_indexes.sql", atomically: true, encoding: .utf8)
+    try many.joined().write(
+      toFile: dir + "/no_invalid_constraints_no_indexes.sql", atomically: true, encoding: .utf8)
     let resumed = try dc.run("load_schema", "broken")
     #expect(resumed["already_present"] == 250 && resumed["applied"] == 50)
     // An extension dst does not offer stops the load before any statement, naming it.
@@ -262,11 +304,13 @@ struct SchemaPipelineTests {
       toFile: dir + "/extensions.json", atomically: true, encoding: .utf8)
     let ext = try CLI.run(["load-schema", dc.dc, "broken", "--config-dir", dc.root])
     #expect(ext.code == 1)
-    #expect(ext.err.contains("extension no_such_extension") && ext.err.contains("not available on dst"))
+    #expect(
+      ext.err.contains("extension no_such_extension") && ext.err.contains("not available on dst"))
     // A file written by pgbelt under the older name is accepted.
     try FileManager.default.removeItem(atPath: dir + "/extensions.json")
     try FileManager.default.removeItem(atPath: dir + "/no_invalid_constraints_no_indexes.sql")
-    try "\\restrict abc\nSET statement_timeout = 0;\nCREATE TABLE public.legacy (x int);\n\\unrestrict abc\n"
+    try
+      "\\restrict abc\nSET statement_timeout = 0;\nCREATE TABLE public.legacy (x int);\n\\unrestrict abc\n"
       .write(toFile: dir + "/no_invalid_constraints.sql", atomically: true, encoding: .utf8)
     let legacy = try dc.run("load_schema", "broken")
     #expect(legacy["applied"] == 1)
@@ -278,7 +322,10 @@ struct SchemaPipelineTests {
     let path = dc.store.path(dc: dc.dc, db: "badpw")
     var cfg = try dc.store.load(dc: dc.dc, db: "badpw").raw
     let wrong = "wrong 'secret' pw"
-    cfg = cfg.setting("dst", cfg["dst"]?.setting("root_user", .object([("name", .string(PG.rootUser)), ("pw", .string(wrong))])) ?? .null)
+    cfg = cfg.setting(
+      "dst",
+      cfg["dst"]?.setting(
+        "root_user", .object([("name", .string(PG.rootUser)), ("pw", .string(wrong))])) ?? .null)
     try dc.store.save(cfg, to: path)
     let r = try CLI.run(["diff-schemas", dc.dc, "badpw", "--config-dir", dc.root])
     #expect(r.code == 1)
@@ -288,11 +335,16 @@ struct SchemaPipelineTests {
 
   @Test func longIndexBuildsLogProgress() throws {
     let dc = try TestDC()
-    try dc.addPair("big", dstSQL: "CREATE TABLE public.big AS SELECT g AS id, md5(g::text) AS h FROM generate_series(1, 300000) g;")
+    try dc.addPair(
+      "big",
+      dstSQL:
+        "CREATE TABLE public.big AS SELECT g AS id, md5(g::text) AS h FROM generate_series(1, 300000) g;"
+    )
     let server = try dc.store.load(dc: dc.dc, db: "big").server(.dst)
     let sink = SchemaLogSink()
     let logger = Logger(label: "progress") { _ in sink }
-    let monitor = IndexBuildMonitor(conninfo: server.conninfo(.owner), label: "monitor", logger: logger, interval: 0.1)
+    let monitor = IndexBuildMonitor(
+      conninfo: server.conninfo(.owner), label: "monitor", logger: logger, interval: 0.1)
     monitor.start()
     let c = try PGConnection(conninfo: server.conninfo(.owner), label: "builder")
     defer { c.close() }

@@ -9,7 +9,8 @@ import Testing
 enum PG {
   static let envVars = ProcessInfo.processInfo.environment
   /// True when the cluster variables are set (they always are under `make test`).
-  static let available = envVars["BELT_TEST_SRC_PORT"] != nil && envVars["BELT_TEST_DST_PORT"] != nil
+  static let available =
+    envVars["BELT_TEST_SRC_PORT"] != nil && envVars["BELT_TEST_DST_PORT"] != nil
   static let host = envVars["BELT_TEST_HOST"] ?? "127.0.0.1"
   static let rootUser = envVars["BELT_TEST_ROOT_USER"] ?? "postgres"
   static let rootPassword = envVars["BELT_TEST_ROOT_PASSWORD"] ?? "belt-root-pw"
@@ -24,14 +25,18 @@ enum PG {
   static let pg18Wanted = available && (required || (pg18Port != nil && pg18Bin != nil))
 
   static func port(_ side: Side) -> Int {
-    Int(envVars[side == .src ? "BELT_TEST_SRC_PORT" : "BELT_TEST_DST_PORT"] ?? "") ?? (side == .src ? 55432 : 55433)
+    Int(envVars[side == .src ? "BELT_TEST_SRC_PORT" : "BELT_TEST_DST_PORT"] ?? "")
+      ?? (side == .src ? 55432 : 55433)
   }
 
   /// The PostgreSQL 18 cluster's port and bindir.
   /// - Throws: when scripts/pg-clusters did not export them (the test then fails).
   static func pg18() throws -> (port: Int, bin: String) {
     guard let pg18Port, let pg18Bin else {
-      throw BeltError(.notFound, "BELT_TEST_PG18_PORT/BELT_TEST_PG18_BIN are not set: start the clusters with scripts/pg-clusters up (after scripts/install-deps)")
+      throw BeltError(
+        .notFound,
+        "BELT_TEST_PG18_PORT/BELT_TEST_PG18_BIN are not set: start the clusters with scripts/pg-clusters up (after scripts/install-deps)"
+      )
     }
     return (pg18Port, pg18Bin)
   }
@@ -42,7 +47,8 @@ enum PG {
   }
 
   /// A root connection to `db` on the cluster listening on `port`.
-  static func root(port: Int, db: String = "postgres", label: String? = nil) throws -> PGConnection {
+  static func root(port: Int, db: String = "postgres", label: String? = nil) throws -> PGConnection
+  {
     try PGConnection(
       conninfo: ConnInfo.build([
         ("hostaddr", host), ("port", String(port)), ("dbname", db), ("user", rootUser),
@@ -64,11 +70,14 @@ enum PG {
 /// pass for "logins revoked"), and a session counts as terminated only by its error.
 enum Login {
   /// Tries to log in as `user`; nil when the server let it in, else why not.
-  static func attempt(_ side: Side = .src, db: String, user: String, pw: String, port: Int? = nil) -> (any Error)? {
+  static func attempt(_ side: Side = .src, db: String, user: String, pw: String, port: Int? = nil)
+    -> (any Error)?
+  {
     do {
       let c = try PGConnection(
         conninfo: ConnInfo.build([
-          ("hostaddr", PG.host), ("port", String(port ?? PG.port(side))), ("dbname", db), ("user", user), ("password", pw),
+          ("hostaddr", PG.host), ("port", String(port ?? PG.port(side))), ("dbname", db),
+          ("user", user), ("password", pw),
         ]), label: "login probe \(user)@\(db)")
       c.close()
       return nil
@@ -91,7 +100,9 @@ enum Login {
     sourceLocation: SourceLocation = #_sourceLocation
   ) {
     if let e = attempt(side, db: db, user: user, pw: pw) {
-      Issue.record("\(user) cannot log in to \(db) on \(side.rawValue) (\(comment)): \(e)", sourceLocation: sourceLocation)
+      Issue.record(
+        "\(user) cannot log in to \(db) on \(side.rawValue) (\(comment)): \(e)",
+        sourceLocation: sourceLocation)
     }
   }
 
@@ -99,11 +110,14 @@ enum Login {
   /// or a login that succeeds, is an issue). libpq gives no SQLSTATE for a failed connect, so
   /// the server's message is the proof.
   static func expectRefused(
-    _ side: Side = .src, db: String, user: String, pw: String, because: [Refusal] = [.nologin], _ comment: String = "",
+    _ side: Side = .src, db: String, user: String, pw: String, because: [Refusal] = [.nologin],
+    _ comment: String = "",
     port: Int? = nil, sourceLocation: SourceLocation = #_sourceLocation
   ) {
     guard let e = attempt(side, db: db, user: user, pw: pw, port: port) else {
-      Issue.record("\(user) can still log in to \(db) on \(side.rawValue) (\(comment))", sourceLocation: sourceLocation)
+      Issue.record(
+        "\(user) can still log in to \(db) on \(side.rawValue) (\(comment))",
+        sourceLocation: sourceLocation)
       return
     }
     let message = (e as? PGError)?.message ?? "\(e)"
@@ -118,16 +132,26 @@ enum Login {
   /// FATAL 57P01 ("terminating connection due to administrator command"), or libpq finding the
   /// connection closed by the server. A statement that fails otherwise (a syntax error, a
   /// permission) or succeeds is an issue.
-  static func expectTerminated(_ c: PGConnection, _ comment: String = "", sourceLocation: SourceLocation = #_sourceLocation) {
+  static func expectTerminated(
+    _ c: PGConnection, _ comment: String = "", sourceLocation: SourceLocation = #_sourceLocation
+  ) {
     do {
       _ = try c.query("SELECT 1")
       Issue.record("the session still answers (\(comment))", sourceLocation: sourceLocation)
     } catch let e as PGError {
-      let byServer = e.sqlState == "57P01" || e.message.contains("terminating connection due to administrator command")
+      let byServer =
+        e.sqlState == "57P01"
+        || e.message.contains("terminating connection due to administrator command")
         || (e.sqlState == nil && e.message.contains("server closed the connection unexpectedly"))
-      if !byServer { Issue.record("the session failed, but not by termination (\(comment)): \(e)", sourceLocation: sourceLocation) }
+      if !byServer {
+        Issue.record(
+          "the session failed, but not by termination (\(comment)): \(e)",
+          sourceLocation: sourceLocation)
+      }
     } catch {
-      Issue.record("the session failed, but not by termination (\(comment)): \(error)", sourceLocation: sourceLocation)
+      Issue.record(
+        "the session failed, but not by termination (\(comment)): \(error)",
+        sourceLocation: sourceLocation)
     }
   }
 }
@@ -145,8 +169,8 @@ final class TestDC: @unchecked Sendable {
   var toolEnvironment: [String: String]? = nil
 
   struct PairSpec {
-    var db: String          // pair name
-    var dbname: String      // database name on both servers
+    var db: String  // pair name
+    var dbname: String  // database name on both servers
     var owner: Credentials
     var pglogical: Credentials
     var schema: String
@@ -155,7 +179,8 @@ final class TestDC: @unchecked Sendable {
   init(_ dc: String = PG.unique("dc")) throws {
     self.dc = dc
     root = NSTemporaryDirectory() + "belt-test-" + PG.unique("root")
-    try FileManager.default.createDirectory(atPath: root + "/configs/" + dc, withIntermediateDirectories: true)
+    try FileManager.default.createDirectory(
+      atPath: root + "/configs/" + dc, withIntermediateDirectories: true)
   }
 
   var store: ConfigStore { ConfigStore(root: root) }
@@ -186,9 +211,17 @@ final class TestDC: @unchecked Sendable {
       let c = try serverRoot(side)
       defer { c.close() }
       let hashed = try c.encryptPassword(owner.password, user: owner.name)
-      try c.exec("CREATE ROLE \(PGConnection.quoteIdent(owner.name)) LOGIN PASSWORD \(try c.literal(hashed))")
-      try c.exec("CREATE DATABASE \(PGConnection.quoteIdent(dbname)) OWNER \(PGConnection.quoteIdent(owner.name))")
-      let o = try PGConnection(conninfo: ConnInfo.build([("hostaddr", PG.host), ("port", String(ports[side] ?? PG.port(side))), ("dbname", dbname), ("user", owner.name), ("password", owner.password)]), label: "owner")
+      try c.exec(
+        "CREATE ROLE \(PGConnection.quoteIdent(owner.name)) LOGIN PASSWORD \(try c.literal(hashed))"
+      )
+      try c.exec(
+        "CREATE DATABASE \(PGConnection.quoteIdent(dbname)) OWNER \(PGConnection.quoteIdent(owner.name))"
+      )
+      let o = try PGConnection(
+        conninfo: ConnInfo.build([
+          ("hostaddr", PG.host), ("port", String(ports[side] ?? PG.port(side))), ("dbname", dbname),
+          ("user", owner.name), ("password", owner.password),
+        ]), label: "owner")
       defer { o.close() }
       if schema != "public" {
         try o.exec("CREATE SCHEMA \(PGConnection.quoteIdent(schema))")
@@ -198,7 +231,8 @@ final class TestDC: @unchecked Sendable {
     }
     func server() -> Value {
       .object([
-        ("host", "localhost"), ("ip", .string(PG.host)), ("db", .string(dbname)), ("port", .string(String(ports[.src] ?? PG.port(.src)))),
+        ("host", "localhost"), ("ip", .string(PG.host)), ("db", .string(dbname)),
+        ("port", .string(String(ports[.src] ?? PG.port(.src)))),
         ("root_user", .object([("name", .string(PG.rootUser)), ("pw", .string(PG.rootPassword))])),
         ("owner_user", .object([("name", .string(owner.name)), ("pw", .string(owner.password))])),
         ("pglogical_user", .object([("name", .string(pgl.name)), ("pw", .string(pgl.password))])),
@@ -210,7 +244,8 @@ final class TestDC: @unchecked Sendable {
     dst = dst.setting("port", .int(ports[.dst] ?? PG.port(.dst)))  // a number: belt accepts both
     var cfg: [(String, Value)] = [
       ("db", .string(db)), ("dc", .string(dc)), ("src", src), ("dst", dst),
-      ("tables", tables.map { .from($0) } ?? .null), ("sequences", sequences.map { .from($0) } ?? .null),
+      ("tables", tables.map { .from($0) } ?? .null),
+      ("sequences", sequences.map { .from($0) } ?? .null),
       ("schema_name", .string(schema)), ("exclude_users", .null), ("exclude_patterns", .null),
     ]
     cfg += extra
@@ -233,7 +268,9 @@ final class TestDC: @unchecked Sendable {
 
   /// Runs an operation in-process.
   func run(_ op: String, _ db: String?, _ opts: [String: Value] = [:]) throws -> Value {
-    guard let spec = OperationRegistry.find(op) else { throw BeltError(.notFound, "no operation \(op)") }
+    guard let spec = OperationRegistry.find(op) else {
+      throw BeltError(.notFound, "no operation \(op)")
+    }
     return try Runner.run(spec, dc: dc, db: db, options: Options(opts), env: env())
   }
 
@@ -245,11 +282,15 @@ enum CLI {
   static var binary: String {
     if let b = ProcessInfo.processInfo.environment["BELT_BIN"] { return b }
     let dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-    for candidate in [dir, dir.deletingLastPathComponent(), dir.deletingLastPathComponent().deletingLastPathComponent()] {
+    for candidate in [
+      dir, dir.deletingLastPathComponent(),
+      dir.deletingLastPathComponent().deletingLastPathComponent(),
+    ] {
       let p = candidate.appendingPathComponent("belt").path
       if FileManager.default.isExecutableFile(atPath: p) { return p }
     }
-    let pkg = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    let pkg = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+      .deletingLastPathComponent().deletingLastPathComponent()
     return pkg.appendingPathComponent(".build/debug/belt").path
   }
 
@@ -261,7 +302,9 @@ enum CLI {
 
   /// Runs `belt args...` in `cwd` with stdin closed.
   @discardableResult
-  static func run(_ args: [String], cwd: String? = nil, env extra: [String: String] = [:], stdin: String? = nil) throws -> Result {
+  static func run(
+    _ args: [String], cwd: String? = nil, env extra: [String: String] = [:], stdin: String? = nil
+  ) throws -> Result {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: binary)
     p.arguments = args
@@ -285,7 +328,9 @@ enum CLI {
     let o = out.fileHandleForReading.readDataToEndOfFile()
     let e = errData.wait()
     p.waitUntilExit()
-    return Result(code: p.terminationStatus, out: String(decoding: o, as: UTF8.self), err: String(decoding: e, as: UTF8.self))
+    return Result(
+      code: p.terminationStatus, out: String(decoding: o, as: UTF8.self),
+      err: String(decoding: e, as: UTF8.self))
   }
 }
 
@@ -313,15 +358,20 @@ final class PipeDrain: @unchecked Sendable {
 @Suite struct TestEnvironmentTests {
   @Test func theClustersArePresentWhenTheRunRequiresThem() throws {
     guard PG.envVars["BELT_TEST_REQUIRE_SERVERS"] != nil else { return }
-    #expect(PG.available, "BELT_TEST_SRC_PORT/BELT_TEST_DST_PORT are not set: the integration suites would be skipped")
+    #expect(
+      PG.available,
+      "BELT_TEST_SRC_PORT/BELT_TEST_DST_PORT are not set: the integration suites would be skipped")
     for side in Side.allCases {
       #expect(try PG.root(side).query("SELECT 1").scalar == "1")
     }
     // scripts/install-deps installs pgbouncer: without it the pgbouncer suites would be skipped.
-    #expect(FileManager.default.isExecutableFile(atPath: "/usr/sbin/pgbouncer"), "pgbouncer is missing: the pgbouncer suites would be skipped")
+    #expect(
+      FileManager.default.isExecutableFile(atPath: "/usr/sbin/pgbouncer"),
+      "pgbouncer is missing: the pgbouncer suites would be skipped")
     // The second major version (PostgreSQL 18 from PyPI, scripts/install-deps).
     let pg18 = try PG.pg18()
-    #expect(try PG.root(port: pg18.port).query("SHOW server_version_num").scalar?.hasPrefix("18") == true)
+    #expect(
+      try PG.root(port: pg18.port).query("SHOW server_version_num").scalar?.hasPrefix("18") == true)
     #expect(FileManager.default.isExecutableFile(atPath: pg18.bin + "/pg_dump"))
   }
 }
@@ -335,7 +385,9 @@ struct LoginProbeTests {
     let pw = "probe pw"
     let c = try PG.root(.src)
     defer { c.close() }
-    try c.exec("CREATE ROLE \(PGConnection.quoteIdent(name)) \(login ? "LOGIN" : "NOLOGIN") PASSWORD \(try c.literal(try c.encryptPassword(pw, user: name)))")
+    try c.exec(
+      "CREATE ROLE \(PGConnection.quoteIdent(name)) \(login ? "LOGIN" : "NOLOGIN") PASSWORD \(try c.literal(try c.encryptPassword(pw, user: name)))"
+    )
     return (name, pw)
   }
 
@@ -383,7 +435,10 @@ struct LoginProbeTests {
     defer { Self.drop(user) }
     func open() throws -> PGConnection {
       try PGConnection(
-        conninfo: ConnInfo.build([("hostaddr", PG.host), ("port", String(PG.port(.src))), ("dbname", "postgres"), ("user", user), ("password", pw)]),
+        conninfo: ConnInfo.build([
+          ("hostaddr", PG.host), ("port", String(PG.port(.src))), ("dbname", "postgres"),
+          ("user", user), ("password", pw),
+        ]),
         label: "probe session")
     }
     let live = try open()
@@ -391,12 +446,15 @@ struct LoginProbeTests {
     withKnownIssue("a session that answers was not terminated") { Login.expectTerminated(live) }
     let closedHere = try open()
     closedHere.close()
-    withKnownIssue("a session the client closed was not terminated by the server") { Login.expectTerminated(closedHere) }
+    withKnownIssue("a session the client closed was not terminated by the server") {
+      Login.expectTerminated(closedHere)
+    }
     let killed = try open()
     defer { killed.close() }
     let root = try PG.root(.src)
     defer { root.close() }
-    try root.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", [user])
+    try root.query(
+      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", [user])
     Thread.sleep(forTimeInterval: 0.2)
     Login.expectTerminated(killed, "pg_terminate_backend")
   }

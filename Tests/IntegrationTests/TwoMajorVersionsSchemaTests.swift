@@ -7,7 +7,9 @@ import Testing
 /// cluster of scripts/pg-clusters (from PyPI), and 15 → 15 with PostgreSQL 18's pg_dump.
 /// Under BELT_TEST_REQUIRE_SERVERS (make test) these run, and fail, when the PostgreSQL 18
 /// cluster is missing.
-@Suite(.serialized, .enabled(if: PG.pg18Wanted, "needs the PostgreSQL 18 cluster from scripts/pg-clusters"))
+@Suite(
+  .serialized,
+  .enabled(if: PG.pg18Wanted, "needs the PostgreSQL 18 cluster from scripts/pg-clusters"))
 struct TwoMajorVersionsSchemaTests {
   /// A dc whose pg_dump lookup sees `belt_pg_bin` as BELT_PG_BIN (else none) and only system
   /// directories on PATH (not the PostgreSQL 18 venv).
@@ -26,7 +28,10 @@ struct TwoMajorVersionsSchemaTests {
   /// The schema files dump-schema wrote for `db`.
   func schemaFiles(_ dc: TestDC, _ db: String) -> [String: String] {
     let dir = dc.store.schemaDirectory(dc: dc.dc, db: db)
-    let names = [SchemaFiles.fullFileName, SchemaFiles.baseFileName, SchemaFiles.indexesFileName, SchemaFiles.invalidConstraintsFileName]
+    let names = [
+      SchemaFiles.fullFileName, SchemaFiles.baseFileName, SchemaFiles.indexesFileName,
+      SchemaFiles.invalidConstraintsFileName,
+    ]
     return Dictionary(uniqueKeysWithValues: names.map { ($0, read(dir + "/" + $0)) })
   }
 
@@ -56,12 +61,15 @@ struct TwoMajorVersionsSchemaTests {
     // precheck names it too.
     let pre = try dc.run("precheck", "up")
     #expect(pre["pg_dump"]?["major"] == 18, "\(pre["pg_dump"]?.json() ?? "")")
-    #expect(!(pre["alerts"]?.arrayValue ?? []).contains { $0.stringValue?.contains("pg_dump") == true })
+    #expect(
+      !(pre["alerts"]?.arrayValue ?? []).contains { $0.stringValue?.contains("pg_dump") == true })
     #expect(dump["dropped_settings"] == .array([]))  // dst 18 has every setting pg_dump 18 sets
     for (name, text) in schemaFiles(dc, "up") {
       #expect(!text.contains("\\restrict") && !text.contains("\\unrestrict"), "\(name)")
     }
-    #expect(schemaFiles(dc, "up")[SchemaFiles.baseFileName]?.contains("SET transaction_timeout = 0;") == true)
+    #expect(
+      schemaFiles(dc, "up")[SchemaFiles.baseFileName]?.contains("SET transaction_timeout = 0;")
+        == true)
     // PostgreSQL 18 prints a view over one table without qualifying its columns
     // (`SELECT id` where 15 prints `SELECT "Customers".id`): diff-schemas re-creates both texts
     // on dst, which stores them the same way, so the schemas match (issue 26).
@@ -69,7 +77,9 @@ struct TwoMajorVersionsSchemaTests {
       let text = d["diff"]?.stringValue ?? ""
       #expect(d["result"] == "match", "\(what): \(text)")
       #expect(
-        (d["cosmetic_diff"]?.stringValue ?? "").isEmpty || differsOnlyInViewQualifiers(d["cosmetic_diff"]?.stringValue ?? "", tables: ["Customers", "naïve tåble"]),
+        (d["cosmetic_diff"]?.stringValue ?? "").isEmpty
+          || differsOnlyInViewQualifiers(
+            d["cosmetic_diff"]?.stringValue ?? "", tables: ["Customers", "naïve tåble"]),
         "\(what): \(d["cosmetic_diff"]?.stringValue ?? "")")
     }
     // Every object arrived: relations of each kind, enum and domain, functions, triggers, constraints.
@@ -106,9 +116,13 @@ struct TwoMajorVersionsSchemaTests {
   /// Whether every line a unified diff removes is a line it adds once the `"table".`
   /// qualifiers of `tables` are taken out (and it changes something).
   func differsOnlyInViewQualifiers(_ diff: String, tables: [String]) -> Bool {
-    let lines = diff.split(separator: "\n").map(String.init).filter { !$0.hasPrefix("---") && !$0.hasPrefix("+++") }
+    let lines = diff.split(separator: "\n").map(String.init).filter {
+      !$0.hasPrefix("---") && !$0.hasPrefix("+++")
+    }
     let removed = lines.filter { $0.hasPrefix("-") }.map { line in
-      tables.reduce(String(line.dropFirst())) { $0.replacingOccurrences(of: PGConnection.quoteIdent($1) + ".", with: "") }
+      tables.reduce(String(line.dropFirst())) {
+        $0.replacingOccurrences(of: PGConnection.quoteIdent($1) + ".", with: "")
+      }
     }
     let added = lines.filter { $0.hasPrefix("+") }.map { String($0.dropFirst()) }
     return !removed.isEmpty && removed == added
@@ -129,22 +143,28 @@ struct TwoMajorVersionsSchemaTests {
       #expect(!text.contains("transaction_timeout") && !text.contains("\\restrict"), "\(name)")
     }
     #expect(diff["result"] == "match", "diff-schemas: \(diff["diff"]?.stringValue ?? "")")
-    #expect(fullDiff["result"] == "match", "diff-schemas --full: \(fullDiff["diff"]?.stringValue ?? "")")
+    #expect(
+      fullDiff["result"] == "match", "diff-schemas --full: \(fullDiff["diff"]?.stringValue ?? "")")
 
     // The written base file loads with psql 15 and ON_ERROR_STOP into a fresh database.
     let fresh = PG.unique("psql15")
     let root = try PG.root(.dst)
     defer { root.close() }
-    try root.exec("CREATE DATABASE \(PGConnection.quoteIdent(fresh)) OWNER \(PGConnection.quoteIdent(p.owner.name))")
+    try root.exec(
+      "CREATE DATABASE \(PGConnection.quoteIdent(fresh)) OWNER \(PGConnection.quoteIdent(p.owner.name))"
+    )
     let f = try PG.root(.dst, db: fresh)
     defer { f.close() }
     try f.exec("CREATE EXTENSION citext; CREATE EXTENSION pg_trgm;")
     let psql = Process()
     psql.executableURL = URL(fileURLWithPath: PG.pgBin + "/psql")
     let dir = dc.store.schemaDirectory(dc: dc.dc, db: "same")
-    psql.arguments = ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", dir + "/" + SchemaFiles.baseFileName]
+    psql.arguments = [
+      "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", dir + "/" + SchemaFiles.baseFileName,
+    ]
     psql.environment = [
-      "PGHOST": PG.host, "PGPORT": String(PG.port(.dst)), "PGUSER": PG.rootUser, "PGDATABASE": fresh,
+      "PGHOST": PG.host, "PGPORT": String(PG.port(.dst)), "PGUSER": PG.rootUser,
+      "PGDATABASE": fresh,
       "PGPASSWORD": PG.rootPassword, "PATH": "/usr/bin:/bin",
     ]
     let err = Pipe()
@@ -154,7 +174,8 @@ struct TwoMajorVersionsSchemaTests {
     let errText = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     psql.waitUntilExit()
     #expect(psql.terminationStatus == 0, "psql 15 -f \(SchemaFiles.baseFileName): \(errText)")
-    #expect(try f.query("SELECT to_regclass('\"App Schema\".\"Customers\"') IS NOT NULL").scalar == "t")
+    #expect(
+      try f.query("SELECT to_regclass('\"App Schema\".\"Customers\"') IS NOT NULL").scalar == "t")
   }
 
   @Test func noPgDumpNewEnoughForDst18IsOneLineAndNoFile() throws {
@@ -168,17 +189,22 @@ struct TwoMajorVersionsSchemaTests {
       guard let b = e as? BeltError else { return false }
       return b.code == .preconditionFailed && !b.message.contains("\n")
         && b.message.contains("src is PostgreSQL 15, dst is PostgreSQL 18")
-        && b.message.contains("pg_dump 18 or newer is needed") && b.message.contains("found pg_dump 15 (")
+        && b.message.contains("pg_dump 18 or newer is needed")
+        && b.message.contains("found pg_dump 15 (")
     }
     #expect(!FileManager.default.fileExists(atPath: dc.store.schemaDirectory(dc: dc.dc, db: "old")))
     // precheck: not ok, the same line among its alerts.
     let pre = try dc.run("precheck", "old")
     #expect(pre["ok"] == false && pre["pg_dump"] == .null)
-    #expect((pre["alerts"]?.arrayValue ?? []).contains { $0.stringValue?.contains("pg_dump 18 or newer is needed") == true })
+    #expect(
+      (pre["alerts"]?.arrayValue ?? []).contains {
+        $0.stringValue?.contains("pg_dump 18 or newer is needed") == true
+      })
 
     // The CLI: exit 1, the one line on stderr.
     let r = try CLI.run(
-      ["diff-schemas", dc.dc, "old", "--config-dir", dc.root], env: ["BELT_PG_BIN": PG.pgBin, "PATH": "/usr/bin:/bin"])
+      ["diff-schemas", dc.dc, "old", "--config-dir", dc.root],
+      env: ["BELT_PG_BIN": PG.pgBin, "PATH": "/usr/bin:/bin"])
     #expect(r.code == 1)
     let lines = r.err.split(separator: "\n").filter { $0.contains("pg_dump 18 or newer is needed") }
     #expect(lines.count == 1, "stderr: \(r.err)")

@@ -11,7 +11,8 @@ enum ConfigEdit {
   /// The text to write for `value`, given the file's current text (nil for a new file).
   static func text(for value: Value, over existing: String?) -> String {
     let whole = value.json(indent: 4) + "\n"
-    guard let existing, let current = try? JSONParser.parse(existing), case .object(let old) = current,
+    guard let existing, let current = try? JSONParser.parse(existing),
+      case .object(let old) = current,
       case .object(let new) = value, old.allSatisfy({ k, _ in value[k] != nil })
     else { return whole }
     var text = existing
@@ -25,7 +26,9 @@ enum ConfigEdit {
   /// The text with the top-level `key` replaced or appended; nil when the layout is not
   /// understood. Where the members stand comes from ``JSONParser/members(_:)``.
   static func splice(_ text: String, key: String, value: Value) -> String? {
-    guard let members = try? JSONParser.members(text), let first = members.first, let last = members.last else {
+    guard let members = try? JSONParser.members(text), let first = members.first,
+      let last = members.last
+    else {
       return nil
     }
     let b = Array(text.utf8)
@@ -47,7 +50,8 @@ enum ConfigEdit {
       out = Array(b[..<m.valueStart]) + renderedBytes + Array(b[m.valueEnd...])
     } else {
       let sep = unit > 0 ? ",\n" + indent : ", "
-      out = Array(b[..<last.valueEnd]) + Array((sep + Value.jsonQuote(key) + ": ").utf8) + renderedBytes
+      out =
+        Array(b[..<last.valueEnd]) + Array((sep + Value.jsonQuote(key) + ": ").utf8) + renderedBytes
         + Array(b[last.valueEnd...])
     }
     return String(decoding: out, as: UTF8.self)

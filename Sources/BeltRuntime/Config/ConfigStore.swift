@@ -19,7 +19,9 @@ public struct ConfigStore: Sendable {
   public func remoteDCDirectory(_ dc: String) -> String { "\(root)/remote-configs/\(dc)" }
 
   /// The remote-config definition path of one pair.
-  public func remotePath(dc: String, db: String) -> String { "\(root)/remote-configs/\(dc)/\(db)/config.json" }
+  public func remotePath(dc: String, db: String) -> String {
+    "\(root)/remote-configs/\(dc)/\(db)/config.json"
+  }
 
   /// The schema files directory of one pair, `schemas/<dc>/<db>`.
   public func schemaDirectory(dc: String, db: String) -> String { "\(root)/schemas/\(dc)/\(db)" }
@@ -27,7 +29,8 @@ public struct ConfigStore: Sendable {
   /// Rejects names that would escape the configs directory.
   static func checkName(_ name: String, what: String) throws {
     if name.isEmpty || name == "." || name == ".." || name.contains("/") || name.contains("\0") {
-      throw BeltError(.notFound, "invalid \(what) name \(Value.jsonQuote(name)): a name, not a path")
+      throw BeltError(
+        .notFound, "invalid \(what) name \(Value.jsonQuote(name)): a name, not a path")
     }
   }
 
@@ -44,7 +47,8 @@ public struct ConfigStore: Sendable {
     let resolved = ((try? FileManager.default.contentsOfDirectory(atPath: remote)) ?? [])
       .filter { FileManager.default.fileExists(atPath: remotePath(dc: dc, db: $0)) }
     guard !local.isEmpty || !resolved.isEmpty else {
-      throw BeltError(.notFound, "dc \"\(dc)\" has no databases: no \(dir)/<db>/config.json", dc: dc)
+      throw BeltError(
+        .notFound, "dc \"\(dc)\" has no databases: no \(dir)/<db>/config.json", dc: dc)
     }
     return Array(Set(local).union(resolved)).sorted()
   }
@@ -59,7 +63,9 @@ public struct ConfigStore: Sendable {
     }
     guard isDirectory(dcDirectory(dc)) || isDirectory(remoteDCDirectory(dc)) else {
       throw BeltError(
-        .notFound, "unknown dc \"\(dc)\": no directory \(dcDirectory(dc)) (nor \(remoteDCDirectory(dc)))", dc: dc)
+        .notFound,
+        "unknown dc \"\(dc)\": no directory \(dcDirectory(dc)) (nor \(remoteDCDirectory(dc)))",
+        dc: dc)
     }
   }
 
@@ -73,7 +79,9 @@ public struct ConfigStore: Sendable {
     if FileManager.default.fileExists(atPath: remote) {
       if FileManager.default.fileExists(atPath: file) {
         throw BeltError(
-          .configInvalid, "pair \(dc)/\(db) is defined twice: \(file) and \(remote); keep one of them", dc: dc, db: db)
+          .configInvalid,
+          "pair \(dc)/\(db) is defined twice: \(file) and \(remote); keep one of them", dc: dc,
+          db: db)
       }
       return try Self.checkIdentity(RemoteConfig.load(path: remote, dc: dc, db: db), dc: dc, db: db)
     }
@@ -94,13 +102,21 @@ public struct ConfigStore: Sendable {
   /// A pair is named by its path: `configs/<dc>/<db>/`. A file whose "dc" or "db" field says
   /// otherwise (copied from another pair and not edited, say) would make belt reload another
   /// pair's config and write another pair's schema files, so it is refused, naming both.
-  static func checkIdentity(_ c: MigrationConfig, dc: String, db: String) throws -> MigrationConfig {
+  static func checkIdentity(_ c: MigrationConfig, dc: String, db: String) throws -> MigrationConfig
+  {
     var wrong: [String] = []
-    if c.dc != dc { wrong.append("\"dc\" is \(Value.jsonQuote(c.dc)) but the file is in dc \(Value.jsonQuote(dc))") }
-    if c.db != db { wrong.append("\"db\" is \(Value.jsonQuote(c.db)) but the file is in db directory \(Value.jsonQuote(db))") }
+    if c.dc != dc {
+      wrong.append(
+        "\"dc\" is \(Value.jsonQuote(c.dc)) but the file is in dc \(Value.jsonQuote(dc))")
+    }
+    if c.db != db {
+      wrong.append(
+        "\"db\" is \(Value.jsonQuote(c.db)) but the file is in db directory \(Value.jsonQuote(db))")
+    }
     guard wrong.isEmpty else {
       throw BeltError(
-        .configInvalid, "\(c.path): \(wrong.joined(separator: " and ")); make them agree", dc: dc, db: db)
+        .configInvalid, "\(c.path): \(wrong.joined(separator: " and ")); make them agree", dc: dc,
+        db: db)
     }
     return c
   }
@@ -133,14 +149,18 @@ public struct ConfigStore: Sendable {
   /// a new file: it holds passwords) and, over an existing file, the bytes of every top-level
   /// key that did not change (see ``ConfigEdit``). The one way belt writes a config.
   public func save(_ value: Value, to file: String) throws {
-    let existing = FileManager.default.contents(atPath: file).flatMap { String(data: $0, encoding: .utf8) }
+    let existing = FileManager.default.contents(atPath: file).flatMap {
+      String(data: $0, encoding: .utf8)
+    }
     try AtomicFile.write(ConfigEdit.text(for: value, over: existing), to: file)
   }
 
   /// Sets one top-level key of the config stored at `file` (appended when new), through ``save(_:to:)``.
   /// - Throws: ``BeltError`` naming the file when it cannot be read or is not valid JSON.
   public func setTopLevel(_ key: String, _ value: Value, file: String) throws {
-    guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
+    guard let data = FileManager.default.contents(atPath: file),
+      let text = String(data: data, encoding: .utf8)
+    else {
       throw BeltError(.ioError, "\(file): cannot be read")
     }
     let current: Value
@@ -185,7 +205,10 @@ struct FieldReader {
   func engine(_ obj: Value) throws -> EngineKind {
     guard let name = try optionalString(obj, "engine") else { return .pglogical }
     guard let kind = EngineKind(rawValue: name) else {
-      throw fail("engine", "must be one of \(EngineKind.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")), got \(Value.jsonQuote(name))")
+      throw fail(
+        "engine",
+        "must be one of \(EngineKind.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")), got \(Value.jsonQuote(name))"
+      )
     }
     return kind
   }
@@ -212,7 +235,9 @@ struct FieldReader {
 
   func server(_ obj: Value, _ key: String) throws -> ServerConfig? {
     guard let v = obj[key], !v.isNull else { return nil }
-    guard case .object = v else { throw fail(key, "must be an object or null, got \(Self.kind(v))") }
+    guard case .object = v else {
+      throw fail(key, "must be an object or null, got \(Self.kind(v))")
+    }
     let p = key + "."
     let portValue = v["port"]
     let port: Int
@@ -220,7 +245,8 @@ struct FieldReader {
     case .none: throw fail(p + "port", "is missing")
     case .some(.string(let s)):
       guard let n = Int(s.trimmingCharacters(in: .whitespaces)), (1...65535).contains(n) else {
-        throw fail(p + "port", "must be a port number between 1 and 65535, got \(Value.jsonQuote(s))")
+        throw fail(
+          p + "port", "must be a port number between 1 and 65535, got \(Value.jsonQuote(s))")
       }
       port = n
     case .some(let other):
@@ -243,12 +269,18 @@ struct FieldReader {
 
   func pgbouncer(_ obj: Value) throws -> PgBouncerConfig? {
     guard let v = obj["pgbouncer"], !v.isNull else { return nil }
-    guard case .object = v else { throw fail("pgbouncer", "must be an object or null, got \(Self.kind(v))") }
+    guard case .object = v else {
+      throw fail("pgbouncer", "must be an object or null, got \(Self.kind(v))")
+    }
     let port: Int
     switch v["port"] {
     case .none: throw fail("pgbouncer.port", "is missing")
     case .some(let p):
-      guard let n = p.intValue ?? p.stringValue.flatMap({ Int($0.trimmingCharacters(in: .whitespaces)) }), (1...65535).contains(n) else {
+      guard
+        let n = p.intValue
+          ?? p.stringValue.flatMap({ Int($0.trimmingCharacters(in: .whitespaces)) }),
+        (1...65535).contains(n)
+      else {
         throw fail("pgbouncer.port", "must be a port number between 1 and 65535")
       }
       port = n
@@ -256,20 +288,25 @@ struct FieldReader {
     var file: String? = nil
     if let f = v["databases_file"], !f.isNull {
       guard let s = f.stringValue, s.hasPrefix("/") else {
-        throw fail("pgbouncer.databases_file", "must be an absolute path (the file pgbouncer.ini includes) or null")
+        throw fail(
+          "pgbouncer.databases_file",
+          "must be an absolute path (the file pgbouncer.ini includes) or null")
       }
       file = s
     }
     return PgBouncerConfig(
       host: try requiredString(v, "host", prefix: "pgbouncer."), port: port,
-      admin: try user(v, "admin_user", prefix: "pgbouncer."), database: try requiredString(v, "database", prefix: "pgbouncer."),
+      admin: try user(v, "admin_user", prefix: "pgbouncer."),
+      database: try requiredString(v, "database", prefix: "pgbouncer."),
       databasesFile: file)
   }
 
   func user(_ obj: Value, _ key: String, prefix: String) throws -> Credentials {
     let name = prefix + key
     guard let v = obj[key] else { throw fail(name, "is missing") }
-    guard case .object = v else { throw fail(name, "must be an object {\"name\", \"pw\"}, got \(Self.kind(v))") }
+    guard case .object = v else {
+      throw fail(name, "must be an object {\"name\", \"pw\"}, got \(Self.kind(v))")
+    }
     return Credentials(
       name: try requiredString(v, "name", prefix: name + "."),
       password: try requiredString(v, "pw", prefix: name + "."))

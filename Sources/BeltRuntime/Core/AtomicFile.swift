@@ -18,7 +18,9 @@ public enum AtomicFile {
     let name = (file as NSString).lastPathComponent
     let tmp = "\(dir)/.\(name).\(getpid()).\(UInt32.random(in: 0...UInt32.max)).tmp"
     let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, m)
-    guard fd >= 0 else { throw BeltError(.ioError, "\(file): cannot create a temporary file in \(dir)") }
+    guard fd >= 0 else {
+      throw BeltError(.ioError, "\(file): cannot create a temporary file in \(dir)")
+    }
     var ok = true
     Array(contents.utf8).withUnsafeBytes { buf in
       var off = 0

@@ -8,7 +8,9 @@ public struct BeltError: Error, Equatable, CustomStringConvertible, Sendable {
   /// ``allCases`` lists every code belt raises, shipped runbooks included: the Lua docs and
   /// `runbooks/belt.meta.lua` are generated from it. A script may raise codes of its own
   /// (`belt.error("my_code", ...)`); those are not listed.
-  public struct Code: RawRepresentable, Equatable, Hashable, Sendable, CustomStringConvertible, CaseIterable {
+  public struct Code: RawRepresentable, Equatable, Hashable, Sendable, CustomStringConvertible,
+    CaseIterable
+  {
     public var rawValue: String
     public init(rawValue: String) { self.rawValue = rawValue }
     public var description: String { rawValue }
@@ -48,8 +50,10 @@ public struct BeltError: Error, Equatable, CustomStringConvertible, Sendable {
 
     /// Every code above, in this order (a test checks that none is missing).
     public static let allCases: [Code] = [
-      .configInvalid, .notFound, .connectionFailed, .authFailed, .sqlError, .preconditionFailed, .timeout,
-      .interrupted, .badArgument, .validationFailed, .ioError, .commandFailed, .scriptError, .internal,
+      .configInvalid, .notFound, .connectionFailed, .authFailed, .sqlError, .preconditionFailed,
+      .timeout,
+      .interrupted, .badArgument, .validationFailed, .ioError, .commandFailed, .scriptError,
+      .internal,
       .stepFailed, .replicationDown,
     ]
   }

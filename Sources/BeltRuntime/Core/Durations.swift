@@ -15,11 +15,17 @@ public enum Durations {
       let c = chars[i]
       if c.isNumber || c == "." { num.append(c); i += 1; continue }
       guard let n = Double(num) else { throw bad(s) }
-      if c == "m", i + 1 < chars.count, chars[i + 1] == "s" { total += n / 1000; i += 2 }
-      else if c == "h" { total += n * 3600; i += 1 }
-      else if c == "m" { total += n * 60; i += 1 }
-      else if c == "s" { total += n; i += 1 }
-      else { throw bad(s) }
+      if c == "m", i + 1 < chars.count, chars[i + 1] == "s" {
+        total += n / 1000; i += 2
+      } else if c == "h" {
+        total += n * 3600; i += 1
+      } else if c == "m" {
+        total += n * 60; i += 1
+      } else if c == "s" {
+        total += n; i += 1
+      } else {
+        throw bad(s)
+      }
       num = ""
     }
     if !num.isEmpty { throw bad(s) }
@@ -27,6 +33,8 @@ public enum Durations {
     return total
   }
   private static func bad(_ s: String) -> BeltError {
-    BeltError(.badArgument, "invalid duration \(Value.jsonQuote(s)) (use seconds or e.g. \"30s\", \"5m\", \"1h\")")
+    BeltError(
+      .badArgument,
+      "invalid duration \(Value.jsonQuote(s)) (use seconds or e.g. \"30s\", \"5m\", \"1h\")")
   }
 }

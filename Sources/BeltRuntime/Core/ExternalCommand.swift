@@ -60,7 +60,9 @@ public struct ExternalCommand {
   /// The program's path: as given when it contains a slash, else the first executable of that
   /// name in the child's PATH.
   func resolve(_ env: [String: String]) throws -> String {
-    guard let name = argv.first, !name.isEmpty else { throw BeltError(.badArgument, "belt.exec: argv is empty") }
+    guard let name = argv.first, !name.isEmpty else {
+      throw BeltError(.badArgument, "belt.exec: argv is empty")
+    }
     if name.contains("/") {
       guard FileManager.default.isExecutableFile(atPath: name) else {
         throw BeltError(.notFound, "belt.exec: \(name) does not exist or is not executable")
@@ -92,8 +94,11 @@ public struct ExternalCommand {
     // Nothing else of belt's (server sockets, the journal's lock) reaches the child. glibc has
     // this since 2.34, but its header only declares it with _GNU_SOURCE, which Swift's Glibc
     // module does not define: looked up at run time.
-    if let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") {
-      typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+    if let sym = dlsym(
+      UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np")
+    {
+      typealias CloseFrom =
+        @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
       _ = unsafeBitCast(sym, to: CloseFrom.self)(&actions, 3)
     }
     var attr = posix_spawnattr_t()
@@ -107,7 +112,8 @@ public struct ExternalCommand {
     posix_spawnattr_setsigmask(&attr, &none)
     posix_spawnattr_setsigdefault(&attr, &defaults)
     posix_spawnattr_setpgroup(&attr, 0)
-    posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
+    posix_spawnattr_setflags(
+      &attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
 
     let cArgs = argv.map { strdup($0) } + [nil]
     let cEnv = env.sorted { $0.key < $1.key }.map { strdup("\($0.key)=\($0.value)") } + [nil]
@@ -152,7 +158,11 @@ public struct ExternalCommand {
       }
       if exited && open.isEmpty { break }
       if killedAt == nil {
-        if Date().timeIntervalSince(t0) > timeout { timedOut = true } else if stop() { interrupted = true }
+        if Date().timeIntervalSince(t0) > timeout {
+          timedOut = true
+        } else if stop() {
+          interrupted = true
+        }
         if timedOut || interrupted {
           kill(-pid, SIGTERM)
           killedAt = Date()
@@ -186,8 +196,10 @@ public struct ExternalCommand {
     let exitedNormally = (status & 0x7f) == 0
     let text = String(validating: out, as: UTF8.self)
     return Outcome(
-      status: exitedNormally ? (status >> 8) & 0xff : nil, signal: exitedNormally ? nil : status & 0x7f,
-      stdout: text ?? String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self),
+      status: exitedNormally ? (status >> 8) & 0xff : nil,
+      signal: exitedNormally ? nil : status & 0x7f,
+      stdout: text ?? String(decoding: out, as: UTF8.self),
+      stderr: String(decoding: err, as: UTF8.self),
       seconds: seconds, timedOut: timedOut, interrupted: interrupted,
       stdoutInvalidUTF8: text == nil, stdoutTruncated: out.count >= maxOutput)
   }

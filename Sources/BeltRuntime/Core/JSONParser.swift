@@ -42,7 +42,9 @@ public struct JSONParser {
   static func members(_ text: String) throws -> [Member] {
     var p = JSONParser(bytes: Array(text.utf8))
     p.skipWS()
-    guard p.pos < p.bytes.count, p.bytes[p.pos] == UInt8(ascii: "{") else { throw p.error("expected an object") }
+    guard p.pos < p.bytes.count, p.bytes[p.pos] == UInt8(ascii: "{") else {
+      throw p.error("expected an object")
+    }
     var out: [Member] = []
     try p.object(depth: 0) { member, _ in out.append(member) }
     p.skipWS()
@@ -179,7 +181,8 @@ public struct JSONParser {
         case UInt8(ascii: "t"): out.append(0x09)
         case UInt8(ascii: "u"):
           var code = try hex4()
-          if code >= 0xD800 && code < 0xDC00, pos + 1 < bytes.count, bytes[pos] == UInt8(ascii: "\\"),
+          if code >= 0xD800 && code < 0xDC00, pos + 1 < bytes.count,
+            bytes[pos] == UInt8(ascii: "\\"),
             bytes[pos + 1] == UInt8(ascii: "u")
           {
             pos += 2

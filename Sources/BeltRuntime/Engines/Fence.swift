@@ -41,7 +41,9 @@ enum Fence {
   /// stop the apply worker. Idempotent; cheap when done (two catalog lookups).
   /// - Returns: what was done ("ready", or "created and published").
   @discardableResult
-  static func ensure(src sroot: PGConnection, dst droot: PGConnection, engine: any ReplicationEngine) throws -> String {
+  static func ensure(
+    src sroot: PGConnection, dst droot: PGConnection, engine: any ReplicationEngine
+  ) throws -> String {
     if try engine.fencePublished(sroot, qualified: qualified),
       try droot.query("SELECT to_regclass($1) IS NOT NULL", [qualified]).scalar == "t"
     {
@@ -99,8 +101,10 @@ enum Fence {
     }
     guard try Catalog.schemaExists(c, schema) else { return }
     try c.exec("SET client_min_messages = warning; DROP TABLE IF EXISTS \(qualified)")
-    let empty = try c.query(
-      "SELECT NOT EXISTS (SELECT 1 FROM pg_class WHERE relnamespace = $1::regnamespace)", [schema]).scalar == "t"
+    let empty =
+      try c.query(
+        "SELECT NOT EXISTS (SELECT 1 FROM pg_class WHERE relnamespace = $1::regnamespace)", [schema]
+      ).scalar == "t"
     if empty { try c.exec("DROP SCHEMA IF EXISTS \(PGConnection.quoteIdent(schema))") }
   }
 }

@@ -25,7 +25,8 @@ protocol ReplicationEngine: Sendable {
   /// Libraries, settings, extensions and versions this engine needs of one server.
   func serverChecks(_ c: PGConnection, side: Side) throws -> [ServerCheck]
   /// The per-server budget (workers, slots, WAL senders) for every pair of a dc on this server.
-  func budgetChecks(_ c: PGConnection, server key: String, uses: [BudgetUse], dc: String) throws -> [ServerCheck]
+  func budgetChecks(_ c: PGConnection, server key: String, uses: [BudgetUse], dc: String) throws
+    -> [ServerCheck]
   /// What an earlier migration, where this database was the destination, left on src.
   func leftovers(onSource sroot: PGConnection) throws -> String?
 
@@ -39,19 +40,25 @@ protocol ReplicationEngine: Sendable {
   /// The replication role, its grants on `tables` and what the engine installs in the database;
   /// server-wide changes run under the server's lock.
   func prepare(
-    _ ctx: any EngineContext, _ side: Side, root: PGConnection, owner: PGConnection, schema: String, tables: [String]
+    _ ctx: any EngineContext, _ side: Side, root: PGConnection, owner: PGConnection, schema: String,
+    tables: [String]
   ) throws -> [String]
   /// Makes this side a provider publishing `tables` (adding those not in yet).
   /// - Returns: what was done to the side's node, and the tables added.
-  func publish(_ ctx: any EngineContext, _ side: Side, root: PGConnection, schema: String, tables: [String]) throws
+  func publish(
+    _ ctx: any EngineContext, _ side: Side, root: PGConnection, schema: String, tables: [String]
+  ) throws
     -> (node: String, added: [String])
   /// Makes this side a subscriber node (pglogical) or nothing (engines without nodes).
-  func ensureSubscriberNode(_ ctx: any EngineContext, _ side: Side, root: PGConnection) throws -> String
+  func ensureSubscriberNode(_ ctx: any EngineContext, _ side: Side, root: PGConnection) throws
+    -> String
   /// Takes `tables` out of the provider's publication (a table that must not be copied by a new
   /// subscription).
   func withdraw(_ c: PGConnection, schema: String, tables: [String]) throws
   /// Creates the direction's subscription on its subscriber side, or converges it.
-  func subscribe(_ ctx: any EngineContext, _ direction: Direction, on c: PGConnection, copyData: Bool) throws -> String
+  func subscribe(
+    _ ctx: any EngineContext, _ direction: Direction, on c: PGConnection, copyData: Bool
+  ) throws -> String
   /// Has an existing forward subscription copy `tables` that were published since.
   func copyAdded(_ droot: PGConnection, schema: String, tables: [String]) throws
   /// Publishes one table without an initial copy, inside the caller's transaction on src (the
@@ -62,16 +69,20 @@ protocol ReplicationEngine: Sendable {
   /// Sets up back replication of `tables` (dst to src): at once when both directions may run
   /// together, else armed, to be attached by ``attachBack(_:src:dst:)`` once forward is dropped.
   /// - Returns: the tables dst publishes anew, and what was done to the back subscription.
-  func setUpBack(_ ctx: any EngineContext, src sroot: PGConnection, dst droot: PGConnection, tables: [String]) throws
+  func setUpBack(
+    _ ctx: any EngineContext, src sroot: PGConnection, dst droot: PGConnection, tables: [String]
+  ) throws
     -> (added: [String], subscription: String)
   /// Attaches back replication armed ahead of the cutover, right after forward is dropped
   /// (nil: nothing armed, or it was attached when set up).
-  func attachBack(_ ctx: any EngineContext, src sroot: PGConnection, dst droot: PGConnection) throws -> String?
+  func attachBack(_ ctx: any EngineContext, src sroot: PGConnection, dst droot: PGConnection) throws
+    -> String?
 
   // MARK: state
 
   /// The state of one direction, read on its subscriber side, with a cause when it is down.
-  func state(_ c: PGConnection, _ direction: Direction, server: ServerConfig) throws -> SubscriptionState
+  func state(_ c: PGConnection, _ direction: Direction, server: ServerConfig) throws
+    -> SubscriptionState
   /// Whether back replication is armed on dst, to be attached at the cutover (read on dst).
   func backArmed(_ droot: PGConnection) throws -> Bool
   /// What src says about forward replication: published tables, lag, what the slot waits for.
@@ -89,14 +100,19 @@ protocol ReplicationEngine: Sendable {
   /// Whether the fence table is published on src.
   func fencePublished(_ sroot: PGConnection, qualified: String) throws -> Bool
   /// Drops the direction's subscription (tolerating its absence) and its slot on the provider.
-  func drop(_ direction: Direction, on c: PGConnection, provider: PGConnection?) throws -> (dropped: Bool, notes: [String])
+  func drop(_ direction: Direction, on c: PGConnection, provider: PGConnection?) throws -> (
+    dropped: Bool, notes: [String]
+  )
   /// Drops slots the direction left on its provider.
   func dropProviderSlots(_ provider: PGConnection, _ direction: Direction) throws -> [String]
   /// Removes this side's publication/node (after its subscriptions are gone), and undoes what the
   /// engine changed on the application's tables there.
   func removeLocal(_ ctx: any EngineContext, _ c: PGConnection, side: Side) throws -> [String]
   /// Drops the replication role unless other databases of the server still use it.
-  func dropRole(_ ctx: any EngineContext, _ side: Side, _ root: PGConnection, name: String, schema: String, protected: [String])
+  func dropRole(
+    _ ctx: any EngineContext, _ side: Side, _ root: PGConnection, name: String, schema: String,
+    protected: [String]
+  )
     throws -> String?
   /// What `--full` removes besides (the extension).
   func removeExtension(_ c: PGConnection, side: Side) throws -> [String]
@@ -184,12 +200,15 @@ struct SubscriptionState: Sendable {
     if let reason { return reason }
     if workerRunning == false { return "its apply worker is not running" }
     if let up = workerUptime, up < Self.settledAfter {
-      return String(format: "its apply worker started %.0f s ago (it must stay up %.0f s to count as settled)", up, Self.settledAfter)
+      return String(
+        format: "its apply worker started %.0f s ago (it must stay up %.0f s to count as settled)",
+        up, Self.settledAfter)
     }
     return nil
   }
 
-  static let unconfigured = SubscriptionState(state: "unconfigured", reason: nil, tablesDone: nil, tablesPending: 0, slotName: nil)
+  static let unconfigured = SubscriptionState(
+    state: "unconfigured", reason: nil, tablesDone: nil, tablesPending: 0, slotName: nil)
 }
 
 /// What src says about forward replication.
@@ -211,7 +230,9 @@ struct ServerCheck: Sendable {
   var ok: Bool
   var why: String?
   var v: Value {
-    .object([("name", .string(name)), ("value", .string(value)), ("ok", .bool(ok)), ("why", .from(why))])
+    .object([
+      ("name", .string(name)), ("value", .string(value)), ("ok", .bool(ok)), ("why", .from(why)),
+    ])
   }
 }
 
@@ -231,7 +252,8 @@ protocol EngineContext: AnyObject {
   var config: MigrationConfig { get }
   var logger: Logger { get }
   func connect(_ side: Side, _ role: Role, noTimeout: Bool) throws -> PGConnection
-  func serverWide<T>(_ side: Side, _ what: String, _ body: (inout ServerWide.Memory) throws -> T) throws -> T
+  func serverWide<T>(_ side: Side, _ what: String, _ body: (inout ServerWide.Memory) throws -> T)
+    throws -> T
   func refuse(_ message: String) -> BeltError
   /// Records `value` under `key` in the pair's config (written before the change it records).
   func remember(_ key: String, _ value: Value) throws

@@ -12,7 +12,8 @@ enum ReplicationRole {
   /// so it must not see the role between its creation and its grants.
   /// - Returns: what was done, for the record.
   static func ensure(
-    _ ctx: any EngineContext, _ side: Side, root: PGConnection, owner: PGConnection, role pgl: Credentials,
+    _ ctx: any EngineContext, _ side: Side, root: PGConnection, owner: PGConnection,
+    role pgl: Credentials,
     ownerName: String, schema: String, tables: [String], superuser: Bool
   ) throws -> [String] {
     var notes: [String] = []
@@ -28,7 +29,8 @@ enum ReplicationRole {
         try root.execSecret("CREATE ROLE \(role) WITH LOGIN PASSWORD \(lit)")
         notes.append("created role \(pgl.name)")
       }
-      let rds = try root.query("SELECT 1 FROM pg_roles WHERE rolname = 'rdsadmin'").values.count == 1
+      let rds =
+        try root.query("SELECT 1 FROM pg_roles WHERE rolname = 'rdsadmin'").values.count == 1
       if rds {
         for granted in superuser ? ["rds_superuser", "rds_replication"] : ["rds_replication"] {
           let member =
@@ -39,11 +41,13 @@ enum ReplicationRole {
         }
       } else if superuser {
         let sup =
-          try root.query("SELECT rolsuper FROM pg_roles WHERE rolname = $1", [pgl.name]).scalar == "t"
+          try root.query("SELECT rolsuper FROM pg_roles WHERE rolname = $1", [pgl.name]).scalar
+          == "t"
         if !sup { try root.exec("ALTER ROLE \(role) WITH SUPERUSER") }
       } else {
         let repl =
-          try root.query("SELECT rolreplication FROM pg_roles WHERE rolname = $1", [pgl.name]).scalar == "t"
+          try root.query("SELECT rolreplication FROM pg_roles WHERE rolname = $1", [pgl.name])
+          .scalar == "t"
         if !repl { try root.exec("ALTER ROLE \(role) WITH REPLICATION") }
       }
       try root.exec("GRANT USAGE ON SCHEMA \(PGConnection.quoteIdent(schema)) TO \(role)")

@@ -9,13 +9,17 @@ import Logging
 enum LuaBindings {
   /// `{name = {options = {key = type}, all_dbs = bool, summary = s}}` for the prelude.
   static func operationSpecsValue() -> Value {
-    .object(OperationRegistry.all.map { op in
-      (op.name, .object([
-        ("options", optionTypes(op.options)),
-        ("all_dbs", .bool(op.allowsAllDBs)),
-        ("summary", .string(op.summary)),
-      ]))
-    })
+    .object(
+      OperationRegistry.all.map { op in
+        (
+          op.name,
+          .object([
+            ("options", optionTypes(op.options)),
+            ("all_dbs", .bool(op.allowsAllDBs)),
+            ("summary", .string(op.summary)),
+          ])
+        )
+      })
   }
 
   /// `{key = type}` of a list of options, as the prelude checks keys against.
@@ -34,7 +38,8 @@ enum LuaBindings {
           // A list of databases: the dc-wide shape, for just those.
           let dbs = list.compactMap(\.stringValue)
           guard dbs.count == list.count, op.allowsAllDBs else {
-            throw call.argError(2, op.allowsAllDBs ? "list of db names expected" : "a single db name expected")
+            throw call.argError(
+              2, op.allowsAllDBs ? "list of db names expected" : "a single db name expected")
           }
           return call.push(try Runner.run(op, dc: dc, dbs: dbs, options: opts, env: rt.env))
         }
@@ -70,8 +75,9 @@ enum LuaBindings {
         return 0
       },
       LuaFunctionSpec(name: "make_error") { call in
-        let e = BeltError(BeltError.Code(rawValue: try call.string(1)), try call.string(2),
-                          dc: try call.optString(3), db: try call.optString(4))
+        let e = BeltError(
+          BeltError.Code(rawValue: try call.string(1)), try call.string(2),
+          dc: try call.optString(3), db: try call.optString(4))
         rt.pushError(e)
         return 1
       },
@@ -89,7 +95,9 @@ enum LuaBindings {
         let dc = try call.string(1)
         let db = try call.string(2)
         let sideName = try call.string(3)
-        guard let side = Side(rawValue: sideName) else { throw call.argError(3, "\"src\" or \"dst\" expected") }
+        guard let side = Side(rawValue: sideName) else {
+          throw call.argError(3, "\"src\" or \"dst\" expected")
+        }
         let sql = try call.string(4)
         var params: [String?] = []
         if case .array(let a) = call.value(5) {
@@ -97,15 +105,19 @@ enum LuaBindings {
         }
         let cfg = try rt.env.store.load(dc: dc, db: db)
         let server = try cfg.server(side)
-        let c = try PGConnection(conninfo: server.conninfo(.root, connectTimeout: rt.env.connectTimeout), label: "\(side.rawValue) as root")
+        let c = try PGConnection(
+          conninfo: server.conninfo(.root, connectTimeout: rt.env.connectTimeout),
+          label: "\(side.rawValue) as root")
         defer { c.close() }
         do {
           try c.exec("BEGIN READ ONLY")
           let r = try c.query(sql, params)
           _ = try? c.exec("ROLLBACK")
-          return call.push(.array(r.rows.map { row in
-            .object(zip(row.columns, row.values).map { ($0, Value.from($1)) })
-          }))
+          return call.push(
+            .array(
+              r.rows.map { row in
+                .object(zip(row.columns, row.values).map { ($0, Value.from($1)) })
+              }))
         } catch {
           throw BeltError.wrap(error, dc: dc, db: db)
         }
@@ -114,7 +126,10 @@ enum LuaBindings {
         let msg = try call.string(1)
         if rt.flags["yes"]?.boolValue == true { return call.push(.bool(true)) }
         guard let ask = rt.confirmer else {
-          throw BeltError(.preconditionFailed, "confirmation needed (\(msg)) but input is not a terminal; pass --yes to run unattended")
+          throw BeltError(
+            .preconditionFailed,
+            "confirmation needed (\(msg)) but input is not a terminal; pass --yes to run unattended"
+          )
         }
         if ask(msg) { return call.push(.bool(true)) }
         throw BeltError(.preconditionFailed, "not confirmed: \(msg)")
@@ -124,7 +139,9 @@ enum LuaBindings {
       },
       LuaFunctionSpec(name: "runbook_source") { call in
         let name = try call.string(1)
-        guard let src = Runbooks.source(named: name) else { throw BeltError(.notFound, "no shipped runbook \(name)") }
+        guard let src = Runbooks.source(named: name) else {
+          throw BeltError(.notFound, "no shipped runbook \(name)")
+        }
         return call.push(.string(src))
       },
       LuaFunctionSpec(name: "clear_interrupt") { _ in
@@ -132,8 +149,13 @@ enum LuaBindings {
         return 0
       },
       LuaFunctionSpec(name: "exec") { call in
-        guard let list = call.value(1).arrayValue, !list.isEmpty, list.allSatisfy({ $0.stringValue != nil }) else {
-          throw call.argError(1, "argv: a non-empty list of strings expected, such as {\"dnsctl\", \"set\", \"db.example\"}")
+        guard let list = call.value(1).arrayValue, !list.isEmpty,
+          list.allSatisfy({ $0.stringValue != nil })
+        else {
+          throw call.argError(
+            1,
+            "argv: a non-empty list of strings expected, such as {\"dnsctl\", \"set\", \"db.example\"}"
+          )
         }
         let o: Options
         do {
@@ -152,7 +174,10 @@ enum LuaBindings {
             cmd.environment[k] = s
           }
         }
-        return call.push(try execAudited(cmd, check: o.bool("check", default: true), dc: o.string("dc"), db: o.string("db"), rt: rt))
+        return call.push(
+          try execAudited(
+            cmd, check: o.bool("check", default: true), dc: o.string("dc"), db: o.string("db"),
+            rt: rt))
       },
       LuaFunctionSpec(name: "exec_options") { call in
         call.push(optionTypes(execOptions))
@@ -165,7 +190,8 @@ enum LuaBindings {
 
   static let execOptions = [
     OptionSpec("timeout", .duration, "Stop the program after this long (default 60s).", cli: nil),
-    OptionSpec("env", .table, "Variables passed besides PATH, HOME, LANG, LC_ALL, TZ and USER.", cli: nil),
+    OptionSpec(
+      "env", .table, "Variables passed besides PATH, HOME, LANG, LC_ALL, TZ and USER.", cli: nil),
     OptionSpec("stdin", .string, "Written to the program's standard input.", cli: nil),
     OptionSpec("check", .bool, "Raise when the program fails (status != 0, timeout).", cli: nil),
     OptionSpec("dc", .string, "With db: the pair whose audit log records the run.", cli: nil),
@@ -185,7 +211,9 @@ enum LuaBindings {
   static func interruptibleSleep(_ secs: Double) throws {
     let end = Date().addingTimeInterval(max(0, secs))
     while Date() < end {
-      if belt_interrupted() != 0 { throw BeltError(.interrupted, "interrupted by the user (Ctrl-C)") }
+      if belt_interrupted() != 0 {
+        throw BeltError(.interrupted, "interrupted by the user (Ctrl-C)")
+      }
       usleep(UInt32(min(50_000, max(1000, end.timeIntervalSinceNow * 1_000_000))))
     }
     if belt_interrupted() != 0 { throw BeltError(.interrupted, "interrupted by the user (Ctrl-C)") }
@@ -194,40 +222,59 @@ enum LuaBindings {
   /// Runs `cmd` for belt.exec (Ctrl-C stops it) and writes its audit line: argv (with the
   /// pair's passwords masked), the names of the variables passed (never their values), the
   /// status and the duration.
-  static func execAudited(_ cmd: ExternalCommand, check: Bool, dc: String?, db: String?, rt: LuaRuntime) throws -> Value {
-    let secrets: [String] = (dc.flatMap { dc in db.flatMap { try? rt.env.store.load(dc: dc, db: $0) } }).map { cfg in
-      [cfg.src, cfg.dst].compactMap { $0 }.flatMap { s in Role.allCases.map { s.credentials($0).password } }
-    } ?? []
+  static func execAudited(
+    _ cmd: ExternalCommand, check: Bool, dc: String?, db: String?, rt: LuaRuntime
+  ) throws -> Value {
+    let secrets: [String] =
+      (dc.flatMap { dc in db.flatMap { try? rt.env.store.load(dc: dc, db: $0) } }).map { cfg in
+        [cfg.src, cfg.dst].compactMap { $0 }.flatMap { s in
+          Role.allCases.map { s.credentials($0).password }
+        }
+      } ?? []
     let clean = { (s: String) in Audit.redact(s, secrets: secrets) }
     let start = Date()
     let shown = clean(cmd.argv.joined(separator: " "))
     var fields: [(String, Value)] = [
-      ("argv", .array(cmd.argv.map { .string(clean($0)) })), ("env", .from(cmd.environment.keys.sorted())),
+      ("argv", .array(cmd.argv.map { .string(clean($0)) })),
+      ("env", .from(cmd.environment.keys.sorted())),
     ]
     let r: ExternalCommand.Outcome
     do {
       r = try cmd.run { belt_interrupted() != 0 }
     } catch {
-      rt.env.audit.action("exec", fields + [("outcome", "error"), ("error", .string(clean("\(error)")))], start: start, dc: dc, db: db)
+      rt.env.audit.action(
+        "exec", fields + [("outcome", "error"), ("error", .string(clean("\(error)")))],
+        start: start, dc: dc, db: db)
       throw error
     }
     fields += [
-      ("status", r.status.map { .int(Int($0)) } ?? .null), ("signal", r.signal.map { .int(Int($0)) } ?? .null),
+      ("status", r.status.map { .int(Int($0)) } ?? .null),
+      ("signal", r.signal.map { .int(Int($0)) } ?? .null),
       ("timed_out", .bool(r.timedOut)), ("outcome", r.ok ? "ok" : "error"),
     ]
     rt.env.audit.action("exec", fields, start: start, dc: dc, db: db)
     let lastLine = clean(r.stderr.split(separator: "\n").last.map(String.init) ?? "")
-    if r.interrupted { throw BeltError(.interrupted, "interrupted by the user (Ctrl-C) while running \(shown); it was killed") }
+    if r.interrupted {
+      throw BeltError(
+        .interrupted, "interrupted by the user (Ctrl-C) while running \(shown); it was killed")
+    }
     if check && r.timedOut {
-      throw BeltError(.timeout, "belt.exec: \(shown) did not finish within \(String(format: "%g", cmd.timeout)) s; it was killed")
+      throw BeltError(
+        .timeout,
+        "belt.exec: \(shown) did not finish within \(String(format: "%g", cmd.timeout)) s; it was killed"
+      )
     }
     if check && !r.ok {
-      let how = r.status.map { "exited with status \($0)" } ?? "was killed by signal \(r.signal ?? 0)"
-      throw BeltError(.commandFailed, "belt.exec: \(shown) \(how)" + (lastLine.isEmpty ? "" : ": \(lastLine)"))
+      let how =
+        r.status.map { "exited with status \($0)" } ?? "was killed by signal \(r.signal ?? 0)"
+      throw BeltError(
+        .commandFailed, "belt.exec: \(shown) \(how)" + (lastLine.isEmpty ? "" : ": \(lastLine)"))
     }
     return .object([
-      ("ok", .bool(r.ok)), ("status", r.status.map { .int(Int($0)) } ?? .null), ("signal", r.signal.map { .int(Int($0)) } ?? .null),
-      ("stdout", .string(r.stdout)), ("stderr", .string(r.stderr)), ("timed_out", .bool(r.timedOut)),
+      ("ok", .bool(r.ok)), ("status", r.status.map { .int(Int($0)) } ?? .null),
+      ("signal", r.signal.map { .int(Int($0)) } ?? .null),
+      ("stdout", .string(r.stdout)), ("stderr", .string(r.stderr)),
+      ("timed_out", .bool(r.timedOut)),
       ("duration_s", .double((r.seconds * 1000).rounded() / 1000)),
     ])
   }
@@ -235,7 +282,8 @@ enum LuaBindings {
   /// Replaces every "pw" value with "****".
   static func redact(_ v: Value) -> Value {
     switch v {
-    case .object(let o): return .object(o.map { ($0.key, $0.key == "pw" ? .string("****") : redact($0.value)) })
+    case .object(let o):
+      return .object(o.map { ($0.key, $0.key == "pw" ? .string("****") : redact($0.value)) })
     case .array(let a): return .array(a.map(redact))
     default: return v
     }

@@ -2,21 +2,30 @@
 public enum LuaDocs {
   /// Plain-text reference.
   public static func text() -> String {
-    var out = "belt Lua API (Lua 5.4). Every operation takes (dc[, db][, opts]) and returns a record;\n"
-    out += "with db = nil it runs on every db of the dc and returns {ok=, databases={...}}; db may also be a list of db names.\n"
-    out += "belt.journal* record a flow's steps per db (configs/<dc>/<db>/<flow>.journal.json) so a runbook can resume.\n"
-    out += "Errors are tables {code, message, dc, db, sqlstate, retryable}; use pcall to branch on err.code.\n\n"
+    var out =
+      "belt Lua API (Lua 5.4). Every operation takes (dc[, db][, opts]) and returns a record;\n"
+    out +=
+      "with db = nil it runs on every db of the dc and returns {ok=, databases={...}}; db may also be a list of db names.\n"
+    out +=
+      "belt.journal* record a flow's steps per db (configs/<dc>/<db>/<flow>.journal.json) so a runbook can resume.\n"
+    out +=
+      "Errors are tables {code, message, dc, db, sqlstate, retryable}; use pcall to branch on err.code.\n\n"
     for op in OperationRegistry.all {
-      let opts = op.options.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.type.rawValue)" }.joined(separator: ", ")
-      out += "belt.\(op.name)(dc\(op.allowsAllDBs ? "[, db]" : ", db")\(opts.isEmpty ? "" : "[, {\(opts)}]")) -> record\n    \(op.summary)\n"
-      for o in op.options.sorted(by: { $0.key < $1.key }) { out += "      \(o.key): \(o.documentation)\n" }
+      let opts = op.options.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.type.rawValue)" }
+        .joined(separator: ", ")
+      out +=
+        "belt.\(op.name)(dc\(op.allowsAllDBs ? "[, db]" : ", db")\(opts.isEmpty ? "" : "[, {\(opts)}]")) -> record\n    \(op.summary)\n"
+      for o in op.options.sorted(by: { $0.key < $1.key }) {
+        out += "      \(o.key): \(o.documentation)\n"
+      }
     }
     out += "\n"
     for h in helpers {
       out += "\(h.signature)\n"
       for line in h.summary { out += "    \(line)\n" }
     }
-    out += "\nError codes (err.code): \(BeltError.Code.allCases.map(\.rawValue).joined(separator: ", "))\n"
+    out +=
+      "\nError codes (err.code): \(BeltError.Code.allCases.map(\.rawValue).joined(separator: ", "))\n"
     return out
   }
 }
@@ -63,7 +72,8 @@ extension LuaDocs {
     for op in OperationRegistry.all {
       out += "--- \(op.summary)\n"
       out += "--- `belt.\(op.name)(dc\(op.allowsAllDBs ? "[, db]" : ", db")[, opts]) -> record`\n"
-      out += "--- Context: blocks until done; with db = nil runs on every db of the dc concurrently.\n"
+      out +=
+        "--- Context: blocks until done; with db = nil runs on every db of the dc concurrently.\n"
       out += "---@param dc string\n---@param db string\(op.allowsAllDBs ? "?" : "")\n"
       if op.options.isEmpty {
         out += "---@param opts table?\n"
@@ -74,7 +84,9 @@ extension LuaDocs {
       if !op.options.isEmpty {
         out += "---@class belt.\(op.name).opts\n"
         for o in op.options.sorted(by: { $0.key < $1.key }) {
-          let type = o.type == .string && !o.choices.isEmpty ? o.choices.map { "\"\($0)\"" }.joined(separator: "|") : luaType(o.type)
+          let type =
+            o.type == .string && !o.choices.isEmpty
+            ? o.choices.map { "\"\($0)\"" }.joined(separator: "|") : luaType(o.type)
           out += "---@field \(o.key) \(type)\(o.required ? "" : "?") \(o.documentation)\n"
         }
         out += "\n"
@@ -136,77 +148,110 @@ extension LuaDocs {
   static let helpers: [LuaHelperDoc] = [
     LuaHelperDoc(
       name: "wait_for",
-      signature: "belt.wait_for(pred[, {timeout=\"10m\", interval=\"2s\", desc=, on_timeout=\"raise\"|\"return\"}]) -> value",
+      signature:
+        "belt.wait_for(pred[, {timeout=\"10m\", interval=\"2s\", desc=, on_timeout=\"raise\"|\"return\"}]) -> value",
       summary: [
         "Polls pred until it returns a truthy value (returned). Raises {code=\"timeout\"} (or returns false,",
         "\"timeout\" with on_timeout = \"return\"). Ctrl-C raises {code=\"interrupted\"}.",
       ],
       params: [
         .init("pred", "fun(): any"),
-        .init("opts", "{timeout: number|string?, interval: number|string?, desc: string?, on_timeout: \"raise\"|\"return\"?}?"),
+        .init(
+          "opts",
+          "{timeout: number|string?, interval: number|string?, desc: string?, on_timeout: \"raise\"|\"return\"?}?"
+        ),
       ],
       returns: "any"),
     LuaHelperDoc(
       name: "retry",
-      signature: "belt.retry(fn[, {attempts=3, backoff=\"1s\", only_retryable=false}]) -> results of fn",
-      summary: ["Calls fn until it succeeds (attempts, exponential backoff). Never retries interrupted."],
-      params: [.init("fn", "fun(attempt: integer): any"), .init("opts", "{attempts: integer?, backoff: number|string?, only_retryable: boolean?}?")]),
+      signature:
+        "belt.retry(fn[, {attempts=3, backoff=\"1s\", only_retryable=false}]) -> results of fn",
+      summary: [
+        "Calls fn until it succeeds (attempts, exponential backoff). Never retries interrupted."
+      ],
+      params: [
+        .init("fn", "fun(attempt: integer): any"),
+        .init("opts", "{attempts: integer?, backoff: number|string?, only_retryable: boolean?}?"),
+      ]),
     LuaHelperDoc(
       name: "on_failure",
       signature: "belt.on_failure(fn) -> remover",
-      summary: ["Registers a compensation hook run (newest first) when the script fails or is interrupted."],
+      summary: [
+        "Registers a compensation hook run (newest first) when the script fails or is interrupted."
+      ],
       params: [.init("fn", "fun(err: BeltError|string)")],
       returns: "fun() remove"),
     LuaHelperDoc(
       name: "sleep",
       signature: "belt.sleep(d) -> true",
-      summary: ["Waits d; durations are seconds or strings like \"30s\", \"5m\", \"1h\". Ctrl-C raises interrupted."],
+      summary: [
+        "Waits d; durations are seconds or strings like \"30s\", \"5m\", \"1h\". Ctrl-C raises interrupted."
+      ],
       params: [.init("d", "number|string", "seconds or \"30s\", \"5m\", \"1h\"")],
       returns: "true"),
     LuaHelperDoc(
       name: "now", signature: "belt.now() -> seconds", summary: ["Seconds on a monotonic clock."],
       returns: "number seconds on a monotonic clock"),
     LuaHelperDoc(
-      name: "duration", signature: "belt.duration(d) -> seconds", summary: ["A duration in seconds."],
+      name: "duration", signature: "belt.duration(d) -> seconds",
+      summary: ["A duration in seconds."],
       params: [.init("d", "number|string")], returns: "number seconds"),
     LuaHelperDoc(
       name: "confirm", signature: "belt.confirm(msg) -> true",
       summary: ["Asks the operator; --yes answers yes; fails when input is not a terminal."],
       params: [.init("msg", "string")], returns: "true"),
     LuaHelperDoc(
-      name: "interrupted", signature: "belt.interrupted() -> boolean", summary: ["Whether Ctrl-C was pressed."],
+      name: "interrupted", signature: "belt.interrupted() -> boolean",
+      summary: ["Whether Ctrl-C was pressed."],
       returns: "boolean"),
     LuaHelperDoc(
       name: "dbs", signature: "belt.dbs(dc) -> {db...}", summary: ["The pairs of a dc, sorted."],
       params: [.init("dc", "string")], returns: "string[]"),
     LuaHelperDoc(
-      name: "config", signature: "belt.config(dc, db) -> table", summary: ["The pair's config with every \"pw\" redacted."],
-      params: [.init("dc", "string"), .init("db", "string")], returns: "table config with every \"pw\" redacted"),
+      name: "config", signature: "belt.config(dc, db) -> table",
+      summary: ["The pair's config with every \"pw\" redacted."],
+      params: [.init("dc", "string"), .init("db", "string")],
+      returns: "table config with every \"pw\" redacted"),
     LuaHelperDoc(
       name: "query", signature: "belt.query(dc, db, side, sql[, params]) -> {row...}",
-      summary: ["Read-only query (in a READ ONLY transaction) as root; rows as tables of text values."],
-      params: [.init("dc", "string"), .init("db", "string"), .init("side", "\"src\"|\"dst\""), .init("sql", "string"), .init("params", "any[]?")],
+      summary: [
+        "Read-only query (in a READ ONLY transaction) as root; rows as tables of text values."
+      ],
+      params: [
+        .init("dc", "string"), .init("db", "string"), .init("side", "\"src\"|\"dst\""),
+        .init("sql", "string"), .init("params", "any[]?"),
+      ],
       returns: "table[]"),
     LuaHelperDoc(
       name: "log", signature: "belt.log(...)",
       summary: ["Logs the arguments (joined as print does) to stderr, at notice."],
       params: [.init("...", "any")]),
-    LuaHelperDoc(name: "info", signature: "belt.info(...)", summary: ["As belt.log, at info."], params: [.init("...", "any")]),
-    LuaHelperDoc(name: "warn", signature: "belt.warn(...)", summary: ["As belt.log, at warning."], params: [.init("...", "any")]),
+    LuaHelperDoc(
+      name: "info", signature: "belt.info(...)", summary: ["As belt.log, at info."],
+      params: [.init("...", "any")]),
+    LuaHelperDoc(
+      name: "warn", signature: "belt.warn(...)", summary: ["As belt.log, at warning."],
+      params: [.init("...", "any")]),
     LuaHelperDoc(
       name: "error", signature: "belt.error(code, message) -> BeltError",
-      summary: ["An error table to raise with error(); code is one of the codes below or a script's own."],
+      summary: [
+        "An error table to raise with error(); code is one of the codes below or a script's own."
+      ],
       params: [.init("code", "string"), .init("message", "string")], returns: "BeltError"),
     LuaHelperDoc(
-      name: "is_error", signature: "belt.is_error(v) -> boolean", summary: ["Whether v is a belt error table."],
+      name: "is_error", signature: "belt.is_error(v) -> boolean",
+      summary: ["Whether v is a belt error table."],
       params: [.init("v", "any")], returns: "boolean"),
     LuaHelperDoc(
       name: "require_lib", signature: "belt.require_lib() -> table",
-      summary: ["The helpers of the shipped flow runbooks (runbooks/_lib.lua): options, drain, flow, must, ..."],
+      summary: [
+        "The helpers of the shipped flow runbooks (runbooks/_lib.lua): options, drain, flow, must, ..."
+      ],
       returns: "table"),
     LuaHelperDoc(
       name: "exec",
-      signature: "belt.exec(argv[, {timeout=\"60s\", env={K=V}, stdin=, check=true, dc=, db=}]) -> {ok, status, stdout, stderr, duration_s}",
+      signature:
+        "belt.exec(argv[, {timeout=\"60s\", env={K=V}, stdin=, check=true, dc=, db=}]) -> {ok, status, stdout, stderr, duration_s}",
       summary: [
         "Runs a program without a shell (argv[1] found in PATH). Only PATH, HOME, LANG, LC_ALL,",
         "TZ, USER and opts.env reach it. Status != 0 or the timeout raises command_failed or",
@@ -214,8 +259,13 @@ extension LuaDocs {
       ],
       params: [
         .init("argv", "string[]"),
-        .init("opts", "{timeout: number|string?, env: table<string, string>?, stdin: string?, check: boolean?, dc: string?, db: string?}?"),
+        .init(
+          "opts",
+          "{timeout: number|string?, env: table<string, string>?, stdin: string?, check: boolean?, dc: string?, db: string?}?"
+        ),
       ],
-      returns: "{ok: boolean, status: integer?, signal: integer?, stdout: string, stderr: string, timed_out: boolean, duration_s: number}"),
+      returns:
+        "{ok: boolean, status: integer?, signal: integer?, stdout: string, stderr: string, timed_out: boolean, duration_s: number}"
+    ),
   ]
 }

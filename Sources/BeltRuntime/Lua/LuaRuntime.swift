@@ -96,7 +96,8 @@ public final class LuaRuntime {
     guard belt_pcall_setglobal(L, "_belt_specs") == LUA_OK else {
       throw BeltError(.internal, "cannot register the operation specs")
     }
-    _ = try run(source: Runbooks.source(named: "_prelude.lua") ?? "", chunkName: "=prelude", args: [])
+    _ = try run(
+      source: Runbooks.source(named: "_prelude.lua") ?? "", chunkName: "=prelude", args: [])
   }
 
   deinit { close() }
@@ -149,14 +150,17 @@ public final class LuaRuntime {
     if message == nil {
       // A script's own table: its __tostring, which is Lua code, hence the pcall. Without one,
       // Lua says "table: 0x...", which tells the operator nothing: its fields do.
-      if belt_pcall_tostring(L, t) == LUA_OK, let s = string(at: -1), !s.hasPrefix("table: 0x") { message = s }
+      if belt_pcall_tostring(L, t) == LUA_OK, let s = string(at: -1), !s.hasPrefix("table: 0x") {
+        message = s
+      }
       belt_pop(L, 1)
     }
     var e = BeltError(
       rawField(t, "code").stringValue.map(BeltError.Code.init(rawValue:)) ?? .scriptError,
       message ?? "error object without a message: \(fieldsWithoutTrace(t).json(indent: 0))",
       dc: rawField(t, "dc").stringValue, db: rawField(t, "db").stringValue,
-      sqlstate: rawField(t, "sqlstate").stringValue, retryable: rawField(t, "retryable").boolValue ?? false)
+      sqlstate: rawField(t, "sqlstate").stringValue,
+      retryable: rawField(t, "retryable").boolValue ?? false)
     e.traceback = rawField(t, "traceback").stringValue
     e.position = rawField(t, "position").stringValue
     return e
@@ -247,7 +251,9 @@ public final class LuaRuntime {
         belt_pop(L, 1)
       }
       var result: Value
-      let ints = keys.compactMap { k -> Int? in if case .int(let x) = k { return x } else { return nil } }
+      let ints = keys.compactMap { k -> Int? in
+        if case .int(let x) = k { return x } else { return nil }
+      }
       if !keys.isEmpty, ints.count == keys.count, Set(ints) == Set(1...keys.count) {
         var items: [Value] = []
         for k in 1...keys.count {
@@ -316,7 +322,9 @@ public struct LuaCall {
 
   public func optString(_ i: Int32) throws -> String? {
     if belt_isnoneornil(L, i) != 0 { return nil }
-    guard lua_type(L, i) == LUA_TSTRING else { throw argError(i, "string or nil expected, got \(typeName(i))") }
+    guard lua_type(L, i) == LUA_TSTRING else {
+      throw argError(i, "string or nil expected, got \(typeName(i))")
+    }
     return runtime.string(at: i)
   }
 
@@ -326,7 +334,9 @@ public struct LuaCall {
   /// ``Runner`` checks them against the spec.
   public func options(_ i: Int32, _ spec: [OptionSpec]) throws -> Options {
     if belt_isnoneornil(L, i) != 0 { return Options() }
-    guard lua_type(L, i) == LUA_TTABLE else { throw argError(i, "table or nil expected, got \(typeName(i))") }
+    guard lua_type(L, i) == LUA_TTABLE else {
+      throw argError(i, "table or nil expected, got \(typeName(i))")
+    }
     var out: [String: Value] = [:]
     for o in spec {
       let v = runtime.rawField(i, o.key)

@@ -46,7 +46,8 @@ extension LuaRuntime {
   /// Names of the belt functions, for :help and completion.
   var coreFunctionNames: [String] {
     (functions.map(\.name) + ["wait_for", "retry", "on_failure", "info", "warn"]).filter {
-      !["write", "make_error", "is_error", "flags", "clear_interrupt", "runbook_source"].contains($0)
+      !["write", "make_error", "is_error", "flags", "clear_interrupt", "runbook_source"].contains(
+        $0)
     }.sorted()
   }
 }
@@ -69,16 +70,17 @@ enum ReplCompletion {
     words.filter { $0.hasPrefix(prefix) }
   }
 
-  static let entry: @convention(c) (UnsafePointer<CChar>?, Int32) -> UnsafeMutablePointer<CChar>? = {
-    text, state in
-    if state == 0 {
-      matches = candidates(text.map { String(cString: $0) } ?? "")
-      next = 0
+  static let entry: @convention(c) (UnsafePointer<CChar>?, Int32) -> UnsafeMutablePointer<CChar>? =
+    {
+      text, state in
+      if state == 0 {
+        matches = candidates(text.map { String(cString: $0) } ?? "")
+        next = 0
+      }
+      guard next < matches.count else { return nil }
+      next += 1
+      return strdup(matches[next - 1])
     }
-    guard next < matches.count else { return nil }
-    next += 1
-    return strdup(matches[next - 1])
-  }
 
   static func install(_ lua: LuaRuntime) {
     words = Array(Set(lua.coreFunctionNames.map { "belt." + $0 } + luaNames)).sorted()
@@ -97,7 +99,9 @@ public enum ReplLoop {
     using_history()
     ReplCompletion.install(session.lua)
     _ = read_history(historyFile)
-    print("belt REPL — Lua 5.4 with the belt table\(dc.map { "; dc = \"\($0)\"" } ?? ""). :help for help, Ctrl-D to quit.")
+    print(
+      "belt REPL — Lua 5.4 with the belt table\(dc.map { "; dc = \"\($0)\"" } ?? ""). :help for help, Ctrl-D to quit."
+    )
     var buffer = ""
     while true {
       signal(SIGINT, SIG_IGN)  // Ctrl-C at the prompt does not end the REPL; Ctrl-D does

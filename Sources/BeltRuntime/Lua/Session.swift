@@ -33,12 +33,16 @@ public final class Session {
   /// - Returns: (source, chunk name shown in errors).
   /// - Throws: ``BeltError`` `not_found`, or `bad_argument` for a bare name that is both a file
   ///   here and a shipped runbook.
-  public static func resolve(_ file: String, from source: Source = .shipped) throws -> (String, String) {
+  public static func resolve(_ file: String, from source: Source = .shipped) throws -> (
+    String, String
+  ) {
     let name = (file as NSString).lastPathComponent
     let shipped = file.contains("/") ? nil : Runbooks.source(named: name)
     let chunk = "@runbooks/" + (name.hasSuffix(".lua") ? name : name + ".lua")
     var isDirectory: ObjCBool = false
-    let isFile = FileManager.default.fileExists(atPath: file, isDirectory: &isDirectory) && !isDirectory.boolValue
+    let isFile =
+      FileManager.default.fileExists(atPath: file, isDirectory: &isDirectory)
+      && !isDirectory.boolValue
     if source == .shipped || !isFile {
       guard let shipped else {
         let names = Runbooks.names.joined(separator: ", ")
@@ -48,16 +52,20 @@ public final class Session {
             ? "\(file) is not a shipped runbook (those are: \(names))"
             : file.contains("/")
               ? "runbook \(file) not found: no such file"
-              : "runbook \(file) not found: no such file here, and no shipped runbook of that name (those are: \(names))")
+              : "runbook \(file) not found: no such file here, and no shipped runbook of that name (those are: \(names))"
+        )
       }
       return (shipped, chunk)
     }
     if shipped != nil {
       throw BeltError(
         .badArgument,
-        "\(file) is both a file in the working directory and a shipped runbook: run ./\(file) for the file, or --shipped \(file) for belt's")
+        "\(file) is both a file in the working directory and a shipped runbook: run ./\(file) for the file, or --shipped \(file) for belt's"
+      )
     }
-    guard let data = FileManager.default.contents(atPath: file), let s = String(data: data, encoding: .utf8) else {
+    guard let data = FileManager.default.contents(atPath: file),
+      let s = String(data: data, encoding: .utf8)
+    else {
       throw BeltError(.ioError, "\(file): cannot be read")
     }
     return (s, "@" + file)
@@ -72,13 +80,15 @@ public final class Session {
     guard chunk.hasPrefix("@runbooks/") else { return nil }
     let name = String(chunk.dropFirst("@runbooks/".count))
     return try lua.run(
-      source: "return belt.require_lib().options_help(...)", chunkName: "=belt", args: [.string(name)]
+      source: "return belt.require_lib().options_help(...)", chunkName: "=belt",
+      args: [.string(name)]
     ).first?.stringValue
   }
 
   /// ``optionsHelp(_:from:)`` of every shipped runbook that declares options, one after another.
   public func allOptionsHelp() throws -> String {
-    let names = try lua.run(source: "return belt.require_lib().flows()", chunkName: "=belt", args: [])
+    let names =
+      try lua.run(source: "return belt.require_lib().flows()", chunkName: "=belt", args: [])
       .first?.arrayValue?.compactMap(\.stringValue) ?? []
     return try names.compactMap { try optionsHelp($0) }.joined(separator: "\n")
   }
@@ -88,11 +98,14 @@ public final class Session {
   /// - Throws: ``BeltError``: the error the script raised, with its code, traceback and (for
   ///   an operator's script) position, named with dc and db unless it names its own; the
   ///   traceback is also logged at debug level.
-  public func run(file: String, dc: String, db: String?, opts: Value, from origin: Source = .shipped) throws -> Value {
+  public func run(
+    file: String, dc: String, db: String?, opts: Value, from origin: Source = .shipped
+  ) throws -> Value {
     let (source, chunk) = try Session.resolve(file, from: origin)
     do {
       let wrapper = try lua.run(
-        source: "local src, chunk = ...; local f, err = load(src, chunk, 't'); if not f then error(belt.error('script_error', err), 0) end; return belt._run_with_hooks(f, select(3, ...))",
+        source:
+          "local src, chunk = ...; local f, err = load(src, chunk, 't'); if not f then error(belt.error('script_error', err), 0) end; return belt._run_with_hooks(f, select(3, ...))",
         chunkName: "=belt", args: [.string(source), .string(chunk), .string(dc), .from(db), opts])
       return wrapper.first ?? .null
     } catch var e as BeltError {

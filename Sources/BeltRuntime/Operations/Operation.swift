@@ -51,9 +51,11 @@ public struct OperationSpec: Sendable {
   public var body: @Sendable (PairContext) throws -> Value
 
   public init(
-    name: String, summary: String, details: String = "", sides: SidesNeeded, options: [OptionSpec] = [],
+    name: String, summary: String, details: String = "", sides: SidesNeeded,
+    options: [OptionSpec] = [],
     allowsAllDBs: Bool = true, isCommand: Bool = true, columns: [(String, String)] = [],
-    render: (@Sendable ([Value]) -> String)? = nil, body: @escaping @Sendable (PairContext) throws -> Value
+    render: (@Sendable ([Value]) -> String)? = nil,
+    body: @escaping @Sendable (PairContext) throws -> Value
   ) {
     self.name = name
     self.summary = summary
@@ -119,7 +121,8 @@ public struct OptionSpec: Sendable {
   public var cli: CLISpelling?
 
   public init(
-    _ key: String, _ type: OptionType, _ help: String, default defaultValue: Value? = nil, choices: [String] = [],
+    _ key: String, _ type: OptionType, _ help: String, default defaultValue: Value? = nil,
+    choices: [String] = [],
     minimum: Int? = nil, required: Bool = false, cli: CLISpelling? = .derived
   ) {
     self.key = key
@@ -133,19 +136,28 @@ public struct OptionSpec: Sendable {
   }
 
   /// The long name on the command line (`exclude-user`), nil for a runbook-only option.
-  public var longName: String? { cli.map { $0.long ?? key.replacingOccurrences(of: "_", with: "-") } }
+  public var longName: String? {
+    cli.map { $0.long ?? key.replacingOccurrences(of: "_", with: "-") }
+  }
 
   /// Checks one present value; returns it normalised.
   func check(_ v: Value) throws(OptionError) -> Value {
-    func bad(_ want: String) -> OptionError { OptionError(option: self, problem: "\(want) expected") }
+    func bad(_ want: String) -> OptionError {
+      OptionError(option: self, problem: "\(want) expected")
+    }
     switch type {
     case .bool: guard case .bool = v else { throw bad("boolean") }
     case .int:
       guard let n = v.intValue else { throw bad("integer") }
-      if let minimum, n < minimum { throw OptionError(option: self, problem: "must be at least \(minimum), got \(n)") }
+      if let minimum, n < minimum {
+        throw OptionError(option: self, problem: "must be at least \(minimum), got \(n)")
+      }
       return .int(n)
     case .number:
-      switch v { case .int, .double: break; default: throw bad("number") }
+      switch v {
+      case .int, .double: break;
+      default: throw bad("number")
+      }
     case .string:
       guard case .string(let s) = v else { throw bad("string") }
       if !choices.isEmpty, !choices.contains(s) {
@@ -155,13 +167,16 @@ public struct OptionSpec: Sendable {
     case .strings:
       if case .string = v { return .array([v]) }
       if case .object(let o) = v, o.isEmpty { return .array([]) }
-      guard let a = v.arrayValue, a.allSatisfy({ $0.stringValue != nil }) else { throw bad("list of strings") }
+      guard let a = v.arrayValue, a.allSatisfy({ $0.stringValue != nil }) else {
+        throw bad("list of strings")
+      }
     case .duration:
       switch v {
       case .int, .double: break
       case .string(let s):
         do { _ = try Durations.parse(s) } catch {
-          throw OptionError(option: self, problem: (error as? BeltError)?.message ?? "invalid duration")
+          throw OptionError(
+            option: self, problem: (error as? BeltError)?.message ?? "invalid duration")
         }
       default: throw bad("duration")
       }

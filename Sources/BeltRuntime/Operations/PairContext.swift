@@ -18,7 +18,10 @@ public struct Environment: Sendable {
   public var toolEnvironment: [String: String] = ProcessInfo.processInfo.environment
 
   /// Creates an environment; `auditLog` replaces the per-pair audit files beside the configs.
-  public init(store: ConfigStore, logger: Logger, jobs: Int = 8, connectTimeout: Int = 10, auditLog: String? = nil) {
+  public init(
+    store: ConfigStore, logger: Logger, jobs: Int = 8, connectTimeout: Int = 10,
+    auditLog: String? = nil
+  ) {
     self.store = store
     self.logger = logger
     self.jobs = max(1, jobs)
@@ -109,11 +112,14 @@ public final class PairContext {
 
   /// The audit identity of a connection to one side as one role.
   public func auditContext(_ side: Side, _ role: Role) throws -> AuditContext {
-    try AuditContext(log: env.audit, config: config, db: db, side: side, role: role, reversed: reversed)
+    try AuditContext(
+      log: env.audit, config: config, db: db, side: side, role: role, reversed: reversed)
   }
 
   /// A new connection that the caller owns (for work on another thread).
-  public func newConnection(_ side: Side, _ role: Role, noTimeout: Bool = false) throws -> PGConnection {
+  public func newConnection(_ side: Side, _ role: Role, noTimeout: Bool = false) throws
+    -> PGConnection
+  {
     try Connector(self).open(side, role, noTimeout: noTimeout)
   }
 

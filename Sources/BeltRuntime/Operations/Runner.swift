@@ -6,7 +6,9 @@ public enum Runner {
   /// Runs `spec`. With a db: returns that pair's record or throws. Without: returns
   /// `{command, dc, ok, duration_ms, databases = {record...}}`; one pair's failure does not
   /// stop the others and is recorded as `ok=false, error={...}`.
-  public static func run(_ spec: OperationSpec, dc: String, db: String?, options: Options, env: Environment)
+  public static func run(
+    _ spec: OperationSpec, dc: String, db: String?, options: Options, env: Environment
+  )
     throws -> Value
   {
     let options = try checked(spec, options)
@@ -22,7 +24,9 @@ public enum Runner {
 
   /// Runs `spec` for the listed pairs of a dc (a runbook resuming each database from its own
   /// step passes the ones that still need this step); the result has the dc-wide shape.
-  public static func run(_ spec: OperationSpec, dc: String, dbs: [String], options: Options, env: Environment)
+  public static func run(
+    _ spec: OperationSpec, dc: String, dbs: [String], options: Options, env: Environment
+  )
     throws -> Value
   {
     fanOut(spec, dc: dc, dbs: dbs, options: try checked(spec, options), env: env)
@@ -33,15 +37,21 @@ public enum Runner {
     do {
       return try spec.checkOptions(options.values)
     } catch {
-      throw BeltError(.badArgument, "bad argument #3 to 'belt.\(spec.name)' (option \(error.option.key): \(error.problem))")
+      throw BeltError(
+        .badArgument,
+        "bad argument #3 to 'belt.\(spec.name)' (option \(error.option.key): \(error.problem))")
     }
   }
 
-  static func fanOut(_ spec: OperationSpec, dc: String, dbs: [String], options: Options, env: Environment) -> Value {
+  static func fanOut(
+    _ spec: OperationSpec, dc: String, dbs: [String], options: Options, env: Environment
+  ) -> Value {
     let start = Date()
     let records = parallelMap(dbs, width: env.jobs) { db -> Value in
       if belt_interrupted() != 0 {
-        return failureRecord(spec, dc: dc, db: db, BeltError(.interrupted, "not started: interrupted", dc: dc, db: db), start: Date())
+        return failureRecord(
+          spec, dc: dc, db: db, BeltError(.interrupted, "not started: interrupted", dc: dc, db: db),
+          start: Date())
       }
       let t0 = Date()
       do {
@@ -59,16 +69,20 @@ public enum Runner {
     ])
   }
 
-  static func failureRecord(_ spec: OperationSpec, dc: String, db: String, _ e: BeltError, start: Date) -> Value {
+  static func failureRecord(
+    _ spec: OperationSpec, dc: String, db: String, _ e: BeltError, start: Date
+  ) -> Value {
     .object([
-      ("command", .string(spec.cliName)), ("dc", .string(dc)), ("db", .string(db)), ("ok", .bool(false)),
+      ("command", .string(spec.cliName)), ("dc", .string(dc)), ("db", .string(db)),
+      ("ok", .bool(false)),
       ("duration_ms", .int(ms(since: start))), ("error", e.value),
     ])
   }
 
   /// Runs for one pair and returns its record.
   static func runOne(
-    _ spec: OperationSpec, dc: String, db: String, options: Options, env: Environment, runDBs: [String]? = nil
+    _ spec: OperationSpec, dc: String, db: String, options: Options, env: Environment,
+    runDBs: [String]? = nil
   ) throws -> Value {
     let start = Date()
     do {
@@ -96,7 +110,9 @@ public enum Runner {
         for (k, v) in f where k != "ok" { pairs.append((k, v)) }
         ok = fields["ok"]?.boolValue ?? true
       }
-      if ctx.serverLockChanges > 0 { pairs.append(("server_lock_wait_ms", .int(ctx.serverLockWaitMS))) }
+      if ctx.serverLockChanges > 0 {
+        pairs.append(("server_lock_wait_ms", .int(ctx.serverLockWaitMS)))
+      }
       pairs.insert(("ok", .bool(ok)), at: 3)
       pairs.insert(("duration_ms", .int(ms(since: start))), at: 4)
       return .object(pairs)

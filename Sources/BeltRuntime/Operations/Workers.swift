@@ -28,7 +28,8 @@ struct Connector: Sendable {
     let c = try PGConnection(
       conninfo: server.conninfo(role, connectTimeout: connectTimeout, extra: extra),
       label: "\(side.rawValue) as \(role.rawValue) (\(server.ip):\(server.port)/\(server.dbname))")
-    c.audit = try AuditContext(log: audit, config: config, db: db, side: side, role: role, reversed: reversed)
+    c.audit = try AuditContext(
+      log: audit, config: config, db: db, side: side, role: role, reversed: reversed)
     return c
   }
 }

@@ -23,10 +23,13 @@ public final class AuditLog: @unchecked Sendable {
   /// The file that receives the lines of one pair (of a dc, or of no dc, for actions such as
   /// `belt.exec` that a runbook did not tie to a pair).
   public func file(dc: String?, db: String?) -> String {
-    let rel = [dc, dc == nil ? nil : db].compactMap { $0 }.map { $0 + "/" }.joined() + "audit.jsonl"
+    let rel =
+      [dc, dc == nil ? nil : db].compactMap { $0 }.map { $0 + "/" }.joined() + "audit.jsonl"
     guard let o = override else { return "\(store.root)/configs/\(rel)" }
     var isDir: ObjCBool = false
-    if o.hasSuffix("/") || (FileManager.default.fileExists(atPath: o, isDirectory: &isDir) && isDir.boolValue) {
+    if o.hasSuffix("/")
+      || (FileManager.default.fileExists(atPath: o, isDirectory: &isDir) && isDir.boolValue)
+    {
       return (o.hasSuffix("/") ? String(o.dropLast()) : o) + "/\(rel)"
     }
     return o
@@ -73,7 +76,9 @@ public struct AuditContext: Sendable {
   var secrets: [String]
 
   /// The context of a connection to `side` (as the config names it) of a pair.
-  init(log: AuditLog, config: MigrationConfig, db: String, side: Side, role: Role, reversed: Bool) throws {
+  init(log: AuditLog, config: MigrationConfig, db: String, side: Side, role: Role, reversed: Bool)
+    throws
+  {
     let server = try config.server(side)
     self.log = log
     dc = config.dc
@@ -82,7 +87,9 @@ public struct AuditContext: Sendable {
     self.role = role
     user = server.credentials(role).name
     self.server = "\(server.ip):\(server.port)/\(server.dbname)"
-    secrets = [config.src, config.dst].compactMap { $0 }.flatMap { s in Role.allCases.map { s.credentials($0).password } }
+    secrets = [config.src, config.dst].compactMap { $0 }.flatMap { s in
+      Role.allCases.map { s.credentials($0).password }
+    }
   }
 }
 
@@ -93,13 +100,16 @@ enum Audit {
     statements(sql).contains { stmt in
       let word = firstWord(stmt)
       switch word {
-      case "", "BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE", "SET", "RESET", "SHOW", "LOCK",
-        "DISCARD", "DECLARE", "FETCH", "CLOSE", "MOVE", "LISTEN", "UNLISTEN", "EXPLAIN", "DEALLOCATE", "PREPARE":
+      case "", "BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE",
+        "SET", "RESET", "SHOW", "LOCK",
+        "DISCARD", "DECLARE", "FETCH", "CLOSE", "MOVE", "LISTEN", "UNLISTEN", "EXPLAIN",
+        "DEALLOCATE", "PREPARE":
         return false
       case "SELECT", "WITH", "VALUES", "TABLE":
         return callsChangingFunction(stmt)
       case "COPY":
-        return stmt.range(of: "FROM\\s+STDIN", options: [.regularExpression, .caseInsensitive]) != nil
+        return stmt.range(of: "FROM\\s+STDIN", options: [.regularExpression, .caseInsensitive])
+          != nil
       default:
         return true
       }
@@ -125,16 +135,26 @@ enum Audit {
 
   static func callsChangingFunction(_ sql: String) -> Bool {
     // Function names inside string literals are not calls.
-    let stmt = sql.replacingOccurrences(of: "'(?:[^']|'')*'", with: "''", options: .regularExpression)
-    if stmt.range(of: "\\b(\(changingFunctions))\\s*\\(", options: [.regularExpression, .caseInsensitive]) != nil { return true }
+    let stmt = sql.replacingOccurrences(
+      of: "'(?:[^']|'')*'", with: "''", options: .regularExpression)
+    if stmt.range(
+      of: "\\b(\(changingFunctions))\\s*\\(", options: [.regularExpression, .caseInsensitive])
+      != nil
+    {
+      return true
+    }
     readOnlyLock.lock()
     let schemas = readOnlyCalls
     readOnlyLock.unlock()
     for (schema, readOnly) in schemas {
-      let pattern = "\\b\(NSRegularExpression.escapedPattern(for: schema))\\s*\\.\\s*([a-z_0-9]+)\\s*\\("
-      guard let re = try? NSRegularExpression(pattern: pattern, options: .caseInsensitive) else { continue }
+      let pattern =
+        "\\b\(NSRegularExpression.escapedPattern(for: schema))\\s*\\.\\s*([a-z_0-9]+)\\s*\\("
+      guard let re = try? NSRegularExpression(pattern: pattern, options: .caseInsensitive) else {
+        continue
+      }
       let ns = stmt as NSString
-      let changes = re.matches(in: stmt, range: NSRange(location: 0, length: ns.length)).contains { m in
+      let changes = re.matches(in: stmt, range: NSRange(location: 0, length: ns.length)).contains {
+        m in
         !readOnly.contains(ns.substring(with: m.range(at: 1)).lowercased())
       }
       if changes { return true }
@@ -198,7 +218,8 @@ enum Audit {
     for secret in secrets where secret.count >= 4 {
       let forms = [
         secret, secret.replacingOccurrences(of: "'", with: "''"),
-        secret.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "\\'"),
+        secret.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(
+          of: "'", with: "\\'"),
       ]
       for f in Set(forms) { s = s.replacingOccurrences(of: f, with: "****") }
     }
@@ -209,24 +230,32 @@ enum Audit {
 extension AuditContext {
   /// Writes the line of one statement that ran (or failed) on this connection.
   func record(
-    _ sql: String, params: [String?], start: Date, error: (any Error)?, rows: Int? = nil, bytes: Int? = nil,
+    _ sql: String, params: [String?], start: Date, error: (any Error)?, rows: Int? = nil,
+    bytes: Int? = nil,
     returned: [[String?]]? = nil
   ) {
     let ms = (Date().timeIntervalSince(start) * 1_000_000).rounded() / 1000
     let clean = { (s: String) in Audit.redact(s, secrets: secrets) }
     // SchemaLoader wraps each statement in a savepoint: the statement is what matters.
-    let sql = sql.replacingOccurrences(of: "^\\s*SAVEPOINT \\w+;\\s*", with: "", options: .regularExpression)
-      .replacingOccurrences(of: "\\s*RELEASE SAVEPOINT \\w+;\\s*$", with: "", options: .regularExpression)
+    let sql = sql.replacingOccurrences(
+      of: "^\\s*SAVEPOINT \\w+;\\s*", with: "", options: .regularExpression
+    )
+    .replacingOccurrences(
+      of: "\\s*RELEASE SAVEPOINT \\w+;\\s*$", with: "", options: .regularExpression)
     var fields: [(String, Value)] = [
-      ("time", .string(Audit.timestamp(start))), ("dc", .string(dc)), ("db", .string(db)), ("side", .string(side.rawValue)),
+      ("time", .string(Audit.timestamp(start))), ("dc", .string(dc)), ("db", .string(db)),
+      ("side", .string(side.rawValue)),
       ("server", .string(server)), ("role", .string(role.rawValue)), ("user", .string(user)),
       ("statement", .string(clean(sql))),
     ]
-    if !params.isEmpty { fields.append(("params", .array(params.map { $0.map { .string(clean($0)) } ?? .null }))) }
+    if !params.isEmpty {
+      fields.append(("params", .array(params.map { $0.map { .string(clean($0)) } ?? .null })))
+    }
     fields.append(("duration_ms", .double(ms)))
     if let error {
       let e = error as? PGError
-      let what = e.map { ($0.sqlState.map { "\($0): " } ?? "") + $0.message } ?? String(describing: error)
+      let what =
+        e.map { ($0.sqlState.map { "\($0): " } ?? "") + $0.message } ?? String(describing: error)
       fields += [("outcome", "error"), ("error", .string(clean(what)))]
     } else {
       fields.append(("outcome", "ok"))
@@ -234,7 +263,12 @@ extension AuditContext {
     if let rows { fields.append(("rows", .int(rows))) }
     if let bytes { fields.append(("bytes", .int(bytes))) }
     if let returned, !returned.isEmpty {
-      fields.append(("returned", .array(returned.prefix(50).map { .array($0.map { $0.map { .string(clean($0)) } ?? .null }) })))
+      fields.append(
+        (
+          "returned",
+          .array(
+            returned.prefix(50).map { .array($0.map { $0.map { .string(clean($0)) } ?? .null }) })
+        ))
     }
     log.append(.object(fields), dc: dc, db: db)
   }
@@ -254,7 +288,9 @@ extension AuditLog {
   /// `belt.exec`, a command on pgbouncer's console. `fields` must hold no secret.
   func action(_ kind: String, _ fields: [(String, Value)], start: Date, dc: String?, db: String?) {
     let ms = (Date().timeIntervalSince(start) * 1_000_000).rounded() / 1000
-    var line: [(String, Value)] = [("time", .string(Audit.timestamp(start))), ("action", .string(kind))]
+    var line: [(String, Value)] = [
+      ("time", .string(Audit.timestamp(start))), ("action", .string(kind)),
+    ]
     if let dc { line.append(("dc", .string(dc))) }
     if let db { line.append(("db", .string(db))) }
     line += fields

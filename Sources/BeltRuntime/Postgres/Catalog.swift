@@ -53,7 +53,9 @@ public enum Catalog {
   }
 
   /// Sequences of `schema`: name and owner, sorted.
-  public static func sequences(_ c: PGConnection, schema: String) throws -> [(name: String, owner: String)] {
+  public static func sequences(_ c: PGConnection, schema: String) throws -> [(
+    name: String, owner: String
+  )] {
     let r = try c.query(
       """
       SELECT c.relname, pg_get_userbyid(c.relowner) AS owner
@@ -69,7 +71,9 @@ public enum Catalog {
 
   /// `names` (tables of `schema`) and every partitioned table they are, directly or not, a
   /// partition of.
-  public static func withAncestors(_ c: PGConnection, schema: String, names: [String]) throws -> Set<String> {
+  public static func withAncestors(_ c: PGConnection, schema: String, names: [String]) throws
+    -> Set<String>
+  {
     if names.isEmpty { return [] }
     let r = try c.query(
       """
@@ -84,7 +88,8 @@ public enum Catalog {
   }
 
   /// Applies the config's table subset (bare names; schema-qualified names accepted).
-  public static func filter(_ tables: [TableInfo], subset: [String]?, schema: String) -> [TableInfo] {
+  public static func filter(_ tables: [TableInfo], subset: [String]?, schema: String) -> [TableInfo]
+  {
     guard let subset else { return tables }
     let wanted = Set(subset.map { bareName($0, schema: schema) })
     return tables.filter { wanted.contains($0.name) }
@@ -103,7 +108,12 @@ public enum Catalog {
 public enum PGArray {
   /// A text[] literal for binding: `{"a","b\"c"}`.
   public static func literal(_ items: [String]) -> String {
-    "{" + items.map { "\"" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }.joined(separator: ",") + "}"
+    "{"
+      + items.map {
+        "\""
+          + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(
+            of: "\"", with: "\\\"") + "\""
+      }.joined(separator: ",") + "}"
   }
 }
 
@@ -134,7 +144,9 @@ extension Catalog {
        ORDER BY a.attnum
       """, [schema, table])
     return r.rows.map {
-      ColumnInfo(name: $0.string("attname"), type: $0.string("type"), generated: $0.bool("generated"), typeOid: $0.int("typeoid") ?? 0)
+      ColumnInfo(
+        name: $0.string("attname"), type: $0.string("type"), generated: $0.bool("generated"),
+        typeOid: $0.int("typeoid") ?? 0)
     }
   }
 }

@@ -32,11 +32,15 @@ public enum LockWait {
 
   /// A lock wait that ran out of `timeout` (55P03, retryable): what waited, for whom, and what
   /// to do.
-  public static func error(_ what: String, holders: [String], then: String, dc: String?, db: String?) -> BeltError {
+  public static func error(
+    _ what: String, holders: [String], then: String, dc: String?, db: String?
+  ) -> BeltError {
     BeltError(
       .preconditionFailed,
       "\(what) waited \(timeout) for locks held by: "
-        + (holders.isEmpty ? "sessions that could not be identified" : holders.joined(separator: "; ")) + "; \(then)",
+        + (holders.isEmpty
+          ? "sessions that could not be identified" : holders.joined(separator: "; "))
+        + "; \(then)",
       dc: dc, db: db, sqlstate: "55P03", retryable: true)
   }
 
@@ -71,7 +75,9 @@ public enum LockWait {
 
   /// How long backend `pid` has waited for a lock, and the sessions holding it (nil: it waits
   /// for none). Used for a replication apply worker stuck behind an application's lock.
-  public static func waiting(_ c: PGConnection, pid: Int) throws -> (seconds: Double, holders: [String])? {
+  public static func waiting(_ c: PGConnection, pid: Int) throws -> (
+    seconds: Double, holders: [String]
+  )? {
     // pg_locks.waitstart exists from PostgreSQL 14 on; read through jsonb so older servers answer too.
     let r = try c.query(
       """
@@ -87,10 +93,12 @@ public enum LockWait {
     return (
       Double(row.string("waited")) ?? 0,
       holders.map {
-        var s = "pid \($0["pid"]?.display ?? "?") (user \($0["user"]?.display ?? "?"), \($0["state"]?.display ?? "?")"
+        var s =
+          "pid \($0["pid"]?.display ?? "?") (user \($0["user"]?.display ?? "?"), \($0["state"]?.display ?? "?")"
         if let app = $0["app"]?.stringValue, !app.isEmpty { s += ", application \(app)" }
         return s + ")"
-      })
+      }
+    )
   }
 
   /// Sleeps, honouring Ctrl-C.

@@ -36,7 +36,9 @@ public struct PGRow: Sendable {
   /// and NULL are the JSON parser's business. NULL elements are left out (the catalog arrays
   /// belt reads have none); a NULL or non-array value reads as [].
   public func array(_ name: String) -> [String] {
-    guard let text = self[name], let items = (try? JSONParser.parse(text))?.arrayValue else { return [] }
+    guard let text = self[name], let items = (try? JSONParser.parse(text))?.arrayValue else {
+      return []
+    }
     return items.compactMap(\.stringValue)
   }
 }
@@ -69,7 +71,8 @@ public final class PGConnection {
       let msg = PGConnection.cleanConnectMessage(raw, conninfo: conninfo)
       if let c { PQfinish(c) }
       conn = nil
-      let auth = raw.contains("password authentication failed") || raw.contains("no password supplied")
+      let auth =
+        raw.contains("password authentication failed") || raw.contains("no password supplied")
         || raw.contains("no pg_hba.conf entry") || raw.contains("does not exist")
       throw PGError(
         kind: auth ? .authentication : .connection, label: label, message: msg, sqlState: nil,
@@ -106,7 +109,7 @@ public final class PGConnection {
     lines = lines.filter { !$0.isEmpty }
     var msg = lines.joined(separator: "; ")
     // Defence in depth: never let a password that libpq might quote back through.
-    for part in conninfo.components(separatedBy: " password=") .dropFirst() {
+    for part in conninfo.components(separatedBy: " password=").dropFirst() {
       if let pw = ConnInfo.firstValue(part), pw.count >= 3 {
         msg = msg.replacingOccurrences(of: pw, with: "****")
       }
@@ -134,7 +137,9 @@ public final class PGConnection {
   }
 
   /// Runs `body` and writes the audit line of `sql` when it changes the server.
-  private func audited(_ sql: String, _ params: [String?], _ body: () throws -> PGResult) throws -> PGResult {
+  private func audited(_ sql: String, _ params: [String?], _ body: () throws -> PGResult) throws
+    -> PGResult
+  {
     guard let audit, Audit.changes(sql) else { return try body() }
     let t0 = Date()
     do {
@@ -209,7 +214,8 @@ public final class PGConnection {
 
   private func serverError(_ res: OpaquePointer, sql: String) -> PGError {
     let primary = field(res, Int32(UInt8(ascii: "M")))
-    let fallback = String(cString: PQresultErrorMessage(res)).trimmingCharacters(in: .whitespacesAndNewlines)
+    let fallback = String(cString: PQresultErrorMessage(res)).trimmingCharacters(
+      in: .whitespacesAndNewlines)
     let state = field(res, Int32(UInt8(ascii: "C")))
     return PGError(
       kind: state == nil ? .client : .server, label: label, message: primary ?? fallback,
@@ -241,7 +247,8 @@ public final class PGConnection {
   /// Streams `COPY ... TO STDOUT`, handing each chunk (one or more rows) to `sink`.
   /// - Returns: the number of bytes streamed.
   @discardableResult
-  public func copyOut(_ sql: String, _ sink: (UnsafeRawBufferPointer) throws -> Void) throws -> Int {
+  public func copyOut(_ sql: String, _ sink: (UnsafeRawBufferPointer) throws -> Void) throws -> Int
+  {
     let c = try live()
     let res = PQexec(c, sql)
     guard let res else { throw clientError(sql: sql) }
@@ -302,19 +309,26 @@ public final class PGConnection {
     copyIn = nil
     if PQputCopyEnd(c, error) != 1 {
       let e = clientError(sql: nil)
-      if let pending { audit?.record(pending.sql, params: [], start: pending.start, error: e, bytes: pending.bytes) }
+      if let pending {
+        audit?.record(pending.sql, params: [], start: pending.start, error: e, bytes: pending.bytes)
+      }
       throw e
     }
     var failure: PGError? = nil
     var rows: Int? = nil
     while let r = PQgetResult(c) {
-      if PQresultStatus(r) != PGRES_COMMAND_OK, failure == nil { failure = serverError(r, sql: "COPY FROM STDIN") }
+      if PQresultStatus(r) != PGRES_COMMAND_OK, failure == nil {
+        failure = serverError(r, sql: "COPY FROM STDIN")
+      }
       if PQresultStatus(r) == PGRES_COMMAND_OK { rows = Int(String(cString: PQcmdTuples(r))) }
       PQclear(r)
     }
     if let pending {
-      let outcome: (any Error)? = failure ?? error.map { BeltError(.internal, "aborted by belt: \($0)") }
-      audit?.record(pending.sql, params: [], start: pending.start, error: outcome, rows: rows, bytes: pending.bytes)
+      let outcome: (any Error)? =
+        failure ?? error.map { BeltError(.internal, "aborted by belt: \($0)") }
+      audit?.record(
+        pending.sql, params: [], start: pending.start, error: outcome, rows: rows,
+        bytes: pending.bytes)
     }
     if let failure { throw failure }
   }
@@ -341,7 +355,9 @@ public final class PGConnection {
   public func encryptPassword(_ password: String, user: String) throws -> String {
     let c = try live()
     let algorithm = serverVersion >= 10 ? "scram-sha-256" : "md5"
-    guard let p = PQencryptPasswordConn(c, password, user, algorithm) else { throw clientError(sql: nil) }
+    guard let p = PQencryptPasswordConn(c, password, user, algorithm) else {
+      throw clientError(sql: nil)
+    }
     defer { PQfreemem(p) }
     return String(cString: p)
   }

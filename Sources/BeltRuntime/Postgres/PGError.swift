@@ -1,5 +1,7 @@
 /// An error from libpq or the server. Its description never contains a connection string.
-public struct PGError: BeltErrorConvertible, CustomStringConvertible, CustomDebugStringConvertible, Sendable {
+public struct PGError: BeltErrorConvertible, CustomStringConvertible, CustomDebugStringConvertible,
+  Sendable
+{
   /// Where the error happened.
   public enum Kind: String, Sendable {
     /// Could not connect (network, refused, timeout).
@@ -45,8 +47,11 @@ public struct PGError: BeltErrorConvertible, CustomStringConvertible, CustomDebu
   /// host, no route): asking it again at once only waits out the same timeout.
   public var serverUnreachable: Bool {
     kind == .connection
-      && ["timeout expired", "Connection refused", "could not translate host name", "No route to host",
-          "Network is unreachable", "Connection timed out"].contains { message.contains($0) }
+      && [
+        "timeout expired", "Connection refused", "could not translate host name",
+        "No route to host",
+        "Network is unreachable", "Connection timed out",
+      ].contains { message.contains($0) }
   }
 
   /// True when the statement was cancelled (Ctrl-C or statement_timeout).
@@ -61,7 +66,8 @@ public struct PGError: BeltErrorConvertible, CustomStringConvertible, CustomDebu
     case .client: code = .connectionFailed
     case .server: code = isCancel ? .interrupted : .sqlError
     }
-    let retry = kind == .connection || sqlState == "40001" || sqlState == "40P01" || sqlState == "55P03"
+    let retry =
+      kind == .connection || sqlState == "40001" || sqlState == "40P01" || sqlState == "55P03"
     return BeltError(code, description, sqlstate: sqlState, retryable: retry)
   }
 }

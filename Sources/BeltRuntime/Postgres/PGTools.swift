@@ -32,7 +32,8 @@ public enum PGTools {
   /// from the inherited environment before the pair's own values are set.
   static let connectionVariables: Set<String> = [
     "PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGPASSFILE",
-    "PGSERVICE", "PGSERVICEFILE", "PGOPTIONS", "PGCONNECT_TIMEOUT", "PGAPPNAME", "PGTARGETSESSIONATTRS",
+    "PGSERVICE", "PGSERVICEFILE", "PGOPTIONS", "PGCONNECT_TIMEOUT", "PGAPPNAME",
+    "PGTARGETSESSIONATTRS",
   ]
 
   /// A directory holding `pg_dump`, with the major version that pg_dump reports.
@@ -55,11 +56,14 @@ public enum PGTools {
   /// `$BELT_PG_BIN`, `<root>/<major>/bin` (newest first; root `/usr/lib/postgresql`), then every
   /// `PATH` directory. Only directories holding an executable `pg_dump`, each once (`/bin` and
   /// `/usr/bin` are one directory on a merged-/usr system).
-  static func candidateDirectories(environment: [String: String], root: String = "/usr/lib/postgresql") -> [String] {
+  static func candidateDirectories(
+    environment: [String: String], root: String = "/usr/lib/postgresql"
+  ) -> [String] {
     let fm = FileManager.default
     var dirs: [String] = []
     if let b = environment["BELT_PG_BIN"], !b.isEmpty { dirs.append(b) }
-    let majors = ((try? fm.contentsOfDirectory(atPath: root)) ?? []).compactMap(Int.init).sorted(by: >)
+    let majors = ((try? fm.contentsOfDirectory(atPath: root)) ?? []).compactMap(Int.init).sorted(
+      by: >)
     dirs += majors.map { "\(root)/\($0)/bin" }
     dirs += (environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":").map(String.init)
     var seen = Set<String>()
@@ -79,8 +83,9 @@ public enum PGTools {
   /// `pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)` → 15, `... 9.6.24` → 9; nil when
   /// there is no version number.
   public static func parseMajor(_ versionOutput: String) -> Int? {
-    guard let r = versionOutput.range(of: #"\) [0-9]+"#, options: .regularExpression)
-      ?? versionOutput.range(of: #"[0-9]+"#, options: .regularExpression)
+    guard
+      let r = versionOutput.range(of: #"\) [0-9]+"#, options: .regularExpression)
+        ?? versionOutput.range(of: #"[0-9]+"#, options: .regularExpression)
     else { return nil }
     return Int(versionOutput[r].filter(\.isNumber))
   }
@@ -106,7 +111,8 @@ public enum PGTools {
   /// Every candidate directory (see ``candidateDirectories(environment:root:)``) with its
   /// pg_dump's major version; one whose pg_dump does not answer `--version` is left out.
   public static func toolDirectories(
-    environment: [String: String] = ProcessInfo.processInfo.environment, root: String = "/usr/lib/postgresql"
+    environment: [String: String] = ProcessInfo.processInfo.environment,
+    root: String = "/usr/lib/postgresql"
   ) -> [ToolDirectory] {
     candidateDirectories(environment: environment, root: root).compactMap { dir in
       dumpMajor(inDirectory: dir).map { ToolDirectory(path: dir, major: $0) }
@@ -115,8 +121,11 @@ public enum PGTools {
 
   /// The newest of `found` (the first of equal majors).
   static func newest(_ found: [ToolDirectory]) -> ToolDirectory? {
-    found.enumerated().max { a, b in a.element.major < b.element.major || (a.element.major == b.element.major && a.offset > b.offset) }?
-      .element
+    found.enumerated().max { a, b in
+      a.element.major < b.element.major
+        || (a.element.major == b.element.major && a.offset > b.offset)
+    }?
+    .element
   }
 
   /// Picks the client programs for a pair: the newest pg_dump found, when it is at least as new
@@ -127,7 +136,9 @@ public enum PGTools {
   ///   - found: the directories and their pg_dump majors, in order of preference.
   ///   - servers: each server's label (`src`, `dst`) and major version.
   /// - Throws: ``BeltError`` `precondition_failed`, one line naming the versions found and needed.
-  public static func chooseDumpTool(_ found: [ToolDirectory], servers: [(label: String, major: Int)]) throws -> ToolDirectory {
+  public static func chooseDumpTool(
+    _ found: [ToolDirectory], servers: [(label: String, major: Int)]
+  ) throws -> ToolDirectory {
     let needed = servers.map(\.major).max() ?? 0
     if let best = newest(found), best.major >= needed { return best }
     let serverList = servers.map { "\($0.label) is PostgreSQL \($0.major)" }.joined(separator: ", ")
@@ -138,21 +149,25 @@ public enum PGTools {
     throw BeltError(
       .preconditionFailed,
       "no pg_dump can dump both servers: \(serverList), so pg_dump \(needed) or newer is needed; \(foundList) "
-        + "(install PostgreSQL \(needed)'s client programs, or set BELT_PG_BIN to their bin directory)")
+        + "(install PostgreSQL \(needed)'s client programs, or set BELT_PG_BIN to their bin directory)"
+    )
   }
 
   /// The client programs' directory for servers of these majors (see
   /// ``chooseDumpTool(_:servers:)``), looked up in `environment`'s `BELT_PG_BIN` and `PATH`.
   /// - Throws: ``BeltError`` `precondition_failed` when no pg_dump is new enough.
   public static func dumpTool(
-    servers: [(label: String, major: Int)], environment: [String: String] = ProcessInfo.processInfo.environment
+    servers: [(label: String, major: Int)],
+    environment: [String: String] = ProcessInfo.processInfo.environment
   ) throws -> ToolDirectory {
     try chooseDumpTool(toolDirectories(environment: environment), servers: servers)
   }
 
   /// The directory holding `pg_dump` when no server version is known: the newest found
   /// (see ``toolDirectories(environment:root:)``), or nil (then PATH is searched).
-  public static func binDirectory(environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
+  public static func binDirectory(
+    environment: [String: String] = ProcessInfo.processInfo.environment
+  ) -> String? {
     newest(toolDirectories(environment: environment))?.path
   }
 
@@ -165,7 +180,8 @@ public enum PGTools {
     if let p = findOnPath(tool, environment: ProcessInfo.processInfo.environment) { return p }
     throw BeltError(
       .ioError,
-      "\(tool) was not found (set BELT_PG_BIN to the directory of the PostgreSQL client programs, e.g. /usr/lib/postgresql/15/bin)")
+      "\(tool) was not found (set BELT_PG_BIN to the directory of the PostgreSQL client programs, e.g. /usr/lib/postgresql/15/bin)"
+    )
   }
 
   /// The first executable `tool` in `PATH`.
@@ -197,7 +213,9 @@ public enum PGTools {
     var env = baseEnvironment.filter { !connectionVariables.contains($0.key) }
     if ServerConfig.isNumericAddress(server.ip) {
       env["PGHOSTADDR"] = server.ip
-      if !server.host.isEmpty, !ServerConfig.isNumericAddress(server.host) { env["PGHOST"] = server.host }
+      if !server.host.isEmpty, !ServerConfig.isNumericAddress(server.host) {
+        env["PGHOST"] = server.host
+      }
     } else {
       env["PGHOST"] = server.ip
     }
@@ -239,7 +257,9 @@ public enum PGTools {
       let bytes = Array((line + "\n").utf8)
       let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
       close(fd)
-      guard written == bytes.count else { throw BeltError(.ioError, "\(what): cannot write a private passfile") }
+      guard written == bytes.count else {
+        throw BeltError(.ioError, "\(what): cannot write a private passfile")
+      }
       env["PGPASSFILE"] = file
     }
     var cmd = ExternalCommand(argv: [inv.executable] + inv.arguments)
@@ -250,13 +270,18 @@ public enum PGTools {
     do {
       r = try cmd.run { belt_interrupted() != 0 }
     } catch {
-      throw BeltError(.ioError, "\(what): cannot start \(inv.executable): \(BeltError.wrap(error).message)")
+      throw BeltError(
+        .ioError, "\(what): cannot start \(inv.executable): \(BeltError.wrap(error).message)")
     }
-    if r.interrupted { throw BeltError(.interrupted, "interrupted by the user (Ctrl-C) during the \(what); it was stopped") }
+    if r.interrupted {
+      throw BeltError(
+        .interrupted, "interrupted by the user (Ctrl-C) during the \(what); it was stopped")
+    }
     let stderr = mask(r.stderr, secret: secret)
     guard r.ok else {
       let how = r.status.map { "exit code \($0)" } ?? "signal \(r.signal ?? 0)"
-      let lines = stderr.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+      let lines = stderr.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+        .filter { !$0.isEmpty }
       let detail = lines.isEmpty ? "no error output" : lines.prefix(5).joined(separator: "; ")
       throw BeltError(.ioError, "\(what) failed (\(how)): \(detail)")
     }
@@ -284,13 +309,15 @@ public enum PGTools {
   /// the pg_dump in `tools` (see ``dumpTool(servers:environment:)``).
   /// - Throws: ``BeltError`` naming the side and server when pg_dump fails.
   public static func dumpSchema(
-    server: ServerConfig, role: Role, schema: String, side: Side, tools: ToolDirectory, connectTimeout: Int = 10,
+    server: ServerConfig, role: Role, schema: String, side: Side, tools: ToolDirectory,
+    connectTimeout: Int = 10,
     environment: [String: String] = ProcessInfo.processInfo.environment
   ) throws -> String {
     let inv = try invocation(
       tool: "pg_dump", arguments: schemaDumpArguments(schema: schema), server: server, role: role,
       connectTimeout: connectTimeout, baseEnvironment: environment, binDir: tools.path)
-    let what = "pg_dump of \(side.rawValue) (\(server.ip):\(server.port)/\(server.dbname), schema \(schema))"
+    let what =
+      "pg_dump of \(side.rawValue) (\(server.ip):\(server.port)/\(server.dbname), schema \(schema))"
     return try run(inv, what: what, secret: server.credentials(role).password).stdout
   }
 

@@ -88,7 +88,8 @@ public enum QuietLogging {
     var lines: [String] = []
     var names: [String] = []
     // The statements are logged, with their bound values unless those can be cut to nothing.
-    let paramsCut = a.settable.contains("log_parameter_max_length")
+    let paramsCut =
+      a.settable.contains("log_parameter_max_length")
       || (a.values["log_parameter_max_length"] ?? "0") == "0"
     var statements: [String] = []
     func add(_ name: String, _ shown: String) {
@@ -96,19 +97,28 @@ public enum QuietLogging {
       names.append(name)
     }
     if let v = value("log_statement"), v != "none" { add("log_statement", "'\(v)'") }
-    if let v = number("log_min_duration_statement"), v >= 0 { add("log_min_duration_statement", String(Int(v))) }
-    if let v = number("log_min_duration_sample"), v >= 0, (Double(a.values["log_statement_sample_rate"] ?? "1") ?? 1) > 0 {
+    if let v = number("log_min_duration_statement"), v >= 0 {
+      add("log_min_duration_statement", String(Int(v)))
+    }
+    if let v = number("log_min_duration_sample"), v >= 0,
+      (Double(a.values["log_statement_sample_rate"] ?? "1") ?? 1) > 0
+    {
       add("log_min_duration_sample", String(Int(v)))
     }
-    if let v = value("log_transaction_sample_rate"), (Double(v) ?? 0) > 0 { add("log_transaction_sample_rate", v) }
+    if let v = value("log_transaction_sample_rate"), (Double(v) ?? 0) > 0 {
+      add("log_transaction_sample_rate", v)
+    }
     if !statements.isEmpty {
       lines.append(
         statements.joined(separator: ", ")
           + (paramsCut
             ? " logs the role's password hash"
-            : " logs the pglogical user's password (the DSN given to create_node and create_subscription)"))
+            : " logs the pglogical user's password (the DSN given to create_node and create_subscription)")
+      )
     }
-    let verbose = ["debug5", "debug4", "debug3", "debug2", "debug1", "info", "notice", "warning", "error"]
+    let verbose = [
+      "debug5", "debug4", "debug3", "debug2", "debug1", "info", "notice", "warning", "error",
+    ]
     if let v = value("log_min_messages"), verbose.contains(v) {
       lines.append("log_min_messages = \(v) logs it when a subscription cannot reach its provider")
       names.append("log_min_messages")
@@ -159,7 +169,8 @@ extension PGConnection {
   public func withoutServerLog<T>(_ body: () throws -> T) throws -> T {
     let names = try quietLoggingAccess().settable
     guard !names.isEmpty else { return try body() }
-    let quiet = Dictionary(QuietLogging.settings.map { ($0.name, $0.quiet) }, uniquingKeysWith: { a, _ in a })
+    let quiet = Dictionary(
+      QuietLogging.settings.map { ($0.name, $0.quiet) }, uniquingKeysWith: { a, _ in a })
     let inTransaction = transactionStatus != PQTRANS_IDLE
     try exec(names.map { "SET \($0) = '\(quiet[$0] ?? "")'" }.joined(separator: "; "))
     defer {
@@ -201,7 +212,10 @@ extension PGConnection {
       e.detail = e.detail.map(clean)
       e.hint = e.hint.map(clean)
       e.query = e.query.map {
-        clean(literals ? $0.replacingOccurrences(of: "E?'(?:[^']|'')*'", with: "'****'", options: .regularExpression) : $0)
+        clean(
+          literals
+            ? $0.replacingOccurrences(
+              of: "E?'(?:[^']|'')*'", with: "'****'", options: .regularExpression) : $0)
       }
       throw e
     }

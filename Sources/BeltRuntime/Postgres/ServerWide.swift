@@ -56,7 +56,8 @@ public enum ServerWide {
     let t0 = Date()
     slot.mutex.lock()
     defer { slot.mutex.unlock() }
-    try slot.acquire(server, what: what, connectTimeout: connectTimeout, deadline: t0.addingTimeInterval(wait))
+    try slot.acquire(
+      server, what: what, connectTimeout: connectTimeout, deadline: t0.addingTimeInterval(wait))
     let t1 = Date()
     waitedMS += Int(t1.timeIntervalSince(t0) * 1000)
     defer {
@@ -122,7 +123,8 @@ public enum ServerWide {
         }
         if got { return }
         if belt_interrupted() != 0 {
-          throw BeltError(.interrupted, "interrupted by the user (Ctrl-C) while waiting for the server lock")
+          throw BeltError(
+            .interrupted, "interrupted by the user (Ctrl-C) while waiting for the server lock")
         }
         if Date() > deadline {
           throw BeltError(
@@ -157,7 +159,8 @@ public enum ServerWide {
         var s = server
         s.dbname = db
         do {
-          let c = try PGConnection(conninfo: s.conninfo(.root, connectTimeout: connectTimeout), label: db)
+          let c = try PGConnection(
+            conninfo: s.conninfo(.root, connectTimeout: connectTimeout), label: db)
           try c.exec("SET application_name = 'belt server lock'")
           return c
         } catch let e as PGError

@@ -10,7 +10,8 @@ public enum CutoverOps {
   /// `fenced_roles`, `revoked_connect`, `granted_connect`, `terminated`.
   static let revokeLogins = OperationSpec(
     name: "revoke_logins",
-    summary: "Discovers all users in the db who can log in, saves them in the config file, then revokes their permission to log in.",
+    summary:
+      "Discovers all users in the db who can log in, saves them in the config file, then revokes their permission to log in.",
     details: """
       Use this command to ensure that all writes to the source database have been stopped before syncing sequence values and tables without primary keys.
 
@@ -22,7 +23,9 @@ public enum CutoverOps {
         "fence", .string,
         "nologin (ALTER ROLE ... NOLOGIN, server-wide), connect (REVOKE CONNECT on this database only) or auto.",
         default: "nologin", choices: ["nologin", "connect", "auto"]),
-      OptionSpec("lock_out_shared", .bool, "Revoke LOGIN even from roles that other databases of the server use."),
+      OptionSpec(
+        "lock_out_shared", .bool,
+        "Revoke LOGIN even from roles that other databases of the server use."),
       InspectionOps.reverseOption,
     ]
   ) { ctx in try Logins.revoke(ctx) }
@@ -63,7 +66,8 @@ public enum CutoverOps {
   /// duration_ms, mb_per_s, error}], `loaded`, `skipped`, `failed`, `rows`, `bytes`, `message`.
   static let syncTables = OperationSpec(
     name: "sync_tables",
-    summary: "Dump tables without primary keys from the source and pipe them directly into the destination database.",
+    summary:
+      "Dump tables without primary keys from the source and pipe them directly into the destination database.",
     details: """
       No intermediate files are used: data is streamed with COPY from one connection into the other.
 
@@ -76,7 +80,8 @@ public enum CutoverOps {
       OptionSpec("tables", .strings, "Specific tables to sync", cli: CLISpelling("table")),
       InspectionOps.reverseOption,
       OptionSpec(
-        "replace", .bool, "Empty each destination table and load it again in one transaction, even when it has rows (rollback.lua).",
+        "replace", .bool,
+        "Empty each destination table and load it again in one transaction, even when it has rows (rollback.lua).",
         cli: nil),
     ]
   ) { ctx in try TableSync.run(ctx, explicit: ctx.options.strings("tables")) }
@@ -90,13 +95,16 @@ public enum CutoverOps {
       """,
     sides: .both,
     options: [
-      OptionSpec("full", .bool, "Compare whole tables by chunks of primary-key ranges hashed on each server."),
+      OptionSpec(
+        "full", .bool, "Compare whole tables by chunks of primary-key ranges hashed on each server."
+      ),
       OptionSpec("sample", .int, "Rows per sample (random and latest).", default: 100, minimum: 1),
       InspectionOps.reverseOption,
     ]
   ) { ctx in
     let n = ctx.options.int("sample") ?? 100
-    return try Validation.run(ctx, settings: Validation.Settings(random: n, latest: n, full: ctx.options.bool("full")))
+    return try Validation.run(
+      ctx, settings: Validation.Settings(random: n, latest: n, full: ctx.options.bool("full")))
   }
 
   /// sync: record `steps` [{name, status, duration_ms, message, result}], `downtime_ms`,
@@ -109,14 +117,17 @@ public enum CutoverOps {
       This command is equivalent to running the following commands in order: sync-sequences, sync-tables, validate-data, load-constraints, analyze. Though here they may run concurrently when possible.
       """,
     sides: .both,
-    options: [OptionSpec("no_schema", .bool, "Skip the constraint and index steps.", cli: .inverted)]
+    options: [
+      OptionSpec("no_schema", .bool, "Skip the constraint and index steps.", cli: .inverted)
+    ]
   ) { ctx in try SyncAll.run(ctx) }
 
   /// diff-sequences: record `sequences` [{name, source_value, destination_value,
   /// destination_ok}], `result` (match or mismatch), `message`; fails on a mismatch.
   static let diffSequences = OperationSpec(
     name: "diff_sequences",
-    summary: "Compare the last value of every targeted sequence on the source and destination databases.",
+    summary:
+      "Compare the last value of every targeted sequence on the source and destination databases.",
     details: """
       Targets the config's sequences, or every sequence of schema_name. DST is green when the destination is at or past the source; a sequence missing on one side shows "—" and is fine only when it is missing on the source.
 

@@ -51,9 +51,13 @@ enum FullCompare {
   static let groupSize = 8
 
   /// Compares `shapes` in full; never throws (errors are per table).
-  static func run(_ shapes: [Shape], settings: Validation.Settings, connector: Connector, width: Int) -> [Validation.TableResult] {
+  static func run(
+    _ shapes: [Shape], settings: Validation.Settings, connector: Connector, width: Int
+  ) -> [Validation.TableResult] {
     // 1. Boundaries (src only).
-    let plans: [Plan] = Workers.map(shapes, width: width, connector: connector, noTimeout: true, onOpen: Validation.sessionSetup) { shape, conns in
+    let plans: [Plan] = Workers.map(
+      shapes, width: width, connector: connector, noTimeout: true, onOpen: Validation.sessionSetup
+    ) { shape, conns in
       guard !shape.pk.isEmpty else { return Plan() }
       do {
         let bounds = try conns.get(.src).query(
@@ -88,7 +92,10 @@ enum FullCompare {
         for side in Side.allCases { items.append(Item(table: t, side: side, group: g)) }
       }
     }
-    let parts: [Part] = Workers.map(items, width: max(2, 2 * width), connector: connector, noTimeout: true, onOpen: Validation.sessionSetup) { item, conns in
+    let parts: [Part] = Workers.map(
+      items, width: max(2, 2 * width), connector: connector, noTimeout: true,
+      onOpen: Validation.sessionSetup
+    ) { item, conns in
       let shape = shapes[item.table]
       let ranges = plans[item.table].ranges
       let slice = ranges[(item.group * groupSize)..<min(ranges.count, (item.group + 1) * groupSize)]
@@ -106,7 +113,9 @@ enum FullCompare {
       hashes[item.table][item.side, default: []] += part.hashes
     }
     // 3. Compare, drilling into differing chunks.
-    let inputs = shapes.indices.map { i in (i, errors[i], hashes[i][.src] ?? [], hashes[i][.dst] ?? []) }
+    let inputs = shapes.indices.map { i in
+      (i, errors[i], hashes[i][.src] ?? [], hashes[i][.dst] ?? [])
+    }
     struct Input: Sendable {
       var index: Int
       var error: String?
@@ -114,9 +123,12 @@ enum FullCompare {
       var dst: [Hash]
     }
     let work = inputs.map { Input(index: $0.0, error: $0.1, src: $0.2, dst: $0.3) }
-    return Workers.map(work, width: width, connector: connector, noTimeout: true, onOpen: Validation.sessionSetup) { input, conns in
+    return Workers.map(
+      work, width: width, connector: connector, noTimeout: true, onOpen: Validation.sessionSetup
+    ) { input, conns in
       let shape = shapes[input.index]
-      var result = Validation.TableResult(name: shape.name, strategy: shape.pk.isEmpty ? "full_multiset_hash" : "full_chunk_hash")
+      var result = Validation.TableResult(
+        name: shape.name, strategy: shape.pk.isEmpty ? "full_multiset_hash" : "full_chunk_hash")
       if let e = input.error {
         result.error = e
         return result
@@ -126,11 +138,15 @@ enum FullCompare {
       do {
         for (i, (s, d)) in zip(input.src, input.dst).enumerated() where s != d {
           if shape.pk.isEmpty {
-            try drillMultiset(shape, src: conns.get(.src), dst: conns.get(.dst), into: &result, cap: settings.maxReported)
+            try drillMultiset(
+              shape, src: conns.get(.src), dst: conns.get(.dst), into: &result,
+              cap: settings.maxReported)
           } else if result.mismatches.count >= settings.maxReported {
             result.more += max(1, abs(s.count - d.count))
           } else {
-            try drillRange(shape, ranges[i], src: conns.get(.src), dst: conns.get(.dst), into: &result, cap: settings.maxReported)
+            try drillRange(
+              shape, ranges[i], src: conns.get(.src), dst: conns.get(.dst), into: &result,
+              cap: settings.maxReported)
           }
         }
       } catch {
@@ -167,7 +183,8 @@ enum FullCompare {
 
   /// Names the keys that differ in one chunk, then compares them column by column.
   static func drillRange(
-    _ shape: Shape, _ r: Range, src: PGConnection, dst: PGConnection, into result: inout Validation.TableResult, cap: Int
+    _ shape: Shape, _ r: Range, src: PGConnection, dst: PGConnection,
+    into result: inout Validation.TableResult, cap: Int
   ) throws {
     let (cond, params) = condition(shape, r)
     let sql = "SELECT \(shape.pkText), md5(\(shape.rowText)) FROM \(shape.q) WHERE \(cond)"
@@ -179,7 +196,9 @@ enum FullCompare {
     }
     let s = try rows(src)
     let d = try rows(dst)
-    var keys = Set(s.keys).union(d.keys).filter { s[$0] != d[$0] }.sorted { $0.lexicographicallyPrecedes($1) }
+    var keys = Set(s.keys).union(d.keys).filter { s[$0] != d[$0] }.sorted {
+      $0.lexicographicallyPrecedes($1)
+    }
     let room = max(0, cap - result.mismatches.count)
     if keys.count > room {
       result.more += keys.count - room
@@ -190,12 +209,16 @@ enum FullCompare {
 
   /// Tables without a primary key: rows whose multiplicity differs.
   static func drillMultiset(
-    _ shape: Shape, src: PGConnection, dst: PGConnection, into result: inout Validation.TableResult, cap: Int
+    _ shape: Shape, src: PGConnection, dst: PGConnection, into result: inout Validation.TableResult,
+    cap: Int
   ) throws {
-    let sql = "SELECT md5(r) AS h, count(*) AS n, min(r) AS r FROM (SELECT \(shape.rowText) AS r FROM \(shape.q)) s GROUP BY 1"
+    let sql =
+      "SELECT md5(r) AS h, count(*) AS n, min(r) AS r FROM (SELECT \(shape.rowText) AS r FROM \(shape.q)) s GROUP BY 1"
     func counts(_ c: PGConnection) throws -> [String: (Int, String)] {
       var out: [String: (Int, String)] = [:]
-      for row in try c.query(sql).rows { out[row.string("h")] = (row.int("n") ?? 0, row.string("r")) }
+      for row in try c.query(sql).rows {
+        out[row.string("h")] = (row.int("n") ?? 0, row.string("r"))
+      }
       return out
     }
     let s = try counts(src)
@@ -203,7 +226,9 @@ enum FullCompare {
     let st = s.values.reduce(0) { $0 + $1.0 }
     let dt = d.values.reduce(0) { $0 + $1.0 }
     if st != dt {
-      result.add(.object([("kind", "row_count_differs"), ("src_count", .int(st)), ("dst_count", .int(dt))]), cap: cap)
+      result.add(
+        .object([("kind", "row_count_differs"), ("src_count", .int(st)), ("dst_count", .int(dt))]),
+        cap: cap)
     }
     for h in Set(s.keys).union(d.keys).sorted() where s[h]?.0 != d[h]?.0 {
       result.add(

@@ -17,14 +17,17 @@ import Foundation
 enum Logins {
   /// The config key holding the saved login roles (`revoked_logins_dst` for a reversed run,
   /// where "src" is the destination server: rollback.lua stops writes on dst that way).
-  static func savedKey(_ ctx: PairContext) -> String { ctx.reversed ? "revoked_logins_dst" : "revoked_logins" }
+  static func savedKey(_ ctx: PairContext) -> String {
+    ctx.reversed ? "revoked_logins_dst" : "revoked_logins"
+  }
   /// Never revoked (pgbelt's skip set, plus the configured root and pglogical users).
   static let alwaysSkipped = ["postgres", "pglogical", "datadog", "monitoring"]
 
   /// Exact names and LIKE patterns that are never touched.
   static func exclusions(_ ctx: PairContext) throws -> (users: [String], patterns: [String]) {
     let src = try ctx.config.server(.src)
-    let users = alwaysSkipped + [src.root.name, src.replication.name] + ctx.config.excludeUsers
+    let users =
+      alwaysSkipped + [src.root.name, src.replication.name] + ctx.config.excludeUsers
       + ctx.options.strings("exclude_users")
     let patterns = ctx.config.excludePatterns + ctx.options.strings("exclude_patterns")
     return (Array(Set(users)).sorted(), patterns)
@@ -47,7 +50,9 @@ enum Logins {
   }
 
   /// The config key recording a database-level CONNECT fence (`login_fence_dst` reversed).
-  static func fenceKey(_ ctx: PairContext) -> String { ctx.reversed ? "login_fence_dst" : "login_fence" }
+  static func fenceKey(_ ctx: PairContext) -> String {
+    ctx.reversed ? "login_fence_dst" : "login_fence"
+  }
 
   /// How revoke-logins stops the application.
   enum Fence: String {
@@ -67,7 +72,9 @@ enum Logins {
     for db in ctx.runDBs where db != ctx.db {
       guard let loaded = try? ctx.env.store.load(dc: ctx.dc, db: db) else { continue }
       let cfg = ctx.reversed ? loaded.reversed() : loaded
-      guard let s = try? cfg.server(.src), ServerWide.key(s) == ServerWide.key(src) else { continue }
+      guard let s = try? cfg.server(.src), ServerWide.key(s) == ServerWide.key(src) else {
+        continue
+      }
       out.append(s.dbname)
     }
     return Array(Set(out)).sorted()
@@ -81,7 +88,8 @@ enum Logins {
       guard let loaded = try? ctx.env.store.load(dc: ctx.dc, db: db) else { continue }
       let cfg = ctx.reversed ? loaded.reversed() : loaded
       guard let s = try? cfg.server(.src), ServerWide.key(s) == ServerWide.key(src),
-        loaded.raw[fenceKey(ctx)] == nologinRecord(restored: false), !saved(loaded.raw, savedKey(ctx)).isEmpty
+        loaded.raw[fenceKey(ctx)] == nologinRecord(restored: false),
+        !saved(loaded.raw, savedKey(ctx)).isEmpty
       else { continue }
       out.insert(s.dbname)
     }
@@ -100,7 +108,8 @@ enum Logins {
   /// role they are members of; PUBLIC's default CONNECT does not count), or owning, holding
   /// privileges on or being named in policies of objects there (pg_shdepend, which covers
   /// every database of the server from any one of them).
-  static func sharedUse(_ c: PGConnection, roles: [String], besides: [String]) throws -> [SharedUse] {
+  static func sharedUse(_ c: PGConnection, roles: [String], besides: [String]) throws -> [SharedUse]
+  {
     if roles.isEmpty { return [] }
     let r = try c.query(
       """
@@ -130,7 +139,9 @@ enum Logins {
         FROM uses u JOIN r ON r.oid = u.login JOIN d ON d.oid = u.dat
        GROUP BY 1, 2 ORDER BY r.rolname COLLATE "C", d.datname COLLATE "C"
       """, [PGArray.literal(roles), PGArray.literal(besides)])
-    return r.rows.map { SharedUse(role: $0.string("rolname"), database: $0.string("datname"), why: $0.string("why")) }
+    return r.rows.map {
+      SharedUse(role: $0.string("rolname"), database: $0.string("datname"), why: $0.string("why"))
+    }
   }
 
   /// "role (database: why; database: why), ..." for messages.
@@ -141,8 +152,11 @@ enum Logins {
       if by[u.role] == nil { order.append(u.role) }
       by[u.role, default: []].append("\(Value.jsonQuote(u.database)): \(u.why)")
     }
-    let shown = order.prefix(limit).map { "\(Value.jsonQuote($0)) (\(by[$0]?.joined(separator: "; ") ?? ""))" }
-    return shown.joined(separator: ", ") + (order.count > limit ? " and \(order.count - limit) more role(s)" : "")
+    let shown = order.prefix(limit).map {
+      "\(Value.jsonQuote($0)) (\(by[$0]?.joined(separator: "; ") ?? ""))"
+    }
+    return shown.joined(separator: ", ")
+      + (order.count > limit ? " and \(order.count - limit) more role(s)" : "")
   }
 
   /// The recorded CONNECT fence, when one is recorded and not restored yet.
@@ -160,17 +174,21 @@ enum Logins {
     }
 
     init?(_ v: Value?) {
-      guard let v, v["kind"]?.stringValue == Fence.connect.rawValue, v["restored"]?.boolValue != true,
+      guard let v, v["kind"]?.stringValue == Fence.connect.rawValue,
+        v["restored"]?.boolValue != true,
         let db = v["database"]?.stringValue
       else { return nil }
       func list(_ k: String) -> [String] { v[k]?.arrayValue?.compactMap(\.stringValue) ?? [] }
-      self.init(database: db, revokedFrom: list("revoked_connect"), grantedTo: list("granted_connect"), roles: list("roles"))
+      self.init(
+        database: db, revokedFrom: list("revoked_connect"), grantedTo: list("granted_connect"),
+        roles: list("roles"))
     }
 
     func value(restored: Bool) -> Value {
       .object([
         ("kind", .string(Fence.connect.rawValue)), ("database", .string(database)),
-        ("revoked_connect", .from(revokedFrom)), ("granted_connect", .from(grantedTo)), ("roles", .from(roles)),
+        ("revoked_connect", .from(revokedFrom)), ("granted_connect", .from(grantedTo)),
+        ("roles", .from(roles)),
         ("restored", .bool(restored)),
       ])
     }
@@ -182,7 +200,8 @@ enum Logins {
     if src.owner.name == src.root.name {
       throw ctx.refuse(
         "the owner user \"\(src.owner.name)\" is the root user: revoking its login would lock belt out of the source, "
-          + "and keeping it would let the application go on writing; use a separate owner role for the application")
+          + "and keeping it would let the application go on writing; use a separate owner role for the application"
+      )
     }
     // The revoke_logins spec checks the value.
     let fence = ctx.options.string("fence").flatMap(Fence.init(rawValue:)) ?? .nologin
@@ -201,7 +220,8 @@ enum Logins {
       let shared = fence == .connect ? [] : try sharedUse(c, roles: roles, besides: besides)
       // A CONNECT fence that is up stays the fence: overwriting its record would lose what
       // restore-logins has to undo.
-      let up = ConnectFence(try ctx.env.store.load(dc: ctx.dc, db: ctx.db).raw[fenceKey(ctx)]) != nil
+      let up =
+        ConnectFence(try ctx.env.store.load(dc: ctx.dc, db: ctx.db).raw[fenceKey(ctx)]) != nil
       let kind: Fence = fence == .auto ? (shared.isEmpty && !up ? .nologin : .connect) : fence
       if kind == .nologin && up {
         throw ctx.refuse(
@@ -220,14 +240,25 @@ enum Logins {
             + "use fence=connect (--fence connect) to fence only \(Value.jsonQuote(src.dbname)), "
             + "or lock_out_shared=true (--lock-out-shared) to revoke LOGIN anyway")
       }
-      var result = try nologinFence(ctx, c, roles: roles, users: users, patterns: patterns, memory: &memory)
+      var result = try nologinFence(
+        ctx, c, roles: roles, users: users, patterns: patterns, memory: &memory)
       if !shared.isEmpty {
-        let warning = "LOGIN revoked although these roles are also used outside this cutover: \(describe(shared))"
+        let warning =
+          "LOGIN revoked although these roles are also used outside this cutover: \(describe(shared))"
         ctx.logger.warning("\(warning)")
         result = result.setting("warning", .string(warning))
       }
-      return result
-        .setting("shared_roles", .array(shared.map { .object([("role", .string($0.role)), ("database", .string($0.database)), ("why", .string($0.why))]) }))
+      return
+        result
+        .setting(
+          "shared_roles",
+          .array(
+            shared.map {
+              .object([
+                ("role", .string($0.role)), ("database", .string($0.database)),
+                ("why", .string($0.why)),
+              ])
+            }))
     }
   }
 
@@ -247,7 +278,10 @@ enum Logins {
     // revoked them; they belong in this config's list too.
     let earlier = try c.query(
       "SELECT rolname FROM pg_catalog.pg_roles WHERE NOT rolcanlogin AND rolname = ANY($3::text[]) AND NOT \(excludedSQL("rolname"))",
-      [PGArray.literal(users), PGArray.literal(patterns), PGArray.literal(Array(memory.revokedLogins))]
+      [
+        PGArray.literal(users), PGArray.literal(patterns),
+        PGArray.literal(Array(memory.revokedLogins)),
+      ]
     ).values.compactMap { $0[0] }
     // Save before revoking, re-reading the file so nothing written meanwhile is lost.
     let onDisk = try ctx.env.store.load(dc: ctx.dc, db: ctx.db)
@@ -268,20 +302,28 @@ enum Logins {
     memory.revokedLogins.formUnion(roles)
     // Sessions in this database of the roles revoked for it (in a dc, each database's record
     // counts its own, also of roles another database of the dc revoked just before).
-    let sessions = try c.query(
-      "SELECT count(*) FROM pg_stat_activity WHERE usename = ANY($1::text[]) AND datname = current_database()",
-      [PGArray.literal(roles + earlier)]
-    ).scalar.flatMap { Int($0) } ?? 0
-    var message = roles.isEmpty ? "No roles to revoke." : "revoked LOGIN from \(roles.count) role(s): \(Fmt.names(roles))"
+    let sessions =
+      try c.query(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = ANY($1::text[]) AND datname = current_database()",
+        [PGArray.literal(roles + earlier)]
+      ).scalar.flatMap { Int($0) } ?? 0
+    var message =
+      roles.isEmpty
+      ? "No roles to revoke." : "revoked LOGIN from \(roles.count) role(s): \(Fmt.names(roles))"
     if sessions > 0 {
-      message += "; \(sessions) session(s) of these roles are still connected (not terminated; see `belt connections`)"
-      ctx.logger.warning("\(sessions) session(s) of revoked roles are still connected to this database on src; they are not terminated")
+      message +=
+        "; \(sessions) session(s) of these roles are still connected (not terminated; see `belt connections`)"
+      ctx.logger.warning(
+        "\(sessions) session(s) of revoked roles are still connected to this database on src; they are not terminated"
+      )
     }
     ctx.logger.info("\(message)")
     return .object([
       ("fence", .string(Fence.nologin.rawValue)),
-      ("revoked", .from(roles)), ("saved_logins", .from(union)), ("config_saved", .bool(configSaved)),
-      ("config_file", .string(file)), ("active_sessions", .int(sessions)), ("message", .string(message)),
+      ("revoked", .from(roles)), ("saved_logins", .from(union)),
+      ("config_saved", .bool(configSaved)),
+      ("config_file", .string(file)), ("active_sessions", .int(sessions)),
+      ("message", .string(message)),
     ])
   }
 
@@ -330,7 +372,8 @@ enum Logins {
     ).values.compactMap { $0[0] }
     // Record first, unioned with a fence recorded earlier and not restored yet.
     let onDisk = try ctx.env.store.load(dc: ctx.dc, db: ctx.db)
-    var record = ConnectFence(database: db, revokedFrom: revokeFrom, grantedTo: grantTo, roles: roles)
+    var record = ConnectFence(
+      database: db, revokedFrom: revokeFrom, grantedTo: grantTo, roles: roles)
     if let earlier = ConnectFence(onDisk.raw[fenceKey(ctx)]), earlier.database == db {
       record.revokedFrom = Array(Set(earlier.revokedFrom).union(revokeFrom)).sorted()
       record.grantedTo = Array(Set(earlier.grantedTo).union(grantTo)).sorted()
@@ -356,28 +399,38 @@ enum Logins {
             + "revoke that grant yourself or use the nologin fence")
       }
     }
-    let terminated = try c.query(
-      """
-      SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
-       WHERE datname = current_database() AND usename = ANY($1::text[]) AND pid <> pg_backend_pid()
-      """, [PGArray.literal(roles)]
-    ).scalar.flatMap { Int($0) } ?? 0
-    var message = "fenced database \(Value.jsonQuote(db)): revoked CONNECT from \(Fmt.names(revokeFrom.isEmpty ? ["nobody"] : revokeFrom))"
+    let terminated =
+      try c.query(
+        """
+        SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
+         WHERE datname = current_database() AND usename = ANY($1::text[]) AND pid <> pg_backend_pid()
+        """, [PGArray.literal(roles)]
+      ).scalar.flatMap { Int($0) } ?? 0
+    var message =
+      "fenced database \(Value.jsonQuote(db)): revoked CONNECT from \(Fmt.names(revokeFrom.isEmpty ? ["nobody"] : revokeFrom))"
     if !grantTo.isEmpty { message += "; kept CONNECT for \(grantTo.count) excluded role(s)" }
-    message += "; \(roles.count) role(s) fenced, \(terminated) session(s) terminated; other databases are untouched"
-    if chosen == .auto { message += " (fence=auto: some roles are used by other databases of the server)" }
+    message +=
+      "; \(roles.count) role(s) fenced, \(terminated) session(s) terminated; other databases are untouched"
+    if chosen == .auto {
+      message += " (fence=auto: some roles are used by other databases of the server)"
+    }
     ctx.logger.info("\(message)")
     return .object([
-      ("fence", .string(Fence.connect.rawValue)), ("database", .string(db)), ("revoked", .array([])),
-      ("fenced_roles", .from(roles)), ("revoked_connect", .from(revokeFrom)), ("granted_connect", .from(grantTo)),
-      ("terminated", .int(terminated)), ("config_saved", .bool(configSaved)), ("config_file", .string(file)),
+      ("fence", .string(Fence.connect.rawValue)), ("database", .string(db)),
+      ("revoked", .array([])),
+      ("fenced_roles", .from(roles)), ("revoked_connect", .from(revokeFrom)),
+      ("granted_connect", .from(grantTo)),
+      ("terminated", .int(terminated)), ("config_saved", .bool(configSaved)),
+      ("config_file", .string(file)),
       ("active_sessions", .int(0)), ("message", .string(message)),
     ])
   }
 
   /// GRANT CONNECT ON DATABASE to `grant`, then REVOKE it from `revoke` ("PUBLIC" is the
   /// keyword, other names are quoted).
-  static func setConnect(_ c: PGConnection, database: String, grant: [String], revoke: [String]) throws {
+  static func setConnect(_ c: PGConnection, database: String, grant: [String], revoke: [String])
+    throws
+  {
     let db = PGConnection.quoteIdent(database)
     func list(_ names: [String]) -> String {
       names.map { $0 == "PUBLIC" ? "PUBLIC" : PGConnection.quoteIdent($0) }.joined(separator: ", ")
@@ -393,10 +446,12 @@ enum Logins {
     let list = saved(raw, savedKey(ctx))
     let fence = ConnectFence(raw[fenceKey(ctx)])
     if list.isEmpty && fence == nil {
-      let message = "No roles to restore: \(ctx.config.path) has no saved \(savedKey(ctx)) (run revoke-logins first)."
+      let message =
+        "No roles to restore: \(ctx.config.path) has no saved \(savedKey(ctx)) (run revoke-logins first)."
       ctx.logger.warning("\(message)")
       return .object([
-        ("restored", .array([])), ("already_login", .array([])), ("missing", .array([])), ("excluded", .array([])),
+        ("restored", .array([])), ("already_login", .array([])), ("missing", .array([])),
+        ("excluded", .array([])),
         ("message", .string(message)),
       ])
     }
@@ -419,17 +474,27 @@ enum Logins {
           ).values.compactMap { $0[0] })
         let grant = fence.revokedFrom.filter { $0 == "PUBLIC" || present.contains($0) }
         let revoke = fence.grantedTo.filter { present.contains($0) }
-        try c.transaction { try setConnect(c, database: fence.database, grant: grant, revoke: revoke) }
-        try ctx.env.store.setTopLevel(fenceKey(ctx), fence.value(restored: true), file: ctx.config.path)
-        parts.append("lifted the CONNECT fence on \(Value.jsonQuote(fence.database)): CONNECT granted back to \(Fmt.names(grant.isEmpty ? ["nobody"] : grant))")
-        fields += [("fence", .string(Fence.connect.rawValue)), ("granted_connect", .from(grant)), ("revoked_connect", .from(revoke))]
+        try c.transaction {
+          try setConnect(c, database: fence.database, grant: grant, revoke: revoke)
+        }
+        try ctx.env.store.setTopLevel(
+          fenceKey(ctx), fence.value(restored: true), file: ctx.config.path)
+        parts.append(
+          "lifted the CONNECT fence on \(Value.jsonQuote(fence.database)): CONNECT granted back to \(Fmt.names(grant.isEmpty ? ["nobody"] : grant))"
+        )
+        fields += [
+          ("fence", .string(Fence.connect.rawValue)), ("granted_connect", .from(grant)),
+          ("revoked_connect", .from(revoke)),
+        ]
       }
       if list.isEmpty { return }
       // Roles are server-wide: one that a database still fenced on this server uses (another
       // pair whose cutover went on, say) stays NOLOGIN, or its application could write to src
       // again after that database moved to dst.
       let fenced = try fencedDatabases(ctx, src)
-      kept = fenced.isEmpty ? [] : try sharedUse(c, roles: list, besides: []).filter { fenced.contains($0.database) }
+      kept =
+        fenced.isEmpty
+        ? [] : try sharedUse(c, roles: list, besides: []).filter { fenced.contains($0.database) }
       let keep = Set(kept.map(\.role))
       try c.transaction {
         restored = []
@@ -445,10 +510,15 @@ enum Logins {
           """, [PGArray.literal(users), PGArray.literal(patterns), PGArray.literal(list)])
         for row in r.rows {
           let name = row.string("name")
-          if !row.bool("present") { missing.append(name) }
-          else if row.bool("excluded") { excluded.append(name) }
-          else if row.bool("login") { already.append(name) }
-          else if !keep.contains(name) { restored.append(name) }
+          if !row.bool("present") {
+            missing.append(name)
+          } else if row.bool("excluded") {
+            excluded.append(name)
+          } else if row.bool("login") {
+            already.append(name)
+          } else if !keep.contains(name) {
+            restored.append(name)
+          }
         }
         for role in restored {
           try c.exec("ALTER ROLE \(PGConnection.quoteIdent(role)) WITH LOGIN")
@@ -456,18 +526,24 @@ enum Logins {
       }
       memory.revokedLogins.subtract(restored + already)
       if fence == nil, raw[fenceKey(ctx)] == nologinRecord(restored: false) {
-        try ctx.env.store.setTopLevel(fenceKey(ctx), nologinRecord(restored: true), file: ctx.config.path)
+        try ctx.env.store.setTopLevel(
+          fenceKey(ctx), nologinRecord(restored: true), file: ctx.config.path)
       }
-      parts.append(restored.isEmpty ? "No roles to restore." : "restored LOGIN to \(restored.count) role(s): \(Fmt.names(restored))")
+      parts.append(
+        restored.isEmpty
+          ? "No roles to restore."
+          : "restored LOGIN to \(restored.count) role(s): \(Fmt.names(restored))")
     }
     if !missing.isEmpty {
-      ctx.logger.warning("saved roles that no longer exist on src were skipped: \(Fmt.names(missing))")
+      ctx.logger.warning(
+        "saved roles that no longer exist on src were skipped: \(Fmt.names(missing))")
     }
     if !already.isEmpty { parts.append("\(already.count) already could log in") }
     if !missing.isEmpty { parts.append("\(missing.count) no longer exist: \(Fmt.names(missing))") }
     if !excluded.isEmpty { parts.append("\(excluded.count) excluded: \(Fmt.names(excluded))") }
     if !kept.isEmpty {
-      let note = "kept NOLOGIN for \(Set(kept.map(\.role)).count) role(s) that databases still fenced on this server use: "
+      let note =
+        "kept NOLOGIN for \(Set(kept.map(\.role)).count) role(s) that databases still fenced on this server use: "
         + "\(describe(kept)) (fence=connect fences one database at a time)"
       ctx.logger.warning("\(note)")
       parts.append(note)
@@ -476,8 +552,10 @@ enum Logins {
     ctx.logger.info("\(message)")
     return .object(
       [
-        ("restored", .from(restored)), ("already_login", .from(already)), ("missing", .from(missing)),
-        ("excluded", .from(excluded)), ("kept", .from(Array(Set(kept.map(\.role))).sorted())), ("message", .string(message)),
+        ("restored", .from(restored)), ("already_login", .from(already)),
+        ("missing", .from(missing)),
+        ("excluded", .from(excluded)), ("kept", .from(Array(Set(kept.map(\.role))).sorted())),
+        ("message", .string(message)),
       ] + fields)
   }
 }

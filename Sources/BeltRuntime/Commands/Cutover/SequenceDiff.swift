@@ -30,19 +30,25 @@ enum SequenceDiff {
       case (_?, nil): ok = false
       }
       if !ok {
-        bad.append("\(name) (src \(sv.map { String($0.last) } ?? "missing"), dst \(dv.map { String($0.last) } ?? "missing"))")
+        bad.append(
+          "\(name) (src \(sv.map { String($0.last) } ?? "missing"), dst \(dv.map { String($0.last) } ?? "missing"))"
+        )
       }
-      rows.append(.object([
-        ("name", .string(name)), ("source_value", .from(sv?.last)), ("destination_value", .from(dv?.last)),
-        ("destination_ok", .bool(ok)),
-      ]))
+      rows.append(
+        .object([
+          ("name", .string(name)), ("source_value", .from(sv?.last)),
+          ("destination_value", .from(dv?.last)),
+          ("destination_ok", .bool(ok)),
+        ]))
     }
-    let message = bad.isEmpty
+    let message =
+      bad.isEmpty
       ? "\(names.count) sequence(s): dst is at or past src for every one"
       : "\(bad.count) of \(names.count) sequence(s) behind or missing on dst: \(bad.prefix(10).joined(separator: ", "))"
         + (bad.count > 10 ? " and \(bad.count - 10) more" : "")
     return .object([
-      ("schema_name", .string(schema)), ("sequences", .array(rows)), ("result", .string(bad.isEmpty ? "match" : "mismatch")),
+      ("schema_name", .string(schema)), ("sequences", .array(rows)),
+      ("result", .string(bad.isEmpty ? "match" : "mismatch")),
       ("message", .string(message)), ("ok", .bool(bad.isEmpty)),
     ])
   }
@@ -60,7 +66,12 @@ enum SequenceDiff {
       let seqs = r["sequences"]?.arrayValue ?? []
       out += Render.table(
         ["sequence", "SRC", "DST"],
-        seqs.map { [$0["name"]?.display ?? "", $0["source_value"]?.intValue.map(String.init) ?? "—", $0["destination_value"]?.intValue.map(String.init) ?? "—"] },
+        seqs.map {
+          [
+            $0["name"]?.display ?? "", $0["source_value"]?.intValue.map(String.init) ?? "—",
+            $0["destination_value"]?.intValue.map(String.init) ?? "—",
+          ]
+        },
         bad: seqs.map { [false, false, $0["destination_ok"]?.boolValue == false] })
       out += "\n"
     }

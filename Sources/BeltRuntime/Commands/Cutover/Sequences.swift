@@ -62,7 +62,8 @@ enum SequenceSync {
     var out: [String: [PKColumn]] = [:]
     for row in r.rows {
       out[row.string("seq"), default: []].append(
-        PKColumn(schema: row.string("tschema"), table: row.string("tbl"), column: row.string("col")))
+        PKColumn(schema: row.string("tschema"), table: row.string("tbl"), column: row.string("col"))
+      )
     }
     return out
   }
@@ -78,7 +79,9 @@ enum SequenceSync {
       """, [schema, PGArray.literal(names)])
     var bounds: [String: (Int, Int, Int)] = [:]
     for row in meta.rows {
-      bounds[row.string("relname")] = (row.int("seqincrement") ?? 1, row.int("seqmin") ?? 1, row.int("seqmax") ?? Int.max)
+      bounds[row.string("relname")] = (
+        row.int("seqincrement") ?? 1, row.int("seqmin") ?? 1, row.int("seqmax") ?? Int.max
+      )
     }
     let present = names.filter { bounds[$0] != nil }
     var out: [String: State] = [:]
@@ -89,8 +92,11 @@ enum SequenceSync {
         "SELECT \(i) AS i, last_value, is_called FROM \(PGConnection.qualified(schema, n))"
       }.joined(separator: " UNION ALL ")
       for row in try c.query(sql).rows {
-        guard let i = row.int("i"), let last = row.int("last_value"), let (inc, mn, mx) = bounds[batch[i]] else { continue }
-        out[batch[i]] = State(last: last, called: row.bool("is_called"), increment: inc, min: mn, max: mx)
+        guard let i = row.int("i"), let last = row.int("last_value"),
+          let (inc, mn, mx) = bounds[batch[i]]
+        else { continue }
+        out[batch[i]] = State(
+          last: last, called: row.bool("is_called"), increment: inc, min: mn, max: mx)
       }
       start += 200
     }
@@ -112,9 +118,13 @@ enum SequenceSync {
     }
     if names.isEmpty {
       ctx.logger.info("No sequences to sync.")
-      return .object([("sequences", .array([])), ("synced", 0), ("skipped", 0), ("failed", 0), ("message", "No sequences to sync.")])
+      return .object([
+        ("sequences", .array([])), ("synced", 0), ("skipped", 0), ("failed", 0),
+        ("message", "No sequences to sync."),
+      ])
     }
-    let srcStates = try states(src, schema: schema, names: names.filter { Set(srcNames).contains($0) })
+    let srcStates = try states(
+      src, schema: schema, names: names.filter { Set(srcNames).contains($0) })
     let stride = stride ?? 0
     var details: [Value] = []
     var synced = 0
@@ -125,15 +135,20 @@ enum SequenceSync {
       let dstStates = try states(dst, schema: schema, names: names.filter { dstNames.contains($0) })
       // max (or min, for descending sequences) of every PK column fed by a sequence: one round
       // trip per 200 columns instead of one per column (this runs inside the downtime window).
-      let fed = names.flatMap { name in (pk[name] ?? []).map { (name, $0) } }.filter { dstStates[$0.0] != nil }
+      let fed = names.flatMap { name in (pk[name] ?? []).map { (name, $0) } }.filter {
+        dstStates[$0.0] != nil
+      }
       var extremes: [String: String?] = [:]
-      func colKey(_ name: String, _ col: PKColumn) -> String { "\(name)\u{0}\(col.schema)\u{0}\(col.table)\u{0}\(col.column)" }
+      func colKey(_ name: String, _ col: PKColumn) -> String {
+        "\(name)\u{0}\(col.schema)\u{0}\(col.table)\u{0}\(col.column)"
+      }
       var at = 0
       while at < fed.count {
         let batch = Array(fed[at..<min(at + 200, fed.count)])
         let sql = batch.enumerated().map { i, e in
           let agg = (dstStates[e.0]?.increment ?? 1) > 0 ? "max" : "min"
-          return "SELECT \(i) AS i, \(agg)(\(PGConnection.quoteIdent(e.1.column)))::text AS v FROM \(PGConnection.qualified(e.1.schema, e.1.table))"
+          return
+            "SELECT \(i) AS i, \(agg)(\(PGConnection.quoteIdent(e.1.column)))::text AS v FROM \(PGConnection.qualified(e.1.schema, e.1.table))"
         }.joined(separator: " UNION ALL ")
         for row in try dst.query(sql).rows {
           guard let i = row.int("i") else { continue }
@@ -144,12 +159,17 @@ enum SequenceSync {
       var setvals: [(String, Int, Bool)] = []
       for name in names {
         let srcState = srcStates[name]
-        var fields: [(String, Value)] = [("name", .string(name)), ("source_value", .from(srcState?.last))]
+        var fields: [(String, Value)] = [
+          ("name", .string(name)), ("source_value", .from(srcState?.last)),
+        ]
         guard let cur = dstStates[name] else {
           failed += 1
-          fields += [("old_value", .null), ("new_value", .null), ("method", .null), ("synced", false),
-                     ("skipped_reason", "sequence does not exist on the destination")]
-          ctx.logger.error("sequence \(PGConnection.qualified(schema, name)) does not exist on the destination")
+          fields += [
+            ("old_value", .null), ("new_value", .null), ("method", .null), ("synced", false),
+            ("skipped_reason", "sequence does not exist on the destination"),
+          ]
+          ctx.logger.error(
+            "sequence \(PGConnection.qualified(schema, name)) does not exist on the destination")
           details.append(.object(fields))
           continue
         }
@@ -171,8 +191,11 @@ enum SequenceSync {
           }
           fields.append(("pk_max", .from(best)))
           if let s = srcState, s.called { best = best.map { better($0, s.last) } ?? s.last }
-          if let best { target = (best, true) }
-          else if reason == nil { reason = "the table is empty and the source sequence was never used" }
+          if let best {
+            target = (best, true)
+          } else if reason == nil {
+            reason = "the table is empty and the source sequence was never used"
+          }
         } else if let s = srcState {
           method = stride != 0 ? "source_value_with_stride" : "source_value"
           if stride != 0 {
@@ -189,8 +212,10 @@ enum SequenceSync {
         fields.append(("old_value", .int(cur.last)))
         guard let t = target else {
           skipped += 1
-          fields += [("new_value", .int(cur.last)), ("method", .string(method)), ("synced", false),
-                     ("skipped_reason", .from(reason))]
+          fields += [
+            ("new_value", .int(cur.last)), ("method", .string(method)), ("synced", false),
+            ("skipped_reason", .from(reason)),
+          ]
           details.append(.object(fields))
           continue
         }
@@ -198,7 +223,10 @@ enum SequenceSync {
           failed += 1
           let why = "value \(t.last) is outside the sequence's range [\(cur.min), \(cur.max)]"
           ctx.logger.error("sequence \(PGConnection.qualified(schema, name)): \(why)")
-          fields += [("new_value", .int(cur.last)), ("method", .string(method)), ("synced", false), ("skipped_reason", .string(why))]
+          fields += [
+            ("new_value", .int(cur.last)), ("method", .string(method)), ("synced", false),
+            ("skipped_reason", .string(why)),
+          ]
           details.append(.object(fields))
           continue
         }
@@ -206,17 +234,28 @@ enum SequenceSync {
         let forward = up ? tNext >= cur.next : tNext <= cur.next
         if !forward {
           skipped += 1
-          let why = method == "pk_max" ? "destination value is ahead of max(pk)" : "destination value is ahead of source"
+          let why =
+            method == "pk_max"
+            ? "destination value is ahead of max(pk)" : "destination value is ahead of source"
           ctx.logger.warning(
-            "Skipping sequence \(PGConnection.qualified(schema, name)): target \(t.last) is behind the current destination value \(cur.last). Keeping destination value.")
-          fields += [("new_value", .int(cur.last)), ("method", .string(method)), ("synced", false), ("skipped_reason", .string(why))]
+            "Skipping sequence \(PGConnection.qualified(schema, name)): target \(t.last) is behind the current destination value \(cur.last). Keeping destination value."
+          )
+          fields += [
+            ("new_value", .int(cur.last)), ("method", .string(method)), ("synced", false),
+            ("skipped_reason", .string(why)),
+          ]
           details.append(.object(fields))
           continue
         }
-        if tNext != cur.next { setvals.append((PGConnection.qualified(schema, name), t.last, t.called)) }
+        if tNext != cur.next {
+          setvals.append((PGConnection.qualified(schema, name), t.last, t.called))
+        }
         synced += 1
         if method == "pk_max" { fromPK += 1 }
-        fields += [("new_value", .int(tNext == cur.next ? cur.last : t.last)), ("method", .string(method)), ("synced", true), ("skipped_reason", .null)]
+        fields += [
+          ("new_value", .int(tNext == cur.next ? cur.last : t.last)), ("method", .string(method)),
+          ("synced", true), ("skipped_reason", .null),
+        ]
         details.append(.object(fields))
       }
       // Every setval in one statement.
@@ -226,7 +265,10 @@ enum SequenceSync {
           SELECT pg_catalog.setval(u.s::regclass, u.v, u.c)
             FROM unnest($1::text[], $2::bigint[], $3::boolean[]) AS u(s, v, c)
           """,
-          [PGArray.literal(setvals.map(\.0)), PGArray.literal(setvals.map { String($0.1) }), PGArray.literal(setvals.map { $0.2 ? "true" : "false" })])
+          [
+            PGArray.literal(setvals.map(\.0)), PGArray.literal(setvals.map { String($0.1) }),
+            PGArray.literal(setvals.map { $0.2 ? "true" : "false" }),
+          ])
       }
     }
     var message = "synced \(synced) sequence(s) (\(fromPK) from max(pk))"
@@ -234,7 +276,8 @@ enum SequenceSync {
     if failed > 0 { message += ", \(failed) failed" }
     ctx.logger.info("\(message)")
     return .object([
-      ("sequences", .array(details)), ("synced", .int(synced)), ("skipped", .int(skipped)), ("failed", .int(failed)),
+      ("sequences", .array(details)), ("synced", .int(synced)), ("skipped", .int(skipped)),
+      ("failed", .int(failed)),
       ("message", .string(message)), ("ok", .bool(failed == 0)),
     ])
   }

@@ -50,10 +50,14 @@ enum SyncAll {
     _ = try ctx.connect(.dst, .root)
     let dir = ctx.env.store.schemaDirectory(dc: ctx.dc, db: ctx.db)
     let noSchema = ctx.options.bool("no_schema")
-    func schemaPart(_ name: String, file: String, _ body: @escaping @Sendable (PairContext) throws -> Value) -> Part {
+    func schemaPart(
+      _ name: String, file: String, _ body: @escaping @Sendable (PairContext) throws -> Value
+    ) -> Part {
       if noSchema { return skip(name, "--no-schema") }
       let path = "\(dir)/\(file)"
-      if !FileManager.default.fileExists(atPath: path) { return skip(name, "no \(path) (run dump-schema first)") }
+      if !FileManager.default.fileExists(atPath: path) {
+        return skip(name, "no \(path) (run dump-schema first)")
+      }
       return Part(name: name, body: body)
     }
     // Validation in two halves, each as early as it can start: the tables pglogical streamed
@@ -63,7 +67,8 @@ enum SyncAll {
     // (phase 2). They are reported as one step, validate_data.
     let copies = try TableSync.targets(ctx, explicit: [])
     var sample = Validation.Settings(random: 100, latest: 100, full: false)
-    sample.afterSync = try Catalog.withAncestors(ctx.connect(.src, .root), schema: ctx.schema, names: copies.tables.map(\.name))
+    sample.afterSync = try Catalog.withAncestors(
+      ctx.connect(.src, .root), schema: ctx.schema, names: copies.tables.map(\.name))
     var pkSample = sample
     pkSample.withPK = true
     pkSample.wholeUpTo = 10_000  // small tables whole: stronger than a sample, and one query per server
@@ -76,12 +81,16 @@ enum SyncAll {
         Part(name: validatePK) { [pkSample] in try Validation.run($0, settings: pkSample) },
       ],
       [
-        schemaPart("load_constraints", file: "invalid_constraints.sql") { try SchemaOps.loadConstraints($0) },
-        schemaPart("create_indexes", file: "indexes.sql") { try SchemaOps.createIndexes($0, analyzeWhenNoneCreated: false) },
+        schemaPart("load_constraints", file: "invalid_constraints.sql") {
+          try SchemaOps.loadConstraints($0)
+        },
+        schemaPart("create_indexes", file: "indexes.sql") {
+          try SchemaOps.createIndexes($0, analyzeWhenNoneCreated: false)
+        },
         Part(name: validateNoPK) { [noPKSample] in try Validation.run($0, settings: noPKSample) },
       ],
       [
-        Part(name: "analyze") { try SchemaOps.analyze($0) },
+        Part(name: "analyze") { try SchemaOps.analyze($0) }
       ],
     ]
     let config = ctx.config
@@ -95,7 +104,9 @@ enum SyncAll {
     var failedStep: Step? = nil
     for var phase in phases {
       // create-indexes ends with ANALYZE: do not pay for it twice inside the downtime.
-      if steps.contains(where: { $0.name == "create_indexes" && $0.result?["analyze_ran"] == .bool(true) }),
+      if steps.contains(where: {
+        $0.name == "create_indexes" && $0.result?["analyze_ran"] == .bool(true)
+      }),
         let i = phase.firstIndex(where: { $0.name == "analyze" })
       {
         phase[i] = skip("analyze", "already analyzed by create_indexes")
@@ -109,20 +120,31 @@ enum SyncAll {
           .filter { $0["loaded"] == .bool(true) }.compactMap { $0["name"]?.stringValue }
         let schema = ctx.schema
         phase[i] = Part(name: "analyze") { sub in
-          if loaded.isEmpty { return .object([("analyzed", .from([String]())), ("message", "nothing loaded, nothing to analyze")]) }
+          if loaded.isEmpty {
+            return .object([
+              ("analyzed", .from([String]())), ("message", "nothing loaded, nothing to analyze"),
+            ])
+          }
           let list = loaded.map { PGConnection.qualified(schema, $0) }.joined(separator: ", ")
           try sub.connect(.dst, .root, noTimeout: true).exec("ANALYZE \(list)")
-          return .object([("analyzed", .from(loaded)), ("message", .string("ANALYZE \(loaded.count) table(s) loaded by sync_tables"))])
+          return .object([
+            ("analyzed", .from(loaded)),
+            ("message", .string("ANALYZE \(loaded.count) table(s) loaded by sync_tables")),
+          ])
         }
       }
       if failedStep != nil {
-        steps += phase.map { Step(name: $0.name, status: "not run", durationMs: 0, message: nil, result: nil) }
+        steps += phase.map {
+          Step(name: $0.name, status: "not run", durationMs: 0, message: nil, result: nil)
+        }
         continue
       }
       for part in phase {
         try journal?.note("sync", ["parts", part.name], "started")
         // The two halves also count as the one step validate_data (status, resume, tests).
-        if part.name == validatePK || (part.name == validateNoPK && !steps.contains { $0.name == validatePK }) {
+        if part.name == validatePK
+          || (part.name == validateNoPK && !steps.contains { $0.name == validatePK })
+        {
           try journal?.note("sync", ["parts", "validate_data"], "started")
         }
       }
@@ -134,16 +156,24 @@ enum SyncAll {
           let v = try part.body(sub)
           let message = v["message"]?.stringValue
           if v["skipped"] == .bool(true) {
-            return Step(name: part.name, status: "skipped", durationMs: Runner.ms(since: t0), message: message, result: nil)
+            return Step(
+              name: part.name, status: "skipped", durationMs: Runner.ms(since: t0),
+              message: message, result: nil)
           }
           let ok = v["ok"]?.boolValue ?? true
-          return Step(name: part.name, status: ok ? "ok" : "failed", durationMs: Runner.ms(since: t0), message: message, result: v)
+          return Step(
+            name: part.name, status: ok ? "ok" : "failed", durationMs: Runner.ms(since: t0),
+            message: message, result: v)
         } catch {
-          return Step(name: part.name, status: "failed", durationMs: Runner.ms(since: t0), message: BeltError.wrap(error).message, result: nil)
+          return Step(
+            name: part.name, status: "failed", durationMs: Runner.ms(since: t0),
+            message: BeltError.wrap(error).message, result: nil)
         }
       }
       for s in done {
-        ctx.logger.info("sync: \(s.name) \(s.status) in \(Fmt.duration(ms: s.durationMs))\(s.message.map { ": " + $0 } ?? "")")
+        ctx.logger.info(
+          "sync: \(s.name) \(s.status) in \(Fmt.duration(ms: s.durationMs))\(s.message.map { ": " + $0 } ?? "")"
+        )
       }
       for s in done { try journal?.note("sync", ["parts", s.name], .string(s.status)) }
       steps += done
@@ -167,7 +197,8 @@ enum SyncAll {
       ctx.logger.error("sync stopped at \(f.name): \(f.message ?? "failed")")
     }
     return .object([
-      ("steps", .array(steps.map(\.value))), ("downtime_ms", .int(downtime)), ("failed_step", .from(failedStep?.name)),
+      ("steps", .array(steps.map(\.value))), ("downtime_ms", .int(downtime)),
+      ("failed_step", .from(failedStep?.name)),
       ("message", .string(message)), ("ok", .bool(failedStep == nil)),
     ])
   }
@@ -184,7 +215,8 @@ enum SyncAll {
     var rest = steps.filter { $0.name != validatePK && $0.name != validateNoPK }
     if halves.isEmpty { return steps }
     let status =
-      halves.contains { $0.status == "failed" } ? "failed" : halves.contains { $0.status == "not run" } ? "not run" : "ok"
+      halves.contains { $0.status == "failed" }
+      ? "failed" : halves.contains { $0.status == "not run" } ? "not run" : "ok"
     let ran = halves.compactMap(\.result)
     var result: Value? = nil
     if !ran.isEmpty {
@@ -192,15 +224,18 @@ enum SyncAll {
       let failed = ran.flatMap { $0["failed_tables"]?.arrayValue ?? [] }
       let rows = ran.reduce(0) { $0 + ($1["rows_compared"]?.intValue ?? 0) }
       result = .object([
-        ("mode", "sample"), ("sample", 100), ("tables", .array(tables)), ("rows_compared", .int(rows)),
-        ("failed_tables", .array(failed)), ("message", .string(halves.compactMap(\.message).joined(separator: "; "))),
+        ("mode", "sample"), ("sample", 100), ("tables", .array(tables)),
+        ("rows_compared", .int(rows)),
+        ("failed_tables", .array(failed)),
+        ("message", .string(halves.compactMap(\.message).joined(separator: "; "))),
         ("ok", .bool(status == "ok")),
       ])
     }
     let messages = halves.filter { $0.status != "ok" || status == "ok" }.compactMap(\.message)
     let merged = Step(
       name: "validate_data", status: status, durationMs: halves.map(\.durationMs).max() ?? 0,
-      message: messages.isEmpty ? nil : messages.joined(separator: "; "), result: status == "not run" ? nil : result)
+      message: messages.isEmpty ? nil : messages.joined(separator: "; "),
+      result: status == "not run" ? nil : result)
     let at = rest.firstIndex { $0.name == "analyze" } ?? rest.count
     rest.insert(merged, at: at)
     return rest

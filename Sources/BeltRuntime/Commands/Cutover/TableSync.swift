@@ -29,7 +29,8 @@ enum TableSync {
     var value: Value {
       let mbps = durationMs > 0 ? Double(bytes) / 1_048_576 / (Double(durationMs) / 1000) : 0
       return .object([
-        ("name", .string(name)), ("format", .from(format)), ("loaded", .bool(loaded)), ("skipped_reason", .from(skippedReason)),
+        ("name", .string(name)), ("format", .from(format)), ("loaded", .bool(loaded)),
+        ("skipped_reason", .from(skippedReason)),
         ("rows", .int(rows)), ("bytes", .int(bytes)), ("duration_ms", .int(durationMs)),
         ("mb_per_s", .double((mbps * 10).rounded() / 10)), ("error", .from(error)),
       ])
@@ -43,7 +44,9 @@ enum TableSync {
 
   /// The tables to copy: explicit names as given, else the PK-less base tables (partitions
   /// included, partitioned parents excluded) of the schema ∩ the config's table subset.
-  static func targets(_ ctx: PairContext, explicit: [String]) throws -> (mode: String, tables: [TableInfo], unknown: [String]) {
+  static func targets(_ ctx: PairContext, explicit: [String]) throws -> (
+    mode: String, tables: [TableInfo], unknown: [String]
+  ) {
     let all = try Catalog.tables(ctx.connect(.src, .root), schema: ctx.schema)
     if !explicit.isEmpty {
       let known = Dictionary(all.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
@@ -76,7 +79,8 @@ enum TableSync {
   /// sync-tables. `planned`: the targets when the caller has them already (sync, which also
   /// validates them after the copy).
   static func run(
-    _ ctx: PairContext, explicit: [String], planned: (mode: String, tables: [TableInfo], unknown: [String])? = nil
+    _ ctx: PairContext, explicit: [String],
+    planned: (mode: String, tables: [TableInfo], unknown: [String])? = nil
   ) throws -> Value {
     let (mode, tables, unknown) = try planned ?? targets(ctx, explicit: explicit)
     var outcomes = unknown.map {
@@ -93,7 +97,8 @@ enum TableSync {
     // dst answers before any copy starts: a server that does not is one error, not one per table.
     if !tables.isEmpty { _ = try ctx.connect(.dst, .root) }
     outcomes += Workers.map(
-      tables, width: ctx.env.jobs, connector: Connector(ctx), noTimeout: true, onOpen: "SET client_encoding = 'UTF8'"
+      tables, width: ctx.env.jobs, connector: Connector(ctx), noTimeout: true,
+      onOpen: "SET client_encoding = 'UTF8'"
     ) { table, conns in
       let mark = marks?[table.name]?.stringValue
       if mark == "copied" {
@@ -102,10 +107,13 @@ enum TableSync {
       do {
         try journal?.note("sync_tables", ["tables", table.name], "copying")
       } catch {
-        return Outcome(name: table.name, error: "cannot record the copy in the journal: \(BeltError.wrap(error).message)")
+        return Outcome(
+          name: table.name,
+          error: "cannot record the copy in the journal: \(BeltError.wrap(error).message)")
       }
       let out = copy(
-        schema: schema, table: table.name, partitioned: table.kind == "p", conns: conns, logger: logger,
+        schema: schema, table: table.name, partitioned: table.kind == "p", conns: conns,
+        logger: logger,
         replace: replace || mark == "copying")
       if out.loaded { try? journal?.note("sync_tables", ["tables", table.name], "copied") }
       return out
@@ -118,22 +126,33 @@ enum TableSync {
     let bytes = loaded.reduce(0) { $0 + $1.bytes }
     var parts: [String] = []
     if outcomes.isEmpty { parts.append("No tables without a primary key to sync.") }
-    if !loaded.isEmpty { parts.append("loaded \(loaded.count) table(s), \(rows) rows, \(Fmt.bytes(bytes))") }
-    if !resumed.isEmpty { parts.append("\(resumed.count) copied before the interruption: \(Fmt.names(resumed.map(\.name)))") }
-    if !skipped.isEmpty { parts.append("skipped \(skipped.count) not empty: \(Fmt.names(skipped.map(\.name)))") }
+    if !loaded.isEmpty {
+      parts.append("loaded \(loaded.count) table(s), \(rows) rows, \(Fmt.bytes(bytes))")
+    }
+    if !resumed.isEmpty {
+      parts.append(
+        "\(resumed.count) copied before the interruption: \(Fmt.names(resumed.map(\.name)))")
+    }
+    if !skipped.isEmpty {
+      parts.append("skipped \(skipped.count) not empty: \(Fmt.names(skipped.map(\.name)))")
+    }
     if !failed.isEmpty {
-      parts.append("FAILED \(failed.count): " + failed.map { $0.error ?? $0.name }.joined(separator: "; "))
+      parts.append(
+        "FAILED \(failed.count): " + failed.map { $0.error ?? $0.name }.joined(separator: "; "))
     }
     return .object([
-      ("mode", .string(mode)), ("tables", .array(outcomes.map(\.value))), ("loaded", .int(loaded.count)),
-      ("skipped", .int(skipped.count)), ("failed", .int(failed.count)), ("rows", .int(rows)), ("bytes", .int(bytes)),
+      ("mode", .string(mode)), ("tables", .array(outcomes.map(\.value))),
+      ("loaded", .int(loaded.count)),
+      ("skipped", .int(skipped.count)), ("failed", .int(failed.count)), ("rows", .int(rows)),
+      ("bytes", .int(bytes)),
       ("message", .string(parts.joined(separator: "; "))), ("ok", .bool(failed.isEmpty)),
     ])
   }
 
   /// Copies one table; never throws (the outcome carries the error).
   static func copy(
-    schema: String, table: String, partitioned: Bool, conns: ConnCache, logger: Logger, replace: Bool = false
+    schema: String, table: String, partitioned: Bool, conns: ConnCache, logger: Logger,
+    replace: Bool = false
   ) -> Outcome {
     let start = Date()
     let q = PGConnection.qualified(schema, table)
@@ -141,11 +160,16 @@ enum TableSync {
     do {
       let (cols, binaryOK) = try plan(schema: schema, table: table, conns: conns)
       do {
-        out = try attempt(q, name: table, cols: cols, binary: binaryOK, partitioned: partitioned, conns: conns, logger: logger, replace: replace)
-      } catch where binaryOK {
+        out = try attempt(
+          q, name: table, cols: cols, binary: binaryOK, partitioned: partitioned, conns: conns,
+          logger: logger, replace: replace)
+      } catch  where binaryOK {
         // Binary COPY is only a speed-up: if dst rejects it, the same load in text format decides.
-        logger.warning("binary COPY of \(q) failed (\(BeltError.wrap(error).message)); retrying in text format")
-        out = try attempt(q, name: table, cols: cols, binary: false, partitioned: partitioned, conns: conns, logger: logger, replace: replace)
+        logger.warning(
+          "binary COPY of \(q) failed (\(BeltError.wrap(error).message)); retrying in text format")
+        out = try attempt(
+          q, name: table, cols: cols, binary: false, partitioned: partitioned, conns: conns,
+          logger: logger, replace: replace)
       }
     } catch {
       let e = BeltError.wrap(error)
@@ -167,23 +191,33 @@ enum TableSync {
     let src = try conns.get(.src)
     let d = try conns.get(.dst)
     let srcCols = try Catalog.columns(src, schema: schema, table: table).filter { !$0.generated }
-    guard !srcCols.isEmpty else { throw BeltError(.notFound, "table \(q) has no columns on the source") }
+    guard !srcCols.isEmpty else {
+      throw BeltError(.notFound, "table \(q) has no columns on the source")
+    }
     let dstCols = try Catalog.columns(d, schema: schema, table: table)
-    guard !dstCols.isEmpty else { throw BeltError(.notFound, "table \(q) does not exist on the destination") }
+    guard !dstCols.isEmpty else {
+      throw BeltError(.notFound, "table \(q) does not exist on the destination")
+    }
     let writable = Set(dstCols.filter { !$0.generated }.map(\.name))
     let missing = srcCols.map(\.name).filter { !writable.contains($0) }
     guard missing.isEmpty else {
-      throw BeltError(.preconditionFailed, "table \(q) on the destination lacks column(s) \(Fmt.names(missing))")
+      throw BeltError(
+        .preconditionFailed, "table \(q) on the destination lacks column(s) \(Fmt.names(missing))")
     }
-    let dstTypes = Dictionary(dstCols.map { ($0.name, $0.typeOid) }, uniquingKeysWith: { a, _ in a })
-    let binary = src.serverVersion >= 10 && d.serverVersion >= 10
-      && srcCols.allSatisfy { $0.typeOid > 0 && $0.typeOid < 16384 && dstTypes[$0.name] == $0.typeOid }
+    let dstTypes = Dictionary(
+      dstCols.map { ($0.name, $0.typeOid) }, uniquingKeysWith: { a, _ in a })
+    let binary =
+      src.serverVersion >= 10 && d.serverVersion >= 10
+      && srcCols.allSatisfy {
+        $0.typeOid > 0 && $0.typeOid < 16384 && dstTypes[$0.name] == $0.typeOid
+      }
     return (srcCols.map(\.quoted).joined(separator: ", "), binary)
   }
 
   /// One load of one table in one transaction on dst; rolls back and throws on failure.
   static func attempt(
-    _ q: String, name: String, cols: String, binary: Bool, partitioned: Bool, conns: ConnCache, logger: Logger,
+    _ q: String, name: String, cols: String, binary: Bool, partitioned: Bool, conns: ConnCache,
+    logger: Logger,
     replace: Bool = false
   ) throws -> Outcome {
     var out = Outcome(name: name)
@@ -201,7 +235,8 @@ enum TableSync {
       } else if try d.query("SELECT EXISTS (SELECT 1 FROM \(q))").scalar == "t" {
         try d.exec("ROLLBACK")
         out.skippedReason = "destination table not empty"
-        logger.warning("Not loading \(q), table not empty. If this is unexpected please investigate.")
+        logger.warning(
+          "Not loading \(q), table not empty. If this is unexpected please investigate.")
         return out
       }
       try d.beginCopyIn("COPY \(q) (\(cols)) FROM STDIN\(format)")

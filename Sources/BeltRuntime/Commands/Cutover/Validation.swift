@@ -66,7 +66,9 @@ enum Validation {
     var pkDesc: String { pk.map { $0.quoted + " DESC" }.joined(separator: ", ") }
     /// The key as text, aliased so that an `ORDER BY` on the key columns never binds to
     /// these text outputs (which would sort numbers as strings).
-    var pkText: String { pk.enumerated().map { "\($1.quoted)::text AS belt_k\($0)" }.joined(separator: ", ") }
+    var pkText: String {
+      pk.enumerated().map { "\($1.quoted)::text AS belt_k\($0)" }.joined(separator: ", ")
+    }
     /// The row as text, by column name (independent of physical column order).
     var rowText: String { "ROW(" + columns.map(\.quoted).joined(separator: ", ") + ")::text" }
     /// The key, then every column, as text.
@@ -90,8 +92,10 @@ enum Validation {
 
     var value: Value {
       .object([
-        ("name", .string(name)), ("strategy", .string(strategy)), ("rows_compared", .int(rowsCompared)),
-        ("passed", .bool(passed)), ("mismatches", .array(mismatches)), ("more_mismatches", .int(more)),
+        ("name", .string(name)), ("strategy", .string(strategy)),
+        ("rows_compared", .int(rowsCompared)),
+        ("passed", .bool(passed)), ("mismatches", .array(mismatches)),
+        ("more_mismatches", .int(more)),
         ("error", .from(error)),
       ])
     }
@@ -112,7 +116,8 @@ enum Validation {
     return try tables.map { t in
       let cols = try Catalog.columns(src, schema: ctx.schema, table: t.name)
       let byName = Dictionary(cols.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-      return Shape(schema: ctx.schema, name: t.name, pk: t.pkColumns.compactMap { byName[$0] }, columns: cols)
+      return Shape(
+        schema: ctx.schema, name: t.name, pk: t.pkColumns.compactMap { byName[$0] }, columns: cols)
     }
   }
 
@@ -124,13 +129,20 @@ enum Validation {
       shapes = shapes.filter { ($0.pk.isEmpty || settings.afterSync.contains($0.name)) != withPK }
       if shapes.isEmpty {
         let message = "no tables \(withPK ? "with" : "without") a primary key to compare"
-        return .object([("mode", .string(settings.full ? "full" : "sample")), ("tables", .array([])), ("rows_compared", 0), ("message", .string(message)), ("ok", true)])
+        return .object([
+          ("mode", .string(settings.full ? "full" : "sample")), ("tables", .array([])),
+          ("rows_compared", 0), ("message", .string(message)), ("ok", true),
+        ])
       }
     }
     if shapes.isEmpty {
-      let message = "no tables to compare in schema \(ctx.schema) on the source; check schema_name and tables in \(ctx.config.path)"
+      let message =
+        "no tables to compare in schema \(ctx.schema) on the source; check schema_name and tables in \(ctx.config.path)"
       ctx.logger.error("\(message)")
-      return .object([("mode", .string(settings.full ? "full" : "sample")), ("tables", .array([])), ("message", .string(message)), ("ok", false)])
+      return .object([
+        ("mode", .string(settings.full ? "full" : "sample")), ("tables", .array([])),
+        ("message", .string(message)), ("ok", false),
+      ])
     }
     // dst answers before any table is compared: a server that does not is one error, not one
     // per table (each reported as a "mismatch").
@@ -138,25 +150,34 @@ enum Validation {
     let connector = Connector(ctx)
     var whole: [TableResult] = []
     if !settings.full && settings.wholeUpTo > 0 {
-      let small = try smallTables(shapes, upTo: settings.wholeUpTo, src: try ctx.connect(.src, .root))
+      let small = try smallTables(
+        shapes, upTo: settings.wholeUpTo, src: try ctx.connect(.src, .root))
       if !small.isEmpty {
-        whole = try compareWhole(shapes.filter { small.contains($0.name) }, settings: settings, connector: connector)
+        whole = try compareWhole(
+          shapes.filter { small.contains($0.name) }, settings: settings, connector: connector)
         shapes = shapes.filter { !small.contains($0.name) }
       }
     }
-    let results = whole + (settings.full
-      ? FullCompare.run(shapes, settings: settings, connector: connector, width: ctx.env.jobs)
-      : Workers.map(shapes, width: ctx.env.jobs, connector: connector, onOpen: sessionSetup) { shape, conns in
-        sample(shape, settings: settings, conns: conns, connector: connector)
-      })
+    let results =
+      whole
+      + (settings.full
+        ? FullCompare.run(shapes, settings: settings, connector: connector, width: ctx.env.jobs)
+        : Workers.map(shapes, width: ctx.env.jobs, connector: connector, onOpen: sessionSetup) {
+          shape, conns in
+          sample(shape, settings: settings, conns: conns, connector: connector)
+        })
     let elapsed = Date().timeIntervalSince(start)
     let rows = results.reduce(0) { $0 + $1.rowsCompared }
     let failed = results.filter { !$0.passed }
     for r in failed {
       if let e = r.error { ctx.logger.error("validate-data \(r.name): \(e)") }
-      for m in r.mismatches.prefix(10) { ctx.logger.error("validate-data \(r.name): \(describe(m))") }
+      for m in r.mismatches.prefix(10) {
+        ctx.logger.error("validate-data \(r.name): \(describe(m))")
+      }
       let hidden = r.mismatches.count - min(10, r.mismatches.count) + r.more
-      if hidden > 0 { ctx.logger.error("validate-data \(r.name): \(hidden) more mismatch(es) (see --json)") }
+      if hidden > 0 {
+        ctx.logger.error("validate-data \(r.name): \(hidden) more mismatch(es) (see --json)")
+      }
     }
     let rate = elapsed > 0 ? Int(Double(rows) / elapsed) : rows
     var message: String
@@ -169,41 +190,52 @@ enum Validation {
       let errored = failed.filter { $0.error != nil }
       var parts: [String] = []
       if !differ.isEmpty {
-        parts.append("MISMATCH in \(differ.count) of \(results.count) table(s): " + differ.map { r in
-          let shown = r.mismatches.prefix(3).map(describe).joined(separator: "; ")
-          let extra = r.mismatches.count + r.more - min(3, r.mismatches.count)
-          return "\(r.name): \(shown)" + (extra > 0 ? " (+\(extra) more)" : "")
-        }.joined(separator: " | "))
+        parts.append(
+          "MISMATCH in \(differ.count) of \(results.count) table(s): "
+            + differ.map { r in
+              let shown = r.mismatches.prefix(3).map(describe).joined(separator: "; ")
+              let extra = r.mismatches.count + r.more - min(3, r.mismatches.count)
+              return "\(r.name): \(shown)" + (extra > 0 ? " (+\(extra) more)" : "")
+            }.joined(separator: " | "))
       }
       if !errored.isEmpty {
-        parts.append("could not compare \(errored.count) of \(results.count) table(s): "
-          + errored.map { "\($0.name): \($0.error ?? "")" }.joined(separator: " | "))
+        parts.append(
+          "could not compare \(errored.count) of \(results.count) table(s): "
+            + errored.map { "\($0.name): \($0.error ?? "")" }.joined(separator: " | "))
       }
       message = parts.joined(separator: "; ")
     }
     return .object([
       ("mode", .string(settings.full ? "full" : "sample")), ("sample", .int(settings.random)),
-      ("tables", .array(results.map(\.value))), ("rows_compared", .int(rows)), ("rows_per_s", .int(rate)),
-      ("failed_tables", .from(failed.map(\.name))), ("message", .string(message)), ("ok", .bool(failed.isEmpty)),
+      ("tables", .array(results.map(\.value))), ("rows_compared", .int(rows)),
+      ("rows_per_s", .int(rate)),
+      ("failed_tables", .from(failed.map(\.name))), ("message", .string(message)),
+      ("ok", .bool(failed.isEmpty)),
     ])
   }
 
   /// One line for a mismatch.
   static func describe(_ m: Value) -> String {
-    let key = m["key"].map { k -> String in
-      if case .object(let pairs) = k { return pairs.map { "\($0.0)=\($0.1.display)" }.joined(separator: ", ") }
-      return k.display
-    } ?? ""
+    let key =
+      m["key"].map { k -> String in
+        if case .object(let pairs) = k {
+          return pairs.map { "\($0.0)=\($0.1.display)" }.joined(separator: ", ")
+        }
+        return k.display
+      } ?? ""
     switch m["kind"]?.stringValue ?? "" {
     case "differs": return "key (\(key)): columns differ: \(m["columns"]?.display ?? "")"
     case "missing_on_dst": return "key (\(key)): missing on destination"
     case "extra_on_dst": return "key (\(key)): extra row on destination"
     case "row_count_differs":
-      return "row count differs: source \(m["src_count"]?.display ?? "?"), destination \(m["dst_count"]?.display ?? "?")"
+      return
+        "row count differs: source \(m["src_count"]?.display ?? "?"), destination \(m["dst_count"]?.display ?? "?")"
     case "content_differs":
-      return "rows differ (count and hash of every row's text; no sampled row shows it): source \(m["src_count"]?.display ?? "?") rows, destination \(m["dst_count"]?.display ?? "?")"
+      return
+        "rows differ (count and hash of every row's text; no sampled row shows it): source \(m["src_count"]?.display ?? "?") rows, destination \(m["dst_count"]?.display ?? "?")"
     case "multiplicity_differs":
-      return "row \(m["row"]?.display ?? "") occurs \(m["src_count"]?.display ?? "?") time(s) on source, \(m["dst_count"]?.display ?? "?") on destination"
+      return
+        "row \(m["row"]?.display ?? "") occurs \(m["src_count"]?.display ?? "?") time(s) on source, \(m["dst_count"]?.display ?? "?") on destination"
     default: return m.display
     }
   }
@@ -211,12 +243,17 @@ enum Validation {
   // MARK: - Sample mode
 
   /// Compares one table by samples; never throws.
-  static func sample(_ shape: Shape, settings: Settings, conns: ConnCache, connector: Connector) -> TableResult {
+  static func sample(_ shape: Shape, settings: Settings, conns: ConnCache, connector: Connector)
+    -> TableResult
+  {
     do {
       let src = try conns.get(.src)
       let dst = try conns.get(.dst)
-      if shape.pk.isEmpty { return try presence(shape, settings: settings, src: src, connector: connector) }
-      var result = TableResult(name: shape.name, strategy: "random_\(settings.random)+latest_\(settings.latest)")
+      if shape.pk.isEmpty {
+        return try presence(shape, settings: settings, src: src, connector: connector)
+      }
+      var result = TableResult(
+        name: shape.name, strategy: "random_\(settings.random)+latest_\(settings.latest)")
       var keys: [[String]] = []
       var seen = Set<[String]>()
       func add(_ ks: [[String]]) { for k in ks where seen.insert(k).inserted { keys.append(k) } }
@@ -225,10 +262,13 @@ enum Validation {
         add(try latestKeys(shape, n: settings.latest, src))
         add(try latestKeys(shape, n: settings.latest, dst))
       }
-      result.rowsCompared = try compareKeys(shape, keys: keys, src: src, dst: dst, into: &result, cap: settings.maxReported)
+      result.rowsCompared = try compareKeys(
+        shape, keys: keys, src: src, dst: dst, into: &result, cap: settings.maxReported)
       return result
     } catch {
-      return TableResult(name: shape.name, strategy: shape.pk.isEmpty ? "no_pkey_presence" : "sample", error: BeltError.wrap(error).message)
+      return TableResult(
+        name: shape.name, strategy: shape.pk.isEmpty ? "no_pkey_presence" : "sample",
+        error: BeltError.wrap(error).message)
     }
   }
 
@@ -249,7 +289,9 @@ enum Validation {
   /// Small tables with a primary key, whole: count and row-hash sum of every table, in one query
   /// per 100 tables on each server (both at once); a table whose pair differs is compared key by
   /// key over every key of both sides, so each difference is named.
-  static func compareWhole(_ shapes: [Shape], settings: Settings, connector: Connector) throws -> [TableResult] {
+  static func compareWhole(_ shapes: [Shape], settings: Settings, connector: Connector) throws
+    -> [TableResult]
+  {
     var sums: [[String]] = [[], []]
     let both = Runner.parallelMap(Side.allCases, width: 2) { side -> Result<[String], BeltError> in
       do {
@@ -302,9 +344,14 @@ enum Validation {
         var all: [[String]] = []
         var seen = Set<[String]>()
         for k in try keys(src) + keys(dst) where seen.insert(k).inserted { all.append(k) }
-        r.rowsCompared = try compareKeys(shape, keys: all, src: src, dst: dst, into: &r, cap: settings.maxReported)
+        r.rowsCompared = try compareKeys(
+          shape, keys: all, src: src, dst: dst, into: &r, cap: settings.maxReported)
         if r.passed {
-          r.add(.object([("kind", "content_differs"), ("src_count", .string(sums[0][i])), ("dst_count", .string(sums[1][i]))]), cap: settings.maxReported)
+          r.add(
+            .object([
+              ("kind", "content_differs"), ("src_count", .string(sums[0][i])),
+              ("dst_count", .string(sums[1][i])),
+            ]), cap: settings.maxReported)
         }
       } catch {
         r.error = BeltError.wrap(error).message
@@ -343,21 +390,26 @@ enum Validation {
 
   /// The n highest keys.
   static func latestKeys(_ shape: Shape, n: Int, _ c: PGConnection) throws -> [[String]] {
-    try c.query("SELECT \(shape.pkText) FROM \(shape.q) ORDER BY \(shape.pkDesc) LIMIT $1", [String(n)])
-      .values.map { $0.map { $0 ?? "" } }
+    try c.query(
+      "SELECT \(shape.pkText) FROM \(shape.q) ORDER BY \(shape.pkDesc) LIMIT $1", [String(n)]
+    )
+    .values.map { $0.map { $0 ?? "" } }
   }
 
   /// `(pk) IN (SELECT * FROM unnest($1::t1[], ...))` and its parameters.
   static func keyFilter(_ shape: Shape, keys: [[String]]) -> (String, [String?]) {
     let arrays = shape.pk.enumerated().map { i, c in "$\(i + 1)::\(c.type)[]" }
     let params: [String?] = shape.pk.indices.map { i in PGArray.literal(keys.map { $0[i] }) }
-    return ("(\(shape.pkList)) IN (SELECT * FROM unnest(\(arrays.joined(separator: ", "))))", params)
+    return (
+      "(\(shape.pkList)) IN (SELECT * FROM unnest(\(arrays.joined(separator: ", "))))", params
+    )
   }
 
   /// Fetches the rows with `keys` from both servers and compares every column.
   /// - Returns: the number of keys compared.
   static func compareKeys(
-    _ shape: Shape, keys: [[String]], src: PGConnection, dst: PGConnection, into result: inout TableResult, cap: Int
+    _ shape: Shape, keys: [[String]], src: PGConnection, dst: PGConnection,
+    into result: inout TableResult, cap: Int
   ) throws -> Int {
     if keys.isEmpty { return 0 }
     var compared = 0
@@ -370,7 +422,9 @@ enum Validation {
       let k = shape.pk.count
       func rows(_ c: PGConnection) throws -> [[String]: [String?]] {
         var out: [[String]: [String?]] = [:]
-        for v in try c.query(sql, params).values { out[v.prefix(k).map { $0 ?? "" }] = Array(v.dropFirst(k)) }
+        for v in try c.query(sql, params).values {
+          out[v.prefix(k).map { $0 ?? "" }] = Array(v.dropFirst(k))
+        }
         return out
       }
       let s = try rows(src)
@@ -382,14 +436,17 @@ enum Validation {
         compared += 1
         let keyValue = Value.object(zip(shape.pk, key).map { ($0.name, Fmt.short($1)) })
         switch (sv, dv) {
-        case (.some, nil): result.add(.object([("kind", "missing_on_dst"), ("key", keyValue)]), cap: cap)
-        case (nil, .some): result.add(.object([("kind", "extra_on_dst"), ("key", keyValue)]), cap: cap)
+        case (.some, nil):
+          result.add(.object([("kind", "missing_on_dst"), ("key", keyValue)]), cap: cap)
+        case (nil, .some):
+          result.add(.object([("kind", "extra_on_dst"), ("key", keyValue)]), cap: cap)
         case (.some(let a), .some(let b)):
           let diff = shape.columns.indices.filter { a[$0] != b[$0] }
           if !diff.isEmpty {
             result.add(
               .object([
-                ("kind", "differs"), ("key", keyValue), ("columns", .from(diff.map { shape.columns[$0].name })),
+                ("kind", "differs"), ("key", keyValue),
+                ("columns", .from(diff.map { shape.columns[$0].name })),
                 ("src", .object(diff.map { (shape.columns[$0].name, Fmt.short(a[$0])) })),
                 ("dst", .object(diff.map { (shape.columns[$0].name, Fmt.short(b[$0])) })),
               ]), cap: cap)
@@ -416,14 +473,20 @@ enum Validation {
   /// changed row changes the count or (but for a 2^-64 chance) the sum. `hashtextextended`
   /// costs about 60 % of an md5 of the row text on this kind of table (the row's text form is
   /// most of the work either way); the sum is exact (numeric).
-  static func aggregateHashes(_ shape: Shape, connector: Connector) throws -> [(count: Int, sum: String)] {
-    let sql = "SELECT count(*) AS n, coalesce(sum(hashtextextended(\(shape.rowText), 0)), 0)::text AS h FROM \(shape.q)"
-    let both = Runner.parallelMap(Side.allCases, width: 2) { side -> Result<(count: Int, sum: String), BeltError> in
+  static func aggregateHashes(_ shape: Shape, connector: Connector) throws -> [(
+    count: Int, sum: String
+  )] {
+    let sql =
+      "SELECT count(*) AS n, coalesce(sum(hashtextextended(\(shape.rowText), 0)), 0)::text AS h FROM \(shape.q)"
+    let both = Runner.parallelMap(Side.allCases, width: 2) {
+      side -> Result<(count: Int, sum: String), BeltError> in
       do {
         let c = try connector.open(side, .root, noTimeout: true)
         defer { c.close() }
         try c.exec(sessionSetup)
-        guard let row = try c.query(sql).rows.first else { throw BeltError(.sqlError, "\(side.rawValue): no result") }
+        guard let row = try c.query(sql).rows.first else {
+          throw BeltError(.sqlError, "\(side.rawValue): no result")
+        }
         return .success((row.int("n") ?? -1, row.string("h")))
       } catch {
         return .failure(BeltError(.sqlError, "\(side.rawValue): \(BeltError.wrap(error).message)"))
@@ -436,7 +499,9 @@ enum Validation {
   /// (``aggregateHashes(_:connector:)``, the whole table); when they differ, the detail: sampled src
   /// rows must occur equally often on dst and the totals must match (a difference the sample
   /// misses is still reported, as `content_differs`).
-  static func presence(_ shape: Shape, settings: Settings, src: PGConnection, connector: Connector) throws -> TableResult {
+  static func presence(_ shape: Shape, settings: Settings, src: PGConnection, connector: Connector)
+    throws -> TableResult
+  {
     let agg = try aggregateHashes(shape, connector: connector)
     if agg[0] == agg[1] {
       var ok = TableResult(name: shape.name, strategy: "no_pkey_hash")
@@ -446,7 +511,10 @@ enum Validation {
     var detail = try presenceDetail(shape, settings: settings, src: src, connector: connector)
     if detail.passed {
       detail.add(
-        .object([("kind", "content_differs"), ("src_count", .int(agg[0].count)), ("dst_count", .int(agg[1].count))]),
+        .object([
+          ("kind", "content_differs"), ("src_count", .int(agg[0].count)),
+          ("dst_count", .int(agg[1].count)),
+        ]),
         cap: settings.maxReported)
     }
     return detail
@@ -454,14 +522,19 @@ enum Validation {
 
   /// The detail of a PK-less table that differs: sampled src rows occur equally often on dst;
   /// totals match. Both servers scan the table once, at the same time (each on its own connection).
-  static func presenceDetail(_ shape: Shape, settings: Settings, src: PGConnection, connector: Connector) throws -> TableResult {
+  static func presenceDetail(
+    _ shape: Shape, settings: Settings, src: PGConnection, connector: Connector
+  ) throws -> TableResult {
     var result = TableResult(name: shape.name, strategy: "no_pkey_presence")
     let n = max(settings.random, settings.latest)
     let pct = try samplePercent(shape, n: n, src)
-    let sampled = Array(Set(try src.query(
-      "SELECT \(shape.rowText) FROM \(shape.q) TABLESAMPLE SYSTEM ($1::float8) ORDER BY random() LIMIT $2",
-      [String(pct), String(n)]
-    ).values.compactMap { $0[0] })).sorted()
+    let sampled = Array(
+      Set(
+        try src.query(
+          "SELECT \(shape.rowText) FROM \(shape.q) TABLESAMPLE SYSTEM ($1::float8) ORDER BY random() LIMIT $2",
+          [String(pct), String(n)]
+        ).values.compactMap { $0[0] })
+    ).sorted()
     let sql = """
       SELECT CASE WHEN r = ANY($1::text[]) THEN r END AS r, count(*) AS n
         FROM (SELECT \(shape.rowText) AS r FROM \(shape.q)) s GROUP BY 1
@@ -488,11 +561,17 @@ enum Validation {
     if let e = s.error ?? d.error { throw BeltError(.sqlError, e) }
     result.rowsCompared = sampled.count
     if s.total != d.total {
-      result.add(.object([("kind", "row_count_differs"), ("src_count", .int(s.total)), ("dst_count", .int(d.total))]), cap: settings.maxReported)
+      result.add(
+        .object([
+          ("kind", "row_count_differs"), ("src_count", .int(s.total)), ("dst_count", .int(d.total)),
+        ]), cap: settings.maxReported)
     }
     for r in sampled where (s.rows[r] ?? 0) != (d.rows[r] ?? 0) {
       result.add(
-        .object([("kind", "multiplicity_differs"), ("row", Fmt.short(r, 120)), ("src_count", .int(s.rows[r] ?? 0)), ("dst_count", .int(d.rows[r] ?? 0))]),
+        .object([
+          ("kind", "multiplicity_differs"), ("row", Fmt.short(r, 120)),
+          ("src_count", .int(s.rows[r] ?? 0)), ("dst_count", .int(d.rows[r] ?? 0)),
+        ]),
         cap: settings.maxReported)
     }
     return result

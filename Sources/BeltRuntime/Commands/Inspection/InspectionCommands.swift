@@ -5,7 +5,8 @@ import Foundation
 public enum InspectionOps {
   /// All specs of this family.
   public static let all: [OperationSpec] = [
-    dsn(.src), dsn(.dst), checkPkeys, checkConnectivity, connections, precheck, terminateConnections,
+    dsn(.src), dsn(.dst), checkPkeys, checkConnectivity, connections, precheck,
+    terminateConnections,
   ]
 
   /// The check-connectivity table, then one line per failed check with its reason.
@@ -26,16 +27,19 @@ public enum InspectionOps {
   /// `-e/--exclude-user` and `-p/--exclude-pattern`: the login and session commands take them.
   static let excludeOptions = [
     OptionSpec(
-      "exclude_users", .strings, "Additional usernames to exclude (can be repeated). Always excludes rdsadmin and postgres.",
+      "exclude_users", .strings,
+      "Additional usernames to exclude (can be repeated). Always excludes rdsadmin and postgres.",
       cli: CLISpelling("exclude-user", short: "e")),
     OptionSpec(
-      "exclude_patterns", .strings, "LIKE patterns to exclude usernames (e.g. '%%repuser%%'). Can be repeated.",
+      "exclude_patterns", .strings,
+      "LIKE patterns to exclude usernames (e.g. '%%repuser%%'). Can be repeated.",
       cli: CLISpelling("exclude-pattern", short: "p")),
   ]
 
   /// rollback.lua's `reverse = true`: src and dst swap roles.
   static let reverseOption = OptionSpec(
-    "reverse", .bool, "Swap src and dst: work on the destination as if it were the source (rollback.lua).", cli: nil)
+    "reverse", .bool,
+    "Swap src and dst: work on the destination as if it were the source (rollback.lua).", cli: nil)
 
   /// Ends application sessions on src (the cutover's last resort after draining).
   static let terminateConnections = OperationSpec(
@@ -48,7 +52,8 @@ public enum InspectionOps {
     columns: [("database", "db"), ("terminated", "terminated"), ("users", "users")]
   ) { ctx in
     let server = try ctx.config.server(.src)
-    let users = ["rdsadmin", "postgres", server.root.name, server.replication.name] + ctx.config.excludeUsers
+    let users =
+      ["rdsadmin", "postgres", server.root.name, server.replication.name] + ctx.config.excludeUsers
       + ctx.options.strings("exclude_users")
     let patterns = ctx.config.excludePatterns + ctx.options.strings("exclude_patterns")
     let r = try ctx.connect(.src, .root).query(
@@ -60,14 +65,16 @@ public enum InspectionOps {
       """, [PGArray.literal(users), PGArray.literal(patterns)])
     let done = r.rows.filter { $0.bool("done") }
     return [
-      "terminated": .int(done.count), "users": .from(Array(Set(done.map { $0.string("usename") })).sorted()),
+      "terminated": .int(done.count),
+      "users": .from(Array(Set(done.map { $0.string("usename") })).sorted()),
     ]
   }
 
   static func dsn(_ side: Side) -> OperationSpec {
     OperationSpec(
       name: "\(side.rawValue)_dsn",
-      summary: "Print a dsn to stdout that you can use to connect to the \(side == .src ? "source" : "destination") db.",
+      summary:
+        "Print a dsn to stdout that you can use to connect to the \(side == .src ? "source" : "destination") db.",
       details: """
         psql "$(belt \(side.rawValue)-dsn scribble prod-use1-pg-1)"
 
@@ -82,12 +89,20 @@ public enum InspectionOps {
       render: { recs in recs.compactMap { $0["dsn"]?.stringValue }.map { $0 + "\n" }.joined() }
     ) { ctx in
       let server = try ctx.config.server(side)
-      let role: Role = ctx.options.bool("owner") ? .owner : ctx.options.bool("pglogical") ? .replication : .root
+      let role: Role =
+        ctx.options.bool("owner") ? .owner : ctx.options.bool("pglogical") ? .replication : .root
       let c = server.credentials(role)
       // The user asked for the DSN: this is the one place a password is printed.
       var pairs: [(String, String)] = []
-      if ServerConfig.isNumericAddress(server.ip) { pairs.append(("hostaddr", server.ip)) } else { pairs.append(("host", server.ip)) }
-      pairs += [("port", String(server.port)), ("dbname", server.dbname), ("user", c.name), ("password", c.password)]
+      if ServerConfig.isNumericAddress(server.ip) {
+        pairs.append(("hostaddr", server.ip))
+      } else {
+        pairs.append(("host", server.ip))
+      }
+      pairs += [
+        ("port", String(server.port)), ("dbname", server.dbname), ("user", c.name),
+        ("password", c.password),
+      ]
       return ["dsn": .string(ConnInfo.build(pairs)), "role": .string(role.rawValue)]
     }
   }
@@ -158,7 +173,8 @@ public enum InspectionOps {
     var reasons: [(String, Value)] = []
     for side in Side.allCases {
       let s = try ctx.config.server(side)
-      let (tcp, why) = tcpCheck(host: s.ip, port: s.port, timeout: Double(min(ctx.env.connectTimeout, 5)))
+      let (tcp, why) = tcpCheck(
+        host: s.ip, port: s.port, timeout: Double(min(ctx.env.connectTimeout, 5)))
       fields.append(("\(side.rawValue)_tcp", .bool(tcp)))
       if let why { reasons.append(("\(side.rawValue)_tcp", .string(why))) }
       // A server that never answered the root login (a connect timeout) is not asked again as
@@ -197,9 +213,13 @@ public enum InspectionOps {
       Always excludes 'rdsadmin' and 'postgres' users from the count. Use --exclude-user to exclude additional specific usernames. Use --exclude-pattern to exclude usernames matching LIKE patterns (e.g. '%%repuser%%').
       """,
     sides: .both, options: excludeOptions,
-    columns: [("database", "db"), ("src_count", "src_count"), ("src_users", "src_users"), ("dst_count", "dst_count"), ("dst_users", "dst_users")]
+    columns: [
+      ("database", "db"), ("src_count", "src_count"), ("src_users", "src_users"),
+      ("dst_count", "dst_count"), ("dst_users", "dst_users"),
+    ]
   ) { ctx in
-    let users = ["rdsadmin", "postgres"] + ctx.config.excludeUsers + ctx.options.strings("exclude_users")
+    let users =
+      ["rdsadmin", "postgres"] + ctx.config.excludeUsers + ctx.options.strings("exclude_users")
     let patterns = ctx.config.excludePatterns + ctx.options.strings("exclude_patterns")
     var fields: [(String, Value)] = []
     for side in Side.allCases {
@@ -214,7 +234,12 @@ public enum InspectionOps {
       let byUser = r.rows.map { ($0.string("usename"), Value.int($0.int("n") ?? 0)) }
       let total = byUser.reduce(0) { $0 + ($1.1.intValue ?? 0) }
       fields.append(("\(side.rawValue)_count", .int(total)))
-      fields.append(("\(side.rawValue)_users", byUser.isEmpty ? "none" : .string(byUser.map { "\($0.0): \($0.1.display)" }.joined(separator: ", "))))
+      fields.append(
+        (
+          "\(side.rawValue)_users",
+          byUser.isEmpty
+            ? "none" : .string(byUser.map { "\($0.0): \($0.1.display)" }.joined(separator: ", "))
+        ))
       fields.append(("\(side.rawValue)_by_user", .object(byUser)))
     }
     return .object(fields)
@@ -231,16 +256,27 @@ public enum InspectionOps {
     var checks: [Check] = []
     let version = try c.query("SHOW server_version").scalar ?? "?"
     let major = Int(version.split(separator: ".").first ?? "0") ?? 0
-    checks.append(Check(name: "server_version", value: version, ok: major >= 10, why: major >= 10 ? nil : "PostgreSQL 10 or later is required"))
+    checks.append(
+      Check(
+        name: "server_version", value: version, ok: major >= 10,
+        why: major >= 10 ? nil : "PostgreSQL 10 or later is required"))
     let wal = try setting("wal_level") ?? "?"
-    checks.append(Check(name: "wal_level", value: wal, ok: wal == "logical", why: wal == "logical" ? nil : "set wal_level = logical and restart"))
-    for (name, min) in [("max_replication_slots", 2), ("max_worker_processes", 2), ("max_wal_senders", 10)] {
+    checks.append(
+      Check(
+        name: "wal_level", value: wal, ok: wal == "logical",
+        why: wal == "logical" ? nil : "set wal_level = logical and restart"))
+    for (name, min) in [
+      ("max_replication_slots", 2), ("max_worker_processes", 2), ("max_wal_senders", 10),
+    ] {
       let v = try setting(name) ?? "0"
       let ok = (Int(v) ?? 0) >= min
       checks.append(Check(name: name, value: v, ok: ok, why: ok ? nil : "needs at least \(min)"))
     }
     if let rds = try setting("rds.logical_replication") {
-      checks.append(Check(name: "rds.logical_replication", value: rds, ok: rds == "on", why: rds == "on" ? nil : "set rds.logical_replication = 1"))
+      checks.append(
+        Check(
+          name: "rds.logical_replication", value: rds, ok: rds == "on",
+          why: rds == "on" ? nil : "set rds.logical_replication = 1"))
     }
     // What the pair's engine needs of this server (libraries, settings, its extension).
     checks += try ctx.engine.serverChecks(c, side: side)
@@ -250,24 +286,40 @@ public enum InspectionOps {
              pg_has_role(r.rolname, 'rds_superuser', 'MEMBER') IS TRUE AS rds_super,
              has_schema_privilege(r.rolname, $2, 'CREATE') AS can_create
         FROM pg_roles r WHERE r.rolname = ANY($1::text[])
-      """.replacingOccurrences(of: "pg_has_role(r.rolname, 'rds_superuser', 'MEMBER') IS TRUE",
-        with: "EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = r.oid AND g.rolname = 'rds_superuser')"),
-      [PGArray.literal([server.root.name, server.owner.name]), try Catalog.schemaExists(c, ctx.schema) ? ctx.schema : "public"])
-    let byName = Dictionary(roles.rows.map { ($0.string("rolname"), $0) }, uniquingKeysWith: { a, _ in a })
+      """.replacingOccurrences(
+        of: "pg_has_role(r.rolname, 'rds_superuser', 'MEMBER') IS TRUE",
+        with:
+          "EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = r.oid AND g.rolname = 'rds_superuser')"
+      ),
+      [
+        PGArray.literal([server.root.name, server.owner.name]),
+        try Catalog.schemaExists(c, ctx.schema) ? ctx.schema : "public",
+      ])
+    let byName = Dictionary(
+      roles.rows.map { ($0.string("rolname"), $0) }, uniquingKeysWith: { a, _ in a })
     if let r = byName[server.root.name] {
       let ok = r.bool("rolcanlogin") && (r.bool("rolsuper") || r.bool("rds_super"))
-      checks.append(Check(name: "root_user", value: server.root.name, ok: ok, why: ok ? nil : "root user must be a superuser (or rds_superuser) that can log in"))
+      checks.append(
+        Check(
+          name: "root_user", value: server.root.name, ok: ok,
+          why: ok ? nil : "root user must be a superuser (or rds_superuser) that can log in"))
     } else {
-      checks.append(Check(name: "root_user", value: server.root.name, ok: false, why: "role does not exist"))
+      checks.append(
+        Check(name: "root_user", value: server.root.name, ok: false, why: "role does not exist"))
     }
     if let r = byName[server.owner.name] {
       var why: String? = r.bool("rolcanlogin") ? nil : "owner cannot log in"
       let schemaThere = try Catalog.schemaExists(c, ctx.schema)
-      if side == .dst, schemaThere, !r.bool("can_create") { why = "owner lacks CREATE on schema \(ctx.schema)" }
+      if side == .dst, schemaThere, !r.bool("can_create") {
+        why = "owner lacks CREATE on schema \(ctx.schema)"
+      }
       if side == .src, !schemaThere { why = "schema \(ctx.schema) does not exist" }
       checks.append(Check(name: "owner_user", value: server.owner.name, ok: why == nil, why: why))
     } else {
-      checks.append(Check(name: "owner_user", value: server.owner.name, ok: false, why: "role does not exist on \(side.rawValue)"))
+      checks.append(
+        Check(
+          name: "owner_user", value: server.owner.name, ok: false,
+          why: "role does not exist on \(side.rawValue)"))
     }
     return checks
   }
@@ -285,27 +337,34 @@ public enum InspectionOps {
     sides: .both, options: [LoggedSecrets.option],
     render: Render.precheck
   ) { ctx in
-    var fields: [(String, Value)] = [("schema_name", .string(ctx.schema)), ("engine", .string(try ctx.engine.kind.rawValue))]
+    var fields: [(String, Value)] = [
+      ("schema_name", .string(ctx.schema)), ("engine", .string(try ctx.engine.kind.rawValue)),
+    ]
     var ok = true
     var extensions: [String: [String]] = [:]
     for side in Side.allCases {
       let checks = try sideChecks(ctx, side)
       ok = ok && checks.allSatisfy(\.ok)
       fields.append((side.rawValue, .array(checks.map(\.v))))
-      extensions[side.rawValue] = try ctx.connect(side, .root).query("SELECT extname FROM pg_extension ORDER BY 1").values.compactMap { $0[0] }
+      extensions[side.rawValue] = try ctx.connect(side, .root).query(
+        "SELECT extname FROM pg_extension ORDER BY 1"
+      ).values.compactMap { $0[0] }
     }
     // Which engines each server can run, and why not: the pair's engine is the config's.
     fields.append(("engines", try ReplicationSupport.engineSupport(ctx)))
     let srcExt = Set(extensions["src"] ?? []).subtracting(["pglogical", "dblink"])
     let dstExt = Set(extensions["dst"] ?? [])
     let missingExt = srcExt.subtracting(dstExt).sorted()
-    let dstAvail = Set(try ctx.connect(.dst, .root).query("SELECT name FROM pg_available_extensions").values.compactMap { $0[0] })
+    let dstAvail = Set(
+      try ctx.connect(.dst, .root).query("SELECT name FROM pg_available_extensions").values
+        .compactMap { $0[0] })
     let unavailable = missingExt.filter { !dstAvail.contains($0) }
     fields.append(("extensions_missing_on_dst", .from(missingExt)))
     fields.append(("extensions_unavailable_on_dst", .from(unavailable)))
     // What the schema's objects depend on (pg_depend), each with an object needing it.
     let extPlan = try SchemaExtensions.onDst(
-      ctx.connect(.dst, .root), try SchemaExtensions.needed(ctx.connect(.src, .root), schema: ctx.schema))
+      ctx.connect(.dst, .root),
+      try SchemaExtensions.needed(ctx.connect(.src, .root), schema: ctx.schema))
     fields.append(("extensions_needed", .array(extPlan.map(\.record))))
     let extRefusal = SchemaExtensions.unavailableMessage(extPlan, schema: ctx.schema)
     if extRefusal != nil { ok = false }
@@ -323,11 +382,14 @@ public enum InspectionOps {
       let travel = engine.travel(t)
       var why = travel.why
       let method = travel.label
-      if t.owner != server.owner.name { why = (why.map { $0 + "; " } ?? "") + "owned by \(t.owner), not \(server.owner.name)" }
-      rows.append(.object([
-        ("name", .string(t.name)), ("replication", .string(method)), ("owner", .string(t.owner)),
-        ("generated_columns", .from(t.generatedColumns)), ("why", .from(why)),
-      ]))
+      if t.owner != server.owner.name {
+        why = (why.map { $0 + "; " } ?? "") + "owned by \(t.owner), not \(server.owner.name)"
+      }
+      rows.append(
+        .object([
+          ("name", .string(t.name)), ("replication", .string(method)), ("owner", .string(t.owner)),
+          ("generated_columns", .from(t.generatedColumns)), ("why", .from(why)),
+        ]))
     }
     let foreign = tables.filter { $0.owner != server.owner.name }
     if !foreign.isEmpty {
@@ -343,7 +405,12 @@ public enum InspectionOps {
       SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
        WHERE n.nspname = $1 AND c.relname = ANY($2::text[])
          AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid) ORDER BY 1
-      """, [ctx.schema, PGArray.literal(tables.filter { !$0.hasPK && engine.travel($0).how == .streamed }.map(\.name))]
+      """,
+      [
+        ctx.schema,
+        PGArray.literal(
+          tables.filter { !$0.hasPK && engine.travel($0).how == .streamed }.map(\.name)),
+      ]
     ).rows.map { $0.string("relname") }
     if !scanned.isEmpty {
       warnings.append(
@@ -353,38 +420,48 @@ public enum InspectionOps {
     }
     let unlogged = tables.filter { $0.persistence == "u" }.map(\.name)
     if !unlogged.isEmpty {
-      warnings.append("unlogged table(s) \(Fmt.quoted(unlogged)): not replicated, copied during cutover by sync-tables")
+      warnings.append(
+        "unlogged table(s) \(Fmt.quoted(unlogged)): not replicated, copied during cutover by sync-tables"
+      )
     }
     let nothing = tables.filter { $0.hasPK && $0.replicaIdentity == "n" }.map(\.name)
     if !nothing.isEmpty {
-      warnings.append("table(s) \(Fmt.quoted(nothing)) have REPLICA IDENTITY NOTHING: not replicated, copied during cutover by sync-tables")
+      warnings.append(
+        "table(s) \(Fmt.quoted(nothing)) have REPLICA IDENTITY NOTHING: not replicated, copied during cutover by sync-tables"
+      )
     }
     let generated = tables.filter(\.hasGenerated).map(\.name)
     if !generated.isEmpty {
-      warnings.append("table(s) with a stored generated column (\(Fmt.quoted(generated))): never copied by \(engine.kind.rawValue); see each table's strategy")
+      warnings.append(
+        "table(s) with a stored generated column (\(Fmt.quoted(generated))): never copied by \(engine.kind.rawValue); see each table's strategy"
+      )
     }
     // The pg_dump that dump-schema and diff-schemas will run: new enough for both servers.
     do {
       let tools = try SchemaOps.dumpTool(ctx)
-      fields.append(("pg_dump", .object([("path", .string(tools.path)), ("major", .int(tools.major))])))
+      fields.append(
+        ("pg_dump", .object([("path", .string(tools.path)), ("major", .int(tools.major))])))
     } catch let e as BeltError where e.code == .preconditionFailed {
       ok = false
       fields.append(("pg_dump", .null))
       alerts.append(e.message)
     }
-    let largeObjects = Int(try src.query("SELECT count(*) FROM pg_largeobject_metadata").scalar ?? "0") ?? 0
+    let largeObjects =
+      Int(try src.query("SELECT count(*) FROM pg_largeobject_metadata").scalar ?? "0") ?? 0
     fields.append(("large_objects", .int(largeObjects)))
     if largeObjects > 0 {
       ok = false
       alerts.append(
         "\(largeObjects) large object(s) in pg_largeobject: logical replication does not carry them and belt does not copy them; "
-          + "move them yourself (e.g. pg_dump --large-objects) or run migrate.lua with skip_precheck=true if they are not needed")
+          + "move them yourself (e.g. pg_dump --large-objects) or run migrate.lua with skip_precheck=true if they are not needed"
+      )
     }
     let matviews = try src.query(
       """
       SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
        WHERE n.nspname = $1 AND c.relkind = 'm' ORDER BY 1
-      """, [ctx.schema]).rows.map { $0.string("relname") }
+      """, [ctx.schema]
+    ).rows.map { $0.string("relname") }
     fields.append(("materialized_views", .from(matviews)))
     if !matviews.isEmpty {
       warnings.append(
@@ -395,10 +472,15 @@ public enum InspectionOps {
     let unneeded = unavailable.filter { !neededNames.contains($0) }
     if !unneeded.isEmpty {
       warnings.append(
-        "extension(s) \(unneeded.joined(separator: ", ")) installed on src are not available on dst; no object of schema \(ctx.schema) depends on them")
+        "extension(s) \(unneeded.joined(separator: ", ")) installed on src are not available on dst; no object of schema \(ctx.schema) depends on them"
+      )
     }
     for line in try LoggedSecrets.exposures(ctx, Side.allCases) {
-      if ctx.options.bool("accept_logged_secrets") { warnings.append(line) } else { ok = false; alerts.append(line) }
+      if ctx.options.bool("accept_logged_secrets") {
+        warnings.append(line)
+      } else {
+        ok = false; alerts.append(line)
+      }
     }
     if let left = try engine.leftovers(onSource: src) {
       ok = false
@@ -421,21 +503,30 @@ public enum InspectionOps {
     let unknownSeqs = (ctx.config.sequenceSubset ?? []).filter { name in
       !seqs.contains { $0.name == Catalog.bareName(name, schema: ctx.schema) }
     }
-    for (what, names) in [("tables", unknownTables), ("sequences", unknownSeqs)] where !names.isEmpty {
+    for (what, names) in [("tables", unknownTables), ("sequences", unknownSeqs)]
+    where !names.isEmpty {
       ok = false
       alerts.append(
         "the config's \(what) name(s) \(Fmt.quoted(names)) not found in schema \(ctx.schema) on src "
           + "(names are exact, case-sensitive and unquoted); fix them in \(ctx.config.path)")
     }
     let seqRows: [Value] = seqs.filter { wantedSeqs?.contains($0.name) ?? true }.map {
-      .object([("name", .string($0.name)), ("replication", "sync_sequences"), ("owner", .string($0.owner)),
-               ("why", $0.owner == server.owner.name ? .null : .string("owned by \($0.owner), not \(server.owner.name)"))])
+      .object([
+        ("name", .string($0.name)), ("replication", "sync_sequences"), ("owner", .string($0.owner)),
+        (
+          "why",
+          $0.owner == server.owner.name
+            ? .null : .string("owned by \($0.owner), not \(server.owner.name)")
+        ),
+      ])
     }
     fields.append(("tables", .array(rows)))
     fields.append(("sequences", .array(seqRows)))
     if tables.isEmpty {
       // A database of the dc that has no tables yet is worth a word, not a failed dc.
-      warnings.append("no tables found to replicate in schema \(ctx.schema); check the config's schema_name and tables")
+      warnings.append(
+        "no tables found to replicate in schema \(ctx.schema); check the config's schema_name and tables"
+      )
     }
     fields.append(("alerts", .from(alerts)))
     fields.append(("warnings", .from(warnings)))

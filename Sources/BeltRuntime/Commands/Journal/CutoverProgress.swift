@@ -21,7 +21,11 @@ enum CutoverProgress {
     ]
     // A cutover stopped at diff-schemas names the differences; one finished with some accepted names those.
     let diffStep = (doc["steps"]?.arrayValue ?? []).first { $0["name"] == "diff-schemas" }
-    fields.append(("cutover_schema_differences", inProgress ? diffStep?["data"]?["differences"] ?? .null : .null))
+    fields.append(
+      (
+        "cutover_schema_differences",
+        inProgress ? diffStep?["data"]?["differences"] ?? .null : .null
+      ))
     fields.append(("cutover_accepted_differences", doc["data"]?["accepted_differences"] ?? .null))
     fields.append(("src_logins_revoked", loginsRevoked(ctx).map(Value.bool) ?? .null))
     return fields
@@ -32,8 +36,10 @@ enum CutoverProgress {
     let saved = Logins.saved(ctx.config.raw, "revoked_logins")
     if saved.isEmpty { return false }
     guard let c = try? ctx.connect(.src, .root),
-      let n = try? c.query("SELECT count(*) FROM pg_catalog.pg_roles WHERE NOT rolcanlogin AND rolname = ANY($1::text[])",
-                           [PGArray.literal(saved)]).scalar
+      let n = try? c.query(
+        "SELECT count(*) FROM pg_catalog.pg_roles WHERE NOT rolcanlogin AND rolname = ANY($1::text[])",
+        [PGArray.literal(saved)]
+      ).scalar
     else { return nil }
     return (Int(n) ?? 0) > 0
   }
@@ -41,19 +47,28 @@ enum CutoverProgress {
   /// The line under the status table for a pair whose cutover is not finished.
   static func statusLine(_ r: Value) -> String? {
     let db = r["db"]?.display ?? ""
-    if r["cutover"] == "done", let accepted = r["cutover_accepted_differences"]?.arrayValue, !accepted.isEmpty {
-      return "\(db): cut over at \(r["cutover_finished_at"]?.display ?? "?") with schema difference(s) accepted: "
+    if r["cutover"] == "done", let accepted = r["cutover_accepted_differences"]?.arrayValue,
+      !accepted.isEmpty
+    {
+      return
+        "\(db): cut over at \(r["cutover_finished_at"]?.display ?? "?") with schema difference(s) accepted: "
         + accepted.map(\.display).joined(separator: "; ")
     }
     guard r["cutover"] == "in_progress" else { return nil }
-    let logins = r["src_logins_revoked"]?.boolValue.map { $0 ? "revoked (the application is down)" : "not revoked" } ?? "unknown"
+    let logins =
+      r["src_logins_revoked"]?.boolValue.map {
+        $0 ? "revoked (the application is down)" : "not revoked"
+      } ?? "unknown"
     let command = r["cutover_command"]?.display ?? "belt run cutover.lua"
-    var line = "\(db): cutover in progress: step \(r["cutover_step"]?.display ?? "?") since \(r["cutover_since"]?.display ?? "?"); "
+    var line =
+      "\(db): cutover in progress: step \(r["cutover_step"]?.display ?? "?") since \(r["cutover_since"]?.display ?? "?"); "
       + "src logins \(logins); continue with: \(command)"
     if let diffs = r["cutover_schema_differences"]?.arrayValue, !diffs.isEmpty {
       let names = diffs.map(\.display)
-      line += " after fixing dst (schemas differ in \(names.joined(separator: "; "))), or accept them: "
-        + (command.contains(" -- ") ? command : command + " --") + " accept_diff='\(names.joined(separator: ";"))'"
+      line +=
+        " after fixing dst (schemas differ in \(names.joined(separator: "; "))), or accept them: "
+        + (command.contains(" -- ") ? command : command + " --")
+        + " accept_diff='\(names.joined(separator: ";"))'"
     }
     return line
   }

@@ -26,9 +26,16 @@ public enum Journal {
 
   /// Rejects flow names that are not a plain word (they become a file name).
   static func checkFlow(_ flow: String) throws {
-    let ok = !flow.isEmpty && flow.count <= 64
-      && flow.unicodeScalars.allSatisfy { CharacterSet.alphanumerics.contains($0) || $0 == "-" || $0 == "_" }
-    if !ok { throw BeltError(.badArgument, "invalid journal flow name \(Value.jsonQuote(flow)) (letters, digits, - and _)") }
+    let ok =
+      !flow.isEmpty && flow.count <= 64
+      && flow.unicodeScalars.allSatisfy {
+        CharacterSet.alphanumerics.contains($0) || $0 == "-" || $0 == "_"
+      }
+    if !ok {
+      throw BeltError(
+        .badArgument,
+        "invalid journal flow name \(Value.jsonQuote(flow)) (letters, digits, - and _)")
+    }
   }
 
   /// The journal document, nil when the flow never ran for this pair.
@@ -38,7 +45,9 @@ public enum Journal {
     do {
       return try JSONParser.parse(String(decoding: data, as: UTF8.self))
     } catch {
-      throw BeltError(.configInvalid, "\(path): not a valid journal (\(error)); move it away to start the flow afresh")
+      throw BeltError(
+        .configInvalid,
+        "\(path): not a valid journal (\(error)); move it away to start the flow afresh")
     }
   }
 
@@ -73,12 +82,15 @@ public enum Journal {
     let (at, epoch) = stamp()
     var previous = old?["previous"]?.arrayValue ?? []
     if let old {
-      previous.append(.object(["run", "state", "started_at", "finished_at", "note"].map { ($0, old[$0] ?? .null) }))
+      previous.append(
+        .object(
+          ["run", "state", "started_at", "finished_at", "note"].map { ($0, old[$0] ?? .null) }))
     }
     return .object([
       ("flow", .string(flow)), ("dc", .string(dc)), ("db", .string(db)),
       ("run", .int((old?["run"]?.intValue ?? 0) + 1)), ("state", "in_progress"),
-      ("started_at", .string(at)), ("started_epoch", .double(epoch)), ("finished_at", .null), ("finished_epoch", .null),
+      ("started_at", .string(at)), ("started_epoch", .double(epoch)), ("finished_at", .null),
+      ("finished_epoch", .null),
       ("note", .null), ("data", .object([])), ("steps", .array([])),
       ("previous", .array(Array(previous.suffix(keptRuns)))),
     ])
@@ -88,24 +100,38 @@ public enum Journal {
   /// into what the step already recorded; starts a new run when none is in progress. The
   /// first begin takes the flow's lock for this pair (held until the process ends, also by
   /// SIGKILL), so a second belt running the same flow on the same pair is refused.
-  static func begin(_ path: String, dc: String, db: String, flow: String, step: String, data: Value?, runData: Value?)
+  static func begin(
+    _ path: String, dc: String, db: String, flow: String, step: String, data: Value?,
+    runData: Value?
+  )
     throws -> Value
   {
     try FlowLock.acquire(path + ".lock", what: "the \(flow) of \(dc)/\(db)")
     return try update(path) { old in
       // (Value is ExpressibleByNilLiteral: spell the optional out.)
       var doc: Value
-      if let old, old["state"] == "in_progress" { doc = old } else { doc = newRun(old, dc: dc, db: db, flow: flow) }
+      if let old, old["state"] == "in_progress" {
+        doc = old
+      } else {
+        doc = newRun(old, dc: dc, db: db, flow: flow)
+      }
       if let runData { doc = doc.setting("data", merged(doc["data"], runData)) }
       let (at, epoch) = stamp()
       var list = steps(doc)
       let i = list.firstIndex { $0["name"]?.stringValue == step }
-      var s = i.map { list[$0] } ?? .object([
-        ("name", .string(step)), ("status", "started"), ("started_at", .string(at)), ("started_epoch", .double(epoch)),
-        ("ended_at", .null), ("ended_epoch", .null), ("attempts", 0), ("error", .null), ("data", .object([])),
-      ])
-      s = s.setting("status", "started").setting("attempts", .int((s["attempts"]?.intValue ?? 0) + 1))
-        .setting("last_started_at", .string(at)).setting("ended_at", .null).setting("ended_epoch", .null)
+      var s =
+        i.map { list[$0] }
+        ?? .object([
+          ("name", .string(step)), ("status", "started"), ("started_at", .string(at)),
+          ("started_epoch", .double(epoch)),
+          ("ended_at", .null), ("ended_epoch", .null), ("attempts", 0), ("error", .null),
+          ("data", .object([])),
+        ])
+      s = s.setting("status", "started").setting(
+        "attempts", .int((s["attempts"]?.intValue ?? 0) + 1)
+      )
+      .setting("last_started_at", .string(at)).setting("ended_at", .null).setting(
+        "ended_epoch", .null)
       if let data { s = s.setting("data", merged(s["data"], data)) }
       if let i { list[i] = s } else { list.append(s) }
       return doc.setting("steps", .array(list))
@@ -114,18 +140,23 @@ public enum Journal {
 
   /// Records the end of `step` (`done` or `failed`, checked by the journal_end spec) in the run
   /// in progress.
-  static func end(_ path: String, step: String, status: String, data: Value?, error: String?) throws -> Value {
+  static func end(_ path: String, step: String, status: String, data: Value?, error: String?) throws
+    -> Value
+  {
     return try update(path) { old in
       guard let doc = old, doc["state"] == "in_progress" else {
         throw BeltError(.preconditionFailed, "\(path): no run in progress (begin the step first)")
       }
       var list = steps(doc)
       guard let i = list.firstIndex(where: { $0["name"]?.stringValue == step }) else {
-        throw BeltError(.preconditionFailed, "\(path): step \(Value.jsonQuote(step)) was never begun")
+        throw BeltError(
+          .preconditionFailed, "\(path): step \(Value.jsonQuote(step)) was never begun")
       }
       let (at, epoch) = stamp()
-      var s = list[i].setting("status", .string(status)).setting("ended_at", .string(at)).setting("ended_epoch", .double(epoch))
-        .setting("error", .from(error))
+      var s = list[i].setting("status", .string(status)).setting("ended_at", .string(at)).setting(
+        "ended_epoch", .double(epoch)
+      )
+      .setting("error", .from(error))
       if let started = s["started_epoch"]?.doubleValue {
         s = s.setting("duration_s", .double(((epoch - started) * 1000).rounded() / 1000))
       }
@@ -139,17 +170,24 @@ public enum Journal {
   /// `rolled_back`; a finished or compensated run can still become `rolled_back`. Otherwise a
   /// run already ended keeps its state (closing twice is harmless). The journal_close spec
   /// checks `state`.
-  static func close(_ path: String, state: String, note: String?, runData: Value? = nil) throws -> Value {
+  static func close(_ path: String, state: String, note: String?, runData: Value? = nil) throws
+    -> Value
+  {
     return try update(path) { old in
-      guard let doc = old else { throw BeltError(.preconditionFailed, "\(path): no journal to close") }
+      guard let doc = old else {
+        throw BeltError(.preconditionFailed, "\(path): no journal to close")
+      }
       let (at, epoch) = stamp()
       if state == "rolled_back", doc["state"] == "done" || doc["state"] == "compensated" {
         // A finished (or compensated) cutover that rollback.lua then undid.
-        return doc.setting("state", "rolled_back").setting("rolled_back_at", .string(at)).setting("note", .from(note))
+        return doc.setting("state", "rolled_back").setting("rolled_back_at", .string(at)).setting(
+          "note", .from(note))
       }
       guard doc["state"] == "in_progress" else { return doc }
       let data = runData.map { merged(doc["data"], $0) } ?? doc["data"] ?? .object([])
-      return doc.setting("data", data).setting("state", .string(state)).setting("finished_at", .string(at)).setting("finished_epoch", .double(epoch))
+      return doc.setting("data", data).setting("state", .string(state)).setting(
+        "finished_at", .string(at)
+      ).setting("finished_epoch", .double(epoch))
         .setting("note", .from(note))
     }
   }
@@ -158,17 +196,26 @@ public enum Journal {
   /// a `step_status` map and the file.
   static func record(_ doc: Value?, path: String, flow: String) -> Value {
     guard let doc else {
-      return .object([("flow", .string(flow)), ("state", "none"), ("steps", .array([])), ("step_status", .object([])), ("file", .string(path))])
+      return .object([
+        ("flow", .string(flow)), ("state", "none"), ("steps", .array([])),
+        ("step_status", .object([])), ("file", .string(path)),
+      ])
     }
     let list = steps(doc)
-    let open = list.last { $0["status"] == "started" } ?? (doc["state"] == "in_progress" ? list.last : nil)
+    let open =
+      list.last { $0["status"] == "started" } ?? (doc["state"] == "in_progress" ? list.last : nil)
     var fields: [(String, Value)] = []
     // dc and db are the record's own fields (Runner adds them).
-    if case .object(let o) = doc { fields = o.filter { !["previous", "dc", "db"].contains($0.key) }.map { ($0.key, $0.value) } }
+    if case .object(let o) = doc {
+      fields = o.filter { !["previous", "dc", "db"].contains($0.key) }.map { ($0.key, $0.value) }
+    }
     fields += [
       ("current_step", open?["name"] ?? .null), ("current_step_status", open?["status"] ?? .null),
       ("current_step_since", open?["last_started_at"] ?? .null),
-      ("step_status", .object(list.compactMap { s in s["name"]?.stringValue.map { ($0, s["status"] ?? .null) } })),
+      (
+        "step_status",
+        .object(list.compactMap { s in s["name"]?.stringValue.map { ($0, s["status"] ?? .null) } })
+      ),
       ("runs_before", .int(doc["previous"]?.arrayValue?.count ?? 0)), ("file", .string(path)),
     ]
     return .object(fields)
@@ -202,7 +249,9 @@ public enum Journal {
       try Journal.update(path) { old in
         guard let doc = old else { throw BeltError(.ioError, "\(path) disappeared") }
         var list = Journal.steps(doc)
-        guard let i = list.firstIndex(where: { $0["name"]?.stringValue == step }) else { return doc }
+        guard let i = list.firstIndex(where: { $0["name"]?.stringValue == step }) else {
+          return doc
+        }
         let data = list[i]["data"] ?? .object([])
         list[i] = list[i].setting("data", data.setting(path: [key] + sub, value))
         return doc.setting("steps", .array(list))
@@ -213,16 +262,21 @@ public enum Journal {
   /// The open step of the pair, if a runbook has one (see ``OpenStep``).
   static func openStep(_ store: ConfigStore, dc: String, db: String) -> OpenStep? {
     let dir = "\(store.root)/configs/\(dc)/\(db)"
-    let files = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasSuffix(".journal.json") }
+    let files = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter {
+      $0.hasSuffix(".journal.json")
+    }
     var best: (Double, OpenStep)? = nil
     for f in files {
       let p = "\(dir)/\(f)"
       guard let doc = try? read(p), doc["state"] == "in_progress",
-        let s = steps(doc).last(where: { $0["status"] == "started" }), let name = s["name"]?.stringValue
+        let s = steps(doc).last(where: { $0["status"] == "started" }),
+        let name = s["name"]?.stringValue
       else { continue }
       let at = s["started_epoch"]?.doubleValue ?? 0
       let flow = doc["flow"]?.stringValue ?? String(f.dropLast(".journal.json".count))
-      if best == nil || at > (best?.0 ?? 0) { best = (at, OpenStep(path: p, flow: flow, step: name)) }
+      if best == nil || at > (best?.0 ?? 0) {
+        best = (at, OpenStep(path: p, flow: flow, step: name))
+      }
     }
     return best?.1
   }
@@ -265,10 +319,14 @@ enum FlowLock {
       var buf = [UInt8](repeating: 0, count: 32)
       let n = read(fd, &buf, 31)
       close(fd)
-      let pid = n > 0 ? String(decoding: buf[0..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : "?"
+      let pid =
+        n > 0
+        ? String(decoding: buf[0..<n], as: UTF8.self).trimmingCharacters(
+          in: .whitespacesAndNewlines) : "?"
       throw BeltError(
         .preconditionFailed,
-        "another belt process (pid \(pid)) is running \(what) right now; wait for it to end or stop it, then run the command again")
+        "another belt process (pid \(pid)) is running \(what) right now; wait for it to end or stop it, then run the command again"
+      )
     }
     _ = ftruncate(fd, 0)
     let me = Array("\(getpid())\n".utf8)

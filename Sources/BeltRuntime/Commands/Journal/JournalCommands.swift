@@ -23,7 +23,8 @@ public enum JournalOps {
   /// status}, `current_step`, `current_step_status`, `current_step_since`, `file`.
   static let journal = OperationSpec(
     name: "journal",
-    summary: "Show the journal of a flow (cutover.lua by default) for one or all of the dbs in a datacenter.",
+    summary:
+      "Show the journal of a flow (cutover.lua by default) for one or all of the dbs in a datacenter.",
     details: """
       Each step of cutover.lua and rollback.lua records its start and end in configs/<dc>/<db>/<flow>.journal.json. After a crash, run the same command again: it continues from the step shown here.
       """,
@@ -31,12 +32,15 @@ public enum JournalOps {
     options: [
       flowOption,
       OptionSpec(
-        "lock", .bool, "Also take the flow's lock for the pair, held until the process ends (a runbook about to act).",
+        "lock", .bool,
+        "Also take the flow's lock for the pair, held until the process ends (a runbook about to act).",
         cli: nil),
     ],
     columns: [
-      ("database", "db"), ("flow", "flow"), ("run", "run"), ("state", "state"), ("step", "current_step"),
-      ("step status", "current_step_status"), ("since", "current_step_since"), ("started", "started_at"),
+      ("database", "db"), ("flow", "flow"), ("run", "run"), ("state", "state"),
+      ("step", "current_step"),
+      ("step status", "current_step_status"), ("since", "current_step_since"),
+      ("started", "started_at"),
       ("finished", "finished_at"),
     ]
   ) { ctx in
@@ -52,7 +56,8 @@ public enum JournalOps {
   /// journal_begin: records that a step starts (again), merging `data` into the step's data
   /// and `run_data` into the run's; starts a new run when none is in progress.
   static let journalBegin = OperationSpec(
-    name: "journal_begin", summary: "Records in the flow's journal that a step starts, with what a resume needs (data).",
+    name: "journal_begin",
+    summary: "Records in the flow's journal that a step starts, with what a resume needs (data).",
     sides: .none,
     options: [
       flowOption, stepOption,
@@ -63,18 +68,22 @@ public enum JournalOps {
   ) { ctx in
     let (flow, path) = try file(ctx)
     let doc = try Journal.begin(
-      path, dc: ctx.dc, db: ctx.db, flow: flow, step: ctx.options.string("step") ?? "", data: ctx.options.values["data"],
+      path, dc: ctx.dc, db: ctx.db, flow: flow, step: ctx.options.string("step") ?? "",
+      data: ctx.options.values["data"],
       runData: ctx.options.values["run_data"])
     return Journal.record(doc, path: path, flow: flow)
   }
 
   /// journal_end: records the end of a step (status done or failed, with an error text).
   static let journalEnd = OperationSpec(
-    name: "journal_end", summary: "Records in the flow's journal that a step ended (status done or failed).",
+    name: "journal_end",
+    summary: "Records in the flow's journal that a step ended (status done or failed).",
     sides: .none,
     options: [
       flowOption, stepOption,
-      OptionSpec("status", .string, "done or failed.", default: "done", choices: ["done", "failed"], cli: nil),
+      OptionSpec(
+        "status", .string, "done or failed.", default: "done", choices: ["done", "failed"], cli: nil
+      ),
       OptionSpec("data", .table, "Merged into the step's data.", cli: nil),
       OptionSpec("error", .string, "Why the step failed.", cli: nil),
     ],
@@ -82,7 +91,8 @@ public enum JournalOps {
   ) { ctx in
     let (flow, path) = try file(ctx)
     let doc = try Journal.end(
-      path, step: ctx.options.string("step") ?? "", status: ctx.options.string("status") ?? "done", data: ctx.options.values["data"],
+      path, step: ctx.options.string("step") ?? "", status: ctx.options.string("status") ?? "done",
+      data: ctx.options.values["data"],
       error: ctx.options.string("error"))
     return Journal.record(doc, path: path, flow: flow)
   }
@@ -90,7 +100,9 @@ public enum JournalOps {
   /// journal_close: ends the run in progress (state done, compensated or rolled_back), merging
   /// `run_data` into the run's data.
   static let journalClose = OperationSpec(
-    name: "journal_close", summary: "Ends the flow's run in progress: done, compensated or rolled_back (the next begin starts a new run).",
+    name: "journal_close",
+    summary:
+      "Ends the flow's run in progress: done, compensated or rolled_back (the next begin starts a new run).",
     sides: .none,
     options: [
       flowOption,
@@ -104,7 +116,8 @@ public enum JournalOps {
   ) { ctx in
     let (flow, path) = try file(ctx)
     let doc = try Journal.close(
-      path, state: ctx.options.string("state") ?? "done", note: ctx.options.string("note"), runData: ctx.options.values["run_data"])
+      path, state: ctx.options.string("state") ?? "done", note: ctx.options.string("note"),
+      runData: ctx.options.values["run_data"])
     return Journal.record(doc, path: path, flow: flow)
   }
 }

@@ -30,8 +30,12 @@ enum ApplyDDL {
   /// `belt apply-ddl`.
   static func run(_ ctx: PairContext) throws -> Value {
     let sql = try source(ctx)
-    let statements = SchemaScript.split(sql).filter { $0.kind != .meta && !$0.text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty }
-    guard !statements.isEmpty else { throw BeltError(.badArgument, "apply-ddl: no SQL statement given", dc: ctx.dc, db: ctx.db) }
+    let statements = SchemaScript.split(sql).filter {
+      $0.kind != .meta && !$0.text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
+    }
+    guard !statements.isEmpty else {
+      throw BeltError(.badArgument, "apply-ddl: no SQL statement given", dc: ctx.dc, db: ctx.db)
+    }
     let dstOnly = ctx.options.bool("dst_only")
     // Every statement is classified before any runs: one that cannot be ordered refuses the lot.
     var plan: [Planned] = []
@@ -40,7 +44,8 @@ enum ApplyDDL {
       case .success(let p): plan.append(p)
       case .failure(let why):
         throw ctx.refuse(
-          "apply-ddl refuses statement \(i + 1) (\(SchemaLoader.excerpt(s.text, maxLines: 2, maxChars: 120))): \(why); nothing was run")
+          "apply-ddl refuses statement \(i + 1) (\(SchemaLoader.excerpt(s.text, maxLines: 2, maxChars: 120))): \(why); nothing was run"
+        )
       }
     }
     let engine = try ctx.engine
@@ -70,19 +75,24 @@ enum ApplyDDL {
             dc: ctx.dc, db: ctx.db, sqlstate: e.sqlstate)
         }
       }
-      done.append(.object([
-        ("statement", .string(SchemaLoader.excerpt(p.text, maxLines: 6, maxChars: 400))),
-        ("sides", .from(ran.map(\.rawValue))), ("why", .string(dstOnly ? "--dst-only: src already has it" : p.why)),
-      ]))
+      done.append(
+        .object([
+          ("statement", .string(SchemaLoader.excerpt(p.text, maxLines: 6, maxChars: 400))),
+          ("sides", .from(ran.map(\.rawValue))),
+          ("why", .string(dstOnly ? "--dst-only: src already has it" : p.why)),
+        ]))
     }
     var notes: [String] = []
     // Tables created in the pair's schema: published (the engine copies them) when they stream.
     var published: [String] = []
-    let created = plan.compactMap(\.creates).filter { ($0.schema ?? ctx.schema) == ctx.schema }.map(\.name)
+    let created = plan.compactMap(\.creates).filter { ($0.schema ?? ctx.schema) == ctx.schema }.map(
+      \.name)
     if !created.isEmpty, try engine.configured(.forward, on: ctx.connect(.dst, .root)) {
       let sroot = try ctx.connect(.src, .root)
       let droot = try ctx.connect(.dst, .root)
-      let infos = try ReplicationSupport.targetTables(ctx, sroot).filter { created.contains($0.name) }
+      let infos = try ReplicationSupport.targetTables(ctx, sroot).filter {
+        created.contains($0.name)
+      }
       let already = Set(try engine.publishedTables(sroot, schema: ctx.schema) ?? [])
       for t in infos where !already.contains(t.name) {
         let travel = engine.travel(t)
@@ -94,19 +104,28 @@ enum ApplyDDL {
           continue
         }
         guard travel.how == .streamed else {
-          notes.append("table \(t.name) is not published: \(travel.label)\(travel.why.map { " (\($0))" } ?? "")")
+          notes.append(
+            "table \(t.name) is not published: \(travel.label)\(travel.why.map { " (\($0))" } ?? "")"
+          )
           continue
         }
-        _ = try engine.prepare(ctx, .src, root: sroot, owner: try ctx.connect(.src, .owner), schema: ctx.schema, tables: [t.name])
-        let (_, added) = try engine.publish(ctx, .src, root: sroot, schema: ctx.schema, tables: [t.name])
+        _ = try engine.prepare(
+          ctx, .src, root: sroot, owner: try ctx.connect(.src, .owner), schema: ctx.schema,
+          tables: [t.name])
+        let (_, added) = try engine.publish(
+          ctx, .src, root: sroot, schema: ctx.schema, tables: [t.name])
         if !added.isEmpty {
           try engine.copyAdded(droot, schema: ctx.schema, tables: added)
           published += added
         }
       }
       if let subset = ctx.config.tableSubset {
-        let outside = created.filter { name in !subset.contains { Catalog.bareName($0, schema: ctx.schema) == name } }
-        if !outside.isEmpty { notes.append("not in the config's tables, so not published: \(Fmt.quoted(outside))") }
+        let outside = created.filter { name in
+          !subset.contains { Catalog.bareName($0, schema: ctx.schema) == name }
+        }
+        if !outside.isEmpty {
+          notes.append("not in the config's tables, so not published: \(Fmt.quoted(outside))")
+        }
       }
     }
     // The schema files follow src, so that a later diff-schemas and load agree.
@@ -115,14 +134,17 @@ enum ApplyDDL {
       let r = try SchemaOps.dumpSchema(ctx)
       files = r["directory"] ?? .null
     } catch {
-      notes.append("the schema files were not rewritten: \(BeltError.wrap(error).message); run dump-schema")
+      notes.append(
+        "the schema files were not rewritten: \(BeltError.wrap(error).message); run dump-schema")
     }
     var drift: [String] = []
     if try engine.configured(.forward, on: ctx.connect(.dst, .root)) {
       drift = try SchemaDrift.differences(ctx).map(\.text)
     }
     var message = "applied \(plan.count) statement(s)" + (dstOnly ? " on dst only" : " in order")
-    if !published.isEmpty { message += "; published \(Fmt.quoted(published)) (copied by \(engine.name(.forward)))" }
+    if !published.isEmpty {
+      message += "; published \(Fmt.quoted(published)) (copied by \(engine.name(.forward)))"
+    }
     if !drift.isEmpty { message += "; src and dst still differ: \(drift.joined(separator: "; "))" }
     return .object([
       ("message", .string(message)), ("statements", .array(done)), ("published", .from(published)),
@@ -137,19 +159,24 @@ enum ApplyDDL {
     switch (sql, file) {
     case (let s?, nil): return s
     case (nil, let f?):
-      guard let data = FileManager.default.contents(atPath: f), let text = String(data: data, encoding: .utf8) else {
+      guard let data = FileManager.default.contents(atPath: f),
+        let text = String(data: data, encoding: .utf8)
+      else {
         throw BeltError(.ioError, "\(f): cannot be read as UTF-8 text", dc: ctx.dc, db: ctx.db)
       }
       return text
     default:
-      throw BeltError(.badArgument, "apply-ddl needs exactly one of --sql or --file", dc: ctx.dc, db: ctx.db)
+      throw BeltError(
+        .badArgument, "apply-ddl needs exactly one of --sql or --file", dc: ctx.dc, db: ctx.db)
     }
   }
 
   /// Which side a statement runs on first, or why it is refused.
   static func classify(_ text: String) -> Result<Planned, Refusal> {
     let t = TokenView(Lexer(Array(text.utf8)).tokensOfFirstStatement())
-    func ok(_ first: First, _ why: String, creates: QualifiedName? = nil) -> Result<Planned, Refusal> {
+    func ok(_ first: First, _ why: String, creates: QualifiedName? = nil) -> Result<
+      Planned, Refusal
+    > {
       .success(Planned(text: text, first: first, why: why, creates: creates))
     }
     func no(_ why: String) -> Result<Planned, Refusal> { .failure(Refusal(why)) }
@@ -164,21 +191,34 @@ enum ApplyDDL {
       if t.isWord(k, "or") && t.isWord(k + 1, "replace") { k += 2 }
       var unlogged = false
       while let w = t.word(k), ["temp", "temporary", "unlogged", "global", "local"].contains(w) {
-        if w == "unlogged" { unlogged = true } else { return no("a temporary object does not belong in the schema") }
+        if w == "unlogged" {
+          unlogged = true
+        } else {
+          return no("a temporary object does not belong in the schema")
+        }
         k += 1
       }
       guard let what = t.word(k) else { return no("it is not a statement belt knows") }
       switch what {
       case "table":
-        guard let (name, j) = t.qualifiedName(t.skipIfExists(k + 1)) else { return no("no table name found") }
-        if t.isWord(j, "as") { return no("CREATE TABLE ... AS writes data: create the table, then fill it on src (replication carries it)") }
-        if t.isWord(j, "partition") { return no("a new partition changes where src's rows go; belt cannot order it safely") }
+        guard let (name, j) = t.qualifiedName(t.skipIfExists(k + 1)) else {
+          return no("no table name found")
+        }
+        if t.isWord(j, "as") {
+          return no(
+            "CREATE TABLE ... AS writes data: create the table, then fill it on src (replication carries it)"
+          )
+        }
+        if t.isWord(j, "partition") {
+          return no("a new partition changes where src's rows go; belt cannot order it safely")
+        }
         return ok(.dst, additive, creates: unlogged ? nil : name)
       case "unique":
         return ok(.src, "a unique index: " + tightening)
       case "index":
         return ok(.dst, "an index: dst first (it changes no row either side accepts)")
-      case "type", "sequence", "function", "procedure", "view", "schema", "domain", "materialized", "aggregate",
+      case "type", "sequence", "function", "procedure", "view", "schema", "domain", "materialized",
+        "aggregate",
         "operator", "collation", "cast", "trigger":
         return ok(.dst, additive)
       default:
@@ -186,14 +226,21 @@ enum ApplyDDL {
       }
     case "alter":
       if t.isWord(1, "type"), let (_, j) = t.qualifiedName(2) {
-        if t.isWord(j, "add") && t.isWord(j + 1, "value") { return ok(.dst, "a new enum value: " + additive) }
+        if t.isWord(j, "add") && t.isWord(j + 1, "value") {
+          return ok(.dst, "a new enum value: " + additive)
+        }
         if t.isWord(j, "owner") { return ok(.src, "ownership: either side; src first") }
-        return no("ALTER TYPE other than ADD VALUE (a renamed label or attribute) cannot be ordered safely")
+        return no(
+          "ALTER TYPE other than ADD VALUE (a renamed label or attribute) cannot be ordered safely")
       }
       guard t.isWord(1, "table") else {
-        if t.isWord(1, "index") || t.isWord(1, "sequence") || t.isWord(1, "function") || t.isWord(1, "view") {
+        if t.isWord(1, "index") || t.isWord(1, "sequence") || t.isWord(1, "function")
+          || t.isWord(1, "view")
+        {
           if text.range(of: "rename", options: .caseInsensitive) != nil {
-            return no("a RENAME cannot be ordered safely: one side would use the old name while the other has the new one")
+            return no(
+              "a RENAME cannot be ordered safely: one side would use the old name while the other has the new one"
+            )
           }
           return ok(.dst, "not part of what replication carries: dst first")
         }
@@ -211,13 +258,16 @@ enum ApplyDDL {
       }
       guard let first = firsts.first else { return no("no ALTER TABLE action found") }
       if firsts.contains(where: { $0.0 != first.0 }) {
-        return no("its actions must run on different sides first (\(firsts.map { "\($0.0.rawValue) first" }.joined(separator: ", "))): give each its own statement")
+        return no(
+          "its actions must run on different sides first (\(firsts.map { "\($0.0.rawValue) first" }.joined(separator: ", "))): give each its own statement"
+        )
       }
       return ok(first.0, first.1)
     case "drop":
       guard let what = t.word(1) else { return no("it is not a statement belt knows") }
       switch what {
-      case "table", "view", "materialized", "sequence", "type", "function", "procedure", "domain", "trigger":
+      case "table", "view", "materialized", "sequence", "type", "function", "procedure", "domain",
+        "trigger":
         return ok(.src, removal)
       case "index":
         return ok(.dst, "an index: " + relaxing)
@@ -229,7 +279,9 @@ enum ApplyDDL {
     case "insert", "update", "delete", "truncate", "copy", "select", "merge":
       return no("it is not DDL: write data on src, replication carries it")
     case "grant", "revoke":
-      return no("GRANTs are not part of the migrated schema (roles differ between servers): run it on each side yourself")
+      return no(
+        "GRANTs are not part of the migrated schema (roles differ between servers): run it on each side yourself"
+      )
     case "begin", "commit", "rollback", "start":
       return no("transaction control: apply-ddl runs each statement on its own, on each side")
     default:
@@ -268,34 +320,45 @@ enum ApplyDDL {
     let k = r.lowerBound
     let words = r.compactMap { t.word($0) }
     func has(_ w: String) -> Bool { words.contains(w) }
-    if has("rename") { return .failure(Refusal("a RENAME cannot be ordered safely: one side would send a name the other lacks")) }
-    guard let verb = t.word(k) else { return .failure(Refusal("an ALTER TABLE action belt does not know")) }
+    if has("rename") {
+      return .failure(
+        Refusal("a RENAME cannot be ordered safely: one side would send a name the other lacks"))
+    }
+    guard let verb = t.word(k) else {
+      return .failure(Refusal("an ALTER TABLE action belt does not know"))
+    }
     let constraintWords = ["constraint", "primary", "unique", "check", "foreign", "exclude"]
     switch verb {
     case "add":
       if let next = t.word(k + 1), constraintWords.contains(next) {
-        return .success((.src, "a new constraint: src first, so that src rejects what dst would reject"))
+        return .success(
+          (.src, "a new constraint: src first, so that src rejects what dst would reject"))
       }
       return .success((.dst, "a new column: dst first, so that src's rows always apply there"))
     case "drop":
       if t.isWord(k + 1, "constraint") {
-        return .success((.dst, "a dropped constraint: dst first, so that dst accepts whatever src writes"))
+        return .success(
+          (.dst, "a dropped constraint: dst first, so that dst accepts whatever src writes"))
       }
-      return .success((.src, "a dropped column: src first, so that src stops sending it before dst lacks it"))
+      return .success(
+        (.src, "a dropped column: src first, so that src stops sending it before dst lacks it"))
     case "alter":
       var j = k + 1
       if t.isWord(j, "column") { j += 1 }
       j += 1  // the column's name
       if t.isWord(j, "type") || (t.isWord(j, "set") && t.isWord(j + 1, "data")) {
-        return .failure(Refusal(
-          "ALTER COLUMN ... TYPE cannot be ordered safely (while the types differ one side's values may not fit the other, "
-            + "and the table is rewritten): add a new column, fill it on src, then drop the old one"))
+        return .failure(
+          Refusal(
+            "ALTER COLUMN ... TYPE cannot be ordered safely (while the types differ one side's values may not fit the other, "
+              + "and the table is rewritten): add a new column, fill it on src, then drop the old one"
+          ))
       }
       if t.isWord(j, "drop") && t.isWord(j + 1, "not") {
         return .success((.dst, "DROP NOT NULL: dst first, so that dst accepts a NULL from src"))
       }
       if t.isWord(j, "set") && t.isWord(j + 1, "not") {
-        return .success((.src, "SET NOT NULL: src first, so that src rejects a NULL before dst would"))
+        return .success(
+          (.src, "SET NOT NULL: src first, so that src rejects a NULL before dst would"))
       }
       if t.isWord(j, "add") && t.isWord(j + 1, "generated") {
         return .failure(Refusal("turning a column into an identity cannot be ordered safely"))
@@ -310,11 +373,18 @@ enum ApplyDDL {
       return .success((.src, "ownership: either side; src first"))
     case "set":
       if t.isWord(k + 1, "schema") {
-        return .failure(Refusal("SET SCHEMA moves the table out of what replication carries; belt cannot order it safely"))
+        return .failure(
+          Refusal(
+            "SET SCHEMA moves the table out of what replication carries; belt cannot order it safely"
+          ))
       }
-      return .failure(Refusal("ALTER TABLE ... SET \((t.word(k + 1) ?? "").uppercased()) is not one belt orders"))
+      return .failure(
+        Refusal("ALTER TABLE ... SET \((t.word(k + 1) ?? "").uppercased()) is not one belt orders"))
     default:
-      return .failure(Refusal("ALTER TABLE ... \(verb.uppercased()) is not one belt orders (replica identity, triggers, partitions and rules belong to the migration)"))
+      return .failure(
+        Refusal(
+          "ALTER TABLE ... \(verb.uppercased()) is not one belt orders (replica identity, triggers, partitions and rules belong to the migration)"
+        ))
     }
   }
 }

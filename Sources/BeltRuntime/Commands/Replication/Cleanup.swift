@@ -16,15 +16,20 @@ enum Cleanup {
     for direction in [Direction.forward, .back] {
       notes += try engine.dropProviderSlots(sroot, direction)
     }
-    try LockWait.run(sroot, side: .src, what: "dropping role \(src.replication.name)", schemas: engine.lockSchemas) {
+    try LockWait.run(
+      sroot, side: .src, what: "dropping role \(src.replication.name)", schemas: engine.lockSchemas
+    ) {
       if let n = try engine.dropRole(
-        ctx, .src, sroot, name: src.replication.name, schema: ctx.schema, protected: [src.root.name, src.owner.name])
+        ctx, .src, sroot, name: src.replication.name, schema: ctx.schema,
+        protected: [src.root.name, src.owner.name])
       {
         notes.append(n)
       }
     }
     if full { notes += try engine.removeExtension(sroot, side: .src) }
-    let message = notes.isEmpty ? "nothing left from an earlier migration on src" : "src: " + notes.joined(separator: "; ")
+    let message =
+      notes.isEmpty
+      ? "nothing left from an earlier migration on src" : "src: " + notes.joined(separator: "; ")
     return ["message": .string(message), "full": .bool(full), "notes": .from(notes)]
   }
 }

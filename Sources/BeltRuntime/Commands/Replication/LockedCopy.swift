@@ -61,30 +61,43 @@ enum LockedCopy {
             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
            WHERE l.relation = $1::regclass AND l.granted AND a.pid <> pg_backend_pid() ORDER BY 1
           """, [q]
-        ).rows.map { "pid \($0.string("pid")) (user \($0.string("usename")), \($0.string("state")))" }
+        ).rows.map {
+          "pid \($0.string("pid")) (user \($0.string("usename")), \($0.string("state")))"
+        }
         throw LockWait.error(
-          "copying \(q) (it has a generated column) needs a short write lock on src, which", holders: holders,
-          then: "run setup again when they are done (or the cutover copies the table)", dc: ctx.dc, db: ctx.db)
+          "copying \(q) (it has a generated column) needs a short write lock on src, which",
+          holders: holders,
+          then: "run setup again when they are done (or the cutover copies the table)", dc: ctx.dc,
+          db: ctx.db)
       }
       if try engine.publishedTables(s, schema: schema)?.contains(table) == true {
         // Another run added it meanwhile.
         try s.exec("ROLLBACK")
-        return .object([("name", .string(table)), ("rows", .null), ("lock_ms", .int(0)), ("note", .string("already in the \(engine.tableGroup)"))])
+        return .object([
+          ("name", .string(table)), ("rows", .null), ("lock_ms", .int(0)),
+          ("note", .string("already in the \(engine.tableGroup)")),
+        ])
       }
       let (cols, binary) = try TableSync.plan(schema: schema, table: table, conns: cache)
       let copied = try TableSync.attempt(
-        q, name: table, cols: cols, binary: binary, partitioned: false, conns: cache, logger: ctx.logger)
+        q, name: table, cols: cols, binary: binary, partitioned: false, conns: cache,
+        logger: ctx.logger)
       guard copied.loaded else {
         throw BeltError(
-          .preconditionFailed, "\(q) on dst is not empty (\(copied.skippedReason ?? "?")); belt did not copy it",
+          .preconditionFailed,
+          "\(q) on dst is not empty (\(copied.skippedReason ?? "?")); belt did not copy it",
           dc: ctx.dc, db: ctx.db)
       }
       // The same connection, still holding the lock (attempt drops it only when it fails).
       try engine.publishWithoutCopy(s, schema: schema, table: table)
       try s.exec("COMMIT")
       let lockMs = Runner.ms(since: t0)
-      ctx.logger.info("\(q): copied \(copied.rows) rows under a write lock held \(lockMs) ms, then added to \(engine.tableGroup)")
-      return .object([("name", .string(table)), ("rows", .int(copied.rows)), ("lock_ms", .int(lockMs))])
+      ctx.logger.info(
+        "\(q): copied \(copied.rows) rows under a write lock held \(lockMs) ms, then added to \(engine.tableGroup)"
+      )
+      return .object([
+        ("name", .string(table)), ("rows", .int(copied.rows)), ("lock_ms", .int(lockMs)),
+      ])
     } catch {
       _ = try? s.exec("ROLLBACK")
       throw BeltError.wrap(error, dc: ctx.dc, db: ctx.db)

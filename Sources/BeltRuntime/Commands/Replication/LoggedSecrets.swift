@@ -6,7 +6,8 @@ enum LoggedSecrets {
   /// The option of precheck, setup, setup-back-replication (and migrate.lua).
   static let option = OptionSpec(
     "accept_logged_secrets", .bool,
-    "Go on even though the root user cannot keep the pglogical user's password out of the server's log (not a superuser).")
+    "Go on even though the root user cannot keep the pglogical user's password out of the server's log (not a superuser)."
+  )
 
   /// One line per side of `sides` whose root session cannot keep the secrets out of its log.
   static func exposures(_ ctx: PairContext, _ sides: [Side]) throws -> [String] {
@@ -25,7 +26,9 @@ enum LoggedSecrets {
 
   /// Runs a command's body after ``check(_:_:)``; an accepted exposure is in its record as
   /// `logged_secrets`.
-  static func guarded(_ ctx: PairContext, _ sides: [Side], _ body: () throws -> Value) throws -> Value {
+  static func guarded(_ ctx: PairContext, _ sides: [Side], _ body: () throws -> Value) throws
+    -> Value
+  {
     let accepted = try check(ctx, sides)
     let result = try body()
     return accepted.isEmpty ? result : result.setting("logged_secrets", .from(accepted))

@@ -25,11 +25,18 @@ public enum ReplicationOps {
           out += Render.red("\(db): \(label) is down: \(why)") + "\n"
         }
       }
-      if r["forward"]?.stringValue != "down", let drift = r["schema_drift"]?.arrayValue, !drift.isEmpty {
+      if r["forward"]?.stringValue != "down", let drift = r["schema_drift"]?.arrayValue,
+        !drift.isEmpty
+      {
         let lines = drift.compactMap(\.stringValue)
-        out += Render.yellow("\(db): schema drift (the cutover refuses until it is mended): \(lines.joined(separator: "; "))") + "\n"
+        out +=
+          Render.yellow(
+            "\(db): schema drift (the cutover refuses until it is mended): \(lines.joined(separator: "; "))"
+          ) + "\n"
       }
-      if let why = r["forward_waiting"]?.stringValue { out += Render.yellow("\(db): src -> dst waits: \(why)") + "\n" }
+      if let why = r["forward_waiting"]?.stringValue {
+        out += Render.yellow("\(db): src -> dst waits: \(why)") + "\n"
+      }
       if let line = CutoverProgress.statusLine(r) { out += Render.yellow(line) + "\n" }
     }
     return out
@@ -51,7 +58,9 @@ public enum ReplicationOps {
       """,
     sides: .both,
     options: [
-      OptionSpec("force", .bool, "Skip the failsafe that refuses when the destination holds more data than the source.")
+      OptionSpec(
+        "force", .bool,
+        "Skip the failsafe that refuses when the destination holds more data than the source.")
     ]
   ) { ctx in try Reset.reset(ctx) }
 
@@ -65,7 +74,10 @@ public enum ReplicationOps {
       If you want to set up the schema in the destination db manually you can use the --no-schema option to stop this from happening.
       """,
     sides: .both,
-    options: [OptionSpec("schema", .bool, "Copy the schema?", default: true, cli: .inverted), LoggedSecrets.option]
+    options: [
+      OptionSpec("schema", .bool, "Copy the schema?", default: true, cli: .inverted),
+      LoggedSecrets.option,
+    ]
   ) { ctx in try LoggedSecrets.guarded(ctx, [.src, .dst]) { try Setup.setup(ctx) } }
 
   static let setupBackReplication = OperationSpec(
@@ -121,8 +133,11 @@ public enum ReplicationOps {
     sides: .dstOnly,
     options: [
       OptionSpec(
-        "timeout", .duration, "How long to wait for the destination to catch up (seconds or e.g. 5m).", default: "5m"),
-      OptionSpec("wait", .bool, "Wait for the destination to catch up before dropping.", default: true, cli: .inverted),
+        "timeout", .duration,
+        "How long to wait for the destination to catch up (seconds or e.g. 5m).", default: "5m"),
+      OptionSpec(
+        "wait", .bool, "Wait for the destination to catch up before dropping.", default: true,
+        cli: .inverted),
     ]
   ) { ctx in try Teardown.teardownForward(ctx) }
 
@@ -141,7 +156,8 @@ public enum ReplicationOps {
 
   static let applyDDL = OperationSpec(
     name: "apply_ddl",
-    summary: "Changes the schema of a replicating pair on both sides, each statement on the side that must change first.",
+    summary:
+      "Changes the schema of a replicating pair on both sides, each statement on the side that must change first.",
     details: """
       Additive changes (ADD COLUMN, CREATE TABLE, a new enum value, DROP NOT NULL, DROP CONSTRAINT, DROP INDEX) run on dst first, then src; removals and tightenings (DROP COLUMN, DROP TABLE, ADD CONSTRAINT, SET NOT NULL, CREATE UNIQUE INDEX) on src first. Statements that no order makes safe (ALTER COLUMN TYPE, RENAME, SET SCHEMA, CREATE TABLE AS, data changes, GRANTs) are refused before anything runs.
 
@@ -153,18 +169,21 @@ public enum ReplicationOps {
     options: [
       OptionSpec("sql", .string, "The statements to apply (separated by semicolons)."),
       OptionSpec("file", .string, "A file holding the statements to apply."),
-      OptionSpec("dst_only", .bool, "Apply on dst only: src already has the change.", cli: .inverted),
+      OptionSpec(
+        "dst_only", .bool, "Apply on dst only: src already has the change.", cli: .inverted),
     ]
   ) { ctx in try ApplyDDL.run(ctx) }
 
   static let cleanupPreviousConfig = OperationSpec(
     name: "cleanup_previous_config",
-    summary: "Removes pglogical configuration left on the source database by an earlier migration, whatever role it played.",
+    summary:
+      "Removes pglogical configuration left on the source database by an earlier migration, whatever role it played.",
     details: """
       Drops the subscriptions pg1_pg2 and pg2_pg1, their leftover slots, the replication set pgbelt, the node pg1 or pg2, and the pglogical user when nothing else on the server uses it.
 
       If run with --full the pglogical extension will be dropped too.
       """,
-    sides: .srcOnly, options: [OptionSpec("full", .bool, "Remove pglogical extension", cli: .inverted)]
+    sides: .srcOnly,
+    options: [OptionSpec("full", .bool, "Remove pglogical extension", cli: .inverted)]
   ) { ctx in try Cleanup.run(ctx) }
 }

@@ -39,8 +39,12 @@ enum ReplicationStatus {
 
   /// The size of the same tables from the catalog (pages as of the last VACUUM or ANALYZE),
   /// without taking any lock on them.
-  static func estimatedSize(_ c: PGConnection, schema: String, subset: [String]?) throws -> (Int, String) {
-    let names: String? = subset.map { PGArray.literal($0.map { Catalog.bareName($0, schema: schema) }) }
+  static func estimatedSize(_ c: PGConnection, schema: String, subset: [String]?) throws -> (
+    Int, String
+  ) {
+    let names: String? = subset.map {
+      PGArray.literal($0.map { Catalog.bareName($0, schema: schema) })
+    }
     let r = try c.query(
       """
       WITH s AS (
@@ -58,7 +62,8 @@ enum ReplicationStatus {
 
   /// Reads one side.
   static func snapshot(
-    _ side: Side, engine: any ReplicationEngine, server: ServerConfig, schema: String, subset: [String]?,
+    _ side: Side, engine: any ReplicationEngine, server: ServerConfig, schema: String,
+    subset: [String]?,
     connectTimeout: Int, audit: AuditContext? = nil
   ) throws
     -> SideSnapshot
@@ -90,10 +95,15 @@ enum ReplicationStatus {
 
   /// How long a subscription's running apply worker has waited for a lock on its side, with a
   /// sentence naming the sessions that hold it (nil: it waits for none).
-  static func lockWait(_ c: PGConnection, _ st: SubscriptionState, name: String) throws -> (seconds: Double, text: String)? {
+  static func lockWait(_ c: PGConnection, _ st: SubscriptionState, name: String) throws -> (
+    seconds: Double, text: String
+  )? {
     guard let pid = st.workerPid, let w = try LockWait.waiting(c, pid: pid) else { return nil }
     let who = w.holders.isEmpty ? "another session" : w.holders.joined(separator: ", ")
-    return (w.seconds, "the apply worker of \(name) (pid \(pid)) has waited \(Int(w.seconds)) s for a lock held by \(who)")
+    return (
+      w.seconds,
+      "the apply worker of \(name) (pid \(pid)) has waited \(Int(w.seconds)) s for a lock held by \(who)"
+    )
   }
 
   /// The status record of one pair.
@@ -127,7 +137,8 @@ enum ReplicationStatus {
         if case .failure = snaps[1 - i] { throw e }
         unreachable.append(which)
         let st = SubscriptionState(
-          state: "down", reason: "cannot connect to \(which.rawValue): \(e.message)", tablesDone: nil,
+          state: "down", reason: "cannot connect to \(which.rawValue): \(e.message)",
+          tablesDone: nil,
           tablesPending: 0, slotName: nil)
         return SideSnapshot(subscription: st, datasetBytes: 0, datasetPretty: "n/a")
       }
@@ -150,7 +161,9 @@ enum ReplicationStatus {
     var drift: [SchemaDrift.Difference] = []
     var driftError: String? = nil
     if unreachable.isEmpty, forward.state != "unconfigured" {
-      do { drift = try SchemaDrift.differences(ctx) } catch { driftError = BeltError.wrap(error).message }
+      do { drift = try SchemaDrift.differences(ctx) } catch {
+        driftError = BeltError.wrap(error).message
+      }
       if let why = SchemaDrift.summary(drift.filter(\.breaks)) {
         forward.state = "down"
         forward.reason = why + (forward.reason.map { "; \($0)" } ?? "")
@@ -199,7 +212,9 @@ enum ReplicationStatus {
       var unhealthy = forward.unhealthy.map { "forward replication is not healthy: \($0)" }
       if unhealthy == nil, let why = SchemaDrift.summary(drift) { unhealthy = why }
 
-      if unhealthy == nil, let driftError { unhealthy = "the schema drift check failed: \(driftError)" }
+      if unhealthy == nil, let driftError {
+        unhealthy = "the schema drift check failed: \(driftError)"
+      }
       fields += [
         ("forward_healthy", .bool(unhealthy == nil)), ("forward_unhealthy", .from(unhealthy)),
         ("schema_drift", .from(drift.map(\.text))),
@@ -209,11 +224,13 @@ enum ReplicationStatus {
       if let lock = d.lockWait { fields.append(("forward_lock_wait", .string(lock.text))) }
     }
     if forward.state == "initializing", let waits = s.source?.slotWaitsFor, !waits.isEmpty {
-      fields.append((
-        "forward_waiting",
-        .string(
-          "the replication slot on src is created once these transactions end (logical decoding waits for every "
-            + "transaction running on the server): \(waits.joined(separator: ", "))")))
+      fields.append(
+        (
+          "forward_waiting",
+          .string(
+            "the replication slot on src is created once these transactions end (logical decoding waits for every "
+              + "transaction running on the server): \(waits.joined(separator: ", "))")
+        ))
     }
     if back.state == "down" { fields.append(("back_error", .from(back.reason))) }
     // The back subscription's slot on dst (rollback.lua waits for it to pass dst's writes).

@@ -5,7 +5,8 @@ import Foundation
 enum ReplicationSupport {
   /// Refuses when the replication role would be the root or owner user (belt makes it a
   /// superuser and drops it at teardown).
-  static func checkReplicationRole(_ ctx: PairContext, _ server: ServerConfig, _ side: Side) throws {
+  static func checkReplicationRole(_ ctx: PairContext, _ server: ServerConfig, _ side: Side) throws
+  {
     let name = server.replication.name
     if name.isEmpty {
       throw BeltError(
@@ -34,7 +35,8 @@ enum ReplicationSupport {
       let chunk = Array(names[i..<min(i + 200, names.count)])
       let probes = chunk.map { "EXISTS (SELECT 1 FROM \(PGConnection.qualified(schema, $0)))" }
         .joined(separator: ", ")
-      let flags = try JSONParser.parse(try c.query("SELECT array_to_json(ARRAY[\(probes)])").scalar ?? "[]")
+      let flags = try JSONParser.parse(
+        try c.query("SELECT array_to_json(ARRAY[\(probes)])").scalar ?? "[]")
       for (n, f) in zip(chunk, flags.arrayValue ?? []) where f == true { out.append(n) }
       i += 200
     }
@@ -42,7 +44,9 @@ enum ReplicationSupport {
   }
 
   /// Refuses when any of `names` (tables of dst that the initial copy fills) holds rows.
-  static func refuseFilled(_ ctx: PairContext, _ droot: PGConnection, schema: String, _ names: [String]) throws {
+  static func refuseFilled(
+    _ ctx: PairContext, _ droot: PGConnection, schema: String, _ names: [String]
+  ) throws {
     let filled = try nonEmpty(droot, schema: schema, names)
     guard filled.isEmpty else {
       throw ctx.refuse(
@@ -72,10 +76,20 @@ extension ReplicationSupport {
       var per: [(String, Value)] = []
       for engine in Engines.all {
         let failed = try engine.serverChecks(c, side: side).filter { !$0.ok }
-        per.append((engine.kind.rawValue, .object([
-          ("ok", .bool(failed.isEmpty)),
-          ("why", failed.isEmpty ? .null : .string(failed.map { "\($0.name): \($0.why ?? $0.value)" }.joined(separator: "; "))),
-        ])))
+        per.append(
+          (
+            engine.kind.rawValue,
+            .object([
+              ("ok", .bool(failed.isEmpty)),
+              (
+                "why",
+                failed.isEmpty
+                  ? .null
+                  : .string(
+                    failed.map { "\($0.name): \($0.why ?? $0.value)" }.joined(separator: "; "))
+              ),
+            ])
+          ))
       }
       out.append((side.rawValue, .object(per)))
     }
@@ -93,11 +107,16 @@ extension ReplicationSupport {
     }
     guard !missing.isEmpty else { return }
     let others = try Engines.all.filter { $0.kind != engine.kind }.filter { other in
-      try Side.allCases.allSatisfy { try other.serverChecks(ctx.connect($0, .root), side: $0).allSatisfy(\.ok) }
+      try Side.allCases.allSatisfy {
+        try other.serverChecks(ctx.connect($0, .root), side: $0).allSatisfy(\.ok)
+      }
     }.map { "\"\($0.kind.rawValue)\"" }
     throw ctx.refuse(
       "engine \"\(engine.kind.rawValue)\" cannot run on these servers: \(missing.joined(separator: "; "))"
-        + (others.isEmpty ? "" : "; both servers can run engine \(others.joined(separator: " or ")) (\"engine\" in \(ctx.config.path))"))
+        + (others.isEmpty
+          ? ""
+          : "; both servers can run engine \(others.joined(separator: " or ")) (\"engine\" in \(ctx.config.path))")
+    )
   }
 }
 

@@ -42,7 +42,8 @@ enum Reset {
     let fwd = try engine.drop(.forward, on: droot, provider: sroot)
     let back = try engine.drop(.back, on: sroot, provider: droot)
     notes += fwd.notes + back.notes
-    let dstTables = try Catalog.schemaExists(droot, schema) ? try ReplicationSupport.targetTables(ctx, droot) : []
+    let dstTables =
+      try Catalog.schemaExists(droot, schema) ? try ReplicationSupport.targetTables(ctx, droot) : []
     let names = dstTables.map(\.name)
     if !names.isEmpty {
       let list = names.map { PGConnection.qualified(schema, $0) }.joined(separator: ", ")
@@ -57,7 +58,9 @@ enum Reset {
             + "or empty them yourself")
       } catch let e as PGError where e.sqlState == "55P03" {
         let holders = try LockWait.blockers(droot)
-        throw LockWait.error("TRUNCATE on dst", holders: holders, then: "end them and run reset again", dc: ctx.dc, db: ctx.db)
+        throw LockWait.error(
+          "TRUNCATE on dst", holders: holders, then: "end them and run reset again", dc: ctx.dc,
+          db: ctx.db)
       }
     }
     let dir = ctx.env.store.schemaDirectory(dc: ctx.dc, db: ctx.db)

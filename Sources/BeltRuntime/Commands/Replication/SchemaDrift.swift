@@ -27,7 +27,9 @@ enum SchemaDrift {
   }
 
   /// The columns of `tables` of `schema`, by table, in column order.
-  static func columns(_ c: PGConnection, schema: String, tables: [String]) throws -> [String: [Column]] {
+  static func columns(_ c: PGConnection, schema: String, tables: [String]) throws -> [String:
+    [Column]]
+  {
     let r = try c.query(
       """
       SELECT c.relname AS t, a.attname AS col, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS notnull,
@@ -43,7 +45,8 @@ enum SchemaDrift {
     for row in r.rows {
       out[row.string("t"), default: []].append(
         Column(
-          name: row.string("col"), type: row.string("type"), notNull: row.bool("notnull"), generated: row["generated"],
+          name: row.string("col"), type: row.string("type"), notNull: row.bool("notnull"),
+          generated: row["generated"],
           hasDefault: row.bool("hasdef")))
     }
     return out
@@ -51,7 +54,9 @@ enum SchemaDrift {
 
   /// The labels of the enum types of `schema` and of those the columns of `tables` use, by type
   /// name (qualified when outside `schema`), in sort order.
-  static func enums(_ c: PGConnection, schema: String, tables: [String]) throws -> [String: [String]] {
+  static func enums(_ c: PGConnection, schema: String, tables: [String]) throws -> [String:
+    [String]]
+  {
     let r = try c.query(
       """
       SELECT CASE WHEN tn.nspname = $1 THEN t.typname ELSE tn.nspname || '.' || t.typname END AS type, e.enumlabel AS label
@@ -84,15 +89,21 @@ enum SchemaDrift {
     let shown = { (t: String) in schema == "public" ? t : "\(schema).\(t)" }
     let missing = published.filter { !dstTables.contains($0) }.sorted()
     for t in missing {
-      out.append(Difference(text: "dst lacks table \(shown(t)), which src publishes in \(engine.tableGroup)", breaks: true))
+      out.append(
+        Difference(
+          text: "dst lacks table \(shown(t)), which src publishes in \(engine.tableGroup)",
+          breaks: true))
     }
     if let targets {
       let pub = Set(published)
-      for t in targets where t.kind == "r" && engine.travel(t).how == .streamed && !pub.contains(t.name) {
-        out.append(Difference(
-          text: "table \(shown(t.name)) on src is not in \(engine.tableGroup) (created after setup?): its rows do not reach dst; "
-            + "belt apply-ddl publishes the tables it creates, or run setup again",
-          breaks: false))
+      for t in targets
+      where t.kind == "r" && engine.travel(t).how == .streamed && !pub.contains(t.name) {
+        out.append(
+          Difference(
+            text:
+              "table \(shown(t.name)) on src is not in \(engine.tableGroup) (created after setup?): its rows do not reach dst; "
+              + "belt apply-ddl publishes the tables it creates, or run setup again",
+            breaks: false))
       }
     }
     let both = published.filter { dstTables.contains($0) }.sorted()
@@ -106,32 +117,44 @@ enum SchemaDrift {
       for col in s {
         let name = "\(shown(t)).\(col.name)"
         guard let other = dByName[col.name] else {
-          out.append(Difference(text: "dst lacks column \(name) \(col.type), which src has", breaks: true))
+          out.append(
+            Difference(text: "dst lacks column \(name) \(col.type), which src has", breaks: true))
           continue
         }
         if col.type != other.type {
-          out.append(Difference(text: "column \(name) is \(col.type) on src but \(other.type) on dst", breaks: true))
+          out.append(
+            Difference(
+              text: "column \(name) is \(col.type) on src but \(other.type) on dst", breaks: true))
         }
         if !col.notNull && other.notNull {
-          out.append(Difference(
-            text: "column \(name) is NOT NULL on dst but not on src (a NULL from src cannot be applied)", breaks: true))
+          out.append(
+            Difference(
+              text:
+                "column \(name) is NOT NULL on dst but not on src (a NULL from src cannot be applied)",
+              breaks: true))
         } else if col.notNull && !other.notNull {
-          out.append(Difference(text: "column \(name) is NOT NULL on src but not on dst", breaks: false))
+          out.append(
+            Difference(text: "column \(name) is NOT NULL on src but not on dst", breaks: false))
         }
         if col.generated != other.generated {
           func g(_ e: String?) -> String { e.map { "generated as \($0)" } ?? "not generated" }
-          out.append(Difference(
-            text: "column \(name) is \(g(col.generated)) on src but \(g(other.generated)) on dst", breaks: false))
+          out.append(
+            Difference(
+              text: "column \(name) is \(g(col.generated)) on src but \(g(other.generated)) on dst",
+              breaks: false))
         }
       }
       for col in d where !sNames.contains(col.name) {
         let name = "\(shown(t)).\(col.name)"
         if col.notNull && !col.hasDefault && col.generated == nil {
-          out.append(Difference(
-            text: "dst has column \(name) \(col.display) without a default, which src lacks (src's rows cannot be applied)",
-            breaks: true))
+          out.append(
+            Difference(
+              text:
+                "dst has column \(name) \(col.display) without a default, which src lacks (src's rows cannot be applied)",
+              breaks: true))
         } else {
-          out.append(Difference(text: "dst has column \(name) \(col.type), which src lacks", breaks: false))
+          out.append(
+            Difference(text: "dst has column \(name) \(col.type), which src lacks", breaks: false))
         }
       }
     }
@@ -144,17 +167,23 @@ enum SchemaDrift {
       }
       let lacking = labels.filter { !other.contains($0) }
       if !lacking.isEmpty {
-        out.append(Difference(
-          text: "dst's enum \(type) lacks label(s) \(lacking.map { "'\($0)'" }.joined(separator: ", ")), which src has",
-          breaks: true))
+        out.append(
+          Difference(
+            text:
+              "dst's enum \(type) lacks label(s) \(lacking.map { "'\($0)'" }.joined(separator: ", ")), which src has",
+            breaks: true))
       }
       let extra = other.filter { !labels.contains($0) }
       if !extra.isEmpty {
-        out.append(Difference(
-          text: "dst's enum \(type) has label(s) \(extra.map { "'\($0)'" }.joined(separator: ", ")), which src lacks",
-          breaks: false))
+        out.append(
+          Difference(
+            text:
+              "dst's enum \(type) has label(s) \(extra.map { "'\($0)'" }.joined(separator: ", ")), which src lacks",
+            breaks: false))
       } else if lacking.isEmpty && labels != other {
-        out.append(Difference(text: "enum \(type) orders its labels differently on src and dst", breaks: false))
+        out.append(
+          Difference(
+            text: "enum \(type) orders its labels differently on src and dst", breaks: false))
       }
     }
     return out
@@ -166,13 +195,15 @@ enum SchemaDrift {
     let sroot = try ctx.connect(.src, .root)
     let droot = try ctx.connect(.dst, .root)
     let targets = try ReplicationSupport.targetTables(ctx, sroot)
-    return try differences(src: sroot, dst: droot, engine: engine, schema: ctx.schema, targets: targets)
+    return try differences(
+      src: sroot, dst: droot, engine: engine, schema: ctx.schema, targets: targets)
   }
 
   /// One line for a list of differences: the first that breaks replication (else the first),
   /// and how many more.
   static func summary(_ diffs: [Difference]) -> String? {
     guard let first = diffs.first(where: \.breaks) ?? diffs.first else { return nil }
-    return "schema drift: " + first.text + (diffs.count > 1 ? " (and \(diffs.count - 1) more difference(s))" : "")
+    return "schema drift: " + first.text
+      + (diffs.count > 1 ? " (and \(diffs.count - 1) more difference(s))" : "")
   }
 }

@@ -36,7 +36,8 @@ enum Setup {
       throw ctx.refuse(
         "table(s) \(list)\(foreign.count > 10 ? " and \(foreign.count - 10) more" : "") of schema \(Value.jsonQuote(schema)) "
           + "are not owned by the owner user \(Value.jsonQuote(src.owner.name)); belt grants the replication role access to "
-          + "them as the owner. Change their owner (ALTER TABLE ... OWNER TO), or leave them out with the config's tables")
+          + "them as the owner. Change their owner (ALTER TABLE ... OWNER TO), or leave them out with the config's tables"
+      )
     }
     if let subset = ctx.config.tableSubset {
       let found = Set(chosen.map(\.name))
@@ -60,7 +61,8 @@ enum Setup {
     let forwardName = engine.name(.forward)
     if try !engine.configured(.forward, on: droot) {
       let onDst = Set(try Catalog.tables(droot, schema: schema).map(\.name))
-      try ReplicationSupport.refuseFilled(ctx, droot, schema: schema, (replicated + lockCopied).filter(onDst.contains))
+      try ReplicationSupport.refuseFilled(
+        ctx, droot, schema: schema, (replicated + lockCopied).filter(onDst.contains))
     }
 
     // A pg_dump able to dump both servers, and every extension the schema needs available on
@@ -71,9 +73,11 @@ enum Setup {
     }
     // src: role, extension, grants, what the engine publishes.
     notes += try engine.prepare(
-      ctx, .src, root: sroot, owner: try ctx.connect(.src, .owner), schema: schema, tables: chosen.map(\.name)
+      ctx, .src, root: sroot, owner: try ctx.connect(.src, .owner), schema: schema,
+      tables: chosen.map(\.name)
     ).map { "src: " + $0 }
-    let (srcNode, added) = try engine.publish(ctx, .src, root: sroot, schema: schema, tables: replicated)
+    let (srcNode, added) = try engine.publish(
+      ctx, .src, root: sroot, schema: schema, tables: replicated)
 
     // dst: schema (only before the first subscription), checks, role, subscription.
     let existing = try engine.configured(.forward, on: droot)
@@ -144,13 +148,16 @@ enum Setup {
     if !added.isEmpty, added.count != replicated.count { message += " (\(added.count) added)" }
     message += "; subscription \(forwardName) \(subStep)"
     if !generatedAdded.isEmpty {
-      message += "; \(generatedAdded.count) table(s) with a generated column copied under a write lock and added"
+      message +=
+        "; \(generatedAdded.count) table(s) with a generated column copied under a write lock and added"
     }
     if !generatedPending.isEmpty {
-      message += "; \(generatedPending.count) table(s) with a generated column wait for the initial copy"
+      message +=
+        "; \(generatedPending.count) table(s) with a generated column wait for the initial copy"
     }
     if !noPK.isEmpty {
-      message += "; \(noPK.count) table(s) without a primary key (or not replicable) are left for sync"
+      message +=
+        "; \(noPK.count) table(s) without a primary key (or not replicable) are left for sync"
     }
     return [
       "message": .string(message), "tables": .from(replicated), "tables_added": .from(added),
@@ -190,7 +197,9 @@ enum Setup {
         "forward replication \(engine.name(.forward)) is still initializing\(progress); set up back replication once status shows replicating"
       )
     }
-    let replicated = try ReplicationSupport.targetTables(ctx, sroot).filter { engine.travel($0).streams }.map(\.name)
+    let replicated = try ReplicationSupport.targetTables(ctx, sroot).filter {
+      engine.travel($0).streams
+    }.map(\.name)
     let dstTables = Set(try Catalog.tables(droot, schema: schema).map(\.name))
     let missing = replicated.filter { !dstTables.contains($0) }
     guard missing.isEmpty else {

@@ -48,7 +48,9 @@ enum Teardown {
       if let sroot {
         notes += try engine.dropProviderSlots(sroot, .forward)
         // A teardown killed between dropping forward and attaching back: attach it now.
-        if let attached = try engine.attachBack(ctx, src: sroot, dst: droot) { notes.append(attached) }
+        if let attached = try engine.attachBack(ctx, src: sroot, dst: droot) {
+          notes.append(attached)
+        }
       }
       return [
         "message": .string("\(forward) was not configured (nothing to do)"),
@@ -88,23 +90,29 @@ enum Teardown {
         fenceReady = true
       } catch {
         notes.append(
-          "fence table \(Fence.qualified) unavailable (\(BeltError.wrap(error).message)); waited for the slot's confirmed position instead")
+          "fence table \(Fence.qualified) unavailable (\(BeltError.wrap(error).message)); waited for the slot's confirmed position instead"
+        )
       }
       let t0 = Date()
       if fenceReady {
         let (token, target) = try Fence.write(sroot)
         // Recorded before waiting: a cutover killed here shows what dst was waiting for.
-        try Journal.openStep(ctx.env.store, dc: ctx.dc, db: ctx.db)?.note("teardown_forward_replication", ["target_lsn"], .string(target))
+        try Journal.openStep(ctx.env.store, dc: ctx.dc, db: ctx.db)?.note(
+          "teardown_forward_replication", ["target_lsn"], .string(target))
         var interval = 0.002
         var checked = 0.0
         while try !Fence.arrived(droot, token: token) {
           let elapsed = Date().timeIntervalSince(t0)
           if elapsed > timeout {
-            throw try gateTimeout(ctx, sroot: sroot, droot: droot, slot: slot, target: target, timeout: timeout, server: dst)
+            throw try gateTimeout(
+              ctx, sroot: sroot, droot: droot, slot: slot, target: target, timeout: timeout,
+              server: dst)
           }
           if elapsed - checked >= healthEvery {
             checked = elapsed
-            try stopIfHopeless(ctx, engine: engine, sroot: sroot, droot: droot, server: dst, elapsed: elapsed, timeout: timeout)
+            try stopIfHopeless(
+              ctx, engine: engine, sroot: sroot, droot: droot, server: dst, elapsed: elapsed,
+              timeout: timeout)
           }
           try LockWait.pause(interval)
           if elapsed > 1 { interval = min(interval * 1.5, 0.05) }
@@ -112,11 +120,13 @@ enum Teardown {
         try Fence.flush(droot)
         let w = Date().timeIntervalSince(t0)
         waited = w
-        gate = String(format: "waited %.3f s for dst to apply the fence marker (src at %@)", w, target)
+        gate = String(
+          format: "waited %.3f s for dst to apply the fence marker (src at %@)", w, target)
         fields += [("target_lsn", .string(target)), ("fence", .string(token))]
       } else {
         let target = try gateTarget(sroot)
-        try Journal.openStep(ctx.env.store, dc: ctx.dc, db: ctx.db)?.note("teardown_forward_replication", ["target_lsn"], .string(target))
+        try Journal.openStep(ctx.env.store, dc: ctx.dc, db: ctx.db)?.note(
+          "teardown_forward_replication", ["target_lsn"], .string(target))
         var interval = 0.01
         var checked = 0.0
         var confirmed = "?"
@@ -130,11 +140,15 @@ enum Teardown {
           if row.bool("done") { break }
           let elapsed = Date().timeIntervalSince(t0)
           if elapsed > timeout {
-            throw try gateTimeout(ctx, sroot: sroot, droot: droot, slot: slot, target: target, timeout: timeout, server: dst)
+            throw try gateTimeout(
+              ctx, sroot: sroot, droot: droot, slot: slot, target: target, timeout: timeout,
+              server: dst)
           }
           if elapsed - checked >= healthEvery {
             checked = elapsed
-            try stopIfHopeless(ctx, engine: engine, sroot: sroot, droot: droot, server: dst, elapsed: elapsed, timeout: timeout)
+            try stopIfHopeless(
+              ctx, engine: engine, sroot: sroot, droot: droot, server: dst, elapsed: elapsed,
+              timeout: timeout)
           }
           try LockWait.pause(interval)
           interval = min(interval * 1.5, 0.2)
@@ -152,7 +166,9 @@ enum Teardown {
     notes += slotNotes
     // Back replication armed ahead (an engine whose directions cannot run together) starts now,
     // before anything writes to dst.
-    if let sroot, let attached = try engine.attachBack(ctx, src: sroot, dst: droot) { notes.append(attached) }
+    if let sroot, let attached = try engine.attachBack(ctx, src: sroot, dst: droot) {
+      notes.append(attached)
+    }
     fields += [
       ("message", .string("\(gate); dropped \(forward)")), ("dropped", .bool(dropped)),
       ("waited_s", waited.map { .double(($0 * 1000).rounded() / 1000) } ?? .null),
@@ -168,7 +184,8 @@ enum Teardown {
   /// back): forward replication down (the engine's state, after its short grace for a worker
   /// between retries) or schema drift that stops the apply (src has a column dst lacks, ...).
   static func hopeless(
-    _ ctx: PairContext, engine: any ReplicationEngine, sroot: PGConnection, droot: PGConnection, server: ServerConfig
+    _ ctx: PairContext, engine: any ReplicationEngine, sroot: PGConnection, droot: PGConnection,
+    server: ServerConfig
   ) throws -> String? {
     let st = try engine.state(droot, .forward, server: server)
     if st.state == "down" { return "forward is down: " + (st.reason ?? "cause unknown") }
@@ -177,27 +194,33 @@ enum Teardown {
     {
       return lock.text
     }
-    let drift = try SchemaDrift.differences(src: sroot, dst: droot, engine: engine, schema: ctx.schema, targets: nil)
+    let drift = try SchemaDrift.differences(
+      src: sroot, dst: droot, engine: engine, schema: ctx.schema, targets: nil)
     return SchemaDrift.summary(drift.filter(\.breaks))
   }
 
   /// Ends the gate at once (instead of at its timeout) when dst cannot apply what it waits for,
   /// so that a cutover gives the application back within seconds.
   static func stopIfHopeless(
-    _ ctx: PairContext, engine: any ReplicationEngine, sroot: PGConnection, droot: PGConnection, server: ServerConfig,
+    _ ctx: PairContext, engine: any ReplicationEngine, sroot: PGConnection, droot: PGConnection,
+    server: ServerConfig,
     elapsed: Double, timeout: Double
   ) throws {
-    guard let why = try hopeless(ctx, engine: engine, sroot: sroot, droot: droot, server: server) else { return }
+    guard let why = try hopeless(ctx, engine: engine, sroot: sroot, droot: droot, server: server)
+    else { return }
     throw BeltError(
       .preconditionFailed,
-      String(format: "dst cannot apply src's writes: %@; the gate stopped after %.1f s instead of waiting up to %d s; %@ was left in place",
+      String(
+        format:
+          "dst cannot apply src's writes: %@; the gate stopped after %.1f s instead of waiting up to %d s; %@ was left in place",
         why, elapsed, Int(timeout), engine.name(.forward)),
       dc: ctx.dc, db: ctx.db, retryable: true)
   }
 
   /// The error of a gate that gave up: where the slot is and what state forward replication is in.
   static func gateTimeout(
-    _ ctx: PairContext, sroot: PGConnection, droot: PGConnection, slot: String, target: String, timeout: Double,
+    _ ctx: PairContext, sroot: PGConnection, droot: PGConnection, slot: String, target: String,
+    timeout: Double,
     server: ServerConfig
   ) throws -> BeltError {
     let engine = try ctx.engine
@@ -205,7 +228,9 @@ enum Teardown {
     var why = "forward is \(now.state)"
     if let reason = now.reason { why += ": \(reason)" }
     let pos = try SlotFacts.position(sroot, slot: slot, target: target)
-    let at = pos.map { "slot \(slot) at \($0.string("lsn")), \($0.string("behind")) bytes behind" } ?? "slot \(slot) missing"
+    let at =
+      pos.map { "slot \(slot) at \($0.string("lsn")), \($0.string("behind")) bytes behind" }
+      ?? "slot \(slot) missing"
     return BeltError(
       .timeout,
       "dst did not apply src's writes up to \(target) within \(Int(timeout)) s (\(at); \(why)); \(engine.name(.forward)) was left in place",
@@ -223,7 +248,8 @@ enum Teardown {
   static func gateTarget(_ sroot: PGConnection) throws -> String {
     do {
       try sroot.exec(
-        "BEGIN; SET LOCAL synchronous_commit = on; CREATE TEMP TABLE belt_wal_flush () ON COMMIT DROP; COMMIT")
+        "BEGIN; SET LOCAL synchronous_commit = on; CREATE TEMP TABLE belt_wal_flush () ON COMMIT DROP; COMMIT"
+      )
     } catch {
       // No TEMP privilege, say: the gate is still right, only slower. An error inside the
       // block leaves it open and aborted.
@@ -244,13 +270,17 @@ enum Teardown {
     var reached: [Side: PGConnection] = [:]
     var unreachable: [(Side, String)] = []
     for side in Side.allCases {
-      do { reached[side] = try ctx.connect(side, .root) } catch { unreachable.append((side, BeltError.wrap(error).message)) }
+      do { reached[side] = try ctx.connect(side, .root) } catch {
+        unreachable.append((side, BeltError.wrap(error).message))
+      }
     }
     if unreachable.count == 2 { _ = try ctx.connect(.src, .root) }  // neither answers: src's error
     let sroot = reached[.src]
     let droot = reached[.dst]
     let conns: [(Side, PGConnection, ServerConfig)] =
-      [(.src, sroot, src), (.dst, droot, dst)].compactMap { side, c, server in c.map { (side, $0, server) } }
+      [(.src, sroot, src), (.dst, droot, dst)].compactMap { side, c, server in
+        c.map { (side, $0, server) }
+      }
     var notes: [String] = []
     // Subscriptions first. Only this migration's objects are touched (back and its publication
     // or node on src, forward and its own on dst): a database that is also part of another
@@ -265,7 +295,9 @@ enum Teardown {
         // would hold WAL there until then, so it goes now (the subscription is detached from it
         // when it is dropped later).
         if let provider {
-          notes += try engine.dropProviderSlots(provider, direction).map { "\(side == .src ? "dst" : "src"): " + $0 }
+          notes += try engine.dropProviderSlots(provider, direction).map {
+            "\(side == .src ? "dst" : "src"): " + $0
+          }
         }
         continue
       }
@@ -277,13 +309,17 @@ enum Teardown {
       }
     }
     for (side, c, _) in conns {
-      try LockWait.run(c, side: side, what: "dropping \(engine.tableGroup) and nodes", schemas: locks) {
+      try LockWait.run(
+        c, side: side, what: "dropping \(engine.tableGroup) and nodes", schemas: locks
+      ) {
         notes += try engine.removeLocal(ctx, c, side: side).map { "\(side.rawValue): " + $0 }
         try Fence.drop(c)
       }
     }
     for (side, c, server) in conns {
-      try LockWait.run(c, side: side, what: "dropping role \(server.replication.name)", schemas: locks) {
+      try LockWait.run(
+        c, side: side, what: "dropping role \(server.replication.name)", schemas: locks
+      ) {
         if let n = try engine.dropRole(
           ctx, side, c, name: server.replication.name, schema: ctx.schema,
           protected: [server.root.name, server.owner.name])
@@ -306,6 +342,7 @@ enum Teardown {
       fields += [("unreachable", .string(side.rawValue)), ("ok", false)]
     }
     let message = notes.isEmpty ? "nothing to remove" : "removed: " + notes.joined(separator: "; ")
-    return .object([("message", .string(message)), ("full", .bool(full)), ("notes", .from(notes))] + fields)
+    return .object(
+      [("message", .string(message)), ("full", .bool(full)), ("notes", .from(notes))] + fields)
   }
 }

@@ -94,16 +94,18 @@ public final class IndexBuildMonitor: @unchecked Sendable {
       }
       let elapsed = Int(Date().timeIntervalSince(build.started))
       var line = "index \(build.name): building for \(elapsed) s"
-      if let conn, let r = try? conn.query(
-        """
-        SELECT phase, blocks_total, blocks_done, tuples_total, tuples_done
-          FROM pg_catalog.pg_stat_progress_create_index WHERE pid = $1
-        """, [String(build.pid)]), let row = r.rows.first
+      if let conn,
+        let r = try? conn.query(
+          """
+          SELECT phase, blocks_total, blocks_done, tuples_total, tuples_done
+            FROM pg_catalog.pg_stat_progress_create_index WHERE pid = $1
+          """, [String(build.pid)]), let row = r.rows.first
       {
         line += ", \(row.string("phase"))"
         if let tt = row.int("tuples_total"), tt > 0, let td = row.int("tuples_done") {
           line += " \(td * 100 / tt)% (\(td)/\(tt) tuples)"
-        } else if let bt = row.int("blocks_total"), bt > 0, let bd = row.int("blocks_done"), bd < bt {
+        } else if let bt = row.int("blocks_total"), bt > 0, let bd = row.int("blocks_done"), bd < bt
+        {
           line += " \(bd * 100 / bt)% (\(bd)/\(bt) blocks)"
         }
       }
@@ -111,7 +113,9 @@ public final class IndexBuildMonitor: @unchecked Sendable {
       // Wait a full interval before the next line for the same build.
       cond.lock()
       let next = Date().addingTimeInterval(interval)
-      while !stopped, let c = current, c.pid == build.pid, c.name == build.name, c.started == build.started, Date() < next {
+      while !stopped, let c = current, c.pid == build.pid, c.name == build.name,
+        c.started == build.started, Date() < next
+      {
         _ = cond.wait(until: next)
       }
       cond.unlock()

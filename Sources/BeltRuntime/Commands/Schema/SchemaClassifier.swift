@@ -52,7 +52,9 @@ struct TokenView {
       return .set
     case "select":
       if isWord(1, "set_config") && isPunct(2, "(") { return .set }
-      if isWord(1, "pg_catalog") && isPunct(2, ".") && isWord(3, "set_config") && isPunct(4, "(") { return .set }
+      if isWord(1, "pg_catalog") && isPunct(2, ".") && isWord(3, "set_config") && isPunct(4, "(") {
+        return .set
+      }
       return .other
     case "grant", "revoke":
       return .grantOrRevoke
@@ -170,7 +172,8 @@ struct TokenView {
     }
     let name = QualifiedName(schema: rawName.schema ?? table.schema, name: rawName.name)
     return IndexInfo(
-      name: name, table: table, unique: unique, onOnly: onOnly, columns: columns, isPartial: isPartial)
+      name: name, table: table, unique: unique, onOnly: onOnly, columns: columns,
+      isPartial: isPartial)
   }
 
   /// An index element that is a plain column: an identifier optionally followed by
@@ -210,13 +213,18 @@ struct TokenView {
       if isWord(k, "only") { k += 1 }
       if let (table, j) = qualifiedName(k) {
         // pg_dump names the index unqualified here: it lives in the table's schema.
-        if isWord(j, "cluster"), isWord(j + 1, "on"), let (idx, end) = qualifiedName(j + 2), end == t.count {
-          return .indexDependent(index: QualifiedName(schema: idx.schema ?? table.schema, name: idx.name))
+        if isWord(j, "cluster"), isWord(j + 1, "on"), let (idx, end) = qualifiedName(j + 2),
+          end == t.count
+        {
+          return .indexDependent(
+            index: QualifiedName(schema: idx.schema ?? table.schema, name: idx.name))
         }
-        if isWord(j, "replica"), isWord(j + 1, "identity"), isWord(j + 2, "using"), isWord(j + 3, "index"),
+        if isWord(j, "replica"), isWord(j + 1, "identity"), isWord(j + 2, "using"),
+          isWord(j + 3, "index"),
           let (idx, end) = qualifiedName(j + 4), end == t.count
         {
-          return .replicaIdentityIndex(index: QualifiedName(schema: idx.schema ?? table.schema, name: idx.name))
+          return .replicaIdentityIndex(
+            index: QualifiedName(schema: idx.schema ?? table.schema, name: idx.name))
         }
       }
     }
@@ -238,7 +246,9 @@ struct TokenView {
   /// `ALTER <object> <name> OWNER TO <role>` (and not `RENAME [COLUMN] owner TO x`).
   func isAlterOwner() -> Bool {
     let n = t.count
-    guard n >= 5, isWord(n - 3, "owner"), isWord(n - 2, "to"), ident(n - 1) != nil else { return false }
+    guard n >= 5, isWord(n - 3, "owner"), isWord(n - 2, "to"), ident(n - 1) != nil else {
+      return false
+    }
     if let before = word(n - 4), ["rename", "column", "constraint", "attribute"].contains(before),
       !isPunct(n - 5, ".")
     {
@@ -282,7 +292,9 @@ struct TokenView {
     var k = 0
     while k < t.count {
       defer { k += 1 }
-      guard isWord(k, "references"), let (table, j) = qualifiedName(k + 1), isPunct(j, "(") else { continue }
+      guard isWord(k, "references"), let (table, j) = qualifiedName(k + 1), isPunct(j, "(") else {
+        continue
+      }
       var cols: [String] = []
       var m = j + 1
       var ok = false
@@ -326,7 +338,8 @@ struct TokenView {
     }
     var k = 1
     if isWord(k, "pg_catalog") && isPunct(k + 1, ".") { k += 2 }
-    guard isWord(0, "select"), isWord(k, "set_config"), isPunct(k + 1, "("), k + 2 < t.count, t[k + 2].kind == .string
+    guard isWord(0, "select"), isWord(k, "set_config"), isPunct(k + 1, "("), k + 2 < t.count,
+      t[k + 2].kind == .string
     else { return nil }
     return t[k + 2].value.lowercased()
   }

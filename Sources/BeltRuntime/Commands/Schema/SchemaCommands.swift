@@ -11,7 +11,8 @@ import Logging
 public enum SchemaOps {
   public static let all: [OperationSpec] = [
     spec(
-      "dump_schema", "Dumps and sanitizes the schema from the source database, then saves it to a file.",
+      "dump_schema",
+      "Dumps and sanitizes the schema from the source database, then saves it to a file.",
       """
       Four files will be generated:
       1. The entire sanitized schema
@@ -43,7 +44,8 @@ public enum SchemaOps {
       """, .dstOnly, removeIndexes),
     OperationSpec(
       name: "create_indexes",
-      summary: "Creates indexes from the file schemas/dc/db/indexes.sql into the destination as the owner user.",
+      summary:
+        "Creates indexes from the file schemas/dc/db/indexes.sql into the destination as the owner user.",
       details: """
         This must only be done after most data is synchronized (at minimum after the initializing phase) from the source to the destination database.
 
@@ -58,7 +60,10 @@ public enum SchemaOps {
           "Build each index with CREATE INDEX CONCURRENTLY, so the destination stays writable while indexes build (slower; indexes of partitioned parents are built without it)."
         )
       ]
-    ) { ctx in try createIndexes(ctx, analyzeWhenNoneCreated: true, concurrently: ctx.options.bool("concurrently")) },
+    ) { ctx in
+      try createIndexes(
+        ctx, analyzeWhenNoneCreated: true, concurrently: ctx.options.bool("concurrently"))
+    },
     OperationSpec(
       name: "diff_schemas", summary: "Compare source and destination schemas.",
       details: """
@@ -74,7 +79,9 @@ public enum SchemaOps {
           "full", .bool,
           "Include NOT VALID constraints and CREATE INDEX statements in the diff. Without this flag, those are excluded since they are loaded in separate steps."
         ),
-        OptionSpec("accept", .strings, "A difference to accept, by the name diff-schemas gives it (can be repeated)."),
+        OptionSpec(
+          "accept", .strings,
+          "A difference to accept, by the name diff-schemas gives it (can be repeated)."),
       ]
     ) { ctx in try diffSchemas(ctx, full: ctx.options.bool("full")) },
     spec(
@@ -97,7 +104,9 @@ public enum SchemaOps {
   }
 
   /// Statements other than SET/meta (what a file "contains" for counting).
-  static func count(_ s: [SQLStatement]) -> Int { s.filter { $0.kind != .set && $0.kind != .meta }.count }
+  static func count(_ s: [SQLStatement]) -> Int {
+    s.filter { $0.kind != .set && $0.kind != .meta }.count
+  }
 
   // MARK: dump-schema
 
@@ -114,22 +123,30 @@ public enum SchemaOps {
     let src = try ctx.config.server(.src)
     let tools = try dumpTool(ctx)
     let dump = try PGTools.dumpSchema(
-      server: src, role: .root, schema: ctx.schema, side: .src, tools: tools, connectTimeout: ctx.env.connectTimeout,
+      server: src, role: .root, schema: ctx.schema, side: .src, tools: tools,
+      connectTimeout: ctx.env.connectTimeout,
       environment: ctx.env.toolEnvironment)
     let dumped = SchemaScript.split(dump)
     let unknown = try unknownSettings(ctx.connect(.dst, .root), SchemaScript.settingNames(dumped))
     if !unknown.isEmpty {
-      ctx.logger.info("leaving out SET \(unknown.joined(separator: ", ")): dst does not have the setting(s)")
+      ctx.logger.info(
+        "leaving out SET \(unknown.joined(separator: ", ")): dst does not have the setting(s)")
     }
     let statements = SchemaScript.removingSettings(Set(unknown), from: dumped)
     let files = SchemaScript.partition(statements)
     // Every kept statement lands in exactly one of the three loadable files.
-    guard count(files.full) == count(files.base) + count(files.indexes) + count(files.invalidConstraints) else {
+    guard
+      count(files.full) == count(files.base) + count(files.indexes)
+        + count(files.invalidConstraints)
+    else {
       throw BeltError(
-        .internal, "splitting the schema of \(ctx.schema) lost or duplicated a statement; no file was written", dc: ctx.dc,
+        .internal,
+        "splitting the schema of \(ctx.schema) lost or duplicated a statement; no file was written",
+        dc: ctx.dc,
         db: ctx.db)
     }
-    let extensions = try neededExtensions(ctx.connect(.src, .root), schema: ctx.schema, fromDump: files.extensions)
+    let extensions = try neededExtensions(
+      ctx.connect(.src, .root), schema: ctx.schema, fromDump: files.extensions)
     // The grants belt (or pgbelt) gave its own replication role are set up again by setup on
     // dst and dropped with the role: they are no business of the operator's.
     let replicationRole = src.replication.name
@@ -142,33 +159,42 @@ public enum SchemaOps {
         grantsPath,
         "-- GRANT/REVOKE statements of schema \(ctx.schema) on src, not loaded by belt (roles differ between servers).\n"
           + "-- Review them, then apply on dst as a superuser: psql -f \(grantsFileName)\n"
-          + grants.map { $0.text.trimmingCharacters(in: .whitespacesAndNewlines) }.joined(separator: "\n") + "\n")
+          + grants.map { $0.text.trimmingCharacters(in: .whitespacesAndNewlines) }.joined(
+            separator: "\n") + "\n")
       let grantees = Array(Set(grants.compactMap { grantee($0.text) })).sorted()
       ctx.logger.notice(
-        "\(grants.count) GRANT/REVOKE statement(s) of schema \(ctx.schema) (to \(Fmt.quoted(grantees, limit: 5))) are not part of the schema files (roles differ between servers): written to \(grantsPath); review and apply them on dst, e.g. \(SchemaLoader.excerpt(grants[0].text))")
+        "\(grants.count) GRANT/REVOKE statement(s) of schema \(ctx.schema) (to \(Fmt.quoted(grantees, limit: 5))) are not part of the schema files (roles differ between servers): written to \(grantsPath); review and apply them on dst, e.g. \(SchemaLoader.excerpt(grants[0].text))"
+      )
     } else if FileManager.default.fileExists(atPath: grantsPath) {
       try? FileManager.default.removeItem(atPath: grantsPath)
     }
     if !extensions.isEmpty {
       ctx.logger.notice(
-        "the schema needs extension(s) \(extensions.map(\.name).joined(separator: ", ")); load-schema creates them on dst as root")
+        "the schema needs extension(s) \(extensions.map(\.name).joined(separator: ", ")); load-schema creates them on dst as root"
+      )
     }
     try st.write(files, extensions: extensions)
-    let indexCount = files.indexes.filter { if case .index = $0.kind { return true } else { return false } }.count
+    let indexCount = files.indexes.filter {
+      if case .index = $0.kind { return true } else { return false }
+    }.count
     let message =
       "\(count(files.full)) statements: \(count(files.base)) in the base schema, \(indexCount) indexes deferred, "
       + "\(count(files.invalidConstraints)) NOT VALID constraints deferred"
-      + (extensions.isEmpty ? "" : "; needs extensions \(extensions.map(\.name).joined(separator: ", "))")
+      + (extensions.isEmpty
+        ? "" : "; needs extensions \(extensions.map(\.name).joined(separator: ", "))")
     return .object([
       ("directory", .string(st.directory)),
       ("schema_name", .string(ctx.schema)),
-      ("files", .object([
-        ("schema", .string(st.path(SchemaFiles.fullFileName))),
-        ("base", .string(st.path(SchemaFiles.baseFileName))),
-        ("indexes", .string(st.path(SchemaFiles.indexesFileName))),
-        ("invalid_constraints", .string(st.path(SchemaFiles.invalidConstraintsFileName))),
-        ("extensions", .string(st.path(SchemaStore.extensionsFileName))),
-      ])),
+      (
+        "files",
+        .object([
+          ("schema", .string(st.path(SchemaFiles.fullFileName))),
+          ("base", .string(st.path(SchemaFiles.baseFileName))),
+          ("indexes", .string(st.path(SchemaFiles.indexesFileName))),
+          ("invalid_constraints", .string(st.path(SchemaFiles.invalidConstraintsFileName))),
+          ("extensions", .string(st.path(SchemaStore.extensionsFileName))),
+        ])
+      ),
       ("statements", .int(count(files.full))),
       ("base_statements", .int(count(files.base))),
       ("indexes", .int(indexCount)),
@@ -190,7 +216,10 @@ public enum SchemaOps {
   /// - Throws: ``BeltError`` `precondition_failed` (one line: the versions found and needed)
   ///   when none is new enough.
   public static func dumpTool(_ ctx: PairContext) throws -> PGTools.ToolDirectory {
-    let servers = [("src", try ctx.connect(.src, .root).serverVersion), ("dst", try ctx.connect(.dst, .root).serverVersion)]
+    let servers = [
+      ("src", try ctx.connect(.src, .root).serverVersion),
+      ("dst", try ctx.connect(.dst, .root).serverVersion),
+    ]
     do {
       let tools = try PGTools.dumpTool(servers: servers, environment: ctx.env.toolEnvironment)
       ctx.logger.debug("using \(tools) for src \(servers[0].1) and dst \(servers[1].1)")
@@ -217,7 +246,8 @@ public enum SchemaOps {
   /// The role a GRANT (`... TO role`) or REVOKE (`... FROM role`) statement names, unquoted
   /// (`PUBLIC` for the pseudo-role); nil when the text has no such clause.
   static func grantee(_ text: String) -> String? {
-    let pattern = #"\s(?:TO|FROM)\s+("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)(?:\s+WITH GRANT OPTION)?(?:\s+GRANTED BY\s+\S+)?\s*;?\s*$"#
+    let pattern =
+      #"\s(?:TO|FROM)\s+("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)(?:\s+WITH GRANT OPTION)?(?:\s+GRANTED BY\s+\S+)?\s*;?\s*$"#
     guard let re = try? NSRegularExpression(pattern: pattern, options: [.caseInsensitive]),
       let m = re.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)),
       let r = Range(m.range(at: 1), in: text)
@@ -226,7 +256,9 @@ public enum SchemaOps {
   }
 
   /// Extensions the schema needs (see ``SchemaExtensions/needed(_:schema:fromDump:)``).
-  static func neededExtensions(_ c: PGConnection, schema: String, fromDump: [String]) throws -> [ExtensionRef] {
+  static func neededExtensions(_ c: PGConnection, schema: String, fromDump: [String]) throws
+    -> [ExtensionRef]
+  {
     try SchemaExtensions.needed(c, schema: schema, fromDump: fromDump).map(\.ref)
   }
 
@@ -246,11 +278,18 @@ public enum SchemaOps {
     let root = try ctx.connect(.dst, .root, noTimeout: true)
     var extensionRecords: [Value] = []
     // Every one is checked before any is created: a missing one changes nothing.
-    let plan = try SchemaExtensions.onDst(root, extensions.map { NeededExtension(name: $0.name, schema: $0.schema, neededBy: [], uses: 0) })
-    if let msg = SchemaExtensions.unavailableMessage(plan, schema: ctx.schema) { throw ctx.refuse(msg) }
+    let plan = try SchemaExtensions.onDst(
+      root,
+      extensions.map { NeededExtension(name: $0.name, schema: $0.schema, neededBy: [], uses: 0) })
+    if let msg = SchemaExtensions.unavailableMessage(plan, schema: ctx.schema) {
+      throw ctx.refuse(msg)
+    }
     for ext in extensions {
       let status = try ensureExtension(ext, root: root, ctx: ctx)
-      extensionRecords.append(.object([("name", .string(ext.name)), ("schema", .string(ext.schema)), ("status", .string(status))]))
+      extensionRecords.append(
+        .object([
+          ("name", .string(ext.name)), ("schema", .string(ext.schema)), ("status", .string(status)),
+        ]))
     }
     // The schema object itself (CREATE SCHEMA, COMMENT ON SCHEMA) is handled as root: the owner
     // may have no CREATE privilege on the database, and `public` belongs to pg_database_owner.
@@ -261,7 +300,8 @@ public enum SchemaOps {
       if case .createSchema(let name) = s.kind {
         if try !Catalog.schemaExists(root, name) {
           try root.exec(
-            "CREATE SCHEMA IF NOT EXISTS \(PGConnection.quoteIdent(name)) AUTHORIZATION \(PGConnection.quoteIdent(dst.owner.name))")
+            "CREATE SCHEMA IF NOT EXISTS \(PGConnection.quoteIdent(name)) AUTHORIZATION \(PGConnection.quoteIdent(dst.owner.name))"
+          )
           schemaCreated.append(name)
         }
         ownerStatements.append(s)  // now "already present"; kept so counts cover every statement
@@ -276,7 +316,8 @@ public enum SchemaOps {
       let rootLoad = try ctx.newConnection(.dst, .root, noTimeout: true)
       defer { rootLoad.close() }
       let sets = statements.filter { $0.kind == .set }
-      let r = try SchemaLoader.apply(sets + rootStatements, file: file, conn: rootLoad, logger: ctx.logger)
+      let r = try SchemaLoader.apply(
+        sets + rootStatements, file: file, conn: rootLoad, logger: ctx.logger)
       result.applied += r.applied
       result.alreadyPresent += r.alreadyPresent
     }
@@ -286,58 +327,76 @@ public enum SchemaOps {
     result.applied += r.applied
     result.alreadyPresent += r.alreadyPresent
     result.skippedSettings = r.skippedSettings
-    return loadRecord(file: file, statements: statements, result: result, extra: [
-      ("extensions", .array(extensionRecords)), ("schema_created", .from(schemaCreated)),
-    ])
+    return loadRecord(
+      file: file, statements: statements, result: result,
+      extra: [
+        ("extensions", .array(extensionRecords)), ("schema_created", .from(schemaCreated)),
+      ])
   }
 
   /// `COMMENT ON SCHEMA ...` (run as root: the owner may not own the schema).
   static func isCommentOnSchema(_ s: SQLStatement) -> Bool {
-    s.kind == .other && s.text.range(of: #"^COMMENT\s+ON\s+SCHEMA\s"#, options: [.regularExpression, .caseInsensitive]) != nil
+    s.kind == .other
+      && s.text.range(
+        of: #"^COMMENT\s+ON\s+SCHEMA\s"#, options: [.regularExpression, .caseInsensitive]) != nil
   }
 
   /// Creates one extension on dst as root when missing. Returns "already_present" or "created".
-  static func ensureExtension(_ ext: ExtensionRef, root: PGConnection, ctx: PairContext) throws -> String {
+  static func ensureExtension(_ ext: ExtensionRef, root: PGConnection, ctx: PairContext) throws
+    -> String
+  {
     let have = try root.query(
       "SELECT n.nspname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = $1",
       [ext.name])
     if let row = have.rows.first {
       if row.string("nspname") != ext.schema {
         ctx.logger.warning(
-          "extension \(ext.name) is installed in schema \(row.string("nspname")) on dst but in \(ext.schema) on src; statements that name its objects in \(ext.schema) will fail to load")
+          "extension \(ext.name) is installed in schema \(row.string("nspname")) on dst but in \(ext.schema) on src; statements that name its objects in \(ext.schema) will fail to load"
+        )
       }
       return "already_present"
     }
-    let available = try root.query("SELECT 1 FROM pg_catalog.pg_available_extensions WHERE name = $1", [ext.name])
+    let available = try root.query(
+      "SELECT 1 FROM pg_catalog.pg_available_extensions WHERE name = $1", [ext.name])
     guard available.values.count == 1 else {
       throw ctx.refuse(
-        "the schema needs extension \(ext.name), which is not available on dst (install its package on the destination server, then run load-schema again)")
+        "the schema needs extension \(ext.name), which is not available on dst (install its package on the destination server, then run load-schema again)"
+      )
     }
     if try !Catalog.schemaExists(root, ext.schema) {
       var sql = "CREATE SCHEMA IF NOT EXISTS \(PGConnection.quoteIdent(ext.schema))"
-      if ext.schema == ctx.schema { sql += " AUTHORIZATION \(PGConnection.quoteIdent(try ctx.config.server(.dst).owner.name))" }
+      if ext.schema == ctx.schema {
+        sql += " AUTHORIZATION \(PGConnection.quoteIdent(try ctx.config.server(.dst).owner.name))"
+      }
       try root.exec(sql)
     }
     do {
       try root.exec(
-        "CREATE EXTENSION IF NOT EXISTS \(PGConnection.quoteIdent(ext.name)) WITH SCHEMA \(PGConnection.quoteIdent(ext.schema)) CASCADE")
+        "CREATE EXTENSION IF NOT EXISTS \(PGConnection.quoteIdent(ext.name)) WITH SCHEMA \(PGConnection.quoteIdent(ext.schema)) CASCADE"
+      )
     } catch let e as PGError {
-      throw BeltError(.sqlError, "cannot create extension \(ext.name) on dst: \(e.message)", sqlstate: e.sqlState)
+      throw BeltError(
+        .sqlError, "cannot create extension \(ext.name) on dst: \(e.message)", sqlstate: e.sqlState)
     }
     ctx.logger.notice("created extension \(ext.name) on dst")
     return "created"
   }
 
   /// The record of a load: counts and a one-line message.
-  static func loadRecord(file: String, statements: [SQLStatement], result: SchemaLoader.Result, extra: [(String, Value)])
+  static func loadRecord(
+    file: String, statements: [SQLStatement], result: SchemaLoader.Result, extra: [(String, Value)]
+  )
     -> Value
   {
     var msg = "\(result.applied) statement(s) applied, \(result.alreadyPresent) already present"
-    if !result.skippedSettings.isEmpty { msg += ", \(result.skippedSettings.count) unknown setting(s) skipped" }
+    if !result.skippedSettings.isEmpty {
+      msg += ", \(result.skippedSettings.count) unknown setting(s) skipped"
+    }
     msg += " (\((file as NSString).lastPathComponent))"
     return .object(
       [
-        ("file", .string(file)), ("statements", .int(count(statements))), ("applied", .int(result.applied)),
+        ("file", .string(file)), ("statements", .int(count(statements))),
+        ("applied", .int(result.applied)),
         ("already_present", .int(result.alreadyPresent)),
       ] + extra + [("skipped_settings", .from(result.skippedSettings)), ("message", .string(msg))])
   }
@@ -380,12 +439,13 @@ public enum SchemaOps {
           skipped.append(label)
           continue
         }
-        let exists = try owner.query(
-          c.onDomain
-            ? "SELECT 1 FROM pg_catalog.pg_constraint WHERE contypid = pg_catalog.to_regtype($1) AND conname = $2"
-            : "SELECT 1 FROM pg_catalog.pg_constraint WHERE conrelid = pg_catalog.to_regclass($1) AND conname = $2",
-          [c.table.quoted, c.name]
-        ).values.count == 1
+        let exists =
+          try owner.query(
+            c.onDomain
+              ? "SELECT 1 FROM pg_catalog.pg_constraint WHERE contypid = pg_catalog.to_regtype($1) AND conname = $2"
+              : "SELECT 1 FROM pg_catalog.pg_constraint WHERE conrelid = pg_catalog.to_regclass($1) AND conname = $2",
+            [c.table.quoted, c.name]
+          ).values.count == 1
         guard exists else {
           absent.append(label)
           continue
@@ -393,15 +453,25 @@ public enum SchemaOps {
         do {
           try owner.exec(SchemaScript.dropConstraintSQL(c))
         } catch let e as PGError {
-          throw BeltError(.sqlError, "cannot drop constraint \(label) (listed in \(file)): \(e.message)", sqlstate: e.sqlState)
+          throw BeltError(
+            .sqlError, "cannot drop constraint \(label) (listed in \(file)): \(e.message)",
+            sqlstate: e.sqlState)
         }
         dropped.append(label)
       }
     }
-    if dropped.isEmpty && absent.isEmpty && skipped.isEmpty { ctx.logger.info("No NOT VALID constraints listed in \(file).") }
+    if dropped.isEmpty && absent.isEmpty && skipped.isEmpty {
+      ctx.logger.info("No NOT VALID constraints listed in \(file).")
+    }
     return .object([
-      ("file", .string(file)), ("dropped", .from(dropped)), ("already_absent", .from(absent)), ("skipped", .from(skipped)),
-      ("message", .string("\(dropped.count) dropped, \(absent.count) already absent, \(skipped.count) outside the table subset")),
+      ("file", .string(file)), ("dropped", .from(dropped)), ("already_absent", .from(absent)),
+      ("skipped", .from(skipped)),
+      (
+        "message",
+        .string(
+          "\(dropped.count) dropped, \(absent.count) already absent, \(skipped.count) outside the table subset"
+        )
+      ),
     ])
   }
 
@@ -424,9 +494,12 @@ public enum SchemaOps {
         continue
       }
       let r = try owner.query(
-        "SELECT c.relkind::text FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass($1)", [i.name.quoted])
+        "SELECT c.relkind::text FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass($1)",
+        [i.name.quoted])
       if let kind = r.scalar, kind != "i" && kind != "I" {
-        throw ctx.refuse("\(i.name.description) (listed in \(file)) exists on dst but is not an index; nothing was dropped")
+        throw ctx.refuse(
+          "\(i.name.description) (listed in \(file)) exists on dst but is not an index; nothing was dropped"
+        )
       }
       existing.append((i, r.scalar != nil))
     }
@@ -440,13 +513,21 @@ public enum SchemaOps {
       do {
         try owner.exec(SchemaScript.dropIndexSQL(i))
       } catch let e as PGError {
-        throw BeltError(.sqlError, "cannot drop index \(i.name.description) (listed in \(file)): \(e.message)", sqlstate: e.sqlState)
+        throw BeltError(
+          .sqlError, "cannot drop index \(i.name.description) (listed in \(file)): \(e.message)",
+          sqlstate: e.sqlState)
       }
       dropped.append(i.name.description)
     }
     return .object([
-      ("file", .string(file)), ("dropped", .from(dropped)), ("already_absent", .from(absent)), ("skipped", .from(skipped)),
-      ("message", .string("\(dropped.count) dropped, \(absent.count) already absent, \(skipped.count) outside the table subset")),
+      ("file", .string(file)), ("dropped", .from(dropped)), ("already_absent", .from(absent)),
+      ("skipped", .from(skipped)),
+      (
+        "message",
+        .string(
+          "\(dropped.count) dropped, \(absent.count) already absent, \(skipped.count) outside the table subset"
+        )
+      ),
     ])
   }
 
@@ -459,7 +540,8 @@ public enum SchemaOps {
   /// Record: `file`, `indexes` [{name, table, status created|rebuilt|already_present|failed|attached,
   /// duration_ms, error?}], `created`, `already_present`, `failed`, `analyze_ran`, `concurrently`, `message`.
   public static func createIndexes(_ ctx: PairContext) throws -> Value {
-    try createIndexes(ctx, analyzeWhenNoneCreated: true, concurrently: ctx.options.bool("concurrently"))
+    try createIndexes(
+      ctx, analyzeWhenNoneCreated: true, concurrently: ctx.options.bool("concurrently"))
   }
 
   /// create-indexes; with `analyzeWhenNoneCreated` false (sync, inside the downtime window), the
@@ -472,13 +554,16 @@ public enum SchemaOps {
       options: [.regularExpression, .caseInsensitive])
   }
 
-  static func createIndexes(_ ctx: PairContext, analyzeWhenNoneCreated: Bool, concurrently: Bool = false) throws -> Value {
+  static func createIndexes(
+    _ ctx: PairContext, analyzeWhenNoneCreated: Bool, concurrently: Bool = false
+  ) throws -> Value {
     let (file, statements) = try store(ctx).read([SchemaFiles.indexesFileName])
     let owner = try ctx.connect(.dst, .owner, noTimeout: true)
     let pid = Int(try owner.query("SELECT pg_catalog.pg_backend_pid()").scalar ?? "") ?? 0
     let dst = try ctx.config.server(.dst)
     let monitor = IndexBuildMonitor(
-      conninfo: dst.conninfo(.owner, connectTimeout: ctx.env.connectTimeout), label: "dst as owner (progress)",
+      conninfo: dst.conninfo(.owner, connectTimeout: ctx.env.connectTimeout),
+      label: "dst as owner (progress)",
       logger: ctx.logger, interval: IndexBuildMonitor.defaultInterval)
     monitor.start()
     defer { monitor.stop() }
@@ -488,13 +573,17 @@ public enum SchemaOps {
     var failed = 0
     var failedNames: [String] = []
     var lines: [String] = []
-    func note(_ name: String, _ table: String, _ status: String, _ ms: Int, _ error: String? = nil) {
+    func note(_ name: String, _ table: String, _ status: String, _ ms: Int, _ error: String? = nil)
+    {
       var fields: [(String, Value)] = [
-        ("name", .string(name)), ("table", .string(table)), ("status", .string(status)), ("duration_ms", .int(ms)),
+        ("name", .string(name)), ("table", .string(table)), ("status", .string(status)),
+        ("duration_ms", .int(ms)),
       ]
       if let error { fields.append(("error", .string(error))) }
       records.append(.object(fields))
-      lines.append("  \(name): \(status.replacingOccurrences(of: "_", with: " ")) (\(ms) ms)\(error.map { " — \($0)" } ?? "")")
+      lines.append(
+        "  \(name): \(status.replacingOccurrences(of: "_", with: " ")) (\(ms) ms)\(error.map { " — \($0)" } ?? "")"
+      )
       ctx.logger.info("index \(name) on \(table): \(status) in \(ms) ms")
     }
     for s in statements {
@@ -504,7 +593,9 @@ public enum SchemaOps {
         continue
       case .set:
         do { try owner.exec(s.text) } catch let e as PGError where e.sqlState == "42704" {
-          ctx.logger.warning("\(file): skipping a setting this server does not know: \(SchemaLoader.excerpt(s.text))")
+          ctx.logger.warning(
+            "\(file): skipping a setting this server does not know: \(SchemaLoader.excerpt(s.text))"
+          )
         }
       case .index(let info):
         let name = info.name.description
@@ -521,8 +612,11 @@ public enum SchemaOps {
         if kind == "i", row?.bool("valid") == false {
           // A concurrent build that failed (or was cancelled) leaves the index INVALID: it is
           // maintained on every write but never used. Drop it and build it again.
-          ctx.logger.warning("index \(name) on \(info.table.description) is INVALID on dst (left by a failed concurrent build): dropping it and building it again")
-          try owner.exec("DROP INDEX \(useConcurrently ? "CONCURRENTLY " : "")IF EXISTS \(info.name.quoted)")
+          ctx.logger.warning(
+            "index \(name) on \(info.table.description) is INVALID on dst (left by a failed concurrent build): dropping it and building it again"
+          )
+          try owner.exec(
+            "DROP INDEX \(useConcurrently ? "CONCURRENTLY " : "")IF EXISTS \(info.name.quoted)")
           rebuilt = true
         } else if kind == "i" || kind == "I" {
           present += 1
@@ -531,7 +625,9 @@ public enum SchemaOps {
         } else if kind != nil {
           failed += 1
           failedNames.append(name)
-          note(name, info.table.description, "failed", 0, "a relation with this name exists on dst and is not an index")
+          note(
+            name, info.table.description, "failed", 0,
+            "a relation with this name exists on dst and is not an index")
           continue
         }
         monitor.begin(name: name, pid: pid)
@@ -550,9 +646,13 @@ public enum SchemaOps {
             failedNames.append(name)
             var why = e.message
             let left = try? owner.query(
-              "SELECT NOT i.indisvalid FROM pg_catalog.pg_index i WHERE i.indexrelid = pg_catalog.to_regclass($1)", [info.name.quoted]
+              "SELECT NOT i.indisvalid FROM pg_catalog.pg_index i WHERE i.indexrelid = pg_catalog.to_regclass($1)",
+              [info.name.quoted]
             ).scalar
-            if left == "t" { why += " (the index is left INVALID on dst; the next create-indexes drops and rebuilds it)" }
+            if left == "t" {
+              why +=
+                " (the index is left INVALID on dst; the next create-indexes drops and rebuilds it)"
+            }
             note(name, info.table.description, "failed", Runner.ms(since: t0), why)
           } else {
             throw e
@@ -560,12 +660,13 @@ public enum SchemaOps {
         }
       case .attachIndexPartition(let parent, let child):
         let name = "\(parent.description) ← \(child.description)"
-        let attached = try owner.query(
-          """
-          SELECT 1 FROM pg_catalog.pg_inherits
-           WHERE inhrelid = pg_catalog.to_regclass($1) AND inhparent = pg_catalog.to_regclass($2)
-          """, [child.quoted, parent.quoted]
-        ).values.count == 1
+        let attached =
+          try owner.query(
+            """
+            SELECT 1 FROM pg_catalog.pg_inherits
+             WHERE inhrelid = pg_catalog.to_regclass($1) AND inhparent = pg_catalog.to_regclass($2)
+            """, [child.quoted, parent.quoted]
+          ).values.count == 1
         if attached {
           present += 1
           note(name, "", "already_present", 0)
@@ -587,7 +688,8 @@ public enum SchemaOps {
           failed += 1
           failedNames.append(SchemaLoader.excerpt(s.text, maxLines: 1, maxChars: 80))
           ctx.logger.error("\(file): \(e.message); statement: \(SchemaLoader.excerpt(s.text))")
-          lines.append("  \(SchemaLoader.excerpt(s.text, maxLines: 1, maxChars: 80)): failed — \(e.message)")
+          lines.append(
+            "  \(SchemaLoader.excerpt(s.text, maxLines: 1, maxChars: 80)): failed — \(e.message)")
         }
       }
     }
@@ -599,7 +701,9 @@ public enum SchemaOps {
       try ctx.connect(.dst, .root, noTimeout: true).exec("ANALYZE")
       analyzeRan = true
     } else {
-      ctx.logger.error("\(failed) index statement(s) failed (\(failedNames.joined(separator: ", "))); ANALYZE was not run")
+      ctx.logger.error(
+        "\(failed) index statement(s) failed (\(failedNames.joined(separator: ", "))); ANALYZE was not run"
+      )
     }
     let summary =
       "\(created) created\(concurrently ? " concurrently" : ""), \(present) already present, \(failed) failed"
@@ -607,7 +711,8 @@ public enum SchemaOps {
     return .object([
       ("ok", .bool(failed == 0)),
       ("file", .string(file)), ("indexes", .array(records)), ("created", .int(created)),
-      ("already_present", .int(present)), ("failed", .int(failed)), ("analyze_ran", .bool(analyzeRan)),
+      ("already_present", .int(present)), ("failed", .int(failed)),
+      ("analyze_ran", .bool(analyzeRan)),
       ("concurrently", .bool(concurrently)),
       ("message", .string(([summary] + lines).joined(separator: "\n"))),
     ])
@@ -631,12 +736,14 @@ public enum SchemaOps {
     let timeout = ctx.env.connectTimeout
     let tools = try dumpTool(ctx)
     let environment = ctx.env.toolEnvironment
-    let dumps = Runner.parallelMap([Side.src, Side.dst], width: 2) { side -> Swift.Result<String, BeltError> in
+    let dumps = Runner.parallelMap([Side.src, Side.dst], width: 2) {
+      side -> Swift.Result<String, BeltError> in
       do {
         let server = servers[side == .src ? 0 : 1]
         return .success(
           try PGTools.dumpSchema(
-            server: server, role: .root, schema: schema, side: side, tools: tools, connectTimeout: timeout,
+            server: server, role: .root, schema: schema, side: side, tools: tools,
+            connectTimeout: timeout,
             environment: environment))
       } catch {
         return .failure(BeltError.wrap(error))
@@ -646,7 +753,9 @@ public enum SchemaOps {
     var b = SchemaDiff.statements(try dumps[1].get(), full: full)
     let diff = SchemaDiff.unified(a.joined(separator: "\n"), b.joined(separator: "\n"))
     if diff.isEmpty {
-      return .object([("result", "match"), ("full", .bool(full)), ("diff", ""), ("message", "schemas match")])
+      return .object([
+        ("result", "match"), ("full", .bool(full)), ("diff", ""), ("message", "schemas match"),
+      ])
     }
     // Objects whose text differs: are they the same definition printed differently by dst?
     let pairs = SchemaEquivalence.pairs(src: a, dst: b)
@@ -662,16 +771,20 @@ public enum SchemaOps {
       reprinted = same.map(\.key)
       var replace = Dictionary(same.map { ($0.dst, $0.src) }, uniquingKeysWith: { x, _ in x })
       // The others differ for real: leave out of the diff the lines that are only re-printed.
-      for (k, v) in try SchemaEquivalence.refine(pairs.filter { !equal.contains($0.key) }, dst: conn, runAs: owner) { replace[k] = v }
+      for (k, v) in try SchemaEquivalence.refine(
+        pairs.filter { !equal.contains($0.key) }, dst: conn, runAs: owner)
+      { replace[k] = v }
       b = b.map { replace[$0] ?? $0 }
       ctx.logger.info(
-        "compared \(pairs.count) differently printed object(s) on dst in \(Runner.ms(since: t0)) ms: \(same.count) re-printed, \(pairs.count - same.count) different")
+        "compared \(pairs.count) differently printed object(s) on dst in \(Runner.ms(since: t0)) ms: \(same.count) re-printed, \(pairs.count - same.count) different"
+      )
     }
     let real = SchemaDiff.unified(a.joined(separator: "\n"), b.joined(separator: "\n"))
     let differences = SchemaEquivalence.differenceNames(src: a, dst: b)
     if !real.isEmpty, differences.isEmpty {
       // Same statements in another order: still a difference, named as such.
-      return try mismatch(ctx, full: full, diff: real, differences: ["statement order"], reprinted: reprinted)
+      return try mismatch(
+        ctx, full: full, diff: real, differences: ["statement order"], reprinted: reprinted)
     }
     if real.isEmpty {
       // PostgreSQL prints a reloaded expression its own way (an IN list on a varchar column, a
@@ -679,7 +792,12 @@ public enum SchemaOps {
       return .object([
         ("result", "match"), ("full", .bool(full)), ("diff", ""), ("cosmetic_diff", .string(diff)),
         ("reprinted", .from(reprinted)),
-        ("message", .string("schemas match (\(reprinted.count) object(s) printed differently by dst, stored the same: \(reprinted.joined(separator: ", ")))")),
+        (
+          "message",
+          .string(
+            "schemas match (\(reprinted.count) object(s) printed differently by dst, stored the same: \(reprinted.joined(separator: ", ")))"
+          )
+        ),
       ])
     }
     return try mismatch(ctx, full: full, diff: real, differences: differences, reprinted: reprinted)
@@ -688,28 +806,47 @@ public enum SchemaOps {
   /// The record of a real mismatch: failed unless every difference is accepted by name
   /// (`accept`), in which case it succeeds and the acceptance goes to the audit log.
   /// Record: `result` mismatch, `differences`, `accepted`, `unaccepted`, `diff`, `reprinted`.
-  static func mismatch(_ ctx: PairContext, full: Bool, diff: String, differences: [String], reprinted: [String]) throws -> Value {
+  static func mismatch(
+    _ ctx: PairContext, full: Bool, diff: String, differences: [String], reprinted: [String]
+  ) throws -> Value {
     let accept = Set(ctx.options.strings("accept").map { $0.trimmingCharacters(in: .whitespaces) })
     let accepted = differences.filter(accept.contains)
     let unaccepted = differences.filter { !accept.contains($0) }
-    ctx.logger.info("schema mismatch between src and dst (\(diff.split(separator: "\n").count) diff lines)")
+    ctx.logger.info(
+      "schema mismatch between src and dst (\(diff.split(separator: "\n").count) diff lines)")
     var fields: [(String, Value)] = [
-      ("ok", .bool(unaccepted.isEmpty)), ("result", "mismatch"), ("full", .bool(full)), ("diff", .string(diff)),
-      ("differences", .from(differences)), ("accepted", .from(accepted)), ("unaccepted", .from(unaccepted)),
+      ("ok", .bool(unaccepted.isEmpty)), ("result", "mismatch"), ("full", .bool(full)),
+      ("diff", .string(diff)),
+      ("differences", .from(differences)), ("accepted", .from(accepted)),
+      ("unaccepted", .from(unaccepted)),
       ("reprinted", .from(reprinted)),
     ]
     if unaccepted.isEmpty {
       ctx.env.audit.append(
         .object([
-          ("time", .string(Audit.timestamp(Date()))), ("dc", .string(ctx.dc)), ("db", .string(ctx.db)),
-          ("action", "accept_schema_differences"), ("accepted", .from(accepted)), ("full", .bool(full)), ("diff", .string(diff)),
+          ("time", .string(Audit.timestamp(Date()))), ("dc", .string(ctx.dc)),
+          ("db", .string(ctx.db)),
+          ("action", "accept_schema_differences"), ("accepted", .from(accepted)),
+          ("full", .bool(full)), ("diff", .string(diff)),
         ]), dc: ctx.dc, db: ctx.db)
-      ctx.logger.warning("schemas differ in \(accepted.count) accepted difference(s): \(accepted.joined(separator: "; ")) (recorded in the audit log)")
-      fields.append(("message", .string("schemas differ only in accepted difference(s): \(accepted.joined(separator: "; "))\n" + diff)))
+      ctx.logger.warning(
+        "schemas differ in \(accepted.count) accepted difference(s): \(accepted.joined(separator: "; ")) (recorded in the audit log)"
+      )
+      fields.append(
+        (
+          "message",
+          .string(
+            "schemas differ only in accepted difference(s): \(accepted.joined(separator: "; "))\n"
+              + diff)
+        ))
     } else {
-      fields.append((
-        "message",
-        .string("schemas differ in \(unaccepted.count) difference(s): \(unaccepted.joined(separator: "; "))\n" + diff)))
+      fields.append(
+        (
+          "message",
+          .string(
+            "schemas differ in \(unaccepted.count) difference(s): \(unaccepted.joined(separator: "; "))\n"
+              + diff)
+        ))
     }
     return .object(fields)
   }

@@ -20,17 +20,22 @@ public enum SchemaDiff {
 
   /// Trailing whitespace removed from every line, CRLF as LF.
   static func normalizeText(_ s: String) -> String {
-    s.replacingOccurrences(of: "\r\n", with: "\n").split(separator: "\n", omittingEmptySubsequences: false)
-      .map { line -> Substring in
-        var l = line
-        while let c = l.last, c == " " || c == "\t" { l = l.dropLast() }
-        return l
-      }.joined(separator: "\n")
+    s.replacingOccurrences(of: "\r\n", with: "\n").split(
+      separator: "\n", omittingEmptySubsequences: false
+    )
+    .map { line -> Substring in
+      var l = line
+      while let c = l.last, c == " " || c == "\t" { l = l.dropLast() }
+      return l
+    }.joined(separator: "\n")
   }
 
   /// A unified diff (`---`/`+++` headers, `@@` hunks with `context` lines around changes) of
   /// two texts, or "" when they are equal.
-  public static func unified(_ a: String, _ b: String, fromFile: String = "source", toFile: String = "destination", context: Int = 3)
+  public static func unified(
+    _ a: String, _ b: String, fromFile: String = "source", toFile: String = "destination",
+    context: Int = 3
+  )
     -> String
   {
     let x = lines(a)

@@ -20,7 +20,8 @@ import Foundation
 public enum SchemaEquivalence {
   /// The kinds of object whose definitions can be re-created and printed back.
   enum Kind: String {
-    case table, view, materializedView = "materialized view", constraint, index, trigger, columnDefault = "default",
+    case table, view, materializedView = "materialized view", constraint, index, trigger,
+      columnDefault = "default",
       policy, domain
     /// Whether the statement changes a table that must be copied into the scratch schema first.
     var onTable: Bool { [.constraint, .index, .trigger, .columnDefault, .policy].contains(self) }
@@ -52,7 +53,10 @@ public enum SchemaEquivalence {
     (.view, "^CREATE (?:OR REPLACE )?VIEW \(qualifiedName)", 1, nil),
     (.materializedView, "^CREATE MATERIALIZED VIEW \(qualifiedName)", 1, nil),
     (.constraint, "^ALTER TABLE (?:ONLY )?\(qualifiedName)\\s+ADD CONSTRAINT (\(ident)) ", 1, 3),
-    (.columnDefault, "^ALTER TABLE (?:ONLY )?\(qualifiedName) ALTER COLUMN (\(ident)) SET DEFAULT ", 1, 3),
+    (
+      .columnDefault,
+      "^ALTER TABLE (?:ONLY )?\(qualifiedName) ALTER COLUMN (\(ident)) SET DEFAULT ", 1, 3
+    ),
     (.index, "^CREATE (?:UNIQUE )?INDEX (\(ident)) ON (?:ONLY )?\(qualifiedName) ", 2, 1),
     (.trigger, "^CREATE (?:CONSTRAINT )?TRIGGER (\(ident)) [^;]*? ON \(qualifiedName) ", 2, 1),
     (.policy, "^CREATE POLICY (\(ident)) ON \(qualifiedName)", 2, 1),
@@ -63,7 +67,8 @@ public enum SchemaEquivalence {
   static func target(_ statement: String) -> Target? {
     let ns = statement as NSString
     for (kind, pattern, nameGroup, subGroup) in patterns {
-      guard let re = try? NSRegularExpression(pattern: pattern, options: [.dotMatchesLineSeparators]),
+      guard
+        let re = try? NSRegularExpression(pattern: pattern, options: [.dotMatchesLineSeparators]),
         let m = re.firstMatch(in: statement, range: NSRange(location: 0, length: ns.length)),
         let range = Range(m.range(at: nameGroup), in: statement),
         // The bare name is the second part of the qualified name.
@@ -71,8 +76,12 @@ public enum SchemaEquivalence {
       else { continue }
       let qualified = String(statement[range])
       var key = "\(kind.rawValue) \(qualified)"
-      if let sub = subGroup, let r = Range(m.range(at: sub), in: statement) { key += " \(statement[r])" }
-      return Target(kind: kind, key: key, nameRange: range, bareName: String(statement[bareRange]), qualified: qualified)
+      if let sub = subGroup, let r = Range(m.range(at: sub), in: statement) {
+        key += " \(statement[r])"
+      }
+      return Target(
+        kind: kind, key: key, nameRange: range, bareName: String(statement[bareRange]),
+        qualified: qualified)
     }
     return nil
   }
@@ -108,7 +117,9 @@ public enum SchemaEquivalence {
     func byKey(_ list: [String]) -> [String: [String]] {
       var out: [String: [String]] = [:]
       for s in list {
-        if let t = target(s.trimmingCharacters(in: .whitespacesAndNewlines)) { out[t.key, default: []].append(s) }
+        if let t = target(s.trimmingCharacters(in: .whitespacesAndNewlines)) {
+          out[t.key, default: []].append(s)
+        }
       }
       return out
     }
@@ -172,12 +183,15 @@ public enum SchemaEquivalence {
     """
 
   /// dst's print of each named object (relations, or domains), by name; nil for one not found.
-  static func prints(_ names: [String], domains: Bool, dst: PGConnection) throws -> [String: String] {
+  static func prints(_ names: [String], domains: Bool, dst: PGConnection) throws -> [String: String]
+  {
     if names.isEmpty { return [:] }
-    let one = domains
+    let one =
+      domains
       ? "SELECT (\(domainPrint))::text FROM pg_catalog.pg_type t WHERE t.oid = pg_catalog.to_regtype(u.n)"
       : "SELECT (\(relationPrint))::text FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass(u.n)"
-    let r = try dst.query("SELECT u.n, (\(one)) AS p FROM unnest($1::text[]) AS u(n)", [PGArray.literal(names)])
+    let r = try dst.query(
+      "SELECT u.n, (\(one)) AS p FROM unnest($1::text[]) AS u(n)", [PGArray.literal(names)])
     var out: [String: String] = [:]
     for row in r.rows where row["p"] != nil { out[row.string("n")] = row.string("p") }
     return out
@@ -197,7 +211,9 @@ public enum SchemaEquivalence {
   ///   - role: the role the definitions are re-created as (the owner), nil for the connection's.
   /// - Returns: the keys judged equal.
   /// - Throws: `PGError` when the transaction itself cannot start.
-  static func equalKeys(_ pairs: [Pair], dst: PGConnection, runAs role: String? = nil) throws -> Set<String> {
+  static func equalKeys(_ pairs: [Pair], dst: PGConnection, runAs role: String? = nil) throws
+    -> Set<String>
+  {
     if pairs.isEmpty { return [] }
     let pid = try dst.query("SELECT pg_catalog.pg_backend_pid()").scalar ?? "0"
     let scratch = ["belt_cmp_src_\(pid)", "belt_cmp_dst_\(pid)"]
@@ -223,7 +239,9 @@ public enum SchemaEquivalence {
         objects.append(s.object)
         kind = t.kind
       }
-      if let kind, objects.count == 2 { jobs.append(Job(pair: pair, kind: kind, sql: sql, objects: objects)) }
+      if let kind, objects.count == 2 {
+        jobs.append(Job(pair: pair, kind: kind, sql: sql, objects: objects))
+      }
     }
     try dst.exec("BEGIN")
     defer { _ = try? dst.exec("ROLLBACK") }
@@ -232,15 +250,19 @@ public enum SchemaEquivalence {
         + "SET LOCAL check_function_bodies = false")
     // src's text runs as the owner (as load-schema does), never as root.
     let authorization = role.map { " AUTHORIZATION \(PGConnection.quoteIdent($0))" } ?? ""
-    try dst.exec("CREATE SCHEMA \(scratch[0])\(authorization); CREATE SCHEMA \(scratch[1])\(authorization)")
+    try dst.exec(
+      "CREATE SCHEMA \(scratch[0])\(authorization); CREATE SCHEMA \(scratch[1])\(authorization)")
     if let role { try dst.exec("SET LOCAL ROLE \(PGConnection.quoteIdent(role))") }
     func judge(_ list: [Job]) throws -> Set<String> {
-      let rel = try prints(list.filter { $0.kind != .domain }.flatMap(\.objects), domains: false, dst: dst)
-      let dom = try prints(list.filter { $0.kind == .domain }.flatMap(\.objects), domains: true, dst: dst)
+      let rel = try prints(
+        list.filter { $0.kind != .domain }.flatMap(\.objects), domains: false, dst: dst)
+      let dom = try prints(
+        list.filter { $0.kind == .domain }.flatMap(\.objects), domains: true, dst: dst)
       var equal: Set<String> = []
       for job in list {
         let p = job.objects.enumerated().map { (k, name) in
-          (job.kind == .domain ? dom[name] : rel[name])?.replacingOccurrences(of: scratch[k], with: "<scratch>")
+          (job.kind == .domain ? dom[name] : rel[name])?.replacingOccurrences(
+            of: scratch[k], with: "<scratch>")
         }
         if let a = p[0], let b = p[1], a == b { equal.insert(job.pair.key) }
       }
@@ -280,7 +302,9 @@ public enum SchemaEquivalence {
   ///   - role: as in ``equalKeys(_:dst:runAs:)``.
   /// - Returns: dst statement → the statement with its re-printed lines replaced.
   /// - Throws: `PGError` when the transaction itself cannot start.
-  static func refine(_ pairs: [Pair], dst: PGConnection, runAs role: String? = nil) throws -> [String: String] {
+  static func refine(_ pairs: [Pair], dst: PGConnection, runAs role: String? = nil) throws
+    -> [String: String]
+  {
     var probes: [Pair] = []
     var lines: [String: ([String], [String])] = [:]
     for p in pairs {

@@ -36,7 +36,9 @@ public enum SchemaExtensions {
   ///   - fromDump: extension names a full dump mentioned (kept even without a dependency).
   /// - Returns: the extensions, sorted by name.
   /// - Throws: `PGError` when a query fails.
-  public static func needed(_ c: PGConnection, schema: String, fromDump: [String] = []) throws -> [NeededExtension] {
+  public static func needed(_ c: PGConnection, schema: String, fromDump: [String] = []) throws
+    -> [NeededExtension]
+  {
     let r = try c.query(
       """
       WITH members AS (
@@ -88,7 +90,8 @@ public enum SchemaExtensions {
       order.append(name)
     }
     let skip: Set<String> = ["plpgsql", "pglogical"]
-    var wanted = Set(order.filter { !skip.contains($0) && !(all[$0]?.ext.neededBy.isEmpty ?? true) })
+    var wanted = Set(
+      order.filter { !skip.contains($0) && !(all[$0]?.ext.neededBy.isEmpty ?? true) })
     // What the needed ones require (CREATE EXTENSION ... CASCADE creates them; precheck and
     // setup must know dst can).
     var queue = Array(wanted)
@@ -114,7 +117,8 @@ public enum SchemaExtensions {
     /// The precheck record: `name`, `schema`, `needed_by`, `installed_on_dst`, `available_on_dst`.
     public var record: Value {
       .object([
-        ("name", .string(ext.name)), ("schema", .string(ext.schema)), ("needed_by", .from(ext.neededBy)),
+        ("name", .string(ext.name)), ("schema", .string(ext.schema)),
+        ("needed_by", .from(ext.neededBy)),
         ("installed_on_dst", .bool(installed)), ("available_on_dst", .bool(available || installed)),
       ])
     }
@@ -130,10 +134,16 @@ public enum SchemaExtensions {
     if needed.isEmpty { return [] }
     let names = PGArray.literal(needed.map(\.name))
     let installed = Set(
-      try dst.query("SELECT extname FROM pg_catalog.pg_extension WHERE extname = ANY($1::text[])", [names]).values.compactMap { $0[0] })
+      try dst.query(
+        "SELECT extname FROM pg_catalog.pg_extension WHERE extname = ANY($1::text[])", [names]
+      ).values.compactMap { $0[0] })
     let available = Set(
-      try dst.query("SELECT name FROM pg_catalog.pg_available_extensions WHERE name = ANY($1::text[])", [names]).values.compactMap { $0[0] })
-    return needed.map { OnDst(ext: $0, installed: installed.contains($0.name), available: available.contains($0.name)) }
+      try dst.query(
+        "SELECT name FROM pg_catalog.pg_available_extensions WHERE name = ANY($1::text[])", [names]
+      ).values.compactMap { $0[0] })
+    return needed.map {
+      OnDst(ext: $0, installed: installed.contains($0.name), available: available.contains($0.name))
+    }
   }
 
   /// The one-line refusal for extensions dst cannot install, or nil when there are none.
@@ -147,7 +157,8 @@ public enum SchemaExtensions {
     let list = missing.map { m in
       "extension \(m.ext.name) (needed by \(m.ext.neededBy.first ?? "schema \(schema)"))"
     }.joined(separator: ", ")
-    return "schema \(schema) needs \(list), not available on dst: install the package on the destination server first; nothing was changed"
+    return
+      "schema \(schema) needs \(list), not available on dst: install the package on the destination server first; nothing was changed"
   }
 
   /// Refuses, before anything changes, when src's schema needs an extension dst cannot install.
@@ -157,7 +168,9 @@ public enum SchemaExtensions {
   ///   - src: a connection to src.
   ///   - dst: a connection to dst.
   /// - Throws: `BeltError.preconditionFailed` naming the extensions; `PGError` when a query fails.
-  public static func refuseUnavailable(_ ctx: PairContext, src: PGConnection, dst: PGConnection) throws {
+  public static func refuseUnavailable(_ ctx: PairContext, src: PGConnection, dst: PGConnection)
+    throws
+  {
     let plan = try onDst(dst, try needed(src, schema: ctx.schema))
     if let msg = unavailableMessage(plan, schema: ctx.schema) { throw ctx.refuse(msg) }
   }

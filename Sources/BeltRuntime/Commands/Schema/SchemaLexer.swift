@@ -181,12 +181,14 @@ struct Lexer {
             continue
           }
           j += 1
-          return Token(kind: .quotedIdent, start: i, end: j, value: String(decoding: body, as: UTF8.self))
+          return Token(
+            kind: .quotedIdent, start: i, end: j, value: String(decoding: body, as: UTF8.self))
         }
         body.append(b[j])
         j += 1
       }
-      return Token(kind: .quotedIdent, start: i, end: n, value: String(decoding: body, as: UTF8.self))
+      return Token(
+        kind: .quotedIdent, start: i, end: n, value: String(decoding: body, as: UTF8.self))
     }
     if c == Byte.dollar {
       if i + 1 < n, Byte.isDigit(b[i + 1]) {
@@ -213,7 +215,9 @@ struct Lexer {
     }
     if Byte.isDigit(c) || (c == Byte.dot && i + 1 < n && Byte.isDigit(b[i + 1])) {
       var j = i + 1
-      while j < n, Byte.isDigit(b[j]) || Byte.isAlpha(b[j]) || b[j] == Byte.dot || b[j] == Byte.underscore {
+      while j < n,
+        Byte.isDigit(b[j]) || Byte.isAlpha(b[j]) || b[j] == Byte.dot || b[j] == Byte.underscore
+      {
         // Stop before ".." (range-like) so `1..` is not swallowed oddly.
         if b[j] == Byte.dot, j + 1 < n, b[j + 1] == Byte.dot { break }
         j += 1
@@ -227,7 +231,8 @@ struct Lexer {
   /// only at parenthesis depth 0 and outside `BEGIN ... END` of a
   /// `CREATE [OR REPLACE] FUNCTION|PROCEDURE`). Returns the tokens (without the
   /// terminator), the end of the statement text and the position to continue from.
-  func lexStatement(from start: Int) -> (tokens: [Token], textEnd: Int, next: Int, terminated: Bool) {
+  func lexStatement(from start: Int) -> (tokens: [Token], textEnd: Int, next: Int, terminated: Bool)
+  {
     var tokens: [Token] = []
     var i = start
     var parenDepth = 0
@@ -255,7 +260,8 @@ struct Lexer {
         }
       } else if tok.kind == .word {
         let v = tok.value
-        if ["create", "function", "procedure", "or", "replace"].contains(v), identCount < idents.count,
+        if ["create", "function", "procedure", "or", "replace"].contains(v),
+          identCount < idents.count,
           let f = v.utf8.first
         {
           idents[identCount] = f

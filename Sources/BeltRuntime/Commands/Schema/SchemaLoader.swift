@@ -36,7 +36,9 @@ public enum SchemaLoader {
 
   /// Whether `error` from `statement` means the statement's object is already in place.
   /// Some re-runs fail with generic codes; those are confirmed by message or catalog.
-  static func isAlreadyPresent(_ error: PGError, statement: SQLStatement, conn: PGConnection) -> Bool {
+  static func isAlreadyPresent(_ error: PGError, statement: SQLStatement, conn: PGConnection)
+    -> Bool
+  {
     guard error.kind == .server, let state = error.sqlState else { return false }
     if duplicateStates.contains(state) { return true }
     switch state {
@@ -61,16 +63,24 @@ public enum SchemaLoader {
 
   /// The first lines of a statement, for error messages.
   public static func excerpt(_ text: String, maxLines: Int = 4, maxChars: Int = 300) -> String {
-    let lines = text.split(separator: "\n", omittingEmptySubsequences: true).map { $0.trimmingCharacters(in: .whitespaces) }
+    let lines = text.split(separator: "\n", omittingEmptySubsequences: true).map {
+      $0.trimmingCharacters(in: .whitespaces)
+    }
     var s = lines.prefix(maxLines).joined(separator: " ")
-    if s.count > maxChars { s = String(s.prefix(maxChars)) + "…" } else if lines.count > maxLines { s += " …" }
+    if s.count > maxChars {
+      s = String(s.prefix(maxChars)) + "…"
+    } else if lines.count > maxLines {
+      s += " …"
+    }
     return s
   }
 
   /// Runs `statements` (from `file`) on `conn` in transactions of up to ``batchSize`` statements.
   /// - Throws: ``BeltError`` `sql_error` naming the file, statement number, statement and server
   ///   message; the statements of the current batch are rolled back.
-  public static func apply(_ statements: [SQLStatement], file: String, conn: PGConnection, logger: Logger) throws -> Result {
+  public static func apply(
+    _ statements: [SQLStatement], file: String, conn: PGConnection, logger: Logger
+  ) throws -> Result {
     var result = Result()
     try conn.exec("BEGIN")
     var number = 0
@@ -96,7 +106,8 @@ public enum SchemaLoader {
           guard e.kind == .server else { throw e }
           try conn.exec("ROLLBACK TO SAVEPOINT belt_stmt; RELEASE SAVEPOINT belt_stmt;")
           if s.kind == .set, e.sqlState == "42704" {
-            logger.warning("\(file): skipping a setting this server does not know: \(excerpt(s.text))")
+            logger.warning(
+              "\(file): skipping a setting this server does not know: \(excerpt(s.text))")
             result.skippedSettings.append(excerpt(s.text))
             continue
           }
@@ -121,7 +132,8 @@ public enum SchemaLoader {
       _ = try? conn.exec("ROLLBACK")
       if let b = error as? BeltError { throw b }
       if let p = error as? PGError {
-        throw BeltError(.sqlError, "\(file): statement \(number): \(p.description)", sqlstate: p.sqlState)
+        throw BeltError(
+          .sqlError, "\(file): statement \(number): \(p.description)", sqlstate: p.sqlState)
       }
       throw error
     }

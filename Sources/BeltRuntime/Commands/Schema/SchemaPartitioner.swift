@@ -26,7 +26,9 @@ struct Partitioner {
     var created: [QualifiedName] = []
     var replicaIdentity: [QualifiedName] = []
     for s in statements {
-      if case .replicaIdentityIndex(let idx) = s.kind, !replicaIdentity.contains(idx) { replicaIdentity.append(idx) }
+      if case .replicaIdentityIndex(let idx) = s.kind, !replicaIdentity.contains(idx) {
+        replicaIdentity.append(idx)
+      }
     }
     for s in statements {
       guard case .index(let info) = s.kind else { continue }
@@ -46,7 +48,9 @@ struct Partitioner {
       changed = false
       for s in statements {
         guard case .attachIndexPartition(let parent, let child) = s.kind else { continue }
-        if keep.contains(where: { $0.matches(parent) }) && !keep.contains(where: { $0.matches(child) }) {
+        if keep.contains(where: { $0.matches(parent) })
+          && !keep.contains(where: { $0.matches(child) })
+        {
           keep.append(child)
           changed = true
         }
@@ -84,21 +88,31 @@ struct Partitioner {
         files.full.append(s)
         // Attaches of constraint-backed indexes (PRIMARY KEY / UNIQUE constraints on
         // partitioned tables) belong with their constraints in base.
-        if kept(parent) || !isCreatedIndex(parent) { files.base.append(s) } else { files.indexes.append(s) }
+        if kept(parent) || !isCreatedIndex(parent) {
+          files.base.append(s)
+        } else {
+          files.indexes.append(s)
+        }
       case .notValidConstraint:
         files.full.append(s)
         files.invalidConstraints.append(s)
       case .indexDependent(let idx):
         // Follows its index: into indexes.sql when the index is created there.
         files.full.append(s)
-        if isCreatedIndex(idx) && !kept(idx) { files.indexes.append(s) } else { files.base.append(s) }
+        if isCreatedIndex(idx) && !kept(idx) {
+          files.indexes.append(s)
+        } else {
+          files.base.append(s)
+        }
       case .replicaIdentityIndex:
         files.full.append(s)
         files.base.append(s)
       case .constraintDependent(let table, let name, let onDomain):
         // Follows its constraint: into invalid_constraints.sql when that is NOT VALID.
         files.full.append(s)
-        let deferred = notValid.contains { $0.name == name && $0.onDomain == onDomain && $0.table.matches(table) }
+        let deferred = notValid.contains {
+          $0.name == name && $0.onDomain == onDomain && $0.table.matches(table)
+        }
         if deferred { files.invalidConstraints.append(s) } else { files.base.append(s) }
       case .other:
         files.full.append(s)

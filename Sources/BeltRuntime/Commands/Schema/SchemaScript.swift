@@ -231,7 +231,8 @@ public enum SchemaScript {
   /// (`ALTER DOMAIN` for domain constraints).
   public static func dropConstraintSQL(_ c: ConstraintInfo) -> String {
     let what = c.onDomain ? "DOMAIN" : "TABLE"
-    return "ALTER \(what) \(c.table.quoted) DROP CONSTRAINT IF EXISTS \(PGConnection.quoteIdent(c.name));"
+    return
+      "ALTER \(what) \(c.table.quoted) DROP CONSTRAINT IF EXISTS \(PGConnection.quoteIdent(c.name));"
   }
 
   /// The setting a `.set` statement changes, lower-cased: `SET [SESSION|LOCAL] name {=|TO} ...`
@@ -251,7 +252,9 @@ public enum SchemaScript {
 
   /// `statements` without the SETs of the settings in `names` (a newer pg_dump sets
   /// `transaction_timeout`, which an older server rejects).
-  public static func removingSettings(_ names: Set<String>, from statements: [SQLStatement]) -> [SQLStatement] {
+  public static func removingSettings(_ names: Set<String>, from statements: [SQLStatement])
+    -> [SQLStatement]
+  {
     statements.filter { s in settingName(of: s).map { !names.contains($0) } ?? true }
   }
 
@@ -262,15 +265,21 @@ public enum SchemaScript {
 
   /// For `ALTER TABLE ... ADD CONSTRAINT c ...`: the table, the constraint name and whether it
   /// is a PRIMARY KEY (used to recognise a re-run of an already applied statement).
-  public static func addedConstraint(in statement: SQLStatement) -> (table: QualifiedName, name: String, primaryKey: Bool)? {
+  public static func addedConstraint(in statement: SQLStatement) -> (
+    table: QualifiedName, name: String, primaryKey: Bool
+  )? {
     let tokens = Lexer(Array(statement.text.utf8)).tokensOfFirstStatement()
     return TokenView(tokens).addedConstraint()
   }
 
   /// The FOREIGN KEY / REFERENCES targets named in one statement: referenced table
   /// and referenced column list (only references with an explicit column list).
-  public static func foreignKeyReferences(in statement: SQLStatement) -> [(table: QualifiedName, columns: [String])] {
-    guard statement.text.range(of: "references", options: .caseInsensitive) != nil else { return [] }
+  public static func foreignKeyReferences(in statement: SQLStatement) -> [(
+    table: QualifiedName, columns: [String]
+  )] {
+    guard statement.text.range(of: "references", options: .caseInsensitive) != nil else {
+      return []
+    }
     let tokens = Lexer(Array(statement.text.utf8)).tokensOfFirstStatement()
     return TokenView(tokens).foreignKeyReferences()
   }

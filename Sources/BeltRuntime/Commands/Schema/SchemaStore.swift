@@ -40,7 +40,8 @@ public struct SchemaStore: Sendable {
       try Self.atomicWrite(path(name), contents)
       written.append((name, path(name)))
     }
-    let manifest = Value.array(extensions.map { .object([("name", .string($0.name)), ("schema", .string($0.schema))]) })
+    let manifest = Value.array(
+      extensions.map { .object([("name", .string($0.name)), ("schema", .string($0.schema))]) })
     try Self.atomicWrite(path(Self.extensionsFileName), manifest.json(indent: 2) + "\n")
     return written
   }
@@ -79,9 +80,13 @@ public struct SchemaStore: Sendable {
     } catch {
       throw BeltError(.configInvalid, "\(p): \(error)")
     }
-    guard let items = v.arrayValue else { throw BeltError(.configInvalid, "\(p): must be a JSON array") }
+    guard let items = v.arrayValue else {
+      throw BeltError(.configInvalid, "\(p): must be a JSON array")
+    }
     return try items.map { item in
-      guard let name = item["name"]?.stringValue, !name.isEmpty, let schema = item["schema"]?.stringValue else {
+      guard let name = item["name"]?.stringValue, !name.isEmpty,
+        let schema = item["schema"]?.stringValue
+      else {
         throw BeltError(.configInvalid, "\(p): every entry needs \"name\" and \"schema\" strings")
       }
       return ExtensionRef(name: name, schema: schema)

@@ -9,7 +9,10 @@ final class PgBouncerAdmin {
   private let audit: (log: AuditLog, dc: String, db: String)?
 
   /// Connects to the admin console.
-  init(_ config: PgBouncerConfig, connectTimeout: Int, audit: (log: AuditLog, dc: String, db: String)? = nil) throws {
+  init(
+    _ config: PgBouncerConfig, connectTimeout: Int,
+    audit: (log: AuditLog, dc: String, db: String)? = nil
+  ) throws {
     self.config = config
     self.audit = audit
     var pairs: [(String, String)] = []
@@ -19,11 +22,13 @@ final class PgBouncerAdmin {
       ("password", config.admin.password), ("connect_timeout", String(connectTimeout)),
     ]
     do {
-      conn = try PGConnection(conninfo: ConnInfo.build(pairs), label: "pgbouncer admin (\(config.host):\(config.port))")
+      conn = try PGConnection(
+        conninfo: ConnInfo.build(pairs), label: "pgbouncer admin (\(config.host):\(config.port))")
     } catch let e as PGError {
       throw BeltError(
         .connectionFailed,
-        "pgbouncer's admin console at \(config.host):\(config.port) is not reachable as \(config.admin.name): \(e.message)")
+        "pgbouncer's admin console at \(config.host):\(config.port) is not reachable as \(config.admin.name): \(e.message)"
+      )
     }
   }
 
@@ -35,9 +40,12 @@ final class PgBouncerAdmin {
     var failure: (any Error)?
     defer {
       if let audit {
-        let outcome: [(String, Value)] = failure.map { [("outcome", "error"), ("error", .string("\($0)"))] } ?? [("outcome", "ok")]
+        let outcome: [(String, Value)] =
+          failure.map { [("outcome", "error"), ("error", .string("\($0)"))] } ?? [("outcome", "ok")]
         audit.log.action(
-          "pgbouncer", [("server", .string("\(config.host):\(config.port)")), ("command", .string(sql))] + outcome,
+          "pgbouncer",
+          [("server", .string("\(config.host):\(config.port)")), ("command", .string(sql))]
+            + outcome,
           start: t0, dc: audit.dc, db: audit.db)
       }
     }
@@ -104,7 +112,8 @@ final class PgBouncerAdmin {
       done.wait()
       throw BeltError(
         .timeout,
-        "PAUSE \(config.database) on pgbouncer did not finish within \(Int(timeout)) s (a transaction stayed open); resumed")
+        "PAUSE \(config.database) on pgbouncer did not finish within \(Int(timeout)) s (a transaction stayed open); resumed"
+      )
     }
     if let e = box.error {
       // Already paused (a re-run after a crash): that is the state asked for.
@@ -127,9 +136,12 @@ final class PgBouncerAdmin {
     guard let file = config.databasesFile else {
       throw BeltError(
         .preconditionFailed,
-        "pgbouncer.databases_file is not set in the config; switch \(config.database) with your own hook (belt.exec)")
+        "pgbouncer.databases_file is not set in the config; switch \(config.database) with your own hook (belt.exec)"
+      )
     }
-    guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
+    guard let data = FileManager.default.contents(atPath: file),
+      let text = String(data: data, encoding: .utf8)
+    else {
       throw BeltError(.ioError, "\(file): cannot be read")
     }
     let dir = (file as NSString).deletingLastPathComponent
@@ -138,13 +150,16 @@ final class PgBouncerAdmin {
     }
     let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
     let found = lines.indices.filter { i in
-      let key = lines[i].split(separator: "=", maxSplits: 1).first?.trimmingCharacters(in: .whitespaces) ?? ""
+      let key =
+        lines[i].split(separator: "=", maxSplits: 1).first?.trimmingCharacters(in: .whitespaces)
+        ?? ""
       return key == config.database && !lines[i].trimmingCharacters(in: .whitespaces).hasPrefix(";")
     }
     guard found.count == 1 else {
       throw BeltError(
         .preconditionFailed,
-        "\(file) has \(found.isEmpty ? "no" : "\(found.count)") line(s) for database \(config.database); it needs exactly one")
+        "\(file) has \(found.isEmpty ? "no" : "\(found.count)") line(s) for database \(config.database); it needs exactly one"
+      )
     }
     return (file, lines, found[0])
   }
@@ -153,7 +168,8 @@ final class PgBouncerAdmin {
   /// `RELOAD`s, and checks that `SHOW DATABASES` shows the new target.
   func pointTo(_ server: ServerConfig) throws -> String {
     var (file, lines, index) = try databasesFileLines()
-    lines[index] = "\(config.database) = host=\(server.ip) port=\(server.port) dbname=\(server.dbname)"
+    lines[index] =
+      "\(config.database) = host=\(server.ip) port=\(server.port) dbname=\(server.dbname)"
     try AtomicFile.write(lines.joined(separator: "\n"), to: file)
     try command("RELOAD")
     let now = try entry()
@@ -161,7 +177,8 @@ final class PgBouncerAdmin {
       throw BeltError(
         .preconditionFailed,
         "after RELOAD pgbouncer still points \(config.database) at \(now.host):\(now.port)/\(now.database), not "
-          + "\(server.ip):\(server.port)/\(server.dbname) (is \(file) the file pgbouncer.ini includes?)")
+          + "\(server.ip):\(server.port)/\(server.dbname) (is \(file) the file pgbouncer.ini includes?)"
+      )
     }
     return "\(server.ip):\(server.port)/\(server.dbname)"
   }
@@ -169,7 +186,9 @@ final class PgBouncerAdmin {
   /// A database name for the console (which has no bound parameters).
   private func ident(_ s: String) throws -> String {
     guard !s.isEmpty, s.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" }) else {
-      throw BeltError(.configInvalid, "pgbouncer.database \(Value.jsonQuote(s)): only letters, digits, _ and - are supported")
+      throw BeltError(
+        .configInvalid,
+        "pgbouncer.database \(Value.jsonQuote(s)): only letters, digits, _ and - are supported")
     }
     return s
   }

@@ -4,19 +4,26 @@ import Foundation
 /// into a cutover where clients wait instead of failing. Lua: belt.pgbouncer_show,
 /// belt.pgbouncer_pause, belt.pgbouncer_resume, belt.pgbouncer_point_to.
 public enum TrafficOps {
-  public static let all: [OperationSpec] = [pgbouncerShow, pgbouncerPause, pgbouncerResume, pgbouncerPointTo]
+  public static let all: [OperationSpec] = [
+    pgbouncerShow, pgbouncerPause, pgbouncerResume, pgbouncerPointTo,
+  ]
 
   static func admin(_ ctx: PairContext) throws -> PgBouncerAdmin {
     guard let pgb = ctx.config.pgbouncer else {
-      throw BeltError(.configInvalid, "\(ctx.config.path): no \"pgbouncer\" block; add one to switch traffic through pgbouncer", dc: ctx.dc, db: ctx.db)
+      throw BeltError(
+        .configInvalid,
+        "\(ctx.config.path): no \"pgbouncer\" block; add one to switch traffic through pgbouncer",
+        dc: ctx.dc, db: ctx.db)
     }
-    return try PgBouncerAdmin(pgb, connectTimeout: ctx.env.connectTimeout, audit: (ctx.env.audit, ctx.dc, ctx.db))
+    return try PgBouncerAdmin(
+      pgb, connectTimeout: ctx.env.connectTimeout, audit: (ctx.env.audit, ctx.dc, ctx.db))
   }
 
   /// Which side of the pair an entry points at.
   static func side(of e: PgBouncerAdmin.Entry, _ ctx: PairContext) -> String {
     for s in Side.allCases {
-      if let sv = s == .src ? ctx.config.src : ctx.config.dst, sv.port == e.port, sv.dbname == e.database,
+      if let sv = s == .src ? ctx.config.src : ctx.config.dst, sv.port == e.port,
+        sv.dbname == e.database,
         sv.ip == e.host || sv.host == e.host
       {
         return s.rawValue
@@ -25,16 +32,21 @@ public enum TrafficOps {
     return "other"
   }
 
-  static func record(_ e: PgBouncerAdmin.Entry, _ ctx: PairContext, _ extra: [(String, Value)] = []) -> Value {
-    .object([
-      ("database", .string(e.name)), ("host", .string(e.host)), ("port", .int(e.port)), ("target_db", .string(e.database)),
-      ("points_to", .string(side(of: e, ctx))), ("paused", .bool(e.paused)),
-    ] + extra)
+  static func record(_ e: PgBouncerAdmin.Entry, _ ctx: PairContext, _ extra: [(String, Value)] = [])
+    -> Value
+  {
+    .object(
+      [
+        ("database", .string(e.name)), ("host", .string(e.host)), ("port", .int(e.port)),
+        ("target_db", .string(e.database)),
+        ("points_to", .string(side(of: e, ctx))), ("paused", .bool(e.paused)),
+      ] + extra)
   }
 
   static let pgbouncerShow = OperationSpec(
     name: "pgbouncer_show",
-    summary: "Show where pgbouncer sends the pair's database (src, dst or other) and whether it is paused.",
+    summary:
+      "Show where pgbouncer sends the pair's database (src, dst or other) and whether it is paused.",
     sides: .none
   ) { ctx in
     let a = try admin(ctx)
@@ -43,22 +55,40 @@ public enum TrafficOps {
     let wait = try a.setting("query_wait_timeout").flatMap { Int($0) }
     var problem: Value = .null
     do { _ = try a.databasesFileLines() } catch { problem = .string("\(error)") }
-    return record(e, ctx, [("query_wait_timeout_s", wait.map { .int($0) } ?? .null), ("databases_file_problem", problem), ("message", .string("\(e.name) -> \(e.host):\(e.port)/\(e.database) (\(side(of: e, ctx)))\(e.paused ? ", paused" : "")"))])
+    return record(
+      e, ctx,
+      [
+        ("query_wait_timeout_s", wait.map { .int($0) } ?? .null),
+        ("databases_file_problem", problem),
+        (
+          "message",
+          .string(
+            "\(e.name) -> \(e.host):\(e.port)/\(e.database) (\(side(of: e, ctx)))\(e.paused ? ", paused" : "")"
+          )
+        ),
+      ])
   }
 
   static let pgbouncerPause = OperationSpec(
     name: "pgbouncer_pause",
-    summary: "PAUSE the pair's database in pgbouncer: waits for transactions in flight; new ones wait (bounded by timeout, then resumed).",
+    summary:
+      "PAUSE the pair's database in pgbouncer: waits for transactions in flight; new ones wait (bounded by timeout, then resumed).",
     sides: .none,
     options: [
       OptionSpec(
-        "timeout", .duration, "How long to wait for the transactions in flight before resuming (seconds or e.g. 30s).",
+        "timeout", .duration,
+        "How long to wait for the transactions in flight before resuming (seconds or e.g. 30s).",
         default: "10s")
     ]
   ) { ctx in
     let a = try admin(ctx)
     let waited = try a.pause(timeout: ctx.options.seconds("timeout") ?? 10)
-    return record(try a.entry(), ctx, [("waited_s", .double((waited * 1000).rounded() / 1000)), ("message", .string(String(format: "paused after %.3f s", waited)))])
+    return record(
+      try a.entry(), ctx,
+      [
+        ("waited_s", .double((waited * 1000).rounded() / 1000)),
+        ("message", .string(String(format: "paused after %.3f s", waited))),
+      ])
   }
 
   static let pgbouncerResume = OperationSpec(
@@ -73,15 +103,23 @@ public enum TrafficOps {
 
   static let pgbouncerPointTo = OperationSpec(
     name: "pgbouncer_point_to",
-    summary: "Point the pair's pgbouncer database at src or dst: rewrite its line in databases_file, RELOAD, check SHOW DATABASES.",
+    summary:
+      "Point the pair's pgbouncer database at src or dst: rewrite its line in databases_file, RELOAD, check SHOW DATABASES.",
     sides: .none,
-    options: [OptionSpec("side", .string, "Where clients go: src or dst.", choices: ["src", "dst"], required: true)]
+    options: [
+      OptionSpec(
+        "side", .string, "Where clients go: src or dst.", choices: ["src", "dst"], required: true)
+    ]
   ) { ctx in
     // The spec requires side and accepts only src or dst.
     let which = ctx.options.string("side") ?? ""
-    guard let side = Side(rawValue: which) else { throw BeltError(.internal, "unchecked side \(Value.jsonQuote(which))") }
+    guard let side = Side(rawValue: which) else {
+      throw BeltError(.internal, "unchecked side \(Value.jsonQuote(which))")
+    }
     let a = try admin(ctx)
     let target = try a.pointTo(try ctx.config.server(side))
-    return record(try a.entry(), ctx, [("message", .string("\(a.config.database) now points at \(which) (\(target))"))])
+    return record(
+      try a.entry(), ctx,
+      [("message", .string("\(a.config.database) now points at \(which) (\(target))"))])
   }
 }

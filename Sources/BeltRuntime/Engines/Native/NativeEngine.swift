@@ -21,10 +21,13 @@ struct NativeEngine: ReplicationEngine {
   var capabilities: EngineCapabilities {
     EngineCapabilities(
       bothDirectionsAtOnce: false, lockedCopyForGenerated: false, streamsTablesWithoutPK: true,
-      applyErrorSource: "pg_stat_subscription_stats (the message is in the subscriber's server log)")
+      applyErrorSource: "pg_stat_subscription_stats (the message is in the subscriber's server log)"
+    )
   }
 
-  func name(_ direction: Direction) -> String { direction == .forward ? Self.forwardName : Self.backName }
+  func name(_ direction: Direction) -> String {
+    direction == .forward ? Self.forwardName : Self.backName
+  }
   var tableGroup: String { "publication \(Self.forwardName)" }
   var lockSchemas: [String] { [] }
 
@@ -37,27 +40,37 @@ struct NativeEngine: ReplicationEngine {
       h = h &* 0x100_0000_01b3
     }
     let hex = String(h, radix: 16)
-    return "\(direction == .forward ? forwardName : backName)_\(String(repeating: "0", count: 16 - hex.count))\(hex)"
+    return
+      "\(direction == .forward ? forwardName : backName)_\(String(repeating: "0", count: 16 - hex.count))\(hex)"
   }
 
   // MARK: what a server needs
 
   func travel(_ t: TableInfo) -> TableTravel {
-    if t.kind == "p" { return TableTravel(how: .notMoved, label: "unavailable", why: "partitioned parent: its partitions are replicated") }
+    if t.kind == "p" {
+      return TableTravel(
+        how: .notMoved, label: "unavailable",
+        why: "partitioned parent: its partitions are replicated")
+    }
     if t.persistence == "u" {
       return TableTravel(
         how: .copiedAtCutover, label: "dump_and_load",
-        why: "unlogged (logical replication does not see its changes): copied during cutover by sync-tables")
+        why:
+          "unlogged (logical replication does not see its changes): copied during cutover by sync-tables"
+      )
     }
     if t.replicaIdentity == "n" {
       return TableTravel(
         how: .copiedAtCutover, label: "dump_and_load",
-        why: "REPLICA IDENTITY NOTHING (publishing it would make its UPDATEs and DELETEs fail on src): copied during cutover by sync-tables")
+        why:
+          "REPLICA IDENTITY NOTHING (publishing it would make its UPDATEs and DELETEs fail on src): copied during cutover by sync-tables"
+      )
     }
     if !t.hasPK && t.replicaIdentity == "d" {
       return TableTravel(
         how: .streamed, label: "native",
-        why: "no primary key: belt sets REPLICA IDENTITY FULL on src before publishing it (restored at teardown); "
+        why:
+          "no primary key: belt sets REPLICA IDENTITY FULL on src before publishing it (restored at teardown); "
           + "dst finds each changed row with an index on the table if it has one, else by a scan")
     }
     return TableTravel(how: .streamed, label: "native", why: nil)
@@ -78,17 +91,22 @@ struct NativeEngine: ReplicationEngine {
         why: num >= 100000 ? nil : "publications and subscriptions need PostgreSQL 10 or later")
     ]
     let workers = Int(row.string("workers")) ?? 0
-    checks.append(ServerCheck(
-      name: "max_logical_replication_workers", value: "\(workers)", ok: workers >= 2,
-      why: workers >= 2 ? nil : "needs at least 2 (an apply worker and a table sync worker)"))
+    checks.append(
+      ServerCheck(
+        name: "max_logical_replication_workers", value: "\(workers)", ok: workers >= 2,
+        why: workers >= 2 ? nil : "needs at least 2 (an apply worker and a table sync worker)"))
     let superuser = row.bool("super")
-    checks.append(ServerCheck(
-      name: "native_privileges", value: superuser ? "superuser" : "not superuser", ok: superuser,
-      why: superuser ? nil : "the root user must be a superuser to create publications and subscriptions"))
+    checks.append(
+      ServerCheck(
+        name: "native_privileges", value: superuser ? "superuser" : "not superuser", ok: superuser,
+        why: superuser
+          ? nil : "the root user must be a superuser to create publications and subscriptions"))
     return checks
   }
 
-  func budgetChecks(_ c: PGConnection, server key: String, uses: [BudgetUse], dc: String) throws -> [ServerCheck] {
+  func budgetChecks(_ c: PGConnection, server key: String, uses: [BudgetUse], dc: String) throws
+    -> [ServerCheck]
+  {
     let r = try c.query(
       """
       SELECT current_setting('max_replication_slots')::int AS max_slots,
@@ -119,18 +137,27 @@ struct NativeEngine: ReplicationEngine {
             + "raise \(name) there and restart it")
     }
     return [
-      item("max_replication_slots", max: row.int("max_slots") ?? 0, used: row.int("slots") ?? 0, needed: provides,
+      item(
+        "max_replication_slots", max: row.int("max_slots") ?? 0, used: row.int("slots") ?? 0,
+        needed: provides,
         what: "replication slots (one per database of dc \(dc) this server provides for)"),
-      item("max_wal_senders", max: row.int("max_senders") ?? 0, used: row.int("senders") ?? 0, needed: provides,
+      item(
+        "max_wal_senders", max: row.int("max_senders") ?? 0, used: row.int("senders") ?? 0,
+        needed: provides,
         what: "WAL senders"),
-      item("max_logical_replication_workers", max: row.int("max_lr") ?? 0, used: row.int("lr") ?? 0, needed: applies,
-        what: "logical replication workers (an apply worker per subscription, and one for table copies)"),
+      item(
+        "max_logical_replication_workers", max: row.int("max_lr") ?? 0, used: row.int("lr") ?? 0,
+        needed: applies,
+        what:
+          "logical replication workers (an apply worker per subscription, and one for table copies)"
+      ),
     ]
   }
 
   func leftovers(onSource sroot: PGConnection) throws -> String? {
     guard try subscription(sroot, Self.forwardName) != nil else { return nil }
-    return "src holds subscription \(Self.forwardName) from an earlier migration (it was a destination then); "
+    return
+      "src holds subscription \(Self.forwardName) from an earlier migration (it was a destination then); "
       + "run cleanup-previous-config before setup"
   }
 
@@ -148,7 +175,11 @@ struct NativeEngine: ReplicationEngine {
       SELECT subenabled, subslotname, subconninfo FROM pg_subscription
        WHERE subname = $1 AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
       """, [name]
-    ).rows.first.map { Subscription(enabled: $0.bool("subenabled"), slot: $0["subslotname"] ?? nil, conninfo: $0.string("subconninfo")) }
+    ).rows.first.map {
+      Subscription(
+        enabled: $0.bool("subenabled"), slot: $0["subslotname"] ?? nil,
+        conninfo: $0.string("subconninfo"))
+    }
   }
 
   func publicationExists(_ c: PGConnection, _ name: String) throws -> Bool {
@@ -170,11 +201,13 @@ struct NativeEngine: ReplicationEngine {
   }
 
   func prepare(
-    _ ctx: any EngineContext, _ side: Side, root: PGConnection, owner: PGConnection, schema: String, tables: [String]
+    _ ctx: any EngineContext, _ side: Side, root: PGConnection, owner: PGConnection, schema: String,
+    tables: [String]
   ) throws -> [String] {
     let server = try ctx.config.server(side)
     return try ReplicationRole.ensure(
-      ctx, side, root: root, owner: owner, role: server.replication, ownerName: server.owner.name, schema: schema,
+      ctx, side, root: root, owner: owner, role: server.replication, ownerName: server.owner.name,
+      schema: schema,
       tables: tables, superuser: false)
   }
 
@@ -182,13 +215,16 @@ struct NativeEngine: ReplicationEngine {
   /// start (the gate then needs no refresh inside the window). Tables without a primary key get
   /// `REPLICA IDENTITY FULL` first: publishing them without one would make their UPDATEs and
   /// DELETEs fail on src at once.
-  func publish(_ ctx: any EngineContext, _ side: Side, root: PGConnection, schema: String, tables: [String]) throws
+  func publish(
+    _ ctx: any EngineContext, _ side: Side, root: PGConnection, schema: String, tables: [String]
+  ) throws
     -> (node: String, added: [String])
   {
     let pub = side == .src ? Self.forwardName : Self.backName
     let all = try Catalog.tables(root, schema: schema)
     let byName = Dictionary(all.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-    let needRI = tables.compactMap { byName[$0] }.filter { !$0.hasPK && $0.replicaIdentity == "d" }.map(\.name)
+    let needRI = tables.compactMap { byName[$0] }.filter { !$0.hasPK && $0.replicaIdentity == "d" }
+      .map(\.name)
     if !needRI.isEmpty {
       // Recorded before the change, so a teardown after a crash restores them too.
       let key = side == .src ? Self.riKey : Self.riKey + "_dst"
@@ -212,9 +248,11 @@ struct NativeEngine: ReplicationEngine {
       added = tables
       node = "publication \(pub) created"
     } else {
-      let have = Set(try root.query(
-        "SELECT tablename FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2", [pub, schema]
-      ).rows.map { $0.string("tablename") })
+      let have = Set(
+        try root.query(
+          "SELECT tablename FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2",
+          [pub, schema]
+        ).rows.map { $0.string("tablename") })
       added = tables.filter { !have.contains($0) }
       if !added.isEmpty {
         let more = added.map { PGConnection.qualified(schema, $0) }.joined(separator: ", ")
@@ -224,11 +262,15 @@ struct NativeEngine: ReplicationEngine {
       }
       node = "publication \(pub) exists"
     }
-    if !needRI.isEmpty { node += "; REPLICA IDENTITY FULL set on \(needRI.count) table(s) without a primary key" }
+    if !needRI.isEmpty {
+      node += "; REPLICA IDENTITY FULL set on \(needRI.count) table(s) without a primary key"
+    }
     return (node, added)
   }
 
-  func ensureSubscriberNode(_ ctx: any EngineContext, _ side: Side, root: PGConnection) throws -> String {
+  func ensureSubscriberNode(_ ctx: any EngineContext, _ side: Side, root: PGConnection) throws
+    -> String
+  {
     try root.exec("SET client_min_messages = warning; " + Fence.createSQL)
     return "no node (native)"
   }
@@ -239,7 +281,9 @@ struct NativeEngine: ReplicationEngine {
     try c.exec("ALTER PUBLICATION \(PGConnection.quoteIdent(Self.forwardName)) DROP TABLE \(list)")
   }
 
-  func subscribe(_ ctx: any EngineContext, _ direction: Direction, on c: PGConnection, copyData: Bool) throws -> String {
+  func subscribe(
+    _ ctx: any EngineContext, _ direction: Direction, on c: PGConnection, copyData: Bool
+  ) throws -> String {
     let provider = try ctx.config.server(direction.provider)
     let sub = name(direction)
     let dsn = provider.conninfo(.replication, connectTimeout: 10)
@@ -247,12 +291,14 @@ struct NativeEngine: ReplicationEngine {
       let slot = Self.slotName(direction, providerDB: provider.dbname)
       try c.execSecret(
         "CREATE SUBSCRIPTION \(PGConnection.quoteIdent(sub)) CONNECTION \(try c.literal(dsn)) "
-          + "PUBLICATION \(PGConnection.quoteIdent(sub)) WITH (copy_data = \(copyData), slot_name = \(try c.literal(slot)))")
+          + "PUBLICATION \(PGConnection.quoteIdent(sub)) WITH (copy_data = \(copyData), slot_name = \(try c.literal(slot)))"
+      )
       return "created"
     }
     var changes: [String] = []
     if existing.conninfo != dsn {
-      try c.execSecret("ALTER SUBSCRIPTION \(PGConnection.quoteIdent(sub)) CONNECTION \(try c.literal(dsn))")
+      try c.execSecret(
+        "ALTER SUBSCRIPTION \(PGConnection.quoteIdent(sub)) CONNECTION \(try c.literal(dsn))")
       changes.append("connection updated")
     }
     if !existing.enabled {
@@ -264,44 +310,63 @@ struct NativeEngine: ReplicationEngine {
 
   func copyAdded(_ droot: PGConnection, schema: String, tables: [String]) throws {
     guard !tables.isEmpty else { return }
-    try droot.exec("ALTER SUBSCRIPTION \(PGConnection.quoteIdent(Self.forwardName)) REFRESH PUBLICATION WITH (copy_data = true)")
+    try droot.exec(
+      "ALTER SUBSCRIPTION \(PGConnection.quoteIdent(Self.forwardName)) REFRESH PUBLICATION WITH (copy_data = true)"
+    )
   }
 
   func publishWithoutCopy(_ sroot: PGConnection, schema: String, table: String) throws {
-    throw BeltError(.internal, "the native engine copies every streamed table itself; no locked copy is needed")
+    throw BeltError(
+      .internal, "the native engine copies every streamed table itself; no locked copy is needed")
   }
 
   func backBlocked(src sroot: PGConnection, dst droot: PGConnection) throws -> String? {
-    try publicationExists(sroot, Self.forwardName) ? nil : "publication \(Self.forwardName) does not exist on src; run setup first"
+    try publicationExists(sroot, Self.forwardName)
+      ? nil : "publication \(Self.forwardName) does not exist on src; run setup first"
   }
 
   /// Back replication ahead of the cutover: the publication on dst and the back slot, made now
   /// (its creation waits for dst's open write transactions, which are few before the switch)
   /// and advanced by the gate once forward is dropped (``attachBack``); nothing streams back
   /// until then. Once forward is gone (after a cutover), it is attached at once.
-  func setUpBack(_ ctx: any EngineContext, src sroot: PGConnection, dst droot: PGConnection, tables: [String]) throws
+  func setUpBack(
+    _ ctx: any EngineContext, src sroot: PGConnection, dst droot: PGConnection, tables: [String]
+  ) throws
     -> (added: [String], subscription: String)
   {
     let (_, added) = try publish(ctx, .dst, root: droot, schema: ctx.schema, tables: tables)
-    if try configured(.back, on: sroot) { return (added, try subscribe(ctx, .back, on: sroot, copyData: false)) }
+    if try configured(.back, on: sroot) {
+      return (added, try subscribe(ctx, .back, on: sroot, copyData: false))
+    }
     let dst = try ctx.config.server(.dst)
     let slot = Self.slotName(.back, providerDB: dst.dbname)
     var how = "armed (slot \(slot) exists; attached when forward is dropped at cutover)"
-    if try droot.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", [slot]).values.isEmpty {
+    if try droot.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", [slot]).values
+      .isEmpty
+    {
       try droot.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [slot])
       how = "armed (slot \(slot) made on dst; attached when forward is dropped at cutover)"
     }
-    if try !configured(.forward, on: droot), let attached = try attachBack(ctx, src: sroot, dst: droot) { how = attached }
+    if try !configured(.forward, on: droot),
+      let attached = try attachBack(ctx, src: sroot, dst: droot)
+    {
+      how = attached
+    }
     return (added, how)
   }
 
   /// Moves the armed back slot to dst's current position (everything forward applied is behind
   /// it, so nothing loops back) and subscribes src to it without a copy.
-  func attachBack(_ ctx: any EngineContext, src sroot: PGConnection, dst droot: PGConnection) throws -> String? {
+  func attachBack(_ ctx: any EngineContext, src sroot: PGConnection, dst droot: PGConnection) throws
+    -> String?
+  {
     guard try !configured(.back, on: sroot) else { return nil }
     let dst = try ctx.config.server(.dst)
     let slot = Self.slotName(.back, providerDB: dst.dbname)
-    guard try droot.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", [slot]).values.count == 1 else {
+    guard
+      try droot.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", [slot]).values
+        .count == 1
+    else {
       return nil
     }
     try droot.query("SELECT pg_replication_slot_advance($1, pg_current_wal_lsn())", [slot])
@@ -315,7 +380,9 @@ struct NativeEngine: ReplicationEngine {
 
   // MARK: state
 
-  func state(_ c: PGConnection, _ direction: Direction, server: ServerConfig) throws -> SubscriptionState {
+  func state(_ c: PGConnection, _ direction: Direction, server: ServerConfig) throws
+    -> SubscriptionState
+  {
     let sub = name(direction)
     guard let s = try subscription(c, sub) else { return .unconfigured }
     let r = try c.query(
@@ -335,7 +402,8 @@ struct NativeEngine: ReplicationEngine {
     let done = row?.int("done") ?? 0
     let pending = row?.int("pending") ?? 0
     var st = SubscriptionState(
-      state: pending == 0 ? "replicating" : "initializing", reason: nil, tablesDone: done, tablesPending: pending,
+      state: pending == 0 ? "replicating" : "initializing", reason: nil, tablesDone: done,
+      tablesPending: pending,
       slotName: s.slot, copyDone: pending == 0)
     st.workerRunning = (row?.int("apply") ?? 0) > 0
     st.workerPid = row?.int("apply_pid")
@@ -350,8 +418,11 @@ struct NativeEngine: ReplicationEngine {
       let waited = GraceClock.shared.observe(key, "apply")
       if errors > 0 || waited >= PglogicalStatus.grace {
         st.state = "down"
-        st.reason = "the apply worker of \(sub) is not running"
-          + (errors > 0 ? " (\(errors) apply or copy error(s) counted in pg_stat_subscription_stats)" : " (for \(Int(waited)) s)")
+        st.reason =
+          "the apply worker of \(sub) is not running"
+          + (errors > 0
+            ? " (\(errors) apply or copy error(s) counted in pg_stat_subscription_stats)"
+            : " (for \(Int(waited)) s)")
           + "; the message is in the \(direction.subscriber.rawValue) server log (\(server.ip):\(server.port))"
         return st
       }
@@ -363,7 +434,8 @@ struct NativeEngine: ReplicationEngine {
       let waited = GraceClock.shared.observe(key, "sync \(pending)")
       if waited >= PglogicalStatus.grace {
         st.state = "down"
-        st.reason = "the initial copy of \(pending) table(s) is failing (\(row?.int("sync_errors") ?? 0) copy error(s) counted in "
+        st.reason =
+          "the initial copy of \(pending) table(s) is failing (\(row?.int("sync_errors") ?? 0) copy error(s) counted in "
           + "pg_stat_subscription_stats); the message is in the \(direction.subscriber.rawValue) server log (\(server.ip):\(server.port))"
         return st
       }
@@ -400,12 +472,15 @@ struct NativeEngine: ReplicationEngine {
 
   // MARK: the gate and teardown
 
-  func forwardSlot(_ droot: PGConnection) throws -> String? { try subscription(droot, Self.forwardName)?.slot }
+  func forwardSlot(_ droot: PGConnection) throws -> String? {
+    try subscription(droot, Self.forwardName)?.slot
+  }
 
   func enableForGate(_ droot: PGConnection) throws -> String? {
     guard let s = try subscription(droot, Self.forwardName), !s.enabled else { return nil }
     try droot.exec("ALTER SUBSCRIPTION \(PGConnection.quoteIdent(Self.forwardName)) ENABLE")
-    return "\(Self.forwardName) was disabled (an earlier teardown stopped before dropping it); enabled it for the gate"
+    return
+      "\(Self.forwardName) was disabled (an earlier teardown stopped before dropping it); enabled it for the gate"
   }
 
   func fencePublished(_ sroot: PGConnection, qualified: String) throws -> Bool {
@@ -420,13 +495,16 @@ struct NativeEngine: ReplicationEngine {
     // cannot get it without a refresh on dst, which the gate does not do inside the window.
     throw BeltError(
       .preconditionFailed,
-      "the fence table \(qualified) is not in publication \(Self.forwardName); run setup again before the cutover")
+      "the fence table \(qualified) is not in publication \(Self.forwardName); run setup again before the cutover"
+    )
   }
 
   /// Drops the direction's subscription. When its provider does not answer, the subscription
   /// is detached from its slot first (`slot_name = NONE`) and the slot left there is named; run
   /// teardown again once the provider is back to drop it.
-  func drop(_ direction: Direction, on c: PGConnection, provider: PGConnection?) throws -> (dropped: Bool, notes: [String]) {
+  func drop(_ direction: Direction, on c: PGConnection, provider: PGConnection?) throws -> (
+    dropped: Bool, notes: [String]
+  ) {
     let sub = name(direction)
     var notes: [String] = []
     guard let s = try subscription(c, sub) else {
@@ -437,16 +515,23 @@ struct NativeEngine: ReplicationEngine {
     if s.enabled { try c.exec("ALTER SUBSCRIPTION \(q) DISABLE") }
     // Its slot already gone from the provider (dropped by a teardown that ran while this side
     // did not answer): detach, or DROP SUBSCRIPTION would fail to drop it there.
-    let slotGone = try provider.map { p in
-      try s.slot.map { try p.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", [$0]).values.isEmpty } ?? true
-    } ?? false
+    let slotGone =
+      try provider.map { p in
+        try s.slot.map {
+          try p.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", [$0]).values
+            .isEmpty
+        } ?? true
+      } ?? false
     if slotGone {
       try c.exec("ALTER SUBSCRIPTION \(q) SET (slot_name = NONE)")
       try c.exec("DROP SUBSCRIPTION \(q)")
     } else if provider != nil {
       do {
         try c.exec("DROP SUBSCRIPTION \(q)")
-      } catch let e as PGError where e.sqlState == "08006" || e.sqlState == "08001" || e.message.contains("could not connect") {
+      } catch let e as PGError
+        where e.sqlState == "08006" || e.sqlState == "08001"
+        || e.message.contains("could not connect")
+      {
         try detachAndDrop(c, q, slot: s.slot, notes: &notes)
       }
     } else {
@@ -456,11 +541,15 @@ struct NativeEngine: ReplicationEngine {
     return (true, notes)
   }
 
-  private func detachAndDrop(_ c: PGConnection, _ q: String, slot: String?, notes: inout [String]) throws {
+  private func detachAndDrop(_ c: PGConnection, _ q: String, slot: String?, notes: inout [String])
+    throws
+  {
     try c.exec("ALTER SUBSCRIPTION \(q) SET (slot_name = NONE)")
     try c.exec("DROP SUBSCRIPTION \(q)")
     if let slot {
-      notes.append("slot \(slot) was left on the provider (it did not answer); it holds WAL there until dropped: run the same teardown again once it is back")
+      notes.append(
+        "slot \(slot) was left on the provider (it did not answer); it holds WAL there until dropped: run the same teardown again once it is back"
+      )
     }
   }
 
@@ -489,16 +578,19 @@ struct NativeEngine: ReplicationEngine {
   }
 
   /// Restores `REPLICA IDENTITY DEFAULT` on the tables belt set to FULL (recorded in the config).
-  func restoreReplicaIdentity(_ ctx: any EngineContext, _ side: Side, _ c: PGConnection) throws -> [String] {
+  func restoreReplicaIdentity(_ ctx: any EngineContext, _ side: Side, _ c: PGConnection) throws
+    -> [String]
+  {
     let key = side == .src ? Self.riKey : Self.riKey + "_dst"
     let names = ctx.config.raw[key]?.arrayValue?.compactMap(\.stringValue) ?? []
     guard !names.isEmpty else { return [] }
-    let full = Set(try c.query(
-      """
-      SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-       WHERE n.nspname = $1 AND c.relname = ANY($2::text[]) AND c.relreplident = 'f'
-      """, [ctx.schema, PGArray.literal(names)]
-    ).rows.map { $0.string("relname") })
+    let full = Set(
+      try c.query(
+        """
+        SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = $1 AND c.relname = ANY($2::text[]) AND c.relreplident = 'f'
+        """, [ctx.schema, PGArray.literal(names)]
+      ).rows.map { $0.string("relname") })
     for t in names where full.contains(t) {
       try LockWait.run(c, side: side, what: "ALTER TABLE \(t) REPLICA IDENTITY DEFAULT") {
         try c.exec("ALTER TABLE \(PGConnection.qualified(ctx.schema, t)) REPLICA IDENTITY DEFAULT")
@@ -508,17 +600,22 @@ struct NativeEngine: ReplicationEngine {
     return full.isEmpty ? [] : ["REPLICA IDENTITY DEFAULT restored on \(full.count) table(s)"]
   }
 
-  func dropRole(_ ctx: any EngineContext, _ side: Side, _ root: PGConnection, name: String, schema: String, protected: [String])
+  func dropRole(
+    _ ctx: any EngineContext, _ side: Side, _ root: PGConnection, name: String, schema: String,
+    protected: [String]
+  )
     throws -> String?
   {
-    try ReplicationRole.drop(ctx, side, root, name: name, schema: schema, protected: protected, extraSchemas: [])
+    try ReplicationRole.drop(
+      ctx, side, root, name: name, schema: schema, protected: protected, extraSchemas: [])
   }
 
   func removeExtension(_ c: PGConnection, side: Side) throws -> [String] { [] }
 
   func cleanupPrevious(_ ctx: any EngineContext, _ sroot: PGConnection) throws -> [String] {
     var notes: [String] = []
-    for direction in [Direction.forward, .back] where try drop(direction, on: sroot, provider: nil).dropped {
+    for direction in [Direction.forward, .back]
+    where try drop(direction, on: sroot, provider: nil).dropped {
       notes.append("dropped subscription \(name(direction))")
     }
     notes += try removeLocal(ctx, sroot, side: .src)

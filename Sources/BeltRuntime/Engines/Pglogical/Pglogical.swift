@@ -129,7 +129,8 @@ enum PGL {
   /// Installs the extension, then the replication role as a superuser (``ReplicationRole``).
   /// - Returns: what was done, for the record.
   static func prepare(
-    _ ctx: any EngineContext, _ side: Side, root: PGConnection, owner: PGConnection, pgl: Credentials,
+    _ ctx: any EngineContext, _ side: Side, root: PGConnection, owner: PGConnection,
+    pgl: Credentials,
     ownerName: String, schema: String, tables: [String]
   ) throws -> [String] {
     var notes: [String] = []
@@ -142,9 +143,11 @@ enum PGL {
       }
     }
     try root.exec("GRANT USAGE ON SCHEMA pglogical TO \(PGConnection.quoteIdent(ownerName))")
-    return notes + (try ReplicationRole.ensure(
-      ctx, side, root: root, owner: owner, role: pgl, ownerName: ownerName, schema: schema, tables: tables,
-      superuser: true))
+    return notes
+      + (try ReplicationRole.ensure(
+        ctx, side, root: root, owner: owner, role: pgl, ownerName: ownerName, schema: schema,
+        tables: tables,
+        superuser: true))
   }
 
   /// Revokes the role's privileges here (pglogical's schema included) and drops it unless other
@@ -153,7 +156,9 @@ enum PGL {
     _ ctx: any EngineContext, _ side: Side, _ root: PGConnection, name: String, schema: String,
     protected: [String]
   ) throws -> String? {
-    try ReplicationRole.drop(ctx, side, root, name: name, schema: schema, protected: protected, extraSchemas: ["pglogical"])
+    try ReplicationRole.drop(
+      ctx, side, root, name: name, schema: schema, protected: protected, extraSchemas: ["pglogical"]
+    )
   }
 
   // MARK: - nodes, sets, subscriptions
@@ -200,7 +205,10 @@ enum PGL {
     let have = Set(present ?? [])
     var added: [String] = []
     var current = ""
-    try LockWait.run(c, side: side, what: "adding table \(Value.jsonQuote(current)) to set \(setName)", schemas: ["pglogical"]) {
+    try LockWait.run(
+      c, side: side, what: "adding table \(Value.jsonQuote(current)) to set \(setName)",
+      schemas: ["pglogical"]
+    ) {
       for t in tables where !have.contains(t) {
         current = t
         do {

@@ -16,7 +16,9 @@ import Foundation
 /// What already runs for this dc (a re-run after setup) is not counted twice.
 enum PglogicalBudget {
   /// The checks of one server.
-  static func check(_ c: PGConnection, key: String, uses: [BudgetUse], dc: String) throws -> [ServerCheck] {
+  static func check(_ c: PGConnection, key: String, uses: [BudgetUse], dc: String) throws
+    -> [ServerCheck]
+  {
     let dbnames = Array(Set(uses.map(\.dbname))).sorted()
     let r = try c.query(
       """
@@ -47,7 +49,8 @@ enum PglogicalBudget {
                 AND (s.slot_name LIKE '%\\_pg1\\_pg2' OR s.slot_name LIKE '%\\_pg2\\_pg1')) AS active_slots
         FROM pg_database d WHERE d.datname = ANY($1::text[])
       """, [PGArray.literal(dbnames)])
-    let byName = Dictionary(per.rows.map { ($0.string("datname"), $0) }, uniquingKeysWith: { a, _ in a })
+    let byName = Dictionary(
+      per.rows.map { ($0.string("datname"), $0) }, uniquingKeysWith: { a, _ in a })
     var workersNeeded = row.int("supervisor") ?? 0 > 0 ? 0 : 1
     var slotsNeeded = 0
     var sendersNeeded = 0
@@ -80,14 +83,19 @@ enum PglogicalBudget {
     }
     return [
       item(
-        "max_worker_processes", max: row.int("max_workers") ?? 0, used: row.int("workers") ?? 0, needed: workersNeeded,
-        what: "background workers (pglogical's supervisor, a manager per database, an apply worker per subscription: "
-          + "\(dbnames.count) database(s), \(subsHere) subscription(s), \(row.int("other_managers") ?? 0) other database(s) already running pglogical)"),
+        "max_worker_processes", max: row.int("max_workers") ?? 0, used: row.int("workers") ?? 0,
+        needed: workersNeeded,
+        what:
+          "background workers (pglogical's supervisor, a manager per database, an apply worker per subscription: "
+          + "\(dbnames.count) database(s), \(subsHere) subscription(s), \(row.int("other_managers") ?? 0) other database(s) already running pglogical)"
+      ),
       item(
-        "max_replication_slots", max: row.int("max_slots") ?? 0, used: row.int("slots") ?? 0, needed: slotsNeeded,
+        "max_replication_slots", max: row.int("max_slots") ?? 0, used: row.int("slots") ?? 0,
+        needed: slotsNeeded,
         what: "replication slots (one per subscription this server provides: \(providerSubs))"),
       item(
-        "max_wal_senders", max: row.int("max_senders") ?? 0, used: row.int("senders") ?? 0, needed: sendersNeeded,
+        "max_wal_senders", max: row.int("max_senders") ?? 0, used: row.int("senders") ?? 0,
+        needed: sendersNeeded,
         what: "WAL senders (one per subscription this server provides: \(providerSubs))"),
     ]
   }

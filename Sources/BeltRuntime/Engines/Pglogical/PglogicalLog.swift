@@ -11,7 +11,9 @@ enum ServerLog {
   /// earlier line says why it failed.
   /// pglogical writes the provider DSN, password included, into some errors: the line comes
   /// back with `password=...` and every string of `secrets` masked.
-  static func latestPglogicalError(_ c: PGConnection, dbOid: String, dbName: String, secrets: [String]) -> String? {
+  static func latestPglogicalError(
+    _ c: PGConnection, dbOid: String, dbName: String, secrets: [String]
+  ) -> String? {
     guard let path = try? c.query("SELECT pg_current_logfile()").scalar, !path.isEmpty,
       let size = Int((try? c.query("SELECT size FROM pg_stat_file($1)", [path]).scalar) ?? ""),
       let text = try? c.query(
@@ -31,7 +33,9 @@ enum ServerLog {
     } else if prefix.contains("%d") {
       ours = { $0.contains(dbName) }
     } else {
-      ours = { $0.contains("pglogical") || $0.contains("table copy failed") || $0.contains("subscriber") }
+      ours = {
+        $0.contains("pglogical") || $0.contains("table copy failed") || $0.contains("subscriber")
+      }
     }
     let lines = text.split(separator: "\n", omittingEmptySubsequences: true).map(String.init)
     var found: [String] = []
@@ -42,10 +46,15 @@ enum ServerLog {
       }
       found.append(entry.split(whereSeparator: { $0 == " " || $0 == "\t" }).joined(separator: " "))
     }
-    guard var why = found.last(where: { !$0.contains("nonrecoverable step") }) ?? found.last else { return nil }
+    guard var why = found.last(where: { !$0.contains("nonrecoverable step") }) ?? found.last else {
+      return nil
+    }
     why = why.replacingOccurrences(
-      of: #"password\s*=\s*('([^'\\]|\\.)*'|[^\s]+)"#, with: "password=***", options: .regularExpression)
-    for secret in secrets where !secret.isEmpty { why = why.replacingOccurrences(of: secret, with: "***") }
+      of: #"password\s*=\s*('([^'\\]|\\.)*'|[^\s]+)"#, with: "password=***",
+      options: .regularExpression)
+    for secret in secrets where !secret.isEmpty {
+      why = why.replacingOccurrences(of: secret, with: "***")
+    }
     return why.count > 400 ? String(why.prefix(400)) + "…" : why
   }
 }

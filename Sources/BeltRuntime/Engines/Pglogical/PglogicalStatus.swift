@@ -25,7 +25,8 @@ enum PglogicalStatus {
     let clockKey = "\(server.ip):\(server.port)/\(server.dbname)/\(name)"
     var st = SubscriptionState(
       state: "initializing", reason: nil, tablesDone: sync.done, tablesPending: sync.pending,
-      slotName: sub.slotName, copyDone: sync.pending == 0 && (sync.fullDone || raw == "replicating"))
+      slotName: sub.slotName, copyDone: sync.pending == 0 && (sync.fullDone || raw == "replicating")
+    )
     st.workerRunning = w.apply
     st.workerUptime = w.apply ? w.applyAge : nil
     st.workerPid = w.apply ? w.applyPid : nil
@@ -37,7 +38,8 @@ enum PglogicalStatus {
     func cause() -> String {
       if let line = ServerLog.latestPglogicalError(
         c, dbOid: w.dbOid, dbName: server.dbname,
-        secrets: [server.root.password, server.owner.password, server.replication.password]) {
+        secrets: [server.root.password, server.owner.password, server.replication.password])
+      {
         return "latest pglogical error in the \(side.rawValue) server log: \(line)"
       }
       return "cause unknown; see the \(side.rawValue) server log (\(server.ip):\(server.port))"
@@ -56,7 +58,12 @@ enum PglogicalStatus {
           + cause() + "; fix the cause, then run reset and setup again")
     }
     if raw == "down" {
-      if w.full { return down(budget + "; pglogical cannot start \(w.manager ? "the apply worker" : "this database's manager") (raise max_worker_processes there and restart the server)") }
+      if w.full {
+        return down(
+          budget
+            + "; pglogical cannot start \(w.manager ? "the apply worker" : "this database's manager") (raise max_worker_processes there and restart the server)"
+        )
+      }
       if !w.manager {
         // pglogical's supervisor can miss the wake-up for a new subscription (it resets its
         // latch while starting other databases' managers) and then sleeps up to 3 minutes.
@@ -66,13 +73,15 @@ enum PglogicalStatus {
         let waited = GraceClock.shared.observe(clockKey, "manager")
         if w.serverAge < restartGrace || waited < grace {
           st.state = sync.fullDone ? "replicating" : "initializing"
-          st.reason = "pglogical's manager for this database is not running yet (the server started \(Int(w.serverAge)) s ago; "
+          st.reason =
+            "pglogical's manager for this database is not running yet (the server started \(Int(w.serverAge)) s ago; "
             + "the pglogical supervisor starts it)"
           return st
         }
         return down(
           "pglogical's manager for this database has not started for \(Int(waited)) s (max_worker_processes = \(w.max), "
-            + "\(w.running) background workers running: raise it if they are all pglogical's); " + cause())
+            + "\(w.running) background workers running: raise it if they are all pglogical's); "
+            + cause())
       }
       let (why, transient) = diagnose(sub, side: side, server: server)
       if !transient { return down(why) }
@@ -89,7 +98,10 @@ enum PglogicalStatus {
       st.state = raw == "replicating" && sync.pending == 0 ? "replicating" : "initializing"
       if sync.pending > 0, sync.fullDone, w.sync == 0 {
         // Tables added later are copied by sync workers, one per table.
-        if w.full { return down(budget + "; pglogical cannot start a sync worker for \(sync.pending) table(s)") }
+        if w.full {
+          return down(
+            budget + "; pglogical cannot start a sync worker for \(sync.pending) table(s)")
+        }
         let waited = GraceClock.shared.observe(clockKey, "sync \(sync.pending)")
         if waited >= 2 * grace {
           return down(
@@ -145,7 +157,8 @@ enum PglogicalStatus {
   /// Backend types in pg_stat_activity that are not background workers (they do not take a
   /// max_worker_processes slot).
   static let notBackgroundWorkers = [
-    "autovacuum launcher", "autovacuum worker", "background writer", "checkpointer", "client backend",
+    "autovacuum launcher", "autovacuum worker", "background writer", "checkpointer",
+    "client backend",
     "startup", "walreceiver", "walsender", "walwriter", "archiver", "standalone backend",
   ]
 
@@ -169,8 +182,10 @@ enum PglogicalStatus {
       """, [subscriptionID, PGArray.literal(notBackgroundWorkers)])
     let row = r.rows.first
     return WorkerFacts(
-      max: row?.int("max") ?? 8, running: row?.int("running") ?? 0, manager: row?.bool("manager") ?? false,
-      apply: row?.bool("apply") ?? false, applyAge: row?["apply_age"].flatMap { Double($0) }, applyPid: row?.int("apply_pid"), sync: row?.int("sync") ?? 0,
+      max: row?.int("max") ?? 8, running: row?.int("running") ?? 0,
+      manager: row?.bool("manager") ?? false,
+      apply: row?.bool("apply") ?? false, applyAge: row?["apply_age"].flatMap { Double($0) },
+      applyPid: row?.int("apply_pid"), sync: row?.int("sync") ?? 0,
       serverAge: Double(row?.string("age") ?? "") ?? 1e9, dbOid: row?.string("dboid") ?? "")
   }
 

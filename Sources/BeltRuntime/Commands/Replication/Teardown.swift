@@ -99,24 +99,10 @@ enum Teardown {
         // Recorded before waiting: a cutover killed here shows what dst was waiting for.
         try Journal.openStep(ctx.env.store, dc: ctx.dc, db: ctx.db)?.note(
           "teardown_forward_replication", ["target_lsn"], .string(target))
-        var interval = 0.002
-        var checked = 0.0
-        while try !Fence.arrived(droot, token: token) {
-          let elapsed = Date().timeIntervalSince(t0)
-          if elapsed > timeout {
-            throw try gateTimeout(
-              ctx, sroot: sroot, droot: droot, slot: slot, target: target, timeout: timeout,
-              server: dst)
-          }
-          if elapsed - checked >= healthEvery {
-            checked = elapsed
-            try stopIfHopeless(
-              ctx, engine: engine, sroot: sroot, droot: droot, server: dst, elapsed: elapsed,
-              timeout: timeout)
-          }
-          try LockWait.pause(interval)
-          if elapsed > 1 { interval = min(interval * 1.5, 0.05) }
-        }
+        try waitGate(
+          ctx, engine: engine, sroot: sroot, droot: droot, slot: slot, target: target, server: dst,
+          timeout: timeout, first: 0.002, growth: 1.5, cap: 0.05, growAfter: 1
+        ) { try Fence.arrived(droot, token: token) }
         try Fence.flush(droot)
         let w = Date().timeIntervalSince(t0)
         waited = w
@@ -127,31 +113,18 @@ enum Teardown {
         let target = try gateTarget(sroot)
         try Journal.openStep(ctx.env.store, dc: ctx.dc, db: ctx.db)?.note(
           "teardown_forward_replication", ["target_lsn"], .string(target))
-        var interval = 0.01
-        var checked = 0.0
         var confirmed = "?"
-        while true {
+        try waitGate(
+          ctx, engine: engine, sroot: sroot, droot: droot, slot: slot, target: target, server: dst,
+          timeout: timeout, first: 0.01, growth: 1.5, cap: 0.2, growAfter: 0
+        ) {
           guard let row = try SlotFacts.position(sroot, slot: slot, target: target) else {
             throw ctx.refuse(
               "slot \(slot) of \(forward) is missing on src, so belt cannot check that dst applied src's last "
                 + "writes; use --no-wait to drop \(forward) anyway")
           }
           confirmed = row.string("lsn")
-          if row.bool("done") { break }
-          let elapsed = Date().timeIntervalSince(t0)
-          if elapsed > timeout {
-            throw try gateTimeout(
-              ctx, sroot: sroot, droot: droot, slot: slot, target: target, timeout: timeout,
-              server: dst)
-          }
-          if elapsed - checked >= healthEvery {
-            checked = elapsed
-            try stopIfHopeless(
-              ctx, engine: engine, sroot: sroot, droot: droot, server: dst, elapsed: elapsed,
-              timeout: timeout)
-          }
-          try LockWait.pause(interval)
-          interval = min(interval * 1.5, 0.2)
+          return row.bool("done")
         }
         let w = Date().timeIntervalSince(t0)
         waited = w
@@ -215,6 +188,38 @@ enum Teardown {
           "dst cannot apply src's writes: %@; the gate stopped after %.1f s instead of waiting up to %d s; %@ was left in place",
         why, elapsed, Int(timeout), engine.name(.forward)),
       dc: ctx.dc, db: ctx.db, retryable: true)
+  }
+
+  /// Polls `arrived` until it holds: the wait of both gates (the fence marker, the slot's
+  /// confirmed position), with a timeout and, every `healthEvery` seconds, a check that dst can
+  /// still apply (``stopIfHopeless``). The interval starts at `first` and grows by `growth` up to
+  /// `cap` once `growAfter` seconds have passed.
+  static func waitGate(
+    _ ctx: PairContext, engine: any ReplicationEngine, sroot: PGConnection, droot: PGConnection,
+    slot: String,
+    target: String, server: ServerConfig, timeout: Double, first: Double, growth: Double,
+    cap: Double,
+    growAfter: Double, _ arrived: () throws -> Bool
+  ) throws {
+    let t0 = Date()
+    var interval = first
+    var checked = 0.0
+    while try !arrived() {
+      let elapsed = Date().timeIntervalSince(t0)
+      if elapsed > timeout {
+        throw try gateTimeout(
+          ctx, sroot: sroot, droot: droot, slot: slot, target: target, timeout: timeout,
+          server: server)
+      }
+      if elapsed - checked >= healthEvery {
+        checked = elapsed
+        try stopIfHopeless(
+          ctx, engine: engine, sroot: sroot, droot: droot, server: server, elapsed: elapsed,
+          timeout: timeout)
+      }
+      try LockWait.pause(interval)
+      if elapsed >= growAfter { interval = min(interval * growth, cap) }
+    }
   }
 
   /// The error of a gate that gave up: where the slot is and what state forward replication is in.

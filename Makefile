@@ -6,6 +6,9 @@ SHELL := /bin/bash
 # Tests run one at a time: roles are cluster-wide, so one test's revoke-logins or Ctrl-C
 # would disturb another's.
 SWIFT_TEST ?= swift test --no-parallel
+# Without a SWIFT_TEST of your own, the suites run on TEST_SHARDS sets of clusters at once
+# (scripts/test-shards: one queue of suites, each set running one test at a time).
+TEST_SHARDS ?= 2
 # Then, on their own, the tests that stop and start a cluster (IsolatedFaultTests).
 # ISOLATED=0 leaves them out (e.g. with a SWIFT_TEST that filters).
 ISOLATED ?= 1
@@ -38,7 +41,11 @@ test: deps
 	scripts/pg-clusters up; \
 	eval "$$(scripts/pg-clusters env)"; export BELT_TEST_REQUIRE_SERVERS=1; \
 	swift build --build-tests; \
-	timeout -k 10 $(TEST_TIMEOUT) $(SWIFT_TEST) --skip-build --skip IsolatedFaultTests; \
+	if [[ "$(origin SWIFT_TEST)" == file && "$(TEST_SHARDS)" -gt 1 ]]; then \
+	  TEST_TIMEOUT=$(TEST_TIMEOUT) scripts/test-shards $(TEST_SHARDS); \
+	else \
+	  timeout -k 10 $(TEST_TIMEOUT) $(SWIFT_TEST) --skip-build --skip IsolatedFaultTests; \
+	fi; \
 	if [[ "$(ISOLATED)" == 1 ]]; then \
 	  BELT_ISOLATED=1 timeout -k 10 $(TEST_TIMEOUT) $(SWIFT_TEST) --skip-build --filter IsolatedFaultTests; \
 	fi; \

@@ -500,7 +500,7 @@ function belt.pgbouncer_point_to(dc, db, opts) end
 function belt.pgbouncer_watchdog(dc, db, opts) end
 
 ---@class belt.pgbouncer_watchdog.opts
----@field timeout number|string How long the pause may last from now (pause_timeout); the watchdog acts 2 s later. (required; runbooks only)
+---@field timeout number|string How long the pause may last from now (pause_timeout); the watchdog acts 2 s later. (required)
 
 --- Polls pred until it returns a truthy value (returned). Raises {code="timeout"} (or returns false,
 --- "timeout" with on_timeout = "return"). Ctrl-C raises {code="interrupted"}.

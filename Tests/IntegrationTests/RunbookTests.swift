@@ -31,14 +31,14 @@ struct RunbookTests {
   /// Issue 24: materialized views, created WITH NO DATA on dst. `a_fruit_stats` reads
   /// `fruit_names` through a plain view (refreshed after it, although its name sorts first);
   /// `regional` reads a setting that src's database has (ALTER DATABASE ... SET, which the
-  /// schema dump does not carry) and dst's lacks, so its refresh fails there.
+  /// schema dump does not carry; set by ``expectMatviewsRefreshed``'s caller) and dst's lacks,
+  /// so its refresh fails there.
   static let matviews = """
 
     CREATE MATERIALIZED VIEW fruit_names AS SELECT id, upper(name) AS name FROM fruits WHERE name IS NOT NULL;
     CREATE UNIQUE INDEX fruit_names_id ON fruit_names (id);
     CREATE VIEW fruit_names_v AS SELECT * FROM fruit_names;
     CREATE MATERIALIZED VIEW a_fruit_stats AS SELECT count(*) AS n, string_agg(name, ',' ORDER BY id) AS names FROM fruit_names_v;
-    DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET app.region = %L', current_database(), 'eu'); END $$;
     SET app.region = 'eu';
     CREATE MATERIALIZED VIEW regional AS SELECT id, name FROM fruits WHERE current_setting('app.region') = 'eu';
     """
@@ -87,6 +87,9 @@ struct RunbookTests {
     try dc.addPair("alpha", srcSQL: Fixtures.basic() + Self.matviews)
     try dc.addPair("beta", schema: "Beta Schema", srcSQL: Fixtures.basic("Beta Schema"))
     let (app, pw) = try Self.appRole(dc, grantIn: ["alpha", "beta"])
+    let alphaDB = try #require(dc.pairs["alpha"]).dbname
+    try Cut.exec(
+      dc, "alpha", .src, "ALTER DATABASE \(PGConnection.quoteIdent(alphaDB)) SET app.region = 'eu'")
 
     let migrate = try CLI.run(["run", "migrate.lua", dc.dc, "--config-dir", dc.root])
     #expect(migrate.code == 0, "\(migrate.err)")

@@ -128,14 +128,16 @@ public enum TrafficOps {
     name: "pgbouncer_watchdog",
     summary:
       "Start the pair's pgbouncer watchdog: a detached process that, if belt is gone when the pause outlasts timeout, resumes pgbouncer at dst (switch done) or at src with logins restored (cutover.lua).",
+    details: """
+      cutover.lua with switch=pgbouncer starts it before its PAUSE (and a rerun starts a new one). It acts only while the pair's cutover run is in progress, once the timeout plus 2 s has passed and no belt process holds the run anymore; it exits when the run ends. Its log: configs/<dc>/<db>/cutover.watchdog.log.
+      """,
     sides: .none,
     options: [
       OptionSpec(
         "timeout", .duration,
         "How long the pause may last from now (pause_timeout); the watchdog acts 2 s later.",
-        required: true, cli: nil)
-    ],
-    isCommand: false
+        required: true)
+    ]
   ) { ctx in
     try PgBouncerWatchdog.start(ctx, after: ctx.options.seconds("timeout") ?? 30)
   }

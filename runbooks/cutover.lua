@@ -376,7 +376,7 @@ if o.refresh_matviews then
       local d = type(rec) == "table" and out[rec.db]
       if d then
         for _, v in ipairs(rec.matviews or {}) do
-          print(("%s/%s: materialized view %s %s in %s%s"):format(dc, rec.db, v.name, v.status, lib.secs(v.duration_s or 0),
+          print(("%s/%s: materialized view %s %s in %.3f s%s"):format(dc, rec.db, v.name, v.status, v.duration_s or 0,
             v.error and (": " .. tostring(v.error)) or ""))
           if v.status ~= "refreshed" then d.failed_views[#d.failed_views + 1] = { name = v.name, error = v.error } end
         end

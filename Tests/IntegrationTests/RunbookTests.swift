@@ -47,6 +47,10 @@ struct RunbookTests {
   /// reported (printed, in the result and the journal) and the cutover succeeded anyway; once
   /// dst has the setting, `belt refresh-matviews` fills it (and refreshes the others again).
   static func expectMatviewsRefreshed(_ dc: TestDC, _ cutover: CLI.Result) throws {
+    let lines = (cutover.out + cutover.err).split(separator: "\n").filter {
+      $0.contains("materialized view")
+    }
+    print("[cutover.lua, matviews: \(lines.joined(separator: " | "))]")
     for v in ["fruit_names", "a_fruit_stats"] {
       #expect(
         cutover.out.contains("alpha: materialized view \(v) refreshed in"), "\(cutover.out)")

@@ -91,9 +91,6 @@ public struct ExternalCommand {
     posix_spawn_file_actions_adddup2(&actions, inPipe[0], 0)
     posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
     posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
-    // Nothing else of belt's (server sockets, the journal's lock) reaches the child. glibc has
-    // this since 2.34, but its header only declares it with _GNU_SOURCE, which Swift's Glibc
-    // module does not define: looked up at run time.
     Self.closeTheRest(&actions)
     var attr = posix_spawnattr_t()
     posix_spawnattr_init(&attr)

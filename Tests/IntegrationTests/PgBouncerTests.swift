@@ -607,10 +607,12 @@ extension CutoverPgBouncerTests {
       Int(try Cut.scalar(dc, name, side, "SELECT count(*) FROM orders") ?? "") ?? 0
     }
 
+    // 20 s: beta's pgbench must still write when the cutover has ended (it waits up to 8 s for
+    // the freshly set-up workers to settle, then the window, refresh-matviews and diff-schemas).
     var benches: [String: (Process, Pipe)] = [:]
     for name in names {
       benches[name] = try bouncer.pgbench(
-        database: name, user: apps[name]!, scratch: dc.root, seconds: 16)
+        database: name, user: apps[name]!, scratch: dc.root, seconds: 20)
     }
     Thread.sleep(forTimeInterval: 2)
     let r = try CLI.run([

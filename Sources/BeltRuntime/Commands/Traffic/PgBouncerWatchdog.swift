@@ -1,9 +1,5 @@
 import Foundation
 
-#if canImport(Glibc)
-  import Glibc
-#endif
-
 /// The pgbouncer watchdog (issue 24): a pgbouncer that cutover.lua paused is never left paused
 /// when belt dies (SIGKILL, a closed laptop lid, a dropped SSH session).
 ///
@@ -51,7 +47,8 @@ public enum PgBouncerWatchdog {
     try AtomicFile.write(doc.json(indent: 2) + "\n", to: path, mode: 0o600)
     var argv = [
       try executable(), subcommand, ctx.dc, ctx.db, "--token", token, "--deadline",
-      String(format: "%.3f", epoch), "--config-dir", store.root,
+      String(format: "%.3f", epoch), "--config-dir",
+      URL(fileURLWithPath: store.root).standardizedFileURL.path,
     ]
     if let audit = ctx.env.audit.override { argv += ["--audit-log", audit] }
     var cmd = ExternalCommand(argv: argv)

@@ -386,16 +386,21 @@ struct CutoverPgBouncerTests {
     #expect(try b.dc.run("pgbouncer_show", "shop")["paused"] == false)
   }
 
-  /// A client through pgbouncer (blocks while the database is paused): how long it waited, and
-  /// the port of the server that answered.
-  static func probe(_ b: Bounced) throws -> (port: Int, at: Date) {
-    let c = try PGConnection(
+  /// A client connected through pgbouncer (opened before the cutover, like the application's
+  /// pooled connections; a new login while paused can wait for pgbouncer's server_login_retry
+  /// after the RESUME).
+  static func client(_ b: Bounced) throws -> PGConnection {
+    try PGConnection(
       conninfo: ConnInfo.build([
         ("hostaddr", PG.host), ("port", String(b.bouncer.port)), ("dbname", "shop"),
         ("user", b.app.name), ("password", b.app.password), ("connect_timeout", "30"),
       ]),
       label: "client through pgbouncer")
-    defer { c.close() }
+  }
+
+  /// A query of that client (it blocks while the database is paused): the port of the server
+  /// that answered, and when.
+  static func probe(_ c: PGConnection) throws -> (port: Int, at: Date) {
     let port = Int(try c.query("SELECT inet_server_port()").scalar ?? "") ?? 0
     return (port, Date())
   }
@@ -432,6 +437,8 @@ struct CutoverPgBouncerTests {
     let pidText = try String(contentsOfFile: b.bouncer.dir + "/pgbouncer.pid", encoding: .utf8)
     let pgbouncer = try #require(Int32(pidText.trimmingCharacters(in: .whitespacesAndNewlines)))
     let bench = try b.pgbench(seconds: 26)
+    let client = try Self.client(b)
+    defer { client.close() }
     Thread.sleep(forTimeInterval: 2)
 
     // 1. Killed right after the PAUSE.
@@ -443,7 +450,7 @@ struct CutoverPgBouncerTests {
     #expect(caught, "belt ended before the PAUSE finished: \(bg.output)")
     #expect(try b.dc.run("pgbouncer_show", "shop")["paused"] == true, "killed while paused")
     // A client waits, then src serves it.
-    let served = try Self.probe(b)
+    let served = try Self.probe(client)
     let waited = served.at.timeIntervalSince(Self.pausedAt(b))
     print(
       "[watchdog after a SIGKILL right after PAUSE: served by src \(String(format: "%.1f", waited)) s after the PAUSE (pause_timeout=3s)]"
@@ -483,7 +490,7 @@ struct CutoverPgBouncerTests {
     #expect(
       Resume.step(Resume.journal(b.dc, "shop"), "pgbouncer-resume")?["status"] != "done",
       "killed before the RESUME")
-    let served2 = try Self.probe(b)
+    let served2 = try Self.probe(client)
     let waited2 = served2.at.timeIntervalSince(Self.pausedAt(b))
     print(
       "[watchdog after a SIGKILL right after the repoint: served by dst \(String(format: "%.1f", waited2)) s after the PAUSE (pause_timeout=6s)]"

@@ -90,7 +90,9 @@ public enum PgBouncerWatchdog {
   {
     let mine =
       (try? Journal.read(file(store, dc: dc, db: db)))?.flatMap { $0["token"]?.stringValue }
-    guard mine == token else { return .exit("superseded by a later run's watchdog") }
+    guard mine == token else {
+      return .exit("superseded: cutover.watchdog.json is gone or names a later run's watchdog")
+    }
     let path = Journal.path(store, dc: dc, db: db, flow: "cutover")
     guard let doc = try? Journal.read(path) else { return .exit("no cutover journal") }
     guard doc["state"] == "in_progress" else {

@@ -23,6 +23,7 @@ return {
     { "lock_out_shared", false, "revoke LOGIN even from roles that other databases of the server use" },
     { "switch", "none", "none: the application reconnects elsewhere itself (every request in the window fails); pgbouncer: traffic is paused in pgbouncer and switched to dst" },
     { "pause_timeout", "30s", "switch=pgbouncer: the longest the application may wait; must be below pgbouncer's query_wait_timeout" },
+    { "refresh_matviews", true, "after the window (after diff-sequences, or after the RESUME with switch=pgbouncer), refresh every materialized view on dst in dependency order, each timed; a failure is a warning, not a failure of the cutover (belt refresh-matviews DC DB retries)" },
     { "health_timeout", "30s", "how long, right before the first revoke (or PAUSE), to wait for forward replication to be healthy (apply worker running and settled, no schema drift); a down forward or a drift stops the cutover at once, untouched" },
   },
   ["rollback.lua"] = {

@@ -380,6 +380,15 @@ function belt.apply_ddl(dc, db, opts) end
 ---@field file string? A file holding the statements to apply.
 ---@field sql string? The statements to apply (separated by semicolons).
 
+--- Refresh every materialized view of the schema on dst, in dependency order, each one timed.
+--- `belt.refresh_matviews(dc[, db][, opts]) -> record`
+--- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
+---@param dc string
+---@param db string?
+---@param opts table?
+---@return BeltRecord
+function belt.refresh_matviews(dc, db, opts) end
+
 --- Show the journal of a flow (cutover.lua by default) for one or all of the dbs in a datacenter.
 --- `belt.journal(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
@@ -480,6 +489,18 @@ function belt.pgbouncer_point_to(dc, db, opts) end
 
 ---@class belt.pgbouncer_point_to.opts
 ---@field side "src"|"dst" Where clients go: src or dst. (one of src, dst; required)
+
+--- Start the pair's pgbouncer watchdog: a detached process that, if belt is gone when the pause outlasts timeout, resumes pgbouncer at dst (switch done) or at src with logins restored (cutover.lua).
+--- `belt.pgbouncer_watchdog(dc[, db][, opts]) -> record`
+--- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
+---@param dc string
+---@param db string?
+---@param opts belt.pgbouncer_watchdog.opts?
+---@return BeltRecord
+function belt.pgbouncer_watchdog(dc, db, opts) end
+
+---@class belt.pgbouncer_watchdog.opts
+---@field timeout number|string How long the pause may last from now (pause_timeout); the watchdog acts 2 s later. (required)
 
 --- Polls pred until it returns a truthy value (returned). Raises {code="timeout"} (or returns false,
 --- "timeout" with on_timeout = "return"). Ctrl-C raises {code="interrupted"}.

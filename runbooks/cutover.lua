@@ -5,8 +5,8 @@
 --   wait until forward lag < max_lag -> forward healthy (no schema drift) -> revoke-logins -> wait for application sessions to drain
 --   (then terminate the rest, or fail) -> teardown-forward-replication (waits until dst has
 --   applied everything src wrote) -> sync (sequences, PK-less tables, validation, constraints,
---   indexes, analyze) -> diff-sequences (dst at or past src, in the window) -> diff-schemas --full
---   -> report the downtime window.
+--   indexes, analyze) -> diff-sequences (dst at or past src, in the window) -> refresh-matviews
+--   (after the window; a failure is a warning) -> diff-schemas --full -> report the downtime window.
 -- If any step after revoke-logins up to diff-sequences fails for a database, that database's
 -- logins are restored on src and its failure is reported; the other databases go on to the end
 -- (exit 1 if any failed). Ctrl-C, or an error for the whole run, restores the logins of every
@@ -36,6 +36,14 @@
 --   database is resumed: the application carries on against src. After a crash, run the same
 --   command again: it continues from the journal (with a new pause_timeout) and always ends
 --   with the database resumed.
+--   If belt dies while pgbouncer is paused and nobody reruns it, the watchdog it started before
+--   the PAUSE (a detached `belt _pgbouncer-watchdog` process, its own session) acts once the
+--   pause has lasted pause_timeout + 2 s: repoint begun -> it finishes the switch and RESUMEs at
+--   dst (a rerun then finishes the cutover); earlier -> pgbouncer back at src, logins restored,
+--   RESUME, journal "compensated by the watchdog" (a rerun starts a new cutover, or says to start
+--   over when forward replication was already torn down). Its log: cutover.watchdog.log beside
+--   the config. It dies with the operator's host: set pgbouncer's query_wait_timeout (above
+--   pause_timeout) as the last resort there.
 local dc, db, opts = ...
 local lib = belt.require_lib()
 local o = lib.options("cutover.lua", opts)
@@ -286,6 +294,23 @@ local function pause_left(next_step)
   end
   return left
 end
+-- The pgbouncer watchdog (one detached process per database still to switch, started before
+-- the PAUSE, and again by a rerun with the rerun's deadline): if belt dies while pgbouncer is
+-- paused, it resumes it once the pause outlasts pause_timeout (+2 s): at dst when the repoint
+-- had begun, else at src with the logins restored (runbooks/_pgbouncer-watchdog.lua). It exits
+-- by itself when the run ends. Without one (it could not start) the cutover goes on, warned.
+if bouncer then
+  local watched = {}
+  for _, name in ipairs(active) do if not switched[name] then watched[#watched + 1] = name end end
+  if #watched > 0 then
+    local wok, werr = pcall(function()
+      lib.must(belt.pgbouncer_watchdog(dc, watched, { timeout = math.max(pause_deadline - belt.now(), 0) }), "pgbouncer-watchdog")
+    end)
+    if not wok then
+      belt.warn("no pgbouncer watchdog (" .. tostring(werr) .. "): if belt dies while pgbouncer is paused, only its query_wait_timeout ends the wait")
+    end
+  end
+end
 if bouncer then
   cut("pgbouncer-pause", function(todo)
     return belt.pgbouncer_pause(dc, todo, { timeout = o.pause_timeout })
@@ -335,6 +360,47 @@ if bouncer then
   end)
   cut("pgbouncer-resume", function(todo) return belt.pgbouncer_resume(dc, todo) end)
   for _, name in ipairs(active) do switched[name] = true end
+end
+
+-- Materialized views (after the window, outside the downtime): dst's were created WITH NO DATA;
+-- each is refreshed, in dependency order, timed and printed. A failure is a warning, never a
+-- failure of the cutover; `belt refresh-matviews DC DB` retries (safe to run again).
+local matview_warnings = {}
+if o.refresh_matviews then
+  flow.step_each("refresh-matviews", function(todo)
+    local out = {}
+    local ok, r = pcall(belt.refresh_matviews, dc, todo)
+    if not ok and type(r) == "table" and r.code == "interrupted" then error(r, 0) end
+    for _, name in ipairs(todo) do out[name] = { db = name, ok = true, warnings = {}, failed_views = {} } end
+    for _, rec in ipairs(ok and lib.records(r) or {}) do
+      local d = type(rec) == "table" and out[rec.db]
+      if d then
+        for _, v in ipairs(rec.matviews or {}) do
+          print(("%s/%s: materialized view %s %s in %.3f s%s"):format(dc, rec.db, v.name, v.status, v.duration_s or 0,
+            v.error and (": " .. tostring(v.error)) or ""))
+          if v.status ~= "refreshed" then d.failed_views[#d.failed_views + 1] = { name = v.name, error = v.error } end
+        end
+        d.refreshed = rec.refreshed
+        if rec.ok == false then
+          d.warnings[#d.warnings + 1] = (rec.error and rec.error.message) or rec.message or "refresh-matviews failed"
+        end
+      end
+    end
+    for _, name in ipairs(todo) do
+      if not ok then out[name].warnings[1] = "refresh-matviews failed: " .. tostring(r) end
+      if #out[name].warnings > 0 then
+        local w = ("%s: materialized views not all refreshed (%s); the cutover stands: fix dst and run belt refresh-matviews %s %s"):format(
+          name, table.concat(out[name].warnings, "; "), dc, name)
+        matview_warnings[name] = { w }
+        belt.warn(w)
+      end
+    end
+    local list = {}
+    for _, name in ipairs(todo) do list[#list + 1] = out[name] end
+    return { databases = list }
+  end, active, nil, function(rec)
+    return { refreshed = rec.refreshed, failed_views = rec.failed_views, warnings = rec.warnings }
+  end)
 end
 
 -- The downtime window of each database: from its first revoke to the end of its checks, or
@@ -395,7 +461,7 @@ for _, d in pairs(downtime) do total = math.max(total, d) end
 -- One record per database of this run: belt prints the failed ones and exits 1.
 local records = {}
 for _, name in ipairs(active) do
-  records[#records + 1] = { dc = dc, db = name, ok = true, downtime_s = downtime[name] }
+  records[#records + 1] = { dc = dc, db = name, ok = true, downtime_s = downtime[name], warnings = matview_warnings[name] }
 end
 for _, f in ipairs(failures) do
   local msg = f.message or ("cutover failed in %s (%s); %s"):format(f.step, f.error, switched[f.db]
@@ -409,5 +475,7 @@ for _, f in ipairs(failures) do
   end
   records[#records + 1] = { dc = dc, db = f.db, ok = false, step = f.step, error = { code = "step_failed", message = msg } }
 end
+local warnings = {}
+for _, name in ipairs(active) do for _, w in ipairs(matview_warnings[name] or {}) do warnings[#warnings + 1] = w end end
 return { ok = #failures == 0, command = "cutover", dc = dc, db = db, switch = o.switch, downtime_s = total, steps = steps,
-  resumed = resuming, already_done = finished, failed = failures, databases = records }
+  resumed = resuming, already_done = finished, failed = failures, databases = records, warnings = warnings }

@@ -10,7 +10,7 @@ struct Belt: ParsableCommand {
     subcommands: subcommands)
 
   /// The operations' commands, then the three that are not operations.
-  static let subcommands = operationCommands() + [Run.self, Repl.self, HelpLua.self]
+  static let subcommands = operationCommands() + [Run.self, Repl.self, HelpLua.self, Watchdog.self]
 
   @Flag(help: "Install completion for the current shell.")
   var installCompletion = false

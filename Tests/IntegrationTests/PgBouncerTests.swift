@@ -3,6 +3,10 @@ import Testing
 
 @testable import BeltRuntime
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// A real pgbouncer (Debian's package) in front of a pair's src, started as the postgres OS
 /// user (it refuses root) in a private directory, transaction pooling.
 final class TestBouncer {
@@ -382,22 +386,131 @@ struct CutoverPgBouncerTests {
     #expect(try b.dc.run("pgbouncer_show", "shop")["paused"] == false)
   }
 
-  @Test func sigkillAfterThePauseThenTheSameCommandEndsResumedAtDst() throws {
+  /// A client connected through pgbouncer (opened before the cutover, like the application's
+  /// pooled connections; a new login while paused can wait for pgbouncer's server_login_retry
+  /// after the RESUME).
+  static func client(_ b: Bounced) throws -> PGConnection {
+    try PGConnection(
+      conninfo: ConnInfo.build([
+        ("hostaddr", PG.host), ("port", String(b.bouncer.port)), ("dbname", "shop"),
+        ("user", b.app.name), ("password", b.app.password), ("connect_timeout", "30"),
+      ]),
+      label: "client through pgbouncer")
+  }
+
+  /// A query of that client (it blocks while the database is paused): the port of the server
+  /// that answered, and when.
+  static func probe(_ c: PGConnection) throws -> (port: Int, at: Date) {
+    let port = Int(try c.query("SELECT inet_server_port()").scalar ?? "") ?? 0
+    return (port, Date())
+  }
+
+  /// The watchdog's log, printed (what it decided, for the test output).
+  static func printWatchdogLog(_ b: Bounced) {
+    let log =
+      (try? String(
+        contentsOfFile: b.dc.root + "/configs/\(b.dc.dc)/shop/cutover.watchdog.log", encoding: .utf8
+      ))
+      ?? "(none)"
+    print("[watchdog log: \(log.split(separator: "\n").joined(separator: " | "))]")
+  }
+
+  /// When the cutover's PAUSE began (its journal).
+  static func pausedAt(_ b: Bounced) -> Date {
+    let s = Resume.step(Resume.journal(b.dc, "shop"), "pgbouncer-pause")
+    return Date(timeIntervalSince1970: s?["started_epoch"]?.doubleValue ?? 0)
+  }
+
+  /// Issue 24, the watchdog, with nobody running belt again after each SIGKILL:
+  /// 1. belt killed right after its PAUSE: the watchdog gives traffic back to src within
+  ///    pause_timeout + 5 s (logins restored, journal compensated);
+  /// 2. the same command, killed right after it rewrote pgbouncer's line to dst (the test
+  ///    watches the file's directory with inotify and, the moment the dst line lands, stops
+  ///    pgbouncer with SIGSTOP so that whatever belt sends next, RELOAD included, waits, then
+  ///    kills belt): the watchdog finishes the switch, clients are served by dst within
+  ///    pause_timeout + 5 s;
+  /// 3. the same command finishes the cutover.
+  /// pgbench (pgbouncer's query_wait_timeout: 120 s) sees no failed transaction throughout.
+  @Test func sigkilledAfterThePauseThenAfterTheRepointTheWatchdogResumesAtTheRightServer() throws {
     let b = try Bounced.make(srcSQL: Self.schema)
     defer { b.cleanup() }
-    let bench = try b.pgbench(seconds: 20)
+    let pidText = try String(contentsOfFile: b.bouncer.dir + "/pgbouncer.pid", encoding: .utf8)
+    let pgbouncer = try #require(Int32(pidText.trimmingCharacters(in: .whitespacesAndNewlines)))
+    let bench = try b.pgbench(seconds: 26)
+    let client = try Self.client(b)
+    defer { client.close() }
     Thread.sleep(forTimeInterval: 2)
-    let bg = try Resume.Background(Self.cutover(b), scratch: b.dc.root)
+
+    // 1. Killed right after the PAUSE.
+    let bg = try Resume.Background(Self.cutover(b, ["pause_timeout=3s"]), scratch: b.dc.root)
     let caught = Resume.waitJournal(b.dc, "shop", bg) {
       Resume.step($0, "pgbouncer-pause")?["status"] == "done"
     }
     bg.stop(SIGKILL)
     #expect(caught, "belt ended before the PAUSE finished: \(bg.output)")
     #expect(try b.dc.run("pgbouncer_show", "shop")["paused"] == true, "killed while paused")
+    // A client waits, then src serves it.
+    let served = try Self.probe(client)
+    let waited = served.at.timeIntervalSince(Self.pausedAt(b))
+    print(
+      "[watchdog after a SIGKILL right after PAUSE: served by src \(String(format: "%.1f", waited)) s after the PAUSE (pause_timeout=3s)]"
+    )
+    #expect(served.port == PG.port(.src), "served by src")
+    Self.printWatchdogLog(b)
+    #expect(waited < 3 + 5, "served within pause_timeout + 5 s: \(waited) s")
+    Login.expectAllowed(
+      db: b.pair.dbname, user: b.app.name, pw: b.app.password, "the watchdog restored logins")
+    let j = Resume.journal(b.dc, "shop")
+    #expect(
+      j?["state"] == "compensated"
+        && (j?["note"]?.stringValue ?? "").contains("compensated by the watchdog"),
+      "\(j?.json() ?? "no journal")")
+
+    // 2. The same command, killed right after the repoint.
+    let watch = inotify_init1(Int32(IN_NONBLOCK))
+    #expect(watch >= 0 && inotify_add_watch(watch, b.bouncer.dir, UInt32(IN_MOVED_TO)) >= 0)
+    defer { close(watch) }
+    let bg2 = try Resume.Background(Self.cutover(b, ["pause_timeout=6s"]), scratch: b.dc.root)
+    let dstLine = "port=\(PG.port(.dst))"
+    var rewritten = false
+    var buf = [UInt8](repeating: 0, count: 4096)
+    let end = Date().addingTimeInterval(60)
+    while !rewritten && bg2.process.isRunning && Date() < end {
+      var p = pollfd(fd: watch, events: Int16(POLLIN), revents: 0)
+      guard poll(&p, 1, 100) > 0 else { continue }
+      _ = buf.withUnsafeMutableBytes { read(watch, $0.baseAddress, $0.count) }
+      rewritten =
+        ((try? String(contentsOfFile: b.bouncer.databasesFile("shop"), encoding: .utf8)) ?? "")
+        .contains(dstLine)
+    }
+    kill(pgbouncer, SIGSTOP)
+    bg2.stop(SIGKILL)
+    kill(pgbouncer, SIGCONT)
+    #expect(rewritten, "killed right after the rewrite: \(bg2.output)")
+    #expect(
+      Resume.step(Resume.journal(b.dc, "shop"), "pgbouncer-resume")?["status"] != "done",
+      "killed before the RESUME")
+    let served2 = try Self.probe(client)
+    let waited2 = served2.at.timeIntervalSince(Self.pausedAt(b))
+    print(
+      "[watchdog after a SIGKILL right after the repoint: served by dst \(String(format: "%.1f", waited2)) s after the PAUSE (pause_timeout=6s)]"
+    )
+    #expect(served2.port == PG.port(.dst), "served by dst")
+    Self.printWatchdogLog(b)
+    #expect(waited2 < 6 + 5, "served within pause_timeout + 5 s: \(waited2) s")
+    let j2 = Resume.journal(b.dc, "shop")
+    #expect(
+      j2?["state"] == "in_progress"
+        && Resume.step(j2, "pgbouncer-resume")?["data"]?["by"] == "watchdog",
+      "\(j2?.json() ?? "no journal")")
+    Login.expectRefused(
+      db: b.pair.dbname, user: b.app.name, pw: b.app.password, "src stays fenced")
+
+    // 3. The same command finishes.
     let r = try CLI.run(Self.cutover(b))
-    #expect(r.code == 0, "\(r.out)\(r.err)")
-    let shown = try b.dc.run("pgbouncer_show", "shop")
-    #expect(shown["points_to"] == "dst" && shown["paused"] == false, "\(shown.json())")
+    #expect(r.code == 0 && r.out.contains("cut over through pgbouncer"), "\(r.out)\(r.err)")
+    #expect(Resume.journal(b.dc, "shop")?["state"] == "done")
+    #expect(try b.dc.run("pgbouncer_show", "shop")["points_to"] == "dst")
     _ = Bounced.expectNoFailure(bench)
     try b.expectSrcRowsOnDst()
   }
@@ -501,10 +614,12 @@ extension CutoverPgBouncerTests {
       Int(try Cut.scalar(dc, name, side, "SELECT count(*) FROM orders") ?? "") ?? 0
     }
 
+    // 20 s: beta's pgbench must still write when the cutover has ended (it waits up to 8 s for
+    // the freshly set-up workers to settle, then the window, refresh-matviews and diff-schemas).
     var benches: [String: (Process, Pipe)] = [:]
     for name in names {
       benches[name] = try bouncer.pgbench(
-        database: name, user: apps[name]!, scratch: dc.root, seconds: 16)
+        database: name, user: apps[name]!, scratch: dc.root, seconds: 20)
     }
     Thread.sleep(forTimeInterval: 2)
     let r = try CLI.run([

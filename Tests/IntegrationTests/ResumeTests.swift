@@ -311,7 +311,7 @@ struct ResumeTests {
     #expect(
       names == [
         "revoke-logins", "drain", "teardown-forward-replication", "sync", "diff-sequences",
-        "diff-schemas",
+        "refresh-matviews", "diff-schemas",
       ], "\(names)")
     #expect(done?["steps"]?.arrayValue?.allSatisfy { $0["status"] == "done" } == true)
     #expect(Resume.step(done, point.step)?["attempts"] == 2, "the interrupted step ran again")

@@ -91,26 +91,11 @@ public struct ExternalCommand {
     posix_spawn_file_actions_adddup2(&actions, inPipe[0], 0)
     posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
     posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
-    // Nothing else of belt's (server sockets, the journal's lock) reaches the child. glibc has
-    // this since 2.34, but its header only declares it with _GNU_SOURCE, which Swift's Glibc
-    // module does not define: looked up at run time.
-    if let sym = dlsym(
-      UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np")
-    {
-      typealias CloseFrom =
-        @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
-      _ = unsafeBitCast(sym, to: CloseFrom.self)(&actions, 3)
-    }
+    Self.closeTheRest(&actions)
     var attr = posix_spawnattr_t()
     posix_spawnattr_init(&attr)
     defer { posix_spawnattr_destroy(&attr) }
-    var none = sigset_t()
-    sigemptyset(&none)
-    var defaults = sigset_t()
-    sigemptyset(&defaults)
-    for s in [SIGINT, SIGTERM, SIGPIPE, SIGHUP, SIGQUIT] { sigaddset(&defaults, s) }
-    posix_spawnattr_setsigmask(&attr, &none)
-    posix_spawnattr_setsigdefault(&attr, &defaults)
+    Self.cleanSignals(&attr)
     posix_spawnattr_setpgroup(&attr, 0)
     posix_spawnattr_setflags(
       &attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
@@ -202,5 +187,68 @@ public struct ExternalCommand {
       stderr: String(decoding: err, as: UTF8.self),
       seconds: seconds, timedOut: timedOut, interrupted: interrupted,
       stdoutInvalidUTF8: text == nil, stdoutTruncated: out.count >= maxOutput)
+  }
+
+  /// Closes every descriptor from 3 up in the child.
+  private static func closeTheRest(_ actions: inout posix_spawn_file_actions_t) {
+    // Nothing else of belt's (server sockets, the journal's lock) reaches the child. glibc has
+    // this since 2.34, but its header only declares it with _GNU_SOURCE, which Swift's Glibc
+    // module does not define: looked up at run time.
+    if let sym = dlsym(
+      UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np")
+    {
+      typealias CloseFrom =
+        @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+      _ = unsafeBitCast(sym, to: CloseFrom.self)(&actions, 3)
+    }
+  }
+
+  /// Default dispositions and an empty mask in the child.
+  private static func cleanSignals(_ attr: inout posix_spawnattr_t) {
+    var none = sigset_t()
+    sigemptyset(&none)
+    var defaults = sigset_t()
+    sigemptyset(&defaults)
+    for s in [SIGINT, SIGTERM, SIGPIPE, SIGHUP, SIGQUIT] { sigaddset(&defaults, s) }
+    posix_spawnattr_setsigmask(&attr, &none)
+    posix_spawnattr_setsigdefault(&attr, &defaults)
+  }
+
+  /// glibc's POSIX_SPAWN_SETSID (declared only with _GNU_SOURCE).
+  private static let spawnSetsid: Int32 = 0x80
+
+  /// Starts the program detached and returns its pid without waiting: a session of its own
+  /// (`setsid`: no controlling terminal, its own process group, so neither a SIGKILL of belt
+  /// nor the terminal closing reaches it), stdin from /dev/null, stdout and stderr appended to
+  /// `log`, no other descriptor of belt's. For the pgbouncer watchdog, a process that must
+  /// outlive belt.
+  public func detach(log: String) throws -> pid_t {
+    let env = childEnvironment()
+    let path = try resolve(env)
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+    posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    Self.closeTheRest(&actions)
+    var attr = posix_spawnattr_t()
+    posix_spawnattr_init(&attr)
+    defer { posix_spawnattr_destroy(&attr) }
+    Self.cleanSignals(&attr)
+    posix_spawnattr_setflags(
+      &attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | Self.spawnSetsid))
+    let cArgs = argv.map { strdup($0) } + [nil]
+    let cEnv = env.sorted { $0.key < $1.key }.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer {
+      for p in cArgs { free(p) }
+      for p in cEnv { free(p) }
+    }
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, path, &actions, &attr, cArgs, cEnv)
+    guard rc == 0 else {
+      throw BeltError(.ioError, "cannot start \(path): \(String(cString: strerror(rc)))")
+    }
+    return pid
   }
 }

@@ -11,7 +11,8 @@ import Foundation
 /// threads of a fan-out, or from two belt processes, never interleave.
 public final class AuditLog: @unchecked Sendable {
   private let store: ConfigStore
-  private let override: String?
+  /// The `--audit-log` / `$BELT_AUDIT_LOG` target, when given (passed on to the watchdog).
+  let override: String?
   private let lock = NSLock()
 
   /// An audit log for the pairs of `store`, or everything into `override` when given.

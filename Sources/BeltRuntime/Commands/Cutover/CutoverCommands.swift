@@ -1,8 +1,10 @@
 /// The cutover commands, run inside the downtime window: revoke-logins, restore-logins,
-/// sync-sequences, sync-tables, validate-data, sync, diff-sequences. The work is in this folder.
+/// sync-sequences, sync-tables, validate-data, sync, diff-sequences; and refresh-matviews, after
+/// it. The work is in this folder.
 public enum CutoverOps {
   public static let all: [OperationSpec] = [
     revokeLogins, restoreLogins, syncSequences, syncTables, validateData, sync, diffSequences,
+    refreshMatviews,
   ]
 
   /// revoke-logins: record `fence`, `revoked`, `saved_logins`, `config_saved`, `config_file`,
@@ -136,4 +138,17 @@ public enum CutoverOps {
     sides: .both,
     render: SequenceDiff.render
   ) { ctx in try SequenceDiff.run(ctx) }
+
+  /// refresh-matviews: record `matviews` [{name, status (refreshed, failed or skipped),
+  /// duration_s, concurrently, was_populated, error}], `refreshed`, `failed`, `duration_s`,
+  /// `message`; fails when a view could not be refreshed.
+  static let refreshMatviews = OperationSpec(
+    name: "refresh_matviews",
+    summary:
+      "Refresh every materialized view of the schema on dst, in dependency order, each one timed.",
+    details: """
+      The schema load creates materialized views WITH NO DATA on dst and replication does not fill them: cutover.lua runs this after the switch (refresh_matviews=false turns it off). A view over another is refreshed after it; one that fails is reported with its error and the views that read it are skipped; the others go on. A view already populated that has a unique index is refreshed CONCURRENTLY (readers are not blocked). Safe to run again.
+      """,
+    sides: .dstOnly
+  ) { ctx in try Matviews.run(ctx) }
 }

@@ -466,7 +466,8 @@ public enum InspectionOps {
     if !matviews.isEmpty {
       warnings.append(
         "materialized view(s) \(Fmt.quoted(matviews)): created WITH NO DATA on dst (not replicated); "
-          + "run REFRESH MATERIALIZED VIEW on dst after the cutover")
+          + "cutover.lua refreshes them on dst after the switch, outside the window (refresh_matviews=false turns it off; "
+          + "belt refresh-matviews \(ctx.dc) \(ctx.db) does it by hand)")
     }
     if let extRefusal { alerts.append(extRefusal) }
     let unneeded = unavailable.filter { !neededNames.contains($0) }

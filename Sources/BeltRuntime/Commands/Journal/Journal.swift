@@ -313,7 +313,7 @@ enum FlowLock {
     lock.lock()
     defer { lock.unlock() }
     if held[path] != nil { return }
-    let fd = open(path, O_RDWR | O_CREAT, 0o600)
+    let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
     guard fd >= 0 else { throw BeltError(.ioError, "\(path): cannot be opened") }
     if flock(fd, LOCK_EX | LOCK_NB) != 0 {
       var buf = [UInt8](repeating: 0, count: 32)

@@ -2,10 +2,11 @@ import Foundation
 
 /// Switching traffic through pgbouncer (design.md §10): the building blocks a runbook composes
 /// into a cutover where clients wait instead of failing. Lua: belt.pgbouncer_show,
-/// belt.pgbouncer_pause, belt.pgbouncer_resume, belt.pgbouncer_point_to.
+/// belt.pgbouncer_pause, belt.pgbouncer_resume, belt.pgbouncer_point_to,
+/// belt.pgbouncer_watchdog.
 public enum TrafficOps {
   public static let all: [OperationSpec] = [
-    pgbouncerShow, pgbouncerPause, pgbouncerResume, pgbouncerPointTo,
+    pgbouncerShow, pgbouncerPause, pgbouncerResume, pgbouncerPointTo, pgbouncerWatchdog,
   ]
 
   static func admin(_ ctx: PairContext) throws -> PgBouncerAdmin {
@@ -121,5 +122,23 @@ public enum TrafficOps {
     return record(
       try a.entry(), ctx,
       [("message", .string("\(a.config.database) now points at \(which) (\(target))"))])
+  }
+
+  static let pgbouncerWatchdog = OperationSpec(
+    name: "pgbouncer_watchdog",
+    summary:
+      "Start the pair's pgbouncer watchdog: a detached process that, if belt is gone when the pause outlasts timeout, resumes pgbouncer at dst (switch done) or at src with logins restored (cutover.lua).",
+    details: """
+      cutover.lua with switch=pgbouncer starts it before its PAUSE (and a rerun starts a new one). It acts only while the pair's cutover run is in progress, once the timeout plus 2 s has passed and no belt process holds the run anymore; it exits when the run ends. Its log: configs/<dc>/<db>/cutover.watchdog.log.
+      """,
+    sides: .none,
+    options: [
+      OptionSpec(
+        "timeout", .duration,
+        "How long the pause may last from now (pause_timeout); the watchdog acts 2 s later.",
+        required: true)
+    ]
+  ) { ctx in
+    try PgBouncerWatchdog.start(ctx, after: ctx.options.seconds("timeout") ?? 30)
   }
 }

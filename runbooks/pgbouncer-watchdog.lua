@@ -1,0 +1,3 @@
+-- belt pgbouncer-watchdog <dc> [db] [options]: runs belt.pgbouncer_watchdog (see `belt pgbouncer-watchdog --help`).
+local dc, db, opts = ...
+return belt.pgbouncer_watchdog(dc, db, opts)

@@ -1,0 +1,3 @@
+-- belt refresh-matviews <dc> [db] [options]: runs belt.refresh_matviews (see `belt refresh-matviews --help`).
+local dc, db, opts = ...
+return belt.refresh_matviews(dc, db, opts)

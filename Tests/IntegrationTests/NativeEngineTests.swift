@@ -285,6 +285,17 @@ extension NativeEngineTests {
           "SELECT count(*) FROM pg_replication_slots WHERE database = ANY($1::text[])", [dbnames]
         ).scalar == "0", "\(side)")
     }
+    // The three pairs are done with the servers (cut over, torn down): the budget of a new pair
+    // of the dc counts it alone.
+    try dc.addPair("db3", srcSQL: Fixtures.basic(), extra: [("engine", "native")])
+    let pre = try dc.run("precheck", "db3")
+    let slots = pre["server_budget"]?.arrayValue?.filter {
+      $0["name"]?.stringValue?.hasPrefix("max_replication_slots") == true
+    }
+    #expect(
+      slots?.count == 2
+        && slots?.allSatisfy { $0["why"]?.stringValue?.hasPrefix("1 needed") == true } == true,
+      "\(slots.map { Value.array($0).json() } ?? "none")")
   }
 }
 

@@ -113,12 +113,19 @@ enum Validation {
   }
 
   /// The tables of the schema to compare (∩ the config's subset; partitions are covered by
-  /// their parent unless a subset names them).
-  static func shapes(_ ctx: PairContext) throws -> [Shape] {
+  /// their parent unless a subset names them), those of one half only when `settings.withPK`
+  /// says so (their columns are read only for those).
+  static func shapes(_ ctx: PairContext, settings: Settings) throws -> [Shape] {
     let src = try ctx.connect(.src, .root)
     let all = try Catalog.tables(src, schema: ctx.schema)
     var tables = Catalog.filter(all, subset: ctx.config.tableSubset, schema: ctx.schema)
     if ctx.config.tableSubset == nil { tables = tables.filter { !$0.isPartition } }
+    if let withPK = settings.withPK {
+      tables = tables.filter {
+        ((!$0.hasPK && !settings.streamedNoPK.contains($0.name))
+          || settings.afterSync.contains($0.name)) != withPK
+      }
+    }
     return try tables.map { t in
       let cols = try Catalog.columns(src, schema: ctx.schema, table: t.name)
       let byName = Dictionary(cols.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
@@ -130,14 +137,13 @@ enum Validation {
   /// validate-data.
   static func run(_ ctx: PairContext, settings: Settings) throws -> Value {
     let start = Date()
-    var shapes = try shapes(ctx)
+    var shapes = try shapes(ctx, settings: settings)
     if let withPK = settings.withPK {
-      shapes = shapes.filter {
-        (($0.pk.isEmpty && !settings.streamedNoPK.contains($0.name))
-          || settings.afterSync.contains($0.name)) != withPK
-      }
       if shapes.isEmpty {
-        let message = "no tables \(withPK ? "with" : "without") a primary key to compare"
+        let message =
+          withPK
+          ? "no tables with a primary key (or streamed without one) to compare"
+          : "no tables without a primary key (or copied by sync_tables) to compare"
         return .object([
           ("mode", .string(settings.full ? "full" : "sample")), ("tables", .array([])),
           ("rows_compared", 0), ("message", .string(message)), ("ok", true),

@@ -385,6 +385,10 @@ final class PipeDrain: @unchecked Sendable {
     #expect(
       try PG.root(port: pg18.port).query("SHOW server_version_num").scalar?.hasPrefix("18") == true)
     #expect(FileManager.default.isExecutableFile(atPath: pg18.bin + "/pg_dump"))
+    // The second one, the other side of an 18 -> 18 pair.
+    #expect(
+      try PG.root(port: PG.pg18b()).query("SHOW server_version_num").scalar?.hasPrefix("18")
+        == true)
   }
 }
 

@@ -57,6 +57,11 @@ struct NativeEngineTests {
     let pre = try CLI.run(["precheck", dc.dc, "app", "--config-dir", dc.root, "--json"], env: env)
     let preRec = try JSONParser.parse(pre.out)
     #expect(preRec["engine"] == "native", "\(pre.out)")
+    // src is PostgreSQL 15: no origin filter, back replication waits for the cutover.
+    #expect(
+      preRec["both_directions_at_once"] == false
+        && (preRec["both_directions_why_not"]?.stringValue ?? "").contains("src is PostgreSQL 15"),
+      "\(pre.out)")
     let nokey = preRec["tables"]?.arrayValue?.first { $0["name"] == "nokey" }
     #expect(
       nokey?["replication"] == "native"
@@ -280,5 +285,151 @@ extension NativeEngineTests {
           "SELECT count(*) FROM pg_replication_slots WHERE database = ANY($1::text[])", [dbnames]
         ).scalar == "0", "\(side)")
     }
+    // The three pairs are done with the servers (cut over, torn down): the budget of a new pair
+    // of the dc counts it alone.
+    try dc.addPair("db3", srcSQL: Fixtures.basic(), extra: [("engine", "native")])
+    let pre = try dc.run("precheck", "db3")
+    let slots = pre["server_budget"]?.arrayValue?.filter {
+      $0["name"]?.stringValue?.hasPrefix("max_replication_slots") == true
+    }
+    #expect(
+      slots?.count == 2
+        && slots?.allSatisfy { $0["why"]?.stringValue?.hasPrefix("1 needed") == true } == true,
+      "\(slots.map { Value.array($0).json() } ?? "none")")
+  }
+}
+
+extension NativeEngineTests {
+  /// 18 → 18 (the two PostgreSQL 18 clusters): both subscriptions with `origin = none`, so back
+  /// replication runs beside forward from setup-back-replication on. Under live writes on src:
+  /// a change on either side arrives on the other exactly once and never comes back (a PK-less
+  /// table would take a looped INSERT twice, a PK table would stop its apply on the duplicate
+  /// key, and a row updated again by a loop gets a new xmin); the cutover passes its gate with
+  /// back running; every table is equal; a write on dst after the cutover reaches src.
+  @Test func bothDirectionsAtOnceFrom18To18WithoutLoops() throws {
+    let t0 = Date()
+    let dc = try TestDC()
+    let pg18 = try PG.pg18()
+    dc.ports = [.src: pg18.port, .dst: try PG.pg18b()]
+    var toolEnv = ProcessInfo.processInfo.environment
+    toolEnv["BELT_PG_BIN"] = pg18.bin
+    dc.toolEnvironment = toolEnv
+    let env = ["BELT_PG_BIN": pg18.bin]
+    let pair = try dc.addPair(
+      "app", srcSQL: Fixtures.basic() + Self.more, extra: [("engine", "native")])
+    let args = [dc.dc, "--config-dir", dc.root]
+    let pre = try JSONParser.parse(
+      try CLI.run(["precheck", dc.dc, "app", "--config-dir", dc.root, "--json"], env: env).out)
+    #expect(pre["both_directions_at_once"] == true, "\(pre.json())")
+
+    // Live writes on src as the application's owner, a new connection per transaction: the
+    // fence stops them.
+    let script = dc.root + "/live.sql"
+    try """
+    \\set r random(1, 500)
+    INSERT INTO "UsersCapital" (name) VALUES ('live');
+    INSERT INTO nokey VALUES (:r + 100000, 'live');
+    UPDATE nokey SET b = b || '+' WHERE a = :r;
+    """.write(toFile: script, atomically: true, encoding: .utf8)
+    let bench = Process()
+    bench.executableURL = URL(fileURLWithPath: PG.pgBin + "/pgbench")
+    bench.arguments = [
+      "-n", "-C", "-c", "2", "-R", "40", "-T", "120", "-f", script, "-h", PG.host, "-p",
+      String(pg18.port), "-U", pair.owner.name, pair.dbname,
+    ]
+    bench.environment = ["PGPASSWORD": pair.owner.password, "PATH": "/usr/bin:/bin"]
+    bench.standardOutput = FileHandle.nullDevice
+    bench.standardError = FileHandle.nullDevice
+    try bench.run()
+    defer { if bench.isRunning { bench.terminate() } }
+
+    let migrate = try CLI.run(["run", "migrate.lua"] + args, env: env)
+    #expect(migrate.code == 0, "\(migrate.err)")
+    let status = try dc.run("status", "app")
+    #expect(
+      status["forward"] == "replicating" && status["back"] == "replicating", "\(status.json())")
+    let s = try dc.conn("app", .src)
+    let d = try dc.conn("app", .dst)
+    defer { s.close(); d.close() }
+    for c in [s, d] {
+      #expect(
+        try c.query(
+          "SELECT string_agg(subname || '=' || suborigin, ',') FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ).scalar?.hasSuffix("=none") == true)
+    }
+
+    func count(_ c: PGConnection, _ sql: String) throws -> Int {
+      Int(try c.query(sql).scalar ?? "") ?? -1
+    }
+    func arrives(_ c: PGConnection, _ sql: String, _ what: String) throws {
+      #expect(try eventually(20) { try count(c, sql) == 1 }, "\(what)")
+    }
+    // dst's own writes during the migration reach src once.
+    try d.exec(
+      """
+      INSERT INTO nokey VALUES (-1, 'written on dst');
+      INSERT INTO "UsersCapital" (id, name) VALUES (1000000, 'written on dst');
+      """)
+    try arrives(s, "SELECT count(*) FROM nokey WHERE a = -1", "dst's PK-less insert on src")
+    try arrives(
+      s, "SELECT count(*) FROM \"UsersCapital\" WHERE id = 1000000", "dst's insert on src")
+    try d.exec("UPDATE \"UsersCapital\" SET name = 'updated on dst' WHERE id = 1000000")
+    let xmin = "SELECT xmin::text FROM \"UsersCapital\" WHERE id = 1000000"
+    let dstXmin = try d.query(xmin).scalar
+    try arrives(
+      s, "SELECT count(*) FROM \"UsersCapital\" WHERE id = 1000000 AND name = 'updated on dst'",
+      "dst's update on src")
+    let srcXmin = try s.query(xmin).scalar
+    try s.exec("INSERT INTO nokey VALUES (-2, 'written on src')")
+    try arrives(d, "SELECT count(*) FROM nokey WHERE a = -2", "src's PK-less insert on dst")
+    // A round trip of markers: each direction applies in commit order, so whatever would have
+    // looped (the changes above, sent on by the side that applied them) has arrived by now.
+    try s.exec("INSERT INTO nokey VALUES (-3, 'marker from src')")
+    try arrives(d, "SELECT count(*) FROM nokey WHERE a = -3", "src's marker on dst")
+    try d.exec("INSERT INTO nokey VALUES (-4, 'marker from dst')")
+    try arrives(s, "SELECT count(*) FROM nokey WHERE a = -4", "dst's marker on src")
+    for (c, side) in [(s, "src"), (d, "dst")] {
+      #expect(
+        try count(c, "SELECT count(*) FROM nokey WHERE a BETWEEN -4 AND -1") == 4,
+        "\(side): each of the four PK-less rows once")
+      #expect(
+        try count(
+          c,
+          "SELECT coalesce(sum(apply_error_count + sync_error_count), 0) FROM pg_stat_subscription_stats"
+        ) == 0, "\(side): no apply error (a looped insert is a duplicate key)")
+    }
+    #expect(try d.query(xmin).scalar == dstXmin, "dst's updated row was not updated again")
+    #expect(try s.query(xmin).scalar == srcXmin, "src applied dst's update once")
+
+    let cutover = try CLI.run(
+      ["run", "cutover.lua"] + args + ["--", "drain_timeout=2s", "lock_out_shared=true"], env: env)
+    #expect(cutover.code == 0, "\(cutover.err) \(cutover.out)")
+    bench.terminate()
+    bench.waitUntilExit()
+    #expect(
+      try count(s, "SELECT count(*) FROM \"UsersCapital\" WHERE name = 'live'") > 10,
+      "the live writes ran")
+    #expect(try LoadTests.fingerprint(s) == LoadTests.fingerprint(d))
+    let after = try dc.run("status", "app")
+    #expect(
+      after["forward"] == "unconfigured" && after["back"] == "replicating", "\(after.json())")
+    try d.exec(
+      "INSERT INTO \"UsersCapital\" (name) VALUES ('after cutover'); DELETE FROM nokey WHERE a = 7")
+    try arrives(
+      s, "SELECT count(*) FROM \"UsersCapital\" WHERE name = 'after cutover'",
+      "dst's write after the cutover on src")
+    #expect(try eventually(20) { try count(s, "SELECT count(*) FROM nokey WHERE a = 7") == 0 })
+
+    let teardown = try dc.run("teardown", "app")
+    #expect(teardown["ok"] != false, "\(teardown.json())")
+    for c in [s, d] {
+      #expect(
+        try count(
+          c, "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()") == 0)
+      #expect(try count(c, "SELECT count(*) FROM pg_publication") == 0)
+    }
+    print(
+      String(
+        format: "[native 18 -> 18, both directions at once: %.1f s]", Date().timeIntervalSince(t0)))
   }
 }

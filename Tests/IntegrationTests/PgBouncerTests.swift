@@ -162,11 +162,14 @@ struct Bounced {
 
   static func make(
     srcSQL: String =
-      "CREATE TABLE orders (id bigserial PRIMARY KEY, note text, at timestamptz DEFAULT clock_timestamp());"
+      "CREATE TABLE orders (id bigserial PRIMARY KEY, note text, at timestamptz DEFAULT clock_timestamp());",
+    engine: EngineKind = .pglogical
   ) throws -> Bounced {
     let dc = try TestDC()
     let app = Credentials(name: PG.unique("app"), password: "app pw 'q' \\ x")
-    let pair = try dc.addPair("shop", srcSQL: srcSQL)
+    let pair = try dc.addPair(
+      "shop", srcSQL: srcSQL,
+      extra: engine == .pglogical ? [] : [("engine", .string(engine.rawValue))])
     let bouncer = try TestBouncer(database: "shop", dbname: pair.dbname, users: [app])
     let raw = try dc.store.load(dc: dc.dc, db: "shop").raw.setting(
       "pgbouncer", bouncer.block(database: "shop"))
@@ -323,8 +326,10 @@ struct CutoverPgBouncerTests {
     }
   }
 
-  @Test func cutoverThroughPgBouncerFailsNoTransactionAndServesFromDst() throws {
-    let b = try Bounced.make(srcSQL: Self.schema)
+  @Test(arguments: [EngineKind.pglogical, .native])
+  func cutoverThroughPgBouncerFailsNoTransactionAndServesFromDst(engine: EngineKind) throws {
+    let t0 = Date()
+    let b = try Bounced.make(srcSQL: Self.schema, engine: engine)
     defer { b.cleanup() }
     let bench = try b.pgbench(seconds: 16)
     Thread.sleep(forTimeInterval: 2)
@@ -352,6 +357,10 @@ struct CutoverPgBouncerTests {
       #expect(audit.contains("\"command\":\"\(cmd)\""), "audit log records \(cmd)")
     }
     #expect(!audit.contains(b.bouncer.admin.password) && !audit.contains(b.app.password))
+    print(
+      String(
+        format: "[cutover switch=pgbouncer on %@: test took %.1f s]", engine.rawValue,
+        Date().timeIntervalSince(t0)))
   }
 
   @Test func aFailureAfterThePauseResumesAtSrcWithLoginsBack() throws {

@@ -41,6 +41,18 @@ enum PG {
     return (pg18Port, pg18Bin)
   }
 
+  /// The second PostgreSQL 18 cluster's port (the other side of an 18 → 18 pair).
+  /// - Throws: when scripts/pg-clusters did not export it (the test then fails).
+  static func pg18b() throws -> Int {
+    guard let port = envVars["BELT_TEST_PG18B_PORT"].flatMap({ Int($0) }) else {
+      throw BeltError(
+        .notFound,
+        "BELT_TEST_PG18B_PORT is not set: start the clusters with scripts/pg-clusters up (after scripts/install-deps)"
+      )
+    }
+    return port
+  }
+
   /// A root connection to `db` on one cluster.
   static func root(_ side: Side, db: String = "postgres") throws -> PGConnection {
     try root(port: port(side), db: db, label: side.rawValue)
@@ -373,6 +385,10 @@ final class PipeDrain: @unchecked Sendable {
     #expect(
       try PG.root(port: pg18.port).query("SHOW server_version_num").scalar?.hasPrefix("18") == true)
     #expect(FileManager.default.isExecutableFile(atPath: pg18.bin + "/pg_dump"))
+    // The second one, the other side of an 18 -> 18 pair.
+    #expect(
+      try PG.root(port: PG.pg18b()).query("SHOW server_version_num").scalar?.hasPrefix("18")
+        == true)
   }
 }
 

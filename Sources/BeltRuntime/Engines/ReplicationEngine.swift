@@ -9,7 +9,11 @@ import Logging
 /// Every function takes root connections to the sides it touches; the engine keeps no state.
 protocol ReplicationEngine: Sendable {
   var kind: EngineKind { get }
+  /// What the engine can do whatever the servers.
   var capabilities: EngineCapabilities { get }
+  /// What the engine can do for one pair, given its servers (native runs both directions at
+  /// once only when both are PostgreSQL 16 or newer).
+  func capabilities(src sroot: PGConnection, dst droot: PGConnection) throws -> EngineCapabilities
   /// The name of the replication object of a direction, as status and messages show it
   /// (pglogical: the subscriptions `pg1_pg2` and `pg2_pg1`).
   func name(_ direction: Direction) -> String
@@ -120,10 +124,18 @@ protocol ReplicationEngine: Sendable {
   func cleanupPrevious(_ ctx: any EngineContext, _ sroot: PGConnection) throws -> [String]
 }
 
+extension ReplicationEngine {
+  func capabilities(src sroot: PGConnection, dst droot: PGConnection) throws -> EngineCapabilities {
+    capabilities
+  }
+}
+
 /// What an engine can do, as data.
 struct EngineCapabilities: Sendable {
   /// Whether forward and back replication may run at the same time without looping.
   var bothDirectionsAtOnce: Bool
+  /// Why not, when they may not (nil: they may).
+  var bothDirectionsWhyNot: String? = nil
   /// Whether a table with a stored generated column is copied by belt under a short write lock
   /// before it streams (the engine cannot copy it itself).
   var lockedCopyForGenerated: Bool

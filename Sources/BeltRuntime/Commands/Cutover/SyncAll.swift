@@ -60,15 +60,24 @@ enum SyncAll {
       }
       return Part(name: name, body: body)
     }
-    // Validation in two halves, each as early as it can start: the tables pglogical streamed
-    // are final once the gate has passed (phase 1, beside the copies); those sync_tables
-    // copies (PK-less, but also unlogged, REPLICA IDENTITY NOTHING or generated-column tables
-    // with a primary key, and the partitioned tables above them) once it has copied them
+    // Validation in two halves, each as early as it can start: the tables the engine streamed
+    // are final once the gate has passed (phase 1, beside the copies; PK-less ones too, where
+    // the engine streams them: by samples, as those with a key); those sync_tables copies
+    // (PK-less with pglogical, but also unlogged, REPLICA IDENTITY NOTHING or generated-column
+    // tables with a primary key, and the partitioned tables above them) once it has copied them
     // (phase 2). They are reported as one step, validate_data.
     let copies = try TableSync.targets(ctx, explicit: [])
     var sample = Validation.Settings(random: 100, latest: 100, full: false)
+    let sroot = try ctx.connect(.src, .root)
     sample.afterSync = try Catalog.withAncestors(
-      ctx.connect(.src, .root), schema: ctx.schema, names: copies.tables.map(\.name))
+      sroot, schema: ctx.schema, names: copies.tables.map(\.name))
+    let engine = try ctx.engine
+    sample.streamedNoPK = Set(
+      try Catalog.tables(sroot, schema: ctx.schema).filter {
+        // A partitioned parent is final when its partitions are (else it is in afterSync).
+        !$0.hasPK && ($0.kind == "p" || engine.travel($0).how == .streamed)
+      }.map(\.name)
+    ).subtracting(sample.afterSync)
     var pkSample = sample
     pkSample.withPK = true
     pkSample.wholeUpTo = 10_000  // small tables whole: stronger than a sample, and one query per server

@@ -9,8 +9,10 @@ import Logging
 /// both src and dst (`ORDER BY pk DESC`, which catches extra rows at the end of dst); the rows
 /// with exactly those keys are fetched from both servers with the same query and compared
 /// column by column. Sampling is random across runs, but both sides are always compared on
-/// the same keys, so equal data can never fail. Tables without a primary key: sampled rows
-/// must occur on dst as many times as on src, and the total row counts must match.
+/// the same keys, so equal data can never fail. Tables without a primary key: compared whole
+/// (count and a hash of every row); one that streamed (``Settings/streamedNoPK``) and is larger
+/// than ``Settings/wholeUpTo`` like a table with a key, by samples: equal row counts, and each
+/// sampled src row as often on dst.
 ///
 /// `--full`: every table in chunks of primary-key ranges (boundaries from src), hashed on each
 /// server (sum of 64-bit slices of `md5(row)`, see ``FullCompare``), both servers in parallel; a chunk that
@@ -37,6 +39,10 @@ enum Validation {
     /// Tables that sync_tables copies (and their partitioned ancestors): they count as
     /// without a primary key for `withPK`, being final only once that copy is done.
     var afterSync: Set<String> = []
+    /// Tables without a primary key that the engine streamed: final once the gate has passed,
+    /// like those with one, they count as with a key for `withPK`, and in sample mode one larger
+    /// than `wholeUpTo` is compared by samples (``presenceDetail``) instead of whole.
+    var streamedNoPK: Set<String> = []
     /// Tables with a primary key and at most this many rows (src's estimate) are compared
     /// whole, by count and row-hash sum in one query per server for all of them (both servers
     /// at once), and key by key only when that differs; 0: every table by samples.
@@ -107,12 +113,19 @@ enum Validation {
   }
 
   /// The tables of the schema to compare (∩ the config's subset; partitions are covered by
-  /// their parent unless a subset names them).
-  static func shapes(_ ctx: PairContext) throws -> [Shape] {
+  /// their parent unless a subset names them), those of one half only when `settings.withPK`
+  /// says so (their columns are read only for those).
+  static func shapes(_ ctx: PairContext, settings: Settings) throws -> [Shape] {
     let src = try ctx.connect(.src, .root)
     let all = try Catalog.tables(src, schema: ctx.schema)
     var tables = Catalog.filter(all, subset: ctx.config.tableSubset, schema: ctx.schema)
     if ctx.config.tableSubset == nil { tables = tables.filter { !$0.isPartition } }
+    if let withPK = settings.withPK {
+      tables = tables.filter {
+        ((!$0.hasPK && !settings.streamedNoPK.contains($0.name))
+          || settings.afterSync.contains($0.name)) != withPK
+      }
+    }
     return try tables.map { t in
       let cols = try Catalog.columns(src, schema: ctx.schema, table: t.name)
       let byName = Dictionary(cols.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
@@ -124,11 +137,13 @@ enum Validation {
   /// validate-data.
   static func run(_ ctx: PairContext, settings: Settings) throws -> Value {
     let start = Date()
-    var shapes = try shapes(ctx)
+    var shapes = try shapes(ctx, settings: settings)
     if let withPK = settings.withPK {
-      shapes = shapes.filter { ($0.pk.isEmpty || settings.afterSync.contains($0.name)) != withPK }
       if shapes.isEmpty {
-        let message = "no tables \(withPK ? "with" : "without") a primary key to compare"
+        let message =
+          withPK
+          ? "no tables with a primary key (or streamed without one) to compare"
+          : "no tables without a primary key (or copied by sync_tables) to compare"
         return .object([
           ("mode", .string(settings.full ? "full" : "sample")), ("tables", .array([])),
           ("rows_compared", 0), ("message", .string(message)), ("ok", true),
@@ -250,6 +265,13 @@ enum Validation {
       let src = try conns.get(.src)
       let dst = try conns.get(.dst)
       if shape.pk.isEmpty {
+        if settings.streamedNoPK.contains(shape.name),
+          try estimatedRows(shape, src) > Double(settings.wholeUpTo),
+          let lookup = try lookupColumn(shape, src)
+        {
+          return try presenceDetail(
+            shape, settings: settings, src: src, connector: connector, lookup: lookup)
+        }
         return try presence(shape, settings: settings, src: src, connector: connector)
       }
       var result = TableResult(
@@ -363,14 +385,34 @@ enum Validation {
 
   /// TABLESAMPLE percentage aiming at ~10·n rows.
   static func samplePercent(_ shape: Shape, n: Int, _ c: PGConnection) throws -> Double {
+    let est = try estimatedRows(shape, c)
+    if est <= 0 { return 100 }
+    return min(100, max(0.0001, 100 * Double(10 * n) / est))
+  }
+
+  /// The table's rows as the server estimates them (a never-analyzed table by its size, at 100
+  /// bytes a row).
+  static func estimatedRows(_ shape: Shape, _ c: PGConnection) throws -> Double {
     let r = try c.query(
       "SELECT c.reltuples::float8 AS t, pg_relation_size(c.oid) AS b FROM pg_class c WHERE c.oid = $1::regclass",
       [shape.q]
     ).rows.first
-    var est = Double(r?["t"] ?? "") ?? -1
-    if est <= 0 { est = Double(r?.int("b") ?? 0) / 100 }
-    if est <= 0 { return 100 }
-    return min(100, max(0.0001, 100 * Double(10 * n) / est))
+    let est = Double(r?["t"] ?? "") ?? -1
+    return est > 0 ? est : Double(r?.int("b") ?? 0) / 100
+  }
+
+  /// The column that finds sampled rows of a table without a primary key on both servers: the
+  /// leading column of one of its indexes on src (a unique one first), not an array (nil: none).
+  static func lookupColumn(_ shape: Shape, _ c: PGConnection) throws -> ColumnInfo? {
+    let names = try c.query(
+      """
+      SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+       WHERE i.indrelid = $1::regclass AND i.indkey[0] > 0 AND i.indpred IS NULL
+       ORDER BY i.indisunique DESC, i.indnatts, i.indexrelid
+      """, [shape.q]
+    ).values.compactMap { $0[0] }
+    return names.lazy.compactMap { n in shape.columns.first { $0.name == n } }
+      .first { !$0.type.hasSuffix("]") }
   }
 
   /// Keys of a random sample of about n rows of src.
@@ -520,36 +562,61 @@ enum Validation {
     return detail
   }
 
-  /// The detail of a PK-less table that differs: sampled src rows occur equally often on dst;
-  /// totals match. Both servers scan the table once, at the same time (each on its own connection).
+  /// Sampled src rows of a PK-less table occur equally often on dst, and the totals match.
+  /// Without `lookup` (the detail of a table whose whole hash differs), both servers scan the
+  /// table once, at the same time (each on its own connection). With it (a streamed table
+  /// compared by samples), each server counts the table and renders only the rows whose
+  /// `lookup` value is one of the sample's: a difference in the number of rows is always
+  /// caught, a changed, missing or duplicated row when the sample holds it.
   static func presenceDetail(
-    _ shape: Shape, settings: Settings, src: PGConnection, connector: Connector
+    _ shape: Shape, settings: Settings, src: PGConnection, connector: Connector,
+    lookup: ColumnInfo? = nil
   ) throws -> TableResult {
-    var result = TableResult(name: shape.name, strategy: "no_pkey_presence")
+    var result = TableResult(
+      name: shape.name,
+      strategy: lookup == nil ? "no_pkey_presence" : "no_pkey_count+random_\(settings.random)")
     let n = max(settings.random, settings.latest)
     let pct = try samplePercent(shape, n: n, src)
-    let sampled = Array(
-      Set(
-        try src.query(
-          "SELECT \(shape.rowText) FROM \(shape.q) TABLESAMPLE SYSTEM ($1::float8) ORDER BY random() LIMIT $2",
-          [String(pct), String(n)]
-        ).values.compactMap { $0[0] })
-    ).sorted()
-    let sql = """
-      SELECT CASE WHEN r = ANY($1::text[]) THEN r END AS r, count(*) AS n
-        FROM (SELECT \(shape.rowText) AS r FROM \(shape.q)) s GROUP BY 1
-      """
-    let param = PGArray.literal(sampled)
+    let drawn = try src.query(
+      "SELECT \(shape.rowText), \(lookup.map { $0.quoted + "::text" } ?? "NULL") FROM \(shape.q) TABLESAMPLE SYSTEM ($1::float8) ORDER BY random() LIMIT $2",
+      [String(pct), String(n)]
+    ).values
+    let sampled = Array(Set(drawn.compactMap { $0[0] })).sorted()
+    // Each query: its SQL and parameters, whether its counts add up to the table's total, and
+    // whether its rows are sampled ones.
+    let queries: [(sql: String, params: [String?], total: Bool, rows: Bool)] =
+      lookup.map { lookup in
+        let values = Array(Set(drawn.compactMap { $0[1] })).sorted()
+        let orNull = drawn.contains { $0[1] == nil } ? " OR \(lookup.quoted) IS NULL" : ""
+        return [
+          ("SELECT NULL AS r, count(*) AS n FROM \(shape.q)", [], true, false),
+          (
+            """
+            SELECT \(shape.rowText) AS r, count(*) AS n FROM \(shape.q)
+             WHERE \(lookup.quoted) = ANY($1::\(lookup.type)[])\(orNull) GROUP BY 1
+            """, [PGArray.literal(values)], false, true
+          ),
+        ]
+      } ?? [
+        (
+          """
+          SELECT CASE WHEN r = ANY($1::text[]) THEN r END AS r, count(*) AS n
+            FROM (SELECT \(shape.rowText) AS r FROM \(shape.q)) s GROUP BY 1
+          """, [PGArray.literal(sampled)], true, true
+        )
+      ]
     let both = Runner.parallelMap(Side.allCases, width: 2) { side -> Counts in
       do {
         let c = try connector.open(side, .root, noTimeout: true)
         defer { c.close() }
         try c.exec(sessionSetup)
         var out = Counts()
-        for row in try c.query(sql, [param]).rows {
-          let k = row.int("n") ?? 0
-          out.total += k
-          if let r = row["r"] { out.rows[r] = k }
+        for q in queries {
+          for row in try c.query(q.sql, q.params).rows {
+            let k = row.int("n") ?? 0
+            if q.total { out.total += k }
+            if q.rows, let r = row["r"] { out.rows[r] = k }
+          }
         }
         return out
       } catch {

@@ -352,6 +352,11 @@ public enum InspectionOps {
     }
     // Which engines each server can run, and why not: the pair's engine is the config's.
     fields.append(("engines", try ReplicationSupport.engineSupport(ctx)))
+    // Whether back replication may run beside forward on these servers (native: both 16+).
+    let caps = try ctx.engine.capabilities(
+      src: ctx.connect(.src, .root), dst: ctx.connect(.dst, .root))
+    fields.append(("both_directions_at_once", .bool(caps.bothDirectionsAtOnce)))
+    fields.append(("both_directions_why_not", .from(caps.bothDirectionsWhyNot)))
     let srcExt = Set(extensions["src"] ?? []).subtracting(["pglogical", "dblink"])
     let dstExt = Set(extensions["dst"] ?? [])
     let missingExt = srcExt.subtracting(dstExt).sorted()

@@ -8,6 +8,8 @@ import Foundation
 ///   setup-back-replication ("armed"), subscription `belt_back` on src attached by the gate once
 ///   forward is dropped. PostgreSQL before 16 has no `origin` filter, so the two directions
 ///   never run at once: an INSERT would come back as a duplicate key, an UPDATE ping-pong.
+///   With both servers on 16 or newer, both subscriptions get `origin = none` (each sends only
+///   the changes made on its own side) and setup-back-replication subscribes src at once.
 /// Tables without a primary key stream with `REPLICA IDENTITY FULL`, set on src before they are
 /// published (recorded in the pair's config under ``riKey``, audited, restored at teardown).
 struct NativeEngine: ReplicationEngine {
@@ -23,6 +25,30 @@ struct NativeEngine: ReplicationEngine {
       bothDirectionsAtOnce: false, lockedCopyForGenerated: false, streamsTablesWithoutPK: true,
       applyErrorSource: "pg_stat_subscription_stats (the message is in the subscriber's server log)"
     )
+  }
+
+  /// Both directions at once when both servers have the `origin` filter (PostgreSQL 16) and src
+  /// receives nothing from a publisher of its own (forward with `origin = none` would leave
+  /// that out).
+  func capabilities(src sroot: PGConnection, dst droot: PGConnection) throws -> EngineCapabilities {
+    var c = capabilities
+    let old = [(Side.src, sroot), (.dst, droot)].filter { $0.1.serverVersion < 16 }
+    if !old.isEmpty {
+      c.bothDirectionsWhyNot =
+        old.map { "\($0.0.rawValue) is PostgreSQL \($0.1.serverVersion)" }.joined(separator: ", ")
+        + ": no origin filter before 16, so back replication is attached only once forward is dropped"
+    } else if let other = try sroot.query(
+      """
+      SELECT string_agg(subname, ', ' ORDER BY subname) FROM pg_subscription
+       WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND subname <> $1
+      """, [Self.backName]
+    ).scalar {
+      c.bothDirectionsWhyNot =
+        "src subscribes to another publisher (\(other)): forward with origin = none would leave out what it receives, "
+        + "so back replication is attached only once forward is dropped"
+    }
+    c.bothDirectionsAtOnce = c.bothDirectionsWhyNot == nil
+    return c
   }
 
   func name(_ direction: Direction) -> String {
@@ -326,9 +352,11 @@ struct NativeEngine: ReplicationEngine {
   }
 
   /// Back replication ahead of the cutover: the publication on dst and the back slot, made now
-  /// (its creation waits for dst's open write transactions, which are few before the switch)
-  /// and advanced by the gate once forward is dropped (``attachBack``); nothing streams back
-  /// until then. Once forward is gone (after a cutover), it is attached at once.
+  /// (its creation waits for dst's open write transactions, which are few before the switch).
+  /// With both directions at once (``capabilities(src:dst:)``), src subscribes to it at once,
+  /// after forward runs with `origin = none`. Otherwise it is advanced by the gate once forward
+  /// is dropped (``attachBack``), and nothing streams back until then. Once forward is gone
+  /// (after a cutover), it is attached at once.
   func setUpBack(
     _ ctx: any EngineContext, src sroot: PGConnection, dst droot: PGConnection, tables: [String]
   ) throws
@@ -346,6 +374,21 @@ struct NativeEngine: ReplicationEngine {
     {
       try droot.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [slot])
       how = "armed (slot \(slot) made on dst; attached when forward is dropped at cutover)"
+    }
+    if try configured(.forward, on: droot),
+      try capabilities(src: sroot, dst: droot).bothDirectionsAtOnce
+    {
+      let waited = try filterForwardOrigin(ctx, src: sroot, dst: droot)
+      // Not advanced: what dst's slot holds from forward carries forward's origin and is not
+      // sent; what was written on dst itself since the slot was made is.
+      try createBack(sroot, dst: dst, slot: slot)
+      return (
+        added,
+        String(
+          format:
+            "created with origin = none beside forward (%@ runs with origin = none, checked on src after %.1f s); both directions run at once",
+          Self.forwardName, waited)
+      )
     }
     if try !configured(.forward, on: droot),
       let attached = try attachBack(ctx, src: sroot, dst: droot)
@@ -370,12 +413,63 @@ struct NativeEngine: ReplicationEngine {
       return nil
     }
     try droot.query("SELECT pg_replication_slot_advance($1, pg_current_wal_lsn())", [slot])
+    try createBack(sroot, dst: dst, slot: slot)
+    return "attached \(Self.backName) to slot \(slot) (advanced to dst's current position)"
+  }
+
+  /// The back subscription on src, on dst's existing slot, without a copy; with `origin = none`
+  /// where src has the filter (16 or newer), so that it never sends on what forward applied.
+  private func createBack(_ sroot: PGConnection, dst: ServerConfig, slot: String) throws {
     let dsn = dst.conninfo(.replication, connectTimeout: 10)
+    let origin = sroot.serverVersion >= 16 ? ", origin = none" : ""
     try sroot.execSecret(
       "CREATE SUBSCRIPTION \(PGConnection.quoteIdent(Self.backName)) CONNECTION \(try sroot.literal(dsn)) "
         + "PUBLICATION \(PGConnection.quoteIdent(Self.backName)) "
-        + "WITH (copy_data = false, create_slot = false, slot_name = \(try sroot.literal(slot)))")
-    return "attached \(Self.backName) to slot \(slot) (advanced to dst's current position)"
+        + "WITH (copy_data = false, create_slot = false, slot_name = \(try sroot.literal(slot))\(origin))"
+    )
+  }
+
+  /// Sets `origin = none` on the forward subscription (src then sends only changes made on src,
+  /// not those back replication applied there), and waits until src's stream runs with it: a
+  /// running apply worker keeps the options it started with, and is restarted by the server
+  /// moments after the change. The proof is on src: the command of the walsender holding
+  /// forward's slot asks for `origin 'none'`.
+  /// - Returns: the seconds waited.
+  func filterForwardOrigin(
+    _ ctx: any EngineContext, src sroot: PGConnection, dst droot: PGConnection,
+    timeout: Double = 120
+  ) throws -> Double {
+    let t0 = Date()
+    let q = PGConnection.quoteIdent(Self.forwardName)
+    let origin = try droot.query(
+      """
+      SELECT suborigin FROM pg_subscription
+       WHERE subname = $1 AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+      """, [Self.forwardName]
+    ).scalar
+    if origin != "none" { try droot.exec("ALTER SUBSCRIPTION \(q) SET (origin = none)") }
+    guard let slot = try forwardSlot(droot) else {
+      throw ctx.refuse("subscription \(Self.forwardName) has no slot on src; run setup again")
+    }
+    while true {
+      let command = try sroot.query(
+        """
+        SELECT a.query FROM pg_replication_slots s JOIN pg_stat_activity a ON a.pid = s.active_pid
+         WHERE s.slot_name = $1
+        """, [slot]
+      ).scalar
+      if let command, command.contains("origin 'none'") { break }
+      if Date().timeIntervalSince(t0) > timeout {
+        throw BeltError(
+          .timeout,
+          "src's stream for \(Self.forwardName) did not restart with origin = none within \(Int(timeout)) s "
+            + "(its walsender runs: \(command.map { String($0.prefix(160)) } ?? "none")); back replication was not subscribed: "
+            + "check that forward is replicating, then run setup-back-replication again",
+          dc: ctx.dc, db: ctx.db, retryable: true)
+      }
+      try LockWait.pause(0.1)
+    }
+    return Date().timeIntervalSince(t0)
   }
 
   // MARK: state

@@ -43,7 +43,8 @@ struct SnapshotCopyTests {
     private var failure: String?
     private let finished = DispatchSemaphore(value: 0)
 
-    init(conninfo: String, big: Bool) {
+    /// Runs `sql(round)` in one transaction per round, every 5 ms.
+    init(conninfo: String, _ sql: @escaping @Sendable (Int) -> String) {
       let t = Thread { [self] in
         defer { finished.signal() }
         guard let c = try? PGConnection(conninfo: conninfo, label: "load") else {
@@ -55,17 +56,7 @@ struct SnapshotCopyTests {
         while !lock.withLock({ stopFlag }) {
           round += 1
           do {
-            try c.exec(
-              "BEGIN;"
-                + (big
-                  ? """
-                  UPDATE big SET v = v + 1 WHERE id % 97 = \(round % 97);
-                  DELETE FROM big WHERE id = \(round * 7);
-                  INSERT INTO big VALUES (\(100_000 + round), \(round), 'new');
-                  UPDATE types SET n = n + 1, moods = moods || 'ok'::mood WHERE id = \(round % 60 + 1);
-                  """
-                  : "") + "COMMIT;")
-            try NativeEngineTests.write(c, round: round)
+            try c.exec("BEGIN; " + sql(round) + "; COMMIT")
             lock.withLock { rounds = round }
           } catch {
             lock.withLock { failure = "\(error)" }
@@ -75,6 +66,24 @@ struct SnapshotCopyTests {
         }
       }
       t.start()
+    }
+
+    /// The writes of NativeEngineTests plus updates of the split table and the types table.
+    static func mixed(_ round: Int) -> String {
+      """
+      UPDATE big SET v = v + 1 WHERE id % 97 = \(round % 97);
+      DELETE FROM big WHERE id = \(round * 7);
+      INSERT INTO big VALUES (\(100_000 + round), \(round), 'new');
+      UPDATE types SET n = n + 1, moods = moods || 'ok'::mood WHERE id = \(round % 60 + 1);
+      INSERT INTO "UsersCapital" (name) VALUES ('w\(round)');
+      UPDATE "Orders" SET qty = qty + 1 WHERE id % 10 = \(round % 10);
+      DELETE FROM "Orders" WHERE id = \(100 + round);
+      INSERT INTO events VALUES (\(1000 + round), DATE '2026-03-01', 'late');
+      UPDATE nokey SET b = b || '!' WHERE a % 50 = \(round % 50);
+      DELETE FROM nokey WHERE a = \(400 + round);
+      INSERT INTO nokey VALUES (\(9000 + round), 'new');
+      UPDATE fruits SET name = 'w\(round)' WHERE id = 2
+      """
     }
 
     var count: Int { lock.withLock { rounds } }
@@ -106,7 +115,7 @@ struct SnapshotCopyTests {
 
   /// Waits until every table has the same ordered hash on both sides.
   static func expectCaughtUp(
-    _ dc: TestDC, timeout: Double = 60, sourceLocation: SourceLocation = #_sourceLocation
+    _ dc: TestDC, tables: Int, timeout: Double = 60, sourceLocation: SourceLocation = #_sourceLocation
   ) throws {
     let src = try dc.conn("app", .src)
     let dst = try dc.conn("app", .dst)
@@ -120,7 +129,7 @@ struct SnapshotCopyTests {
       if a == b { break }
       Thread.sleep(forTimeInterval: 0.5)
     } while Date() < end
-    #expect(a.count >= 10, sourceLocation: sourceLocation)
+    #expect(a.count >= tables, sourceLocation: sourceLocation)
     #expect(
       a == b, "tables differ: \(a.filter { b[$0.key] != $0.value }.keys.sorted())",
       sourceLocation: sourceLocation)
@@ -141,7 +150,7 @@ struct SnapshotCopyTests {
         "belt's copy from an exported snapshot") == true, "\(pre.out)")
 
     let load = Load(
-      conninfo: try dc.store.load(dc: dc.dc, db: "app").server(.src).conninfo(.root), big: true)
+      conninfo: try dc.store.load(dc: dc.dc, db: "app").server(.src).conninfo(.root), Load.mixed)
     while load.count < 5 { Thread.sleep(forTimeInterval: 0.01) }
     let before = load.count
     let m = try CLI.run(
@@ -163,7 +172,7 @@ struct SnapshotCopyTests {
     #expect(r?["handed_over"] == nil)
     #expect(r?["eta_s"] == 0)
 
-    try Self.expectCaughtUp(dc)
+    try Self.expectCaughtUp(dc, tables: 13)
     let dst = try dc.conn("app", .dst)
     defer { dst.close() }
     // The subscription copied nothing (every table ready from the start, on belt's slot), and
@@ -226,10 +235,24 @@ struct SnapshotCopyTests {
       dc, "app", .src,
       "UPDATE big_a SET pad = 'x' WHERE id % 1000 = 0; DELETE FROM big_b WHERE id % 999 = 0; INSERT INTO big_b VALUES (900000, 'late')"
     )
+    // … and while it finishes the copy.
+    let load = Load(
+      conninfo: try dc.store.load(dc: dc.dc, db: "app").server(.src).conninfo(.root)
+    ) { round in
+      """
+      UPDATE big_a SET pad = 'r\(round)' WHERE id = \(round * 13);
+      UPDATE big_b SET pad = 'r\(round)' WHERE id = \(round * 17);
+      DELETE FROM big_b WHERE id = \(round * 11);
+      INSERT INTO big_a VALUES (\(500_000 + round), 'n');
+      INSERT INTO "UsersCapital" (name) VALUES ('w\(round)')
+      """
+    }
     let again = try CLI.run(Array(args), env: env)
+    let (rounds, failure) = load.stop()
     #expect(again.code == 0, "\(again.err)")
     #expect(again.err.contains("resuming"), "\(again.err)")
-    try Self.expectCaughtUp(dc)
+    #expect(failure == nil && rounds > 0, "\(failure ?? "")")
+    try Self.expectCaughtUp(dc, tables: 8)
     let r = Self.record(dc)
     #expect(r?["state"] == "done")
     let handed = Set(r?["handed_over"]?.arrayValue?.compactMap(\.stringValue) ?? [])

@@ -169,6 +169,8 @@ struct SnapshotCopyTests {
     let big = r?["tables"]?.arrayValue?.first { $0["name"] == "big" }
     #expect((big?["parts"]?.arrayValue?.count ?? 0) >= 3, "big split into ctid ranges")
     #expect((big?["rows"]?.intValue ?? 0) >= 19_000)
+    let types = r?["tables"]?.arrayValue?.first { $0["name"] == "types" }
+    #expect(types?["rows"] == 60 && types?["format"] == "binary", "\(types?.json() ?? "")")
     #expect(r?["handed_over"] == nil)
     #expect(r?["eta_s"] == 0)
 
@@ -227,6 +229,9 @@ struct SnapshotCopyTests {
         $0["name"]?.stringValue
       })
     #expect(!done.isEmpty && done.count < (killed?["tables_total"]?.intValue ?? 0))
+    for t in killed?["tables"]?.arrayValue ?? [] where t["state"] == "done" {
+      if t["name"]?.stringValue?.hasPrefix("big_") == true { #expect(t["rows"] == 150_000) }
+    }
     let status = try CLI.run(["status", dc.dc, "app", "--config-dir", dc.root], env: env)
     #expect(status.out.contains("copy"), "\(status.out)")
 

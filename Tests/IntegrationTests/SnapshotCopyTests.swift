@@ -115,7 +115,8 @@ struct SnapshotCopyTests {
 
   /// Waits until every table has the same ordered hash on both sides.
   static func expectCaughtUp(
-    _ dc: TestDC, tables: Int, timeout: Double = 60, sourceLocation: SourceLocation = #_sourceLocation
+    _ dc: TestDC, tables: Int, timeout: Double = 60,
+    sourceLocation: SourceLocation = #_sourceLocation
   ) throws {
     let src = try dc.conn("app", .src)
     let dst = try dc.conn("app", .dst)
@@ -269,9 +270,11 @@ struct SnapshotCopyTests {
     for t in done where t.hasPrefix("big_") {
       var ins = 0
       for _ in 0..<20 {
-        ins = Int(
-          try dst.query("SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = $1", [t]).scalar
-            ?? "") ?? 0
+        ins =
+          Int(
+            try dst.query("SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = $1", [t])
+              .scalar
+              ?? "") ?? 0
         if ins >= 150_000 { break }
         Thread.sleep(forTimeInterval: 0.5)
       }

@@ -300,7 +300,8 @@ enum SnapshotCopy {
     }
     if !missing.isEmpty {
       ctx.logger.notice(
-        "initial copy: \(missing.count) primary key(s) restored on dst in \(Runner.ms(since: t0)) ms")
+        "initial copy: \(missing.count) primary key(s) restored on dst in \(Runner.ms(since: t0)) ms"
+      )
     }
     let indexes = try SchemaOps.createIndexes(ctx, analyzeWhenNoneCreated: true)
     if indexes["ok"]?.boolValue == false {
@@ -309,7 +310,10 @@ enum SnapshotCopy {
       )
     }
     let sub = try engine.subscribeFromSnapshot(ctx, on: droot)
-    return (sub, .object([("created", indexes["created"] ?? .null), ("failed", indexes["failed"] ?? .null)]))
+    return (
+      sub,
+      .object([("created", indexes["created"] ?? .null), ("failed", indexes["failed"] ?? .null)])
+    )
   }
 
   /// The interrupted copy's finished tables stream from the slot; the others are emptied and
@@ -605,7 +609,8 @@ enum SnapshotCopy {
         if all { tablesDone += 1 }
         tables.append(
           .object([
-            ("name", .string(t.name)), ("state", .string(all ? "done" : tr > 0 ? "copying" : "pending")),
+            ("name", .string(t.name)),
+            ("state", .string(all ? "done" : tr > 0 ? "copying" : "pending")),
             ("format", .string(t.format)),
             ("heap_bytes", .int(t.heapBytes)), ("est_rows", .from(t.estRows)), ("rows", .int(tr)),
             ("bytes", .int(tb)), ("parts", .array(parts)),
@@ -614,7 +619,8 @@ enum SnapshotCopy {
       let elapsed = max(0.001, Date().timeIntervalSince(started))
       let rate = heapDone / elapsed
       let left = Double(totalHeap) - heapDone
-      let eta: Value = state != "copying" ? .int(0) : rate > 0 ? .double((left / rate * 10).rounded() / 10) : .null
+      let eta: Value =
+        state != "copying" ? .int(0) : rate > 0 ? .double((left / rate * 10).rounded() / 10) : .null
       let (at, epoch) = Journal.stamp()
       return .object(
         [("state", .string(state))] + meta + [
@@ -623,7 +629,10 @@ enum SnapshotCopy {
           ("tables_total", .int(plans.count)), ("tables_done", .int(tablesDone)),
           ("rows", .int(rowsTotal)), ("bytes", .int(bytesTotal)),
           ("heap_bytes_total", .int(totalHeap)), ("heap_bytes_done", .int(Int(heapDone))),
-          ("pct", .double(totalHeap > 0 ? (heapDone / Double(totalHeap) * 1000).rounded() / 10 : 100)),
+          (
+            "pct",
+            .double(totalHeap > 0 ? (heapDone / Double(totalHeap) * 1000).rounded() / 10 : 100)
+          ),
           ("rate_bytes_s", .int(Int(Double(bytesTotal) / elapsed))),
           ("rate_heap_bytes_s", .int(Int(rate))), ("eta_s", eta), ("tables", .array(tables)),
         ] + extra)
@@ -688,7 +697,9 @@ enum SnapshotCopy {
       .array(
         (r["tables"]?.arrayValue ?? []).map { t in
           .object(
-            ["name", "state", "rows", "est_rows", "bytes", "heap_bytes"].map { ($0, t[$0] ?? .null) }
+            ["name", "state", "rows", "est_rows", "bytes", "heap_bytes"].map {
+              ($0, t[$0] ?? .null)
+            }
               + [("parts", .int(t["parts"]?.arrayValue?.count ?? 0))])
         }))
     var fields: [(String, Value)] = [
@@ -700,8 +711,12 @@ enum SnapshotCopy {
       let age = Date().timeIntervalSince1970 - (r["updated_epoch"]?.doubleValue ?? 0)
       if age > 10 {
         fields.append(
-          ("copy_interrupted", .string(
-            "belt's initial copy stopped \(Int(age)) s ago at \(line(r)); run setup (or migrate.lua) again to finish it")))
+          (
+            "copy_interrupted",
+            .string(
+              "belt's initial copy stopped \(Int(age)) s ago at \(line(r)); run setup (or migrate.lua) again to finish it"
+            )
+          ))
         progress = String(format: "copy stopped at %.1f %%", r["pct"]?.doubleValue ?? 0)
       } else {
         progress = "copy " + line(r)

@@ -21,7 +21,8 @@ struct NativeEngine: ReplicationEngine {
   var capabilities: EngineCapabilities {
     EngineCapabilities(
       bothDirectionsAtOnce: false, lockedCopyForGenerated: false, streamsTablesWithoutPK: true,
-      applyErrorSource: "pg_stat_subscription_stats (the message is in the subscriber's server log)",
+      applyErrorSource:
+        "pg_stat_subscription_stats (the message is in the subscriber's server log)",
       startsFromExportedSnapshot: true
     )
   }
@@ -639,20 +640,24 @@ struct NativeEngine: ReplicationEngine {
       conninfo: src.conninfo(.root, extra: [("replication", "database")]),
       label: "src as root, replication (\(src.ip):\(src.port)/\(src.dbname))")
     let how = c.serverVersion >= 15 ? "(SNAPSHOT 'export')" : "EXPORT_SNAPSHOT"
-    let r = try c.exec("CREATE_REPLICATION_SLOT \(PGConnection.quoteIdent(slot)) LOGICAL pgoutput \(how)")
+    let r = try c.exec(
+      "CREATE_REPLICATION_SLOT \(PGConnection.quoteIdent(slot)) LOGICAL pgoutput \(how)")
     guard let row = r.rows.first, let id = row["snapshot_name"] ?? nil else {
       c.close()
       throw BeltError(.internal, "CREATE_REPLICATION_SLOT \(slot) returned no snapshot")
     }
-    ctx.logger.info("slot \(slot) created on src at \(row.string("consistent_point")), snapshot \(id)")
+    ctx.logger.info(
+      "slot \(slot) created on src at \(row.string("consistent_point")), snapshot \(id)")
     return ExportedSnapshot(
       id: id, slot: slot, lsn: row.string("consistent_point"), connection: c)
   }
 
   func snapshotSlot(_ ctx: any EngineContext, _ sroot: PGConnection) throws -> String? {
     let slot = Self.slotName(.forward, providerDB: try ctx.config.server(.src).dbname)
-    return try sroot.query("SELECT slot_name FROM pg_replication_slots WHERE slot_name = $1", [slot])
-      .scalar
+    return try sroot.query(
+      "SELECT slot_name FROM pg_replication_slots WHERE slot_name = $1", [slot]
+    )
+    .scalar
   }
 
   func subscribeFromSnapshot(_ ctx: any EngineContext, on droot: PGConnection) throws -> String {

@@ -61,7 +61,7 @@ enum Setup {
     let forwardName = engine.name(.forward)
     // belt copies the data itself (an engine that starts from an exported snapshot); an
     // interrupted copy of it is finished, its rows on dst kept (SnapshotCopy).
-    let beltCopy = SnapshotCopy.wanted(ctx, engine)
+    let beltCopy = try SnapshotCopy.wanted(ctx, engine)
     let resuming =
       try beltCopy && !engine.configured(.forward, on: droot) && SnapshotCopy.interrupted(ctx)
     if try !engine.configured(.forward, on: droot), !resuming {
@@ -135,6 +135,7 @@ enum Setup {
       subStep = r.subscription
       initialCopy = r.record
     } else {
+      if existing, beltCopy { try SnapshotCopy.settle(ctx) }
       subStep = try engine.subscribe(ctx, .forward, on: droot, copyData: true)
     }
     if existing, !added.isEmpty {

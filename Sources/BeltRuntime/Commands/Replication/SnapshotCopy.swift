@@ -84,16 +84,36 @@ enum SnapshotCopy {
 
   /// Whether belt copies this pair's data (the engine can start from a snapshot, and the
   /// `copy` option or the config's `"initial_copy"` does not ask for the engine's own copy).
-  static func wanted(_ ctx: PairContext, _ engine: any ReplicationEngine) -> Bool {
+  static func wanted(_ ctx: PairContext, _ engine: any ReplicationEngine) throws -> Bool {
+    if let v = ctx.config.raw["initial_copy"], v != .null,
+      !["belt", "engine"].contains(v.stringValue ?? "")
+    {
+      throw BeltError(
+        .configInvalid,
+        "\(ctx.env.store.path(dc: ctx.dc, db: ctx.db)): \"initial_copy\" must be \"belt\" or \"engine\", not \(v.json(indent: 0))",
+        dc: ctx.dc, db: ctx.db)
+    }
     guard engine.capabilities.startsFromExportedSnapshot else { return false }
     let how =
       ctx.options.string("copy") ?? ctx.config.raw["initial_copy"]?.stringValue ?? "belt"
     return how != "engine"
   }
 
+  /// Marks an interrupted copy's record done once the subscription exists (belt stopped after
+  /// creating it: the subscription has everything from there).
+  static func settle(_ ctx: PairContext) throws {
+    guard let r = try record(ctx), r["state"]?.stringValue != "done" else { return }
+    let (at, epoch) = Journal.stamp()
+    try Journal.update(path(ctx)) { _ in
+      r.setting("state", "done").setting("finished_at", .string(at)).setting(
+        "finished_epoch", .double(epoch)
+      ).setting("eta_s", .int(0))
+    }
+  }
+
   /// What precheck shows: which copy the pair gets.
-  static func describe(_ ctx: PairContext, _ engine: any ReplicationEngine) -> String {
-    guard wanted(ctx, engine) else {
+  static func describe(_ ctx: PairContext, _ engine: any ReplicationEngine) throws -> String {
+    guard try wanted(ctx, engine) else {
       return engine.capabilities.startsFromExportedSnapshot
         ? "the subscription's own copy (one COPY per table, max_sync_workers_per_subscription at a time)"
         : "\(engine.kind.rawValue)'s own copy (one COPY per table)"

@@ -279,7 +279,10 @@ enum SnapshotCopy {
       "initial copy: \(plans.count) table(s) in \(progress.chunks.count) part(s), \(Fmt.bytes(progress.totalHeap)), \(sessions.count) job(s), from slot \(snapshot.slot) at \(snapshot.lsn)"
     )
     try copy(ctx, plans: plans, progress: progress, sessions: sessions, connector: connector)
-    progress.setState("building")
+    progress.setState(
+      "building",
+      extra: [("copy_s", .double((Date().timeIntervalSince(progress.started) * 10).rounded() / 10))]
+    )
     try progress.write()
     let (sub, indexes) = try finish(ctx, engine: engine, droot: droot, keys: keys, jobs: s.jobs)
     progress.setState("done", extra: [("indexes", indexes), ("subscription", .string(sub))])

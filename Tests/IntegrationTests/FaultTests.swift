@@ -283,8 +283,8 @@ struct IsolatedFaultTests {
       srcSQL: Fixtures.basic() + """
         CREATE TABLE big_a (id int PRIMARY KEY, pad text);
         CREATE TABLE big_b (id int PRIMARY KEY, pad text);
-        INSERT INTO big_a SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 150000) g;
-        INSERT INTO big_b SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 150000) g;
+        INSERT INTO big_a SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 100000) g;
+        INSERT INTO big_b SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 100000) g;
         """, extra: [("engine", "native")])
     defer { Repl.cleanup(dc) }
     let args = ["run", "migrate.lua", dc.dc, "app", "--config-dir", dc.root, "--", "copy_jobs=1"]

@@ -89,7 +89,7 @@ public enum ReplicationOps {
         minimum: 1),
       OptionSpec(
         "copy_split_mb", .number,
-        "Tables bigger than this (MB) are copied by belt as ctid block ranges in parallel (default: the config's \"copy_split_mb\", else 1024)."
+        "Tables bigger than this (MB) are copied by belt as ctid block ranges in parallel (default: the config's \"copy_split_mb\", else 256)."
       ),
       LoggedSecrets.option,
     ]

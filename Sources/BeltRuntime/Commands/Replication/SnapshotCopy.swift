@@ -130,7 +130,7 @@ enum SnapshotCopy {
   }
 
   /// `copy_jobs` (option, else the config's `"copy_jobs"`, else 4 bounded by `--jobs`) and
-  /// `copy_split_mb` (option, else config, else 1024).
+  /// `copy_split_mb` (option, else config, else 256).
   static func settings(_ ctx: PairContext) -> Settings {
     func number(_ v: Value?) -> Double? {
       switch v {
@@ -143,7 +143,7 @@ enum SnapshotCopy {
     let jobs =
       ctx.options.int("copy_jobs") ?? ctx.config.raw["copy_jobs"]?.intValue ?? min(4, ctx.env.jobs)
     let mb = number(ctx.options.values["copy_split_mb"]) ?? number(ctx.config.raw["copy_split_mb"])
-    return Settings(jobs: max(1, jobs), splitBytes: max(8192, Int((mb ?? 1024) * 1_048_576)))
+    return Settings(jobs: max(1, jobs), splitBytes: max(8192, Int((mb ?? 256) * 1_048_576)))
   }
 
   // MARK: the plan
@@ -189,7 +189,8 @@ enum SnapshotCopy {
       let bs = r.int("bs") ?? 8192
       let pages = bytes / bs
       var ranges: [(from: Int?, to: Int?)] = [(nil, nil)]
-      if bytes > splitBytes, pages >= 2 {
+      // Before PostgreSQL 14 a ctid range is a filter on a whole-table scan: no split there.
+      if bytes > splitBytes, pages >= 2, sroot.serverVersion >= 14 {
         let n = min(pages, (bytes + splitBytes - 1) / splitBytes)
         let step = (pages + n - 1) / n
         ranges = stride(from: 0, to: pages, by: step).map { a in

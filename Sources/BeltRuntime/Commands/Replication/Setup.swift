@@ -60,10 +60,12 @@ enum Setup {
     // once the schema is loaded).
     let forwardName = engine.name(.forward)
     // belt copies the data itself (an engine that starts from an exported snapshot); an
-    // interrupted copy of it is finished, its rows on dst kept (SnapshotCopy).
+    // interrupted copy of it (its record unfinished, its slot still on src) is finished, its
+    // rows on dst kept (SnapshotCopy).
     let beltCopy = try SnapshotCopy.wanted(ctx, engine)
     let resuming =
       try beltCopy && !engine.configured(.forward, on: droot) && SnapshotCopy.interrupted(ctx)
+      && engine.snapshotSlot(ctx, sroot) != nil
     if try !engine.configured(.forward, on: droot), !resuming {
       let onDst = Set(try Catalog.tables(droot, schema: schema).map(\.name))
       try ReplicationSupport.refuseFilled(

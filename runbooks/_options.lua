@@ -8,6 +8,9 @@ return {
     { "interval", "2s", "how often progress is polled" },
     { "skip_precheck", false, "go on even if precheck reports problems" },
     { "accept_logged_secrets", false, "go on although a root user cannot keep the replication user's password out of the server's log (not a superuser; precheck names it)" },
+    { "copy", "", "who copies the initial data on the native engine: belt (parallel, resumable table by table) or engine (the subscription's own copy); empty: the config's initial_copy, else belt" },
+    { "copy_jobs", 0, "parallel COPY sessions of belt's initial copy; 0: the config's copy_jobs, else 4 bounded by --jobs" },
+    { "copy_split_mb", 0, "tables bigger than this many MB are copied by belt as ctid ranges in parallel; 0: the config's copy_split_mb, else 256" },
   },
   ["cutover.lua"] = {
     { "max_lag", 1048576, "bytes of forward lag under which the cutover may start" },

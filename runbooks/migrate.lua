@@ -20,7 +20,23 @@ if pre.ok == false and not o.skip_precheck then
 end
 
 belt.log("setup")
-local setup = lib.must(belt.setup(dc, db, { schema = o.schema, accept_logged_secrets = o.accept_logged_secrets }), "setup")
+-- On the native engine belt copies the data itself inside setup (from an exported snapshot, in
+-- parallel, table by table resumable: run the same command again after an interruption); its
+-- progress is logged and shown by status.
+local function positive(v) v = tonumber(v); return (v and v > 0) and v or nil end
+local setup = lib.must(belt.setup(dc, db, {
+  schema = o.schema, accept_logged_secrets = o.accept_logged_secrets,
+  copy = (o.copy ~= "" and o.copy) or nil, copy_jobs = positive(o.copy_jobs) and math.tointeger(positive(o.copy_jobs)),
+  copy_split_mb = positive(o.copy_split_mb),
+}), "setup")
+for _, r in ipairs(lib.records(setup)) do
+  local c = r.initial_copy
+  if type(c) == "table" and c.state then
+    belt.log(("  %s: initial copy %s: %s tables, %s rows, %.1f MB in %.1f s%s"):format(r.db, c.state, tostring(c.tables_total),
+      tostring(c.rows), (c.bytes or 0) / 1048576, c.elapsed_s or 0,
+      (c.handed_over and #c.handed_over > 0) and ("; " .. #c.handed_over .. " unfinished table(s) copied by the subscription") or ""))
+  end
+end
 
 belt.log("waiting for the initial copy")
 belt.wait_for(function()
@@ -32,7 +48,8 @@ belt.wait_for(function()
     end
     if r.forward ~= "replicating" then
       all = false
-      belt.log(("  %s: %s, tables %s/%s, %s%s"):format(r.db, r.forward, tostring(r.tables_done), tostring(r.tables_total), tostring(r.progress),
+      belt.log(("  %s: %s, tables %s/%s, %s%s"):format(r.db, r.forward, tostring(r.tables_done), tostring(r.tables_total),
+        tostring(r.progress) .. (r.copy_eta_s and r.copy_state == "copying" and (", copy ETA %.0f s"):format(r.copy_eta_s) or ""),
         r.forward_waiting and ("; " .. r.forward_waiting) or ""))
     end
   end

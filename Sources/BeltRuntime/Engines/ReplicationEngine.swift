@@ -122,6 +122,44 @@ protocol ReplicationEngine: Sendable {
   func removeExtension(_ c: PGConnection, side: Side) throws -> [String]
   /// cleanup-previous-config: what an earlier migration left on src, whatever role it played.
   func cleanupPrevious(_ ctx: any EngineContext, _ sroot: PGConnection) throws -> [String]
+
+  // MARK: belt's own initial copy (``SnapshotCopy``; only when `startsFromExportedSnapshot`)
+
+  /// Creates the forward slot on src and exports the snapshot of its consistent point (the
+  /// publication must exist before). The snapshot lives while the returned connection stays
+  /// open and idle: every copy session imports it before ``ExportedSnapshot/release()``.
+  func exportSnapshot(_ ctx: any EngineContext) throws -> ExportedSnapshot
+  /// The forward slot that ``exportSnapshot(_:)`` makes, when it exists on src.
+  func snapshotSlot(_ ctx: any EngineContext, _ sroot: PGConnection) throws -> String?
+  /// Creates the forward subscription on dst on that slot, without a copy: it streams what
+  /// src committed after the slot's consistent point.
+  func subscribeFromSnapshot(_ ctx: any EngineContext, on droot: PGConnection) throws -> String
+}
+
+/// A snapshot exported by a replication slot's creation, alive while its connection is open
+/// and idle (native-replication.md §3).
+final class ExportedSnapshot {
+  /// The id that copy sessions import with `SET TRANSACTION SNAPSHOT`.
+  let id: String
+  let slot: String
+  /// The slot's consistent point: streaming starts there.
+  let lsn: String
+  private var connection: PGConnection?
+
+  init(id: String, slot: String, lsn: String, connection: PGConnection) {
+    self.id = id
+    self.slot = slot
+    self.lsn = lsn
+    self.connection = connection
+  }
+
+  /// Ends the snapshot (closes the replication connection); the slot stays.
+  func release() {
+    connection?.close()
+    connection = nil
+  }
+
+  deinit { release() }
 }
 
 extension ReplicationEngine {
@@ -144,6 +182,10 @@ struct EngineCapabilities: Sendable {
   var streamsTablesWithoutPK: Bool
   /// Where the latest apply error can be read.
   var applyErrorSource: String
+  /// Whether belt may copy the initial data itself from a snapshot exported by the forward
+  /// slot's creation, and then start the forward direction from that slot without a copy
+  /// (``SnapshotCopy``). Otherwise the engine copies the tables itself.
+  var startsFromExportedSnapshot: Bool = false
 }
 
 /// One direction of replication.

@@ -339,6 +339,7 @@ public enum InspectionOps {
   ) { ctx in
     var fields: [(String, Value)] = [
       ("schema_name", .string(ctx.schema)), ("engine", .string(try ctx.engine.kind.rawValue)),
+      ("initial_copy", .string(try SnapshotCopy.describe(ctx, try ctx.engine))),
     ]
     var ok = true
     var extensions: [String: [String]] = [:]

@@ -34,6 +34,9 @@ public enum ReplicationOps {
             "\(db): schema drift (the cutover refuses until it is mended): \(lines.joined(separator: "; "))"
           ) + "\n"
       }
+      if let why = r["copy_interrupted"]?.stringValue {
+        out += Render.yellow("\(db): \(why)") + "\n"
+      }
       if let why = r["forward_waiting"]?.stringValue {
         out += Render.yellow("\(db): src -> dst waits: \(why)") + "\n"
       }
@@ -76,6 +79,18 @@ public enum ReplicationOps {
     sides: .both,
     options: [
       OptionSpec("schema", .bool, "Copy the schema?", default: true, cli: .inverted),
+      OptionSpec(
+        "copy", .string,
+        "Who copies the initial data on an engine that can start from an exported snapshot (native): belt (in parallel, resumable table by table) or engine (the subscription's own copy); default: the config's \"initial_copy\", else belt.",
+        choices: ["belt", "engine"]),
+      OptionSpec(
+        "copy_jobs", .int,
+        "Parallel COPY sessions of belt's initial copy (default: the config's \"copy_jobs\", else 4 bounded by --jobs).",
+        minimum: 1),
+      OptionSpec(
+        "copy_split_mb", .number,
+        "Tables bigger than this (MB) are copied by belt as ctid block ranges in parallel (default: the config's \"copy_split_mb\", else 256)."
+      ),
       LoggedSecrets.option,
     ]
   ) { ctx in try LoggedSecrets.guarded(ctx, [.src, .dst]) { try Setup.setup(ctx) } }

@@ -199,12 +199,14 @@ enum ReplicationStatus {
     if !hidden, forward.state == "initializing", let done, let total {
       progress += " (\(done)/\(total) tables)"
     }
+    let copyFields = SnapshotCopy.statusFields(ctx, progress: &progress)
     fields += [
       ("src_dataset_size", .string(hidden ? "n/a" : s.datasetPretty)),
       ("dst_dataset_size", .string(hidden ? "n/a" : d.datasetPretty)),
       ("src_dataset_bytes", .int(s.datasetBytes)), ("dst_dataset_bytes", .int(d.datasetBytes)),
       ("progress", .string(progress)), ("progress_pct", hidden ? .null : .double(pct)),
     ]
+    fields += copyFields
     if forward.state == "down" { fields.append(("forward_error", .from(forward.reason))) }
     if forward.state != "unconfigured" {
       // Whether the application may be fenced now (cutover.lua waits for this before its first

@@ -59,7 +59,14 @@ enum Setup {
     // A first setup also refuses rows already in dst before src changes (checked again below,
     // once the schema is loaded).
     let forwardName = engine.name(.forward)
-    if try !engine.configured(.forward, on: droot) {
+    // belt copies the data itself (an engine that starts from an exported snapshot); an
+    // interrupted copy of it (its record unfinished, its slot still on src) is finished, its
+    // rows on dst kept (SnapshotCopy).
+    let beltCopy = try SnapshotCopy.wanted(ctx, engine)
+    let resuming =
+      try beltCopy && !engine.configured(.forward, on: droot) && SnapshotCopy.interrupted(ctx)
+      && engine.snapshotSlot(ctx, sroot) != nil
+    if try !engine.configured(.forward, on: droot), !resuming {
       let onDst = Set(try Catalog.tables(droot, schema: schema).map(\.name))
       try ReplicationSupport.refuseFilled(
         ctx, droot, schema: schema, (replicated + lockCopied).filter(onDst.contains))
@@ -67,7 +74,9 @@ enum Setup {
 
     // A pg_dump able to dump both servers, and every extension the schema needs available on
     // dst, before src changes (the schema is dumped and loaded below).
-    if ctx.options.bool("schema", default: true), try !engine.configured(.forward, on: droot) {
+    if ctx.options.bool("schema", default: true), !resuming,
+      try !engine.configured(.forward, on: droot)
+    {
       _ = try SchemaOps.dumpTool(ctx)
       try SchemaExtensions.refuseUnavailable(ctx, src: sroot, dst: droot)
     }
@@ -86,6 +95,8 @@ enum Setup {
       schemaStep = "skipped (--no-schema)"
     } else if existing {
       schemaStep = "skipped (\(forwardName) already exists)"
+    } else if resuming {
+      schemaStep = "skipped (finishing an interrupted initial copy)"
     } else {
       // The schema pipeline (SchemaOps) dumps src's schema and applies it to dst.
       _ = try SchemaOps.dumpSchema(ctx)
@@ -107,7 +118,7 @@ enum Setup {
     let inSet = Set(try engine.publishedTables(sroot, schema: schema) ?? [])
     let pendingGenerated = !existing ? lockCopied : lockCopied.filter { !inSet.contains($0) }
     let toCopy = !existing ? replicated + pendingGenerated : added
-    try ReplicationSupport.refuseFilled(ctx, droot, schema: schema, toCopy)
+    if !resuming { try ReplicationSupport.refuseFilled(ctx, droot, schema: schema, toCopy) }
     notes += try engine.prepare(
       ctx, .dst, root: droot, owner: try ctx.connect(.dst, .owner), schema: schema,
       tables: chosen.map(\.name).filter { dstTables.contains($0) }
@@ -118,7 +129,17 @@ enum Setup {
       // copy (published by an earlier migration, reset since) would make it fail for good.
       try engine.withdraw(sroot, schema: schema, tables: lockCopied.filter(inSet.contains))
     }
-    var subStep = try engine.subscribe(ctx, .forward, on: droot, copyData: true)
+    var subStep: String
+    var initialCopy: Value = .null
+    if !existing, beltCopy {
+      let r = try SnapshotCopy.run(
+        ctx, engine: engine, sroot: sroot, droot: droot, tables: replicated)
+      subStep = r.subscription
+      initialCopy = r.record
+    } else {
+      if existing, beltCopy { try SnapshotCopy.settle(ctx) }
+      subStep = try engine.subscribe(ctx, .forward, on: droot, copyData: true)
+    }
     if existing, !added.isEmpty {
       try engine.copyAdded(droot, schema: schema, tables: added)
       subStep += ", copying \(added.count) new table(s)"
@@ -164,6 +185,7 @@ enum Setup {
       "generated_added": .array(generatedAdded), "generated_pending": .from(generatedPending),
       "no_pkey": .from(noPK), "schema": .string(schemaStep), "src_node": .string(srcNode),
       "dst_node": .string(dstNode), "subscription": .string(subStep), "notes": .from(notes),
+      "initial_copy": initialCopy,
     ]
   }
 

@@ -23,7 +23,9 @@ struct NativeEngine: ReplicationEngine {
   var capabilities: EngineCapabilities {
     EngineCapabilities(
       bothDirectionsAtOnce: false, lockedCopyForGenerated: false, streamsTablesWithoutPK: true,
-      applyErrorSource: "pg_stat_subscription_stats (the message is in the subscriber's server log)"
+      applyErrorSource:
+        "pg_stat_subscription_stats (the message is in the subscriber's server log)",
+      startsFromExportedSnapshot: true
     )
   }
 
@@ -714,5 +716,55 @@ struct NativeEngine: ReplicationEngine {
     }
     notes += try removeLocal(ctx, sroot, side: .src)
     return notes
+  }
+
+  // MARK: belt's own initial copy
+
+  /// `CREATE_REPLICATION_SLOT … LOGICAL pgoutput (SNAPSHOT 'export')` on a replication
+  /// connection to src as root (`EXPORT_SNAPSHOT` before PostgreSQL 15).
+  func exportSnapshot(_ ctx: any EngineContext) throws -> ExportedSnapshot {
+    let src = try ctx.config.server(.src)
+    let slot = Self.slotName(.forward, providerDB: src.dbname)
+    guard try publicationExists(try ctx.connect(.src, .root, noTimeout: false), Self.forwardName)
+    else {
+      throw BeltError(
+        .internal, "publication \(Self.forwardName) must exist on src before the slot is created")
+    }
+    let c = try PGConnection(
+      conninfo: src.conninfo(.root, extra: [("replication", "database")]),
+      label: "src as root, replication (\(src.ip):\(src.port)/\(src.dbname))")
+    let how = c.serverVersion >= 15 ? "(SNAPSHOT 'export')" : "EXPORT_SNAPSHOT"
+    let r = try c.exec(
+      "CREATE_REPLICATION_SLOT \(PGConnection.quoteIdent(slot)) LOGICAL pgoutput \(how)")
+    guard let row = r.rows.first, let id = row["snapshot_name"] ?? nil else {
+      c.close()
+      throw BeltError(.internal, "CREATE_REPLICATION_SLOT \(slot) returned no snapshot")
+    }
+    ctx.logger.info(
+      "slot \(slot) created on src at \(row.string("consistent_point")), snapshot \(id)")
+    return ExportedSnapshot(
+      id: id, slot: slot, lsn: row.string("consistent_point"), connection: c)
+  }
+
+  func snapshotSlot(_ ctx: any EngineContext, _ sroot: PGConnection) throws -> String? {
+    let slot = Self.slotName(.forward, providerDB: try ctx.config.server(.src).dbname)
+    return try sroot.query(
+      "SELECT slot_name FROM pg_replication_slots WHERE slot_name = $1", [slot]
+    )
+    .scalar
+  }
+
+  func subscribeFromSnapshot(_ ctx: any EngineContext, on droot: PGConnection) throws -> String {
+    guard try subscription(droot, Self.forwardName) == nil else {
+      return try subscribe(ctx, .forward, on: droot, copyData: false)
+    }
+    let src = try ctx.config.server(.src)
+    let slot = Self.slotName(.forward, providerDB: src.dbname)
+    let dsn = src.conninfo(.replication, connectTimeout: 10)
+    try droot.execSecret(
+      "CREATE SUBSCRIPTION \(PGConnection.quoteIdent(Self.forwardName)) CONNECTION \(try droot.literal(dsn)) "
+        + "PUBLICATION \(PGConnection.quoteIdent(Self.forwardName)) "
+        + "WITH (copy_data = false, create_slot = false, slot_name = \(try droot.literal(slot)))")
+    return "created on slot \(slot) (no copy: belt copied the data)"
   }
 }

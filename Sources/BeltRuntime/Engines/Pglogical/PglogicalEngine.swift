@@ -322,4 +322,16 @@ struct PglogicalEngine: ReplicationEngine {
     }
     return notes
   }
+
+  // MARK: belt's own initial copy: pglogical copies its tables itself
+
+  func exportSnapshot(_ ctx: any EngineContext) throws -> ExportedSnapshot {
+    throw BeltError(.internal, "the pglogical engine copies the initial data itself")
+  }
+
+  func snapshotSlot(_ ctx: any EngineContext, _ sroot: PGConnection) throws -> String? { nil }
+
+  func subscribeFromSnapshot(_ ctx: any EngineContext, on droot: PGConnection) throws -> String {
+    throw BeltError(.internal, "the pglogical engine copies the initial data itself")
+  }
 }

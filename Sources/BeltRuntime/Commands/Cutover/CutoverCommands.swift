@@ -1,8 +1,10 @@
 /// The cutover commands, run inside the downtime window: revoke-logins, restore-logins,
-/// sync-sequences, sync-tables, validate-data, sync, diff-sequences. The work is in this folder.
+/// sync-sequences, sync-tables, validate-data, sync, diff-sequences, sync-large-objects. The work
+/// is in this folder.
 public enum CutoverOps {
   public static let all: [OperationSpec] = [
     revokeLogins, restoreLogins, syncSequences, syncTables, validateData, sync, diffSequences,
+    syncLargeObjects,
   ]
 
   /// revoke-logins: record `fence`, `revoked`, `saved_logins`, `config_saved`, `config_file`,
@@ -136,4 +138,18 @@ public enum CutoverOps {
     sides: .both,
     render: SequenceDiff.render
   ) { ctx in try SequenceDiff.run(ctx) }
+
+  /// sync-large-objects: record `src_objects`, `dst_objects`, `created`, `replaced`,
+  /// `unlinked`, `bytes`, `missing_roles`, `compare_ms`, `copy_ms`, `message`.
+  static let syncLargeObjects = OperationSpec(
+    name: "sync_large_objects",
+    summary:
+      "Copy large objects from the source to the destination: only those that differ (OID, owner, privileges, content).",
+    details: """
+      Logical replication carries no large object, so belt copies them: each side's objects are listed in one query (OID, owner, ACL, size and an md5 of the content computed on the server), and only what differs moves. An object missing or different on the destination is created there with the source's OID, content, owner and grants; one the source no longer has is unlinked. Content streams in 1 MB chunks through COPY, never held whole.
+
+      migrate.lua runs it before the window and the cutover's sync runs it again inside it, so the window pays only for what changed since. An owner or grantee role the destination lacks is left out (the object stays owned by the destination's root user) and named in the record.
+      """,
+    sides: .both
+  ) { ctx in try LargeObjects.sync(ctx) }
 }

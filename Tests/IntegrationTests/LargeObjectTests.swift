@@ -35,7 +35,8 @@ struct LargeObjectTests {
     }
   }
 
-  /// 1,000 objects before migrate.lua (some owned by another role, some with grants), 10
+  /// 1,000 objects before migrate.lua (some owned by another role, some with grants; plus an
+  /// empty one and one with a hole, hashed through lo_get instead of pg_largeobject's pages), 10
   /// created and 5 unlinked while replicating, 2 more created just before cutover.lua (after
   /// the lag wait they would be the same delta: the test writes them before the command, not
   /// between its fence and its sync); after the cutover dst has exactly src's objects, and
@@ -62,12 +63,14 @@ struct LargeObjectTests {
           EXECUTE format('GRANT SELECT ON LARGE OBJECT %s TO \(r)', o);
         END LOOP;
         EXECUTE 'GRANT UPDATE ON LARGE OBJECT 500200 TO PUBLIC';
-      END $$
+      END $$;
+      SELECT lo_create(510001);
+      SELECT lo_put(lo_create(510000), 5000, '\\x01');
       """)
     let args = [dc.dc, "docs", "--config-dir", dc.root]
     let pre = try CLI.run(["precheck"] + args + ["--json"])
     let preRec = try JSONParser.parse(pre.out)
-    #expect(preRec["large_objects"] == .int(1_000), "\(pre.out)")
+    #expect(preRec["large_objects"] == .int(1_002), "\(pre.out)")
     #expect(preRec["alert"] == nil, "\(pre.out)")
     #expect(
       preRec["large_objects_strategy"]?.stringValue?.contains("before the window") == true,
@@ -95,7 +98,7 @@ struct LargeObjectTests {
     let cutoverTime = Date().timeIntervalSince(t1)
     #expect(cutover.code == 0, "\(cutover.err) \(cutover.out)")
     let src = try Self.inventory(s)
-    #expect(src.count == 1_007)
+    #expect(src.count == 1_009)
     #expect(try Self.inventory(d) == src, "every object equal: OID, owner, ACL, content")
     #expect(src.contains { $0[1] == keeper && ($0[2] ?? "").contains(reader) })
 

@@ -113,7 +113,8 @@ struct NativeEngineTests {
     #expect(rollback.code == 0, "\(rollback.err) \(rollback.out)")
     #expect(try LoadTests.fingerprint(s) == LoadTests.fingerprint(d))
     #expect(try LargeObjectTests.inventory(s) == LargeObjectTests.inventory(d), "copied back")
-    #expect(try s.query("SELECT count(*) FROM pg_largeobject_metadata WHERE oid = 950000").scalar == "1")
+    #expect(
+      try s.query("SELECT count(*) FROM pg_largeobject_metadata WHERE oid = 950000").scalar == "1")
 
     let teardown = try dc.run("teardown", "app")
     #expect(teardown["ok"] != false, "\(teardown.json())")

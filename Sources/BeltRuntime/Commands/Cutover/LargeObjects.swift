@@ -59,37 +59,100 @@ enum LargeObjects {
     }
   }
 
-  /// The inventory of one server: one query, the hashes computed there.
+  /// The inventory of one server, hashed there: the metadata in one query, then sizes and
+  /// hashes from pg_largeobject's pages when the root user may read it (a superuser: 0.1 s for
+  /// 100,000 small objects, where the lo_* functions take 4 s), and through `lo_get` for the
+  /// objects that query leaves out (with holes, empty) or for every object otherwise.
   static func inventory(_ c: PGConnection) throws -> [UInt32: Entry] {
-    let rows = try c.query(
+    // One snapshot for the three queries: an object unlinked meanwhile is in none of them.
+    try c.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    defer { _ = try? c.exec("ROLLBACK") }
+    let meta = try c.query(
       """
       SELECT m.oid::text AS oid, pg_get_userbyid(m.lomowner) AS owner,
-             m.lomacl IS NOT NULL AS explicit,
-             (SELECT json_agg(json_build_array(CASE WHEN a.grantee = 0 THEN NULL
-                                                    ELSE pg_get_userbyid(a.grantee) END,
-                                               a.privilege_type, a.is_grantable) ORDER BY a.n)
-                FROM aclexplode(COALESCE(m.lomacl, acldefault('L', m.lomowner)))
-                     WITH ORDINALITY a(grantor, grantee, privilege_type, is_grantable, n)) AS grants,
-             s.size,
+             CASE WHEN m.lomacl IS NOT NULL THEN
+               (SELECT json_agg(json_build_array(CASE WHEN a.grantee = 0 THEN NULL
+                                                      ELSE pg_get_userbyid(a.grantee) END,
+                                                 a.privilege_type, a.is_grantable) ORDER BY a.n)
+                  FROM aclexplode(m.lomacl)
+                       WITH ORDINALITY a(grantor, grantee, privilege_type, is_grantable, n)) END AS grants
+        FROM pg_largeobject_metadata m
+      """)
+    var content = try pageHashes(c)
+    let rest = meta.rows.compactMap { UInt32($0.string("oid")) }.filter { content[$0] == nil }
+    if !rest.isEmpty { content.merge(try functionHashes(c, rest)) { a, _ in a } }
+    var out: [UInt32: Entry] = [:]
+    out.reserveCapacity(meta.rows.count)
+    for r in meta.rows {
+      guard let oid = UInt32(r.string("oid")), let (size, hash) = content[oid] else { continue }
+      let owner = r.string("owner")
+      // No ACL of its own: the default, the owner's SELECT and UPDATE.
+      let grants =
+        try r["grants"].map { json in
+          (try JSONParser.parse(json).arrayValue ?? []).map { g in
+            Grant(
+              grantee: g.arrayValue?[0].stringValue, privilege: g.arrayValue?[1].stringValue ?? "",
+              grantable: g.arrayValue?[2].boolValue ?? false)
+          }
+        }
+        ?? [
+          Grant(grantee: owner, privilege: "SELECT", grantable: false),
+          Grant(grantee: owner, privilege: "UPDATE", grantable: false),
+        ]
+      out[oid] = Entry(
+        owner: owner, grants: grants, explicitACL: r["grants"] != nil, size: size, hash: hash)
+    }
+    return out
+  }
+
+  /// Size and hash of every object without holes, from its pages (streamed in page order: no
+  /// object is held whole), when the root user may read pg_largeobject; else none.
+  static func pageHashes(_ c: PGConnection) throws -> [UInt32: (Int, String)] {
+    guard try c.query("SELECT has_table_privilege('pg_largeobject', 'SELECT')").scalar == "t"
+    else { return [:] }
+    // Grouped in page order from its index (a hash aggregate would hold every object at once).
+    try c.exec("SET LOCAL enable_hashagg = off")
+    let rows = try c.query(
+      """
+      WITH k AS (SELECT current_setting('block_size')::int / 4 AS page)
+      SELECT loid::text AS oid, sum(bytes) AS size,
+             CASE WHEN count(*) = 1 THEN min(h) ELSE md5(string_agg(h, '' ORDER BY c)) END AS hash
+        FROM (SELECT loid, pageno / ($1::int / k.page) AS c,
+                     md5(string_agg(data, ''::bytea ORDER BY pageno)) AS h,
+                     sum(octet_length(data)) AS bytes, count(*) AS pages, max(pageno) AS last,
+                     count(*) FILTER (WHERE octet_length(data) < k.page) AS short,
+                     max(pageno) FILTER (WHERE octet_length(data) < k.page) AS last_short
+                FROM pg_largeobject, k GROUP BY loid, pageno / ($1::int / k.page)) x
+       GROUP BY loid
+      HAVING sum(pages) = max(last) + 1
+         AND (sum(short) = 0 OR (sum(short) = 1 AND max(last_short) = max(last)))
+      """, [String(chunk)])
+    var out: [UInt32: (Int, String)] = [:]
+    out.reserveCapacity(rows.rows.count)
+    for r in rows.rows {
+      if let oid = UInt32(r.string("oid")) { out[oid] = (r.int("size") ?? 0, r.string("hash")) }
+    }
+    return out
+  }
+
+  /// Size and hash of `oids` through the lo_* functions: the same hash as ``pageHashes(_:)``
+  /// (md5 of the content up to ``chunk`` bytes, else md5 of the md5s of its chunks).
+  static func functionHashes(_ c: PGConnection, _ oids: [UInt32]) throws -> [UInt32: (Int, String)]
+  {
+    let rows = try c.query(
+      """
+      SELECT m.oid::text AS oid, s.size,
              CASE WHEN s.size <= $1::bigint THEN md5(lo_get(m.oid))
                   ELSE (SELECT md5(string_agg(md5(lo_get(m.oid, o, $1::int)), '' ORDER BY o))
                           FROM generate_series(0::bigint, s.size - 1, $1::bigint) o) END AS hash
         FROM pg_largeobject_metadata m
        CROSS JOIN LATERAL (SELECT lo_lseek64(f.fd, 0, 2) AS size, lo_close(f.fd)
                              FROM (SELECT lo_open(m.oid, 262144) AS fd) f) s
-      """, [String(chunk)])
-    var out: [UInt32: Entry] = [:]
-    out.reserveCapacity(rows.rows.count)
+       WHERE m.oid = ANY($2::oid[])
+      """, [String(chunk), oidArray(oids)])
+    var out: [UInt32: (Int, String)] = [:]
     for r in rows.rows {
-      guard let oid = UInt32(r.string("oid")) else { continue }
-      let grants = (try JSONParser.parse(r["grants"] ?? "[]").arrayValue ?? []).map { g in
-        Grant(
-          grantee: g.arrayValue?[0].stringValue, privilege: g.arrayValue?[1].stringValue ?? "",
-          grantable: g.arrayValue?[2].boolValue ?? false)
-      }
-      out[oid] = Entry(
-        owner: r.string("owner"), grants: grants, explicitACL: r.bool("explicit"),
-        size: r.int("size") ?? 0, hash: r.string("hash"))
+      if let oid = UInt32(r.string("oid")) { out[oid] = (r.int("size") ?? 0, r.string("hash")) }
     }
     return out
   }
@@ -106,7 +169,9 @@ enum LargeObjects {
     }
     x.grants = e.grants.compactMap { g in
       guard let who = g.grantee else { return g }
-      if who == e.owner { return Grant(grantee: x.owner, privilege: g.privilege, grantable: g.grantable) }
+      if who == e.owner {
+        return Grant(grantee: x.owner, privilege: g.privilege, grantable: g.grantable)
+      }
       if roles.contains(who) { return g }
       missing.insert(who)
       return nil
@@ -137,7 +202,8 @@ enum LargeObjects {
       guard let w = want[oid] else { return "OID \(oid) is on dst only" }
       guard let d = dst[oid] else { return "OID \(oid) is missing on dst" }
       if w.size != d.size || w.hash != d.hash {
-        return "OID \(oid) content differs (src \(w.size) bytes md5 \(w.hash), dst \(d.size) bytes md5 \(d.hash))"
+        return
+          "OID \(oid) content differs (src \(w.size) bytes md5 \(w.hash), dst \(d.size) bytes md5 \(d.hash))"
       }
       if w.owner != d.owner { return "OID \(oid) owner differs (src \(w.owner), dst \(d.owner))" }
       return "OID \(oid) privileges differ (src \(describe(w.grants)), dst \(describe(d.grants)))"
@@ -185,7 +251,8 @@ enum LargeObjects {
     }
     let extra = dst.keys.filter { want[$0] == nil }
     return Comparison(
-      src: src, dst: dst, want: want, missingRoles: missing.sorted(), creator: creator, copy: copy.sorted(),
+      src: src, dst: dst, want: want, missingRoles: missing.sorted(), creator: creator,
+      copy: copy.sorted(),
       replace: replace.sorted(), extra: extra.sorted())
   }
 
@@ -284,7 +351,8 @@ enum LargeObjects {
           """,
         into: dst, in: "COPY belt_lo_chunks (loid, off, data) FROM STDIN (FORMAT binary)")
       _ = try dst.query(
-        "SELECT count(*) FROM (SELECT lo_put(loid, off, data) FROM belt_lo_chunks ORDER BY loid, off) w")
+        "SELECT count(*) FROM (SELECT lo_put(loid, off, data) FROM belt_lo_chunks ORDER BY loid, off) w"
+      )
       let meta = oids.flatMap { oid in metadataSQL(oid, cmp.want[oid], creator: cmp.creator) }
       for part in stride(from: 0, to: meta.count, by: 1_000) {
         try dst.exec(meta[part..<min(part + 1_000, meta.count)].joined(separator: ";\n"))

@@ -114,9 +114,9 @@ public enum CutoverOps {
   static let sync = OperationSpec(
     name: "sync", summary: "Sync and validate all data that is not replicated with pglogical.",
     details: """
-      This includes all tables without primary keys and all sequences. Also loads any previously omitted NOT VALID constraints into the destination db and runs ANALYZE in the destination.
+      This includes all tables without primary keys, all sequences and the large objects that changed since the last sync-large-objects. Also loads any previously omitted NOT VALID constraints into the destination db and runs ANALYZE in the destination.
 
-      This command is equivalent to running the following commands in order: sync-sequences, sync-tables, validate-data, load-constraints, analyze. Though here they may run concurrently when possible.
+      This command is equivalent to running the following commands in order: sync-sequences, sync-tables, sync-large-objects, validate-data, load-constraints, analyze. Though here they may run concurrently when possible.
       """,
     sides: .both,
     options: [

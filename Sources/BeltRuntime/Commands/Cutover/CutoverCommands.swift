@@ -146,7 +146,7 @@ public enum CutoverOps {
     summary:
       "Copy large objects from the source to the destination: only those that differ (OID, owner, privileges, content).",
     details: """
-      Logical replication carries no large object, so belt copies them: each side's objects are listed in one query (OID, owner, ACL, size and an md5 of the content computed on the server), and only what differs moves. An object missing or different on the destination is created there with the source's OID, content, owner and grants; one the source no longer has is unlinked. Content streams in 1 MB chunks through COPY, never held whole.
+      Logical replication carries no large object, so belt copies them: each server lists its objects (OID, owner, ACL, size and an md5 of the content, computed there in one pass: no object crosses the network to be compared), and only what differs moves. An object missing or different on the destination is created there with the source's OID, content, owner and grants; one the source no longer has is unlinked. Content streams in 1 MB chunks through COPY, never held whole.
 
       migrate.lua runs it before the window and the cutover's sync runs it again inside it, so the window pays only for what changed since. An owner or grantee role the destination lacks is left out (the object stays owned by the destination's root user) and named in the record. rollback.lua copies them back (reverse).
       """,

@@ -389,6 +389,18 @@ function belt.apply_ddl(dc, db, opts) end
 ---@return BeltRecord
 function belt.refresh_matviews(dc, db, opts) end
 
+--- Copy large objects from the source to the destination: only those that differ (OID, owner, privileges, content).
+--- `belt.sync_large_objects(dc[, db][, opts]) -> record`
+--- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
+---@param dc string
+---@param db string?
+---@param opts belt.sync_large_objects.opts?
+---@return BeltRecord
+function belt.sync_large_objects(dc, db, opts) end
+
+---@class belt.sync_large_objects.opts
+---@field reverse boolean? Swap src and dst: work on the destination as if it were the source (rollback.lua). (runbooks only)
+
 --- Show the journal of a flow (cutover.lua by default) for one or all of the dbs in a datacenter.
 --- `belt.journal(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.

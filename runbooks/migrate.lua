@@ -1,8 +1,8 @@
 -- belt run migrate.lua <dc> [db] [-- key=value ...]
 --
 -- The standard migration up to the cutover point:
---   precheck -> setup -> wait until replicating (progress shown) -> create-indexes -> analyze
---   -> setup-back-replication -> report "ready for cutover".
+--   precheck -> setup -> wait until replicating (progress shown) -> sync-large-objects
+--   -> create-indexes -> analyze -> setup-back-replication -> report "ready for cutover".
 -- With no db, every database of the dc is migrated at once.
 --
 -- Options (after --, as key=value): declared once in runbooks/_options.lua, with their defaults
@@ -66,6 +66,11 @@ for _, name in ipairs(pending) do
   belt.log(("setup (again, for %s's tables with a generated column)"):format(name))
   lib.must(belt.setup(dc, name, { schema = false, accept_logged_secrets = o.accept_logged_secrets }), "setup")
 end
+
+-- Large objects: replication carries none; belt copies them all now, and the cutover's sync
+-- copies only what changed since, inside the window.
+belt.log("sync-large-objects")
+lib.must(belt.sync_large_objects(dc, db), "sync-large-objects")
 
 belt.log("create-indexes")
 lib.must(belt.create_indexes(dc, db), "create-indexes")

@@ -4,8 +4,9 @@
 -- (pgbelt leaves this to the operator):
 --   revoke logins on dst (stop writes there) -> wait for dst sessions to drain (then terminate
 --   them) -> wait until back replication has brought every write on dst to src ->
---   copy sequences and PK-less tables from dst back to src (sequences never move backwards;
---   PK-less tables on src are replaced by dst's rows in one transaction each) ->
+--   copy sequences, large objects (what differs) and PK-less tables from dst back to src
+--   (sequences never move backwards; PK-less tables on src are replaced by dst's rows in one
+--   transaction each) ->
 --   teardown-back-replication -> restore logins on src.
 -- Needs back replication (setup-back-replication) to have been running since the cutover.
 --
@@ -99,6 +100,7 @@ if #full > 0 then
   end)
   f.step("copy-back", function(todo)
     lib.must(belt.sync_sequences(dc, todo, { reverse = true }), "sync-sequences dst -> src")
+    lib.must(belt.sync_large_objects(dc, todo, { reverse = true }), "sync-large-objects dst -> src")
     return belt.sync_tables(dc, todo, { reverse = true, replace = true })
   end)
   if o.teardown_back then

@@ -67,11 +67,15 @@ struct NativeEngineTests {
       nokey?["replication"] == "native"
         && (nokey?["why"]?.stringValue ?? "").contains("REPLICA IDENTITY FULL"), "\(pre.out)")
 
+    // Large objects (issue 24): copied by migrate.lua, the delta by the cutover, back by rollback.
+    let s = try dc.conn("app", .src)
+    defer { s.close() }
+    try s.exec(LargeObjectTests.create(first: 800_000, count: 20))
     let migrate = try CLI.run(["run", "migrate.lua"] + args, env: env)
     #expect(migrate.code == 0, "\(migrate.err)")
     #expect(migrate.out.contains("ready for cutover"), "\(migrate.out)")
-    let s = try dc.conn("app", .src)
-    defer { s.close() }
+    try s.exec(
+      LargeObjectTests.create(first: 900_000, count: 3) + "SELECT lo_unlink(800001);")
     // The PK-less table got a replica identity before it was published: UPDATE/DELETE work.
     #expect(
       try s.query("SELECT relreplident::text FROM pg_class WHERE oid = 'nokey'::regclass").scalar
@@ -87,13 +91,16 @@ struct NativeEngineTests {
     let d = try dc.conn("app", .dst)
     defer { d.close() }
     #expect(try LoadTests.fingerprint(s) == LoadTests.fingerprint(d))
+    #expect(try LargeObjectTests.inventory(d) == LargeObjectTests.inventory(s))
+    #expect(try LargeObjectTests.inventory(d).count == 22)
     #expect(try d.query("SELECT last_value FROM standalone_seq").scalar == "42")
     let after = try dc.run("status", "app")
     #expect(after["forward"] == "unconfigured" && after["back"] == "replicating", "\(after.json())")
 
     // A write on dst after the switch reaches src through back replication.
     try d.exec(
-      "INSERT INTO \"UsersCapital\" (name) VALUES ('after cutover'); DELETE FROM nokey WHERE a = 7; UPDATE \"Orders\" SET qty = 99 WHERE id = 1"
+      "INSERT INTO \"UsersCapital\" (name) VALUES ('after cutover'); DELETE FROM nokey WHERE a = 7; UPDATE \"Orders\" SET qty = 99 WHERE id = 1; "
+        + "SELECT lo_from_bytea(950000, '\\x0102'); SELECT lo_unlink(800002)"
     )
     var arrived = false
     for _ in 0..<100 where !arrived {
@@ -110,6 +117,9 @@ struct NativeEngineTests {
       ["run", "rollback.lua"] + args + ["--", "lock_out_shared=true"], env: env)
     #expect(rollback.code == 0, "\(rollback.err) \(rollback.out)")
     #expect(try LoadTests.fingerprint(s) == LoadTests.fingerprint(d))
+    #expect(try LargeObjectTests.inventory(s) == LargeObjectTests.inventory(d), "copied back")
+    #expect(
+      try s.query("SELECT count(*) FROM pg_largeobject_metadata WHERE oid = 950000").scalar == "1")
 
     let teardown = try dc.run("teardown", "app")
     #expect(teardown["ok"] != false, "\(teardown.json())")

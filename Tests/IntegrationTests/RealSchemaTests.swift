@@ -282,7 +282,7 @@ struct RealSchemaTests {
     #expect(try Repl.sameRows(dc, "warn", ["normal", "scratch", "quiet", "parted"]))
   }
 
-  @Test func largeObjectsAndForeignOwnersAreRefusedBeforeAnyChange() throws {
+  @Test func foreignOwnersAreRefusedBeforeAnyChangeAndLargeObjectsAreAStrategy() throws {
     let dc = try TestDC()
     defer { Repl.cleanup(dc) }
     let other = PG.unique("other")
@@ -304,9 +304,11 @@ struct RealSchemaTests {
     #expect(pre["ok"] == false)
     let recs = Dictionary(
       Repl.records(pre).map { ($0["db"]?.stringValue ?? "", $0) }, uniquingKeysWith: { a, _ in a })
+    // Large objects are a strategy now (belt copies them), not an alert.
     #expect(recs["lo"]?["large_objects"] == .int(1))
+    #expect(recs["lo"]?["alert"] == nil, "\(recs["lo"]?.json() ?? "")")
     #expect(
-      recs["lo"]?["alert"]?.stringValue?.contains("large object") == true,
+      recs["lo"]?["large_objects_strategy"]?.stringValue?.contains("1 large object(s)") == true,
       "\(recs["lo"]?.json() ?? "")")
     #expect(
       recs["owned"]?["alert"]?.stringValue?.contains("Theirs (\(other))") == true,

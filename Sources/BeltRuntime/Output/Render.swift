@@ -124,6 +124,9 @@ public enum Render {
         seqs.map {
           [$0["name"]?.display ?? "", $0["owner"]?.display ?? "", $0["why"]?.display ?? ""]
         })
+      if let lo = r["large_objects_strategy"]?.stringValue {
+        out += yellow("Large Objects") + "\n  " + lo + "\n"
+      }
       let budget = r["server_budget"]?.arrayValue ?? []
       if !budget.isEmpty {
         out += yellow("Server Budget (every database of the dc on this pair's servers)") + "\n"

@@ -121,7 +121,8 @@ enum Audit {
   static let changingFunctions =
     "setval|nextval|pg_terminate_backend|pg_cancel_backend|pg_drop_replication_slot|pg_create_logical_replication_slot"
     + "|pg_create_physical_replication_slot|pg_replication_origin_create|pg_replication_origin_drop"
-    + "|pg_replication_origin_advance|pg_reload_conf|pg_switch_wal|lo_unlink"
+    + "|pg_replication_origin_advance|pg_reload_conf|pg_switch_wal|lo_unlink|lo_create|lo_put|lo_from_bytea"
+    + "|lo_import|lo_truncate"
   /// Functions of an extension's schema that only read, by schema (an engine registers its own:
   /// ``registerReadOnly(schema:_:)``); every other call into such a schema changes something.
   nonisolated(unsafe) private static var readOnlyCalls: [String: Set<String>] = [:]

@@ -278,6 +278,38 @@ public final class PGConnection {
     return total
   }
 
+  /// Streams `COPY … TO STDOUT` on `source` into `COPY … FROM STDIN` on `target`, chunk by
+  /// chunk (nothing is held whole). When it fails, the COPY into `target` is aborted and the
+  /// real cause thrown (target's own error when sending to it failed); `sourceBroken` runs
+  /// when `source` may be left mid-COPY.
+  /// - Returns: the bytes streamed and the CopyData messages (one per row, plus binary's trailer).
+  @discardableResult
+  public static func pipeCopy(
+    from source: PGConnection, out: String, into target: PGConnection, in copyIn: String,
+    sourceBroken: () -> Void = {}
+  ) throws -> (bytes: Int, messages: Int) {
+    try target.beginCopyIn(copyIn)
+    var messages = 0
+    let bytes: Int
+    do {
+      bytes = try source.copyOut(out) { chunk in
+        messages += 1
+        try target.putCopyData(chunk)
+      }
+    } catch {
+      var cause: any Error = error
+      do {
+        try target.endCopy(error: "belt: reading the source failed")
+      } catch let e as PGError where e.kind == .server {
+        if (error as? PGError)?.kind == .client { cause = e }
+      } catch {}
+      sourceBroken()
+      throw cause
+    }
+    try target.endCopy()
+    return (bytes, messages)
+  }
+
   /// Starts `COPY ... FROM STDIN`. Call ``putCopyData(_:)`` then ``endCopy(error:)``.
   public func beginCopyIn(_ sql: String) throws {
     let c = try live()

@@ -1,10 +1,10 @@
 /// The cutover commands, run inside the downtime window: revoke-logins, restore-logins,
-/// sync-sequences, sync-tables, validate-data, sync, diff-sequences; and refresh-matviews, after
-/// it. The work is in this folder.
+/// sync-sequences, sync-tables, validate-data, sync, diff-sequences, sync-large-objects; and
+/// refresh-matviews, after it. The work is in this folder.
 public enum CutoverOps {
   public static let all: [OperationSpec] = [
     revokeLogins, restoreLogins, syncSequences, syncTables, validateData, sync, diffSequences,
-    refreshMatviews,
+    syncLargeObjects, refreshMatviews,
   ]
 
   /// revoke-logins: record `fence`, `revoked`, `saved_logins`, `config_saved`, `config_file`,
@@ -114,9 +114,9 @@ public enum CutoverOps {
   static let sync = OperationSpec(
     name: "sync", summary: "Sync and validate all data that is not replicated with pglogical.",
     details: """
-      This includes all tables without primary keys and all sequences. Also loads any previously omitted NOT VALID constraints into the destination db and runs ANALYZE in the destination.
+      This includes all tables without primary keys, all sequences and the large objects that changed since the last sync-large-objects. Also loads any previously omitted NOT VALID constraints into the destination db and runs ANALYZE in the destination.
 
-      This command is equivalent to running the following commands in order: sync-sequences, sync-tables, validate-data, load-constraints, analyze. Though here they may run concurrently when possible.
+      This command is equivalent to running the following commands in order: sync-sequences, sync-tables, sync-large-objects, validate-data, load-constraints, analyze. Though here they may run concurrently when possible.
       """,
     sides: .both,
     options: [
@@ -151,4 +151,18 @@ public enum CutoverOps {
       """,
     sides: .dstOnly
   ) { ctx in try Matviews.run(ctx) }
+
+  /// sync-large-objects: record `src_objects`, `dst_objects`, `created`, `replaced`,
+  /// `unlinked`, `bytes`, `missing_roles`, `compare_ms`, `copy_ms`, `message`.
+  static let syncLargeObjects = OperationSpec(
+    name: "sync_large_objects",
+    summary:
+      "Copy large objects from the source to the destination: only those that differ (OID, owner, privileges, content).",
+    details: """
+      Logical replication carries no large object, so belt copies them: each server lists its objects (OID, owner, ACL, size and an md5 of the content, computed there in one pass: no object crosses the network to be compared), and only what differs moves. An object missing or different on the destination is created there with the source's OID, content, owner and grants; one the source no longer has is unlinked. Content streams in 1 MB chunks through COPY, never held whole.
+
+      migrate.lua runs it before the window and the cutover's sync runs it again inside it, so the window pays only for what changed since. An owner or grantee role the destination lacks is left out (the object stays owned by the destination's root user) and named in the record. rollback.lua copies them back (reverse).
+      """,
+    sides: .both, options: [InspectionOps.reverseOption]
+  ) { ctx in try LargeObjects.sync(ctx) }
 }

@@ -3,7 +3,8 @@ import Logging
 
 /// sync: the downtime composite (pgbelt §8.23), in three phases; the parts of a phase run
 /// concurrently, each on its own thread with its own connections:
-/// 1. sync_sequences ∥ sync_tables
+/// 1. sync_sequences ∥ sync_tables ∥ sync_large_objects (the delta since migrate.lua's copy;
+///    validate_data's second half compares them)
 /// 2. load_constraints ∥ create_indexes (unless no_schema; each skipped when its schema file
 ///    from dump-schema does not exist)
 /// 3. validate_data ∥ analyze (skipped when create_indexes has just analyzed)
@@ -87,6 +88,7 @@ enum SyncAll {
       [
         Part(name: "sync_sequences") { try SequenceSync.run($0, stride: nil) },
         Part(name: "sync_tables") { try TableSync.run($0, explicit: [], planned: copies) },
+        Part(name: "sync_large_objects") { try LargeObjects.sync($0) },
         Part(name: validatePK) { [pkSample] in try Validation.run($0, settings: pkSample) },
       ],
       [
@@ -236,6 +238,7 @@ enum SyncAll {
         ("mode", "sample"), ("sample", 100), ("tables", .array(tables)),
         ("rows_compared", .int(rows)),
         ("failed_tables", .array(failed)),
+        ("large_objects", ran.compactMap { $0["large_objects"] }.first ?? .null),
         ("message", .string(halves.compactMap(\.message).joined(separator: "; "))),
         ("ok", .bool(status == "ok")),
       ])

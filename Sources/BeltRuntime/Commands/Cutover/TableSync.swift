@@ -239,28 +239,14 @@ enum TableSync {
           "Not loading \(q), table not empty. If this is unexpected please investigate.")
         return out
       }
-      try d.beginCopyIn("COPY \(q) (\(cols)) FROM STDIN\(format)")
-      var messages = 0
-      do {
-        // A partitioned parent cannot be copied directly; its rows can (and dst routes them).
-        let source = partitioned ? "(SELECT \(cols) FROM \(q))" : "\(q) (\(cols))"
-        out.bytes = try src.copyOut("COPY \(source) TO STDOUT\(format)") { chunk in
-          messages += 1
-          try d.putCopyData(chunk)
-        }
-      } catch {
-        // Abort the load; the src connection may be left mid-COPY: drop it. When sending to
-        // dst failed, dst's own error (collected by ending the COPY) is the real cause.
-        var cause: any Error = error
-        do {
-          try d.endCopy(error: "belt: reading the source failed")
-        } catch let e as PGError where e.kind == .server {
-          if (error as? PGError)?.kind == .client { cause = e }
-        } catch {}
-        conns.discard(.src)
-        throw cause
-      }
-      try d.endCopy()
+      // A partitioned parent cannot be copied directly; its rows can (and dst routes them).
+      // The src connection may be left mid-COPY when reading it failed: drop it.
+      let source = partitioned ? "(SELECT \(cols) FROM \(q))" : "\(q) (\(cols))"
+      let piped = try PGConnection.pipeCopy(
+        from: src, out: "COPY \(source) TO STDOUT\(format)", into: d,
+        in: "COPY \(q) (\(cols)) FROM STDIN\(format)", sourceBroken: { conns.discard(.src) })
+      out.bytes = piped.bytes
+      let messages = piped.messages
       try d.exec("COMMIT")
       // The server sends one CopyData message per row; in binary format the trailer is one
       // more (the header travels with the first row, or with the trailer when there is none).

@@ -134,8 +134,19 @@ enum Validation {
     }
   }
 
-  /// validate-data.
+  /// validate-data: the tables, then (unless only tables with a primary key are asked for)
+  /// the large objects, whose record is `large_objects` (see ``LargeObjects/validate(_:)``).
   static func run(_ ctx: PairContext, settings: Settings) throws -> Value {
+    let tables = try runTables(ctx, settings: settings)
+    guard settings.withPK != true, let lo = try LargeObjects.validate(ctx) else { return tables }
+    let ok = tables["ok"]?.boolValue != false && lo["ok"]?.boolValue == true
+    let message = [tables["message"]?.stringValue, lo["message"]?.stringValue].compactMap { $0 }
+    return tables.setting("large_objects", lo).setting("ok", .bool(ok))
+      .setting("message", .string(message.joined(separator: "; ")))
+  }
+
+  /// validate-data of the tables.
+  static func runTables(_ ctx: PairContext, settings: Settings) throws -> Value {
     let start = Date()
     var shapes = try shapes(ctx, settings: settings)
     if let withPK = settings.withPK {

@@ -456,11 +456,9 @@ public enum InspectionOps {
       Int(try src.query("SELECT count(*) FROM pg_largeobject_metadata").scalar ?? "0") ?? 0
     fields.append(("large_objects", .int(largeObjects)))
     if largeObjects > 0 {
-      ok = false
-      alerts.append(
-        "\(largeObjects) large object(s) in pg_largeobject: logical replication does not carry them and belt does not copy them; "
-          + "move them yourself (e.g. pg_dump --large-objects) or run migrate.lua with skip_precheck=true if they are not needed"
-      )
+      let strategy =
+        "\(largeObjects) large object(s): copied by belt before the window (migrate.lua runs sync-large-objects), delta in the window (sync)"
+      fields.append(("large_objects_strategy", .string(strategy)))
     }
     let matviews = try src.query(
       """

@@ -1,0 +1,3 @@
+-- belt sync-large-objects <dc> [db] [options]: runs belt.sync_large_objects (see `belt sync-large-objects --help`).
+local dc, db, opts = ...
+return belt.sync_large_objects(dc, db, opts)

@@ -212,6 +212,9 @@ function belt.setup(dc, db, opts) end
 
 ---@class belt.setup.opts
 ---@field accept_logged_secrets boolean? Go on even though the root user cannot keep the pglogical user's password out of the server's log (not a superuser).
+---@field copy "belt"|"engine"? Who copies the initial data on an engine that can start from an exported snapshot (native): belt (in parallel, resumable table by table) or engine (the subscription's own copy); default: the config's "initial_copy", else belt. (one of belt, engine)
+---@field copy_jobs integer? Parallel COPY sessions of belt's initial copy (default: the config's "copy_jobs", else 4 bounded by --jobs). (at least 1)
+---@field copy_split_mb number? Tables bigger than this (MB) are copied by belt as ctid block ranges in parallel (default: the config's "copy_split_mb", else 256).
 ---@field schema boolean? Copy the schema? (default true)
 
 --- Configures pglogical to replicate all compatible tables from the destination to the source db.
@@ -380,15 +383,6 @@ function belt.apply_ddl(dc, db, opts) end
 ---@field file string? A file holding the statements to apply.
 ---@field sql string? The statements to apply (separated by semicolons).
 
---- Refresh every materialized view of the schema on dst, in dependency order, each one timed.
---- `belt.refresh_matviews(dc[, db][, opts]) -> record`
---- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
----@param dc string
----@param db string?
----@param opts table?
----@return BeltRecord
-function belt.refresh_matviews(dc, db, opts) end
-
 --- Copy large objects from the source to the destination: only those that differ (OID, owner, privileges, content).
 --- `belt.sync_large_objects(dc[, db][, opts]) -> record`
 --- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
@@ -400,6 +394,15 @@ function belt.sync_large_objects(dc, db, opts) end
 
 ---@class belt.sync_large_objects.opts
 ---@field reverse boolean? Swap src and dst: work on the destination as if it were the source (rollback.lua). (runbooks only)
+
+--- Refresh every materialized view of the schema on dst, in dependency order, each one timed.
+--- `belt.refresh_matviews(dc[, db][, opts]) -> record`
+--- Context: blocks until done; with db = nil runs on every db of the dc concurrently.
+---@param dc string
+---@param db string?
+---@param opts table?
+---@return BeltRecord
+function belt.refresh_matviews(dc, db, opts) end
 
 --- Show the journal of a flow (cutover.lua by default) for one or all of the dbs in a datacenter.
 --- `belt.journal(dc[, db][, opts]) -> record`

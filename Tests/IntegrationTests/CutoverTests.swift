@@ -586,8 +586,8 @@ struct CutoverTests {
     }
     #expect(
       statuses == [
-        "sync_sequences=ok", "sync_tables=ok", "load_constraints=ok", "create_indexes=ok",
-        "validate_data=ok", "analyze=skipped",
+        "sync_sequences=ok", "sync_tables=ok", "sync_large_objects=ok", "load_constraints=ok",
+        "create_indexes=ok", "validate_data=ok", "analyze=skipped",
       ])
     #expect(
       try Cut.scalar(
@@ -610,12 +610,12 @@ struct CutoverTests {
     let steps = r["steps"]?.arrayValue ?? []
     #expect(
       steps.compactMap { $0["name"]?.stringValue } == [
-        "sync_sequences", "sync_tables", "load_constraints", "create_indexes", "validate_data",
-        "analyze",
+        "sync_sequences", "sync_tables", "sync_large_objects", "load_constraints", "create_indexes",
+        "validate_data", "analyze",
       ])
     #expect(
       steps.compactMap { $0["status"]?.stringValue } == [
-        "ok", "ok", "skipped", "skipped", "ok", "ok",
+        "ok", "ok", "ok", "skipped", "skipped", "ok", "ok",
       ])
     print(
       "sync of the test database: downtime \(r["downtime_ms"]?.display ?? "?") ms — \(r["message"]?.display ?? "")"
@@ -671,8 +671,9 @@ struct CutoverTests {
     // got their rows (no replication), so it fails too; its PK-less half is not run.
     #expect(
       statuses == [
-        "sync_sequences=ok", "sync_tables=failed", "load_constraints=not run",
-        "create_indexes=not run", "validate_data=failed", "analyze=not run",
+        "sync_sequences=ok", "sync_tables=failed", "sync_large_objects=ok",
+        "load_constraints=not run", "create_indexes=not run", "validate_data=failed",
+        "analyze=not run",
       ])
     let bcli = try CLI.run(["sync", dc.dc, "broken", "--config-dir", dc.root])
     #expect(bcli.code == 1)

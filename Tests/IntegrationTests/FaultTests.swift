@@ -140,7 +140,7 @@ struct FaultTests {
 
   @Test func perTableWorkersWaitOutASilentServerOnce() throws {
     let dc = try TestDC()
-    let tables = (1...24).map { "CREATE TABLE \"T\($0)\" (id int);" }.joined(separator: "\n")
+    let tables = (1...48).map { "CREATE TABLE \"T\($0)\" (id int);" }.joined(separator: "\n")
     try dc.addPair("app", srcSQL: tables)
     let path = dc.store.path(dc: dc.dc, db: "app")
     let good = try dc.store.load(dc: dc.dc, db: "app").raw
@@ -148,8 +148,10 @@ struct FaultTests {
     defer { close(fd) }
     try dc.store.save(
       good.setting("dst", good["dst"]?.setting("port", .int(port)) ?? .null), to: path)
-    // 24 tables over a few workers: each worker tried dst again for every table it took,
-    // waiting out the connect timeout each time (110 s for 80 tables at the default 10 s).
+    // 48 tables over a few workers: each worker tried dst again for every table it took,
+    // waiting out the connect timeout each time (110 s for 80 tables at the default 10 s; here,
+    // at 1 s, 6 s or more with up to 8 workers). Waited out once, the command takes 1 s plus
+    // belt's start and the src side: under 4 s even on a loaded machine (2.6 s seen at load 5).
     for cmd in ["sync-tables", "validate-data", "sync"] {
       let t0 = Date()
       let r = try CLI.run(
@@ -157,7 +159,7 @@ struct FaultTests {
       let took = Date().timeIntervalSince(t0)
       #expect(r.code == 1)
       #expect(r.err.contains("timeout expired"), "\(r.err)")
-      #expect(took < 2.5, "\(cmd) took \(took) s")
+      #expect(took < 4, "\(cmd) took \(took) s")
       // One error, not one per table (validate-data called each a "mismatch").
       #expect(r.err.split(separator: "\n").count == 1 && !r.err.contains("MISMATCH"), "\(r.err)")
     }

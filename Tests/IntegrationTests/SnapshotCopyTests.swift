@@ -282,3 +282,22 @@ struct SnapshotCopyTests {
     }
   }
 }
+
+extension SnapshotCopyTests {
+  /// A resumed copy withdraws its unfinished tables from the publication again when the run
+  /// that withdrew them was killed before it subscribed: tables no longer published are left
+  /// alone (ALTER PUBLICATION … DROP TABLE has no IF EXISTS), the others go.
+  @Test func withdrawingTablesTwiceIsNotAnError() throws {
+    let dc = try TestDC()
+    try dc.addPair(
+      "app",
+      srcSQL: "CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE \"B c\" (id int PRIMARY KEY);")
+    let src = try dc.conn("app", .src)
+    defer { src.close() }
+    try src.exec("CREATE PUBLICATION belt_fwd FOR TABLE a, \"B c\"")
+    let engine = NativeEngine()
+    try engine.withdraw(src, schema: "public", tables: ["B c"])
+    try engine.withdraw(src, schema: "public", tables: ["a", "B c"])
+    #expect(try engine.publishedTables(src, schema: "public") == [])
+  }
+}

@@ -8,8 +8,8 @@ import Logging
 /// The engine creates the forward slot on src and exports the snapshot of its consistent point;
 /// `jobs` sessions on src import it (`REPEATABLE READ`, `SET TRANSACTION SNAPSHOT`) before the
 /// replication connection is closed, and copy the tables in parallel, each `COPY … TO STDOUT`
-/// piped through libpq into `COPY … FROM STDIN` on dst (text format: exact across major
-/// versions; binary is not, see ``format``). Tables above the split size are copied as ctid
+/// piped through libpq into `COPY … FROM STDIN` on dst (binary where both sides' column types
+/// allow it, else text: see ``formats(_:_:schema:tables:)``). Tables above the split size are copied as ctid
 /// block ranges (`ctid >= '(a,0)' AND ctid < '(b,0)'`, a TID range scan on PostgreSQL 14+):
 /// a range reads only its own pages whatever the table's keys are, and the ranges of a heap
 /// are known from its size alone. dst's primary keys are dropped before the copy (recorded

@@ -303,9 +303,19 @@ struct NativeEngine: ReplicationEngine {
     return "no node (native)"
   }
 
+  /// Takes `tables` out of the forward publication; those not in it are left alone (DROP TABLE
+  /// has no IF EXISTS, and a run interrupted after withdrawing does it again).
   func withdraw(_ c: PGConnection, schema: String, tables: [String]) throws {
     guard !tables.isEmpty, try publicationExists(c, Self.forwardName) else { return }
-    let list = tables.map { PGConnection.qualified(schema, $0) }.joined(separator: ", ")
+    let members = Set(
+      try c.query(
+        "SELECT c.relname FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid "
+          + "JOIN pg_class c ON c.oid = pr.prrelid WHERE p.pubname = $1 AND c.relnamespace = $2::regnamespace",
+        [Self.forwardName, PGConnection.quoteIdent(schema)]
+      ).rows.map { $0.string("relname") })
+    let present = tables.filter(members.contains)
+    guard !present.isEmpty else { return }
+    let list = present.map { PGConnection.qualified(schema, $0) }.joined(separator: ", ")
     try c.exec("ALTER PUBLICATION \(PGConnection.quoteIdent(Self.forwardName)) DROP TABLE \(list)")
   }
 

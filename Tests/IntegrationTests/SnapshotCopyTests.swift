@@ -167,6 +167,13 @@ struct SnapshotCopyTests {
     #expect(r?["state"] == "done", "\(r?.json() ?? "no record")")
     #expect(r?["tables_done"] == r?["tables_total"])
     #expect((r?["tables_total"]?.intValue ?? 0) >= 10)
+    // The slot made on the replication connection is in the audit log like every other change.
+    let audit =
+      (try? String(contentsOfFile: dc.root + "/configs/\(dc.dc)/app/audit.jsonl", encoding: .utf8))
+      ?? ""
+    #expect(
+      audit.split(separator: "\n").contains { $0.contains("CREATE_REPLICATION_SLOT") },
+      "audit.jsonl names CREATE_REPLICATION_SLOT")
     let big = r?["tables"]?.arrayValue?.first { $0["name"] == "big" }
     #expect((big?["parts"]?.arrayValue?.count ?? 0) >= 3, "big split into ctid ranges")
     #expect((big?["rows"]?.intValue ?? 0) >= 19_000)

@@ -306,6 +306,8 @@ protocol EngineContext: AnyObject {
   var config: MigrationConfig { get }
   var logger: Logger { get }
   func connect(_ side: Side, _ role: Role, noTimeout: Bool) throws -> PGConnection
+  /// The audit identity for a connection the engine opens itself (a replication connection).
+  func auditContext(_ side: Side, _ role: Role) throws -> AuditContext
   func serverWide<T>(_ side: Side, _ what: String, _ body: (inout ServerWide.Memory) throws -> T)
     throws -> T
   func refuse(_ message: String) -> BeltError

@@ -743,6 +743,7 @@ struct NativeEngine: ReplicationEngine {
     let c = try PGConnection(
       conninfo: src.conninfo(.root, extra: [("replication", "database")]),
       label: "src as root, replication (\(src.ip):\(src.port)/\(src.dbname))")
+    c.audit = try ctx.auditContext(.src, .root)
     let how = c.serverVersion >= 15 ? "(SNAPSHOT 'export')" : "EXPORT_SNAPSHOT"
     let r = try c.exec(
       "CREATE_REPLICATION_SLOT \(PGConnection.quoteIdent(slot)) LOGICAL pgoutput \(how)")

@@ -308,3 +308,29 @@ extension SnapshotCopyTests {
     #expect(try engine.publishedTables(src, schema: "public") == [])
   }
 }
+
+extension SnapshotCopyTests {
+  /// An interrupted copy that teardown ends (its slot dropped) can no longer resume: status
+  /// stops telling the operator to run setup to finish it, and says it was abandoned.
+  @Test func teardownAbandonsAnInterruptedCopy() throws {
+    let dc = try TestDC()
+    try dc.addPair(
+      "app", srcSQL: "CREATE TABLE a (id int PRIMARY KEY);", extra: [("engine", "native")])
+    let args = [dc.dc, "app", "--config-dir", dc.root]
+    let stamp = Date().timeIntervalSince1970 - 60
+    try """
+    {"flow": "initial-copy", "state": "copying", "run": 1, "pct": 40.0, "updated_epoch": \(stamp), "tables": []}
+    """.write(
+      toFile: dc.root + "/configs/\(dc.dc)/app/initial-copy.journal.json", atomically: true,
+      encoding: .utf8)
+    let before = try JSONParser.parse(try CLI.run(["status"] + args + ["--json"]).out)
+    #expect(before["copy_state"] == "copying")
+    #expect(
+      before["copy_interrupted"]?.stringValue?.contains("run setup") == true, "\(before.json())")
+    let t = try CLI.run(["teardown"] + args)
+    #expect(t.code == 0, "\(t.err)")
+    let after = try JSONParser.parse(try CLI.run(["status"] + args + ["--json"]).out)
+    #expect(after["copy_state"] == "abandoned", "\(after.json())")
+    #expect(after["copy_interrupted"] == nil)
+  }
+}

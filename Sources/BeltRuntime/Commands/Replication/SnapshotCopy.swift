@@ -111,6 +111,20 @@ enum SnapshotCopy {
     }
   }
 
+  /// Marks an unfinished copy's record abandoned once teardown has dropped its slot: it can no
+  /// longer be resumed (status stops saying "run setup again to finish it"); a later setup
+  /// starts a new copy, restoring the primary keys the abandoned one had dropped.
+  static func abandon(_ ctx: PairContext) throws {
+    guard let r = try record(ctx), !["done", "abandoned"].contains(r["state"]?.stringValue ?? "")
+    else { return }
+    let (at, epoch) = Journal.stamp()
+    try Journal.update(path(ctx)) { _ in
+      r.setting("state", "abandoned").setting("abandoned_at", .string(at)).setting(
+        "updated_epoch", .double(epoch)
+      ).setting("eta_s", .null)
+    }
+  }
+
   /// What precheck shows: which copy the pair gets.
   static func describe(_ ctx: PairContext, _ engine: any ReplicationEngine) throws -> String {
     guard try wanted(ctx, engine) else {

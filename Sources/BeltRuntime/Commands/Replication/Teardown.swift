@@ -313,6 +313,8 @@ enum Teardown {
         notes += n.map { "\(side == .src ? "dst" : "src"): " + $0 }
       }
     }
+    // An unfinished initial copy of belt's cannot resume without its slot on src.
+    if sroot != nil { try SnapshotCopy.abandon(ctx) }
     for (side, c, _) in conns {
       try LockWait.run(
         c, side: side, what: "dropping \(engine.tableGroup) and nodes", schemas: locks

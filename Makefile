@@ -8,8 +8,9 @@ SHELL := /bin/bash
 SWIFT_TEST ?= swift test --no-parallel
 # Without a SWIFT_TEST of your own, the suites run on TEST_SHARDS sets of clusters at once
 # (scripts/test-shards: one queue of suites, each set running one test at a time).
-TEST_SHARDS ?= 2
-# Then, on their own, the tests that stop and start a cluster (IsolatedFaultTests).
+TEST_SHARDS ?= 3
+# The tests that stop and start a cluster (IsolatedFaultTests) run alone on their set: last of
+# worker 1 with shards, after the others without.
 # ISOLATED=0 leaves them out (e.g. with a SWIFT_TEST that filters).
 ISOLATED ?= 1
 # A hung test fails the run after this many seconds per phase (timeout kills the whole group).
@@ -42,12 +43,12 @@ test: deps
 	eval "$$(scripts/pg-clusters env)"; export BELT_TEST_REQUIRE_SERVERS=1; \
 	swift build --build-tests; \
 	if [[ "$(origin SWIFT_TEST)" == file && "$(TEST_SHARDS)" -gt 1 ]]; then \
-	  TEST_TIMEOUT=$(TEST_TIMEOUT) scripts/test-shards $(TEST_SHARDS); \
+	  TEST_TIMEOUT=$(TEST_TIMEOUT) ISOLATED=$(ISOLATED) scripts/test-shards $(TEST_SHARDS); \
 	else \
 	  timeout -k 10 $(TEST_TIMEOUT) $(SWIFT_TEST) --skip-build --skip IsolatedFaultTests; \
-	fi; \
-	if [[ "$(ISOLATED)" == 1 ]]; then \
-	  BELT_ISOLATED=1 timeout -k 10 $(TEST_TIMEOUT) $(SWIFT_TEST) --skip-build --filter IsolatedFaultTests; \
+	  if [[ "$(ISOLATED)" == 1 ]]; then \
+	    BELT_ISOLATED=1 timeout -k 10 $(TEST_TIMEOUT) $(SWIFT_TEST) --skip-build --filter IsolatedFaultTests; \
+	  fi; \
 	fi; \
 	if [[ "$(DIST)" == 1 ]]; then \
 	  scripts/dist; \

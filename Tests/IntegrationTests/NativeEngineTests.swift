@@ -41,15 +41,7 @@ struct NativeEngineTests {
   @Test(arguments: [false, true])
   func migrateCutoverRollback(dst18: Bool) throws {
     let dc = try TestDC()
-    var env: [String: String] = [:]
-    if dst18 {
-      let pg18 = try PG.pg18()
-      dc.ports[.dst] = pg18.port
-      env["BELT_PG_BIN"] = pg18.bin
-      var toolEnv = ProcessInfo.processInfo.environment
-      toolEnv["BELT_PG_BIN"] = pg18.bin
-      dc.toolEnvironment = toolEnv
-    }
+    let env = dst18 ? try dc.useDst18() : [:]
     let pair = try dc.addPair(
       "app", srcSQL: Fixtures.basic() + Self.more, extra: [("engine", "native")])
     let args = [dc.dc, "--config-dir", dc.root]
@@ -221,11 +213,7 @@ extension NativeEngineTests {
   /// each server can run, and setup refuses in one line before it changes src.
   @Test func anEngineAServerCannotRunIsRefusedBeforeAnyChange() throws {
     let dc = try TestDC()
-    let pg18 = try PG.pg18()
-    dc.ports[.dst] = pg18.port
-    var toolEnv = ProcessInfo.processInfo.environment
-    toolEnv["BELT_PG_BIN"] = pg18.bin
-    dc.toolEnvironment = toolEnv
+    let env = try dc.useDst18()
     let pair = try dc.addPair("app", srcSQL: Fixtures.basic())
     let pre = try dc.run("precheck", "app")
     #expect(pre["engine"] == "pglogical")
@@ -233,7 +221,7 @@ extension NativeEngineTests {
     #expect(pre["engines"]?["dst"]?["native"]?["ok"] == true, "\(pre.json())")
     #expect(pre["engines"]?["src"]?["pglogical"]?["ok"] == true, "\(pre.json())")
     let cli = try CLI.run(
-      ["setup", dc.dc, "app", "--config-dir", dc.root], env: ["BELT_PG_BIN": pg18.bin])
+      ["setup", dc.dc, "app", "--config-dir", dc.root], env: env)
     #expect(cli.code != 0)
     let lines = cli.err.split(separator: "\n").filter { !$0.isEmpty }
     #expect(

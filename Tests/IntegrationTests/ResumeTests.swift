@@ -229,16 +229,8 @@ struct ResumeTests {
   func sigkillThenTheSameCommandFinishesTheCutover(_ point: KillPoint) throws {
     let t0 = Date()
     let dc = try TestDC()
-    var env: [String: String] = [:]
-    if point.engine == .native {
-      // 15 -> 18: dst is the PostgreSQL 18 cluster, and pg_dump 18 dumps both.
-      let pg18 = try PG.pg18()
-      dc.ports[.dst] = pg18.port
-      env["BELT_PG_BIN"] = pg18.bin
-      var tools = ProcessInfo.processInfo.environment
-      tools["BELT_PG_BIN"] = pg18.bin
-      dc.toolEnvironment = tools
-    }
+    // Native runs 15 -> 18: dst is the PostgreSQL 18 cluster, and pg_dump 18 dumps both.
+    let env = point.engine == .native ? try dc.useDst18() : [:]
     let (pair, app, pw) = try Resume.migrated(
       dc, "app", big: point.big, engine: point.engine, env: env)
     defer { Resume.cleanup(dc, "app") }

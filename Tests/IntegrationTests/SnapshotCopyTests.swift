@@ -100,15 +100,7 @@ struct SnapshotCopyTests {
     TestDC, TestDC.PairSpec, [String: String]
   ) {
     let dc = try TestDC()
-    var env: [String: String] = [:]
-    if dst18 {
-      let pg18 = try PG.pg18()
-      dc.ports[.dst] = pg18.port
-      env["BELT_PG_BIN"] = pg18.bin
-      var tools = ProcessInfo.processInfo.environment
-      tools["BELT_PG_BIN"] = pg18.bin
-      dc.toolEnvironment = tools
-    }
+    let env = dst18 ? try dc.useDst18() : [:]
     let pair = try dc.addPair("app", srcSQL: sql, extra: [("engine", "native")] + extra)
     return (dc, pair, env)
   }

@@ -267,6 +267,18 @@ final class TestDC: @unchecked Sendable {
     return spec
   }
 
+  /// Points dst at the PostgreSQL 18 cluster, with pg_dump and psql 18 for belt's tools (they
+  /// dump both majors). - Returns: the CLI environment that does the same (`BELT_PG_BIN`).
+  @discardableResult
+  func useDst18() throws -> [String: String] {
+    let pg18 = try PG.pg18()
+    ports[.dst] = pg18.port
+    var tools = ProcessInfo.processInfo.environment
+    tools["BELT_PG_BIN"] = pg18.bin
+    toolEnvironment = tools
+    return ["BELT_PG_BIN": pg18.bin]
+  }
+
   /// A root connection to a pair's database.
   func conn(_ db: String, _ side: Side) throws -> PGConnection {
     guard let p = pairs[db] else { throw BeltError(.notFound, "no pair \(db)") }

@@ -185,7 +185,18 @@ struct FleetTests {
       box.result = try? CLI.run(args)
       done.signal()
     }.start()
-    Thread.sleep(forTimeInterval: 1.5)
+    // Hold the lock for 1 s after belt is seen waiting on it (belt's start-up on a loaded
+    // machine is not part of the wait it reports).
+    // (belt polls with pg_try_advisory_lock: its lock session's last query says it is waiting)
+    let waiting = """
+      SELECT count(*) FROM pg_stat_activity
+      WHERE query LIKE '%pg_try_advisory_lock%' AND pid <> pg_backend_pid()
+      """
+    let seenBy = Date().addingTimeInterval(30)
+    while try holder.query(waiting).scalar == "0", Date() < seenBy {
+      Thread.sleep(forTimeInterval: 0.05)
+    }
+    Thread.sleep(forTimeInterval: 1.0)
     let finishedWhileHeld = done.wait(timeout: .now()) == .success
     try holder.query("SELECT pg_advisory_unlock($1::int, $2::int)", [String(key.0), String(key.1)])
     if !finishedWhileHeld { done.wait() }

@@ -186,7 +186,8 @@ function belt.remove_indexes(dc, db, opts) end
 function belt.create_indexes(dc, db, opts) end
 
 ---@class belt.create_indexes.opts
----@field concurrently boolean? Build each index with CREATE INDEX CONCURRENTLY, so the destination stays writable while indexes build (slower; indexes of partitioned parents are built without it).
+---@field concurrently boolean? Build each index with CREATE INDEX CONCURRENTLY, so the destination stays writable while indexes build (slower, one at a time; indexes of partitioned parents are built without it).
+---@field index_jobs integer? Indexes built at once, each on its own connection, the largest tables' first (default: the config's index_jobs, else 4; 1 builds one at a time).
 
 --- Compare source and destination schemas.
 --- `belt.diff_schemas(dc[, db][, opts]) -> record`

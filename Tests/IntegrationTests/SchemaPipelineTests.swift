@@ -351,7 +351,7 @@ struct SchemaPipelineTests {
     let pid = Int(try c.query("SELECT pg_backend_pid()").scalar ?? "") ?? 0
     monitor.begin(name: "big_h_idx", pid: pid)
     try c.exec("SET maintenance_work_mem = '1MB'; CREATE INDEX big_h_idx ON public.big (h, id)")
-    monitor.end()
+    monitor.end(pid: pid)
     monitor.stop()
     let lines = sink.lines
     #expect(lines.contains { $0.contains("index big_h_idx: building for") }, "\(lines)")
@@ -378,4 +378,120 @@ final class SchemaLogSink: LogHandler, @unchecked Sendable {
     defer { lock.unlock() }
     return collected
   }
+}
+
+/// create-indexes builds several indexes at once (issue 25): while the largest table's build
+/// waits on a lock held by another session, the other tables' indexes are built beside it;
+/// with --index-jobs 1 nothing else is built while it waits.
+@Suite(.serialized, .enabled(if: PG.available, "needs the clusters from scripts/pg-clusters"))
+struct ParallelIndexTests {
+  static let ddl = """
+    CREATE TABLE public.big (id int, v text);
+    CREATE TABLE public."Small One" (id int, v text);
+    CREATE TABLE public.small2 (id int, v text);
+    CREATE TABLE public.parted (id int, at date) PARTITION BY RANGE (at);
+    CREATE TABLE public.parted_a PARTITION OF public.parted FOR VALUES FROM ('2020-01-01') TO ('2021-01-01');
+    INSERT INTO public.big SELECT g, md5(g::text) FROM generate_series(1, 50000) g;
+    INSERT INTO public."Small One" SELECT g, md5(g::text) FROM generate_series(1, 100) g;
+    INSERT INTO public.small2 SELECT g, md5(g::text) FROM generate_series(1, 100) g;
+    INSERT INTO public.parted SELECT g, date '2020-01-01' + g % 300 FROM generate_series(1, 100) g;
+    CREATE INDEX big_v ON public.big (v);
+    CREATE UNIQUE INDEX big_id ON public.big (id);
+    CREATE INDEX "Small One v" ON public."Small One" (v);
+    COMMENT ON INDEX public."Small One v" IS 'commented';
+    CREATE INDEX small2_v ON public.small2 (lower(v));
+    CREATE INDEX small2_part ON public.small2 (id) WHERE id > 10;
+    ALTER TABLE public.small2 CLUSTER ON small2_v;
+    CREATE INDEX parted_at ON public.parted (at);
+    """
+
+  static let built = [
+    "big_v", "big_id", "Small One v", "small2_v", "small2_part", "parted_at", "parted_a_at_idx",
+  ]
+
+  func present(_ c: PGConnection) throws -> Set<String> {
+    Set(
+      try c.query(
+        "SELECT relname FROM pg_class WHERE relkind IN ('i', 'I') AND relnamespace = 'public'::regnamespace"
+      ).rows.map { $0.string("relname") })
+  }
+
+  func run(jobs: Int) throws {
+    let dc = try TestDC()
+    try dc.addPair("ix", srcSQL: Self.ddl)
+    #expect(try dc.run("dump_schema", "ix")["ok"] == true)
+    #expect(try dc.run("load_schema", "ix")["ok"] == true)
+    let dst = try dc.conn("ix", .dst)
+    defer { dst.close() }
+    try dst.exec("INSERT INTO public.big SELECT g, md5(g::text) FROM generate_series(1, 50000) g")
+    #expect(try present(dst).isEmpty)
+    // Another session holds big: its builds (the largest table's, so first) wait.
+    let holder = try dc.conn("ix", .dst)
+    defer { holder.close() }
+    try holder.exec("BEGIN; LOCK TABLE public.big IN EXCLUSIVE MODE")
+    final class Box: @unchecked Sendable { var result: CLI.Result? }
+    let box = Box()
+    let done = DispatchSemaphore(value: 0)
+    let args = [
+      "create-indexes", dc.dc, "ix", "--index-jobs", String(jobs), "--config-dir", dc.root,
+      "--json",
+    ]
+    Thread {
+      box.result = try? CLI.run(args)
+      done.signal()
+    }.start()
+    let others: Set<String> = [
+      "Small One v", "small2_v", "small2_part", "parted_at", "parted_a_at_idx",
+    ]
+    let until = Date().addingTimeInterval(jobs > 1 ? 30 : 4)
+    while try !others.isSubset(of: present(dst)), Date() < until {
+      Thread.sleep(forTimeInterval: 0.1)
+    }
+    let whileWaiting = try present(dst)
+    try holder.exec("COMMIT")
+    done.wait()
+    if jobs > 1 {
+      #expect(
+        others.isSubset(of: whileWaiting),
+        "the other tables' indexes were built while big's build waited: \(whileWaiting)")
+    } else {
+      // One at a time in the file's order (pg_dump's: by name): what follows big's builds
+      // waits with them.
+      #expect(
+        whileWaiting.isDisjoint(with: ["small2_v", "small2_part", "parted_a_at_idx"]),
+        "\(whileWaiting)")
+    }
+    #expect(!whileWaiting.contains("big_v") && !whileWaiting.contains("big_id"))
+    guard let r = box.result else { Issue.record("belt did not run"); return }
+    #expect(r.code == 0, "\(r.err)")
+    let v = (try? JSONParser.parse(r.out)) ?? .null
+    #expect(v["created"] == 7 && v["failed"] == 0 && v["jobs"] == .int(jobs), "\(r.out)")
+    #expect(try present(dst) == Set(Self.built))
+    #expect(
+      try dst.query(
+        """
+        SELECT count(*) FROM pg_inherits WHERE inhparent = 'public.parted_at'::regclass
+           AND inhrelid = 'public.parted_a_at_idx'::regclass
+        """
+      ).scalar == "1", "the partition's index is attached")
+    #expect(
+      try dst.query("SELECT obj_description('public.\"Small One v\"'::regclass, 'pg_class')").scalar
+        == "commented")
+    #expect(
+      try dst.query(
+        "SELECT indisclustered FROM pg_index WHERE indexrelid = 'public.small2_v'::regclass"
+      )
+      .scalar == "t")
+    #expect(
+      try dst.query(
+        "SELECT bool_and(indisvalid) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid WHERE c.relnamespace = 'public'::regnamespace"
+      ).scalar == "t")
+    // Run again: every index is there.
+    let again = try dc.run("create_indexes", "ix", ["index_jobs": .int(jobs)])
+    #expect(again["created"] == 0 && again["failed"] == 0, "\(again.json())")
+  }
+
+  @Test func fourJobsBuildBesideAWaitingBuild() throws { try run(jobs: 4) }
+
+  @Test func oneJobBuildsOneAtATime() throws { try run(jobs: 1) }
 }

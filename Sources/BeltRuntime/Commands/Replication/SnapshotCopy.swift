@@ -341,7 +341,7 @@ enum SnapshotCopy {
         "initial copy: \(missing.count) primary key(s) restored on dst in \(Runner.ms(since: t0)) ms"
       )
     }
-    let indexes = try SchemaOps.createIndexes(ctx, analyzeWhenNoneCreated: true)
+    let indexes = try SchemaOps.createIndexes(ctx, analyzeWhenNoneCreated: true, analyze: false)
     if indexes["ok"]?.boolValue == false {
       ctx.logger.warning(
         "initial copy: some indexes failed on dst (create-indexes builds them again): \(indexes["message"]?.stringValue ?? "")"

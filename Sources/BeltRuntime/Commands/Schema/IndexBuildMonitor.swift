@@ -5,7 +5,8 @@ import Logging
 /// on its own connection and thread while the build runs on another connection.
 public final class IndexBuildMonitor: @unchecked Sendable {
   private let cond = NSCondition()
-  private var current: (name: String, pid: Int, started: Date)?
+  /// The builds running now, by backend pid, and when each is next due a progress line.
+  private var builds: [Int: (name: String, started: Date, due: Date)] = [:]
   private var stopped = false
   private var thread: Thread?
   private let conninfo: String
@@ -35,18 +36,19 @@ public final class IndexBuildMonitor: @unchecked Sendable {
     t.start()
   }
 
-  /// Marks the start of a build on backend `pid`.
+  /// Marks the start of a build on backend `pid` (several builds may run at once).
   public func begin(name: String, pid: Int) {
     cond.lock()
-    current = (name, pid, Date())
+    let now = Date()
+    builds[pid] = (name, now, now.addingTimeInterval(interval))
     cond.broadcast()
     cond.unlock()
   }
 
-  /// Marks the end of the current build.
-  public func end() {
+  /// Marks the end of the build on backend `pid`.
+  public func end(pid: Int) {
     cond.lock()
-    current = nil
+    builds[pid] = nil
     cond.broadcast()
     cond.unlock()
   }
@@ -65,10 +67,10 @@ public final class IndexBuildMonitor: @unchecked Sendable {
     defer { conn?.close() }
     while true {
       cond.lock()
-      // Sleep until there is a build that has run for `interval`, or until stopped.
+      // Sleep until a build is due a line (it has run for `interval` since it began or since
+      // its last line), or until stopped.
       while !stopped {
-        if let c = current {
-          let due = c.started.addingTimeInterval(interval)
+        if let due = builds.values.map(\.due).min() {
           if Date() >= due { break }
           _ = cond.wait(until: due)
         } else {
@@ -79,10 +81,9 @@ public final class IndexBuildMonitor: @unchecked Sendable {
         cond.unlock()
         return
       }
-      guard let build = current else {
-        cond.unlock()
-        continue
-      }
+      let now = Date()
+      let due = builds.filter { $0.value.due <= now }.sorted { $0.value.name < $1.value.name }
+      for (pid, _) in due { builds[pid]?.due = now.addingTimeInterval(interval) }
       cond.unlock()
       if !gaveUp && conn == nil {
         do {
@@ -92,33 +93,27 @@ public final class IndexBuildMonitor: @unchecked Sendable {
           gaveUp = true
         }
       }
-      let elapsed = Int(Date().timeIntervalSince(build.started))
-      var line = "index \(build.name): building for \(elapsed) s"
-      if let conn,
-        let r = try? conn.query(
-          """
-          SELECT phase, blocks_total, blocks_done, tuples_total, tuples_done
-            FROM pg_catalog.pg_stat_progress_create_index WHERE pid = $1
-          """, [String(build.pid)]), let row = r.rows.first
-      {
-        line += ", \(row.string("phase"))"
-        if let tt = row.int("tuples_total"), tt > 0, let td = row.int("tuples_done") {
-          line += " \(td * 100 / tt)% (\(td)/\(tt) tuples)"
-        } else if let bt = row.int("blocks_total"), bt > 0, let bd = row.int("blocks_done"), bd < bt
+      for (pid, build) in due {
+        let elapsed = Int(now.timeIntervalSince(build.started))
+        var line = "index \(build.name): building for \(elapsed) s"
+        if let conn,
+          let r = try? conn.query(
+            """
+            SELECT phase, blocks_total, blocks_done, tuples_total, tuples_done
+              FROM pg_catalog.pg_stat_progress_create_index WHERE pid = $1
+            """, [String(pid)]), let row = r.rows.first
         {
-          line += " \(bd * 100 / bt)% (\(bd)/\(bt) blocks)"
+          line += ", \(row.string("phase"))"
+          if let tt = row.int("tuples_total"), tt > 0, let td = row.int("tuples_done") {
+            line += " \(td * 100 / tt)% (\(td)/\(tt) tuples)"
+          } else if let bt = row.int("blocks_total"), bt > 0, let bd = row.int("blocks_done"),
+            bd < bt
+          {
+            line += " \(bd * 100 / bt)% (\(bd)/\(bt) blocks)"
+          }
         }
+        logger.notice("\(line)")
       }
-      logger.notice("\(line)")
-      // Wait a full interval before the next line for the same build.
-      cond.lock()
-      let next = Date().addingTimeInterval(interval)
-      while !stopped, let c = current, c.pid == build.pid, c.name == build.name,
-        c.started == build.started, Date() < next
-      {
-        _ = cond.wait(until: next)
-      }
-      cond.unlock()
     }
   }
 }

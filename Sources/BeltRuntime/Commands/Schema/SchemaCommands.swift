@@ -49,6 +49,8 @@ public enum SchemaOps {
       details: """
         This must only be done after most data is synchronized (at minimum after the initializing phase) from the source to the destination database.
 
+        Indexes are built several at once (--index-jobs); the indexes of partitioned parents first, then the others, then what attaches or comments them, in the file's order.
+
         After creating indexes, the destination database is analyzed so the query planner has up-to-date statistics for the indexes.
 
         An index left INVALID on the destination (by a concurrent build that failed) is named, dropped and built again.
@@ -57,8 +59,12 @@ public enum SchemaOps {
       options: [
         OptionSpec(
           "concurrently", .bool,
-          "Build each index with CREATE INDEX CONCURRENTLY, so the destination stays writable while indexes build (slower; indexes of partitioned parents are built without it)."
-        )
+          "Build each index with CREATE INDEX CONCURRENTLY, so the destination stays writable while indexes build (slower, one at a time; indexes of partitioned parents are built without it)."
+        ),
+        OptionSpec(
+          "index_jobs", .int,
+          "Indexes built at once, each on its own connection, the largest tables' first (default: the config's index_jobs, else 4; 1 builds one at a time)."
+        ),
       ]
     ) { ctx in
       try createIndexes(
@@ -554,12 +560,23 @@ public enum SchemaOps {
       options: [.regularExpression, .caseInsensitive])
   }
 
+  /// Indexes built at once: the `index_jobs` option, else the config's `index_jobs`, else 4
+  /// (at most `--jobs`).
+  static func indexJobs(_ ctx: PairContext) -> Int {
+    max(
+      1,
+      ctx.options.int("index_jobs") ?? ctx.config.raw["index_jobs"]?.intValue
+        ?? min(4, ctx.env.jobs))
+  }
+
+  /// - Parameter analyze: false leaves the ANALYZE to the caller (the initial copy's own build:
+  ///   create-indexes, run next by migrate.lua, analyzes).
   static func createIndexes(
-    _ ctx: PairContext, analyzeWhenNoneCreated: Bool, concurrently: Bool = false
+    _ ctx: PairContext, analyzeWhenNoneCreated: Bool, concurrently: Bool = false,
+    analyze: Bool = true
   ) throws -> Value {
     let (file, statements) = try store(ctx).read([SchemaFiles.indexesFileName])
     let owner = try ctx.connect(.dst, .owner, noTimeout: true)
-    let pid = Int(try owner.query("SELECT pg_catalog.pg_backend_pid()").scalar ?? "") ?? 0
     let dst = try ctx.config.server(.dst)
     let monitor = IndexBuildMonitor(
       conninfo: dst.conninfo(.owner, connectTimeout: ctx.env.connectTimeout),
@@ -567,135 +584,46 @@ public enum SchemaOps {
       logger: ctx.logger, interval: IndexBuildMonitor.defaultInterval)
     monitor.start()
     defer { monitor.stop() }
-    var records: [Value] = []
-    var created = 0
-    var present = 0
-    var failed = 0
-    var failedNames: [String] = []
-    var lines: [String] = []
-    func note(_ name: String, _ table: String, _ status: String, _ ms: Int, _ error: String? = nil)
-    {
-      var fields: [(String, Value)] = [
-        ("name", .string(name)), ("table", .string(table)), ("status", .string(status)),
-        ("duration_ms", .int(ms)),
-      ]
-      if let error { fields.append(("error", .string(error))) }
-      records.append(.object(fields))
-      lines.append(
-        "  \(name): \(status.replacingOccurrences(of: "_", with: " ")) (\(ms) ms)\(error.map { " — \($0)" } ?? "")"
-      )
-      ctx.logger.info("index \(name) on \(table): \(status) in \(ms) ms")
-    }
-    for s in statements {
-      let t0 = Date()
-      switch s.kind {
-      case .meta:
-        continue
-      case .set:
-        do { try owner.exec(s.text) } catch let e as PGError where e.sqlState == "42704" {
-          ctx.logger.warning(
-            "\(file): skipping a setting this server does not know: \(SchemaLoader.excerpt(s.text))"
-          )
-        }
-      case .index(let info):
-        let name = info.name.description
-        let row = try owner.query(
-          """
-          SELECT c.relkind::text AS kind, coalesce(i.indisvalid, true) AS valid FROM pg_catalog.pg_class c
-            LEFT JOIN pg_catalog.pg_index i ON i.indexrelid = c.oid WHERE c.oid = pg_catalog.to_regclass($1)
-          """, [info.name.quoted]
-        ).rows.first
-        let kind = row?.string("kind")
-        // CONCURRENTLY cannot build the index of a partitioned parent (ON ONLY: catalog only, quick).
-        let useConcurrently = concurrently && !info.onOnly
-        var rebuilt = false
-        if kind == "i", row?.bool("valid") == false {
-          // A concurrent build that failed (or was cancelled) leaves the index INVALID: it is
-          // maintained on every write but never used. Drop it and build it again.
-          ctx.logger.warning(
-            "index \(name) on \(info.table.description) is INVALID on dst (left by a failed concurrent build): dropping it and building it again"
-          )
-          try owner.exec(
-            "DROP INDEX \(useConcurrently ? "CONCURRENTLY " : "")IF EXISTS \(info.name.quoted)")
-          rebuilt = true
-        } else if kind == "i" || kind == "I" {
-          present += 1
-          note(name, info.table.description, "already_present", 0)
-          continue
-        } else if kind != nil {
-          failed += 1
-          failedNames.append(name)
-          note(
-            name, info.table.description, "failed", 0,
-            "a relation with this name exists on dst and is not an index")
-          continue
-        }
-        monitor.begin(name: name, pid: pid)
-        do {
-          try owner.exec(useConcurrently ? concurrentSQL(s.text) : s.text)
-          monitor.end()
-          created += 1
-          note(name, info.table.description, rebuilt ? "rebuilt" : "created", Runner.ms(since: t0))
-        } catch let e as PGError {
-          monitor.end()
-          if e.sqlState == "42P07" {
-            present += 1
-            note(name, info.table.description, "already_present", Runner.ms(since: t0))
-          } else if e.kind == .server && !e.isCancel {
-            failed += 1
-            failedNames.append(name)
-            var why = e.message
-            let left = try? owner.query(
-              "SELECT NOT i.indisvalid FROM pg_catalog.pg_index i WHERE i.indexrelid = pg_catalog.to_regclass($1)",
-              [info.name.quoted]
-            ).scalar
-            if left == "t" {
-              why +=
-                " (the index is left INVALID on dst; the next create-indexes drops and rebuilds it)"
-            }
-            note(name, info.table.description, "failed", Runner.ms(since: t0), why)
-          } else {
-            throw e
-          }
-        }
-      case .attachIndexPartition(let parent, let child):
-        let name = "\(parent.description) ← \(child.description)"
-        let attached =
-          try owner.query(
-            """
-            SELECT 1 FROM pg_catalog.pg_inherits
-             WHERE inhrelid = pg_catalog.to_regclass($1) AND inhparent = pg_catalog.to_regclass($2)
-            """, [child.quoted, parent.quoted]
-          ).values.count == 1
-        if attached {
-          present += 1
-          note(name, "", "already_present", 0)
-          continue
-        }
-        do {
-          try owner.exec(s.text)
-          note(name, "", "attached", Runner.ms(since: t0))
-        } catch let e as PGError where e.kind == .server && !e.isCancel {
-          failed += 1
-          failedNames.append(name)
-          note(name, "", "failed", Runner.ms(since: t0), e.message)
-        }
-      default:
-        // COMMENT ON INDEX, ALTER TABLE ... CLUSTER ON, ALTER INDEX ... SET STATISTICS: re-runnable.
-        do {
-          try owner.exec(s.text)
-        } catch let e as PGError where e.kind == .server && !e.isCancel {
-          failed += 1
-          failedNames.append(SchemaLoader.excerpt(s.text, maxLines: 1, maxChars: 80))
-          ctx.logger.error("\(file): \(e.message); statement: \(SchemaLoader.excerpt(s.text))")
-          lines.append(
-            "  \(SchemaLoader.excerpt(s.text, maxLines: 1, maxChars: 80)): failed — \(e.message)")
-        }
+    var tableBytes: [String: Int] = [:]
+    let tables = Set(
+      statements.compactMap { s -> String? in
+        if case .index(let i) = s.kind, !i.onOnly { return i.table.quoted }
+        return nil
+      })
+    let jobs = concurrently ? 1 : indexJobs(ctx)
+    if jobs > 1 && tables.count > 1 {
+      for row in try owner.query(
+        """
+        SELECT t AS name, coalesce(pg_catalog.pg_relation_size(pg_catalog.to_regclass(t)), 0) AS bytes
+          FROM unnest($1::text[]) t
+        """, [PGArray.literal(Array(tables))]
+      ).rows {
+        tableBytes[row.string("name")] = row.int("bytes") ?? 0
       }
     }
+    let builder = IndexBuilder(
+      file: file, concurrently: concurrently, logger: ctx.logger,
+      sets: statements.filter { $0.kind == .set }.map(\.text))
+    let t0 = Date()
+    let outcomes = try builder.run(
+      statements, main: owner, jobs: jobs, connector: Connector(ctx), monitor: monitor,
+      tableBytes: tableBytes)
     monitor.stop()
+    let records = outcomes.compactMap(\.record)
+    var lines = outcomes.compactMap(\.line)
+    let created = outcomes.reduce(0) { $0 + $1.created }
+    let present = outcomes.reduce(0) { $0 + $1.present }
+    let failed = outcomes.reduce(0) { $0 + $1.failed }
+    let failedNames = outcomes.compactMap(\.failedName)
+    if created > 0 {
+      ctx.logger.notice(
+        "create-indexes: \(created) index(es) built in \(Runner.ms(since: t0)) ms, \(jobs) at a time"
+      )
+    }
     var analyzeRan = false
-    if failed == 0 && created == 0 && !analyzeWhenNoneCreated {
+    if !analyze {
+      lines.insert("  ANALYZE left to create-indexes", at: 0)
+    } else if failed == 0 && created == 0 && !analyzeWhenNoneCreated {
       lines.insert("  ANALYZE left to sync (every index was already there)", at: 0)
     } else if failed == 0 {
       try ctx.connect(.dst, .root, noTimeout: true).exec("ANALYZE")
@@ -713,7 +641,7 @@ public enum SchemaOps {
       ("file", .string(file)), ("indexes", .array(records)), ("created", .int(created)),
       ("already_present", .int(present)), ("failed", .int(failed)),
       ("analyze_ran", .bool(analyzeRan)),
-      ("concurrently", .bool(concurrently)),
+      ("concurrently", .bool(concurrently)), ("jobs", .int(jobs)),
       ("message", .string(([summary] + lines).joined(separator: "\n"))),
     ])
   }

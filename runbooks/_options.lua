@@ -11,6 +11,7 @@ return {
     { "copy", "", "who copies the initial data on the native engine: belt (parallel, resumable table by table) or engine (the subscription's own copy); empty: the config's initial_copy, else belt" },
     { "copy_jobs", 0, "parallel COPY sessions of belt's initial copy; 0: the config's copy_jobs, else 4 bounded by --jobs" },
     { "copy_split_mb", 0, "tables bigger than this many MB are copied by belt as ctid ranges in parallel; 0: the config's copy_split_mb, else 256" },
+    { "index_jobs", 0, "indexes built at once by create-indexes (and after belt's initial copy); 0: the config's index_jobs, else 4 bounded by --jobs" },
   },
   ["cutover.lua"] = {
     { "max_lag", 1048576, "bytes of forward lag under which the cutover may start" },

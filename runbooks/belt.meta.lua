@@ -187,7 +187,7 @@ function belt.create_indexes(dc, db, opts) end
 
 ---@class belt.create_indexes.opts
 ---@field concurrently boolean? Build each index with CREATE INDEX CONCURRENTLY, so the destination stays writable while indexes build (slower, one at a time; indexes of partitioned parents are built without it).
----@field index_jobs integer? Indexes built at once, each on its own connection, the largest tables' first (default: the config's index_jobs, else 4; 1 builds one at a time).
+---@field index_jobs integer? Indexes built at once, each on its own connection, the largest tables' first (default: the config's "index_jobs", else 4 bounded by --jobs; 1 builds one at a time). (at least 1)
 
 --- Compare source and destination schemas.
 --- `belt.diff_schemas(dc[, db][, opts]) -> record`
@@ -216,6 +216,7 @@ function belt.setup(dc, db, opts) end
 ---@field copy "belt"|"engine"? Who copies the initial data on an engine that can start from an exported snapshot (native): belt (in parallel, resumable table by table) or engine (the subscription's own copy); default: the config's "initial_copy", else belt. (one of belt, engine)
 ---@field copy_jobs integer? Parallel COPY sessions of belt's initial copy (default: the config's "copy_jobs", else 4 bounded by --jobs). (at least 1)
 ---@field copy_split_mb number? Tables bigger than this (MB) are copied by belt as ctid block ranges in parallel (default: the config's "copy_split_mb", else 256).
+---@field index_jobs integer? Indexes built at once after belt's initial copy (default: the config's "index_jobs", else 4 bounded by --jobs). (at least 1)
 ---@field schema boolean? Copy the schema? (default true)
 
 --- Configures pglogical to replicate all compatible tables from the destination to the source db.

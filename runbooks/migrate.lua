@@ -2,7 +2,7 @@
 --
 -- The standard migration up to the cutover point:
 --   precheck -> setup -> wait until replicating (progress shown) -> sync-large-objects
---   -> create-indexes -> analyze -> setup-back-replication -> report "ready for cutover".
+--   -> create-indexes (and its ANALYZE) -> setup-back-replication -> report "ready for cutover".
 -- With no db, every database of the dc is migrated at once.
 --
 -- Options (after --, as key=value): declared once in runbooks/_options.lua, with their defaults
@@ -28,6 +28,7 @@ local setup = lib.must(belt.setup(dc, db, {
   schema = o.schema, accept_logged_secrets = o.accept_logged_secrets,
   copy = (o.copy ~= "" and o.copy) or nil, copy_jobs = positive(o.copy_jobs) and math.tointeger(positive(o.copy_jobs)),
   copy_split_mb = positive(o.copy_split_mb),
+  index_jobs = positive(o.index_jobs) and math.tointeger(positive(o.index_jobs)),
 }), "setup")
 for _, r in ipairs(lib.records(setup)) do
   local c = r.initial_copy
@@ -73,7 +74,9 @@ belt.log("sync-large-objects")
 lib.must(belt.sync_large_objects(dc, db), "sync-large-objects")
 
 belt.log("create-indexes")
-local indexed = lib.must(belt.create_indexes(dc, db), "create-indexes")
+local indexed = lib.must(belt.create_indexes(dc, db, {
+  index_jobs = positive(o.index_jobs) and math.tointeger(positive(o.index_jobs)),
+}), "create-indexes")
 -- create-indexes ends with ANALYZE when it can: do not pay for it twice.
 local analyzed = true
 for _, r in ipairs(lib.records(indexed)) do

@@ -91,6 +91,10 @@ public enum ReplicationOps {
         "copy_split_mb", .number,
         "Tables bigger than this (MB) are copied by belt as ctid block ranges in parallel (default: the config's \"copy_split_mb\", else 256)."
       ),
+      OptionSpec(
+        "index_jobs", .int,
+        "Indexes built at once after belt's initial copy (default: the config's \"index_jobs\", else 4 bounded by --jobs).",
+        minimum: 1),
       LoggedSecrets.option,
     ]
   ) { ctx in try LoggedSecrets.guarded(ctx, [.src, .dst]) { try Setup.setup(ctx) } }

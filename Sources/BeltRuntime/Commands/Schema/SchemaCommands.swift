@@ -63,8 +63,8 @@ public enum SchemaOps {
         ),
         OptionSpec(
           "index_jobs", .int,
-          "Indexes built at once, each on its own connection, the largest tables' first (default: the config's index_jobs, else 4; 1 builds one at a time)."
-        ),
+          "Indexes built at once, each on its own connection, the largest tables' first (default: the config's \"index_jobs\", else 4 bounded by --jobs; 1 builds one at a time).",
+          minimum: 1),
       ]
     ) { ctx in
       try createIndexes(

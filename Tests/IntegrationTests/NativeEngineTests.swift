@@ -303,7 +303,8 @@ extension NativeEngineTests {
   /// a change on either side arrives on the other exactly once and never comes back (a PK-less
   /// table would take a looped INSERT twice, a PK table would stop its apply on the duplicate
   /// key, and a row updated again by a loop gets a new xmin); the cutover passes its gate with
-  /// back running; every table is equal; a write on dst after the cutover reaches src.
+  /// back running; every table is equal; a write on dst after the cutover reaches src; then
+  /// rollback.lua goes back to src with everything dst took.
   @Test func bothDirectionsAtOnceFrom18To18WithoutLoops() throws {
     let t0 = Date()
     let dc = try TestDC()
@@ -417,6 +418,18 @@ extension NativeEngineTests {
       s, "SELECT count(*) FROM \"UsersCapital\" WHERE name = 'after cutover'",
       "dst's write after the cutover on src")
     #expect(try eventually(20) { try count(s, "SELECT count(*) FROM nokey WHERE a = 7") == 0 })
+
+    // Rollback on an 18 → 18 pair (back replication has run beside forward since migrate):
+    // the application goes back to src with everything dst took.
+    try d.exec("INSERT INTO \"UsersCapital\" (name) VALUES ('before rollback')")
+    let rollback = try CLI.run(
+      ["run", "rollback.lua"] + args + ["--", "lock_out_shared=true"], env: env)
+    #expect(rollback.code == 0, "\(rollback.err) \(rollback.out)")
+    #expect(
+      try count(s, "SELECT count(*) FROM \"UsersCapital\" WHERE name = 'before rollback'") == 1)
+    #expect(try LoadTests.fingerprint(s) == LoadTests.fingerprint(d))
+    #expect(
+      try count(s, "SELECT count(*) FROM pg_roles WHERE rolname = current_user AND rolcanlogin") == 1)
 
     let teardown = try dc.run("teardown", "app")
     #expect(teardown["ok"] != false, "\(teardown.json())")

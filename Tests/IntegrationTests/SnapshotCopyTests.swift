@@ -32,6 +32,8 @@ struct SnapshotCopyTests {
       CREATE TABLE big (id int PRIMARY KEY, v int NOT NULL, pad text);
       INSERT INTO big SELECT g, 0, repeat(md5(g::text), 3) FROM generate_series(1, 20000) g;
       CREATE INDEX big_v ON big (v);
+      CREATE TABLE covering_pk (id int, v text, PRIMARY KEY (id) INCLUDE (v));
+      INSERT INTO covering_pk SELECT g, 'c' || g FROM generate_series(1, 50) g;
       ANALYZE;
       """
 
@@ -189,6 +191,21 @@ struct SnapshotCopyTests {
       try dst.query(
         "SELECT count(*) FROM pg_index WHERE indrelid = 'big'::regclass AND (indisprimary OR indexrelid = 'big_v'::regclass)"
       ).scalar == "2")
+    // Every primary key is back under its own name and definition: those built as a unique
+    // index beside the others and attached, and the covering one (INCLUDE) added back whole.
+    let keys = """
+      SELECT string_agg(k, ', ' ORDER BY k) FROM (
+        SELECT conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid) AS k
+        FROM pg_constraint WHERE contype = 'p' AND connamespace = 'public'::regnamespace) x
+      """
+    let src = try dc.conn("app", .src)
+    defer { src.close() }
+    let (srcKeys, dstKeys) = (try src.query(keys).scalar, try dst.query(keys).scalar)
+    #expect(dstKeys == srcKeys)
+    #expect(
+      try dst.query(keys).scalar?.contains(
+        "covering_pk covering_pk_pkey PRIMARY KEY (id) INCLUDE (v)")
+        == true)
     let status = try CLI.run(["status"] + args + ["--json"], env: env)
     let st = try JSONParser.parse(status.out)
     #expect(st["copy_state"] == "done", "\(status.out)")

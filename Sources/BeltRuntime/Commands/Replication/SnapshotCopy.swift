@@ -259,7 +259,10 @@ enum SnapshotCopy {
     for k in try droppablePrimaryKeys(droot, schema: schema, plans.map(\.name))
     where !known.contains(k.table) {
       keys.append(
-        .object([("table", .string(k.table)), ("name", .string(k.name)), ("def", .string(k.def))]))
+        .object([
+          ("table", .string(k.table)), ("name", .string(k.name)), ("def", .string(k.def)),
+          ("index_def", .string(k.indexDef)),
+        ]))
     }
     let progress = Progress(
       path: path(ctx), plans: plans, keys: keys, jobs: s.jobs, splitBytes: s.splitBytes,
@@ -306,6 +309,12 @@ enum SnapshotCopy {
   }
 
   /// Restores dst's primary keys, builds the indexes, and subscribes on the slot.
+  ///
+  /// A key whose index can be built on its own (recorded `index_def`) is built as that unique
+  /// index in create-indexes' parallel pass, beside the other indexes (their SHARE locks do not
+  /// conflict, where `ADD PRIMARY KEY` would lock its table for the whole build), then attached
+  /// with `ADD CONSTRAINT … PRIMARY KEY USING INDEX` (catalog only: the columns are still NOT
+  /// NULL). The others (DEFERRABLE, a tablespace, INCLUDE) are added back first, in parallel.
   static func finish(
     _ ctx: PairContext, engine: any ReplicationEngine, droot: PGConnection, keys: [Value],
     jobs: Int
@@ -319,8 +328,10 @@ enum SnapshotCopy {
           [PGConnection.qualified(schema, t)]
         ).values.isEmpty) ?? true
     }
+    let viaIndex = missing.filter { ($0["index_def"]?.stringValue ?? "") != "" }
+    let direct = missing.filter { ($0["index_def"]?.stringValue ?? "") == "" }
     let t0 = Date()
-    let failures = Workers.map(missing, width: jobs, connector: Connector(ctx), noTimeout: true) {
+    let failures = Workers.map(direct, width: jobs, connector: Connector(ctx), noTimeout: true) {
       k, cache -> String? in
       do {
         let c = try cache.get(.dst)
@@ -336,12 +347,41 @@ enum SnapshotCopy {
     if let first = failures.first {
       throw ctx.refuse("could not restore a primary key on dst after the copy: \(first)")
     }
+    let extra = viaIndex.map { k -> SQLStatement in
+      let info = IndexInfo(
+        name: QualifiedName(schema: schema, name: k["name"]?.stringValue ?? ""),
+        table: QualifiedName(schema: schema, name: k["table"]?.stringValue ?? ""), unique: true,
+        onOnly: false, columns: nil, isPartial: false)
+      return SQLStatement(text: (k["index_def"]?.stringValue ?? "") + ";\n", kind: .index(info))
+    }
+    let indexes = try SchemaOps.createIndexes(
+      ctx, analyzeWhenNoneCreated: true, analyze: false, extra: extra)
+    let failedBuilds = Dictionary(
+      (indexes["indexes"]?.arrayValue ?? []).filter { $0["status"] == "failed" }.map {
+        ($0["name"]?.stringValue ?? "", $0["error"]?.stringValue ?? "failed")
+      }, uniquingKeysWith: { a, _ in a })
+    for k in viaIndex {
+      if let why = failedBuilds["\(schema).\(k["name"]?.stringValue ?? "")"] {
+        throw ctx.refuse(
+          "could not restore the primary key \(k["name"]?.stringValue ?? "") of \(k["table"]?.stringValue ?? "") on dst after the copy: \(why)"
+        )
+      }
+      let table = PGConnection.qualified(schema, k["table"]?.stringValue ?? "")
+      let name = PGConnection.quoteIdent(k["name"]?.stringValue ?? "")
+      do {
+        try droot.exec(
+          "ALTER TABLE \(table) ADD CONSTRAINT \(name) PRIMARY KEY USING INDEX \(name)")
+      } catch let e as PGError where e.kind == .server && !e.isCancel {
+        throw ctx.refuse(
+          "could not restore the primary key \(k["name"]?.stringValue ?? "") of \(k["table"]?.stringValue ?? "") on dst after the copy: \(e.message)"
+        )
+      }
+    }
     if !missing.isEmpty {
       ctx.logger.notice(
-        "initial copy: \(missing.count) primary key(s) restored on dst in \(Runner.ms(since: t0)) ms"
+        "initial copy: \(missing.count) primary key(s) restored on dst (\(viaIndex.count) built beside the other indexes), keys and indexes in \(Runner.ms(since: t0)) ms"
       )
     }
-    let indexes = try SchemaOps.createIndexes(ctx, analyzeWhenNoneCreated: true, analyze: false)
     if indexes["ok"]?.boolValue == false {
       ctx.logger.warning(
         "initial copy: some indexes failed on dst (create-indexes builds them again): \(indexes["message"]?.stringValue ?? "")"
@@ -409,18 +449,26 @@ enum SnapshotCopy {
   /// dst's primary keys that can be dropped for the copy: not inherited (a partition's) and
   /// not referred to by a foreign key.
   static func droppablePrimaryKeys(_ droot: PGConnection, schema: String, _ tables: [String])
-    throws -> [(table: String, name: String, def: String)]
+    throws -> [(table: String, name: String, def: String, indexDef: String)]
   {
+    // index_def: the key's own index, to build beside the other indexes and attach with ADD
+    // CONSTRAINT … USING INDEX ("" when the constraint has options USING INDEX cannot give:
+    // DEFERRABLE, a tablespace, INCLUDE columns).
     try droot.query(
       """
-      SELECT c.relname, k.conname, pg_get_constraintdef(k.oid) AS def
+      SELECT c.relname, k.conname, pg_get_constraintdef(k.oid) AS def,
+             CASE WHEN k.condeferrable OR i.reltablespace <> 0 OR x.indnkeyatts <> x.indnatts THEN ''
+                  ELSE pg_get_indexdef(k.conindid) END AS index_def
         FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
         JOIN pg_namespace n ON n.oid = c.relnamespace
+        JOIN pg_class i ON i.oid = k.conindid JOIN pg_index x ON x.indexrelid = k.conindid
        WHERE n.nspname = $1 AND c.relname = ANY($2::text[]) AND c.relkind = 'r' AND k.contype = 'p'
          AND k.conislocal AND k.coninhcount = 0
          AND NOT EXISTS (SELECT 1 FROM pg_constraint f WHERE f.contype = 'f' AND f.conindid = k.conindid)
       """, [schema, PGArray.literal(tables)]
-    ).rows.map { ($0.string("relname"), $0.string("conname"), $0.string("def")) }
+    ).rows.map {
+      ($0.string("relname"), $0.string("conname"), $0.string("def"), $0.string("index_def"))
+    }
   }
 
   /// The parallel copy: each worker owns one src session holding the snapshot.

@@ -48,8 +48,14 @@ struct IndexBuilder {
   }
 
   /// Runs the `SET`s an item needs that this session has not run yet (settings a server does
-  /// not know are skipped with a warning).
+  /// not know are skipped with a warning). An item that comes earlier in the file than the last
+  /// one this session ran (builds run largest table first) gets the settings of its own place:
+  /// `RESET ALL`, then its `SET`s (a `SET default_tablespace` of a later index must not apply).
   func prepare(_ s: Session, for item: Item) throws {
+    if item.sets < s.applied {
+      try s.conn.exec("RESET ALL")
+      s.applied = 0
+    }
     while s.applied < item.sets {
       let text = sets[s.applied]
       s.applied += 1

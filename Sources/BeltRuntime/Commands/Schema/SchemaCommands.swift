@@ -569,13 +569,17 @@ public enum SchemaOps {
         ?? min(4, ctx.env.jobs))
   }
 
-  /// - Parameter analyze: false leaves the ANALYZE to the caller (the initial copy's own build:
-  ///   create-indexes, run next by migrate.lua, analyzes).
+  /// - Parameters:
+  ///   - analyze: false leaves the ANALYZE to the caller (the initial copy's own build:
+  ///     create-indexes, run next by migrate.lua, analyzes).
+  ///   - extra: `CREATE UNIQUE INDEX` statements built with the file's (the initial copy's
+  ///     primary keys, attached as constraints by the caller).
   static func createIndexes(
     _ ctx: PairContext, analyzeWhenNoneCreated: Bool, concurrently: Bool = false,
-    analyze: Bool = true
+    analyze: Bool = true, extra: [SQLStatement] = []
   ) throws -> Value {
-    let (file, statements) = try store(ctx).read([SchemaFiles.indexesFileName])
+    let (file, fromFile) = try store(ctx).read([SchemaFiles.indexesFileName])
+    let statements = extra + fromFile
     let owner = try ctx.connect(.dst, .owner, noTimeout: true)
     let dst = try ctx.config.server(.dst)
     let monitor = IndexBuildMonitor(
@@ -603,7 +607,7 @@ public enum SchemaOps {
     }
     let builder = IndexBuilder(
       file: file, concurrently: concurrently, logger: ctx.logger,
-      sets: statements.filter { $0.kind == .set }.map(\.text))
+      sets: fromFile.filter { $0.kind == .set }.map(\.text))
     let t0 = Date()
     let outcomes = try builder.run(
       statements, main: owner, jobs: jobs, connector: Connector(ctx), monitor: monitor,

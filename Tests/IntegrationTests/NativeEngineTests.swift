@@ -429,7 +429,8 @@ extension NativeEngineTests {
       try count(s, "SELECT count(*) FROM \"UsersCapital\" WHERE name = 'before rollback'") == 1)
     #expect(try LoadTests.fingerprint(s) == LoadTests.fingerprint(d))
     #expect(
-      try count(s, "SELECT count(*) FROM pg_roles WHERE rolname = current_user AND rolcanlogin") == 1)
+      try count(s, "SELECT count(*) FROM pg_roles WHERE rolname = current_user AND rolcanlogin")
+        == 1)
 
     let teardown = try dc.run("teardown", "app")
     #expect(teardown["ok"] != false, "\(teardown.json())")

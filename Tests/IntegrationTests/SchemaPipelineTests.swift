@@ -493,5 +493,56 @@ struct ParallelIndexTests {
 
   @Test func fourJobsBuildBesideAWaitingBuild() throws { try run(jobs: 4) }
 
+  /// belt SIGKILLed while four builds run (big's waiting on the lock, the others done), then
+  /// Ctrl-C'd the same way: the same command builds what is missing and fails nothing (a build
+  /// orphaned by the kill finishes or rolls back on the server; the rerun finds it there or
+  /// builds it).
+  @Test(arguments: [SIGKILL, SIGINT])
+  func killedWhileBuildingThenTheSameCommandFinishes(signal: Int32) throws {
+    let dc = try TestDC()
+    try dc.addPair("ix", srcSQL: Self.ddl)
+    #expect(try dc.run("dump_schema", "ix")["ok"] == true)
+    #expect(try dc.run("load_schema", "ix")["ok"] == true)
+    let dst = try dc.conn("ix", .dst)
+    defer { dst.close() }
+    try dst.exec("INSERT INTO public.big SELECT g, md5(g::text) FROM generate_series(1, 50000) g")
+    let holder = try dc.conn("ix", .dst)
+    defer { holder.close() }
+    try holder.exec("BEGIN; LOCK TABLE public.big IN EXCLUSIVE MODE")
+    let bg = try Resume.Background(
+      ["create-indexes", dc.dc, "ix", "--index-jobs", "4", "--config-dir", dc.root],
+      scratch: dc.root)
+    let others: Set<String> = [
+      "Small One v", "small2_v", "small2_part", "parted_at", "parted_a_at_idx",
+    ]
+    let until = Date().addingTimeInterval(30)
+    while try !others.isSubset(of: present(dst)), Date() < until, bg.process.isRunning {
+      Thread.sleep(forTimeInterval: 0.05)
+    }
+    #expect(bg.process.isRunning, "belt ended before it was killed: \(bg.output)")
+    bg.stop(signal)
+    // Ctrl-C cancels the builds on the server; SIGKILL leaves them waiting there (orphans the
+    // rerun must live with).
+    let building = """
+      SELECT count(*) FROM pg_stat_activity
+       WHERE query ILIKE 'CREATE%INDEX%big%' AND state = 'active' AND pid <> pg_backend_pid()
+      """
+    let settled = Date().addingTimeInterval(5)
+    while try dst.query(building).scalar != "0", signal == SIGINT, Date() < settled {
+      Thread.sleep(forTimeInterval: 0.05)
+    }
+    #expect(try dst.query(building).scalar == (signal == SIGINT ? "0" : "2"))
+    try holder.exec("COMMIT")
+    let again = try CLI.run(["create-indexes", dc.dc, "ix", "--config-dir", dc.root, "--json"])
+    #expect(again.code == 0, "\(again.err)")
+    let v = (try? JSONParser.parse(again.out)) ?? .null
+    #expect(v["failed"] == 0, "\(again.out)")
+    #expect(try present(dst) == Set(Self.built))
+    #expect(
+      try dst.query(
+        "SELECT bool_and(indisvalid) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid WHERE c.relnamespace = 'public'::regnamespace"
+      ).scalar == "t")
+  }
+
   @Test func oneJobBuildsOneAtATime() throws { try run(jobs: 1) }
 }

@@ -287,6 +287,16 @@ struct IsolatedFaultTests {
         CREATE TABLE big_b (id int PRIMARY KEY, pad text);
         INSERT INTO big_a SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 100000) g;
         INSERT INTO big_b SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 100000) g;
+        -- Each big table takes about 2 s to load on dst (the trigger fires under belt's
+        -- session_replication_role = replica), so dst is stopped while the second one is
+        -- still copying, however fast the machine (without it, the second table was sometimes
+        -- done before pg_ctl stop was).
+        CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$
+          BEGIN IF NEW.id % 1000 = 0 THEN PERFORM pg_sleep(0.02); END IF; RETURN NEW; END $$;
+        CREATE TRIGGER slow BEFORE INSERT ON big_a FOR EACH ROW EXECUTE FUNCTION slow();
+        CREATE TRIGGER slow BEFORE INSERT ON big_b FOR EACH ROW EXECUTE FUNCTION slow();
+        ALTER TABLE big_a ENABLE ALWAYS TRIGGER slow;
+        ALTER TABLE big_b ENABLE ALWAYS TRIGGER slow;
         """, extra: [("engine", "native")])
     defer { Repl.cleanup(dc) }
     let args = ["run", "migrate.lua", dc.dc, "app", "--config-dir", dc.root, "--", "copy_jobs=1"]

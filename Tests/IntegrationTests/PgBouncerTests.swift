@@ -341,8 +341,13 @@ struct CutoverPgBouncerTests {
       db: b.pair.dbname, user: b.app.name, pw: b.app.password, "src stays fenced after the switch")
     let shown = try b.dc.run("pgbouncer_show", "shop")
     #expect(shown["points_to"] == "dst" && shown["paused"] == false, "\(shown.json())")
-    // Transactions after the switch are served by dst.
+    // Transactions after the switch are served by dst: a new client's, and every server
+    // connection of the pool (the client keeps one there, whether pgbench is still running
+    // or not).
     Thread.sleep(forTimeInterval: 1)
+    let client = try Self.client(b)
+    defer { client.close() }
+    #expect(try Self.probe(client).port == PG.port(.dst))
     let ports = try Self.serverPorts(b)
     #expect(!ports.isEmpty && ports.allSatisfy { $0 == PG.port(.dst) }, "SHOW SERVERS: \(ports)")
     _ = Bounced.expectNoFailure(bench)

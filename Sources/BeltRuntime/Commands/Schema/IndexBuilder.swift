@@ -132,7 +132,14 @@ struct IndexBuilder {
       o.created = 1
       return o
     } catch let e as PGError {
-      if e.sqlState == "42P07" {
+      // Another session built the same index meanwhile (e.g. the build of a belt that was
+      // killed, still running on dst): 42P07, or 23505 on pg_class's name index when this
+      // build waited for that one's commit. The index is there: nothing to do.
+      if e.sqlState == "42P07"
+        || (e.sqlState == "23505"
+          && (try? owner.query("SELECT pg_catalog.to_regclass($1) IS NOT NULL", [info.name.quoted])
+            .scalar) == "t")
+      {
         var o = Self.note(name, table, "already_present", Runner.ms(since: t0), logger: logger)
         o.present = 1
         return o

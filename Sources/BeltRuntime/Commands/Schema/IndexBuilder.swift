@@ -134,11 +134,17 @@ struct IndexBuilder {
     } catch let e as PGError {
       // Another session built the same index meanwhile (e.g. the build of a belt that was
       // killed, still running on dst): 42P07, or 23505 on pg_class's name index when this
-      // build waited for that one's commit. The index is there: nothing to do.
+      // build waited for that one's commit, and the index is there and valid: nothing to do.
+      // (A 23505 on the data, duplicate keys of a UNIQUE index, leaves no index or an
+      // INVALID one: a failure.)
       if e.sqlState == "42P07"
         || (e.sqlState == "23505"
-          && (try? owner.query("SELECT pg_catalog.to_regclass($1) IS NOT NULL", [info.name.quoted])
-            .scalar) == "t")
+          && (try? owner.query(
+            """
+            SELECT i.indisvalid FROM pg_catalog.pg_index i
+             WHERE i.indexrelid = pg_catalog.to_regclass($1)
+            """, [info.name.quoted]
+          ).scalar) == "t")
       {
         var o = Self.note(name, table, "already_present", Runner.ms(since: t0), logger: logger)
         o.present = 1

@@ -416,19 +416,33 @@ struct ParallelIndexTests {
       ).rows.map { $0.string("relname") })
   }
 
-  func run(jobs: Int) throws {
+  /// The indexes other than big's.
+  static let others: Set<String> = [
+    "Small One v", "small2_v", "small2_part", "parted_at", "parted_a_at_idx",
+  ]
+
+  static let allValid =
+    "SELECT bool_and(indisvalid) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid WHERE c.relnamespace = 'public'::regnamespace"
+
+  /// The schema loaded on dst without its indexes, big the largest table there, and another
+  /// session (`holder`) holding big, so that its builds (the largest table's, so first) wait
+  /// until the holder commits.
+  func lockedBig() throws -> (dc: TestDC, dst: PGConnection, holder: PGConnection) {
     let dc = try TestDC()
     try dc.addPair("ix", srcSQL: Self.ddl)
     #expect(try dc.run("dump_schema", "ix")["ok"] == true)
     #expect(try dc.run("load_schema", "ix")["ok"] == true)
     let dst = try dc.conn("ix", .dst)
-    defer { dst.close() }
     try dst.exec("INSERT INTO public.big SELECT g, md5(g::text) FROM generate_series(1, 50000) g")
     #expect(try present(dst).isEmpty)
-    // Another session holds big: its builds (the largest table's, so first) wait.
     let holder = try dc.conn("ix", .dst)
-    defer { holder.close() }
     try holder.exec("BEGIN; LOCK TABLE public.big IN EXCLUSIVE MODE")
+    return (dc, dst, holder)
+  }
+
+  func run(jobs: Int) throws {
+    let (dc, dst, holder) = try lockedBig()
+    defer { dst.close(); holder.close() }
     final class Box: @unchecked Sendable { var result: CLI.Result? }
     let box = Box()
     let done = DispatchSemaphore(value: 0)
@@ -440,11 +454,8 @@ struct ParallelIndexTests {
       box.result = try? CLI.run(args)
       done.signal()
     }.start()
-    let others: Set<String> = [
-      "Small One v", "small2_v", "small2_part", "parted_at", "parted_a_at_idx",
-    ]
     let until = Date().addingTimeInterval(jobs > 1 ? 30 : 4)
-    while try !others.isSubset(of: present(dst)), Date() < until {
+    while try !Self.others.isSubset(of: present(dst)), Date() < until {
       Thread.sleep(forTimeInterval: 0.1)
     }
     let whileWaiting = try present(dst)
@@ -452,7 +463,7 @@ struct ParallelIndexTests {
     done.wait()
     if jobs > 1 {
       #expect(
-        others.isSubset(of: whileWaiting),
+        Self.others.isSubset(of: whileWaiting),
         "the other tables' indexes were built while big's build waited: \(whileWaiting)")
     } else {
       // One at a time in the file's order (pg_dump's: by name): what follows big's builds
@@ -482,10 +493,7 @@ struct ParallelIndexTests {
         "SELECT indisclustered FROM pg_index WHERE indexrelid = 'public.small2_v'::regclass"
       )
       .scalar == "t")
-    #expect(
-      try dst.query(
-        "SELECT bool_and(indisvalid) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid WHERE c.relnamespace = 'public'::regnamespace"
-      ).scalar == "t")
+    #expect(try dst.query(Self.allValid).scalar == "t")
     // Run again: every index is there.
     let again = try dc.run("create_indexes", "ix", ["index_jobs": .int(jobs)])
     #expect(again["created"] == 0 && again["failed"] == 0, "\(again.json())")
@@ -499,24 +507,13 @@ struct ParallelIndexTests {
   /// builds it).
   @Test(arguments: [SIGKILL, SIGINT])
   func killedWhileBuildingThenTheSameCommandFinishes(signal: Int32) throws {
-    let dc = try TestDC()
-    try dc.addPair("ix", srcSQL: Self.ddl)
-    #expect(try dc.run("dump_schema", "ix")["ok"] == true)
-    #expect(try dc.run("load_schema", "ix")["ok"] == true)
-    let dst = try dc.conn("ix", .dst)
-    defer { dst.close() }
-    try dst.exec("INSERT INTO public.big SELECT g, md5(g::text) FROM generate_series(1, 50000) g")
-    let holder = try dc.conn("ix", .dst)
-    defer { holder.close() }
-    try holder.exec("BEGIN; LOCK TABLE public.big IN EXCLUSIVE MODE")
+    let (dc, dst, holder) = try lockedBig()
+    defer { dst.close(); holder.close() }
     let bg = try Resume.Background(
       ["create-indexes", dc.dc, "ix", "--index-jobs", "4", "--config-dir", dc.root],
       scratch: dc.root)
-    let others: Set<String> = [
-      "Small One v", "small2_v", "small2_part", "parted_at", "parted_a_at_idx",
-    ]
     let until = Date().addingTimeInterval(30)
-    while try !others.isSubset(of: present(dst)), Date() < until, bg.process.isRunning {
+    while try !Self.others.isSubset(of: present(dst)), Date() < until, bg.process.isRunning {
       Thread.sleep(forTimeInterval: 0.05)
     }
     #expect(bg.process.isRunning, "belt ended before it was killed: \(bg.output)")
@@ -538,10 +535,7 @@ struct ParallelIndexTests {
     let v = (try? JSONParser.parse(again.out)) ?? .null
     #expect(v["failed"] == 0, "\(again.out)")
     #expect(try present(dst) == Set(Self.built))
-    #expect(
-      try dst.query(
-        "SELECT bool_and(indisvalid) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid WHERE c.relnamespace = 'public'::regnamespace"
-      ).scalar == "t")
+    #expect(try dst.query(Self.allValid).scalar == "t")
   }
 
   @Test func oneJobBuildsOneAtATime() throws { try run(jobs: 1) }

@@ -361,20 +361,19 @@ enum SnapshotCopy {
         ($0["name"]?.stringValue ?? "", $0["error"]?.stringValue ?? "failed")
       }, uniquingKeysWith: { a, _ in a })
     for k in viaIndex {
-      if let why = failedBuilds["\(schema).\(k["name"]?.stringValue ?? "")"] {
-        throw ctx.refuse(
-          "could not restore the primary key \(k["name"]?.stringValue ?? "") of \(k["table"]?.stringValue ?? "") on dst after the copy: \(why)"
-        )
+      let (key, table) = (k["name"]?.stringValue ?? "", k["table"]?.stringValue ?? "")
+      func lost(_ why: String) -> BeltError {
+        ctx.refuse(
+          "could not restore the primary key \(key) of \(table) on dst after the copy: \(why)")
       }
-      let table = PGConnection.qualified(schema, k["table"]?.stringValue ?? "")
-      let name = PGConnection.quoteIdent(k["name"]?.stringValue ?? "")
+      if let why = failedBuilds["\(schema).\(key)"] { throw lost(why) }
+      let name = PGConnection.quoteIdent(key)
       do {
         try droot.exec(
-          "ALTER TABLE \(table) ADD CONSTRAINT \(name) PRIMARY KEY USING INDEX \(name)")
-      } catch let e as PGError where e.kind == .server && !e.isCancel {
-        throw ctx.refuse(
-          "could not restore the primary key \(k["name"]?.stringValue ?? "") of \(k["table"]?.stringValue ?? "") on dst after the copy: \(e.message)"
+          "ALTER TABLE \(PGConnection.qualified(schema, table)) ADD CONSTRAINT \(name) PRIMARY KEY USING INDEX \(name)"
         )
+      } catch let e as PGError where e.kind == .server && !e.isCancel {
+        throw lost(e.message)
       }
     }
     if !missing.isEmpty {
